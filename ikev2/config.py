@@ -1,0 +1,140 @@
+"""What the engine needs to know about a connection, in swanctl.conf vocabulary.
+
+Plain dataclasses: the daemon (``aioipsec.config``) fills them from TOML or swanctl.conf,
+tests build them directly. Durations are seconds (floats), sizes are bytes/packets.
+Proposal strings use strongSwan's syntax (``"aes256gcm16-prfsha256-x25519"``) and are
+turned into payloads by ``ikev2.proposals``.
+
+Secrets never live in these objects as plain attributes that get printed: the PSK is
+looked up through the dispatcher's ``psk_lookup(local_id, remote_id)`` callable, private
+keys are given as ``cryptography`` key objects with ``repr=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+AuthMethodName = Literal["psk", "pubkey"]
+FragmentationMode = Literal["yes", "no", "accept", "force"]
+StartAction = Literal["none", "start", "trap"]
+CloseAction = Literal["none", "start", "trap"]
+DpdAction = Literal["clear", "restart", "trap", "none"]
+
+# A callable (local_id, remote_id) -> PSK bytes or None (no key for this pair).
+PskLookup = Callable[[str, str], "bytes | None"]
+
+
+@dataclass
+class AuthConfig:
+    """One authentication round (swanctl ``local``/``remote`` sections).
+
+    ``id``: an identity string as swanctl writes it: ``"10.0.0.1"``, ``"fe80::1"``,
+    ``"vpn.example.org"`` (FQDN), ``"user@example.org"`` (RFC822), ``"CN=a, O=b"``
+    (DER_ASN1_DN), ``"keyid:0102..."`` (KEY_ID), or ``"%any"`` (remote: accept any).
+    ``certs``: our certificate chain (leaf first), ``cryptography.x509.Certificate``.
+    ``cacerts``: trust anchors for the peer's chain. ``private_key``: our signing key.
+    """
+
+    auth: AuthMethodName = "psk"
+    id: str = "%any"
+    certs: list[Any] = field(default_factory=list)
+    cacerts: list[Any] = field(default_factory=list)
+    private_key: Any = field(default=None, repr=False)
+    # RFC 7427 by default; "ike:rsa/pss" style restrictions are not modelled yet.
+    signature_auth: Literal["rfc7427", "classic"] = "rfc7427"
+    send_certreq: bool = True
+    send_cert: Literal["always", "ifasked", "never"] = "ifasked"
+
+
+@dataclass
+class ChildConfig:
+    """One swanctl ``children`` entry."""
+
+    name: str
+    local_ts: list[str] = field(default_factory=lambda: ["dynamic"])
+    remote_ts: list[str] = field(default_factory=lambda: ["dynamic"])
+    esp_proposals: list[str] = field(default_factory=lambda: ["aes256gcm16"])
+    ah_proposals: list[str] = field(default_factory=list)
+    mode: Literal["tunnel", "transport"] = "tunnel"
+    start_action: StartAction = "none"
+    close_action: CloseAction = "none"
+    dpd_action: DpdAction = "clear"
+    rekey_time: float = 3600.0
+    life_time: float | None = None  # default: rekey_time * 1.1 (strongSwan)
+    rand_time: float | None = None  # default: life_time - rekey_time
+    rekey_bytes: int = 0
+    life_bytes: int = 0
+    rekey_packets: int = 0
+    life_packets: int = 0
+    replay_window: int = 1024
+    tfc_padding: bool = False
+
+    def effective_life_time(self) -> float:
+        return self.life_time if self.life_time is not None else self.rekey_time * 1.1
+
+    def effective_rand_time(self) -> float:
+        if self.rand_time is not None:
+            return self.rand_time
+        return max(0.0, self.effective_life_time() - self.rekey_time)
+
+
+@dataclass
+class IkeConfig:
+    """One swanctl ``connections`` entry (IKEv2 only)."""
+
+    name: str
+    version: int = 2
+    local_addrs: list[str] = field(default_factory=lambda: ["%any"])
+    remote_addrs: list[str] = field(default_factory=lambda: ["%any"])
+    local_port: int = 500
+    remote_port: int = 500
+    proposals: list[str] = field(default_factory=lambda: ["aes256gcm16-prfsha256-x25519"])
+    # Fake a NAT so both sides float to 4500 and use UDP-encapsulated ESP (RFC 7296 sec.
+    # 2.23, strongSwan's ``encap = yes``).
+    encap: bool = False
+    dpd_delay: float = 0.0  # 0: no liveness checks
+    dpd_timeout: float = 150.0  # IKEv1 only in strongSwan; kept for config symmetry
+    rekey_time: float = 14400.0
+    reauth_time: float = 0.0
+    over_time: float | None = None  # default: 10% of max(rekey_time, reauth_time)
+    rand_time: float | None = None  # default: over_time
+    fragmentation: FragmentationMode = "yes"
+    fragment_size: int = 1280
+    local: AuthConfig = field(default_factory=AuthConfig)
+    remote: AuthConfig = field(default_factory=AuthConfig)
+    children: list[ChildConfig] = field(default_factory=list)
+    retransmit_timeout: float = 4.0
+    retransmit_base: float = 1.8
+    retransmit_tries: int = 5
+    # RFC 9370 additional key exchanges, as strongSwan writes them in the proposal
+    # string ("...-x25519-ke1_mlkem768"); nothing extra to configure here.
+    send_initial_contact: bool = True
+    mobike: bool = False
+
+    def effective_over_time(self) -> float:
+        if self.over_time is not None:
+            return self.over_time
+        return 0.1 * max(self.rekey_time, self.reauth_time)
+
+    def effective_rand_time(self) -> float:
+        return self.rand_time if self.rand_time is not None else self.effective_over_time()
+
+    def child(self, name: str) -> ChildConfig:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(f"connection {self.name!r} has no child {name!r}")
+
+
+@dataclass
+class DispatcherConfig:
+    """Responder-side resource limits (strongSwan's charon defaults)."""
+
+    cookie_threshold: int = 30  # half-open SAs (all peers) above which COOKIE is demanded
+    cookie_threshold_ip: int = 3  # half-open SAs from one address above which COOKIE
+    block_threshold: int = 5  # half-open SAs from one address above which we drop
+    half_open_timeout: float = 30.0
+    init_limit_half_open: int = 1000  # hard cap: drop new IKE_SA_INIT above this
+    cookie_secret_lifetime: float = 120.0

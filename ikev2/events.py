@@ -1,0 +1,187 @@
+"""Frozen dataclasses the engine emits (``IkeSa.next_event()`` / ``Dispatcher.next_event()``).
+
+Everything the data plane needs to install a Child SA is in :class:`ChildSaEstablished`;
+key material fields carry ``repr=False`` so that printing or logging an event never shows
+a key. Addresses are ``(host, port)`` tuples as strings/ints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ikev2.enums import EncrId, IntegId, NotifyType, PrfId, ProtocolId
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class TrafficSelectorRange:
+    """One traffic selector as the data plane's SPD wants it (RFC 7296 sec. 3.13.1).
+
+    ``start``/``end`` are textual addresses (inclusive), ``protocol`` 0 means any,
+    ports are inclusive (0-65535 = any).
+    """
+
+    start: str
+    end: str
+    protocol: int = 0
+    start_port: int = 0
+    end_port: int = 65535
+
+    def __str__(self) -> str:
+        from ikev2.ts import format_range  # local import: ts imports this module
+
+        return format_range(self)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class: every event names the IKE SA (``ike_sa_id``, unique per dispatcher) and
+    the connection it belongs to."""
+
+    ike_sa_id: int
+    connection: str
+
+
+@dataclass(frozen=True)
+class IkeSaEstablished(Event):
+    spi_i: int
+    spi_r: int
+    initiator: bool  # True if we initiated this IKE SA
+    local_addr: Address
+    remote_addr: Address
+    local_id: str
+    remote_id: str
+    encr: EncrId
+    encr_key_bits: int | None
+    integ: IntegId | None
+    prf: PrfId
+    ke: int  # KeId value
+    additional_ke: tuple[int, ...] = ()
+    nat_local: bool = False  # we are behind a NAT (or faked one)
+    nat_remote: bool = False  # the peer is behind a NAT
+    udp_encap: bool = False  # IKE moved to port 4500
+    fragmentation: bool = False  # both sides support RFC 7383
+
+
+@dataclass(frozen=True)
+class IkeSaRekeyed(Event):
+    """The IKE SA was replaced by a new one (RFC 7296 sec. 2.18); the old one is gone.
+
+    ``ike_sa_id`` is the *new* SA's id; ``old_ike_sa_id`` the replaced one (its Child SAs
+    moved to the new one unchanged)."""
+
+    old_ike_sa_id: int
+    spi_i: int
+    spi_r: int
+    old_spi_i: int
+    old_spi_r: int
+    encr: EncrId
+    encr_key_bits: int | None
+    integ: IntegId | None
+    prf: PrfId
+    ke: int
+
+
+@dataclass(frozen=True)
+class IkeSaDeleted(Event):
+    spi_i: int
+    spi_r: int
+    reason: str  # "deleted by peer", "deleted locally", "DPD timeout", "expired", ...
+    notify: NotifyType | None = None
+
+
+@dataclass(frozen=True)
+class ChildSaEstablished(Event):
+    """A Child SA pair to install (inbound and outbound)."""
+
+    child: str  # the child config name
+    child_sa_id: int  # unique per dispatcher; survives nothing (a rekey gets a new id)
+    protocol: ProtocolId  # ESP or AH
+    mode: str  # "tunnel" | "transport"
+    spi_in: int  # our SPI: the peer sends with it
+    spi_out: int  # the peer's SPI: we send with it
+    encr: EncrId | None  # None for AH
+    encr_key_bits: int | None
+    integ: IntegId | None  # None/NONE for AEAD
+    esn: bool
+    encr_key_in: bytes = field(repr=False)
+    encr_key_out: bytes = field(repr=False)
+    integ_key_in: bytes = field(repr=False)
+    integ_key_out: bytes = field(repr=False)
+    local_ts: tuple[TrafficSelectorRange, ...]
+    remote_ts: tuple[TrafficSelectorRange, ...]
+    udp_encap: bool
+    local_addr: Address
+    remote_addr: Address
+    replay_window: int
+    rekey_time: float
+    life_time: float
+    rekey_bytes: int
+    life_bytes: int
+    rekey_packets: int
+    life_packets: int
+    initiator: bool  # we initiated this Child SA's exchange
+    tfc_padding: bool = True  # False if the peer sent ESP_TFC_PADDING_NOT_SUPPORTED
+
+
+@dataclass(frozen=True)
+class ChildSaRekeyed(Event):
+    """Make-before-break: ``new`` is installed first; the data plane keeps accepting
+    inbound on ``old_spi_in`` until the :class:`ChildSaDeleted` for it arrives, and sends
+    on ``new.spi_out`` from now on."""
+
+    old_child_sa_id: int
+    old_spi_in: int
+    old_spi_out: int
+    new: ChildSaEstablished
+
+
+@dataclass(frozen=True)
+class ChildSaDeleted(Event):
+    child: str
+    child_sa_id: int
+    protocol: ProtocolId
+    spi_in: int
+    spi_out: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuthenticationFailed(Event):
+    """``check`` names what failed: "psk-mismatch", "unknown-ca", "expired",
+    "identity-mismatch", "bad-signature", "no-credentials", "peer-rejected"."""
+
+    check: str
+    reason: str
+    remote_addr: Address
+
+
+@dataclass(frozen=True)
+class NegotiationFailed(Event):
+    """An exchange failed; ``reason`` is for people (e.g. the NO_PROPOSAL_CHOSEN
+    explanation listing each transform type on both sides), ``notify`` what was sent or
+    received, ``received`` tells which."""
+
+    reason: str
+    notify: NotifyType | None
+    received: bool
+    exchange: str  # "IKE_SA_INIT", "IKE_AUTH", "CREATE_CHILD_SA", ...
+    child: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildSaExpiring(Event):
+    """Informational: a Child SA hit its rekey limit and a rekey was started."""
+
+    child: str
+    child_sa_id: int
+    cause: str  # "time", "bytes", "packets"
+
+
+@dataclass(frozen=True)
+class PeerUnreachable(Event):
+    """Retransmissions exhausted (RFC 7296 sec. 2.4); the DPD action follows."""
+
+    action: str
+    remote_addr: Address
