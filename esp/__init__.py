@@ -1,0 +1,28 @@
+"""ESP and AH data plane (RFC 4303, RFC 4302): SAs, SAD, SPD, anti-replay, lifetimes.
+
+The data plane takes keys; it never negotiates them. See docs/esp.md for the API.
+Imports nothing from ``aioipsec`` and only ``ikev2.enums`` from ``ikev2``.
+"""
+
+from esp.errors import DropReason, EspDrop, InvalidKey, UnsupportedAlgorithm
+from esp.events import Acquire, Lifetime, SaExpired
+from esp.replay import ReplayWindow
+from esp.sa import Direction, EspSa, Mode
+from esp.selectors import PacketFields, Selector, packet_fields
+
+__all__ = [
+    "Acquire",
+    "Direction",
+    "DropReason",
+    "EspDrop",
+    "EspSa",
+    "InvalidKey",
+    "Lifetime",
+    "Mode",
+    "PacketFields",
+    "ReplayWindow",
+    "SaExpired",
+    "Selector",
+    "UnsupportedAlgorithm",
+    "packet_fields",
+]
