@@ -1,0 +1,340 @@
+"""A Linux TUN device for the tunnel's inner packets, with its addresses and routes.
+
+The device is created with the ``TUNSETIFF`` ioctl on ``/dev/net/tun`` (``IFF_TUN | IFF_NO_PI``:
+every ``read`` returns one bare IP packet, every ``write`` injects one). MTU and the UP flag are
+set with the classic ``SIOCSIFMTU`` / ``SIOCSIFFLAGS`` ioctls; addresses and routes with the
+``ip`` command of iproute2 (see docs/tun.md for why ``ip`` and not a netlink library).
+
+Everything acts on the network namespace of the calling thread at the time of the call, which is
+how ``ip netns exec NS aioipsec daemon`` and the tests' ``netns.entered(NS)`` both work.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import json
+import os
+import socket
+import struct
+import subprocess
+from collections.abc import Sequence
+from typing import Self
+
+TUN_CLONE_DEVICE = "/dev/net/tun"
+
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+
+# <linux/sockios.h>, <linux/if.h>
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+SIOCGIFMTU = 0x8921
+SIOCSIFMTU = 0x8922
+IFF_UP = 0x1
+
+IFNAMSIZ = 16
+_IFREQ_SIZE = 40  # sizeof(struct ifreq) on 64-bit Linux
+
+DEFAULT_TUN_NAME = "ipsec0"
+DEFAULT_TUN_MTU = 1400
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class TunError(OSError):
+    """Creating or configuring the TUN device failed; the message says which step and why."""
+
+
+def _ifreq(name: str, payload: bytes = b"") -> bytes:
+    encoded = name.encode()
+    if not encoded or len(encoded) >= IFNAMSIZ or "/" in name or name.strip() != name:
+        raise TunError(errno.EINVAL, f"invalid interface name {name!r} (1-15 bytes, no '/')")
+    return encoded.ljust(IFNAMSIZ, b"\0") + payload.ljust(_IFREQ_SIZE - IFNAMSIZ, b"\0")
+
+
+def run_ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``ip ARGS`` in the caller's network namespace; a failure raises TunError with stderr."""
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise TunError(errno.EIO, f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def link_info(name: str) -> dict | None:
+    """``ip -d -j link show NAME`` as a dict, or None when no interface has that name."""
+    result = run_ip("-d", "-j", "link", "show", "dev", name, check=False)
+    if result.returncode != 0:
+        return None
+    links = json.loads(result.stdout or "[]")
+    return links[0] if links else None
+
+
+def is_tun_device(info: dict) -> bool:
+    return info.get("linkinfo", {}).get("info_kind") == "tun"
+
+
+def remove_stale_device(name: str) -> bool:
+    """Delete a TUN device called NAME left by an earlier run; True when one was removed.
+
+    A non-persistent TUN device disappears when the last descriptor closes, so a device that is
+    still there belongs to a process that hangs on, or was made persistent (``TUNSETPERSIST``,
+    ``ip tuntap add``). An interface of another kind with that name is never touched: that is a
+    configuration error the caller must see.
+    """
+    info = link_info(name)
+    if info is None:
+        return False
+    if not is_tun_device(info):
+        kind = info.get("linkinfo", {}).get("info_kind", "physical")
+        raise TunError(errno.EEXIST, f"interface {name} exists and is not a TUN device ({kind})")
+    run_ip("link", "delete", "dev", name)
+    return True
+
+
+def local_addresses() -> set[IpAddress]:
+    """Every address assigned to an interface of the caller's network namespace."""
+    result = run_ip("-j", "address", "show")
+    found: set[IpAddress] = set()
+    for link in json.loads(result.stdout or "[]"):
+        for entry in link.get("addr_info", []):
+            if "local" in entry:
+                found.add(ipaddress.ip_address(entry["local"]))
+    return found
+
+
+class TunDevice:
+    """An open TUN device. ``fd`` is non-blocking, ready for ``loop.add_reader``.
+
+    >>> tun = TunDevice.create("ipsec0", mtu=1400)   # doctest: +SKIP
+    >>> tun.add_address("10.1.0.1/32"); tun.add_route("10.2.0.0/16", source="10.1.0.1")
+    >>> packet = tun.read()        # None when nothing is queued
+    >>> tun.close()                # the device and its routes disappear with the descriptor
+    """
+
+    def __init__(self, fd: int, name: str, vnet_hdr: bool) -> None:
+        self.fd = fd
+        self.name = name
+        self.vnet_hdr = vnet_hdr
+        self._routes: dict[tuple[IpNetwork, int | None, int | None], tuple[str, ...]] = {}
+        self._closed = False
+
+    @classmethod
+    def create(
+        cls,
+        name: str = DEFAULT_TUN_NAME,
+        mtu: int | None = DEFAULT_TUN_MTU,
+        *,
+        up: bool = True,
+        remove_stale: bool = True,
+        vnet_hdr: bool = False,
+    ) -> Self:
+        """Create (or take over after removing a stale one) the TUN device NAME.
+
+        ``vnet_hdr`` prefixes every packet with a ``struct virtio_net_hdr`` (10 bytes); it is
+        only useful together with offloads (``TUNSETOFFLOAD``), which this module does not set yet.
+        """
+        _ifreq(name)  # validate the name before touching anything
+        if remove_stale:
+            remove_stale_device(name)
+        try:
+            fd = os.open(TUN_CLONE_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise TunError(exc.errno, f"cannot open {TUN_CLONE_DEVICE}: {exc.strerror}") from exc
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        try:
+            answer = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, struct.pack("H", flags)))
+        except OSError as exc:
+            os.close(fd)
+            hint = " (is the device held by another process?)" if exc.errno == errno.EBUSY else ""
+            raise TunError(exc.errno, f"TUNSETIFF {name}: {exc.strerror}{hint}") from exc
+        actual_name = answer[:IFNAMSIZ].rstrip(b"\0").decode()
+        device = cls(fd, actual_name, vnet_hdr)
+        try:
+            if mtu is not None:
+                device.set_mtu(mtu)
+            if up:
+                device.set_up(True)
+        except BaseException:
+            device.close()
+            raise
+        return device
+
+    # --- link settings (ioctls on any socket of the current namespace) -------------------------
+
+    def _ioctl(self, request: int, payload: bytes) -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                return fcntl.ioctl(sock.fileno(), request, _ifreq(self.name, payload))
+            except OSError as exc:
+                raise TunError(exc.errno, f"ioctl {request:#x} on {self.name}: {exc}") from exc
+
+    def set_mtu(self, mtu: int) -> None:
+        if not 68 <= mtu <= 65535:
+            raise TunError(errno.EINVAL, f"MTU {mtu} out of range 68..65535")
+        self._ioctl(SIOCSIFMTU, struct.pack("i", mtu))
+
+    @property
+    def mtu(self) -> int:
+        answer = self._ioctl(SIOCGIFMTU, b"")
+        return struct.unpack_from("i", answer, IFNAMSIZ)[0]
+
+    def set_up(self, up: bool = True) -> None:
+        flags = struct.unpack_from("H", self._ioctl(SIOCGIFFLAGS, b""), IFNAMSIZ)[0]
+        flags = flags | IFF_UP if up else flags & ~IFF_UP
+        self._ioctl(SIOCSIFFLAGS, struct.pack("H", flags))
+
+    @property
+    def is_up(self) -> bool:
+        flags = struct.unpack_from("H", self._ioctl(SIOCGIFFLAGS, b""), IFNAMSIZ)[0]
+        return bool(flags & IFF_UP)
+
+    # --- addresses and routes ------------------------------------------------------------------
+
+    def add_address(self, address: str | IpInterface) -> None:
+        """Assign ADDRESS (``"10.1.0.1/32"``; no prefix means a host prefix). Idempotent."""
+        interface = ipaddress.ip_interface(address)
+        run_ip("address", "replace", str(interface), "dev", self.name)
+
+    def remove_address(self, address: str | IpInterface) -> None:
+        interface = ipaddress.ip_interface(address)
+        run_ip("address", "del", str(interface), "dev", self.name, check=False)
+
+    def addresses(self) -> list[IpInterface]:
+        result = run_ip("-j", "address", "show", "dev", self.name)
+        found: list[IpInterface] = []
+        for link in json.loads(result.stdout or "[]"):
+            for entry in link.get("addr_info", []):
+                found.append(ipaddress.ip_interface(f"{entry['local']}/{entry['prefixlen']}"))
+        return found
+
+    def _route_args(
+        self, network: IpNetwork, source: IpAddress | None, table: int | None, metric: int | None
+    ) -> tuple[str, ...]:
+        args: tuple[str, ...] = (str(network), "dev", self.name)
+        if source is not None:
+            args += ("src", str(source))
+        if table is not None:
+            args += ("table", str(table))
+        if metric is not None:
+            args += ("metric", str(metric))
+        return args
+
+    def add_route(
+        self,
+        network: str | IpNetwork,
+        *,
+        source: str | IpAddress | None = None,
+        table: int | None = None,
+        metric: int | None = None,
+    ) -> None:
+        """Route NETWORK (a Child SA's remote selector) into the tunnel. Idempotent.
+
+        ``source`` is the preferred source address (the local selector address when it is one of
+        ours, so that locally generated packets match the Child SA's local selector).
+        """
+        net = ipaddress.ip_network(network, strict=False)
+        src = ipaddress.ip_address(source) if source is not None else None
+        if src is not None and src.version != net.version:
+            raise TunError(errno.EINVAL, f"source {src} and route {net} differ in IP version")
+        args = self._route_args(net, src, table, metric)
+        family = "-6" if net.version == 6 else "-4"
+        run_ip(family, "route", "replace", *args)
+        self._routes[(net, table, metric)] = args
+
+    def remove_route(
+        self,
+        network: str | IpNetwork,
+        *,
+        table: int | None = None,
+        metric: int | None = None,
+    ) -> None:
+        """Remove the route to NETWORK via this device (no error when it is already gone)."""
+        net = ipaddress.ip_network(network, strict=False)
+        family = "-6" if net.version == 6 else "-4"
+        run_ip(family, "route", "del", *self._route_args(net, None, table, metric), check=False)
+        self._routes.pop((net, table, metric), None)
+
+    def add_selector_routes(
+        self,
+        remote_networks: Sequence[str | IpNetwork],
+        local_address: str | IpAddress | None = None,
+        *,
+        table: int | None = None,
+    ) -> list[IpNetwork]:
+        """Route every remote selector of a Child SA into the tunnel.
+
+        The local selector address is used as the source only when it is assigned in this
+        namespace (``ip route`` refuses a ``src`` that is not ours) and of the same IP version.
+        Returns the networks routed.
+        """
+        ours = local_addresses() if local_address is not None else set()
+        local = ipaddress.ip_address(local_address) if local_address is not None else None
+        routed: list[IpNetwork] = []
+        for remote in remote_networks:
+            net = ipaddress.ip_network(remote, strict=False)
+            source = local if local in ours and local.version == net.version else None
+            self.add_route(net, source=source, table=table)
+            routed.append(net)
+        return routed
+
+    def routes(self, family: int = 4) -> list[dict]:
+        """This device's routes in the main table as ``ip -j route`` dicts."""
+        result = run_ip(f"-{family}", "-j", "route", "show", "dev", self.name)
+        return json.loads(result.stdout or "[]")
+
+    # --- packets -------------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self, size: int = 65535) -> bytes | None:
+        """One packet from the kernel, or None when none is queued (non-blocking)."""
+        try:
+            return os.read(self.fd, size)
+        except BlockingIOError:
+            return None
+
+    def read_into(self, buffer: bytearray | memoryview) -> int:
+        """Read one packet into BUFFER; returns its length, 0 when none is queued."""
+        try:
+            return os.readv(self.fd, [buffer])
+        except BlockingIOError:
+            return 0
+
+    def write(self, packet: bytes | bytearray | memoryview) -> int:
+        """Hand one IP packet to the kernel as if it had arrived on this interface."""
+        return os.write(self.fd, packet)
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove the routes we added and close the descriptor, which removes the device."""
+        if self._closed:
+            return
+        self._closed = True
+        for (net, _table, _metric), args in reversed(self._routes.items()):
+            run_ip("-6" if net.version == 6 else "-4", "route", "del", *args, check=False)
+        self._routes.clear()
+        os.close(self.fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self.fd}"
+        return f"TunDevice({self.name!r}, {state})"
