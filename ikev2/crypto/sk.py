@@ -1,0 +1,297 @@
+"""SK payload protection: RFC 7296 sec. 3.14 (encrypt-then-MAC), RFC 5282 (AES-GCM and
+AES-CCM in IKEv2), RFC 7634 (ChaCha20-Poly1305 in IKEv2).
+
+One :class:`SkCipher` per direction, built once per IKE SA with :func:`make_sk_cipher`::
+
+    cipher_i = make_sk_cipher(EncrId.ENCR_AES_GCM_16, 256, None, keys.sk_ei, None)
+    body = cipher_i.seal(aad, inner_payloads)      # IV || ciphertext || ICV
+    inner = cipher_i.open(aad, body)                # checks ICV, strips padding
+
+``aad`` is the IKE message from its first octet through the SK (or SKF) payload header,
+with final length fields. AEAD: that is the associated data (RFC 5282 sec. 5.1); the
+8-octet explicit IV goes on the wire and the nonce is salt || IV. Encrypt-then-MAC: the
+ICV is the truncated HMAC over ``aad || IV || ciphertext`` (sec. 3.14).
+
+Key material: ``sk_e`` includes the salt at its end for AEAD (RFC 5282 sec. 7.1: 4 octets
+for GCM, 3 for CCM; RFC 7634 sec. 2: 4 octets for ChaCha20-Poly1305).
+:func:`sk_key_lengths` says how long SK_e and SK_a are (sec. 2.14 key derivation input).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
+
+from ikev2.enums import EncrId, IntegId, NotifyType
+from ikev2.errors import IntegrityError, ProtocolError
+
+AEAD_IV_SIZE = 8  # RFC 5282 sec. 3, RFC 7634 sec. 2: explicit 8-octet IV on the wire
+
+# AEAD ciphers: (ICV octets, salt octets); the key length comes from the Key Length attribute
+_AEAD = {
+    EncrId.ENCR_AES_GCM_8: (8, 4),
+    EncrId.ENCR_AES_GCM_12: (12, 4),
+    EncrId.ENCR_AES_GCM_16: (16, 4),
+    EncrId.ENCR_AES_CCM_8: (8, 3),
+    EncrId.ENCR_AES_CCM_12: (12, 3),
+    EncrId.ENCR_AES_CCM_16: (16, 3),
+    EncrId.ENCR_CHACHA20_POLY1305: (16, 4),
+}
+_GCM = {EncrId.ENCR_AES_GCM_8, EncrId.ENCR_AES_GCM_12, EncrId.ENCR_AES_GCM_16}
+_CCM = {EncrId.ENCR_AES_CCM_8, EncrId.ENCR_AES_CCM_12, EncrId.ENCR_AES_CCM_16}
+
+# Integrity algorithms: (hash, key octets, ICV octets) -- RFC 2404 (SHA-1-96), RFC 4868.
+_INTEG = {
+    IntegId.AUTH_HMAC_SHA1_96: (hashlib.sha1, 20, 12),
+    IntegId.AUTH_HMAC_SHA2_256_128: (hashlib.sha256, 32, 16),
+    IntegId.AUTH_HMAC_SHA2_384_192: (hashlib.sha384, 48, 24),
+    IntegId.AUTH_HMAC_SHA2_512_256: (hashlib.sha512, 64, 32),
+}
+
+_AES_KEY_BITS = (128, 192, 256)
+
+
+def _unsupported(reason: str) -> ProtocolError:
+    # Reaching this means a proposal was accepted that we cannot run: a policy bug or a
+    # configuration error; NO_PROPOSAL_CHOSEN is the notify a peer would understand.
+    return ProtocolError(reason, NotifyType.NO_PROPOSAL_CHOSEN)
+
+
+class SkCipher:
+    """Seals / opens the content of one direction's SK payloads.
+
+    ``iv_size``: octets of IV on the wire; ``icv_size``: octets of ICV; ``block_size``:
+    the padding granularity (1 for AEAD: RFC 5282 needs no padding, we send none).
+    """
+
+    iv_size: int
+    icv_size: int
+    block_size: int
+
+    def sealed_length(self, plaintext_len: int) -> int:
+        """``len(IV || ciphertext || ICV)`` for ``plaintext_len`` octets of inner payloads
+        (ciphertext includes padding and the Pad Length octet)."""
+        padded = plaintext_len + 1
+        padded += (-padded) % self.block_size
+        return self.iv_size + padded + self.icv_size
+
+    def seal(self, aad: bytes, plaintext: bytes, iv: bytes | None = None) -> bytes:
+        """Pad, encrypt and protect ``plaintext``: returns IV || ciphertext || ICV."""
+        raise NotImplementedError
+
+    def open(self, aad: bytes, body: bytes) -> bytes:
+        """Verify and decrypt IV || ciphertext || ICV; returns the plaintext without padding.
+
+        ``IntegrityError`` when the body is too short to hold IV, ICV and Pad Length or the
+        ICV does not verify (sec. 3.14: drop silently). ``ProtocolError(INVALID_SYNTAX)``
+        when a verified plaintext has a Pad Length larger than itself, or (CBC) a
+        ciphertext that is not a multiple of the block size.
+        """
+        raise NotImplementedError
+
+    def _pad(self, plaintext: bytes) -> bytes:
+        pad_length = (-(len(plaintext) + 1)) % self.block_size
+        # sec. 3.14: padding "MAY contain any value"; zeros, like strongSwan's AEAD path.
+        return plaintext + bytes(pad_length) + bytes((pad_length,))
+
+    @staticmethod
+    def _unpad(padded: bytes) -> bytes:
+        if not padded:
+            raise ProtocolError("SK plaintext without Pad Length", NotifyType.INVALID_SYNTAX)
+        pad_length = padded[-1]
+        if pad_length + 1 > len(padded):
+            raise ProtocolError(
+                f"SK Pad Length {pad_length} larger than the plaintext ({len(padded)} octets)",
+                NotifyType.INVALID_SYNTAX,
+            )
+        return padded[: len(padded) - 1 - pad_length]
+
+
+class AeadSkCipher(SkCipher):
+    """AES-GCM / AES-CCM (RFC 5282) and ChaCha20-Poly1305 (RFC 7634).
+
+    Nonce = salt || 8-octet IV. Without an explicit ``iv``, ``seal`` uses a 64-bit counter
+    starting at 1: unique for the lifetime of this object, i.e. of the key (RFC 5282 sec.
+    3: "the IV MUST NOT repeat for a given key"). An explicit ``iv`` bypasses the counter:
+    the caller then owns uniqueness.
+    """
+
+    block_size = 1
+    iv_size = AEAD_IV_SIZE
+
+    def __init__(self, encr: EncrId, key: bytes, salt: bytes, icv_size: int) -> None:
+        self.encr = encr
+        self.icv_size = icv_size
+        self._salt = salt
+        self._counter = 0
+        self._truncated_gcm_key: bytes | None = None
+        if encr in _GCM:
+            if icv_size == 16:
+                self._aead = AESGCM(key)
+            else:
+                # AESGCM only emits 16-octet tags; a GCM tag truncates by prefix (NIST SP
+                # 800-38D sec. 5.2.1.2), so GCM-8/12 use the streaming interface.
+                self._aead = None
+                self._truncated_gcm_key = key
+        elif encr in _CCM:
+            self._aead = AESCCM(key, tag_length=icv_size)
+        else:
+            self._aead = ChaCha20Poly1305(key)
+
+    def _next_iv(self) -> bytes:
+        self._counter += 1
+        if self._counter >= 1 << 64:
+            raise ProtocolError("AEAD IV space exhausted: rekey the IKE SA", None)
+        return struct.pack("!Q", self._counter)
+
+    def seal(self, aad: bytes, plaintext: bytes, iv: bytes | None = None) -> bytes:
+        if iv is None:
+            iv = self._next_iv()
+        elif len(iv) != AEAD_IV_SIZE:
+            raise ValueError("AEAD IV must be 8 octets")
+        nonce = self._salt + iv
+        padded = self._pad(plaintext)
+        if self._aead is not None:
+            return iv + self._aead.encrypt(nonce, padded, aad)
+        encryptor = Cipher(algorithms.AES(self._truncated_gcm_key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(aad)
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        return iv + ciphertext + encryptor.tag[: self.icv_size]
+
+    def open(self, aad: bytes, body: bytes) -> bytes:
+        if len(body) < self.iv_size + 1 + self.icv_size:
+            raise IntegrityError(f"SK payload of {len(body)} octets is truncated")
+        iv = bytes(body[: self.iv_size])
+        nonce = self._salt + iv
+        try:
+            if self._aead is not None:
+                padded = self._aead.decrypt(nonce, bytes(body[self.iv_size :]), aad)
+            else:
+                tag = bytes(body[-self.icv_size :])
+                decryptor = Cipher(
+                    algorithms.AES(self._truncated_gcm_key),
+                    modes.GCM(nonce, tag, min_tag_length=self.icv_size),
+                ).decryptor()
+                decryptor.authenticate_additional_data(aad)
+                padded = decryptor.update(bytes(body[self.iv_size : -self.icv_size]))
+                padded += decryptor.finalize()
+        except InvalidTag:
+            raise IntegrityError("SK ICV does not verify") from None
+        return self._unpad(padded)
+
+
+class CbcHmacSkCipher(SkCipher):
+    """ENCR_AES_CBC (RFC 3602 as used by RFC 7296 sec. 3.14) + HMAC integrity.
+
+    Encrypt-then-MAC: the ICV covers ``aad || IV || ciphertext`` and is checked (in
+    constant time, ``hmac.compare_digest``) before anything is decrypted. The IV is random
+    (sec. 3.14: "MUST be chosen at random and MUST be unpredictable").
+    """
+
+    iv_size = 16
+    block_size = 16
+
+    def __init__(self, key: bytes, integ: IntegId, integ_key: bytes) -> None:
+        digest, _, icv_size = _INTEG[integ]
+        self.encr = EncrId.ENCR_AES_CBC
+        self.integ = integ
+        self.icv_size = icv_size
+        self._algorithm = algorithms.AES(key)
+        self._digest = digest
+        self._integ_key = integ_key
+
+    def _icv(self, aad: bytes, protected: bytes) -> bytes:
+        mac = hmac.new(self._integ_key, aad, self._digest)
+        mac.update(protected)
+        return mac.digest()[: self.icv_size]
+
+    def seal(self, aad: bytes, plaintext: bytes, iv: bytes | None = None) -> bytes:
+        if iv is None:
+            iv = os.urandom(self.iv_size)
+        elif len(iv) != self.iv_size:
+            raise ValueError("CBC IV must be one block")
+        encryptor = Cipher(self._algorithm, modes.CBC(iv)).encryptor()
+        protected = iv + encryptor.update(self._pad(plaintext)) + encryptor.finalize()
+        return protected + self._icv(aad, protected)
+
+    def open(self, aad: bytes, body: bytes) -> bytes:
+        if len(body) < self.iv_size + self.block_size + self.icv_size:
+            raise IntegrityError(f"SK payload of {len(body)} octets is truncated")
+        protected = bytes(body[: len(body) - self.icv_size])
+        icv = bytes(body[len(body) - self.icv_size :])
+        if not hmac.compare_digest(icv, self._icv(aad, protected)):
+            raise IntegrityError("SK ICV does not verify")
+        ciphertext = protected[self.iv_size :]
+        if len(ciphertext) % self.block_size:
+            raise ProtocolError(
+                f"SK ciphertext of {len(ciphertext)} octets is not whole blocks",
+                NotifyType.INVALID_SYNTAX,
+            )
+        decryptor = Cipher(self._algorithm, modes.CBC(protected[: self.iv_size])).decryptor()
+        return self._unpad(decryptor.update(ciphertext) + decryptor.finalize())
+
+
+def is_aead(encr: EncrId | int) -> bool:
+    """True for the combined-mode ciphers (no separate integrity transform, RFC 5282)."""
+    return encr in _AEAD
+
+
+def supported_sk_algorithms() -> tuple[frozenset[int], frozenset[int]]:
+    """(encryption IDs, integrity IDs) that :func:`make_sk_cipher` can build."""
+    return frozenset(_AEAD) | {EncrId.ENCR_AES_CBC}, frozenset(_INTEG)
+
+
+def sk_key_lengths(
+    encr: EncrId | int, encr_key_bits: int | None, integ: IntegId | int | None
+) -> tuple[int, int]:
+    """``(len(SK_e) including salt, len(SK_a))`` in octets for a negotiated SA (sec. 2.14).
+
+    ``encr_key_bits`` is the Key Length attribute (None for ChaCha20-Poly1305, which has a
+    fixed 256-bit key). AEAD ciphers take no integrity key: ``integ`` must be None or NONE
+    (RFC 5282 sec. 8: an AEAD proposal carries no integrity transform).
+    """
+    if encr in _AEAD:
+        if integ not in (None, IntegId.NONE):
+            raise _unsupported("an AEAD cipher is combined with an integrity algorithm")
+        _, salt_size = _AEAD[EncrId(encr)]
+        if encr == EncrId.ENCR_CHACHA20_POLY1305:
+            if encr_key_bits not in (None, 256):
+                raise _unsupported(f"ChaCha20-Poly1305 with a {encr_key_bits}-bit key")
+            return 32 + salt_size, 0
+        if encr_key_bits not in _AES_KEY_BITS:
+            raise _unsupported(f"AES key length {encr_key_bits}")
+        return encr_key_bits // 8 + salt_size, 0
+    if encr == EncrId.ENCR_AES_CBC:
+        if encr_key_bits not in _AES_KEY_BITS:
+            raise _unsupported(f"AES key length {encr_key_bits}")
+        if integ not in _INTEG:
+            raise _unsupported(f"integrity algorithm {integ} with AES-CBC")
+        return encr_key_bits // 8, _INTEG[IntegId(integ)][1]
+    raise _unsupported(f"encryption algorithm {encr} for SK payloads")
+
+
+def make_sk_cipher(
+    encr: EncrId | int,
+    encr_key_bits: int | None,
+    integ: IntegId | int | None,
+    sk_e: bytes,
+    sk_a: bytes | None,
+) -> SkCipher:
+    """Build the SK cipher of one direction from its SK_e (incl. salt) and SK_a."""
+    encr_len, integ_len = sk_key_lengths(encr, encr_key_bits, integ)
+    if len(sk_e) != encr_len:
+        raise ValueError(f"SK_e is {len(sk_e)} octets, {encr_len} expected")
+    if encr in _AEAD:
+        icv_size, salt_size = _AEAD[EncrId(encr)]
+        return AeadSkCipher(
+            EncrId(encr), sk_e[: encr_len - salt_size], sk_e[encr_len - salt_size :], icv_size
+        )
+    if sk_a is None or len(sk_a) != integ_len:
+        raise ValueError(f"SK_a must be {integ_len} octets")
+    return CbcHmacSkCipher(sk_e, IntegId(integ), sk_a)
