@@ -1,0 +1,7 @@
+"""``python -m aioipsec``: the same as the ``aioipsec`` command."""
+
+import sys
+
+from aioipsec.cli import main
+
+sys.exit(main())

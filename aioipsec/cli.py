@@ -1,0 +1,634 @@
+"""``aioipsec``: run the daemon, and talk to a running one through its control socket.
+
+Exit status: 0 success; 1 the daemon refused or the command failed; 2 bad usage or a
+configuration error; 3 no daemon reachable at the control socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aioipsec.config import (
+    DEFAULT_CONTROL_SOCKET,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    ConfigError,
+    DaemonOptions,
+    connection_listing,
+)
+from aioipsec.control import ControlClient, ControlError, DaemonUnreachable
+
+__all__ = ["build_parser", "main", "render_conns", "render_mapping", "render_sas"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_LOG_FILE = "/var/log/aioipsec.log"
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def _events(listing: Any) -> list[tuple[str, dict[str, Any]]]:
+    """VICI-style events (a list of ``{name: {...}}``, or one mapping) as (name, dict)."""
+    if isinstance(listing, dict):
+        listing = [listing]
+    pairs: list[tuple[str, dict[str, Any]]] = []
+    for event in listing or []:
+        for name, body in event.items():
+            pairs.append((name, body if isinstance(body, dict) else {}))
+    return pairs
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _yes(value: Any) -> bool:
+    return value is True or str(value).lower() in ("yes", "true", "1")
+
+
+def _algorithms(sa: dict[str, Any], with_prf: bool) -> str:
+    parts = []
+    if sa.get("encr-alg"):
+        encr = str(sa["encr-alg"])
+        if sa.get("encr-keysize"):
+            encr += f"-{sa['encr-keysize']}"
+        parts.append(encr)
+    if sa.get("integ-alg"):
+        integ = str(sa["integ-alg"])
+        if sa.get("integ-keysize"):
+            integ += f"-{sa['integ-keysize']}"
+        parts.append(integ)
+    if with_prf and sa.get("prf-alg"):
+        parts.append(str(sa["prf-alg"]))
+    if sa.get("dh-group"):
+        parts.append(str(sa["dh-group"]))
+    for index in range(1, 8):
+        if sa.get(f"ake{index}"):
+            parts.append(f"KE{index}_{sa[f'ake{index}']}")
+    if _yes(sa.get("esn")):
+        parts.append("ESN")
+    return "/".join(parts)
+
+
+def _timers(pairs: Sequence[tuple[str, str]], sa: dict[str, Any]) -> str:
+    return "".join(f", {label} {sa[key]}s" for key, label in pairs if sa.get(key) is not None)
+
+
+def render_sas(listing: Any) -> str:
+    """``swanctl --list-sas`` text from the daemon's ``sas`` result (VICI list-sas keys)."""
+    lines: list[str] = []
+    for name, ike in _events(listing):
+        initiator = _yes(ike.get("initiator"))
+        lines.append(
+            f"{name}: #{ike.get('uniqueid', '?')}, {ike.get('state', '?')}, "
+            f"IKEv{ike.get('version', 2)}, {ike.get('initiator-spi', '?')}_i"
+            f"{'*' if initiator else ''} {ike.get('responder-spi', '?')}_r"
+            f"{'' if initiator else '*'}"
+        )
+        lines.append(
+            f"  local  '{ike.get('local-id', '')}' @ {ike.get('local-host', '?')}"
+            f"[{ike.get('local-port', '?')}]"
+        )
+        lines.append(
+            f"  remote '{ike.get('remote-id', '')}' @ {ike.get('remote-host', '?')}"
+            f"[{ike.get('remote-port', '?')}]"
+        )
+        if ike.get("encr-alg"):
+            lines.append("  " + _algorithms(ike, with_prf=True))
+        if ike.get("established") is not None:
+            timers = _timers(
+                (
+                    ("rekey-time", "rekeying in"),
+                    ("reauth-time", "reauth in"),
+                    ("life-time", "expires in"),
+                ),
+                ike,
+            )
+            lines.append(f"  established {ike['established']}s ago{timers}")
+        for _, child in _events(ike.get("child-sas") or {}):
+            mode = str(child.get("mode", "TUNNEL"))
+            if _yes(child.get("encap")):
+                mode += "-in-UDP"
+            reqid = f", reqid {child['reqid']}" if child.get("reqid") is not None else ""
+            lines.append(
+                f"  {child.get('name', '?')}: #{child.get('uniqueid', '?')}{reqid}, "
+                f"{child.get('state', '?')}, {mode}, {child.get('protocol', 'ESP')}:"
+                f"{_algorithms(child, with_prf=False)}"
+            )
+            timers = _timers((("rekey-time", "rekeying in"), ("life-time", "expires in")), child)
+            installed = child.get("install-time")
+            if installed is not None:
+                lines.append(f"    installed {installed}s ago{timers}")
+            elif timers:
+                lines.append("    " + timers[2:])
+            for direction, label in (("in", "in "), ("out", "out")):
+                lines.append(
+                    f"    {label} {child.get(f'spi-{direction}', '?')}, "
+                    f"{_text(child.get(f'bytes-{direction}', 0)):>6} bytes, "
+                    f"{_text(child.get(f'packets-{direction}', 0)):>5} packets"
+                    + (
+                        f", {child[f'use-{direction}']:>5}s ago"
+                        if child.get(f"use-{direction}") is not None
+                        else ""
+                    )
+                )
+            lines.append(f"    local  {_text(child.get('local-ts'))}")
+            lines.append(f"    remote {_text(child.get('remote-ts'))}")
+    return "\n".join(lines)
+
+
+def render_conns(listing: Any) -> str:
+    """``swanctl --list-conns`` text from a ``conns`` result (VICI list-conns keys)."""
+    lines: list[str] = []
+    for name, conn in _events(listing):
+        reauth = int(conn.get("reauth_time") or 0)
+        rekey = int(conn.get("rekey_time") or 0)
+        text = f"{name}: {conn.get('version', 'IKEv2')}, "
+        text += f"reauthentication every {reauth}s" if reauth else "no reauthentication"
+        text += f", rekeying every {rekey}s" if rekey else ", no rekeying"
+        if int(conn.get("dpd_delay") or 0):
+            text += f", dpd delay {conn['dpd_delay']}s"
+        lines.append(text)
+        lines.append(f"  local:  {_text(conn.get('local_addrs'))}")
+        lines.append(f"  remote: {_text(conn.get('remote_addrs'))}")
+        for side in ("local", "remote"):
+            auth = conn.get(f"{side}-1") or {}
+            lines.append(f"  {side} {auth.get('class', '?')} authentication:")
+            if auth.get("id"):
+                lines.append(f"    id: {auth['id']}")
+            for cert in auth.get("certs") or []:
+                lines.append(f"    certs: {cert}")
+            for cert in auth.get("cacerts") or []:
+                lines.append(f"    cacerts: {cert}")
+        for child_name, child in (conn.get("children") or {}).items():
+            rekey = int(child.get("rekey_time") or 0)
+            lines.append(
+                f"  {child_name}: {child.get('mode', 'TUNNEL')}, "
+                + (f"rekeying every {rekey}s" if rekey else "no rekeying")
+            )
+            lines.append(f"    local:  {_text(child.get('local-ts'))}")
+            lines.append(f"    remote: {_text(child.get('remote-ts'))}")
+    return "\n".join(lines)
+
+
+def render_mapping(value: Any, indent: int = 0) -> str:
+    """Plain text for ``policies``/``stats`` results: a ``text`` member is printed as is,
+    anything else as indented ``key: value`` lines."""
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        return value["text"].rstrip("\n")
+    pad = "  " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                lines.append(f"{pad}{key}:")
+                lines.append(render_mapping(item, indent + 1))
+            else:
+                lines.append(f"{pad}{key}: {_text(item) if item not in ({}, []) else '-'}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list):
+                lines.append(render_mapping(item, indent))
+            else:
+                lines.append(f"{pad}{_text(item)}")
+    else:
+        lines.append(f"{pad}{_text(value)}")
+    return "\n".join(line for line in lines if line != "")
+
+
+# --------------------------------------------------------------------------- parser
+
+_DESCRIPTION = f"""\
+aioipsec: a pure-Python IKEv2/ESP IPsec daemon.
+
+Start the daemon with 'aioipsec daemon -c FILE.toml' (or --swanctl-conf swanctl.conf);
+the other commands talk to a running daemon through its control socket (--socket, or
+the [daemon] control_socket of the TOML given with -c, default {DEFAULT_CONTROL_SOCKET}).
+"""
+
+_EPILOG = """\
+exit status: 0 success, 1 the command failed, 2 bad usage or configuration,
+3 no daemon reachable. See docs/cli.md."""
+
+
+def _add_socket_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=default,
+        help="the daemon's control socket (default: $AIOIPSEC_SOCKET, the -c file's "
+        f"[daemon] control_socket, or {DEFAULT_CONTROL_SOCKET})",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=default,
+        type=Path,
+        help="read the control socket path from this TOML file's [daemon] table",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0 if top else argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="how long to wait for the daemon's answer (default 30)",
+    )
+
+
+def _add_sa_selection(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("--ike", metavar="NAME", help=f"{verb} the IKE SA of connection NAME")
+    parser.add_argument("--child", metavar="NAME", help=f"{verb} the Child SA named NAME")
+    parser.add_argument("--ike-id", type=int, metavar="N", help=f"{verb} the IKE SA with id N")
+    parser.add_argument("--child-id", type=int, metavar="N", help=f"{verb} the Child SA with id N")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aioipsec",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_socket_options(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    daemon = commands.add_parser(
+        "daemon",
+        help="run the IKE daemon",
+        description="Run the IKEv2 daemon: IKE on UDP 500/4500, ESP through a TUN device, "
+        "the control socket for the other commands. Needs root (TUN, routes, port 500). "
+        "The configuration is checked completely before anything starts.",
+    )
+    daemon.add_argument(
+        "-c",
+        "--config",
+        dest="daemon_config",
+        type=Path,
+        metavar="FILE",
+        help="aioipsec TOML configuration ([daemon], [connections.*], [secrets.*])",
+    )
+    daemon.add_argument(
+        "--swanctl-conf",
+        type=Path,
+        metavar="FILE",
+        help="strongSwan swanctl.conf to read connections and secrets from (with -c: "
+        "[daemon] from the TOML file, connections and secrets from both)",
+    )
+    daemon.add_argument(
+        "--socket",
+        dest="daemon_socket",
+        metavar="PATH",
+        help="control socket path (overrides [daemon] control_socket)",
+    )
+    daemon.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="console (default) or json: one JSON object per line",
+    )
+    daemon.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
+    daemon.add_argument(
+        "--save-keys",
+        type=Path,
+        metavar="DIR",
+        help="write IKE and ESP keys to DIR/ikev2_decryption_table and DIR/esp_sa in "
+        "Wireshark's formats, as SAs come and go (for debugging only: anyone who can "
+        "read DIR can decrypt the traffic)",
+    )
+    daemon.add_argument(
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground and log to stderr (default: detach once the "
+        "control socket answers, logging to --log-file)",
+    )
+    daemon.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="FILE",
+        help=f"where a detached daemon logs (default {DEFAULT_LOG_FILE})",
+    )
+
+    initiate = commands.add_parser(
+        "initiate",
+        help="start a connection",
+        description="Initiate an IKE SA and a Child SA. --child NAME starts that child "
+        "(with the IKE SA of its connection); --ike NAME starts the connection's IKE SA "
+        "and all its children. Waits until the SA is established or failed.",
+    )
+    _add_socket_options(initiate)
+    initiate.add_argument("--ike", metavar="NAME", help="connection to initiate")
+    initiate.add_argument("--child", metavar="NAME", help="child SA to initiate")
+
+    terminate = commands.add_parser(
+        "terminate",
+        help="close SAs",
+        description="Delete an IKE SA (with its Child SAs) or one Child SA, sending "
+        "the DELETE to the peer.",
+    )
+    _add_socket_options(terminate)
+    _add_sa_selection(terminate, "terminate")
+
+    rekey = commands.add_parser(
+        "rekey", help="rekey SAs now", description="Rekey an IKE SA or a Child SA now."
+    )
+    _add_socket_options(rekey)
+    _add_sa_selection(rekey, "rekey")
+
+    sas = commands.add_parser(
+        "sas",
+        help="list the IKE and Child SAs (like swanctl --list-sas)",
+        description="List the SAs. Text as 'swanctl --list-sas' prints it; --json with "
+        "the key names of strongSwan's VICI list-sas event.",
+    )
+    _add_socket_options(sas)
+    sas.add_argument("--ike", metavar="NAME", help="only the SAs of this connection")
+    sas.add_argument("--json", action="store_true", help="print JSON (VICI key names)")
+
+    for name, helptext in (
+        ("conns", "list the loaded connections (like swanctl --list-conns)"),
+        ("policies", "list the security policies (the SPD, like ip xfrm policy)"),
+        ("stats", "show counters: IKE SAs, ESP packets/bytes, drops by reason"),
+    ):
+        sub = commands.add_parser(name, help=helptext, description=helptext[0].upper() +
+                                  helptext[1:] + ".")  # fmt: skip
+        _add_socket_options(sub)
+        sub.add_argument("--json", action="store_true", help="print JSON")
+
+    reload_cmd = commands.add_parser(
+        "reload",
+        help="re-read the configuration",
+        description="Ask the daemon to re-read its configuration files (as SIGHUP "
+        "does). A configuration with errors is refused and the old one stays.",
+    )
+    _add_socket_options(reload_cmd)
+
+    commands.add_parser(
+        "selftest",
+        help="run the known-answer self-test",
+        description="Run every known-answer vector (RFC, NIST) through aioipsec's "
+        "crypto and print a table; exit 1 if any fails. Needs no daemon.",
+    )
+
+    check = commands.add_parser(
+        "check",
+        help="validate configuration files",
+        description="Load and validate the configuration as the daemon would, print the "
+        "connections, exit 2 on an error. Needs no daemon.",
+    )
+    check.add_argument("-c", "--config", dest="check_config", type=Path, metavar="FILE")
+    check.add_argument("--swanctl-conf", type=Path, metavar="FILE")
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _error(message: str) -> None:
+    print(f"aioipsec: {message}", file=sys.stderr)
+
+
+def _socket_path(args: argparse.Namespace) -> str:
+    if getattr(args, "socket", None):
+        return args.socket
+    if os.environ.get("AIOIPSEC_SOCKET"):
+        return os.environ["AIOIPSEC_SOCKET"]
+    config = getattr(args, "config", None)
+    if config is not None:
+        try:
+            data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(
+                f"cannot read the control socket path: {error}", file=config
+            ) from None
+        socket_path = (data.get("daemon") or {}).get("control_socket")
+        if socket_path:
+            return str(socket_path)
+    return DEFAULT_CONTROL_SOCKET
+
+
+def _call(args: argparse.Namespace, command: str, request: dict[str, Any]) -> Any:
+    client = ControlClient(_socket_path(args), timeout=args.timeout)
+    with client:
+        return client.call(command, {k: v for k, v in request.items() if v is not None})
+
+
+def _message(result: Any, default: str) -> str:
+    """The daemon's ``message`` (or the result itself when it is text), else ``default``."""
+    if isinstance(result, dict):
+        return _text(result.get("message")) or default
+    return _text(result) or default
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "initiate":
+        if not (args.ike or args.child):
+            _error("initiate needs --child NAME or --ike NAME")
+            return EXIT_USAGE
+        result = _call(args, "initiate", {"ike": args.ike, "child": args.child})
+        print(_message(result, "initiated"))
+        return EXIT_OK
+    if command in ("terminate", "rekey"):
+        selection = {
+            "ike": args.ike,
+            "child": args.child,
+            "ike_id": args.ike_id,
+            "child_id": args.child_id,
+        }
+        if not any(v is not None for v in selection.values()):
+            _error(f"{command} needs --ike NAME, --child NAME, --ike-id N or --child-id N")
+            return EXIT_USAGE
+        result = _call(args, command, selection)
+        print(_message(result, f"{command} done"))
+        return EXIT_OK
+    if command == "sas":
+        result = _call(args, "sas", {"ike": args.ike})
+        if args.json:
+            _print_json(result)
+        else:
+            text = render_sas(result)
+            print(text if text else "no SAs")
+        return EXIT_OK
+    if command == "conns":
+        result = _call(args, "conns", {})
+        if args.json:
+            _print_json(result)
+        else:
+            text = render_conns(result)
+            print(text if text else "no connections loaded")
+        return EXIT_OK
+    if command in ("policies", "stats"):
+        result = _call(args, command, {})
+        if args.json:
+            _print_json(result)
+        else:
+            print(render_mapping(result))
+        return EXIT_OK
+    if command == "reload":
+        result = _call(args, "reload", {})
+        print(render_mapping(result) if result else "configuration reloaded")
+        return EXIT_OK
+    raise AssertionError(command)
+
+
+def _cmd_selftest() -> int:
+    try:
+        from aioipsec.selftest import format_table, run_selftest
+    except ImportError as error:
+        _error(f"the self-test module is not available ({error})")
+        return EXIT_FAILED
+    report = run_selftest()
+    print(format_table(report))
+    ok = getattr(report, "ok", None)
+    if ok is None:
+        ok = not getattr(report, "failed", 0)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    options = DaemonOptions(config_file=args.check_config, swanctl_conf=args.swanctl_conf)
+    configuration = options.load()
+    for warning in configuration.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    text = render_conns(connection_listing(configuration))
+    print(text if text else "no connections")
+    print(
+        f"configuration OK: {len(configuration.connections)} connection(s), "
+        f"{len(configuration.shared_secrets)} shared secret(s), "
+        f"{len(configuration.private_keys)} private key(s)"
+    )
+    return EXIT_OK
+
+
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    if args.daemon_config is None and args.swanctl_conf is None:
+        _error("daemon needs -c FILE.toml and/or --swanctl-conf FILE")
+        return EXIT_USAGE
+    options = DaemonOptions(
+        config_file=args.daemon_config,
+        swanctl_conf=args.swanctl_conf,
+        socket_path=args.daemon_socket or args.socket,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        save_keys_dir=args.save_keys,
+        foreground=args.foreground,
+    )
+    # Everything is checked before anything starts: a bad file never half-starts.
+    configuration = options.load()
+    try:
+        from aioipsec.daemon import run_daemon
+    except ImportError as error:
+        _error(f"the daemon runtime is not available in this installation ({error})")
+        return EXIT_FAILED
+    from aioipsec.log import configure_logging, get_logger
+
+    log_stream = None
+    if not options.foreground:
+        log_file = args.log_file or Path(DEFAULT_LOG_FILE)
+        pid = _detach(configuration.daemon.control_socket, log_file)
+        if pid:
+            return _wait_for_daemon(pid, configuration.daemon.control_socket, log_file)
+        log_stream = open(log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    configure_logging(
+        configuration.daemon.log_level, configuration.daemon.log_format, stream=log_stream
+    )
+    log = get_logger("cli")
+    for warning in configuration.warnings:
+        log.warning("config_warning", detail=warning)
+    if options.save_keys_dir is not None:
+        log.warning(
+            "save_keys_enabled",
+            directory=str(options.save_keys_dir),
+            detail="IKE and ESP keys are written to disk: anyone who reads them can "
+            "decrypt this host's IPsec traffic; use only for debugging",
+        )
+    try:
+        return int(asyncio.run(run_daemon(options)) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _detach(socket_path: str, log_file: Path) -> int:
+    """Fork: the parent gets the child's pid, the child (pid 0) leaves the terminal."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return 0
+
+
+def _wait_for_daemon(pid: int, socket_path: str, log_file: Path, limit: float = 60.0) -> int:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            _error(
+                f"the daemon exited during start-up (status {os.waitstatus_to_exitcode(status)})"
+                f"; see {log_file}"
+            )
+            return EXIT_FAILED
+        try:
+            with ControlClient(socket_path, timeout=2.0) as client:
+                client.call("stats")
+            print(f"aioipsec daemon running (pid {pid}), control socket {socket_path}, "
+                  f"log {log_file}")  # fmt: skip
+            return EXIT_OK
+        except ControlError:
+            time.sleep(0.1)
+    _error(f"the daemon (pid {pid}) did not answer on {socket_path} within {limit:g}s; "
+           f"see {log_file}")  # fmt: skip
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "daemon":
+            return _cmd_daemon(args)
+        if args.command == "selftest":
+            return _cmd_selftest()
+        if args.command == "check":
+            return _cmd_check(args)
+        return _cmd_client(args)
+    except ConfigError as error:
+        _error(f"configuration error: {error}")
+        return EXIT_USAGE
+    except DaemonUnreachable as error:
+        _error(str(error))
+        return EXIT_UNREACHABLE
+    except ControlError as error:
+        _error(f"{args.command} failed: {error}")
+        return EXIT_FAILED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""The control socket: newline-delimited JSON over a Unix stream socket.
+
+Request (one line)::
+
+    {"command": "sas", "args": {"ike": "site"}}
+
+Response (one line)::
+
+    {"ok": true, "result": ...}        or        {"ok": false, "error": "why, and what to do"}
+
+Several requests may be sent on one connection, one at a time. The daemon decides which
+commands exist (``handlers``); docs/cli.md lists the ones ``aioipsec`` uses.
+
+Access: the socket file is created with mode 0600 (root only) or 0660 with a configured
+group, and every peer's credentials (``SO_PEERCRED``) are checked on connect: uid 0, the
+daemon's own uid, or a member of the group; anyone else gets one error line and is
+disconnected. Results are scrubbed of anything under a secret-looking key before they are
+sent (defence in depth: handlers never return secrets).
+
+From Python::
+
+    with ControlClient("/run/aioipsec.sock") as client:
+        sas = client.call("sas")
+    # or, inside asyncio:
+    sas = await ControlClient("/run/aioipsec.sock").acall("sas")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import os
+import pwd
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aioipsec.log import get_logger, is_secret_key, redact_value
+
+__all__ = [
+    "ControlClient",
+    "ControlError",
+    "ControlServer",
+    "DaemonUnreachable",
+    "Handler",
+    "RequestError",
+]
+
+# A handler gets the request's "args" object and returns something JSON can encode.
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+MAX_LINE = 1 << 20  # a request or response line longer than this is refused
+_UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+
+_log = get_logger("control")
+
+
+class ControlError(Exception):
+    """The daemon answered ``ok: false`` (``str(error)`` is its message)."""
+
+
+class DaemonUnreachable(ControlError):
+    """No daemon listens at the socket path (or it does not answer)."""
+
+
+class RequestError(Exception):
+    """Raise from a handler for an error the user caused (bad name, wrong state): the
+    message goes back as ``{"ok": false, "error": message}`` without a traceback log."""
+
+
+def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return _UCRED.unpack(data)  # pid, uid, gid
+
+
+def _resolve_group(group: str | int | None) -> int | None:
+    if group is None:
+        return None
+    if isinstance(group, int) or str(group).isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(str(group)).gr_gid
+    except KeyError:
+        raise ValueError(f"control_group {group!r} does not exist") from None
+
+
+def _scrub(result: Any) -> Any:
+    if isinstance(result, dict):
+        return {
+            k: ("<redacted>" if isinstance(k, str) and is_secret_key(k) else redact_value(v))
+            for k, v in result.items()
+        }
+    return redact_value(result)
+
+
+class ControlServer:
+    """Serve ``handlers`` (command name -> async callable(args) -> result) at ``path``.
+
+    ``async with ControlServer(path, handlers): ...`` or ``await server.start()`` /
+    ``await server.close()``. An existing socket file is replaced only when nothing
+    answers on it (a second daemon must not steal a running daemon's socket).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        handlers: Mapping[str, Handler],
+        *,
+        group: str | int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.handlers = dict(handlers)
+        self.gid = _resolve_group(group)
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self.path.exists() or self.path.is_symlink():
+            if _socket_answers(self.path):
+                raise OSError(
+                    f"another daemon is already listening on {self.path}: stop it first "
+                    "or give this one another control_socket"
+                )
+            self.path.unlink()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The umask makes the file 0600 from the start: no window where others could
+        # connect before the chmod.
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE
+            )
+        finally:
+            os.umask(old_umask)
+        if self.gid is not None:
+            os.chown(self.path, -1, self.gid)
+            os.chmod(self.path, 0o660)
+        else:
+            os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.is_socket():
+                self.path.unlink()
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _peer_allowed(self, uid: int, gid: int) -> bool:
+        if uid in (0, os.geteuid()):
+            return True
+        if self.gid is None:
+            return False
+        if gid == self.gid:
+            return True
+        try:
+            user = pwd.getpwuid(uid).pw_name
+            return user in grp.getgrgid(self.gid).gr_mem
+        except KeyError:
+            return False
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            sock = writer.get_extra_info("socket")
+            pid, uid, gid = _peer_credentials(sock)
+            if not self._peer_allowed(uid, gid):
+                _log.warning("control_peer_refused", pid=pid, uid=uid, gid=gid)
+                await self._send(writer, {"ok": False, "error": "permission denied"})
+                return
+            while True:
+                try:
+                    line = await reader.readline()
+                except (asyncio.LimitOverrunError, ValueError):
+                    await self._send(writer, {"ok": False, "error": "request line too long"})
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                await self._send(writer, await self._dispatch(line))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _dispatch(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {"ok": False, "error": "the request is not valid JSON"}
+        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+            return {"ok": False, "error": 'the request needs {"command": NAME, "args": {...}}'}
+        command = request["command"]
+        args = request.get("args") or {}
+        if not isinstance(args, dict):
+            return {"ok": False, "error": "args must be a JSON object"}
+        handler = self.handlers.get(command)
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            return {"ok": False, "error": f"unknown command {command!r} (known: {known})"}
+        try:
+            result = await handler(args)
+        except RequestError as error:
+            return {"ok": False, "error": str(error)}
+        except Exception as error:
+            _log.exception("control_handler_failed", command=command)
+            return {"ok": False, "error": f"internal error in {command}: {error}"}
+        return {"ok": True, "result": _scrub(result)}
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
+        try:
+            data = json.dumps(response, default=str).encode() + b"\n"
+        except (TypeError, ValueError) as error:
+            data = json.dumps({"ok": False, "error": f"unencodable result: {error}"}).encode()
+            data += b"\n"
+        writer.write(data)
+        await writer.drain()
+
+
+def _socket_answers(path: Path) -> bool:
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise OSError(f"{path} exists and is not a socket: refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _unreachable(path: Path, reason: str) -> DaemonUnreachable:
+    return DaemonUnreachable(
+        f"cannot reach the daemon at {path} ({reason}): is it running? "
+        "start it with 'aioipsec daemon -c FILE', or give its socket with --socket PATH"
+    )
+
+
+def _decode_response(line: bytes, path: Path) -> Any:
+    if not line:
+        raise _unreachable(path, "the daemon closed the connection")
+    try:
+        response = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ControlError(f"the daemon at {path} sent something that is not JSON") from None
+    if not isinstance(response, dict) or "ok" not in response:
+        raise ControlError(f"the daemon at {path} sent an unexpected response")
+    if not response["ok"]:
+        raise ControlError(str(response.get("error", "unknown error")))
+    return response.get("result")
+
+
+def _encode_request(command: str, args: Mapping[str, Any] | None) -> bytes:
+    return json.dumps({"command": command, "args": dict(args or {})}).encode() + b"\n"
+
+
+class ControlClient:
+    """Talk to a daemon's control socket, blocking (:meth:`call`) or in asyncio
+    (:meth:`acall`). Raises :class:`DaemonUnreachable` when nothing listens and
+    :class:`ControlError` when the daemon answers with an error."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    # ---- blocking
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except FileNotFoundError:
+            sock.close()
+            raise _unreachable(self.path, "no such socket") from None
+        except PermissionError:
+            sock.close()
+            raise DaemonUnreachable(
+                f"permission denied on {self.path}: run as root or as a member of the "
+                "daemon's control_group"
+            ) from None
+        except OSError as error:
+            sock.close()
+            raise _unreachable(self.path, error.strerror or str(error)) from None
+        self._sock = sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            self._buffer = b""
+
+    def __enter__(self) -> ControlClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def call(self, command: str, args: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Send one request and return its result (``args`` and keyword args merge)."""
+        merged = {**(args or {}), **kwargs}
+        self.connect()
+        assert self._sock is not None
+        try:
+            self._sock.sendall(_encode_request(command, merged))
+            while b"\n" not in self._buffer:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    break
+                self._buffer += chunk
+                if len(self._buffer) > MAX_LINE * 64:
+                    raise ControlError("response too long")
+        except TimeoutError:
+            self.close()
+            raise DaemonUnreachable(
+                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
+            ) from None
+        except OSError as error:
+            self.close()
+            raise _unreachable(self.path, error.strerror or str(error)) from None
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return _decode_response(line, self.path)
+
+    # ---- asyncio
+
+    async def acall(
+        self, command: str, args: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Any:
+        """One request on its own connection, from asyncio code."""
+        merged = {**(args or {}), **kwargs}
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.path), limit=MAX_LINE * 64),
+                self.timeout,
+            )
+        except FileNotFoundError:
+            raise _unreachable(self.path, "no such socket") from None
+        except (OSError, TimeoutError) as error:
+            raise _unreachable(self.path, str(error) or "timeout") from None
+        try:
+            writer.write(_encode_request(command, merged))
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), self.timeout)
+        except TimeoutError:
+            raise DaemonUnreachable(
+                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
+            ) from None
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        return _decode_response(line, self.path)
