@@ -1,0 +1,819 @@
+"""The aioipsec daemon: one asyncio program composing engine, data plane, TUN and sockets.
+
+``aioipsec daemon`` (``aioipsec.cli``) calls :func:`run_daemon`. Start-up order, each step
+undone in reverse if a later one fails, so a bad start leaves nothing behind:
+
+1. the crypto self-test (:func:`aioipsec.selftest.run_selftest`): refuse to start on failure;
+2. the configuration (TOML and/or swanctl.conf) into engine configs: a ``ConfigError``
+   names the file, key and reason, and the daemon exits 1 before touching the system;
+3. optional key export (``--save-keys``), with a warning;
+4. the TUN device, the tunnel routing rule, the IKE sockets (UDP 500 via asyncio-dgram,
+   UDP 4500 and raw ESP as plain non-blocking sockets, see docs/daemon.md);
+5. the control socket, the engine timer task, ``start_action = start`` / ``trap``.
+
+SIGTERM/SIGINT: every IKE SA is deleted (DELETE sent, answers awaited briefly), routes and
+the TUN device removed, exit status 0. SIGHUP: the configuration is reloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from aioipsec.runtime.datapath import DataPath
+from aioipsec.runtime.engine import EngineDriver
+from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing
+from aioipsec.runtime.routes import RouteManager
+from aioipsec.runtime.sockets import (
+    DrainingSocket,
+    IkePort500,
+    LocalAddressCache,
+    RawEspSocket,
+    open_udp_socket,
+)
+from ikev2 import events as ev
+from nat_t.demux import Udp4500Kind, classify
+from nat_t.keepalive import KeepaliveTimer
+
+log = structlog.get_logger("aioipsec.daemon")
+
+NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 sec. 2.2
+DEFAULT_KEEPALIVE_INTERVAL = 20.0
+SHUTDOWN_DELETE_WAIT = 2.0
+
+
+_FAILURE_EVENTS = (ev.AuthenticationFailed, ev.NegotiationFailed, ev.IkeSaDeleted)
+
+
+class StartupError(RuntimeError):
+    """The daemon refuses to start; the message says why (already user-facing)."""
+
+
+@dataclass
+class IkeSaState:
+    """What the daemon remembers about one established IKE SA."""
+
+    established: ev.IkeSaEstablished
+    established_at: float  # wall clock, for listings
+    children: dict[int, ev.ChildSaEstablished] = field(default_factory=dict)
+    keepalive: asyncio.Task[None] | None = None
+
+
+class Daemon:
+    """The running daemon. ``settings`` is the loaded configuration (aioipsec.config)."""
+
+    def __init__(self, options: Any, settings: Any, loop: asyncio.AbstractEventLoop) -> None:
+        from aioipsec import config as config_module
+
+        self.options = options
+        self.settings = settings
+        self.loop = loop
+        self._config_module = config_module
+        daemon_table = settings.daemon
+        self.ike_port: int = daemon_table.ike_port
+        self.nat_t_port: int = daemon_table.nat_t_port
+        self.tun_name: str = daemon_table.tun_name
+        self.control_path: str = daemon_table.control_socket
+        self.keepalive_interval: float = getattr(
+            daemon_table, "keep_alive", DEFAULT_KEEPALIVE_INTERVAL
+        )
+        self.engine_configs = config_module.to_engine_configs(settings)
+        self.psk_lookup = settings.psk_lookup
+        self.local_addresses = LocalAddressCache()
+        self.ike_sas: dict[int, IkeSaState] = {}
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._cleanups: list[Callable[[], Any]] = []
+        self.exporter: Any = None
+        self.driver: EngineDriver | None = None
+        self.datapath: DataPath | None = None
+        self.routes: RouteManager | None = None
+        self.port500: list[IkePort500] = []
+        self.port4500: list[DrainingSocket] = []
+        self.raw_esp: list[RawEspSocket] = []
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ start / stop
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self._teardown()
+            raise
+
+    async def _start(self) -> None:
+        from ikev2.dispatcher import Dispatcher
+
+        from tun.device import TunDevice
+
+        save_keys = getattr(self.options, "save_keys_dir", None)
+        if save_keys:
+            from aioipsec.keyexport import KeyExporter
+
+            self.exporter = KeyExporter(save_keys)
+            log.warning(
+                "key export is ON: session keys are written to disk for Wireshark",
+                directory=str(save_keys),
+            )
+
+        tun = TunDevice.create(self.tun_name, mtu=self._initial_tun_mtu())
+        self._cleanups.append(tun.close)
+        self.routes = RouteManager(tun)
+        self.routes.install_rules()
+        self._cleanups.append(self.routes.close)
+
+        dispatcher = Dispatcher(self.engine_configs, self.psk_lookup)
+        self.driver = EngineDriver(dispatcher, self._send_ike, self._on_event, self.loop)
+        self.datapath = DataPath(
+            tun,
+            self.routes,
+            on_acquire=self._on_acquire,
+            on_limit=self._on_limit,
+            exporter=self.exporter,
+        )
+
+        await self._open_sockets()
+        self.datapath.start(self.loop)
+        self._cleanups.append(self.datapath.close)
+
+        self._tasks.append(self.loop.create_task(self.driver.run_timer(), name="ike-timer"))
+
+        from aioipsec.control import ControlServer
+
+        self.control = ControlServer(
+            self.control_path,
+            self.control_handlers(),
+            group=self.settings.daemon.control_group,
+        )
+        await self.control.start()
+        self._cleanups.append(self.control.close)
+
+        for signal_number, handler in (
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+            (signal.SIGHUP, self._request_reload),
+        ):
+            self.loop.add_signal_handler(signal_number, handler)
+            self._cleanups.append(lambda s=signal_number: self.loop.remove_signal_handler(s))
+
+        self._apply_start_actions(self.engine_configs)
+        log.info(
+            "daemon started",
+            tun=tun.name,
+            mtu=tun.mtu,
+            ike_port=self.ike_port,
+            nat_t_port=self.nat_t_port,
+            control=str(self.control_path),
+            connections=[c.name for c in self.engine_configs],
+        )
+
+    def _initial_tun_mtu(self) -> int:
+        from tun.mtu import tunnel_mtu
+
+        try:
+            return tunnel_mtu(1500, udp_encap=True)
+        except TypeError:
+            return 1400
+
+    async def _open_sockets(self) -> None:
+        assert self.datapath is not None
+        families = [("0.0.0.0", socket.AF_INET)]
+        if socket.has_ipv6 and _ipv6_enabled():
+            families.append(("::", socket.AF_INET6))
+        for host, family in families:
+            port500 = await IkePort500.bind(host, self.ike_port)
+            self.port500.append(port500)
+            self._cleanups.append(port500.close)
+            self._tasks.append(
+                self.loop.create_task(
+                    port500.receive_forever(self._received_on_500), name=f"ike500-{family.name}"
+                )
+            )
+            udp = DrainingSocket(
+                open_udp_socket(host, self.nat_t_port), self._received_on_4500, "nat-t"
+            )
+            udp.start(self.loop)
+            self.port4500.append(udp)
+            self._cleanups.append(udp.close)
+            raw = RawEspSocket(family, self.datapath.esp_received_raw)
+            raw.start(self.loop)
+            self.raw_esp.append(raw)
+            self._cleanups.append(raw.close)
+        self.datapath.set_sockets(self.port4500, self.raw_esp)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        """Delete every IKE SA (RFC 7296 sec. 1.4.1), then undo everything start() did."""
+        driver = self.driver
+        if driver is not None and self.ike_sas:
+            for ike_sa_id in list(self.ike_sas):
+                with contextlib.suppress(Exception):
+                    driver.call(driver.dispatcher.terminate_ike, ike_sa_id)
+            deadline = self.loop.time() + SHUTDOWN_DELETE_WAIT
+            while self.ike_sas and self.loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if self.ike_sas:
+                log.warning("peers did not answer our DELETE in time", ike_sas=len(self.ike_sas))
+        await self._teardown()
+        log.info("daemon stopped")
+
+    async def _teardown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for state in self.ike_sas.values():
+            if state.keepalive is not None:
+                state.keepalive.cancel()
+        while self._cleanups:
+            cleanup = self._cleanups.pop()
+            try:
+                result = cleanup()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("cleanup step failed")
+
+    # ------------------------------------------------------------------ IKE datagrams
+
+    def _received_on_500(self, data: memoryview, remote: tuple[str, int]) -> None:
+        assert self.driver is not None
+        local = (self.local_addresses.local_for(remote[0]), self.ike_port)
+        self.driver.feed(bytes(data), remote, local)
+
+    def _received_on_4500(self, data: memoryview, remote: tuple[str, int]) -> None:
+        """Port 4500 demultiplexing, RFC 3948 sec. 2.2 / 2.3."""
+        assert self.driver is not None and self.datapath is not None
+        kind = classify(data)
+        if kind is Udp4500Kind.ESP:
+            self.datapath.esp_received_udp(data, remote)
+        elif kind is Udp4500Kind.IKE:
+            local = (self.local_addresses.local_for(remote[0]), self.nat_t_port)
+            self.driver.feed(bytes(data[4:]), remote, local)
+        elif kind is Udp4500Kind.KEEPALIVE:
+            self.datapath.keepalives_in += 1
+        else:
+            self.datapath.esp_drops += 1
+
+    def _send_ike(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
+        family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+        if local[1] == self.nat_t_port or remote[1] != self.ike_port:
+            for udp in self.port4500:
+                if udp.sock.family == family:
+                    udp.sendto(NON_ESP_MARKER + data, remote)
+                    return
+        else:
+            for port500 in self.port500:
+                if port500.server.socket.family == family:
+                    port500.sendto(data, remote)
+                    return
+        log.warning("no socket to send an IKE message", remote=remote)
+
+    # ------------------------------------------------------------------ engine events
+
+    def _on_event(self, event: ev.Event) -> None:
+        assert self.datapath is not None
+        bound = log.bind(connection=event.connection, ike_sa_id=event.ike_sa_id)
+        if isinstance(event, ev.IkeSaEstablished):
+            state = IkeSaState(event, time.time())
+            self.ike_sas[event.ike_sa_id] = state
+            self.datapath.nat_local[event.ike_sa_id] = event.nat_local
+            bound.info(
+                "IKE SA established",
+                local=event.local_addr,
+                remote=event.remote_addr,
+                remote_id=event.remote_id,
+                nat_local=event.nat_local,
+                nat_remote=event.nat_remote,
+                encap=event.udp_encap,
+            )
+            if event.nat_local and event.udp_encap:
+                state.keepalive = self.loop.create_task(self._keepalive(event.ike_sa_id))
+            self._export_ike_keys(event.ike_sa_id)
+        elif isinstance(event, ev.IkeSaRekeyed):
+            old = self.ike_sas.pop(event.old_ike_sa_id, None)
+            if old is not None:
+                established = _replace_ike(old.established, event)
+                old.established = established
+                self.ike_sas[event.ike_sa_id] = old
+            bound.info("IKE SA rekeyed", old_ike_sa_id=event.old_ike_sa_id)
+            self._export_ike_keys(event.ike_sa_id)
+        elif isinstance(event, ev.IkeSaDeleted):
+            state = self.ike_sas.pop(event.ike_sa_id, None)
+            if state is not None:
+                if state.keepalive is not None:
+                    state.keepalive.cancel()
+                for child in list(state.children.values()):
+                    self.datapath.remove_child(child.child_sa_id)
+            bound.info("IKE SA deleted", reason=event.reason)
+            if self.exporter is not None:
+                self.exporter.remove_ike_sa(event.spi_i, event.spi_r)
+        elif isinstance(event, ev.ChildSaEstablished):
+            self._install_child(event, bound)
+        elif isinstance(event, ev.ChildSaRekeyed):
+            self._install_child(event.new, bound, rekey_of=event.old_child_sa_id)
+        elif isinstance(event, ev.ChildSaDeleted):
+            state = self.ike_sas.get(event.ike_sa_id)
+            if state is not None:
+                state.children.pop(event.child_sa_id, None)
+            self.datapath.remove_child(event.child_sa_id)
+            bound.info(
+                "CHILD SA deleted",
+                child=event.child,
+                spi_in=f"{event.spi_in:08x}",
+                spi_out=f"{event.spi_out:08x}",
+                reason=event.reason,
+            )
+        elif isinstance(event, ev.AuthenticationFailed):
+            bound.error(
+                "authentication failed",
+                check=event.check,
+                reason=event.reason,
+                remote=event.remote_addr,
+            )
+        elif isinstance(event, ev.NegotiationFailed):
+            bound.error(
+                "negotiation failed",
+                exchange=event.exchange,
+                reason=event.reason,
+                notify=event.notify.name if event.notify is not None else None,
+                received=event.received,
+                child=event.child,
+            )
+        elif isinstance(event, ev.PeerUnreachable):
+            bound.warning("peer unreachable", action=event.action, remote=event.remote_addr)
+        else:
+            bound.info(type(event).__name__, **_public_fields(event))
+
+    def _install_child(
+        self, event: ev.ChildSaEstablished, bound: Any, rekey_of: int | None = None
+    ) -> None:
+        assert self.datapath is not None
+        state = self.ike_sas.get(event.ike_sa_id)
+        if state is not None:
+            state.children[event.child_sa_id] = event
+        routes = self.datapath.install_child(event)
+        bound.info(
+            "CHILD SA rekeyed" if rekey_of is not None else "CHILD SA established",
+            child=event.child,
+            child_sa_id=event.child_sa_id,
+            spi_in=f"{event.spi_in:08x}",
+            spi_out=f"{event.spi_out:08x}",
+            local_ts=[str(ts) for ts in event.local_ts],
+            remote_ts=[str(ts) for ts in event.remote_ts],
+            encap=event.udp_encap,
+            routes=routes,
+            mtu=self.datapath.tun_mtu,
+        )
+
+    def _export_ike_keys(self, ike_sa_id: int) -> None:
+        if self.exporter is None or self.driver is None:
+            return
+        from aioipsec.keyexport import IkeKeyRow
+
+        keys = _engine_ike_keys(self.driver.dispatcher, ike_sa_id)
+        if keys is None:
+            log.warning(
+                "cannot export IKE keys: the engine does not expose them", ike_sa_id=ike_sa_id
+            )
+            return
+        self.exporter.add_ike_sa(IkeKeyRow(**keys))
+
+    def _on_acquire(self, connection: str, child: str) -> None:
+        """A packet hit a trap policy (start_action = trap): negotiate that child."""
+        assert self.driver is not None
+        for state in self.ike_sas.values():
+            if state.established.connection == connection:
+                log.info("trap hit: creating CHILD SA", connection=connection, child=child)
+                self.driver.call(
+                    self.driver.dispatcher.create_child, state.established.ike_sa_id, child
+                )
+                return
+        log.info("trap hit: initiating", connection=connection, child=child)
+        self.driver.call(self.driver.dispatcher.initiate, connection, child=child)
+
+    def _on_limit(self, spi_in: int, cause: str, hard: bool) -> None:
+        """The data plane reached a byte/packet lifetime on a Child SA (RFC 4301 sec. 4.4.2.1)."""
+        assert self.driver is not None
+        self.driver.call(self.driver.dispatcher.child_sa_limit_reached, spi_in, cause, hard)
+
+    async def _keepalive(self, ike_sa_id: int) -> None:
+        """NAT keepalives (RFC 3948 sec. 2.3) while a NAT is in front of us, as their own
+        task. ESP sent to the peer refreshes the NAT mapping too: the SA's packet counter is
+        read once per interval (nothing is added to the per-packet path)."""
+        assert self.datapath is not None
+        timer = KeepaliveTimer(self.loop.time(), self.keepalive_interval)
+        last_packets = -1
+        while True:
+            due = timer.next_due()
+            await asyncio.sleep(max(0.0, (due or self.loop.time()) - self.loop.time()))
+            state = self.ike_sas.get(ike_sa_id)
+            if state is None:
+                return
+            packets = self.datapath.packets_out_of(ike_sa_id)
+            if packets != last_packets and last_packets >= 0:
+                timer.packet_sent(self.loop.time())
+            last_packets = packets
+            keepalive = timer.poll(self.loop.time())
+            if keepalive is None:
+                continue
+            remote = self.datapath.peer_address(ike_sa_id) or state.established.remote_addr
+            family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+            for udp in self.port4500:
+                if udp.sock.family == family:
+                    udp.sendto(keepalive, remote)
+                    self.datapath.keepalives_out += 1
+
+    def _apply_start_actions(self, configs: list[Any]) -> None:
+        assert self.driver is not None and self.datapath is not None
+        for config in configs:
+            for child in config.children:
+                if child.start_action == "start":
+                    log.info(
+                        "initiating (start_action=start)", connection=config.name, child=child.name
+                    )
+                    self.driver.call(self.driver.dispatcher.initiate, config.name, child=child.name)
+                elif child.start_action == "trap":
+                    self.datapath.add_trap(config, child)
+
+    # ------------------------------------------------------------------ reload
+
+    def _request_reload(self) -> None:
+        self.loop.create_task(self.reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration files (SIGHUP, ``aioipsec reload``).
+
+        A broken file changes nothing: the error is logged/returned and the running
+        configuration stays. Existing SAs are kept; new/changed connections apply to new
+        negotiations.
+        """
+        assert self.driver is not None and self.datapath is not None
+        try:
+            settings = self.options.load()
+            configs = self._config_module.to_engine_configs(settings)
+            psk_lookup = settings.psk_lookup
+        except Exception as exc:
+            log.error("reload failed, keeping the running configuration", error=str(exc))
+            return {"reloaded": False, "error": str(exc)}
+        old_names = {c.name for c in self.engine_configs}
+        self.settings = settings
+        self.engine_configs = configs
+        self.psk_lookup = psk_lookup
+        self.driver.dispatcher.update_configs(configs, psk_lookup)
+        self.datapath.clear_traps()
+        self._apply_start_actions([c for c in configs if c.name not in old_names])
+        for config in configs:
+            if config.name in old_names:
+                for child in config.children:
+                    if child.start_action == "trap":
+                        self.datapath.add_trap(config, child)
+        log.info("configuration reloaded", connections=[c.name for c in configs])
+        return {"reloaded": True, "connections": [c.name for c in configs]}
+
+    # ------------------------------------------------------------------ control socket
+
+    def control_handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+        return {
+            "sas": self._cmd_sas,
+            "list-sas": self._cmd_sas,
+            "conns": self._cmd_conns,
+            "policies": self._cmd_policies,
+            "stats": self._cmd_stats,
+            "initiate": self._cmd_initiate,
+            "terminate": self._cmd_terminate,
+            "rekey": self._cmd_rekey,
+            "reload": self._cmd_reload,
+        }
+
+    async def _cmd_sas(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """``swanctl --list-sas`` / VICI ``list-sas``: one ``{name: ike_sa}`` dict per SA."""
+        assert self.driver is not None and self.datapath is not None
+        wanted_ike = args.get("ike")
+        result = []
+        now_wall = time.time()
+        for info in self.driver.dispatcher.sas():
+            state = self.ike_sas.get(info.ike_sa_id)
+            if wanted_ike and info.connection != wanted_ike:
+                continue
+            entry = ike_sa_listing(info, state, now_wall)
+            children: dict[str, dict[str, Any]] = {}
+            if state is not None:
+                for child in state.children.values():
+                    counters = self.datapath.child_counters(child.child_sa_id)
+                    key = f"{child.child}-{child.child_sa_id}"
+                    children[key] = child_sa_listing(child, counters, now_wall)
+            entry["child-sas"] = children
+            result.append({info.connection: entry})
+        return result
+
+    async def _cmd_conns(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        conns = []
+        for config in self.engine_configs:
+            conns.append(
+                {
+                    config.name: {
+                        "local_addrs": list(config.local_addrs),
+                        "remote_addrs": list(config.remote_addrs),
+                        "version": "IKEv2",
+                        "proposals": list(config.proposals),
+                        "encap": config.encap,
+                        "dpd_delay": config.dpd_delay,
+                        "local": {"auth": config.local.auth, "id": config.local.id},
+                        "remote": {"auth": config.remote.auth, "id": config.remote.id},
+                        "children": {
+                            child.name: {
+                                "mode": child.mode,
+                                "local_ts": list(child.local_ts),
+                                "remote_ts": list(child.remote_ts),
+                                "esp_proposals": list(child.esp_proposals),
+                                "start_action": child.start_action,
+                                "dpd_action": child.dpd_action,
+                                "close_action": child.close_action,
+                                "rekey_time": child.rekey_time,
+                            }
+                            for child in config.children
+                        },
+                    }
+                }
+            )
+        return conns
+
+    async def _cmd_policies(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.datapath is not None and self.routes is not None
+        return {
+            "policies": self.datapath.policies_listing(),
+            "text": self.datapath.policies_text(),
+            "routes": self.routes.routes(),
+        }
+
+    async def _cmd_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.driver is not None and self.datapath is not None
+        return {
+            "uptime": round(time.time() - self.started_at, 1),
+            "ike-sas": len(self.ike_sas),
+            "ike-messages-in": self.driver.messages_in,
+            "ike-messages-out": self.driver.messages_out,
+            "sockets": {
+                s.name: {"datagrams-in": s.datagrams_in, "send-errors": s.send_errors}
+                for s in [*self.port4500, *self.raw_esp]
+            },
+            "esp": self.datapath.stats(),
+        }
+
+    async def _cmd_initiate(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.driver is not None
+        child = args.get("child")
+        ike = args.get("ike")
+        if ike is None:
+            ike = self._connection_of_child(child)
+        timeout = float(args.get("timeout", 10.0))
+        waiter = self._wait_for(
+            lambda e: (
+                isinstance(e, ev.ChildSaEstablished | ev.IkeSaEstablished)
+                and e.connection == ike
+                and (child is None or getattr(e, "child", child) == child)
+            ),
+            lambda e: (
+                isinstance(e, ev.AuthenticationFailed | ev.NegotiationFailed | ev.IkeSaDeleted)
+                and e.connection == ike
+            ),
+        )
+        existing = next((s for s in self.ike_sas.values() if s.established.connection == ike), None)
+        if existing is not None and child is not None:
+            self.driver.call(
+                self.driver.dispatcher.create_child, existing.established.ike_sa_id, child
+            )
+        else:
+            self.driver.call(self.driver.dispatcher.initiate, ike, child=child)
+        try:
+            event = await asyncio.wait_for(waiter, timeout)
+        except TimeoutError as exc:
+            raise RuntimeError(f"initiating {ike}/{child or '-'} timed out") from exc
+        if isinstance(event, _FAILURE_EVENTS):
+            raise RuntimeError(f"initiating {ike} failed: {event.reason}")
+        return {"initiated": ike, "child": child, "ike_sa_id": event.ike_sa_id}
+
+    async def _cmd_terminate(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.driver is not None
+        ike = args.get("ike")
+        child = args.get("child")
+        done = []
+        for state in list(self.ike_sas.values()):
+            if ike is not None and state.established.connection != ike:
+                continue
+            if child is not None:
+                for child_sa in list(state.children.values()):
+                    if child_sa.child == child:
+                        self.driver.call(
+                            self.driver.dispatcher.terminate_child,
+                            state.established.ike_sa_id,
+                            child_sa.child_sa_id,
+                        )
+                        done.append(child_sa.child_sa_id)
+            elif ike is not None:
+                self.driver.call(self.driver.dispatcher.terminate_ike, state.established.ike_sa_id)
+                done.append(state.established.ike_sa_id)
+        if not done:
+            raise RuntimeError(f"no SA found for ike={ike} child={child}")
+        return {"terminated": done}
+
+    async def _cmd_rekey(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.driver is not None
+        ike = args.get("ike")
+        child = args.get("child")
+        done = []
+        for state in list(self.ike_sas.values()):
+            if ike is not None and state.established.connection != ike:
+                continue
+            if child is not None:
+                for child_sa in list(state.children.values()):
+                    if child_sa.child == child:
+                        self.driver.call(
+                            self.driver.dispatcher.rekey_child,
+                            state.established.ike_sa_id,
+                            child_sa.child_sa_id,
+                        )
+                        done.append(child_sa.child_sa_id)
+            elif ike is not None:
+                self.driver.call(self.driver.dispatcher.rekey_ike, state.established.ike_sa_id)
+                done.append(state.established.ike_sa_id)
+        if not done:
+            raise RuntimeError(f"no SA found for ike={ike} child={child}")
+        return {"rekeying": done}
+
+    async def _cmd_reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        result = await self.reload()
+        if not result.get("reloaded"):
+            raise RuntimeError(result.get("error", "reload failed"))
+        return result
+
+    def _connection_of_child(self, child: str | None) -> str:
+        if child is None:
+            raise RuntimeError("name a child (--child) or a connection (--ike)")
+        for config in self.engine_configs:
+            if any(c.name == child for c in config.children):
+                return config.name
+        raise RuntimeError(f"no connection has a child named {child!r}")
+
+    def _wait_for(
+        self, success: Callable[[ev.Event], bool], failure: Callable[[ev.Event], bool]
+    ) -> asyncio.Future[ev.Event]:
+        """A future resolved by the first event matching SUCCESS or FAILURE."""
+        future: asyncio.Future[ev.Event] = self.loop.create_future()
+        original = self._on_event
+
+        def watching(event: ev.Event) -> None:
+            original(event)
+            if not future.done() and (success(event) or failure(event)):
+                future.set_result(event)
+
+        assert self.driver is not None
+        self.driver._on_event = watching
+
+        def restore(_: object) -> None:
+            if self.driver is not None and self.driver._on_event is watching:
+                self.driver._on_event = original
+
+        future.add_done_callback(restore)
+        return future
+
+
+def _public_fields(event: ev.Event) -> dict[str, Any]:
+    from dataclasses import fields
+
+    return {
+        f.name: getattr(event, f.name)
+        for f in fields(event)
+        if f.repr and f.name not in ("ike_sa_id", "connection")
+    }
+
+
+def _replace_ike(old: ev.IkeSaEstablished, rekeyed: ev.IkeSaRekeyed) -> ev.IkeSaEstablished:
+    from dataclasses import replace
+
+    return replace(
+        old,
+        ike_sa_id=rekeyed.ike_sa_id,
+        spi_i=rekeyed.spi_i,
+        spi_r=rekeyed.spi_r,
+        encr=rekeyed.encr,
+        encr_key_bits=rekeyed.encr_key_bits,
+        integ=rekeyed.integ,
+        prf=rekeyed.prf,
+        ke=rekeyed.ke,
+    )
+
+
+def _engine_ike_keys(dispatcher: Any, ike_sa_id: int) -> dict[str, Any] | None:
+    """The SK_e/SK_a keys of an IKE SA for Wireshark, if the engine exposes them."""
+    exporter = getattr(dispatcher, "export_ike_keys", None)
+    if exporter is None:
+        return None
+    return exporter(ike_sa_id)
+
+
+def _ipv6_enabled() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def run_daemon(options: Any) -> int:
+    """Run the daemon until SIGTERM/SIGINT; the exit status for the CLI.
+
+    0 after a clean shutdown; 1 when the configuration is bad or the self-test fails (the
+    message says which file/key and why), nothing having been started.
+    """
+    from aioipsec import config as config_module
+    from aioipsec.selftest import run_selftest
+
+    if getattr(options, "run_selftest", True):
+        report = run_selftest()
+        if not getattr(report, "ok", False):
+            from aioipsec.selftest import format_table
+
+            log.error("self-test failed: refusing to start\n" + format_table(report))
+            return 1
+    try:
+        settings = options.load()
+    except config_module.ConfigError as exc:
+        log.error("bad configuration", error=str(exc))
+        return 1
+    loop = asyncio.get_running_loop()
+    try:
+        daemon = Daemon(options, settings, loop)
+    except config_module.ConfigError as exc:
+        log.error("bad configuration", error=str(exc))
+        return 1
+    try:
+        await daemon.start()
+    except (OSError, StartupError) as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    await daemon.wait_stopped()
+    await daemon.stop()
+    return 0
+
+
+def _configure_logging(options: Any) -> None:
+    """structlog set-up (console by default, JSON with --log-format json), as the CLI does."""
+    from aioipsec.log import configure_logging
+
+    configure_logging(
+        getattr(options, "log_level", None) or "info",
+        getattr(options, "log_format", None) or "console",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aioipsec.daemon -c FILE``: the daemon without the rest of the CLI
+    (the same options as ``aioipsec daemon``; tests and the demo use it)."""
+    import argparse
+    from pathlib import Path
+
+    from aioipsec.config import DaemonOptions
+
+    parser = argparse.ArgumentParser(prog="python -m aioipsec.daemon")
+    parser.add_argument("-c", "--config", type=Path)
+    parser.add_argument("--swanctl-conf", type=Path)
+    parser.add_argument("--socket")
+    parser.add_argument("--log-format", choices=["console", "json"])
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--save-keys", type=Path)
+    parser.add_argument("--no-selftest", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    options = DaemonOptions(
+        config_file=args.config,
+        swanctl_conf=args.swanctl_conf,
+        socket_path=args.socket,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        save_keys_dir=args.save_keys,
+        run_selftest=not args.no_selftest,
+    )
+    _configure_logging(options)
+    return asyncio.run(run_daemon(options))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

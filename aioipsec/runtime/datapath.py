@@ -1,0 +1,676 @@
+"""The ESP data path: TUN -> policy -> ESP -> socket, and socket -> SA -> ESP -> TUN.
+
+Outbound (``loop.add_reader`` on the TUN descriptor, drained until empty):
+    read one inner packet -> outbound policy lookup (first match, most recent SA first)
+    -> too big for the SA and DF set? answer ICMP "fragmentation needed" / "packet too
+    big" with the tunnel MTU into the TUN (RFC 1191, RFC 4443, RFC 4301 sec. 8)
+    -> ``EspSa.encrypt_into`` a reused buffer -> ``sendto`` on the UDP 4500 socket
+    (ESP-in-UDP, RFC 3948) or the raw protocol-50 socket.
+    A packet matching a trap policy (``start_action = trap``) with no SA yet is held
+    (bounded queue, a few seconds) while an acquire starts the negotiation: it is sent
+    once the SA is there and never leaves in clear.
+
+Inbound (called by the socket readers for every ESP datagram):
+    SPI -> inbound SA (dict) -> ``EspSa.decrypt_into`` (ICV, anti-replay, padding, and
+    the policy check of the inner packet against the SA's selectors, RFC 4301 sec. 5.2)
+    -> ``os.write`` to the TUN. An authenticated packet from a new outer address/port is
+    a NAT mapping change: outbound traffic follows it (RFC 3948 sec. 3.5 / RFC 7296
+    sec. 2.23).
+
+Byte/packet lifetimes reported by the SAs (``esp.events.SaExpired``) go to the IKE side
+through ``on_limit``; the engine rekeys (soft) or deletes (hard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from esp.errors import EspDrop
+from esp.events import Lifetime, SaExpired
+from esp.sa import Direction, EspSa
+from esp.selectors import Selector, packet_fields
+from ikev2.events import ChildSaEstablished, TrafficSelectorRange
+from nat_t.peer import PeerAddressTracker
+from tun.icmp import build_too_big, needs_frag_needed
+from tun.mtu import esp_sizes, tunnel_mtu
+
+from .routes import RouteManager
+from .sockets import DrainingSocket, RawEspSocket
+
+log = structlog.get_logger("aioipsec.datapath")
+
+Address = tuple[str, int]
+BUFFER_SIZE = 65536 + 512
+HELD_PACKETS_MAX = 32  # per trap policy; strongSwan's kernel holds a few packets too
+HELD_PACKETS_SECONDS = 5.0
+ACQUIRE_INTERVAL = 3.0  # do not start a new negotiation for the same trap more often
+DEFAULT_OUTER_MTU = 1500
+DEFAULT_TUN_MTU = 1400  # strongSwan's kernel-libipsec default, before any SA is known
+
+
+@dataclass
+class ChildEntry:
+    """One installed Child SA (both directions) and where its packets go."""
+
+    child_sa_id: int
+    ike_sa_id: int
+    connection: str
+    child: str
+    sa_in: EspSa
+    sa_out: EspSa
+    peer: PeerAddressTracker
+    udp_encap: bool
+    mtu: int
+    selectors_out: list[Selector]
+    installed_at: float  # wall clock
+    event: ChildSaEstablished = field(repr=False)
+
+
+@dataclass
+class TrapEntry:
+    """A ``start_action = trap`` policy: no SA yet; the first packet starts one."""
+
+    trap_id: int
+    connection: str
+    child: str
+    selectors_out: list[Selector]
+    held: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
+    last_acquire: float = -1e9
+
+
+@dataclass
+class Policy:
+    """One outbound SPD entry: the first policy whose selector matches decides."""
+
+    selector: Selector
+    child: ChildEntry | None = None
+    trap: TrapEntry | None = None
+
+    def text(self) -> str:
+        if self.child is not None:
+            target = (
+                f"tmpl esp spi 0x{self.child.sa_out.spi:08x} "
+                f"{'udp-encap ' if self.child.udp_encap else ''}dst {self.child.peer.address[0]} "
+                f"conn {self.child.connection}/{self.child.child}"
+            )
+        else:
+            assert self.trap is not None
+            target = f"trap conn {self.trap.connection}/{self.trap.child}"
+        return f"{self.selector.text()} dir out action protect {target}"
+
+
+def ts_selector_text(ts: TrafficSelectorRange) -> str:
+    return ts.start if ts.start == ts.end else f"{ts.start}-{ts.end}"
+
+
+def selectors_between(
+    local_ts: tuple[TrafficSelectorRange, ...] | list[TrafficSelectorRange],
+    remote_ts: tuple[TrafficSelectorRange, ...] | list[TrafficSelectorRange],
+) -> list[Selector]:
+    """Outbound selectors (source = local, destination = remote) for every pair of one IP
+    version; a protocol given on either side restricts the pair (RFC 4301 sec. 4.4.1)."""
+    selectors = []
+    for local in local_ts:
+        for remote in remote_ts:
+            if (":" in local.start) != (":" in remote.start):
+                continue
+            if local.protocol and remote.protocol and local.protocol != remote.protocol:
+                continue
+            selectors.append(
+                Selector.make(
+                    ts_selector_text(local),
+                    ts_selector_text(remote),
+                    protocol=local.protocol or remote.protocol,
+                    src_ports=(local.start_port, local.end_port),
+                    dst_ports=(remote.start_port, remote.end_port),
+                )
+            )
+    return selectors
+
+
+def outer_mtu_towards(host: str) -> int:
+    """The MTU of the interface the kernel uses to reach HOST (``ip route get``)."""
+    import json
+    import subprocess
+
+    try:
+        route = subprocess.run(
+            ["ip", "-j", "route", "get", host, "mark", "0x2200"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        )
+        info = json.loads(route.stdout)[0]
+        for metric in info.get("metrics", []):
+            if isinstance(metric, dict) and "mtu" in metric:
+                return int(metric["mtu"])
+        link = subprocess.run(
+            ["ip", "-j", "link", "show", "dev", info["dev"]],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        )
+        return int(json.loads(link.stdout)[0]["mtu"])
+    except Exception:
+        return DEFAULT_OUTER_MTU
+
+
+class DataPath:
+    def __init__(
+        self,
+        tun: Any,
+        routes: RouteManager,
+        *,
+        on_acquire: Callable[[str, str], None],
+        on_limit: Callable[[int, str, bool], None],
+        exporter: Any = None,
+    ) -> None:
+        self.tun = tun
+        self.routes = routes
+        self._on_acquire = on_acquire
+        self._on_limit = on_limit
+        self.exporter = exporter
+        self.events: collections.deque[Any] = collections.deque()
+        # IKE SA id -> "we are behind a NAT" (from IkeSaEstablished): a host behind a NAT
+        # does not follow the peer's address changes (RFC 7296 sec. 2.23).
+        self.nat_local: dict[int, bool] = {}
+        self.inbound: dict[int, ChildEntry] = {}
+        self.children: dict[int, ChildEntry] = {}
+        self.policies: list[Policy] = []
+        self.traps: dict[int, TrapEntry] = {}
+        self._next_trap_id = 1
+        self._udp: list[DrainingSocket] = []
+        self._raw: list[RawEspSocket] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tun_buffer = bytearray(BUFFER_SIZE)
+        self._tun_view = memoryview(self._tun_buffer)
+        self._out_buffer = bytearray(BUFFER_SIZE)
+        self._out_view = memoryview(self._out_buffer)
+        self._in_buffer = bytearray(BUFFER_SIZE)
+        self._in_view = memoryview(self._in_buffer)
+        self.tun_mtu = DEFAULT_TUN_MTU
+        # Counters of what is not per SA.
+        self.no_policy = 0
+        self.unknown_spi = 0
+        self.esp_drops = 0
+        self.held_dropped = 0
+        self.too_big_sent = 0
+        self.keepalives_in = 0
+        self.keepalives_out = 0
+        self.nat_mapping_changes = 0
+        self.send_failures = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def set_sockets(self, udp: list[DrainingSocket], raw: list[RawEspSocket]) -> None:
+        self._udp = udp
+        self._raw = raw
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.tun_mtu = self.tun.mtu
+        loop.add_reader(self.tun.fileno(), self._tun_readable)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self.tun.fileno())
+            except (ValueError, OSError):
+                pass
+            self._loop = None
+
+    def _socket_for(self, host: str, udp_encap: bool) -> DrainingSocket | None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for candidate in self._udp if udp_encap else self._raw:
+            if candidate.sock.family == family:
+                return candidate
+        return None
+
+    # ------------------------------------------------------------------ SAs
+
+    def install_child(self, event: ChildSaEstablished) -> list[str]:
+        """Install both directions of a Child SA, its policies and routes (make-before-break:
+        outbound switches to the new SA at once; the old inbound SA stays until deleted)."""
+        soft_bytes = event.rekey_bytes or None
+        hard_bytes = event.life_bytes or None
+        soft_packets = event.rekey_packets or None
+        hard_packets = event.life_packets or None
+        # The engine gives rekey (soft) and life (hard) limits; a hard limit below the soft
+        # one would be refused by Lifetime, so it is raised to the soft one.
+        if hard_bytes is not None and soft_bytes is not None:
+            hard_bytes = max(hard_bytes, soft_bytes)
+        if hard_packets is not None and soft_packets is not None:
+            hard_packets = max(hard_packets, soft_packets)
+        lifetime = Lifetime(
+            soft_bytes=soft_bytes,
+            hard_bytes=hard_bytes,
+            soft_packets=soft_packets,
+            hard_packets=hard_packets,
+        )
+        now = self._loop.time() if self._loop is not None else 0.0
+        integ = event.integ if event.integ is not None else 0
+        selectors_out = selectors_between(event.local_ts, event.remote_ts)
+        sa_in = EspSa(
+            event.spi_in,
+            Direction.IN,
+            event.encr,
+            event.encr_key_in,
+            integ,
+            event.integ_key_in,
+            esn=event.esn,
+            replay_window=event.replay_window,
+            mode=event.mode,
+            src=event.remote_addr[0],
+            dst=event.local_addr[0],
+            selectors=[s.reversed() for s in selectors_out],
+            lifetime=lifetime,
+            reqid=event.child_sa_id,
+            now=now,
+            events=self.events,
+        )
+        sa_out = EspSa(
+            event.spi_out,
+            Direction.OUT,
+            event.encr,
+            event.encr_key_out,
+            integ,
+            event.integ_key_out,
+            esn=event.esn,
+            mode=event.mode,
+            src=event.local_addr[0],
+            dst=event.remote_addr[0],
+            lifetime=lifetime,
+            reqid=event.child_sa_id,
+            now=now,
+            events=self.events,
+        )
+        outer_ipv6 = ":" in event.remote_addr[0]
+        outer_mtu = outer_mtu_towards(event.remote_addr[0])
+        sizes = esp_sizes(event.encr, integ)
+        mtu = tunnel_mtu(outer_mtu, sizes, outer_ipv6=outer_ipv6, udp_encap=event.udp_encap)
+        entry = ChildEntry(
+            child_sa_id=event.child_sa_id,
+            ike_sa_id=event.ike_sa_id,
+            connection=event.connection,
+            child=event.child,
+            sa_in=sa_in,
+            sa_out=sa_out,
+            peer=self._peer_tracker(event),
+            udp_encap=event.udp_encap,
+            mtu=mtu,
+            selectors_out=selectors_out,
+            installed_at=time.time(),
+            event=event,
+        )
+        self.children[event.child_sa_id] = entry
+        self.inbound[event.spi_in] = entry
+        # Newest SA first: after a rekey the new outbound SA is used at once.
+        self.policies[:0] = [Policy(selector, child=entry) for selector in selectors_out]
+        routes = self.routes.add_child(event.child_sa_id, event.local_ts, event.remote_ts)
+        self._update_tun_mtu()
+        if self.exporter is not None:
+            self._export(entry)
+        self._release_held(entry)
+        return routes
+
+    def remove_child(self, child_sa_id: int) -> None:
+        entry = self.children.pop(child_sa_id, None)
+        if entry is None:
+            return
+        if self.inbound.get(entry.sa_in.spi) is entry:
+            del self.inbound[entry.sa_in.spi]
+        self.policies = [p for p in self.policies if p.child is not entry]
+        self.routes.remove_child(child_sa_id)
+        self._update_tun_mtu()
+        if self.exporter is not None:
+            self.exporter.remove_esp_sa(entry.sa_in.spi, entry.sa_out.spi)
+
+    def _update_tun_mtu(self) -> None:
+        if not self.children:
+            return
+        mtu = min(entry.mtu for entry in self.children.values())
+        if mtu != self.tun_mtu:
+            try:
+                self.tun.set_mtu(mtu)
+                self.tun_mtu = mtu
+            except OSError as exc:
+                log.warning("cannot set the TUN MTU", mtu=mtu, error=str(exc))
+
+    def _export(self, entry: ChildEntry) -> None:
+        from aioipsec.keyexport import EspKeyRow
+
+        event = entry.event
+        natted = event.udp_encap
+        local = "*" if natted else event.local_addr[0]
+        remote = "*" if natted else event.remote_addr[0]
+        self.exporter.add_esp_sa(
+            EspKeyRow(
+                local, remote, event.spi_out, event.encr, event.integ,
+                event.encr_key_out, event.integ_key_out,
+            ),
+            EspKeyRow(
+                remote, local, event.spi_in, event.encr, event.integ,
+                event.encr_key_in, event.integ_key_in,
+            ),
+        )  # fmt: skip
+
+    def _peer_tracker(self, event: ChildSaEstablished) -> PeerAddressTracker:
+        """One tracker per IKE SA, shared by its Child SAs (they move together)."""
+        for entry in self.children.values():
+            if entry.ike_sa_id == event.ike_sa_id:
+                return entry.peer
+        nat_local = self.nat_local.get(event.ike_sa_id, False)
+        return PeerAddressTracker(tuple(event.remote_addr), local_behind_nat=nat_local)
+
+    def packets_out_of(self, ike_sa_id: int) -> int:
+        return sum(e.sa_out.packets_out for e in self.children.values() if e.ike_sa_id == ike_sa_id)
+
+    def peer_address(self, ike_sa_id: int) -> Address | None:
+        for entry in self.children.values():
+            if entry.ike_sa_id == ike_sa_id:
+                return entry.peer.address
+        return None
+
+    # ------------------------------------------------------------------ traps
+
+    def add_trap(self, config: Any, child: Any) -> None:
+        """Install the trap policies (and routes) of a ``start_action = trap`` child."""
+        from ikev2.ts import parse_ts_list  # the engine's selector syntax
+
+        local_addr = _first_concrete(config.local_addrs)
+        remote_addr = _first_concrete(config.remote_addrs)
+        local_ts = [ts.to_range() for ts in parse_ts_list(child.local_ts, local_addr)]
+        remote_ts = [ts.to_range() for ts in parse_ts_list(child.remote_ts, remote_addr)]
+        trap = TrapEntry(
+            self._next_trap_id, config.name, child.name, selectors_between(local_ts, remote_ts)
+        )
+        self._next_trap_id += 1
+        self.traps[trap.trap_id] = trap
+        self.policies.extend(Policy(selector, trap=trap) for selector in trap.selectors_out)
+        self.routes.add_child(-trap.trap_id, local_ts, remote_ts)
+        log.info(
+            "trap installed",
+            connection=config.name,
+            child=child.name,
+            policies=[s.text() for s in trap.selectors_out],
+        )
+
+    def clear_traps(self) -> None:
+        for trap_id in list(self.traps):
+            self.routes.remove_child(-trap_id)
+        self.traps.clear()
+        self.policies = [p for p in self.policies if p.trap is None]
+
+    def _release_held(self, entry: ChildEntry) -> None:
+        now = self._loop.time() if self._loop is not None else 0.0
+        for trap in self.traps.values():
+            if trap.connection != entry.connection or trap.child != entry.child:
+                continue
+            while trap.held:
+                queued_at, packet = trap.held.popleft()
+                if now - queued_at <= HELD_PACKETS_SECONDS:
+                    self._send_protected(entry, memoryview(packet))
+                else:
+                    self.held_dropped += 1
+            trap.last_acquire = -1e9
+
+    # ------------------------------------------------------------------ outbound
+
+    def _tun_readable(self) -> None:
+        fd = self.tun.fileno()
+        buffer = self._tun_buffer
+        view = self._tun_view
+        for _ in range(256):  # bounded: the sockets and timers get their turn
+            try:
+                length = os.readv(fd, [buffer])
+            except (BlockingIOError, InterruptedError):
+                break
+            if length == 0:
+                break
+            self._outbound(view[:length])
+        self._process_events()
+
+    def _outbound(self, packet: memoryview) -> None:
+        fields = packet_fields(packet)
+        if fields is None:
+            self.no_policy += 1
+            return
+        for policy in self.policies:
+            if policy.selector.matches(fields):
+                break
+        else:
+            # Only routes we installed lead into the TUN device: no policy means the SA
+            # is gone while a route lingers. Drop; never send in clear.
+            self.no_policy += 1
+            return
+        child = policy.child
+        if child is None:
+            self._hold(policy.trap, packet)  # type: ignore[arg-type]
+            return
+        self._send_protected(child, packet)
+
+    def _send_protected(self, child: ChildEntry, packet: memoryview) -> None:
+        if len(packet) > child.mtu and needs_frag_needed(packet, child.mtu):
+            error = build_too_big(packet, child.mtu)
+            if error is not None:
+                self.too_big_sent += 1
+                try:
+                    os.write(self.tun.fileno(), error)
+                except OSError:
+                    pass
+            return
+        try:
+            length = child.sa_out.encrypt_into(packet, self._out_buffer)
+        except EspDrop:
+            self.esp_drops += 1
+            return
+        sock = self._socket_for(child.peer.address[0], child.udp_encap)
+        if sock is None:
+            self.send_failures += 1
+            return
+        sock.sendto(self._out_view[:length], child.peer.address)
+
+    def _hold(self, trap: TrapEntry, packet: memoryview) -> None:
+        now = self._loop.time() if self._loop is not None else 0.0
+        while trap.held and now - trap.held[0][0] > HELD_PACKETS_SECONDS:
+            trap.held.popleft()
+            self.held_dropped += 1
+        if len(trap.held) < HELD_PACKETS_MAX:
+            trap.held.append((now, bytes(packet)))
+        else:
+            self.held_dropped += 1
+        if now - trap.last_acquire >= ACQUIRE_INTERVAL:
+            trap.last_acquire = now
+            fields = packet_fields(packet)
+            log.info(
+                "acquire: packet for a trap policy",
+                connection=trap.connection,
+                child=trap.child,
+                src=fields.src_text() if fields else None,
+                dst=fields.dst_text() if fields else None,
+            )
+            self._on_acquire(trap.connection, trap.child)
+
+    # ------------------------------------------------------------------ inbound
+
+    def esp_received_udp(self, packet: memoryview, remote: Address) -> None:
+        self._inbound(packet, remote, udp=True)
+
+    def esp_received_raw(self, packet: memoryview, remote: Address) -> None:
+        self._inbound(packet, remote, udp=False)
+
+    def _inbound(self, packet: memoryview, remote: Address, udp: bool) -> None:
+        if len(packet) < 8:
+            self.esp_drops += 1
+            return
+        spi = int.from_bytes(packet[:4], "big")
+        entry = self.inbound.get(spi)
+        if entry is None:
+            self.unknown_spi += 1
+            return
+        highest = entry.sa_in.replay.highest  # type: ignore[union-attr]
+        try:
+            length = entry.sa_in.decrypt_into(packet, self._in_buffer)
+        except EspDrop:
+            self.esp_drops += 1
+            if self.events:
+                self._process_events()
+            return
+        try:
+            os.write(self.tun.fileno(), self._in_view[:length])
+        except OSError:
+            self.send_failures += 1
+        if udp and remote != entry.peer.address:
+            new = entry.sa_in.replay.highest > highest  # type: ignore[union-attr]
+            if entry.peer.authenticated_packet_from(remote, new=new):
+                self._peer_moved(entry, remote)
+        if self.events:
+            self._process_events()
+
+    def _peer_moved(self, entry: ChildEntry, remote: Address) -> None:
+        """An authenticated ESP packet came from a new address/port: the peer's NAT mapping
+        changed (RFC 3948 sec. 3.5). Send to where it comes from now."""
+        self.nat_mapping_changes += 1
+        log.info(
+            "peer address changed (NAT mapping)",
+            connection=entry.connection,
+            ike_sa_id=entry.ike_sa_id,
+            new=remote,
+        )
+
+    # ------------------------------------------------------------------ lifetimes
+
+    def _process_events(self) -> None:
+        while self.events:
+            event = self.events.popleft()
+            if isinstance(event, SaExpired):
+                entry = self.children.get(event.reqid)
+                if entry is None:
+                    continue
+                log.info(
+                    "CHILD SA lifetime reached",
+                    connection=entry.connection,
+                    ike_sa_id=entry.ike_sa_id,
+                    child=entry.child,
+                    spi=f"{event.spi:08x}",
+                    reason=event.reason,
+                    hard=event.hard,
+                )
+                cause = event.reason if event.reason in ("bytes", "packets") else "packets"
+                self._on_limit(entry.sa_in.spi, cause, event.hard)
+
+    # ------------------------------------------------------------------ listings
+
+    def child_counters(self, child_sa_id: int) -> dict[str, Any]:
+        entry = self.children.get(child_sa_id)
+        if entry is None:
+            return {}
+        counters_in = entry.sa_in.counters()
+        counters_out = entry.sa_out.counters()
+        return {
+            "bytes_in": counters_in["bytes_in"],
+            "packets_in": counters_in["packets_in"],
+            "bytes_out": counters_out["bytes_out"],
+            "packets_out": counters_out["packets_out"],
+            "installed_at": entry.installed_at,
+            "drops_in": {
+                k: v
+                for k, v in counters_in.items()
+                if k not in ("bytes_in", "packets_in", "bytes_out", "packets_out")
+            },
+        }
+
+    def policies_listing(self) -> list[dict[str, Any]]:
+        listing = []
+        for index, policy in enumerate(self.policies):
+            item: dict[str, Any] = {
+                "index": index,
+                "dir": "out",
+                "action": "protect",
+                "selector": policy.selector.to_json(),
+            }
+            if policy.child is not None:
+                item.update(
+                    {
+                        "connection": policy.child.connection,
+                        "child": policy.child.child,
+                        "spi": f"{policy.child.sa_out.spi:08x}",
+                        "dst": policy.child.peer.address[0],
+                        "encap": policy.child.udp_encap,
+                    }
+                )
+            elif policy.trap is not None:
+                item.update(
+                    {
+                        "connection": policy.trap.connection,
+                        "child": policy.trap.child,
+                        "trap": True,
+                        "held": len(policy.trap.held),
+                    }
+                )
+            listing.append(item)
+        for entry in self.inbound.values():
+            for selector in entry.sa_in.selectors:
+                listing.append(
+                    {
+                        "dir": "in",
+                        "action": "protect",
+                        "selector": selector.to_json(),
+                        "connection": entry.connection,
+                        "child": entry.child,
+                        "spi": f"{entry.sa_in.spi:08x}",
+                    }
+                )
+        return listing
+
+    def policies_text(self) -> str:
+        lines = [policy.text() for policy in self.policies]
+        for entry in self.inbound.values():
+            for selector in entry.sa_in.selectors:
+                lines.append(
+                    f"{selector.text()} dir in action protect tmpl esp "
+                    f"spi 0x{entry.sa_in.spi:08x} conn {entry.connection}/{entry.child}"
+                )
+        return "\n".join(lines)
+
+    def stats(self) -> dict[str, Any]:
+        totals = collections.Counter()
+        for entry in self.children.values():
+            totals.update(entry.sa_in.counters())
+            totals.update({k: v for k, v in entry.sa_out.counters().items() if "out" in k})
+        return {
+            **dict(totals),
+            "no_policy": self.no_policy,
+            "unknown_spi": self.unknown_spi,
+            "esp_drops": self.esp_drops,
+            "held_dropped": self.held_dropped,
+            "too_big_sent": self.too_big_sent,
+            "keepalives_in": self.keepalives_in,
+            "keepalives_out": self.keepalives_out,
+            "nat_mapping_changes": self.nat_mapping_changes,
+            "send_failures": self.send_failures,
+            "tun_mtu": self.tun_mtu,
+            "child_sas": len(self.children),
+        }
+
+
+def _first_concrete(addresses: list[str]) -> str | None:
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+            return address
+        except ValueError:
+            continue
+    return None

@@ -1,0 +1,102 @@
+"""Driving the sans-I/O engine from asyncio: datagrams in and out, one timer task.
+
+The engine (``ikev2.dispatcher.Dispatcher``) never reads a clock and never sleeps: it is
+told the time (``loop.time()``, a monotonic clock) with every call, and says when it next
+wants to be woken (``get_timer()``). :class:`EngineDriver` owns that contract:
+
+* :meth:`feed` hands one received IKE message to the engine and then :meth:`pump`\\ s:
+  everything the engine wants to send goes out, every event goes to the event handler,
+  and the timer task is re-armed;
+* one task, :meth:`run_timer`, sleeps until the engine's deadline (or until re-armed
+  because a new deadline may be earlier) and calls ``handle_timer``. Retransmission,
+  rekey/reauth/expiry and DPD deadlines all come through this one timer: the engine keeps
+  them ordered, so one task is enough and cannot drift from the engine's own view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ikev2.events import Event
+
+Address = tuple[str, int]
+log = structlog.get_logger("aioipsec.engine")
+
+# (data without the non-ESP marker, local address, remote address)
+SendFunction = Callable[[bytes, Address, Address], None]
+EventHandler = Callable[[Event], None]
+
+
+class EngineDriver:
+    def __init__(
+        self,
+        dispatcher: Any,
+        send: SendFunction,
+        on_event: EventHandler,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self._send = send
+        self._on_event = on_event
+        self._loop = loop
+        self._rearm = asyncio.Event()
+        self.messages_in = 0
+        self.messages_out = 0
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def feed(self, data: bytes, remote_addr: Address, local_addr: Address) -> None:
+        """One IKE message (marker already stripped) from REMOTE_ADDR to LOCAL_ADDR."""
+        self.messages_in += 1
+        try:
+            self.dispatcher.receive_datagram(data, remote_addr, local_addr, self.now())
+        except Exception:
+            # The engine answers protocol errors itself; anything escaping is a bug that
+            # must not take the daemon down with it (one bad datagram from the network).
+            log.exception("engine failed on a received message", remote=remote_addr)
+        self.pump()
+
+    def pump(self) -> None:
+        """Send what the engine queued, deliver its events, re-arm the timer."""
+        now = self.now()
+        for datagram in self.dispatcher.datagrams_to_send(now):
+            self.messages_out += 1
+            self._send(datagram.data, tuple(datagram.local_addr), tuple(datagram.remote_addr))
+        while (event := self.dispatcher.next_event()) is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("event handler failed", event=type(event).__name__)
+        # Event handlers may have called the engine (e.g. trap -> initiate): send that too.
+        for datagram in self.dispatcher.datagrams_to_send(now):
+            self.messages_out += 1
+            self._send(datagram.data, tuple(datagram.local_addr), tuple(datagram.remote_addr))
+        self._rearm.set()
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call an engine method with ``now`` and pump afterwards."""
+        try:
+            return function(*args, now=self.now(), **kwargs)
+        finally:
+            self.pump()
+
+    async def run_timer(self) -> None:
+        while True:
+            deadline = self.dispatcher.get_timer()
+            timeout = None if deadline is None else max(0.0, deadline - self.now())
+            self._rearm.clear()
+            try:
+                await asyncio.wait_for(self._rearm.wait(), timeout)
+                continue  # re-armed: the deadline may have moved
+            except TimeoutError:
+                pass
+            try:
+                self.dispatcher.handle_timer(self.now())
+            except Exception:
+                log.exception("engine failed in its timer")
+            self.pump()

@@ -1,0 +1,248 @@
+"""UDP and raw sockets for IKE and ESP.
+
+Two kinds of traffic, two kinds of socket handling (measured figures in docs/daemon.md):
+
+* Port 500 carries only IKE: a few messages per second. It goes through ``asyncio-dgram``
+  (an asyncio datagram transport), whose ~30 us per datagram does not matter there.
+* Port 4500 carries IKE *and* UDP-encapsulated ESP (RFC 3948), i.e. the data plane, and
+  the raw protocol-50 socket carries plain ESP. An asyncio ``DatagramProtocol`` reads one
+  datagram per event-loop turn (~31-35 us each here); a non-blocking socket watched with
+  ``loop.add_reader`` and drained with ``recvfrom_into`` until ``BlockingIOError`` costs a
+  few microseconds per datagram. Those sockets are therefore plain non-blocking sockets.
+
+All sockets carry ``SO_MARK`` (:data:`BYPASS_MARK`) so that the policy-routing rule of
+:mod:`aioipsec.runtime.routes` keeps our own outer packets out of the TUN device even when
+a remote traffic selector covers the peer's outer address (host-to-host tunnels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from collections.abc import Callable
+
+import asyncio_dgram
+import asyncio_dgram.aio
+
+# Packets marked with this value bypass the tunnel routing table (see routes.py).
+BYPASS_MARK = 0x2200
+SO_MARK = getattr(socket, "SO_MARK", 36)
+IPPROTO_ESP = 50
+# Large enough for any UDP datagram; one buffer per socket, reused for every read.
+RECV_BUFFER_SIZE = 65536
+# Socket buffers: bursts of ESP from a fast sender must not be dropped by the kernel
+# while we are busy encrypting (performance-notes.md: bigger buffers helped wireguard-go).
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+
+Address = tuple[str, int]
+# Called with (buffer view of one datagram, source address); the view is only valid
+# during the call: the buffer is reused for the next datagram.
+DatagramHandler = Callable[[memoryview, Address], None]
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+
+
+def _mark(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, BYPASS_MARK)
+    except PermissionError:
+        # Not root (unit tests): routing through the TUN device then relies on the
+        # route manager never covering the peer's outer address.
+        pass
+
+
+def _enlarge_buffers(sock: socket.socket) -> None:
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+        except OSError:
+            pass
+
+
+class LocalAddressCache:
+    """Which of our addresses the kernel uses to reach a peer.
+
+    The IKE sockets are bound to the wildcard address, so a received datagram does not
+    tell which local address it was sent to; the engine needs one for NAT detection
+    (RFC 7296 sec. 2.23). A connected UDP socket asks the routing table (no packet is
+    sent); the answer is cached per peer.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, str] = {}
+
+    def local_for(self, remote_host: str) -> str:
+        cached = self._cache.get(remote_host)
+        if cached is not None:
+            return cached
+        with socket.socket(family_of(remote_host), socket.SOCK_DGRAM) as probe:
+            _mark(probe)
+            try:
+                probe.connect((remote_host, 9))
+                local = probe.getsockname()[0]
+            except OSError:
+                local = "::" if ":" in remote_host else "0.0.0.0"
+        self._cache[remote_host] = local
+        return local
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+class DrainingSocket:
+    """A non-blocking datagram socket read with ``loop.add_reader`` and a drain loop.
+
+    ``handler(view, addr)`` runs for every datagram, synchronously, inside the reader
+    callback; the view points into one reused buffer.
+    """
+
+    def __init__(self, sock: socket.socket, handler: DatagramHandler, name: str) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.name = name
+        self._handler = handler
+        self._buffer = bytearray(RECV_BUFFER_SIZE)
+        self._view = memoryview(self._buffer)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.datagrams_in = 0
+        self.send_errors = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.add_reader(self.sock.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        recv = self.sock.recvfrom_into
+        view = self._view
+        handler = self._handler
+        count = 0
+        # Bounded so one busy socket cannot starve the others (and the IKE timers).
+        while count < 256:
+            try:
+                length, addr = recv(self._buffer)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                # ICMP errors surface as ECONNREFUSED etc. on the next read: ignore them.
+                if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    continue
+                raise
+            count += 1
+            handler(view[:length], (addr[0], addr[1]))
+        self.datagrams_in += count
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Address) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            # Socket buffer full: drop, as a router would (ESP is datagram traffic and
+            # IKE retransmits).
+            self.send_errors += 1
+        except OSError:
+            self.send_errors += 1
+
+    def close(self) -> None:
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self.sock.fileno())
+            except (ValueError, OSError):
+                pass
+        self.sock.close()
+
+
+def open_udp_socket(host: str, port: int) -> socket.socket:
+    """A bound, marked, non-blocking UDP socket with large buffers (port 4500)."""
+    family = family_of(host)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        _mark(sock)
+        _enlarge_buffers(sock)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RawEspSocket(DrainingSocket):
+    """ESP straight over IP (protocol 50), used when no NAT is in the way and
+    encapsulation is not forced (RFC 4303 / RFC 3948 sec. 1).
+
+    The kernel here has no ESP transform, so it hands protocol-50 packets to raw sockets
+    only. On IPv4 a raw socket receives the IP header too; :meth:`_drain` strips it so the
+    handler sees the ESP packet (SPI first), as for ESP-in-UDP.
+    """
+
+    def __init__(self, family: socket.AddressFamily, handler: DatagramHandler) -> None:
+        sock = socket.socket(family, socket.SOCK_RAW, IPPROTO_ESP)
+        _mark(sock)
+        _enlarge_buffers(sock)
+        self._strip_ip_header = family == socket.AF_INET
+        super().__init__(sock, handler, "esp-raw6" if family == socket.AF_INET6 else "esp")
+
+    def _drain(self) -> None:
+        buffer = self._buffer
+        view = self._view
+        handler = self._handler
+        count = 0
+        while count < 256:
+            try:
+                length, addr = self.sock.recvfrom_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                break
+            count += 1
+            if self._strip_ip_header:
+                header_length = (buffer[0] & 0x0F) * 4
+                if length < header_length + 8:
+                    continue
+                handler(view[header_length:length], (addr[0], 0))
+            else:
+                handler(view[:length], (addr[0], 0))
+        self.datagrams_in += count
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Address) -> None:
+        # The port is meaningless for a raw socket; the kernel writes the IP header.
+        super().sendto(data, (addr[0], 0))
+
+
+class IkePort500:
+    """IKE on UDP 500 through asyncio-dgram (the control plane: a few messages a second)."""
+
+    def __init__(self, server: asyncio_dgram.aio.DatagramServer, name: str) -> None:
+        self.server = server
+        self.name = name
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def bind(cls, host: str, port: int) -> IkePort500:
+        server = await asyncio_dgram.bind((host, port))
+        sock = server.socket
+        _mark(sock)
+        return cls(server, f"ike{port}")
+
+    @property
+    def local_port(self) -> int:
+        return self.server.sockname[1]
+
+    async def receive_forever(self, handler: DatagramHandler) -> None:
+        while True:
+            data, addr = await self.server.recv()
+            handler(memoryview(data), (addr[0], addr[1]))
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        # DatagramServer.send is a coroutine (it waits for flow control); the engine glue
+        # is synchronous, so each send runs as a small task.
+        task = asyncio.get_running_loop().create_task(self.server.send(data, addr))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def close(self) -> None:
+        self.server.close()

@@ -1,0 +1,1 @@
+"""End-to-end tests: real daemons in network namespaces (root), no mocks of the network."""
