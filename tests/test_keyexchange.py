@@ -252,3 +252,31 @@ def test_mlkem_responder_role_and_initiator_length_check() -> None:
     initiator.our_payload()
     with pytest.raises(ProtocolError):
         initiator.compute(bytes(1087))
+
+
+# cryptography deprecates finite-field DH (one reason MODP is done with pow() here).
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+@pytest.mark.parametrize("method", [KeId.MODP_1024, KeId.MODP_2048], ids=lambda m: m.name)
+def test_modp_against_openssl_dh(method: KeId) -> None:
+    from cryptography.hazmat.primitives.asymmetric import dh
+
+    p = MODP_PRIMES[method]
+    size = (p.bit_length() + 7) // 8
+    parameters = dh.DHParameterNumbers(p, 2).parameters()
+    for _ in range(4):  # several, so that a short shared value (leading zeros) is likely met
+        peer = parameters.generate_private_key()
+        ours = new_key_exchange(method)
+        peer_public = peer.public_key().public_numbers().y.to_bytes(size, "big")
+        our_public = dh.DHPublicNumbers(
+            int.from_bytes(ours.our_payload(), "big"), parameters.parameter_numbers()
+        ).public_key()
+        expected = peer.exchange(our_public).rjust(size, b"\x00")
+        assert ours.compute(peer_public) == expected
+
+
+@pytest.mark.parametrize("method", list(_EC_METHODS), ids=lambda m: m.name)
+def test_ecp_private_out_of_range_refused(method: KeId) -> None:
+    order_bytes = (_EC_METHODS[method].key_size + 7) // 8 + 1
+    for private in (b"\x00", b"\xff" * order_bytes):
+        with pytest.raises(ValueError):
+            new_key_exchange(method, private=private)
