@@ -465,6 +465,25 @@ def run_cipher_cbc(record: Record) -> str:
     return "cryptography+ikev2.crypto.sk"
 
 
+def run_sk_payload(record: Record) -> str:
+    """A whole SK payload body: seal with the given IV must give the RFC's bytes exactly
+    (padding and Pad Length included), and open must return the inner payloads."""
+    sk = _sk_module()
+    if sk is None:
+        raise Skip("ikev2.crypto.sk not available")
+    encr = EncrId[record["encr"]]
+    integ = IntegId[record["integ"]] if record.get("integ") else None
+    sk_a = bytes.fromhex(record["sk_a"]) if record.get("sk_a") else None
+    cipher = sk.make_sk_cipher(encr, record.get("encr_key_bits"), integ, _hex(record, "sk_e"), sk_a)
+    aad, sealed = _hex(record, "aad"), _hex(record, "sealed")
+    inner = _hex(record, "inner_payloads")
+    _equal("sealed SK body", cipher.seal(aad, inner, _hex(record, "iv")), sealed)
+    _equal("opened SK body", cipher.open(aad, sealed), inner)
+    if record.get("ike_message"):
+        _equal("IKE message", aad + sealed, _hex(record, "ike_message"))
+    return "ikev2.crypto.sk"
+
+
 def run_cipher_ctr(record: Record) -> str:
     # RFC 3686 sec. 4 and 5.1: KEYMAT = key || 4-octet nonce; counter block = nonce || IV ||
     # 0x00000001. No IKE code uses AES-CTR; this checks the primitive and the key split.
@@ -495,6 +514,7 @@ RUNNERS: dict[str, Callable[[Record], str]] = {
     "aead": run_aead,
     "cipher_cbc": run_cipher_cbc,
     "cipher_ctr": run_cipher_ctr,
+    "sk_payload": run_sk_payload,
 }
 
 

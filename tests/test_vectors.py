@@ -45,7 +45,7 @@ def test_expected_coverage() -> None:
     for kind in (
         "prf", "integ", "prf_plus", "ike_skeyseed", "ike_dkm", "ike_keys", "child_keymat",
         "rekey_skeyseed", "psk_auth", "ke", "x_function", "modp_group", "ke_mlkem_kat",
-        "aead", "cipher_cbc", "cipher_ctr",
+        "aead", "cipher_cbc", "cipher_ctr", "sk_payload",
     ):  # fmt: skip
         assert kind in kinds
     methods = {record.get("method") for _file, record in _RECORDS}

@@ -545,6 +545,38 @@ def convert_rfc3686(text: str) -> list[Record]:
     return records
 
 
+def convert_rfc7634_ikev2(text: str) -> list[Record]:
+    """Only Appendix B (the IKEv2 SK payload); Appendix A is an ESP packet (esp_*.json)."""
+    records: list[Record] = []
+    for header, fields, _comments in _blocks(text):
+        name = _header_name(header)
+        if not name.startswith("Appendix B"):
+            continue
+        plaintext = fields["plaintext"]
+        records.append(
+            {
+                "kind": "sk_payload",
+                "name": "RFC 7634 Appendix B: INFORMATIONAL with SET_WINDOW_SIZE",
+                "source": (
+                    f"rfc7634_chacha20poly1305_esp_ikev2.txt [{name.split(' (')[0]}]: "
+                    "RFC 7634 Appendix B (via strongSwan chacha20poly1305.c)"
+                ),
+                "encr": "ENCR_CHACHA20_POLY1305",
+                "encr_key_bits": None,
+                "integ": None,
+                "sk_e": fields["keymat"],
+                "sk_a": None,
+                "iv": fields["iv"],
+                "aad": fields["aad"],
+                # the RFC's plaintext ends with Pad Length 0: the inner payloads are the rest
+                "inner_payloads": plaintext[:-2],
+                "sealed": fields["iv"] + fields["ciphertext_and_icv"],
+                "ike_message": fields["ike_message"],
+            }
+        )
+    return records
+
+
 def _write(file_name: str, description: str, records: list[Record]) -> None:
     for record in records:
         assert record.get("kind") and record.get("source") and record.get("name"), record
@@ -620,6 +652,11 @@ def main(reference: Path) -> None:
         + convert_swan_cipher(
             read("strongswan_kat_aes_ccm.txt"), "strongswan_kat_aes_ccm.txt", "aes_ccm.c"
         ),
+    )
+    _write(
+        "ike_sk_rfc7634.json",
+        "SK payload with ChaCha20-Poly1305 (RFC 7634 Appendix B)",
+        convert_rfc7634_ikev2(read("rfc7634_chacha20poly1305_esp_ikev2.txt")),
     )
     _write(
         "cipher_rfc3686_ctr.json",
