@@ -112,7 +112,6 @@ class Daemon:
 
     async def _start(self) -> None:
         from ikev2.dispatcher import Dispatcher
-
         from tun.device import TunDevice
 
         save_keys = getattr(self.options, "save_keys_dir", None)
@@ -524,36 +523,8 @@ class Daemon:
         return result
 
     async def _cmd_conns(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        conns = []
-        for config in self.engine_configs:
-            conns.append(
-                {
-                    config.name: {
-                        "local_addrs": list(config.local_addrs),
-                        "remote_addrs": list(config.remote_addrs),
-                        "version": "IKEv2",
-                        "proposals": list(config.proposals),
-                        "encap": config.encap,
-                        "dpd_delay": config.dpd_delay,
-                        "local": {"auth": config.local.auth, "id": config.local.id},
-                        "remote": {"auth": config.remote.auth, "id": config.remote.id},
-                        "children": {
-                            child.name: {
-                                "mode": child.mode,
-                                "local_ts": list(child.local_ts),
-                                "remote_ts": list(child.remote_ts),
-                                "esp_proposals": list(child.esp_proposals),
-                                "start_action": child.start_action,
-                                "dpd_action": child.dpd_action,
-                                "close_action": child.close_action,
-                                "rekey_time": child.rekey_time,
-                            }
-                            for child in config.children
-                        },
-                    }
-                }
-            )
-        return conns
+        """``swanctl --list-conns`` / VICI ``list-conns`` (never contains secrets)."""
+        return self._config_module.connection_listing(self.settings)
 
     async def _cmd_policies(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.datapath is not None and self.routes is not None
@@ -608,55 +579,68 @@ class Daemon:
             raise RuntimeError(f"initiating {ike}/{child or '-'} timed out") from exc
         if isinstance(event, _FAILURE_EVENTS):
             raise RuntimeError(f"initiating {ike} failed: {event.reason}")
-        return {"initiated": ike, "child": child, "ike_sa_id": event.ike_sa_id}
+        return {
+            "message": f"initiated {ike}"
+            + (f"/{child}" if child else "")
+            + f" (IKE SA #{event.ike_sa_id})",
+            "ike": ike,
+            "child": child,
+            "ike_sa_id": event.ike_sa_id,
+        }
+
+    def _select(self, args: dict[str, Any]) -> tuple[list[int], list[tuple[int, int]]]:
+        """The IKE SAs and (IKE SA, Child SA) pairs named by ike/child/ike_id/child_id."""
+        ike, child = args.get("ike"), args.get("child")
+        ike_id, child_id = args.get("ike_id"), args.get("child_id")
+        ike_sas: list[int] = []
+        children: list[tuple[int, int]] = []
+        for state in self.ike_sas.values():
+            established = state.established
+            if ike is not None and established.connection != ike:
+                continue
+            if ike_id is not None and established.ike_sa_id != int(ike_id):
+                continue
+            if child is not None or child_id is not None:
+                for child_sa in state.children.values():
+                    if (child is None or child_sa.child == child) and (
+                        child_id is None or child_sa.child_sa_id == int(child_id)
+                    ):
+                        children.append((established.ike_sa_id, child_sa.child_sa_id))
+            else:
+                ike_sas.append(established.ike_sa_id)
+        if not ike_sas and not children:
+            raise RuntimeError(
+                "no SA matches " + ", ".join(f"{k}={v}" for k, v in args.items() if v is not None)
+            )
+        return ike_sas, children
 
     async def _cmd_terminate(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.driver is not None
-        ike = args.get("ike")
-        child = args.get("child")
-        done = []
-        for state in list(self.ike_sas.values()):
-            if ike is not None and state.established.connection != ike:
-                continue
-            if child is not None:
-                for child_sa in list(state.children.values()):
-                    if child_sa.child == child:
-                        self.driver.call(
-                            self.driver.dispatcher.terminate_child,
-                            state.established.ike_sa_id,
-                            child_sa.child_sa_id,
-                        )
-                        done.append(child_sa.child_sa_id)
-            elif ike is not None:
-                self.driver.call(self.driver.dispatcher.terminate_ike, state.established.ike_sa_id)
-                done.append(state.established.ike_sa_id)
-        if not done:
-            raise RuntimeError(f"no SA found for ike={ike} child={child}")
-        return {"terminated": done}
+        dispatcher = self.driver.dispatcher
+        ike_sas, children = self._select(args)
+        for ike_sa_id, child_sa_id in children:
+            self.driver.call(dispatcher.terminate_child, ike_sa_id, child_sa_id)
+        for ike_sa_id in ike_sas:
+            self.driver.call(dispatcher.terminate_ike, ike_sa_id)
+        return {
+            "message": f"terminating {len(ike_sas)} IKE SA(s), {len(children)} CHILD SA(s)",
+            "ike_sas": ike_sas,
+            "child_sas": [c for _, c in children],
+        }
 
     async def _cmd_rekey(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.driver is not None
-        ike = args.get("ike")
-        child = args.get("child")
-        done = []
-        for state in list(self.ike_sas.values()):
-            if ike is not None and state.established.connection != ike:
-                continue
-            if child is not None:
-                for child_sa in list(state.children.values()):
-                    if child_sa.child == child:
-                        self.driver.call(
-                            self.driver.dispatcher.rekey_child,
-                            state.established.ike_sa_id,
-                            child_sa.child_sa_id,
-                        )
-                        done.append(child_sa.child_sa_id)
-            elif ike is not None:
-                self.driver.call(self.driver.dispatcher.rekey_ike, state.established.ike_sa_id)
-                done.append(state.established.ike_sa_id)
-        if not done:
-            raise RuntimeError(f"no SA found for ike={ike} child={child}")
-        return {"rekeying": done}
+        dispatcher = self.driver.dispatcher
+        ike_sas, children = self._select(args)
+        for ike_sa_id, child_sa_id in children:
+            self.driver.call(dispatcher.rekey_child, ike_sa_id, child_sa_id)
+        for ike_sa_id in ike_sas:
+            self.driver.call(dispatcher.rekey_ike, ike_sa_id)
+        return {
+            "message": f"rekeying {len(ike_sas)} IKE SA(s), {len(children)} CHILD SA(s)",
+            "ike_sas": ike_sas,
+            "child_sas": [c for _, c in children],
+        }
 
     async def _cmd_reload(self, args: dict[str, Any]) -> dict[str, Any]:
         result = await self.reload()
@@ -729,6 +713,13 @@ def _engine_ike_keys(dispatcher: Any, ike_sa_id: int) -> dict[str, Any] | None:
     return exporter(ike_sa_id)
 
 
+def _selftest_summary(report: Any) -> str:
+    passed = getattr(report, "passed", None)
+    return (
+        f"{passed} vectors passed, {getattr(report, 'skipped', 0)} skipped, {report.seconds:.2f} s"
+    )
+
+
 def _ipv6_enabled() -> bool:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
@@ -747,18 +738,19 @@ async def run_daemon(options: Any) -> int:
     from aioipsec import config as config_module
     from aioipsec.selftest import run_selftest
 
-    if getattr(options, "run_selftest", True):
-        report = run_selftest()
-        if not getattr(report, "ok", False):
-            from aioipsec.selftest import format_table
-
-            log.error("self-test failed: refusing to start\n" + format_table(report))
-            return 1
     try:
         settings = options.load()
     except config_module.ConfigError as exc:
         log.error("bad configuration", error=str(exc))
         return 1
+    if getattr(options, "run_selftest", True):
+        report = run_selftest()
+        if not report.ok:
+            from aioipsec.selftest import format_table
+
+            log.error("self-test failed: refusing to start\n" + format_table(report))
+            return 1
+        log.info("self-test passed", summary=_selftest_summary(report))
     loop = asyncio.get_running_loop()
     try:
         daemon = Daemon(options, settings, loop)
