@@ -390,6 +390,23 @@ def _choice(mapping: Mapping[str, str]) -> Callable[[Any], str]:
     return parse
 
 
+def _ip_ok(text: str) -> bool:
+    """An address, a subnet or an address range (``a-b``)."""
+    if "-" in text and "/" not in text:
+        first, _, last = text.partition("-")
+        try:
+            ipaddress.ip_address(first.strip())
+            ipaddress.ip_address(last.strip())
+            return True
+        except ValueError:
+            return False
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
 def _address_ok(text: str) -> bool:
     if text in ("%any", "%any4", "%any6"):
         return True
@@ -436,9 +453,10 @@ def parse_traffic_selectors(value: Any) -> list[str]:
                 "write a subnet (10.1.0.0/16), a range (10.1.0.1-10.1.0.9) or dynamic, "
                 "optionally followed by [protocol/port]",
             )
-        if net != "dynamic" and not (_address_ok(net) and not net.startswith("%")):
+        if net != "dynamic" and not _ip_ok(net):
             raise _ValueProblem(
-                f"{selector!r}: {net!r} is not a subnet, address range or 'dynamic'",
+                f"{selector!r} is not a traffic selector: {net!r} is not a subnet, an "
+                "address range or 'dynamic'",
                 "write e.g. 10.1.0.0/16",
             )
         if "/" in net:
@@ -992,7 +1010,8 @@ def _toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
         header = re.match(r"^\[\[?\s*(.+?)\s*\]\]?\s*(#.*)?$", stripped)
         if header:
             table = tuple(split_dotted(header.group(1)))
-            lines.setdefault(table, number)
+            for prefix_length in range(1, len(table) + 1):
+                lines.setdefault(table[:prefix_length], number)
             continue
         assignment = re.match(r"^((?:\"[^\"]*\"|'[^']*'|[A-Za-z0-9_.\-\s])+?)\s*=", stripped)
         if assignment:

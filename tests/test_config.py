@@ -1,0 +1,463 @@
+"""aioipsec.config: the TOML loader, validation errors, secrets, engine configs.
+
+Certificates and keys come from strongSwan's own ``pki`` tool (not our code)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aioipsec.config import (
+    ConfigError,
+    DaemonOptions,
+    connection_listing,
+    load_configuration,
+    load_toml,
+    to_engine_configs,
+)
+from ikev2.config import ChildConfig, IkeConfig
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "aioipsec" / "examples"
+
+PSK_SITE = """\
+[daemon]
+control_socket = "/tmp/x.sock"
+
+[connections.site]
+local_addrs = ["192.0.2.1"]
+remote_addrs = "192.0.2.2"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+
+[connections.site.local]
+auth = "psk"
+id = "left.example.org"
+
+[connections.site.remote]
+auth = "psk"
+id = "right.example.org"
+
+[connections.site.children.net]
+local_ts = ["10.1.0.0/16"]
+remote_ts = "10.2.0.0/16, 10.3.0.0/16"
+esp_proposals = ["aes256gcm16"]
+rekey_time = "30m"
+rekey_bytes = "500M"
+
+[secrets.ike-site]
+id = ["left.example.org", "right.example.org"]
+secret = "0x0102030405060708"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "aioipsec.toml", mode: int = 0o600) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    path.chmod(mode)
+    return path
+
+
+def error_for(tmp_path: Path, text: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_configuration(path)
+    return info.value
+
+
+def line_of(text: str, needle: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(needle)
+
+
+# --------------------------------------------------------------------------- happy paths
+
+
+def test_psk_site_to_site_loads_into_engine_configs(tmp_path: Path) -> None:
+    configuration = load_configuration(write(tmp_path, PSK_SITE))
+    assert configuration.daemon.control_socket == "/tmp/x.sock"
+    (ike,) = to_engine_configs(configuration)
+    assert isinstance(ike, IkeConfig)
+    assert ike.name == "site"
+    assert ike.local_addrs == ["192.0.2.1"] and ike.remote_addrs == ["192.0.2.2"]
+    assert ike.proposals == ["aes256gcm16-prfsha256-x25519"]
+    assert ike.local.auth == "psk" and ike.local.id == "left.example.org"
+    assert ike.remote.id == "right.example.org"
+    # strongSwan's default: neither rekey_time nor reauth_time given -> rekey every 4 h.
+    assert ike.rekey_time == 4 * 3600 and ike.reauth_time == 0
+    (child,) = ike.children
+    assert isinstance(child, ChildConfig)
+    assert child.remote_ts == ["10.2.0.0/16", "10.3.0.0/16"]
+    assert child.rekey_time == 1800
+    assert child.rekey_bytes == 500 * 1024 * 1024  # strongSwan's suffixes are binary
+    assert child.life_bytes == int(child.rekey_bytes * 1.1)
+    assert configuration.psk_lookup("left.example.org", "right.example.org") == bytes(range(1, 9))
+
+
+@pytest.mark.parametrize("name", ["demo-left.toml", "demo-right.toml"])
+def test_shipped_demo_configs_load(name: str) -> None:
+    configuration = load_configuration(EXAMPLES / name)
+    (ike,) = to_engine_configs(configuration)
+    assert ike.proposals == ["aes256gcm16-prfsha256-x25519"]
+    assert ike.children[0].esp_proposals == ["aes256gcm16"]
+    local, remote = ike.local.id, ike.remote.id
+    assert configuration.psk_lookup(local, remote) is not None
+
+
+def test_demo_configs_are_mirror_images() -> None:
+    left = load_configuration(EXAMPLES / "demo-left.toml").connections["demo"]
+    right = load_configuration(EXAMPLES / "demo-right.toml").connections["demo"]
+    assert left.local_addrs == right.remote_addrs and left.remote_addrs == right.local_addrs
+    assert left.local.id == right.remote.id and left.remote.id == right.local.id
+    left_child, right_child = left.children["net"], right.children["net"]
+    assert left_child.local_ts == right_child.remote_ts
+    assert left_child.remote_ts == right_child.local_ts
+
+
+def test_durations_and_counts_as_strongswan_writes_them(tmp_path: Path) -> None:
+    text = PSK_SITE.replace('rekey_time = "30m"', 'rekey_time = "1d"\nlife_time = 90000')
+    text = text.replace('rekey_bytes = "500M"', 'rekey_packets = "2k"')
+    child = load_configuration(write(tmp_path, text)).connections["site"].children["net"]
+    assert child.rekey_time == 86400 and child.life_time == 90000
+    assert child.rekey_packets == 2048
+
+
+def test_only_reauth_time_means_no_rekeying(tmp_path: Path) -> None:
+    text = PSK_SITE.replace('proposals = ["aes', 'reauth_time = "3h"\nproposals = ["aes', 1)
+    (ike,) = to_engine_configs(load_configuration(write(tmp_path, text)))
+    assert ike.reauth_time == 3 * 3600 and ike.rekey_time == 0
+
+
+def test_daemon_options_override_the_daemon_table(tmp_path: Path) -> None:
+    path = write(tmp_path, PSK_SITE)
+    options = DaemonOptions(config_file=path, socket_path="/tmp/y.sock", log_format="json")
+    configuration = options.load()
+    assert configuration.daemon.control_socket == "/tmp/y.sock"
+    assert configuration.daemon.log_format == "json"
+    assert configuration.daemon.log_level == "info"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_key_names_file_key_path_and_line(tmp_path: Path) -> None:
+    text = PSK_SITE.replace('esp_proposals = ["aes256gcm16"]', 'esp_proposal = ["aes256gcm16"]')
+    error = error_for(tmp_path, text)
+    assert error.key == "connections.site.children.net.esp_proposal"
+    assert error.line == line_of(text, "esp_proposal =")
+    assert error.file is not None and error.file.endswith("aioipsec.toml")
+    assert f"aioipsec.toml:{error.line}: connections.site.children.net.esp_proposal" in str(error)
+    assert "esp_proposals" in str(error)  # the hint lists the known keys
+
+
+def test_unsupported_strongswan_key_is_an_error_not_ignored(tmp_path: Path) -> None:
+    text = PSK_SITE.replace('rekey_time = "30m"', 'rekey_time = "30m"\nupdown = "/bin/true"')
+    error = error_for(tmp_path, text)
+    assert error.key == "connections.site.children.net.updown"
+    assert "not supported" in error.reason
+    assert error.line == line_of(text, "updown")
+
+
+def test_fixed_value_keys(tmp_path: Path) -> None:
+    load_configuration(
+        write(
+            tmp_path,
+            PSK_SITE.replace("[connections.site]\n", '[connections.site]\nmobike = "no"\n'),
+        )
+    )
+    error = error_for(
+        tmp_path, PSK_SITE.replace("[connections.site]\n", "[connections.site]\nmobike = true\n")
+    )
+    assert error.key == "connections.site.mobike"
+    assert "only mobike = no" in str(error)
+
+
+def test_unknown_proposal_keyword_names_it(tmp_path: Path) -> None:
+    text = PSK_SITE.replace('esp_proposals = ["aes256gcm16"]', 'esp_proposals = ["aes256gcm17"]')
+    error = error_for(tmp_path, text)
+    assert error.key == "connections.site.children.net.esp_proposals"
+    assert "aes256gcm17" in str(error)
+    assert error.line == line_of(text, "esp_proposals")
+
+
+def test_weak_algorithm_refused_unless_allowed(tmp_path: Path) -> None:
+    weak = PSK_SITE.replace("aes256gcm16-prfsha256-x25519", "aes256-sha256-modp1024")
+    error = error_for(tmp_path, weak)
+    assert error.key == "connections.site.proposals"
+    assert "modp1024" in str(error) and "allow_weak_algorithms" in str(error)
+    allowed = weak.replace("[daemon]\n", '[daemon]\nallow_weak_algorithms = ["modp1024"]\n')
+    configuration = load_configuration(write(tmp_path, allowed))
+    assert configuration.connections["site"].proposals == ["aes256-sha256-modp1024"]
+
+
+def test_unknown_allow_weak_entry(tmp_path: Path) -> None:
+    text = PSK_SITE.replace("[daemon]\n", '[daemon]\nallow_weak_algorithms = ["rot13"]\n')
+    error = error_for(tmp_path, text)
+    assert "rot13" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "words"),
+    [
+        ('rekey_time = "30m"', 'rekey_time = "soon"', "children.net.rekey_time", "duration"),
+        (
+            'local_ts = ["10.1.0.0/16"]',
+            'local_ts = ["10.1.0.1/16"]',
+            "children.net.local_ts",
+            "10.1.0.0/16",
+        ),
+        (
+            'local_ts = ["10.1.0.0/16"]',
+            'local_ts = ["banana"]',
+            "children.net.local_ts",
+            "traffic selector",
+        ),
+        (
+            'remote_addrs = "192.0.2.2"',
+            'remote_addrs = "192.0.2.2/33"',
+            "remote_addrs",
+            "not an address",
+        ),
+        ('auth = "psk"\nid = "left', 'auth = "eap"\nid = "left', "local.auth", "psk, pubkey"),
+        ("[connections.site]\n", "[connections.site]\nversion = 1\n", "version", "IKEv1"),
+        (
+            "[connections.site]\n",
+            "[connections.site]\nlocal_port = 70000\n",
+            "local_port",
+            "0..65535",
+        ),
+        ("[connections.site]\n", '[connections.site]\nencap = "maybe"\n', "encap", "yes or no"),
+        (
+            'rekey_time = "30m"',
+            'rekey_time = "30m"\nlife_time = "10m"',
+            "children.net.life_time",
+            "shorter than rekey_time",
+        ),
+    ],
+)
+def test_bad_values(tmp_path: Path, old: str, new: str, key: str, words: str) -> None:
+    assert old in PSK_SITE
+    text = PSK_SITE.replace(old, new, 1)
+    error = error_for(tmp_path, text)
+    assert error.key == f"connections.site.{key}"
+    assert words in str(error)
+    assert error.line is not None
+    last_key = key.rsplit(".", 1)[-1]
+    assert last_key in text.splitlines()[error.line - 1]
+
+
+def test_missing_sections(tmp_path: Path) -> None:
+    no_children = (
+        PSK_SITE.split("[connections.site.children.net]")[0]
+        + PSK_SITE.split('rekey_bytes = "500M"\n')[1]
+    )
+    error = error_for(tmp_path, no_children)
+    assert error.key == "connections.site" and "children" in str(error)
+    no_secret = PSK_SITE.split("[secrets.ike-site]")[0]
+    error = error_for(tmp_path, no_secret)
+    assert "no ike secret" in str(error)
+
+
+def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
+    text = PSK_SITE.replace("tun_name", "tun name") + "\n[connections.site\n"
+    error = error_for(tmp_path, text)
+    assert "not valid TOML" in str(error)
+    assert error.line == line_of(text, "[connections.site\n".strip()) or error.line
+
+
+def test_unknown_top_level_table(tmp_path: Path) -> None:
+    error = error_for(tmp_path, PSK_SITE + '\n[pools.x]\naddrs = "10.3.0.0/24"\n')
+    assert error.key == "pools" and error.line == line_of(PSK_SITE + "\n[pools.x]", "[pools.x]")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_configuration("/nonexistent/aioipsec.toml")
+    with pytest.raises(ConfigError, match="no configuration"):
+        load_configuration()
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_secret_notations_and_lookup_rules(tmp_path: Path) -> None:
+    text = PSK_SITE + textwrap.dedent(
+        """
+        [secrets.ike-any]
+        secret = "fallback for everyone"
+
+        [secrets.ike-one]
+        id-a = "solo.example.org"
+        secret = "0sc2VjcmV0"
+
+        [secrets.ike-wild]
+        id = "*.example.net"
+        secret = "wildcard"
+        """
+    )
+    configuration = load_configuration(write(tmp_path, text))
+    # both ids match ike-site: it wins over ike-one (one id) and ike-any (no ids)
+    assert configuration.psk_lookup("left.example.org", "right.example.org") == bytes(range(1, 9))
+    assert configuration.psk_lookup("solo.example.org", "other.example.org") == b"secret"
+    assert configuration.psk_lookup("a.example.net", "b.example.org") == b"wildcard"
+    assert configuration.psk_lookup("x", "y") == b"fallback for everyone"
+    # strongSwan's "@" prefix and case do not matter for FQDN identities
+    assert configuration.psk_lookup("@LEFT.example.org", "@right.example.org") == bytes(range(1, 9))
+
+
+def test_secrets_never_in_repr_or_listing(tmp_path: Path) -> None:
+    text = PSK_SITE.replace('"0x0102030405060708"', '"very-secret-psk-value"')
+    configuration = load_configuration(write(tmp_path, text))
+    assert configuration.psk_lookup("left.example.org", "right.example.org") == (
+        b"very-secret-psk-value"
+    )
+    assert "very-secret" not in repr(configuration)
+    assert "very-secret" not in repr(connection_listing(configuration))
+    assert "very-secret" not in repr(to_engine_configs(configuration))
+
+
+def test_world_readable_psk_file_gives_a_warning(tmp_path: Path) -> None:
+    configuration = load_configuration(write(tmp_path, PSK_SITE, mode=0o644))
+    assert any("chmod 600" in warning for warning in configuration.warnings)
+    configuration = load_configuration(write(tmp_path, PSK_SITE, mode=0o600))
+    assert not configuration.warnings
+
+
+def test_bad_secret_values(tmp_path: Path) -> None:
+    error = error_for(tmp_path, PSK_SITE.replace("0x0102030405060708", "0xnothex"))
+    assert error.key == "secrets.ike-site.secret" and "hex" in str(error)
+    assert "nothex" not in str(error)  # never echo secret material
+    error = error_for(tmp_path, PSK_SITE.replace("[secrets.ike-site]", "[secrets.eap-site]"))
+    assert "eap secrets are not supported" in str(error)
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def _pki(*args: str, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(
+        ["pki", *args], input=stdin, capture_output=True, check=True, timeout=60
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and a host certificate made by strongSwan's pki tool."""
+    if shutil.which("pki") is None:
+        pytest.skip("strongSwan's pki tool is not installed (apt-get install strongswan-pki)")
+    base = tmp_path_factory.mktemp("pki")
+    ca_key = _pki("--gen", "--type", "ed25519", "--outform", "pem")
+    (base / "ca.key").write_bytes(ca_key)
+    ca = _pki(
+        "--self",
+        "--ca",
+        "--lifetime",
+        "3650",
+        "--in",
+        str(base / "ca.key"),
+        "--type",
+        "ed25519",
+        "--dn",
+        "C=CH, O=aioipsec test, CN=Test CA",
+        "--outform",
+        "pem",
+    )
+    (base / "ca.pem").write_bytes(ca)
+    host_key = _pki("--gen", "--type", "ecdsa", "--size", "256", "--outform", "pem")
+    (base / "moon.key").write_bytes(host_key)
+    os.chmod(base / "moon.key", 0o600)
+    public = _pki("--pub", "--in", str(base / "moon.key"), "--type", "ecdsa")
+    cert = _pki(
+        "--issue",
+        "--lifetime",
+        "365",
+        "--cacert",
+        str(base / "ca.pem"),
+        "--cakey",
+        str(base / "ca.key"),
+        "--dn",
+        "C=CH, O=aioipsec test, CN=moon.example.org",
+        "--san",
+        "moon.example.org",
+        "--outform",
+        "pem",
+        stdin=public,
+    )
+    (base / "moon.pem").write_bytes(cert)
+    return base
+
+
+CERT_SITE = """\
+[connections.gw]
+remote_addrs = ["192.0.2.2"]
+
+[connections.gw.local]
+auth = "pubkey"
+certs = ["moon.pem"]
+id = "moon.example.org"
+
+[connections.gw.remote]
+auth = "pubkey"
+id = "sun.example.org"
+cacerts = ["ca.pem"]
+
+[connections.gw.children.net]
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["10.2.0.0/16"]
+
+[secrets.private-moon]
+file = "moon.key"
+"""
+
+
+def test_certificate_connection(pki_dir: Path) -> None:
+    from cryptography import x509
+
+    path = write(pki_dir, CERT_SITE)
+    (ike,) = to_engine_configs(load_configuration(path))
+    assert isinstance(ike.local.certs[0], x509.Certificate)
+    assert "moon.example.org" in ike.local.certs[0].subject.rfc4514_string()
+    assert ike.remote.cacerts[0].subject == ike.local.certs[0].issuer
+    assert ike.local.private_key is not None
+    assert "PRIVATE" not in repr(ike.local)
+
+
+def test_private_key_readable_by_others_is_refused(pki_dir: Path) -> None:
+    path = write(pki_dir, CERT_SITE)
+    os.chmod(pki_dir / "moon.key", 0o640)
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_configuration(path)
+    finally:
+        os.chmod(pki_dir / "moon.key", 0o600)
+    assert info.value.key == "secrets.private-moon.file"
+    assert "chmod 600" in str(info.value)
+
+
+def test_pubkey_without_matching_private_key(pki_dir: Path) -> None:
+    path = write(pki_dir, CERT_SITE.split("[secrets.private-moon]")[0])
+    with pytest.raises(ConfigError, match="no private key matches"):
+        load_configuration(path)
+
+
+def test_missing_certificate_file(pki_dir: Path) -> None:
+    path = write(pki_dir, CERT_SITE.replace('"ca.pem"', '"nope.pem"'))
+    with pytest.raises(ConfigError) as info:
+        load_configuration(path)
+    assert info.value.key == "connections.gw.remote.cacerts"
+    assert "nope.pem" in str(info.value)
+
+
+def test_load_toml_into_existing_configuration(tmp_path: Path) -> None:
+    configuration = load_toml(write(tmp_path, PSK_SITE))
+    other = PSK_SITE.replace("[daemon]", "[daemon]").replace("site", "site2")
+    other = other.split("[connections.site2]")[1]
+    load_toml(write(tmp_path, "[connections.site2]" + other, name="b.toml"), configuration)
+    assert set(configuration.connections) == {"site", "site2"}
+    with pytest.raises(ConfigError, match="also defined in"):
+        load_toml(write(tmp_path, PSK_SITE, name="c.toml"), configuration)
