@@ -11,6 +11,8 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ikev2.crypto import mlkem as pure_mlkem
 from ikev2.crypto.keyexchange import (
@@ -280,3 +282,25 @@ def test_ecp_private_out_of_range_refused(method: KeId) -> None:
     for private in (b"\x00", b"\xff" * order_bytes):
         with pytest.raises(ValueError):
             new_key_exchange(method, private=private)
+
+
+# --- any input: accepted or ProtocolError, nothing else (the parser rule of ikev2.errors) -------
+_FAST_METHODS = [m for m in _DH_METHODS if m not in (KeId.MODP_6144, KeId.MODP_8192)]
+
+
+@pytest.mark.parametrize("method", _FAST_METHODS + _KEM_METHODS, ids=lambda m: m.name)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_peer_value_is_accepted_or_protocol_error(method: KeId, data: st.DataObject) -> None:
+    length = key_exchange_data_length(method)
+    assert length is not None
+    size = data.draw(st.sampled_from([length, length, length - 1, length + 1, 0]))
+    peer = data.draw(st.binary(min_size=size, max_size=size))
+    ke = new_key_exchange(method)
+    try:
+        secret = ke.compute(peer)
+    except ProtocolError as exc:
+        assert exc.notify == NotifyType.INVALID_SYNTAX
+    else:
+        assert len(peer) == length
+        assert isinstance(secret, bytes) and secret
