@@ -130,7 +130,10 @@ class Daemon:
         self.routes.install_rules()
         self._cleanups.append(self.routes.close)
 
-        dispatcher = Dispatcher(self.engine_configs, self.psk_lookup)
+        # The PSK lookup goes through the current settings, so a reload changes it too.
+        dispatcher = Dispatcher(
+            self.engine_configs, lambda local, remote: self.psk_lookup(local, remote)
+        )
         self.driver = EngineDriver(dispatcher, self._send_ike, self._on_event, self.loop)
         self.datapath = DataPath(
             tun,
@@ -304,7 +307,7 @@ class Daemon:
             )
             if event.nat_local and event.udp_encap:
                 state.keepalive = self.loop.create_task(self._keepalive(event.ike_sa_id))
-            self._export_ike_keys(event.ike_sa_id)
+            self._export_ike_keys(event)
         elif isinstance(event, ev.IkeSaRekeyed):
             old = self.ike_sas.pop(event.old_ike_sa_id, None)
             if old is not None:
@@ -312,7 +315,7 @@ class Daemon:
                 old.established = established
                 self.ike_sas[event.ike_sa_id] = old
             bound.info("IKE SA rekeyed", old_ike_sa_id=event.old_ike_sa_id)
-            self._export_ike_keys(event.ike_sa_id)
+            self._export_ike_keys(event)
         elif isinstance(event, ev.IkeSaDeleted):
             state = self.ike_sas.pop(event.ike_sa_id, None)
             if state is not None:
@@ -381,18 +384,31 @@ class Daemon:
             mtu=self.datapath.tun_mtu,
         )
 
-    def _export_ike_keys(self, ike_sa_id: int) -> None:
+    def _export_ike_keys(self, event: ev.IkeSaEstablished | ev.IkeSaRekeyed) -> None:
         if self.exporter is None or self.driver is None:
             return
         from aioipsec.keyexport import IkeKeyRow
 
-        keys = _engine_ike_keys(self.driver.dispatcher, ike_sa_id)
+        try:
+            keys = self.driver.dispatcher.ike_sa(event.ike_sa_id).keys
+        except KeyError:
+            keys = None
         if keys is None:
-            log.warning(
-                "cannot export IKE keys: the engine does not expose them", ike_sa_id=ike_sa_id
-            )
+            log.warning("cannot export IKE keys: no keys", ike_sa_id=event.ike_sa_id)
             return
-        self.exporter.add_ike_sa(IkeKeyRow(**keys))
+        self.exporter.add_ike_sa(
+            IkeKeyRow(
+                spi_i=event.spi_i,
+                spi_r=event.spi_r,
+                encr=event.encr,
+                encr_key_bits=event.encr_key_bits,
+                integ=event.integ,
+                sk_ei=keys.sk_ei,
+                sk_er=keys.sk_er,
+                sk_ai=keys.sk_ai,
+                sk_ar=keys.sk_ar,
+            )
+        )
 
     def _on_acquire(self, connection: str, child: str) -> None:
         """A packet hit a trap policy (start_action = trap): negotiate that child."""
@@ -475,7 +491,7 @@ class Daemon:
         self.settings = settings
         self.engine_configs = configs
         self.psk_lookup = psk_lookup
-        self.driver.dispatcher.update_configs(configs, psk_lookup)
+        self.driver.dispatcher.set_configs(configs)
         self.datapath.clear_traps()
         self._apply_start_actions([c for c in configs if c.name not in old_names])
         for config in configs:
@@ -703,14 +719,6 @@ def _replace_ike(old: ev.IkeSaEstablished, rekeyed: ev.IkeSaRekeyed) -> ev.IkeSa
         prf=rekeyed.prf,
         ke=rekeyed.ke,
     )
-
-
-def _engine_ike_keys(dispatcher: Any, ike_sa_id: int) -> dict[str, Any] | None:
-    """The SK_e/SK_a keys of an IKE SA for Wireshark, if the engine exposes them."""
-    exporter = getattr(dispatcher, "export_ike_keys", None)
-    if exporter is None:
-        return None
-    return exporter(ike_sa_id)
 
 
 def _selftest_summary(report: Any) -> str:

@@ -166,9 +166,9 @@ def open_udp_socket(host: str, port: int) -> socket.socket:
         _enlarge_buffers(sock)
         sock.bind((host, port))
         sock.setblocking(False)
-    except BaseException:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"cannot bind UDP {host} port {port}: {exc.strerror}") from exc
     return sock
 
 
@@ -223,9 +223,19 @@ class IkePort500:
 
     @classmethod
     async def bind(cls, host: str, port: int) -> IkePort500:
-        server = await asyncio_dgram.bind((host, port))
-        sock = server.socket
-        _mark(sock)
+        # The socket is made here (IPV6_V6ONLY, so IPv4 and IPv6 can both bind port 500)
+        # and handed to asyncio-dgram, which reads it through an asyncio transport.
+        sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _mark(sock)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot bind UDP {host} port {port}: {exc.strerror}") from exc
+        server = await asyncio_dgram.from_socket(sock)
         return cls(server, f"ike{port}")
 
     @property

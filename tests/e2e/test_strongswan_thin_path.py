@@ -1,0 +1,136 @@
+"""The thin path: our daemon <-> a real strongSwan charon (kernel-libipsec), ping through.
+
+moon (aioipsec, 10.1.0.0/24) === 192.168.50.0/24 veth === sun (charon 5.9.8, 10.2.0.0/24).
+PSK, IKE aes256gcm16-prfsha256-x25519, ESP aes256gcm16, tunnel mode. kernel-libipsec always
+uses UDP encapsulation on 4500 (it acts as if a NAT were present), so this exercises NAT
+detection, the switch to 4500, the port-4500 demultiplexing and ESP-in-UDP on our side.
+
+Both roles: we initiate, and charon initiates. Checked on both sides: the SAs (ours through
+the control socket with VICI key names, charon's over VICI), crosswise SPIs, ping through
+our TUN device, our ESP counters, and a capture of the veth that holds only IKE and
+ESP-in-UDP (no ICMP in clear).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from aioipsec.interop.charon import Charon, swanctl_section
+
+from .helpers import PSK, OurDaemon, Side, assert_ping, child_of, requirements_or_skip, toml_config
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.interop,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        not os.path.exists("/usr/lib/ipsec/charon"), reason="strongSwan's charon not installed"
+    ),
+]
+
+MOON = Side(
+    name="thin",
+    outer="192.168.50.1",
+    inner="10.1.0.1",
+    subnet="10.1.0.0/24",
+    peer_outer="192.168.50.2",
+    peer_subnet="10.2.0.0/24",
+    local_id="moon.example",
+    remote_id="sun.example",
+)
+
+
+def charon_conf() -> str:
+    connection = {
+        "local_addrs": MOON.peer_outer,
+        "remote_addrs": MOON.outer,
+        "proposals": "aes256gcm16-prfsha256-x25519",
+        "local": {"auth": "psk", "id": MOON.remote_id},
+        "remote": {"auth": "psk", "id": MOON.local_id},
+        "children": {
+            "net": {
+                "local_ts": MOON.peer_subnet,
+                "remote_ts": MOON.subnet,
+                "esp_proposals": "aes256gcm16",
+            }
+        },
+    }
+    secrets = {"ike-thin": {"id-1": MOON.local_id, "id-2": MOON.remote_id, "secret": PSK}}
+    return (
+        swanctl_section("connections", {"thin": connection}) + "\n"
+        + swanctl_section("secrets", secrets) + "\n"
+    )  # fmt: skip
+
+
+def wire_protocols(pcap) -> list[str]:
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(pcap), "-Y", "ip", "-T", "fields", "-e", "frame.protocols"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    return [line for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("initiator", ["aioipsec", "charon"])
+def test_thin_path_with_strongswan(lab, workdir, initiator):
+    requirements_or_skip("tcpdump", "tshark")
+    moon, sun = lab.namespace("moon"), lab.namespace("sun")
+    moon_dev, _ = lab.veth(moon, f"{MOON.outer}/24", sun, f"{MOON.peer_outer}/24")
+    moon.add_address("lo", f"{MOON.inner}/32")
+    sun.add_address("lo", "10.2.0.1/32")
+
+    charon = Charon(lab, sun, workdir / "charon")
+    charon.start()
+    charon.load(charon_conf())
+    ours = OurDaemon(lab, moon, toml_config(MOON, workdir), workdir)
+    ours.start()
+
+    capture = lab.capture(moon, moon_dev, workdir / "wire.pcap", "ip")
+    try:
+        if initiator == "aioipsec":
+            result = ours.call("initiate", child="net", timeout=30)
+            assert result["ike"] == "thin"
+        else:
+            charon.initiate("net", "thin")
+        ike = ours.wait_for_child("thin")
+        theirs = charon.wait_for_sa("thin")
+        assert_ping(moon, MOON.inner, "10.2.0.1", count=4)
+    except BaseException:
+        print("--- our log ---\n" + ours.log_tail(80))
+        print("--- charon log ---\n" + charon.log_tail(80))
+        raise
+    finally:
+        capture.stop()
+
+    # Our view, in VICI key names.
+    assert ike["state"] == "ESTABLISHED"
+    assert ike["remote-host"] == MOON.peer_outer
+    assert ike["remote-port"] == "4500"
+    assert ike["initiator"] == ("yes" if initiator == "aioipsec" else "no")
+    assert ike["encr-alg"] == "AES_GCM_16" and ike["encr-keysize"] == "256"
+    assert ike["prf-alg"] == "PRF_HMAC_SHA2_256" and ike["dh-group"] == "CURVE_25519"
+    child = child_of(ours.sas()["thin"])
+    assert child["encap"] == "yes" and child["mode"] == "TUNNEL"
+    assert int(child["packets-out"]) >= 4 and int(child["packets-in"]) >= 4
+
+    # charon's view agrees: same IKE SPIs, crosswise Child SPIs, our packets counted.
+    theirs = charon.list_sas("thin")["thin"]
+    assert theirs["initiator-spi"] == ike["initiator-spi"]
+    assert theirs["responder-spi"] == ike["responder-spi"]
+    their_child = next(iter(theirs["child-sas"].values()))
+    assert their_child["spi-in"] == child["spi-out"]
+    assert their_child["spi-out"] == child["spi-in"]
+    assert their_child["encap"] == "yes"
+    assert int(their_child["packets-in"]) >= 4
+
+    # The wire: IKE and ESP-in-UDP only.
+    frames = wire_protocols(workdir / "wire.pcap")
+    assert any(":udp:udpencap:esp" in f for f in frames), frames
+    for frame in frames:
+        assert frame.endswith((":isakmp", ":esp")), f"unexpected frame on the wire: {frame}"
+
+    # SIGTERM: we delete the IKE SA, charon sees it go, we exit 0.
+    assert ours.stop() == 0
+    assert "ipsec0" not in moon.run("ip", "-o", "link").stdout
