@@ -69,7 +69,7 @@ class ChildConfig:
     rekey_packets: int = 0
     life_packets: int = 0
     replay_window: int = 1024
-    tfc_padding: bool = False
+    tfc_padding: bool = True  # False: send ESP_TFC_PADDING_NOT_SUPPORTED
 
     def effective_life_time(self) -> float:
         return self.life_time if self.life_time is not None else self.rekey_time * 1.1

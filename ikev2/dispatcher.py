@@ -1,0 +1,497 @@
+"""The front door of the engine: routes datagrams to IKE SAs by SPI and answers what needs
+no state (RFC 7296 sec. 2.6 COOKIE, INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN).
+
+Sans-I/O like ``IkeSa``: ``receive_datagram(data, remote_addr, local_addr, now)``,
+``datagrams_to_send(now)``, ``get_timer()``, ``handle_timer(now)``, ``next_event()``.
+The daemon strips the non-ESP marker before ``receive_datagram`` and adds it to
+datagrams whose local or remote port is 4500.
+
+Half-open SAs (IKE_SA_INIT answered, IKE_AUTH pending) are bounded with strongSwan's
+defaults: above ``cookie_threshold`` half-open SAs in total, or ``cookie_threshold_ip``
+from one address, a valid COOKIE is demanded; above ``block_threshold`` from one address
+new requests are dropped; each half-open SA dies after ``half_open_timeout``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+from collections import deque
+from typing import Any
+
+from ikev2.config import DispatcherConfig, IkeConfig
+from ikev2.enums import ExchangeType, NotifyType
+from ikev2.errors import ProtocolError
+from ikev2.events import Address, Event, IkeSaEstablished, NegotiationFailed, PeerUnreachable
+from ikev2.message import IkeHeader, IkeMessage, parse_message, serialize_message
+from ikev2.payloads import NoncePayload, NotifyPayload
+from ikev2.policy import DEFAULT_POLICY, AlgorithmPolicy
+from ikev2.sa import Datagram, EngineContext, IkeSa, IkeSaInfo, PskLookup, Rng
+from ikev2.states import IkeState
+
+log = logging.getLogger("ikev2.dispatcher")
+
+__all__ = ["Datagram", "Dispatcher", "IkeSaInfo"]
+
+
+def _address_matches(patterns: list[str], host: str) -> bool:
+    if not patterns:
+        return True
+    address = ipaddress.ip_address(host)
+    for pattern in patterns:
+        pattern = pattern.strip()
+        if pattern in ("%any", "%any4", "%any6", "0.0.0.0/0", "::/0"):
+            if pattern == "%any4" and address.version != 4:
+                continue
+            if pattern == "%any6" and address.version != 6:
+                continue
+            return True
+        try:
+            if address in ipaddress.ip_network(pattern, strict=False):
+                return True
+        except ValueError:
+            # A host name: the daemon resolves names; here only literal addresses match.
+            continue
+    return False
+
+
+class Dispatcher:
+    """All IKE SAs of one daemon.
+
+    ``configs``: the connections (first match wins for responders). ``psk_lookup(local_id,
+    remote_id)`` returns the pre-shared key for a pair of identities or None. ``rng(n)``
+    returns n random octets (injectable for deterministic tests and ``explain --seed``).
+    """
+
+    def __init__(
+        self,
+        configs: list[IkeConfig],
+        psk_lookup: PskLookup,
+        *,
+        limits: DispatcherConfig | None = None,
+        policy: AlgorithmPolicy | None = None,
+        rng: Rng | None = None,
+    ) -> None:
+        self.limits = limits or DispatcherConfig()
+        self.ctx = EngineContext(
+            rng=rng or os.urandom,
+            psk_lookup=psk_lookup,
+            policy=policy or DEFAULT_POLICY,
+            configs=list(configs),
+        )
+        self.ctx.register_sa = self._register
+        self.ctx.reauthenticate = self._reauthenticate  # type: ignore[attr-defined]
+        self._by_spi: dict[bytes, IkeSa] = {}
+        self._half_open: dict[tuple[bytes, str], IkeSa] = {}
+        self._sas: dict[int, IkeSa] = {}
+        self._events: deque[Event] = deque()
+        self._out: list[Datagram] = []
+        self._cookie_secrets: list[tuple[int, bytes, float]] = []
+        self._reauth: dict[int, IkeSa] = {}  # new IKE SA id -> the SA it replaces
+        self._pending_children: dict[int, list[str]] = {}
+        self.counters: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def configs(self) -> list[IkeConfig]:
+        return self.ctx.configs
+
+    def set_configs(self, configs: list[IkeConfig]) -> None:
+        """Replace the connection list (existing SAs keep their config)."""
+        self.ctx.configs = list(configs)
+
+    def config(self, name: str) -> IkeConfig:
+        for config in self.ctx.configs:
+            if config.name == name:
+                return config
+        raise KeyError(f"no connection named {name!r}")
+
+    # ------------------------------------------------------------------ I/O
+
+    def receive_datagram(
+        self, data: bytes, remote_addr: Address, local_addr: Address, now: float
+    ) -> None:
+        try:
+            msg = parse_message(data)
+        except ProtocolError as error:
+            self._count("parse_error")
+            log.info("dropping datagram from %s: %s", remote_addr, error.reason)
+            return
+        header = msg.header
+        try:
+            if header.exchange == ExchangeType.IKE_SA_INIT and not header.response:
+                self._receive_init_request(msg, remote_addr, local_addr, now)
+            else:
+                self._route(msg, remote_addr, local_addr, now)
+        finally:
+            self._collect(now)
+
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
+        self._collect(now)
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return min(
+            (t for t in (sa.get_timer() for sa in self._sas.values()) if t is not None),
+            default=None,
+        )
+
+    def handle_timer(self, now: float) -> None:
+        for sa in list(self._sas.values()):
+            timer = sa.get_timer()
+            if timer is not None and timer <= now:
+                sa.handle_timer(now)
+        self._collect(now)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ actions
+
+    def initiate(
+        self,
+        connection: str,
+        child: str | None = None,
+        *,
+        now: float,
+        local_addr: Address | None = None,
+        remote_addr: Address | None = None,
+        children: list[str] | None = None,
+    ) -> int:
+        """Start an IKE SA for ``connection`` with ``child`` (default: its first child) in
+        IKE_AUTH and ``children`` after it via CREATE_CHILD_SA. Returns the ike_sa_id."""
+        config = self.config(connection)
+        if local_addr is None:
+            local_addr = (_first_address(config.local_addrs, "0.0.0.0"), config.local_port)
+        if remote_addr is None:
+            remote_addr = (_first_address(config.remote_addrs, None), config.remote_port)
+        if child is None and config.children:
+            child = config.children[0].name
+        sa = IkeSa(
+            self.ctx,
+            config,
+            initiator=True,
+            spi_i=self.ctx.new_spi(8),
+            spi_r=bytes(8),
+            local_addr=local_addr,
+            remote_addr=remote_addr,
+        )
+        self._register(sa)
+        if children:
+            self._pending_children[sa.ike_sa_id] = [c for c in children if c != child]
+        sa.initiate(child, now)
+        self._collect(now)
+        return sa.ike_sa_id
+
+    def create_child(self, ike_sa_id: int, child: str, now: float) -> None:
+        self._sa(ike_sa_id).create_child(child, now)
+        self._collect(now)
+
+    def rekey_ike(self, ike_sa_id: int, now: float) -> None:
+        self._sa(ike_sa_id).rekey_ike(now)
+        self._collect(now)
+
+    def rekey_child(self, ike_sa_id: int, child_sa_id: int, now: float) -> None:
+        self._sa(ike_sa_id).rekey_child(child_sa_id, now)
+        self._collect(now)
+
+    def terminate_ike(self, ike_sa_id: int, now: float) -> None:
+        self._sa(ike_sa_id).delete_ike(now)
+        self._collect(now)
+
+    def terminate_child(self, ike_sa_id: int, child_sa_id: int, now: float) -> None:
+        self._sa(ike_sa_id).delete_child(child_sa_id, now)
+        self._collect(now)
+
+    def send_liveness(self, ike_sa_id: int, now: float) -> None:
+        self._sa(ike_sa_id).send_liveness(now)
+        self._collect(now)
+
+    def child_sa_limit_reached(self, spi_in: int, cause: str, hard: bool, now: float) -> None:
+        """The data plane reports a byte/packet limit of the inbound SA ``spi_in``."""
+        for sa in list(self._sas.values()):
+            if any(c.spi_in == spi_in for c in sa.children.values()):
+                sa.child_limit_reached(spi_in, cause, hard, now)
+        self._collect(now)
+
+    def sas(self) -> list[IkeSaInfo]:
+        return [sa.info() for sa in self._sas.values() if sa.alive]
+
+    def ike_sa(self, ike_sa_id: int) -> IkeSa:
+        return self._sa(ike_sa_id)
+
+    def _sa(self, ike_sa_id: int) -> IkeSa:
+        try:
+            return self._sas[ike_sa_id]
+        except KeyError:
+            raise KeyError(f"no IKE SA with id {ike_sa_id}") from None
+
+    # ------------------------------------------------------------------ internals
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _register(self, sa: IkeSa) -> None:
+        self._sas[sa.ike_sa_id] = sa
+        self._by_spi[sa.our_spi] = sa
+
+    def _route(self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float):
+        header = msg.header
+        our_spi = header.spi_r if header.initiator else header.spi_i
+        sa = self._by_spi.get(our_spi)
+        if sa is None or not sa.alive or sa.spi_i != header.spi_i:
+            self._count("unknown_spi")
+            log.debug("no IKE SA for SPI %s from %s", our_spi.hex(), remote_addr)
+            return
+        sa.receive_message(msg, remote_addr, local_addr, now)
+
+    def _half_open_count(self, host: str | None = None) -> int:
+        return sum(
+            1
+            for (_, peer), sa in self._half_open.items()
+            if sa.alive and not sa.established and (host is None or peer == host)
+        )
+
+    def _receive_init_request(
+        self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
+    ) -> None:
+        header = msg.header
+        if any(header.spi_r) or header.message_id != 0:
+            self._count("bad_init")
+            return
+        key = (header.spi_i, remote_addr[0])
+        existing = self._half_open.get(key)
+        if existing is not None and existing.alive:
+            existing.receive_message(msg, remote_addr, local_addr, now)  # retransmission
+            return
+        host = remote_addr[0]
+        limits = self.limits
+        half_open_ip = self._half_open_count(host)
+        if half_open_ip >= limits.block_threshold or (
+            self._half_open_count() >= limits.init_limit_half_open
+        ):
+            self._count("init_blocked")
+            return
+        if (
+            self._half_open_count() >= limits.cookie_threshold
+            or half_open_ip >= limits.cookie_threshold_ip
+        ) and not self._cookie_valid(msg, remote_addr, now):
+            self._count("cookie_demanded")
+            self._stateless_reply(
+                msg, local_addr, remote_addr, NotifyType.COOKIE, self._make_cookie(msg, host, now)
+            )
+            return
+        candidates = [
+            c
+            for c in self.ctx.configs
+            if _address_matches(c.local_addrs, local_addr[0])
+            and _address_matches(c.remote_addrs, host)
+        ]
+        if not candidates:
+            self._count("no_config")
+            reason = f"no connection configured for {local_addr[0]} <-> {host}"
+            self._events.append(
+                NegotiationFailed(
+                    0,
+                    "",
+                    reason,
+                    NotifyType.NO_PROPOSAL_CHOSEN,
+                    received=False,
+                    exchange="IKE_SA_INIT",
+                )
+            )
+            self._stateless_reply(msg, local_addr, remote_addr, NotifyType.NO_PROPOSAL_CHOSEN)
+            return
+        sa = IkeSa(
+            self.ctx,
+            candidates[0],
+            initiator=False,
+            spi_i=header.spi_i,
+            spi_r=self.ctx.new_spi(8),
+            local_addr=local_addr,
+            remote_addr=remote_addr,
+            candidate_configs=candidates,
+        )
+        try:
+            sa.respond_init(msg, now)
+        except ProtocolError as error:
+            self._count(f"init_refused_{error.notify.name if error.notify else 'drop'}")
+            if error.notify is None:
+                return
+            if error.notify != NotifyType.INVALID_KE_PAYLOAD:
+                self._events.append(
+                    NegotiationFailed(
+                        sa.ike_sa_id,
+                        sa.name,
+                        error.reason,
+                        error.notify,
+                        received=False,
+                        exchange="IKE_SA_INIT",
+                    )
+                )
+                log.info("IKE_SA_INIT from %s refused: %s", remote_addr, error.reason)
+            self._stateless_reply(msg, local_addr, remote_addr, error.notify, error.notify_data)
+            return
+        self._register(sa)
+        self._half_open[key] = sa
+        sa.timers.set("half_open", now + limits.half_open_timeout)
+
+    def _stateless_reply(
+        self,
+        msg: IkeMessage,
+        local_addr: Address,
+        remote_addr: Address,
+        notify: NotifyType,
+        data: bytes = b"",
+    ) -> None:
+        """A notify-only IKE_SA_INIT response with a zero responder SPI (sec. 2.6, 1.3)."""
+        header = IkeHeader(
+            spi_i=msg.header.spi_i,
+            spi_r=bytes(8),
+            exchange=ExchangeType.IKE_SA_INIT,
+            response=True,
+            message_id=0,
+        )
+        payload = NotifyPayload(notify_type=notify, data=data)
+        self._out.append(Datagram(serialize_message(header, [payload]), local_addr, remote_addr))
+
+    # --- cookies (RFC 7296 sec. 2.6): Cookie = VersionIDofSecret | Hash(Ni | IPi | SPIi | secret)
+
+    def _cookie_secret(self, now: float) -> tuple[int, bytes]:
+        lifetime = self.limits.cookie_secret_lifetime
+        if not self._cookie_secrets or now - self._cookie_secrets[-1][2] > lifetime:
+            version = (self._cookie_secrets[-1][0] + 1) % 256 if self._cookie_secrets else 0
+            self._cookie_secrets.append((version, self.ctx.rng(32), now))
+            del self._cookie_secrets[:-2]  # the current and the previous secret
+        version, secret, _ = self._cookie_secrets[-1]
+        return version, secret
+
+    @staticmethod
+    def _cookie_value(version: int, secret: bytes, msg: IkeMessage, host: str) -> bytes:
+        nonce = next((p.nonce for p in msg.payloads if isinstance(p, NoncePayload)), b"")
+        digest = hashlib.sha256(
+            bytes(nonce) + ipaddress.ip_address(host).packed + msg.header.spi_i + secret
+        ).digest()
+        return bytes([version]) + digest[:16]
+
+    def _make_cookie(self, msg: IkeMessage, host: str, now: float) -> bytes:
+        version, secret = self._cookie_secret(now)
+        return self._cookie_value(version, secret, msg, host)
+
+    def _cookie_valid(self, msg: IkeMessage, remote_addr: Address, now: float) -> bool:
+        first = msg.payloads[0] if msg.payloads else None
+        if not isinstance(first, NotifyPayload) or first.notify_type != NotifyType.COOKIE:
+            return False
+        cookie = bytes(first.data)
+        self._cookie_secret(now)
+        for version, secret, _ in self._cookie_secrets:
+            if cookie[:1] == bytes([version]) and hmac.compare_digest(
+                cookie, self._cookie_value(version, secret, msg, remote_addr[0])
+            ):
+                return True
+        return False
+
+    # --- bookkeeping after every call
+
+    def _collect(self, now: float) -> None:
+        for sa in list(self._sas.values()):
+            self._out.extend(sa.datagrams_to_send(now))
+            while (event := sa.next_event()) is not None:
+                self._events.append(event)
+                self._on_event(sa, event, now)
+            self._out.extend(sa.datagrams_to_send(now))
+            if getattr(sa, "initial_contact", False):
+                sa.initial_contact = False
+                self._initial_contact(sa, now)
+        for ike_sa_id, sa in list(self._sas.items()):
+            if not sa.alive:
+                del self._sas[ike_sa_id]
+                if self._by_spi.get(sa.our_spi) is sa:
+                    del self._by_spi[sa.our_spi]
+                for key, value in list(self._half_open.items()):
+                    if value is sa:
+                        del self._half_open[key]
+            elif sa.established:
+                for key, value in list(self._half_open.items()):
+                    if value is sa:
+                        del self._half_open[key]
+
+    def _on_event(self, sa: IkeSa, event: Event, now: float) -> None:
+        if isinstance(event, IkeSaEstablished):
+            for child in self._pending_children.pop(sa.ike_sa_id, []):
+                sa.create_child(child, now)
+            old = self._reauth.pop(sa.ike_sa_id, None)
+            if old is not None and old.alive:
+                # Make-before-break reauthentication: the new SA stands, drop the old one.
+                old.delete_ike(now, "reauthenticated")
+        elif isinstance(event, PeerUnreachable) and event.action == "restart":
+            children = [c.config.name for c in sa.children.values() if c.alive]
+            self._restart(sa, children, now)
+
+    def _restart(self, sa: IkeSa, children: list[str], now: float) -> None:
+        config = sa.config
+        if not config.children:
+            return
+        names = children or [config.children[0].name]
+        new_id = self.initiate(
+            config.name,
+            names[0],
+            now=now,
+            local_addr=(sa.local_addr[0], config.local_port),
+            remote_addr=(sa.remote_addr[0], config.remote_port),
+            children=names,
+        )
+        log.info("%s: restarted as IKE SA %d", sa.describe(), new_id)
+
+    def _reauthenticate(self, sa: IkeSa, now: float) -> None:
+        """Reauthentication (strongSwan's reauth_time): a new IKE SA with the same
+        children, established before the old one is deleted (make-before-break)."""
+        config = sa.config
+        children = [c.config.name for c in sa.children.values() if c.alive] or (
+            [config.children[0].name] if config.children else []
+        )
+        new_id = self.initiate(
+            config.name,
+            children[0] if children else None,
+            now=now,
+            local_addr=(sa.local_addr[0], config.local_port),
+            remote_addr=(sa.remote_addr[0], config.remote_port),
+            children=children,
+        )
+        self._reauth[new_id] = sa
+
+    def _initial_contact(self, sa: IkeSa, now: float) -> None:
+        """RFC 7296 sec. 2.4 INITIAL_CONTACT: older IKE SAs between the same identities
+        are stale (the peer rebooted): drop them without an exchange."""
+        for other in list(self._sas.values()):
+            if (
+                other is not sa
+                and other.alive
+                and other.established
+                and other.remote_id == sa.remote_id
+                and other.local_id == sa.local_id
+                and other.remote_addr[0] == sa.remote_addr[0]
+                and other.state is not IkeState.REKEYED
+                and other.successor is None
+            ):
+                other.destroy(now, "replaced (INITIAL_CONTACT)")
+
+
+def _first_address(addresses: list[str], default: str | None) -> Any:
+    for address in addresses:
+        address = address.strip()
+        if address.startswith("%") or "/" in address:
+            continue
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        return address
+    if default is None:
+        raise ValueError("no usable remote address configured (pass remote_addr)")
+    return default

@@ -1,0 +1,840 @@
+"""One IKE SA: message IDs, retransmission, the response cache, SK protection, timers.
+
+Sans-I/O in aioquic's shape: ``receive_message()`` (from the dispatcher, which already
+parsed the header to route it), ``datagrams_to_send(now)``, ``get_timer()``,
+``handle_timer(now)``, ``next_event()``. The exchanges themselves live in
+``ikev2.tasks``; this module is the transport between them and the wire:
+
+* window size 1 (RFC 7296 sec. 2.3): one request of ours in flight, requests queued as
+  tasks; the peer's requests are answered in Message ID order;
+* retransmission by the *initiator of an exchange* only (sec. 2.1), strongSwan's back-off
+  (4 s, x1.8, 5 tries by default); a responder never retransmits on its own (libreswan
+  CVE-2016-5361 amplification) but answers a retransmitted request from its response
+  cache byte for byte without processing it again (sec. 2.1);
+* responses with an unexpected Message ID are dropped (sec. 2.3);
+* SK decryption failures are dropped silently (sec. 2.21.1, 3.14);
+* RFC 7383 fragmentation of outgoing SK messages above ``fragment_size`` when the peer
+  announced IKEV2_FRAGMENTATION_SUPPORTED, reassembly of SKF on input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ikev2.child import ChildSa
+from ikev2.config import IkeConfig
+from ikev2.enums import (
+    EncrId,
+    ExchangeType,
+    IntegId,
+    KeId,
+    NotifyType,
+    PrfId,
+    ProtocolId,
+)
+from ikev2.errors import IntegrityError, ProtocolError
+from ikev2.events import (
+    Address,
+    ChildSaDeleted,
+    Event,
+    IkeSaDeleted,
+    PeerUnreachable,
+)
+from ikev2.message import IkeHeader, IkeMessage, decrypt_message, serialize_message
+from ikev2.payloads import NotifyPayload
+from ikev2.states import ChildState, IkeState, StateError, ike_transition
+from ikev2.tasks import Task
+from ikev2.timers import TimerSet, retransmit_delay
+
+if TYPE_CHECKING:
+    from ikev2.crypto.keys import IkeKeys
+    from ikev2.crypto.prf import Prf
+    from ikev2.crypto.sk import SkCipher
+    from ikev2.policy import AlgorithmPolicy
+
+log = logging.getLogger("ikev2.sa")
+
+Rng = Callable[[int], bytes]
+PskLookup = Callable[[str, str], "bytes | None"]
+
+
+@dataclass(frozen=True)
+class Datagram:
+    """One UDP payload to send. ``data`` has no non-ESP marker: the glue prepends four
+    zero octets when either port is 4500 (RFC 3948 sec. 2.2)."""
+
+    data: bytes
+    local_addr: Address
+    remote_addr: Address
+
+
+@dataclass
+class EngineContext:
+    """What every IKE SA of one dispatcher shares."""
+
+    rng: Rng
+    psk_lookup: PskLookup
+    policy: AlgorithmPolicy
+    configs: list[IkeConfig]
+    register_sa: Callable[[IkeSa], None] = field(default=lambda sa: None)
+    _next_ike_id: int = 0
+    _next_child_id: int = 0
+
+    def new_ike_sa_id(self) -> int:
+        self._next_ike_id += 1
+        return self._next_ike_id
+
+    def new_child_sa_id(self) -> int:
+        self._next_child_id += 1
+        return self._next_child_id
+
+    def new_spi(self, size: int) -> bytes:
+        while True:
+            spi = self.rng(size)
+            # ESP/AH SPIs 1-255 are reserved by IANA (RFC 4303 sec. 2.1); zero is invalid.
+            if int.from_bytes(spi, "big") > 255:
+                return spi
+
+
+@dataclass
+class _Outstanding:
+    task: Task
+    message_id: int
+    exchange: ExchangeType
+    datagrams: list[bytes]
+    attempt: int = 0
+    local_addr: Address = ("", 0)
+    remote_addr: Address = ("", 0)
+
+
+@dataclass
+class _CachedResponse:
+    message_id: int
+    request_digests: set[bytes]
+    datagrams: list[bytes]
+
+
+@dataclass
+class IkeSaInfo:
+    """A snapshot of one IKE SA for listings (``swanctl --list-sas`` style)."""
+
+    ike_sa_id: int
+    connection: str
+    state: str
+    initiator: bool
+    spi_i: int
+    spi_r: int
+    local_addr: Address
+    remote_addr: Address
+    local_id: str
+    remote_id: str
+    algorithms: str
+    established_at: float | None
+    children: list[dict[str, Any]]
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class IkeSa:
+    """One IKE SA (RFC 7296), from IKE_SA_INIT to deletion.
+
+    Public calls: the five I/O calls (``receive_message`` via the dispatcher,
+    ``datagrams_to_send``, ``get_timer``, ``handle_timer``, ``next_event``) and
+    ``initiate``, ``create_child``, ``rekey_child``, ``rekey_ike``, ``delete_child``,
+    ``delete_ike``, ``send_liveness``, ``child_limit_reached``.
+    """
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        config: IkeConfig,
+        *,
+        initiator: bool,
+        spi_i: bytes,
+        spi_r: bytes,
+        local_addr: Address,
+        remote_addr: Address,
+        candidate_configs: Sequence[IkeConfig] | None = None,
+        ike_sa_id: int | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.candidate_configs = list(candidate_configs or [config])
+        self.ike_sa_id = ike_sa_id if ike_sa_id is not None else ctx.new_ike_sa_id()
+        self.initiator = initiator  # the original initiator of this IKE SA (I flag)
+        self.spi_i = spi_i
+        self.spi_r = spi_r
+        self.local_addr = local_addr
+        self.remote_addr = remote_addr
+        self.state = IkeState.CREATED
+
+        # Negotiated algorithms and keys (set by ikev2.tasks.ike_init / ike_rekey).
+        self.encr: EncrId | None = None
+        self.encr_key_bits: int | None = None
+        self.integ: IntegId | None = None
+        self.prf_id: PrfId | None = None
+        self.ke_method: KeId | None = None
+        self.additional_ke: list[int] = []
+        self.prf: Prf | None = None
+        self.keys: IkeKeys | None = None
+        self.cipher_out: SkCipher | None = None
+        self.cipher_in: SkCipher | None = None
+        self.nonce_i = b""
+        self.nonce_r = b""
+        self.init_request = b""  # RealMessage1 (sec. 2.15)
+        self.init_response = b""  # RealMessage2
+        self.int_auth_i = b""  # RFC 9242 IntAuth chain values
+        self.int_auth_r = b""
+
+        # Peer capabilities and NAT state.
+        self.peer_fragmentation = False
+        self.peer_signature_hashes: list[int] = []
+        self.peer_intermediate = False
+        self.nat_local = False
+        self.nat_remote = False
+        self.udp_encap = False
+
+        self.local_id = config.local.id
+        self.remote_id = config.remote.id
+        self.established_at: float | None = None
+        self.last_peer_activity = 0.0
+
+        # Message IDs (sec. 2.3).
+        self.next_request_id = 0
+        self.expected_request_id = 0
+        self._outstanding: _Outstanding | None = None
+        self._tasks: deque[Task] = deque()
+        self._response_cache: _CachedResponse | None = None
+        self._reassembly: Any = None  # ikev2.fragments.Reassembler for the current message
+
+        self.children: dict[int, ChildSa] = {}
+        self.timers = TimerSet()
+        self._events: deque[Event] = deque()
+        self._out: list[Datagram] = []
+        self.deleted_reason: str | None = None
+        # Exchange context for the tasks (set around process()/respond()).
+        self.current_request_raw = b""
+        self.current_response_raw = b""
+        self.current_message_id = 0
+        # IKE rekey: the new IKE SA that replaces this one.
+        self.successor: IkeSa | None = None
+        self.rekey_collision: Any = None
+        self.chosen_proposal: Any = None
+        self.peer_certreq: list[Any] = []
+        self.intermediate_done = 0
+        self._pending_request_digests: set[bytes] = set()
+        self._after_response: Callable[[float], None] | None = None
+
+    # ------------------------------------------------------------------ public: info
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def established(self) -> bool:
+        return self.state in (IkeState.ESTABLISHED, IkeState.REKEYING)
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not IkeState.DELETED
+
+    @property
+    def our_spi(self) -> bytes:
+        return self.spi_i if self.initiator else self.spi_r
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}[{self.ike_sa_id}] {self.spi_i.hex()}_i {self.spi_r.hex()}_r "
+            f"{self.state.value}"
+        )
+
+    def info(self) -> IkeSaInfo:
+        from ikev2.tasks.ike_init import algorithm_summary
+
+        return IkeSaInfo(
+            ike_sa_id=self.ike_sa_id,
+            connection=self.name,
+            state=self.state.value,
+            initiator=self.initiator,
+            spi_i=int.from_bytes(self.spi_i, "big"),
+            spi_r=int.from_bytes(self.spi_r, "big"),
+            local_addr=self.local_addr,
+            remote_addr=self.remote_addr,
+            local_id=self.local_id,
+            remote_id=self.remote_id,
+            algorithms=algorithm_summary(self),
+            established_at=self.established_at,
+            children=[
+                {
+                    "name": child.config.name,
+                    "child_sa_id": child.child_sa_id,
+                    "state": child.state.value,
+                    "spi_in": child.spi_in,
+                    "spi_out": child.spi_out,
+                    "mode": child.mode,
+                    "local_ts": [str(ts) for ts in child.local_ts],
+                    "remote_ts": [str(ts) for ts in child.remote_ts],
+                }
+                for child in self.children.values()
+                if child.alive
+            ],
+        )
+
+    # ------------------------------------------------------------------ public: I/O
+
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        return self.timers.earliest()
+
+    def handle_timer(self, now: float) -> None:
+        for name in self.timers.pop_due(now):
+            if not self.alive:
+                return
+            self._on_timer(name, now)
+
+    # ------------------------------------------------------------------ public: actions
+
+    def initiate(self, child: str | None, now: float) -> None:
+        """Start IKE_SA_INIT (+ IKE_AUTH with ``child`` as the first Child SA)."""
+        from ikev2.tasks.ike_auth import IkeAuthTask
+        from ikev2.tasks.ike_init import IkeInitTask
+
+        self.queue_task(IkeInitTask(), now, start=False)
+        self.queue_task(IkeAuthTask(child), now)
+
+    def create_child(self, child: str, now: float) -> None:
+        from ikev2.tasks.child_create import ChildCreateTask
+
+        self._require_established("create a Child SA")
+        self.queue_task(ChildCreateTask(self.config.child(child)), now)
+
+    def rekey_child(self, child_sa_id: int, now: float) -> None:
+        from ikev2.tasks.child_rekey import ChildRekeyTask
+
+        self._require_established("rekey a Child SA")
+        child = self.children.get(child_sa_id)
+        if child is None or child.state is not ChildState.INSTALLED:
+            return
+        self.queue_task(ChildRekeyTask(child), now)
+
+    def delete_child(self, child_sa_id: int, now: float) -> None:
+        from ikev2.tasks.ike_delete import ChildDeleteTask
+
+        child = self.children.get(child_sa_id)
+        if child is None or child.state in (ChildState.DELETING, ChildState.DELETED):
+            return
+        if not self.established and self.state is not IkeState.REKEYED:
+            return
+        self.queue_task(ChildDeleteTask(child), now)
+
+    def rekey_ike(self, now: float) -> None:
+        from ikev2.tasks.ike_rekey import IkeRekeyTask
+
+        self._require_established("rekey the IKE SA")
+        if any(isinstance(t, IkeRekeyTask) for t in self._all_tasks()):
+            return
+        self.queue_task(IkeRekeyTask(), now)
+
+    def delete_ike(self, now: float, reason: str = "deleted locally") -> None:
+        """INFORMATIONAL Delete for the IKE SA (and with it all its Child SAs)."""
+        from ikev2.tasks.ike_delete import IkeDeleteTask
+
+        if not self.alive:
+            return
+        if self.state in (IkeState.CREATED, IkeState.INIT_SENT, IkeState.INIT_DONE):
+            self.destroy(now, reason)
+            return
+        if self.state is IkeState.DELETING:
+            return
+        # A delete goes before anything else still queued (window 1: after the current).
+        self._tasks.clear()
+        self.queue_task(IkeDeleteTask(reason), now)
+
+    def send_liveness(self, now: float) -> None:
+        from ikev2.tasks.ike_dpd import DpdTask
+
+        if not self.established:
+            return
+        if self._outstanding is not None or self._tasks:
+            return  # something is in flight already: it doubles as a liveness check
+        self.queue_task(DpdTask(), now)
+
+    def child_limit_reached(self, spi_in: int, cause: str, hard: bool, now: float) -> None:
+        """The data plane says a Child SA hit its byte/packet limit (soft: rekey, hard:
+        delete)."""
+        for child in self.children.values():
+            if child.spi_in == spi_in and child.alive:
+                if hard:
+                    self.delete_child(child.child_sa_id, now)
+                elif child.state is ChildState.INSTALLED and self.established:
+                    from ikev2.events import ChildSaExpiring
+
+                    self.emit(
+                        ChildSaExpiring(
+                            self.ike_sa_id, self.name, child.config.name, child.child_sa_id, cause
+                        )
+                    )
+                    self.rekey_child(child.child_sa_id, now)
+                return
+
+    # ------------------------------------------------------------------ tasks
+
+    def _all_tasks(self) -> list[Task]:
+        tasks = list(self._tasks)
+        if self._outstanding is not None:
+            tasks.append(self._outstanding.task)
+        return tasks
+
+    @property
+    def active_task(self) -> Task | None:
+        return self._outstanding.task if self._outstanding is not None else None
+
+    def queued_tasks(self) -> list[Task]:
+        return list(self._tasks)
+
+    def queue_task(self, task: Task, now: float, *, start: bool = True, first: bool = False):
+        if first:
+            self._tasks.appendleft(task)
+        else:
+            self._tasks.append(task)
+        if start:
+            self._start_next(now)
+
+    def remove_tasks(self, predicate: Callable[[Task], bool]) -> None:
+        self._tasks = deque(t for t in self._tasks if not predicate(t))
+
+    def _start_next(self, now: float) -> None:
+        while self._outstanding is None and self._tasks and self.alive:
+            task = self._tasks.popleft()
+            try:
+                payloads = task.build(self, now)
+            except ProtocolError as error:
+                log.info("%s: %s not started: %s", self.describe(), task, error.reason)
+                task.abort(self, error.reason, now)
+                continue
+            if payloads is None:  # the task decided there is nothing to do any more
+                continue
+            self._send_request(task, payloads, now)
+
+    def _send_request(self, task: Task, payloads: list[Any], now: float) -> None:
+        message_id = self.next_request_id
+        datagrams = self._encode(task.exchange, False, message_id, payloads)
+        self._outstanding = _Outstanding(
+            task=task,
+            message_id=message_id,
+            exchange=task.exchange,
+            datagrams=datagrams,
+            local_addr=self.local_addr,
+            remote_addr=self.remote_addr,
+        )
+        if task.exchange == ExchangeType.IKE_SA_INIT:
+            self.init_request = datagrams[0]
+        self._transmit(datagrams)
+        self.timers.set(
+            "retransmit",
+            now + retransmit_delay(0, self.config.retransmit_timeout, self.config.retransmit_base),
+        )
+
+    def _transmit(self, datagrams: list[bytes]) -> None:
+        for data in datagrams:
+            self._out.append(Datagram(data, self.local_addr, self.remote_addr))
+
+    # ------------------------------------------------------------------ encoding
+
+    def _header(self, exchange: ExchangeType, response: bool, message_id: int) -> IkeHeader:
+        return IkeHeader(
+            spi_i=self.spi_i,
+            spi_r=self.spi_r,
+            exchange=exchange,
+            initiator=self.initiator,
+            response=response,
+            message_id=message_id,
+        )
+
+    def _encode(
+        self, exchange: ExchangeType, response: bool, message_id: int, payloads: list[Any]
+    ) -> list[bytes]:
+        header = self._header(exchange, response, message_id)
+        if exchange == ExchangeType.IKE_SA_INIT or self.cipher_out is None:
+            return [serialize_message(header, payloads)]
+        if exchange == ExchangeType.IKE_INTERMEDIATE:
+            from ikev2.tasks.ike_init import record_intermediate
+
+            record_intermediate(self, payloads, outgoing=True, message_id=message_id)
+        if self._should_fragment(exchange, payloads):
+            from ikev2.fragments import serialize_fragments
+
+            return list(
+                serialize_fragments(header, payloads, self.cipher_out, self.config.fragment_size)
+            )
+        return [serialize_message(header, payloads, self.cipher_out)]
+
+    def _should_fragment(self, exchange: ExchangeType, payloads: list[Any]) -> bool:
+        # RFC 7383 sec. 2.5: only messages that are encrypted and only after both sides
+        # said they support it; IKE_INTERMEDIATE is fragmentable too (RFC 9242 sec. 3.4).
+        if not self.peer_fragmentation or self.config.fragmentation in ("no", "accept"):
+            return False
+        from ikev2.message import encrypted_message_length
+
+        assert self.cipher_out is not None
+        if self.config.fragmentation == "force" and exchange == ExchangeType.IKE_AUTH:
+            return True
+        return encrypted_message_length(payloads, self.cipher_out) > self.config.fragment_size
+
+    def _decrypt(self, msg: IkeMessage, now: float) -> IkeMessage | None:
+        """The inner payloads of an SK/SKF message, or None (fragment stored / dropped)."""
+        if self.cipher_in is None:
+            raise IntegrityError("no keys yet for an encrypted message")
+        if msg.is_fragment:
+            return self._reassemble(msg, now)
+        if msg.encrypted_payload is None:
+            raise ProtocolError("message after IKE_SA_INIT without an SK payload", None)
+        return decrypt_message(msg, self.cipher_in)
+
+    def _reassemble(self, msg: IkeMessage, now: float) -> IkeMessage | None:
+        from ikev2.fragments import Reassembler
+
+        if self.config.fragmentation == "no":
+            raise ProtocolError("IKE fragment received but fragmentation is disabled", None)
+        assert self.cipher_in is not None
+        if self._reassembly is None:
+            self._reassembly = Reassembler()
+        self._reassembly.expire(now)
+        return self._reassembly.add(msg, self.cipher_in, now)
+
+    # ------------------------------------------------------------------ input
+
+    def receive_message(
+        self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
+    ) -> None:
+        """An IKE message routed to this SA by the dispatcher (header already parsed)."""
+        if not self.alive:
+            return
+        header = msg.header
+        # The I flag says who sent it: a message from the original initiator has it set.
+        if header.initiator == self.initiator:
+            log.debug("%s: dropping message with our own I flag", self.describe())
+            return
+        try:
+            if header.response:
+                self._receive_response(msg, remote_addr, local_addr, now)
+            else:
+                self._receive_request(msg, remote_addr, local_addr, now)
+        except StateError as error:
+            log.warning("%s: %s", self.describe(), error)
+        self._start_next(now)
+
+    def _receive_response(
+        self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
+    ) -> None:
+        out = self._outstanding
+        header = msg.header
+        if out is None or header.message_id != out.message_id or header.exchange != out.exchange:
+            log.debug(
+                "%s: dropping response with Message ID %d (expecting %s)",
+                self.describe(),
+                header.message_id,
+                None if out is None else out.message_id,
+            )
+            return
+        if header.exchange == ExchangeType.IKE_SA_INIT:
+            inner = msg
+            self.current_response_raw = msg.raw
+            self.spi_r = header.spi_r
+        else:
+            try:
+                decrypted = self._decrypt(msg, now)
+            except ProtocolError as error:
+                log.info("%s: response dropped: %s", self.describe(), error.reason)
+                return
+            if decrypted is None:
+                return
+            inner = decrypted
+            if header.exchange == ExchangeType.IKE_INTERMEDIATE:
+                from ikev2.tasks.ike_init import record_intermediate
+
+                record_intermediate(
+                    self, inner.payloads, outgoing=False, message_id=header.message_id, message=msg
+                )
+        self.last_peer_activity = now
+        self._update_addresses(
+            remote_addr, local_addr, authenticated=header.exchange != ExchangeType.IKE_SA_INIT
+        )
+        self._outstanding = None
+        self.timers.cancel("retransmit")
+        self.current_message_id = header.message_id
+        task = out.task
+        try:
+            again = task.process(self, inner.payloads, now)
+        except ProtocolError as error:
+            log.info("%s: %s failed: %s", self.describe(), task, error.reason)
+            self.next_request_id += 1
+            task.abort(self, error.reason, now)
+            return
+        if again:
+            # Same Message ID again (IKE_SA_INIT with COOKIE or another KE group).
+            payloads = task.build(self, now)
+            self._send_request(task, payloads, now)
+            return
+        self.next_request_id += 1
+
+    def _receive_request(
+        self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
+    ) -> None:
+        header = msg.header
+        cache = self._response_cache
+        if cache is not None and header.message_id == cache.message_id:
+            # A retransmitted request: answer from the cache byte for byte, never process
+            # it again (sec. 2.1). Only an exact copy of a request datagram we processed
+            # triggers the resend (for a fragmented request: any of its fragments).
+            if _digest(msg.raw) in cache.request_digests:
+                for data in cache.datagrams:
+                    self._out.append(Datagram(data, local_addr, remote_addr))
+            return
+        if header.message_id != self.expected_request_id:
+            log.debug(
+                "%s: dropping request with Message ID %d (expecting %d)",
+                self.describe(),
+                header.message_id,
+                self.expected_request_id,
+            )
+            return
+        try:
+            decrypted = self._decrypt(msg, now)
+        except ProtocolError as error:
+            # ICV failures and garbage inside SK: drop silently (sec. 2.21.1, 3.14); a
+            # syntax error in an authenticated message gets its notify.
+            if error.notify is None or isinstance(error, IntegrityError):
+                log.info("%s: request dropped: %s", self.describe(), error.reason)
+                return
+            self._answer_error(header.exchange, header.message_id, error, msg, now)
+            return
+        if decrypted is None:
+            self._pending_request_digests.add(_digest(msg.raw))
+            return
+        digests = self._pending_request_digests | {_digest(msg.raw)}
+        self._pending_request_digests = set()
+        if header.exchange == ExchangeType.IKE_INTERMEDIATE:
+            from ikev2.tasks.ike_init import record_intermediate
+
+            record_intermediate(
+                self, decrypted.payloads, outgoing=False, message_id=header.message_id, message=msg
+            )
+        self.last_peer_activity = now
+        self._update_addresses(remote_addr, local_addr, authenticated=True)
+        self.current_request_raw = msg.raw
+        self.current_message_id = header.message_id
+        from ikev2.tasks.dispatch import respond
+
+        try:
+            payloads = respond(self, header.exchange, decrypted.payloads, now)
+        except ProtocolError as error:
+            log.info("%s: request refused: %s", self.describe(), error.reason)
+            if error.notify is None:
+                return
+            payloads = [NotifyPayload(notify_type=error.notify, data=error.notify_data)]
+        self._send_response(header.exchange, header.message_id, payloads, digests, now)
+
+    def _answer_error(
+        self,
+        exchange: ExchangeType | int,
+        message_id: int,
+        error: ProtocolError,
+        msg: IkeMessage,
+        now: float,
+    ) -> None:
+        assert error.notify is not None
+        payloads = [NotifyPayload(notify_type=error.notify, data=error.notify_data)]
+        self._send_response(exchange, message_id, payloads, {_digest(msg.raw)}, now)
+
+    def _send_response(
+        self,
+        exchange: ExchangeType | int,
+        message_id: int,
+        payloads: list[Any],
+        digests: set[bytes],
+        now: float,
+    ) -> None:
+        datagrams = self._encode(ExchangeType(exchange), True, message_id, payloads)
+        if exchange == ExchangeType.IKE_SA_INIT:
+            self.init_response = datagrams[0]
+        self._response_cache = _CachedResponse(message_id, digests, datagrams)
+        self.expected_request_id = message_id + 1
+        self._transmit(datagrams)
+        # A responder's IKE_AUTH response may switch keys or end the SA: tasks record a
+        # follow-up action to run once the response bytes exist.
+        after = self._after_response
+        if after is not None:
+            self._after_response = None
+            after(now)
+
+    def after_response(self, action: Callable[[float], None]) -> None:
+        """Run ``action(now)`` right after the current response has been encoded (actions
+        accumulate in order)."""
+        previous = self._after_response
+        if previous is None:
+            self._after_response = action
+            return
+
+        def both(now: float) -> None:
+            previous(now)
+            action(now)
+
+        self._after_response = both
+
+    def respond_init(self, msg: IkeMessage, now: float) -> None:
+        """Responder: answer the IKE_SA_INIT request ``msg`` (dispatcher entry point).
+
+        Raises ProtocolError for stateless refusals (NO_PROPOSAL_CHOSEN,
+        INVALID_KE_PAYLOAD): the dispatcher answers those without keeping this SA.
+        """
+        from ikev2.tasks.ike_init import respond_ike_init
+
+        self.current_request_raw = msg.raw
+        self.init_request = msg.raw
+        self.current_message_id = 0
+        payloads = respond_ike_init(self, msg.payloads, now)
+        self.last_peer_activity = now
+        self._send_response(ExchangeType.IKE_SA_INIT, 0, payloads, {_digest(msg.raw)}, now)
+
+    def _update_addresses(self, remote_addr: Address, local_addr: Address, *, authenticated: bool):
+        """RFC 7296 sec. 2.23: behind a NAT, follow the address of the last authenticated
+        message (the NAT mapping may change); otherwise keep the configured ones."""
+        if not authenticated or not (self.nat_local or self.nat_remote):
+            return
+        if remote_addr != self.remote_addr or local_addr != self.local_addr:
+            self.remote_addr = remote_addr
+            self.local_addr = local_addr
+
+    # ------------------------------------------------------------------ timers
+
+    def _on_timer(self, name: str, now: float) -> None:
+        if name == "retransmit":
+            self._retransmit(now)
+        elif name == "half_open":
+            if not self.established:
+                self.fail(now, "IKE SA not established in time (half-open timeout)")
+        else:
+            from ikev2.tasks.lifetimes import on_timer
+
+            on_timer(self, name, now)
+
+    def _retransmit(self, now: float) -> None:
+        out = self._outstanding
+        if out is None:
+            return
+        out.attempt += 1
+        config = self.config
+        if out.attempt > config.retransmit_tries:
+            reason = (
+                f"no response after {config.retransmit_tries} retransmissions "
+                f"({out.exchange.name} request, Message ID {out.message_id})"
+            )
+            self._outstanding = None
+            out.task.abort(self, reason, now)
+            self.peer_unreachable(now, reason)
+            return
+        log.info("%s: retransmit %d of %s", self.describe(), out.attempt, out.exchange.name)
+        # Retransmit to where the request went (the peer may not have moved: sec. 2.1).
+        for data in out.datagrams:
+            self._out.append(Datagram(data, self.local_addr, self.remote_addr))
+        self.timers.set(
+            "retransmit",
+            now + retransmit_delay(out.attempt, config.retransmit_timeout, config.retransmit_base),
+        )
+
+    def peer_unreachable(self, now: float, reason: str) -> None:
+        action = "clear"
+        for child in self.children.values():
+            if child.alive and child.config.dpd_action != "clear":
+                action = child.config.dpd_action
+                break
+        self.emit(PeerUnreachable(self.ike_sa_id, self.name, action, self.remote_addr))
+        self.destroy(now, f"peer unreachable: {reason}")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def to(self, trigger: str) -> None:
+        self.state = ike_transition(self.state, trigger)
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def _require_established(self, what: str) -> None:
+        if not self.established:
+            raise ProtocolError(f"cannot {what}: IKE SA {self.describe()} is not established", None)
+
+    def fail(self, now: float, reason: str, notify: NotifyType | None = None) -> None:
+        """End the SA without any exchange (it failed or the peer is gone)."""
+        self.destroy(now, reason, notify)
+
+    def destroy(self, now: float, reason: str, notify: NotifyType | None = None) -> None:
+        """Drop all state; report every Child SA and then the IKE SA as deleted."""
+        if not self.alive:
+            return
+        for child in list(self.children.values()):
+            self.child_gone(child, reason)
+        # Pending exchanges die with the SA; IkeSaDeleted below says why.
+        self._outstanding = None
+        self._tasks.clear()
+        self.timers.clear()
+        self.to("deleted")
+        self.deleted_reason = reason
+        self.emit(
+            IkeSaDeleted(
+                self.ike_sa_id,
+                self.name,
+                int.from_bytes(self.spi_i, "big"),
+                int.from_bytes(self.spi_r, "big"),
+                reason,
+                notify,
+            )
+        )
+
+    def child_gone(self, child: ChildSa, reason: str) -> None:
+        """Forget a Child SA; report it if the data plane was told about it."""
+        if not child.alive:
+            return
+        reported = child.state is not ChildState.CREATING
+        child.to("deleted")
+        self.children.pop(child.child_sa_id, None)
+        self.timers.cancel(f"child_rekey:{child.child_sa_id}")
+        self.timers.cancel(f"child_expire:{child.child_sa_id}")
+        if reported and not child.delete_reported:
+            child.delete_reported = True
+            self.emit(
+                ChildSaDeleted(
+                    self.ike_sa_id,
+                    self.name,
+                    child.config.name,
+                    child.child_sa_id,
+                    child.protocol,
+                    child.spi_in,
+                    child.spi_out,
+                    reason,
+                )
+            )
+
+    def find_child_by_spi(
+        self, spi: int, *, outbound: bool, protocol: ProtocolId = ProtocolId.ESP
+    ) -> ChildSa | None:
+        for child in self.children.values():
+            if child.protocol != protocol or not child.alive:
+                continue
+            if (child.spi_out if outbound else child.spi_in) == spi:
+                return child
+        return None

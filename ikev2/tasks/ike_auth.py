@@ -1,0 +1,441 @@
+"""IKE_AUTH (RFC 7296 sec. 1.2, 2.15, 2.16): identities, AUTH, CERT/CERTREQ, and the first
+Child SA (``child_create``). PSK (method 2) and public-key signatures (RFC 7427 method
+14, plus methods 1 and 9-11 for interop, in ``ikev2.tasks.ike_certs``).
+
+Failure explanations name the check that failed (``AuthenticationFailed.check``):
+``psk-mismatch`` (a bad AUTH with a PSK: the keys differ), ``no-credentials`` (no PSK or
+key for the identities), ``identity-mismatch``, ``unknown-ca``, ``expired``,
+``bad-signature``, ``peer-rejected`` (the peer answered AUTHENTICATION_FAILED).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ikev2.config import AuthConfig, IkeConfig
+from ikev2.crypto.auth import AuthenticationError, psk_auth, signed_octets, verify_psk_auth
+from ikev2.enums import AuthMethod, ExchangeType, NotifyType, PayloadType
+from ikev2.errors import ProtocolError
+from ikev2.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed
+from ikev2.identity import Identity
+from ikev2.payloads import AuthPayload, CertPayload, IdPayload, NoncePayload, NotifyPayload
+from ikev2.tasks import Task, find, find_all, find_notify, find_typed, first_error, notify_name
+from ikev2.tasks.child_create import (
+    ChildRequest,
+    child_failure,
+    install_child,
+    received_child_error,
+    respond_child,
+)
+
+if TYPE_CHECKING:
+    from ikev2.sa import IkeSa
+
+
+class AuthCheckFailed(AuthenticationError):
+    """AUTHENTICATION_FAILED with the name of the check for the event."""
+
+    def __init__(self, check: str, reason: str) -> None:
+        super().__init__(reason)
+        self.check = check
+
+
+def identity_for(sa: IkeSa, auth: AuthConfig, address: tuple[str, int]) -> Identity:
+    """Our configured identity; ``%any`` defaults to our IP address (as charon does)."""
+    identity = Identity.parse(auth.id)
+    if identity.is_any:
+        identity = Identity.parse(address[0])
+    return identity
+
+
+def id_payload(identity: Identity, payload_type: PayloadType) -> IdPayload:
+    id_type, data = identity.to_payload()
+    return IdPayload(payload_type=payload_type, id_type=id_type, data=data)
+
+
+def int_auth(sa: IkeSa, message_id: int) -> bytes:
+    """RFC 9242 sec. 3.3.2: IntAuth = IntAuth_iN | IntAuth_rN | IKE_AUTH_MID, appended to
+    both sides' signed octets when IKE_INTERMEDIATE exchanges took place."""
+    if not sa.int_auth_i and not sa.int_auth_r:
+        return b""
+    return sa.int_auth_i + sa.int_auth_r + message_id.to_bytes(4, "big")
+
+
+def octets_for(sa: IkeSa, *, initiator_side: bool, id_body: bytes, message_id: int) -> bytes:
+    """The signed octets of the initiator's or the responder's AUTH (sec. 2.15)."""
+    assert sa.prf is not None and sa.keys is not None
+    if initiator_side:
+        base = signed_octets(sa.init_request, sa.nonce_r, sa.prf, sa.keys.sk_pi, id_body)
+    else:
+        base = signed_octets(sa.init_response, sa.nonce_i, sa.prf, sa.keys.sk_pr, id_body)
+    return base + int_auth(sa, message_id)
+
+
+def lookup_psk(sa: IkeSa, local: Identity, remote: Identity) -> bytes:
+    psk = sa.ctx.psk_lookup(str(local), str(remote))
+    if not psk:
+        raise AuthCheckFailed(
+            "no-credentials", f"no pre-shared key configured for {local} <-> {remote}"
+        )
+    return psk
+
+
+def build_auth(
+    sa: IkeSa, auth: AuthConfig, local: Identity, remote: Identity, octets: bytes
+) -> list[Any]:
+    """Our AUTH payload (preceded by CERT payloads for public-key auth)."""
+    assert sa.prf is not None
+    if auth.auth == "psk":
+        psk = lookup_psk(sa, local, remote)
+        return [
+            AuthPayload(
+                method=AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE,
+                data=psk_auth(sa.prf, psk, octets),
+            )
+        ]
+    from ikev2.tasks.ike_certs import build_signature_auth
+
+    return build_signature_auth(sa, auth, octets)
+
+
+def verify_auth(
+    sa: IkeSa,
+    auth: AuthConfig,
+    local: Identity,
+    remote: Identity,
+    payloads: list[Any],
+    octets: bytes,
+) -> None:
+    """Check the peer's AUTH payload against ``auth`` (our config for the peer)."""
+    assert sa.prf is not None
+    auth_payload = find(payloads, AuthPayload)
+    if auth_payload is None:
+        raise AuthCheckFailed("bad-signature", "peer sent no AUTH payload")
+    method = int(auth_payload.method)
+    if auth.auth == "psk":
+        if method != AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE:
+            raise AuthCheckFailed(
+                "method-mismatch",
+                f"peer authenticated with method {method}, we expect a pre-shared key",
+            )
+        psk = lookup_psk(sa, local, remote)
+        try:
+            verify_psk_auth(sa.prf, psk, octets, auth_payload.data, peer_id=str(remote))
+        except AuthenticationError as error:
+            raise AuthCheckFailed(
+                "psk-mismatch",
+                f"{error.reason}: the AUTH payload of {remote} does not match the PSK we have "
+                f"for {local} <-> {remote}",
+            ) from None
+        return
+    if method == AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE:
+        raise AuthCheckFailed(
+            "method-mismatch", "peer authenticated with a pre-shared key, we expect a signature"
+        )
+    from ikev2.tasks.ike_certs import verify_signature_auth
+
+    verify_signature_auth(sa, auth, remote, payloads, auth_payload, octets)
+
+
+def established_event(sa: IkeSa, now: float) -> IkeSaEstablished:
+    sa.established_at = now
+    return IkeSaEstablished(
+        sa.ike_sa_id,
+        sa.name,
+        spi_i=int.from_bytes(sa.spi_i, "big"),
+        spi_r=int.from_bytes(sa.spi_r, "big"),
+        initiator=sa.initiator,
+        local_addr=sa.local_addr,
+        remote_addr=sa.remote_addr,
+        local_id=sa.local_id,
+        remote_id=sa.remote_id,
+        encr=sa.encr,  # type: ignore[arg-type]
+        encr_key_bits=sa.encr_key_bits,
+        integ=sa.integ,
+        prf=sa.prf_id,  # type: ignore[arg-type]
+        ke=int(sa.ke_method or 0),
+        additional_ke=tuple(sa.additional_ke),
+        nat_local=sa.nat_local,
+        nat_remote=sa.nat_remote,
+        udp_encap=sa.udp_encap,
+        fragmentation=sa.peer_fragmentation,
+    )
+
+
+def on_established(sa: IkeSa, now: float) -> None:
+    from ikev2.tasks.lifetimes import start_ike_timers
+
+    sa.timers.cancel("half_open")
+    sa.emit(established_event(sa, now))
+    start_ike_timers(sa, now)
+
+
+class IkeAuthTask(Task):
+    exchange = ExchangeType.IKE_AUTH
+    name = "IKE_AUTH"
+
+    def __init__(self, child: str | None) -> None:
+        self.child_name = child
+        self.request: ChildRequest | None = None
+        self.local: Identity | None = None
+        self.remote: Identity | None = None
+
+    def build(self, sa: IkeSa, now: float) -> list[Any]:
+        config = sa.config
+        self.local = identity_for(sa, config.local, sa.local_addr)
+        self.remote = Identity.parse(config.remote.id)
+        idi = id_payload(self.local, PayloadType.IDi)
+        payloads: list[Any] = [idi]
+        octets = octets_for(
+            sa, initiator_side=True, id_body=idi.serialize(), message_id=sa.next_request_id
+        )
+        if not self.remote.is_any:
+            payloads.append(id_payload(self.remote, PayloadType.IDr))
+        auth_payloads = build_auth(sa, config.local, self.local, self._psk_peer(sa), octets)
+        # CERT payloads go right after IDi (sec. 1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH).
+        certs = [p for p in auth_payloads if isinstance(p, CertPayload)]
+        payloads[1:1] = certs
+        from ikev2.tasks.ike_init import certreq_payload
+
+        certreq = certreq_payload(sa)
+        if certreq is not None:
+            payloads.insert(1 + len(certs), certreq)
+        payloads += [p for p in auth_payloads if not isinstance(p, CertPayload)]
+        if config.send_initial_contact:
+            payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT))
+        if self.child_name is not None:
+            self.request = ChildRequest(sa, config.child(self.child_name), with_ke=False)
+            payloads += self.request.payloads(sa)
+            payloads += self.request.ts(sa)
+        return payloads
+
+    def _psk_peer(self, sa: IkeSa) -> Identity:
+        assert self.remote is not None
+        if self.remote.is_any:
+            return Identity.parse(sa.remote_addr[0])
+        return self.remote
+
+    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+        assert self.local is not None and self.remote is not None
+        config = sa.config
+        idr_payload = find_typed(payloads, PayloadType.IDr)
+        auth_payload = find(payloads, AuthPayload)
+        if idr_payload is None or auth_payload is None:
+            error = first_error(payloads)
+            name = notify_name(int(error.notify_type)) if error is not None else "no AUTH"
+            if error is not None and error.notify_type == NotifyType.AUTHENTICATION_FAILED:
+                reason = (
+                    "peer answered AUTHENTICATION_FAILED: it could not verify our AUTH (PSK "
+                    "mismatch, unknown identity, or our certificate is not trusted there)"
+                )
+                sa.emit(
+                    AuthenticationFailed(
+                        sa.ike_sa_id, sa.name, "peer-rejected", reason, sa.remote_addr
+                    )
+                )
+                sa.fail(now, reason, NotifyType.AUTHENTICATION_FAILED)
+                return False
+            raise ProtocolError(f"peer answered IKE_AUTH with {name}", None)
+        try:
+            peer = Identity.from_payload(int(idr_payload.id_type), bytes(idr_payload.data))
+            if not self.remote.is_any and not self.remote.matches(peer):
+                raise AuthCheckFailed(
+                    "identity-mismatch",
+                    f"responder identifies as {peer}, we expect {self.remote}",
+                )
+            octets = octets_for(
+                sa,
+                initiator_side=False,
+                id_body=idr_payload.serialize(),
+                message_id=sa.current_message_id,
+            )
+            verify_auth(sa, config.remote, self.local, peer, payloads, octets)
+        except AuthCheckFailed as error:
+            sa.emit(
+                AuthenticationFailed(
+                    sa.ike_sa_id, sa.name, error.check, error.reason, sa.remote_addr
+                )
+            )
+            sa.fail(now, error.reason, NotifyType.AUTHENTICATION_FAILED)
+            return False
+        except ProtocolError as error:
+            sa.emit(
+                AuthenticationFailed(
+                    sa.ike_sa_id, sa.name, "bad-signature", error.reason, sa.remote_addr
+                )
+            )
+            sa.fail(now, error.reason, NotifyType.AUTHENTICATION_FAILED)
+            return False
+        sa.local_id = str(self.local)
+        sa.remote_id = str(peer)
+        sa.to("recv_auth_response")
+        on_established(sa, now)
+        if self.request is not None:
+            self._process_child(sa, payloads, now)
+        return False
+
+    def _process_child(self, sa: IkeSa, payloads: list[Any], now: float) -> None:
+        assert self.request is not None
+        error = received_child_error(payloads)
+        if error is not None:
+            name, notify = error
+            reason = f"responder refused Child SA '{self.request.config.name}': {name}"
+            if notify == NotifyType.TS_UNACCEPTABLE:
+                reason += (
+                    f" (we proposed TSi {_fmt(self.request.local_ts)}, TSr "
+                    f"{_fmt(self.request.remote_ts)})"
+                )
+            elif notify == NotifyType.NO_PROPOSAL_CHOSEN:
+                from ikev2.proposals import to_strongswan
+
+                reason += (
+                    " (we offered "
+                    + ", ".join(to_strongswan(p) for p in self.request.proposals)
+                    + ")"
+                )
+            child_failure(
+                sa, self.request.config, reason, notify, received=True, exchange="IKE_AUTH"
+            )
+            return
+        try:
+            child = self.request.process(sa, payloads, sa.nonce_i, sa.nonce_r, None, now)
+        except ProtocolError as error:
+            child_failure(
+                sa,
+                self.request.config,
+                error.reason,
+                error.notify,
+                received=False,
+                exchange="IKE_AUTH",
+            )
+            # The Child SA exists at the responder: tell it to delete it (sec. 2.9).
+            from ikev2.tasks.ike_delete import delete_spis_task
+
+            spi = find_child_spi(payloads)
+            if spi is not None:
+                sa.queue_task(delete_spis_task([spi]), now, start=False)
+            return
+        install_child(sa, child, now)
+
+    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+        sa.emit(
+            NegotiationFailed(
+                sa.ike_sa_id, sa.name, reason, None, received=True, exchange="IKE_AUTH"
+            )
+        )
+        sa.fail(now, reason)
+
+
+def _fmt(selectors: list[Any]) -> str:
+    from ikev2.ts import format_list
+
+    return format_list(selectors)
+
+
+def find_child_spi(payloads: list[Any]) -> bytes | None:
+    from ikev2.payloads import SaPayload
+
+    sa_payload = find(payloads, SaPayload)
+    if sa_payload is None or len(sa_payload.proposals) != 1:
+        return None
+    spi = sa_payload.proposals[0].spi
+    return bytes(spi) if len(spi) == 4 else None
+
+
+def _select_config(sa: IkeSa, peer: Identity, wanted: Identity | None) -> IkeConfig:
+    """Responder: the first candidate config (same IKE proposal choice) whose remote
+    identity accepts ``peer`` and whose local identity is what the initiator asked for."""
+    candidates = [sa.config] + [c for c in sa.candidate_configs if c is not sa.config]
+    for config in candidates:
+        if not Identity.parse(config.remote.id).matches(peer):
+            continue
+        if wanted is not None:
+            ours = identity_for(sa, config.local, sa.local_addr)
+            if not ours.matches(wanted) and not Identity.parse(config.local.id).is_any:
+                continue
+        return config
+    expected = ", ".join(f"{c.name}: {c.remote.id}" for c in candidates)
+    raise AuthCheckFailed(
+        "identity-mismatch",
+        f"no connection accepts peer identity {peer} (configured remote ids: {expected})",
+    )
+
+
+def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
+    if sa.state.value not in ("INIT_DONE", "INTERMEDIATE"):
+        raise ProtocolError(f"IKE_AUTH in state {sa.state.value}")
+    if sa.intermediate_done < len(sa.additional_ke):
+        raise ProtocolError("IKE_AUTH before the additional key exchanges completed")
+    idi_payload = find_typed(payloads, PayloadType.IDi)
+    if idi_payload is None or find(payloads, AuthPayload) is None:
+        raise ProtocolError("IKE_AUTH request without IDi or AUTH", NotifyType.INVALID_SYNTAX)
+    idr_wanted = find_typed(payloads, PayloadType.IDr)
+    try:
+        peer = Identity.from_payload(int(idi_payload.id_type), bytes(idi_payload.data))
+        wanted = (
+            Identity.from_payload(int(idr_wanted.id_type), bytes(idr_wanted.data))
+            if idr_wanted is not None
+            else None
+        )
+        config = _select_config(sa, peer, wanted)
+        sa.config = config
+        local = identity_for(sa, config.local, sa.local_addr)
+        octets = octets_for(
+            sa,
+            initiator_side=True,
+            id_body=idi_payload.serialize(),
+            message_id=sa.current_message_id,
+        )
+        verify_auth(sa, config.remote, local, peer, payloads, octets)
+    except ProtocolError as error:
+        check = getattr(error, "check", "bad-signature")
+        reason = error.reason
+        sa.emit(AuthenticationFailed(sa.ike_sa_id, sa.name, check, reason, sa.remote_addr))
+        sa.after_response(lambda when: sa.fail(when, reason, NotifyType.AUTHENTICATION_FAILED))
+        return [NotifyPayload(notify_type=NotifyType.AUTHENTICATION_FAILED)]
+    sa.local_id = str(local)
+    sa.remote_id = str(peer)
+    sa.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
+    idr = id_payload(local, PayloadType.IDr)
+    our_octets = octets_for(
+        sa, initiator_side=False, id_body=idr.serialize(), message_id=sa.current_message_id
+    )
+    auth_payloads = build_auth(sa, config.local, local, peer, our_octets)
+    response: list[Any] = [idr]
+    response += [p for p in auth_payloads if isinstance(p, CertPayload)]
+    response += [p for p in auth_payloads if not isinstance(p, CertPayload)]
+    sa.to("recv_auth_request")
+    on_established(sa, now)
+    if find_all(payloads, type(find(payloads, AuthPayload))) and _has_child(payloads):
+        try:
+            child, sa_payloads, ts, _ = respond_child(
+                sa, payloads, sa.nonce_i, sa.nonce_r, now, with_ke=False, exchange="IKE_AUTH"
+            )
+        except ProtocolError as error:
+            if error.notify is None:
+                raise
+            sa.emit(
+                NegotiationFailed(
+                    sa.ike_sa_id,
+                    sa.name,
+                    error.reason,
+                    error.notify,
+                    received=False,
+                    exchange="IKE_AUTH",
+                )
+            )
+            # Sec. 1.2 / 2.21.3: the IKE SA stands; only the Child SA is refused.
+            response.append(NotifyPayload(notify_type=error.notify, data=error.notify_data))
+            return response
+        response += sa_payloads + ts
+        sa.after_response(lambda when: install_child(sa, child, when))
+    return response
+
+
+def _has_child(payloads: list[Any]) -> bool:
+    from ikev2.payloads import SaPayload
+
+    return find(payloads, SaPayload) is not None
+
+
+__all__ = ["IkeAuthTask", "NoncePayload", "respond_ike_auth"]

@@ -1,0 +1,196 @@
+"""Two engines back to back in memory, with a virtual clock and a lossy "network".
+
+Nothing here imitates a peer: both ends are real ``Dispatcher`` objects; the network only
+moves the datagrams they produce, optionally dropping, duplicating or reordering them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ikev2.config import AuthConfig, ChildConfig, IkeConfig
+from ikev2.dispatcher import Dispatcher
+from ikev2.events import Event
+
+ADDR_A = "192.0.2.1"
+ADDR_B = "192.0.2.2"
+PSK = b"correct horse battery staple, longer than 20 octets"
+
+
+def seeded_rng(seed: int) -> Callable[[int], bytes]:
+    generator = random.Random(seed)
+    return lambda n: generator.randbytes(n)
+
+
+def psk_lookup_for(psk: bytes = PSK) -> Callable[[str, str], bytes | None]:
+    return lambda local, remote: psk
+
+
+def make_config(
+    name: str = "conn",
+    *,
+    local: str,
+    remote: str,
+    local_id: str,
+    remote_id: str,
+    auth: str = "psk",
+    proposals: list[str] | None = None,
+    esp: list[str] | None = None,
+    local_ts: list[str] | None = None,
+    remote_ts: list[str] | None = None,
+    **kwargs: Any,
+) -> IkeConfig:
+    child_kwargs = {
+        key: kwargs.pop(key)
+        for key in list(kwargs)
+        if key
+        in (
+            "mode",
+            "dpd_action",
+            "rekey_bytes",
+            "life_bytes",
+            "rekey_packets",
+            "life_packets",
+            "close_action",
+        )
+    }
+    child_rekey = kwargs.pop("child_rekey_time", 3600.0)
+    child_life = kwargs.pop("child_life_time", None)
+    child_rand = kwargs.pop("child_rand_time", None)
+    return IkeConfig(
+        name=name,
+        local_addrs=[local],
+        remote_addrs=[remote],
+        proposals=proposals or ["aes256gcm16-prfsha256-x25519"],
+        local=AuthConfig(auth=auth, id=local_id),  # type: ignore[arg-type]
+        remote=AuthConfig(auth=auth, id=remote_id),  # type: ignore[arg-type]
+        children=[
+            ChildConfig(
+                name="net",
+                local_ts=local_ts or ["10.1.0.0/16"],
+                remote_ts=remote_ts or ["10.2.0.0/16"],
+                esp_proposals=esp or ["aes256gcm16"],
+                rekey_time=child_rekey,
+                life_time=child_life,
+                rand_time=child_rand,
+                **child_kwargs,
+            )
+        ],
+        **kwargs,
+    )
+
+
+def pair_configs(**kwargs: Any) -> tuple[IkeConfig, IkeConfig]:
+    """Matching configs for A (initiator side, 10.1/16) and B (10.2/16)."""
+    a_kwargs = dict(kwargs)
+    b_kwargs = dict(kwargs)
+    for key in list(kwargs):
+        if key.startswith("a_"):
+            a_kwargs[key[2:]] = a_kwargs.pop(key)
+            b_kwargs.pop(key)
+        elif key.startswith("b_"):
+            b_kwargs[key[2:]] = b_kwargs.pop(key)
+            a_kwargs.pop(key)
+    a = make_config(
+        local=ADDR_A, remote=ADDR_B, local_id="a.example", remote_id="b.example", **a_kwargs
+    )
+    b_kwargs.setdefault("local_ts", ["10.2.0.0/16"])
+    b_kwargs.setdefault("remote_ts", ["10.1.0.0/16"])
+    b = make_config(
+        local=ADDR_B, remote=ADDR_A, local_id="b.example", remote_id="a.example", **b_kwargs
+    )
+    return a, b
+
+
+@dataclass
+class Network:
+    """Delivers datagrams between two dispatchers; ``drop(datagram, direction)`` decides
+    losses, ``duplicate`` sends everything twice, ``reorder`` shuffles each batch."""
+
+    a: Dispatcher
+    b: Dispatcher
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    drop: Callable[[Any, str], bool] = lambda datagram, direction: False
+    duplicate: bool = False
+    reorder: bool = False
+    now: float = 0.0
+    events_a: list[Event] = field(default_factory=list)
+    events_b: list[Event] = field(default_factory=list)
+    delivered: int = 0
+    tap: Callable[[Any, str], Any] | None = None  # may rewrite a datagram (returns bytes)
+
+    def _batch(self) -> list[tuple[str, Any]]:
+        batch = [("a->b", d) for d in self.a.datagrams_to_send(self.now)]
+        batch += [("b->a", d) for d in self.b.datagrams_to_send(self.now)]
+        if self.duplicate:
+            batch = [item for item in batch for _ in (0, 1)]
+        if self.reorder:
+            self.rng.shuffle(batch)
+        return batch
+
+    def pump(self, limit: int = 10000) -> None:
+        """Deliver until both sides are quiet."""
+        for _ in range(limit):
+            batch = self._batch()
+            if not batch:
+                self._drain_events()
+                return
+            for direction, datagram in batch:
+                if self.drop(datagram, direction):
+                    continue
+                data = datagram.data
+                if self.tap is not None:
+                    data = self.tap(datagram, direction)
+                    if data is None:
+                        continue
+                target = self.b if direction == "a->b" else self.a
+                self.delivered += 1
+                target.receive_datagram(data, datagram.local_addr, datagram.remote_addr, self.now)
+            self._drain_events()
+        raise AssertionError("network did not go quiet")
+
+    def _drain_events(self) -> None:
+        while (event := self.a.next_event()) is not None:
+            self.events_a.append(event)
+        while (event := self.b.next_event()) is not None:
+            self.events_b.append(event)
+
+    def next_timer(self) -> float | None:
+        timers = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None]
+        return min(timers, default=None)
+
+    def run_until(self, deadline: float) -> None:
+        """Advance the virtual clock to ``deadline``, firing timers on the way."""
+        self.pump()
+        while True:
+            timer = self.next_timer()
+            if timer is None or timer > deadline:
+                break
+            self.now = max(self.now, timer)
+            self.a.handle_timer(self.now)
+            self.b.handle_timer(self.now)
+            self.pump()
+        self.now = deadline
+        self.pump()
+
+    def events(self, side: str, kind: type) -> list[Any]:
+        events = self.events_a if side == "a" else self.events_b
+        return [e for e in events if isinstance(e, kind)]
+
+
+def make_pair(seed: int = 1, **kwargs: Any) -> Network:
+    psk_a = kwargs.pop("psk_a", PSK)
+    a_config, b_config = pair_configs(**kwargs)
+    a = Dispatcher([a_config], psk_lookup_for(psk_a), rng=seeded_rng(seed))
+    b = Dispatcher([b_config], psk_lookup_for(PSK), rng=seeded_rng(seed + 1000))
+    return Network(a, b)
+
+
+def established_pair(seed: int = 1, **kwargs: Any) -> tuple[Network, int]:
+    net = make_pair(seed, **kwargs)
+    ike_id = net.a.initiate("conn", "net", now=net.now)
+    net.pump()
+    return net, ike_id
