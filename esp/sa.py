@@ -6,11 +6,13 @@ caller can reserve room for outer headers); inbound: ``decrypt_into`` reads a me
 writes the inner packet into a caller-owned buffer. ``encrypt``/``decrypt`` are the
 bytes-in/bytes-out wrappers.
 
-Per packet the SA does: one sequence-number compare, ``struct.pack_into`` of the header,
-one copy of the inner packet into a per-SA scratch buffer (to append the ESP trailer),
-one ``encrypt_into``; inbound, the replay check, one ``decrypt_into``, the replay update
-(only after the ICV verified: RFC 4303 sec. 3.4.3) and the trailer checks. No objects are
-built per packet beyond the few memoryview slices the ``cryptography`` calls need.
+Per packet the SA does: one compare for every limit at once (sequence number, packet
+lifetime, hard expiry), one copy of the inner packet into a per-SA scratch buffer (to
+append the ESP trailer), one ``struct.pack_into`` for SPI || Seq || IV and one
+``encrypt_into``. Inbound: the replay check, one ``decrypt_into``, the replay update (only
+after the ICV verified: RFC 4303 sec. 3.4.3) and the trailer checks. For the counter-mode
+AEADs (GCM-16, CCM, ChaCha20-Poly1305) the SA runs a specialised path with the AEAD call
+inlined; the other transforms go through ``Transform.seal``/``open``.
 """
 
 from __future__ import annotations
@@ -21,20 +23,36 @@ from enum import StrEnum
 
 from esp.errors import DropReason, EspDrop
 from esp.events import Lifetime, SaExpired
+from esp.fastpath import make_aead_decrypt, make_aead_encrypt
 from esp.replay import ReplayWindow
 from esp.selectors import Selector, packet_fields
-from esp.transforms import ENCR_INFO, INTEG_INFO, Transform, encr_info, make_transform
+from esp.transforms import (
+    ENCR_INFO,
+    INTEG_INFO,
+    Transform,
+    _Aead,
+    encr_info,
+    make_transform,
+)
 from ikev2.enums import EncrId, IntegId
 
 _pack_header = struct.Struct("!II").pack_into
+_pack_header_iv = struct.Struct("!IIQ").pack_into  # SPI || Seq low || IV (= full Seq)
+_pack_ii = struct.Struct("!II").pack_into
+_pack_q = struct.Struct("!Q").pack_into
 _unpack_seq = struct.Struct("!I").unpack_from
 
 NEXT_HEADER_IPV4 = 4  # IP-in-IP, RFC 4303 sec. 2.6 / IANA protocol numbers
 NEXT_HEADER_IPV6 = 41
 NEXT_HEADER_NONE = 59  # "No Next Header": a dummy packet (RFC 4303 sec. 2.6)
+# Next header for a tunnel-mode inner packet, by IP version nibble (0 = not IP).
+_NEXT_HEADER_BY_VERSION = (0, 0, 0, 0, 4, 0, 41, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 # RFC 4303 sec. 2.4: padding bytes are 1, 2, 3, ... (a monotonically increasing series).
 _PAD = bytes(range(1, 256))
+# Padding || Pad Length || a placeholder for Next Header, for each padding length.
+_TRAILERS = tuple(_PAD[:pad] + bytes((pad, NEXT_HEADER_IPV4)) for pad in range(256))
+_TRAILERS_V6 = tuple(_PAD[:pad] + bytes((pad, NEXT_HEADER_IPV6)) for pad in range(4))
 _MAX_INNER = 65535
 _NEVER = 1 << 65
 
@@ -50,14 +68,16 @@ class Direction(StrEnum):
 
 
 class EspSa:
-    """One direction of an ESP SA. Keyword arguments only, except spi/direction/encr/key.
+    """One direction of an ESP SA.
 
     ``encr_key`` is the key material as IKE derives it (salt included for AEADs);
     ``integ``/``integ_key`` only for non-AEAD transforms. ``replay_window`` (inbound) is in
-    packets. ``selectors`` (inbound) are the traffic selectors decrypted packets must match
-    (source = peer side): packets outside them are dropped (RFC 4301 sec. 5.2, step 4).
-    ``tfc_pad_to`` pads tunnel-mode inner packets up to that length (RFC 4303 sec. 2.7).
-    ``now`` is the installation time for time lifetimes (any monotonic clock).
+    packets. ``selectors`` (inbound, tunnel mode) are the traffic selectors decrypted
+    packets must match (source = the peer's side): packets outside them are dropped
+    (RFC 4301 sec. 5.2, step 4). ``tfc_pad_to`` pads tunnel-mode inner packets up to that
+    length (RFC 4303 sec. 2.7). ``now`` is the installation time for time lifetimes (any
+    monotonic clock; the data plane never reads one). ``src``/``dst`` are the outer
+    addresses (listings, tunnel headers); ``udp_encap`` the (sport, dport) of RFC 3948.
     """
 
     protocol = "esp"
@@ -92,26 +112,28 @@ class EspSa:
         self.udp_encap = udp_encap
         if not 0 <= tfc_pad_to <= _MAX_INNER:
             raise ValueError("tfc_pad_to out of range")
-        self.tfc_pad_to = tfc_pad_to
+        self.tfc_pad_to = tfc_pad_to if self.mode is Mode.TUNNEL else 0
         self.installed_at = now
         self.events: collections.deque = events if events is not None else collections.deque()
 
-        self._transform: Transform = make_transform(
+        transform: Transform = make_transform(
             encr, encr_key, integ, integ_key,
             allow_null=allow_null, allow_no_integrity=allow_no_integrity,
         )  # fmt: skip
-        t = self._transform
-        self._seal = t.seal
-        self._open = t.open
-        self._iv_size = t.iv_size
-        self._icv_size = t.icv_size
-        self._align = max(4, t.block_size)
-        self._overhead = 8 + t.iv_size + t.icv_size  # everything but the payload
+        self._transform = transform
+        self._seal = transform.seal
+        self._open = transform.open
+        self._iv_size = transform.iv_size
+        self._icv_size = transform.icv_size
+        self._align = max(4, transform.block_size)
+        self._overhead = 8 + transform.iv_size + transform.icv_size  # all but the payload
+        self._min_plaintext = 2  # set above any length once the SA is hard-expired
         self._tunnel = self.mode is Mode.TUNNEL
-        self._scratch_buf = bytearray(_MAX_INNER + 2 * 256)
-        self._scratch = memoryview(self._scratch_buf)
+        self._scratch = memoryview(bytearray(_MAX_INNER + 2 * 256))
+        self._parts_buffer = memoryview(bytearray(_MAX_INNER + 2 * 256 + self._overhead))
 
-        # Outbound sequence number: the last one sent. RFC 4303 sec. 3.3.3: never wraps.
+        # Outbound sequence number: the last one sent (= packets sent). RFC 4303
+        # sec. 3.3.3: it never wraps.
         self.seq = 0
         self.seq_hard_limit = 0xFFFFFFFFFFFFFFFF if esn else 0xFFFFFFFF
         if seq_soft_limit is None:
@@ -124,27 +146,39 @@ class EspSa:
         self.soft_expired = False
 
         # Counters (per SA and per reason); read with counters().
-        self.bytes_in = self.packets_in = self.bytes_out = self.packets_out = 0
+        self.bytes_in = self.packets_in = self.bytes_out = 0
         self.icv_failures = self.replays = self.malformed = 0
         self.policy_drops = self.dummy = self.expired_drops = 0
 
-        # One compare per packet: the next byte/packet count (or sequence number) at which
-        # something has to be looked at; recomputed in _limit_reached.
-        self._seq_check = seq_soft_limit
-        self._bytes_check = _NEVER
+        # The next value of seq (outbound) / packets_in, bytes_in+bytes_out at which a
+        # limit has to be looked at: one compare per packet covers them all.
+        self._seq_check = 0
         self._packets_check = _NEVER
+        self._bytes_check = _NEVER
         self._recompute_checks()
+
+        if type(transform) is _Aead:
+            if self.direction is Direction.OUT and not self.tfc_pad_to:
+                fast_into, fast_parts = make_aead_encrypt(self)
+                self.encrypt_into = fast_into  # type: ignore[method-assign]
+                self.encrypt_parts = fast_parts  # type: ignore[method-assign]
+            if self.direction is Direction.IN:
+                self.decrypt_into = make_aead_decrypt(self)  # type: ignore[method-assign]
 
     # ---------------------------------------------------------------- sizes
     def encrypted_size(self, inner_len: int) -> int:
         """Length of the ESP packet (SPI .. ICV) ``encrypt_into`` writes for this input."""
-        payload = max(inner_len, self.tfc_pad_to) if self._tunnel else inner_len
+        payload = max(inner_len, self.tfc_pad_to)
         return self._overhead + payload + 2 + (-(payload + 2)) % self._align
 
     @property
     def overhead(self) -> int:
         """Worst-case bytes added to an inner packet (for MTU computations)."""
         return self._overhead + 2 + self._align - 1
+
+    @property
+    def packets_out(self) -> int:
+        return self.seq
 
     # ---------------------------------------------------------------- outbound
     def encrypt_into(
@@ -159,41 +193,57 @@ class EspSa:
         hard limit (lifetime or sequence number).
         """
         seq = self.seq + 1
-        if seq >= self._seq_check or self.expired:
-            self._sequence_limit(seq)
+        if seq >= self._seq_check:
+            self._outbound_limit(seq)
         inner_len = len(inner)
         if not next_header:
-            version = inner[0] >> 4 if inner_len else 0
-            if version == 4:
-                next_header = NEXT_HEADER_IPV4
-            elif version == 6:
-                next_header = NEXT_HEADER_IPV6
-            else:
-                raise ValueError("tunnel mode needs an IPv4/IPv6 packet, or give next_header")
-        payload_len = inner_len
+            next_header = self._tunnel_next_header(inner)
         scratch = self._scratch
         scratch[:inner_len] = inner
-        if self.tfc_pad_to > inner_len and self._tunnel:
+        payload_len = inner_len
+        if self.tfc_pad_to > inner_len:
             # RFC 4303 sec. 2.7: TFC padding after the inner packet; the receiver finds the
             # real end from the inner IP header.
             payload_len = self.tfc_pad_to
             scratch[inner_len:payload_len] = bytes(payload_len - inner_len)
         pad = (-(payload_len + 2)) % self._align
-        end = payload_len + pad
-        scratch[payload_len:end] = _PAD[:pad]
-        scratch[end] = pad
-        scratch[end + 1] = next_header
-        plaintext_len = end + 2
+        end = payload_len + pad + 2
+        scratch[payload_len:end] = _TRAILERS[pad]
+        scratch[end - 1] = next_header
         if type(out) is not memoryview:
             out = memoryview(out)
         _pack_header(out, offset, self.spi, seq & 0xFFFFFFFF)
-        self._seal(out, offset, scratch[:plaintext_len], seq, self.esn)
+        self._seal(out, offset, scratch[:end], seq, self.esn)
         self.seq = seq
-        self.packets_out += 1
         self.bytes_out += inner_len
-        if self.packets_out >= self._packets_check or self.bytes_out >= self._bytes_check:
+        if self.bytes_out >= self._bytes_check:
             self._limit_reached()
-        return self._overhead + plaintext_len
+        return self._overhead + end
+
+    def encrypt_parts(
+        self, inner: bytes | bytearray | memoryview, next_header: int = 0
+    ) -> tuple[memoryview, bytes]:
+        """Encrypt ``inner``; return the ESP packet as two buffers for a gathering send
+        (``sock.sendmsg([header, body], [], 0, peer)``): ``header`` = SPI || Seq || IV
+        and ``body`` = ciphertext || ICV. Saves the copies into a caller buffer. ``header``
+        is a view into a per-SA buffer: valid until the next call on this SA."""
+        out = self._parts_buffer
+        n = self.encrypt_into(inner, out, 0, next_header)
+        split = 8 + self._iv_size
+        return out[:split], bytes(out[split:n])
+
+    def _trailer(self, pad: int, next_header: int, inner: bytes | bytearray | memoryview) -> bytes:
+        if not next_header:
+            next_header = self._tunnel_next_header(inner)
+        return _PAD[:pad] + bytes((pad, next_header))
+
+    def _tunnel_next_header(self, inner: bytes | bytearray | memoryview) -> int:
+        version = inner[0] >> 4 if len(inner) else 0
+        if version == 4:
+            return NEXT_HEADER_IPV4
+        if version == 6:
+            return NEXT_HEADER_IPV6
+        raise ValueError("tunnel mode needs an IPv4/IPv6 packet, or give next_header")
 
     def encrypt(self, inner: bytes | bytearray | memoryview, next_header: int = 0) -> bytes:
         """Bytes-in/bytes-out form of ``encrypt_into``."""
@@ -202,8 +252,9 @@ class EspSa:
         return bytes(out[:n])
 
     def encrypt_dummy(self, size: int = 0) -> bytes:
-        """A dummy packet (next header 59, RFC 4303 sec. 2.6) of ``size`` random-looking
-        zero bytes; the peer drops it silently. Used for traffic flow confidentiality."""
+        """A dummy packet (next header 59, RFC 4303 sec. 2.6) with ``size`` zero bytes,
+        encrypted like any other; the peer drops it silently (traffic flow confidentiality).
+        """
         return self.encrypt(bytes(size), next_header=NEXT_HEADER_NONE)
 
     # ---------------------------------------------------------------- inbound
@@ -216,10 +267,9 @@ class EspSa:
         The next header is left in ``self.last_next_header``. ``out`` needs room for
         ``len(packet)`` bytes. Raises ``EspDrop`` (already counted) on any drop."""
         mv = packet if type(packet) is memoryview else memoryview(packet)
-        n = len(mv)
-        plaintext_len = n - self._overhead
-        if plaintext_len < 2 or self.expired:
-            return self._drop_early(plaintext_len)
+        plaintext_len = len(mv) - self._overhead
+        if plaintext_len < self._min_plaintext:
+            self._drop_early()
         if self._align > 4 and plaintext_len % self._align:
             self.malformed += 1
             raise EspDrop(DropReason.MALFORMED, "ciphertext not a multiple of the block size")
@@ -227,9 +277,9 @@ class EspSa:
         seq = _unpack_seq(mv, 4)[0]
         if self.esn:
             seq = replay.infer_esn(seq)  # type: ignore[union-attr]
-        if not replay.check(seq):  # type: ignore[union-attr]
+        if seq <= replay.highest and not replay.check(seq):  # type: ignore[union-attr]
             self.replays += 1
-            raise EspDrop(DropReason.REPLAY, f"seq {seq}")
+            raise EspDrop(DropReason.REPLAY, f"sequence number {seq}")
         if type(out) is not memoryview:
             out = memoryview(out)
         target = out[offset : offset + plaintext_len]
@@ -237,7 +287,10 @@ class EspSa:
             self.icv_failures += 1
             raise EspDrop(DropReason.ICV_FAILURE, "MAC mismatch")
         replay.update(seq)  # type: ignore[union-attr]
+        return self._finish_inbound(target, plaintext_len)
 
+    def _finish_inbound(self, target: memoryview, plaintext_len: int) -> int:
+        """Trailer checks after the ICV verified (RFC 4303 sec. 2.4-2.6, 3.4.4)."""
         pad_len = target[plaintext_len - 2]
         next_header = target[plaintext_len - 1]
         data_len = plaintext_len - 2 - pad_len
@@ -251,13 +304,19 @@ class EspSa:
             self.dummy += 1
             raise EspDrop(DropReason.DUMMY)
         if self._tunnel:
-            data_len = self._inner_length(target, data_len, next_header)
+            if next_header == NEXT_HEADER_IPV4 and data_len >= 20 and target[0] >> 4 == 4:
+                total = (target[2] << 8) | target[3]  # drops TFC padding (sec. 2.7)
+                if total < 20 or total > data_len:
+                    self._bad_inner(next_header)
+                data_len = total
+            else:
+                data_len = self._inner_length(target, data_len, next_header)
+            if self.selectors and not self._selectors_match(target[:data_len]):
+                self.policy_drops += 1
+                raise EspDrop(DropReason.POLICY, "inner packet outside the SA's selectors")
         self.last_next_header = next_header
         self.packets_in += 1
         self.bytes_in += data_len
-        if self.selectors and not self._selectors_match(target[:data_len]):
-            self.policy_drops += 1
-            raise EspDrop(DropReason.POLICY, "inner packet outside the SA's selectors")
         if self.packets_in >= self._packets_check or self.bytes_in >= self._bytes_check:
             self._limit_reached()
         return data_len
@@ -268,85 +327,95 @@ class EspSa:
         n = self.decrypt_into(packet, out)
         return bytes(out[:n])
 
-    def _drop_early(self, plaintext_len: int) -> int:
+    def _drop_early(self) -> None:
         if self.expired:
             self.expired_drops += 1
             raise EspDrop(DropReason.EXPIRED, "SA reached a hard limit")
         self.malformed += 1
         raise EspDrop(DropReason.MALFORMED, "shorter than SPI + Seq + IV + trailer + ICV")
 
+    def _bad_inner(self, next_header: int) -> None:
+        self.malformed += 1
+        raise EspDrop(DropReason.MALFORMED, f"bad tunnel-mode inner packet (next {next_header})")
+
     def _inner_length(self, inner: memoryview, data_len: int, next_header: int) -> int:
         """Length of the inner IP packet from its own header (drops TFC padding)."""
-        if next_header == NEXT_HEADER_IPV4:
-            if data_len >= 20 and inner[0] >> 4 == 4:
-                total = (inner[2] << 8) | inner[3]
-                if 20 <= total <= data_len:
-                    return total
-        elif next_header == NEXT_HEADER_IPV6 and data_len >= 40 and inner[0] >> 4 == 6:
+        if next_header == NEXT_HEADER_IPV6 and data_len >= 40 and inner[0] >> 4 == 6:
             total = 40 + ((inner[4] << 8) | inner[5])
             if total <= data_len:
                 return total
-        self.malformed += 1
-        raise EspDrop(
-            DropReason.MALFORMED, f"tunnel mode inner packet bad (next header {next_header})"
-        )
+        self._bad_inner(next_header)
+        return 0  # not reached
 
     def _selectors_match(self, inner: memoryview) -> bool:
-        if not self._tunnel:
-            return True  # transport mode: the caller checks the outer header it holds
         fields = packet_fields(inner)
         if fields is None:
             return False
         return any(sel.matches(fields) for sel in self.selectors)
 
+    def matches_selectors(self, inner: bytes | bytearray | memoryview) -> bool:
+        """Policy check of a decrypted packet against the SA's selectors (no selectors:
+        everything matches). Tunnel mode does it inside ``decrypt_into`` already."""
+        return not self.selectors or self._selectors_match(memoryview(inner))
+
     # ---------------------------------------------------------------- limits
     def _recompute_checks(self) -> None:
         life = self.lifetime
-        if self.soft_expired:
-            packets = life.hard_packets
-            nbytes = life.hard_bytes
-            self._seq_check = self.seq_hard_limit
-        else:
-            packets = life.soft_packets if life.soft_packets is not None else life.hard_packets
-            nbytes = life.soft_bytes if life.soft_bytes is not None else life.hard_bytes
-            self._seq_check = min(self.seq_soft_limit, self.seq_hard_limit)
-        self._packets_check = packets if packets is not None else _NEVER
-        self._bytes_check = nbytes if nbytes is not None else _NEVER
+        if self.expired:
+            self._seq_check = 0
+            self._packets_check = self._bytes_check = 0
+            self._min_plaintext = 1 << 20
+            return
+        soft = not self.soft_expired
+        seq_checks = [self.seq_hard_limit + 1]
+        if life.hard_packets is not None:
+            seq_checks.append(life.hard_packets)
+        if soft:
+            seq_checks.append(self.seq_soft_limit)
+            if life.soft_packets is not None:
+                seq_checks.append(life.soft_packets)
+        self._seq_check = max(min(seq_checks), self.seq + 1)
+        packets = [p for p in (life.hard_packets, life.soft_packets if soft else None) if p]
+        nbytes = [b for b in (life.hard_bytes, life.soft_bytes if soft else None) if b]
+        self._packets_check = min(packets, default=_NEVER)
+        self._bytes_check = min(nbytes, default=_NEVER)
 
-    def _limit_reached(self) -> None:
+    def _outbound_limit(self, seq: int) -> None:
+        """Slow path of ``encrypt_into`` once ``seq`` reached the next limit to look at."""
         life = self.lifetime
-        packets = self.packets_in + self.packets_out
-        nbytes = self.bytes_in + self.bytes_out
-        if (life.hard_packets is not None and packets >= life.hard_packets) or (
-            life.hard_bytes is not None and nbytes >= life.hard_bytes
-        ):
-            reason = (
-                "packets"
-                if life.hard_packets is not None and packets >= life.hard_packets
-                else "bytes"
-            )
-            self._expire(hard=True, reason=reason)
-        elif not self.soft_expired:
-            reason = (
-                "packets"
-                if life.soft_packets is not None and packets >= life.soft_packets
-                else "bytes"
-            )
-            self._expire(hard=False, reason=reason)
-        self._recompute_checks()
-
-    def _sequence_limit(self, seq: int) -> None:
         if self.expired:
             self.expired_drops += 1
             raise EspDrop(DropReason.EXPIRED, "SA reached a hard limit")
-        if seq > self.seq_hard_limit:
-            self._expire(hard=True, reason="sequence")
+        if seq > self.seq_hard_limit or (life.hard_packets is not None and seq > life.hard_packets):
+            self._expire(hard=True, reason="sequence" if seq > self.seq_hard_limit else "packets")
             self.expired_drops += 1
-            raise EspDrop(DropReason.EXPIRED, "sequence number would wrap (RFC 4303 sec. 3.3.3)")
-        if seq >= self.seq_soft_limit and not self.soft_expired:
+            raise EspDrop(DropReason.EXPIRED, "hard limit (RFC 4303 sec. 3.3.3: no wrap)")
+        if seq >= self.seq_soft_limit:
             self._expire(hard=False, reason="sequence")
-        # Past the soft limit only the hard limit is left to watch.
-        self._seq_check = self.seq_hard_limit + 1
+        elif life.soft_packets is not None and seq >= life.soft_packets:
+            self._expire(hard=False, reason="packets")
+        if life.hard_packets is not None and seq == life.hard_packets:
+            # This packet is the last one allowed; the next call raises.
+            self._expire(hard=True, reason="packets")
+            self._seq_check = seq + 1
+            return
+        self._recompute_checks()
+        self._seq_check = max(self._seq_check, seq + 1)
+
+    def _limit_reached(self) -> None:
+        """Slow path once a packet or byte count reached a lifetime limit."""
+        life = self.lifetime
+        packets = self.packets_in
+        nbytes = self.bytes_in + self.bytes_out
+        if life.hard_packets is not None and packets >= life.hard_packets:
+            self._expire(hard=True, reason="packets")
+        elif life.hard_bytes is not None and nbytes >= life.hard_bytes:
+            self._expire(hard=True, reason="bytes")
+        elif life.soft_packets is not None and packets >= life.soft_packets:
+            self._expire(hard=False, reason="packets")
+        elif life.soft_bytes is not None and nbytes >= life.soft_bytes:
+            self._expire(hard=False, reason="bytes")
+        self._recompute_checks()
 
     def _expire(self, *, hard: bool, reason: str) -> None:
         if hard:
@@ -361,16 +430,20 @@ class EspSa:
         self.events.append(
             SaExpired(self.protocol, self.spi, self.direction.value, self.reqid, hard, reason)
         )
+        self._recompute_checks()
 
     def check_time(self, now: float) -> None:
-        """Report soft/hard time lifetimes (call from a timer; ``now`` as at install)."""
+        """Report soft/hard time lifetimes (call from a timer; ``now`` on the install clock)."""
         life = self.lifetime
         age = now - self.installed_at
         if life.hard_seconds is not None and age >= life.hard_seconds:
             self._expire(hard=True, reason="time")
         elif life.soft_seconds is not None and age >= life.soft_seconds:
             self._expire(hard=False, reason="time")
-        self._recompute_checks()
+
+    def expire(self, *, hard: bool = True) -> None:
+        """Force expiry (e.g. the IKE side deleted the SA)."""
+        self._expire(hard=hard, reason="forced")
 
     # ---------------------------------------------------------------- reporting
     def counters(self) -> dict[str, int]:
