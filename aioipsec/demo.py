@@ -163,7 +163,8 @@ def run_demo(keep_logs: bool = False) -> int:
                 show(f"{side}: daemon running, control socket {socket_path}")
 
             capture_path = workdir / "wire.pcap"
-            capture = lab.capture(left, left_dev, capture_path)
+            # IPv4 only: the veth's IPv6 link-local chatter is not ours to show.
+            capture = lab.capture(left, left_dev, capture_path, "not ip6")
             show(f"capturing on {left.name}/{left_dev} -> {capture_path}")
 
             say("Initiating the tunnel from the left: aioipsec initiate --child net")
@@ -245,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM (e.g. from a CI timeout) cleans up like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C must interrupt even when started from a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.geteuid() != 0:
         print("make demo needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 1
