@@ -190,6 +190,10 @@ class ControlServer:
                 try:
                     line = await reader.readline()
                 except (asyncio.LimitOverrunError, ValueError):
+                    # Swallow the rest of the line (bounded) before answering: closing a
+                    # Unix socket with unread data resets it, and the client would never
+                    # see why.
+                    await _discard_line(reader, limit=64 * MAX_LINE)
                     await self._send(writer, {"ok": False, "error": "request line too long"})
                     return
                 if not line:
@@ -213,7 +217,9 @@ class ControlServer:
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'the request needs {"command": NAME, "args": {...}}'}
         command = request["command"]
-        args = request.get("args") or {}
+        args = request.get("args", {})
+        if args is None:
+            args = {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be a JSON object"}
         handler = self.handlers.get(command)
@@ -238,6 +244,15 @@ class ControlServer:
             data += b"\n"
         writer.write(data)
         await writer.drain()
+
+
+async def _discard_line(reader: asyncio.StreamReader, limit: int) -> None:
+    discarded = 0
+    while discarded < limit:
+        chunk = await reader.read(65536)
+        if not chunk or b"\n" in chunk:
+            return
+        discarded += len(chunk)
 
 
 def _socket_answers(path: Path) -> bool:
