@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ikev2.crypto.auth import (
     KEY_PAD,
     AuthenticationError,
+    SignatureScheme,
+    build_signature_hash_algorithms,
+    choose_signature_scheme,
+    parse_signature_hash_algorithms,
     psk_auth,
+    sign_auth,
     signed_octets,
     verify_psk_auth,
+    verify_signature_auth,
 )
-from ikev2.enums import NotifyType
+from ikev2.enums import AuthMethod, HashAlgorithm, NotifyType
 from ikev2.errors import ProtocolError
+from ikev2.policy import AlgorithmPolicy
+from tests.conftest_pki import Pki, pki_fixture  # noqa: F401
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vectors"
 PSK_FILE = VECTORS / "ikev2_worked_example_psk_auth.txt"
@@ -134,3 +146,366 @@ def test_signed_octets_layout() -> None:
     assert octets[26:] == hmac_sha1(b"K", b"\x01\x00\x00\x00\x0a\x00\x00\x01")
     with pytest.raises(ValueError):
         signed_octets(b"M", b"N", hmac_sha1, b"K", b"\x01\x00")
+
+
+# ======================================================================================
+# Signatures (keys and certificates made by strongSwan's pki tool; signatures cross-checked
+# with the openssl command line tool)
+# ======================================================================================
+
+OCTETS = b"IKE_SA_INIT message | peer nonce | prf(SK_p, ID')" * 3
+ALL_HASHES = [
+    HashAlgorithm.SHA2_256,
+    HashAlgorithm.SHA2_384,
+    HashAlgorithm.SHA2_512,
+    HashAlgorithm.IDENTITY,
+]
+SHA1_OK = AlgorithmPolicy(allow_weak=frozenset({"sha1_signatures"}))
+
+
+def _signature_algorithm_der(cert) -> bytes:  # type: ignore[no-untyped-def]
+    """The raw signatureAlgorithm TLV of a certificate (2nd element of the outer SEQUENCE)."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+
+    def tlv(data: bytes, pos: int) -> tuple[int, int]:  # (content start, end)
+        first = data[pos + 1]
+        if first < 0x80:
+            return pos + 2, pos + 2 + first
+        n = first & 0x7F
+        length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
+        return pos + 2 + n, pos + 2 + n + length
+
+    start, _ = tlv(der, 0)
+    _, tbs_end = tlv(der, start)
+    _, alg_end = tlv(der, tbs_end)
+    return der[tbs_end:alg_end]
+
+
+@pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
+def test_algorithm_identifiers_match_pki(pki: Pki, digest: str) -> None:
+    hash_id = {
+        "sha256": HashAlgorithm.SHA2_256,
+        "sha384": HashAlgorithm.SHA2_384,
+        "sha512": HashAlgorithm.SHA2_512,
+    }[digest]
+    pss = SignatureScheme("rsa", hash_id, "pss").algorithm_identifier()
+    assert pss == _signature_algorithm_der(pki[f"pss_{digest}"].cert)
+    pkcs1 = SignatureScheme("rsa", hash_id, "pkcs1").algorithm_identifier()
+    assert pkcs1 == _signature_algorithm_der(pki[f"pkcs1_{digest}"].cert)
+    ecdsa_id = SignatureScheme("ecdsa", hash_id).algorithm_identifier()
+    assert ecdsa_id == _signature_algorithm_der(pki[f"ecdsa_{digest}"].cert)
+
+
+def test_ed25519_identifier_matches_pki(pki: Pki) -> None:
+    ed = SignatureScheme("ed25519", HashAlgorithm.IDENTITY).algorithm_identifier()
+    assert (
+        ed == _signature_algorithm_der(pki["eddsa_signed"].cert) == bytes.fromhex("300506032b6570")
+    )
+
+
+def _openssl(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["openssl", *args], input=data, capture_output=True, timeout=60, check=False
+    )
+
+
+def _openssl_verify(pki: Pki, name: str, scheme: SignatureScheme, signature: bytes) -> bool:
+    directory = pki.directory
+    (directory / "octets.bin").write_bytes(OCTETS)
+    (directory / "sig.bin").write_bytes(signature)
+    pub = directory / f"{name}.pub.pem"
+    pub.write_bytes(pki[name].public_pem)
+    if scheme.key_type == "ed25519":
+        args = ["pkeyutl", "-verify", "-pubin", "-inkey", str(pub), "-rawin"]
+        args += ["-in", str(directory / "octets.bin"), "-sigfile", str(directory / "sig.bin")]
+    else:
+        digest = {2: "-sha256", 3: "-sha384", 4: "-sha512", 1: "-sha1"}[scheme.hash]
+        args = ["dgst", digest, "-verify", str(pub), "-signature", str(directory / "sig.bin")]
+        if scheme.rsa_padding == "pss":
+            args += ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:digest"]
+        args.append(str(directory / "octets.bin"))
+    return _openssl(*args).returncode == 0
+
+
+def _openssl_sign(pki: Pki, name: str, scheme: SignatureScheme) -> bytes:
+    directory = pki.directory
+    (directory / "octets.bin").write_bytes(OCTETS)
+    key = str(pki[name].key_path)
+    if scheme.key_type == "ed25519":
+        args = ["pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", str(directory / "octets.bin")]
+    else:
+        digest = {2: "-sha256", 3: "-sha384", 4: "-sha512", 1: "-sha1"}[scheme.hash]
+        args = ["dgst", digest, "-sign", key]
+        if scheme.rsa_padding == "pss":
+            args += ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:digest"]
+        args.append(str(directory / "octets.bin"))
+    result = _openssl(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _split_7427(auth_data: bytes) -> tuple[bytes, bytes]:
+    return auth_data[1 : 1 + auth_data[0]], auth_data[1 + auth_data[0] :]
+
+
+@pytest.mark.parametrize(
+    ("name", "rsa_pss", "expected"),
+    [
+        ("rsa", False, "RSA PKCS#1 v1.5 with SHA2_256"),
+        ("rsa", True, "RSA-PSS with SHA2_256"),
+        ("ecdsa256", False, "ECDSA with SHA2_256"),
+        ("ecdsa384", False, "ECDSA with SHA2_384"),
+        ("ecdsa521", False, "ECDSA with SHA2_512"),
+        ("ed25519", False, "Ed25519"),
+    ],
+)
+def test_rfc7427_sign_verify_and_openssl_agrees(
+    pki: Pki, name: str, rsa_pss: bool, expected: str
+) -> None:
+    entity = pki[name]
+    method, scheme = choose_signature_scheme(entity.key, ALL_HASHES, rsa_pss=rsa_pss)
+    assert method is AuthMethod.DIGITAL_SIGNATURE and scheme.name == expected
+    auth_data = sign_auth(entity.key, OCTETS, method, scheme)
+    identifier, signature = _split_7427(auth_data)
+    assert identifier == scheme.algorithm_identifier()
+    # our signature verifies with openssl ...
+    assert _openssl_verify(pki, name, scheme, signature)
+    # ... and with our verifier, using the key from the pki-made certificate
+    public = entity.cert.public_key()
+    assert verify_signature_auth(public, method, auth_data, OCTETS, peer_id=name).name == expected
+    # openssl's signature verifies with ours
+    theirs = _openssl_sign(pki, name, scheme)
+    verify_signature_auth(public, method, bytes([len(identifier)]) + identifier + theirs, OCTETS)
+    # a changed octet anywhere in the signed data fails
+    with pytest.raises(AuthenticationError, match="does not verify"):
+        verify_signature_auth(public, method, auth_data, OCTETS[:-1] + b"X", peer_id=name)
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("ecdsa256", AuthMethod.ECDSA_SHA256_P256),
+        ("ecdsa384", AuthMethod.ECDSA_SHA384_P384),
+        ("ecdsa521", AuthMethod.ECDSA_SHA512_P521),
+    ],
+)
+def test_rfc4754_ecdsa_raw_r_s(pki: Pki, name: str, method: AuthMethod) -> None:
+    entity = pki[name]
+    chosen, scheme = choose_signature_scheme(entity.key, None)  # peer sent no hash notify
+    assert chosen is method
+    auth_data = sign_auth(entity.key, OCTETS, chosen, scheme)
+    size = {9: 32, 10: 48, 11: 66}[method]
+    assert len(auth_data) == 2 * size
+    der = encode_dss_signature(
+        int.from_bytes(auth_data[:size], "big"), int.from_bytes(auth_data[size:], "big")
+    )
+    assert _openssl_verify(pki, name, scheme, der)
+    verify_signature_auth(entity.cert.public_key(), method, auth_data, OCTETS)
+    theirs = _openssl_sign(pki, name, scheme)
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    r, s = decode_dss_signature(theirs)
+    raw = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    verify_signature_auth(entity.cert.public_key(), method, raw, OCTETS)
+    with pytest.raises(AuthenticationError, match="RFC 4754 needs"):
+        verify_signature_auth(entity.cert.public_key(), method, raw[:-1], OCTETS)
+
+
+def test_rfc4754_method_with_the_wrong_curve(pki: Pki) -> None:
+    _, scheme = choose_signature_scheme(pki["ecdsa384"].key, None)
+    auth_data = sign_auth(pki["ecdsa384"].key, OCTETS, AuthMethod.ECDSA_SHA384_P384, scheme)
+    with pytest.raises(AuthenticationError, match="needs a secp256r1 key"):
+        verify_signature_auth(
+            pki["ecdsa384"].cert.public_key(), AuthMethod.ECDSA_SHA256_P256, auth_data, OCTETS
+        )
+
+
+def test_legacy_rsa_method_1_needs_the_sha1_setting(pki: Pki) -> None:
+    entity = pki["rsa"]
+    with pytest.raises(AuthenticationError, match="sha1_signatures"):
+        choose_signature_scheme(entity.key, None)
+    method, scheme = choose_signature_scheme(entity.key, None, policy=SHA1_OK)
+    assert method is AuthMethod.RSA_DIGITAL_SIGNATURE and scheme.hash is HashAlgorithm.SHA1
+    auth_data = sign_auth(entity.key, OCTETS, method, scheme)
+    assert _openssl_verify(pki, "rsa", scheme, auth_data)
+    verify_signature_auth(entity.cert.public_key(), method, auth_data, OCTETS, policy=SHA1_OK)
+    with pytest.raises(AuthenticationError, match="sha1_signatures"):
+        verify_signature_auth(entity.cert.public_key(), method, auth_data, OCTETS)
+
+
+def test_sha1_in_rfc7427_is_refused_by_default(pki: Pki) -> None:
+    entity = pki["rsa"]
+    scheme = SignatureScheme("rsa", HashAlgorithm.SHA1, "pkcs1")
+    auth_data = sign_auth(entity.key, OCTETS, AuthMethod.DIGITAL_SIGNATURE, scheme)
+    with pytest.raises(AuthenticationError, match="SHA-1 MUST NOT"):
+        verify_signature_auth(
+            entity.cert.public_key(), AuthMethod.DIGITAL_SIGNATURE, auth_data, OCTETS
+        )
+    verify_signature_auth(
+        entity.cert.public_key(), AuthMethod.DIGITAL_SIGNATURE, auth_data, OCTETS, policy=SHA1_OK
+    )
+    # and we never pick SHA-1 even if it is the only hash the peer offers
+    with pytest.raises(AuthenticationError):
+        choose_signature_scheme(entity.key, [HashAlgorithm.SHA1])
+
+
+def test_hash_choice_follows_the_peer(pki: Pki) -> None:
+    _, scheme = choose_signature_scheme(pki["rsa"].key, [HashAlgorithm.SHA2_512])
+    assert scheme.hash is HashAlgorithm.SHA2_512
+    _, scheme = choose_signature_scheme(
+        pki["ecdsa384"].key, [HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384]
+    )
+    assert scheme.hash is HashAlgorithm.SHA2_384  # the curve's own hash first
+    with pytest.raises(AuthenticationError, match="ed25519"):
+        choose_signature_scheme(pki["ed25519"].key, [HashAlgorithm.SHA2_256])
+
+
+def test_signature_hash_notify_data() -> None:
+    data = build_signature_hash_algorithms()
+    assert data == bytes.fromhex("0002000300040005")
+    assert parse_signature_hash_algorithms(data) == ALL_HASHES
+    assert parse_signature_hash_algorithms(b"\x00\x02\x12\x34") == [HashAlgorithm.SHA2_256, 0x1234]
+    assert parse_signature_hash_algorithms(b"") == []
+    with pytest.raises(ProtocolError, match="odd length"):
+        parse_signature_hash_algorithms(b"\x00\x02\x00")
+
+
+# ---- bad inputs (bad-inputs.md: AUTH section) -----------------------------------------
+
+
+def _pss_identifier(salt: int, *, mgf_params: bool = True, hash_params: bool = True) -> bytes:
+    sha256 = bytes.fromhex("300d06096086480165030402010500")
+    parts = b""
+    if hash_params:
+        parts += b"\xa0" + bytes([len(sha256)]) + sha256
+    mgf = bytes.fromhex("06092a864886f70d010108") + (sha256 if mgf_params else b"")
+    mgf_seq = b"\x30" + bytes([len(mgf)]) + mgf
+    parts += b"\xa1" + bytes([len(mgf_seq)]) + mgf_seq
+    parts += b"\xa2\x03\x02\x01" + bytes([salt])
+    params = b"\x30" + bytes([len(parts)]) + parts
+    body = bytes.fromhex("06092a864886f70d01010a") + params
+    return b"\x30" + bytes([len(body)]) + body
+
+
+def test_pss_identifier_helper_is_right(pki: Pki) -> None:
+    assert _pss_identifier(32) == _signature_algorithm_der(pki["pss_sha256"].cert)
+
+
+def test_pss_salt_longer_than_hash_is_refused(pki: Pki) -> None:
+    """strongSwan CVE-2021-41990."""
+    key = pki["rsa"].key
+    assert isinstance(key, rsa.RSAPrivateKey)
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signature = key.sign(
+        OCTETS, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=40), hashes.SHA256()
+    )
+    identifier = _pss_identifier(40)
+    with pytest.raises(AuthenticationError, match="salt length 40 is longer"):
+        verify_signature_auth(
+            pki["rsa"].cert.public_key(),
+            AuthMethod.DIGITAL_SIGNATURE,
+            bytes([len(identifier)]) + identifier + signature,
+            OCTETS,
+        )
+
+
+def test_pss_with_a_shorter_salt_verifies(pki: Pki) -> None:
+    key = pki["rsa"].key
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signature = key.sign(  # type: ignore[union-attr]
+        OCTETS, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=20), hashes.SHA256()
+    )
+    identifier = _pss_identifier(20)
+    verify_signature_auth(
+        pki["rsa"].cert.public_key(),
+        AuthMethod.DIGITAL_SIGNATURE,
+        bytes([len(identifier)]) + identifier + signature,
+        OCTETS,
+    )
+
+
+@pytest.mark.parametrize(
+    ("identifier", "pattern"),
+    [
+        (_pss_identifier(32, mgf_params=False), "MGF1 without hash parameters"),
+        (_pss_identifier(32, hash_params=False), "without hashAlgorithm"),
+        (bytes.fromhex("300b06092a864886f70d01010a"), "without parameters"),
+        (bytes.fromhex("300d06092a864886f70d01010b0101ff"), "malformed AlgorithmIdentifier"),
+        (bytes.fromhex("300d06092a864886f70d01010b05"), "malformed AlgorithmIdentifier"),
+        (bytes.fromhex("3007060560864801ff"), "unsupported signature algorithm"),
+    ],
+)
+def test_malformed_identifiers_are_refused(pki: Pki, identifier: bytes, pattern: str) -> None:
+    signature = bytes(384)
+    with pytest.raises(AuthenticationError, match=pattern):
+        verify_signature_auth(
+            pki["rsa"].cert.public_key(),
+            AuthMethod.DIGITAL_SIGNATURE,
+            bytes([len(identifier)]) + identifier + signature,
+            OCTETS,
+        )
+
+
+def test_rsa_signature_equal_to_n_is_refused(pki: Pki) -> None:
+    """strongSwan CVE-2017-11185: s == n (and s > n) must fail cleanly."""
+    public = pki["rsa"].cert.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    n = public.public_numbers().n
+    identifier = SignatureScheme("rsa", HashAlgorithm.SHA2_256, "pkcs1").algorithm_identifier()
+    for value in (n, n + 1, 2 ** (8 * 384) - 1):
+        auth_data = bytes([len(identifier)]) + identifier + value.to_bytes(384, "big")
+        with pytest.raises(AuthenticationError, match="not below modulus n"):
+            verify_signature_auth(public, AuthMethod.DIGITAL_SIGNATURE, auth_data, OCTETS)
+    auth_data = bytes([len(identifier)]) + identifier + bytes(383)
+    with pytest.raises(AuthenticationError, match="383 octets, the key needs 384"):
+        verify_signature_auth(public, AuthMethod.DIGITAL_SIGNATURE, auth_data, OCTETS)
+
+
+def test_key_type_mismatch(pki: Pki) -> None:
+    method, scheme = choose_signature_scheme(pki["rsa"].key, ALL_HASHES)
+    auth_data = sign_auth(pki["rsa"].key, OCTETS, method, scheme)
+    with pytest.raises(AuthenticationError, match="certificate has a ecdsa key"):
+        verify_signature_auth(pki["ecdsa256"].cert.public_key(), method, auth_data, OCTETS)
+    with pytest.raises(AuthenticationError, match="has a ed25519 key"):
+        verify_signature_auth(
+            pki["ed25519"].cert.public_key(), AuthMethod.RSA_DIGITAL_SIGNATURE, auth_data, OCTETS
+        )
+    _, ec_scheme = choose_signature_scheme(pki["ecdsa256"].key, None)
+    raw = sign_auth(pki["ecdsa256"].key, OCTETS, AuthMethod.ECDSA_SHA256_P256, ec_scheme)
+    with pytest.raises(AuthenticationError, match="has a rsa key"):
+        verify_signature_auth(
+            pki["rsa"].cert.public_key(), AuthMethod.ECDSA_SHA256_P256, raw, OCTETS
+        )
+
+
+def test_tiny_rsa_modulus_is_refused(pki: Pki) -> None:
+    small = pki["small_rsa"]
+    assert small.cert.public_key().key_size == 1024  # type: ignore[union-attr]
+    with pytest.raises(AuthenticationError, match="1024 bits"):
+        choose_signature_scheme(small.key, ALL_HASHES)  # type: ignore[arg-type]
+    with pytest.raises(AuthenticationError, match="1024 bits"):
+        verify_signature_auth(
+            small.cert.public_key(), AuthMethod.DIGITAL_SIGNATURE, b"\x00", OCTETS
+        )
+
+
+def test_truncated_and_garbage_auth_data(pki: Pki) -> None:
+    public = pki["ecdsa256"].cert.public_key()
+    for data in (b"", b"\x20", b"\x0c" + bytes.fromhex("300a06082a8648ce3d04")):
+        with pytest.raises(AuthenticationError):
+            verify_signature_auth(public, AuthMethod.DIGITAL_SIGNATURE, data, OCTETS)
+    identifier = SignatureScheme("ecdsa", HashAlgorithm.SHA2_256).algorithm_identifier()
+    with pytest.raises(AuthenticationError, match=r"malformed|does not verify"):
+        verify_signature_auth(
+            public,
+            AuthMethod.DIGITAL_SIGNATURE,
+            bytes([len(identifier)]) + identifier + b"\x30\x00",
+            OCTETS,
+        )
+    with pytest.raises(AuthenticationError, match="not a signature method"):
+        verify_signature_auth(public, AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE, b"x", OCTETS)
+    assert isinstance(public, ec.EllipticCurvePublicKey)
