@@ -258,7 +258,7 @@ class Capture:
         bpf_filter: str = "",
     ) -> None:
         self.path = Path(path)
-        argv = ["tcpdump", "-n", "-U", "-i", interface, "-w", str(self.path)]
+        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-i", interface, "-w", str(self.path)]
         if bpf_filter:
             argv += shlex.split(bpf_filter)
         self.process = lab.start(namespace, argv, log=self.path.with_suffix(".tcpdump.log"))
@@ -433,6 +433,8 @@ def add_random_loss(
     if hook not in {"forward", "input", "output", "prerouting", "postrouting"}:
         raise ValueError(f"unsupported hook {hook}")
     ports = ", ".join(str(p) for p in udp_ports)
+    # numgen draws 0..99; nft refuses "< 100", so total loss drops without a draw.
+    draw = "" if percent == 100 else f"numgen random mod 100 < {percent} "
     # One draw per packet, whichever side carries the port: the first two rules only mark.
     namespace.nft(
         f"""table inet {table} {{
@@ -440,7 +442,7 @@ def add_random_loss(
         type filter hook {hook} priority filter; policy accept;
         udp dport {{ {ports} }} meta mark set {LOSS_MARK:#x}
         udp sport {{ {ports} }} meta mark set {LOSS_MARK:#x}
-        meta mark {LOSS_MARK:#x} numgen random mod 100 < {percent} counter drop
+        meta mark {LOSS_MARK:#x} {draw}counter drop
     }}
 }}
 """

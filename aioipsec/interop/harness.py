@@ -1,0 +1,480 @@
+"""Interop scenarios: one description, both peers' configurations, a topology, and checks.
+
+A :class:`Scenario` says who talks to whom (roles and implementations), how they authenticate,
+which IKE and ESP proposals they offer, which subnets they protect, whether a NAT sits between
+them and how much loss the path has. From it the harness
+
+1. builds the topology in namespaces (:func:`build_topology`): initiator and responder joined by
+   a veth pair, or through a middle namespace that masquerades (NAT) and/or drops packets;
+2. writes each peer's configuration: strongSwan's ``swanctl.conf`` (:func:`swanctl_conf`) for
+   charon; for our daemon the same ``swanctl.conf`` handed to the daemon through the hook
+   :data:`AIOIPSEC_PEER_FACTORY` (see docs/interop-harness.md);
+3. starts both peers (:class:`CharonPeer`, or the aioipsec peer from the hook), initiates from
+   the initiator, pings across the tunnel between the two protected subnets;
+4. checks both sides' view of the SAs (:func:`check_sa_pair`): ESTABLISHED / INSTALLED, the
+   negotiated algorithms, crosswise SPIs, UDP encapsulation on port 4500.
+
+The SA views use VICI ``list-sas`` vocabulary (what ``swanctl --list-sas`` shows), which our
+daemon's control socket speaks as well, so one check serves both implementations.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from aioipsec.interop.charon import Charon, child_sas, swanctl_section
+from aioipsec.netns import Lab, Namespace, add_masquerade, add_random_loss
+
+Implementation = Literal["charon", "aioipsec"]
+Side = Literal["initiator", "responder"]
+
+# strongSwan's display names of the proposals the matrix uses (list-sas "encr-alg" etc.).
+_DISPLAY = {
+    "aes128gcm16": ("AES_GCM_16", "128"),
+    "aes256gcm16": ("AES_GCM_16", "256"),
+    "aes128": ("AES_CBC", "128"),
+    "aes256": ("AES_CBC", "256"),
+    "chacha20poly1305": ("CHACHA20_POLY1305", None),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One interop case. Defaults: the baseline (PSK, AES-GCM-256, X25519, subnet to subnet)."""
+
+    name: str = "baseline"
+    initiator: Implementation = "charon"
+    responder: Implementation = "charon"
+    auth: Literal["psk"] = "psk"
+    psk: str = "aioipsec-interop-psk-0123456789"
+    initiator_id: str = "initiator.example"
+    responder_id: str = "responder.example"
+    ike_proposals: tuple[str, ...] = ("aes256gcm16-prfsha256-x25519",)
+    esp_proposals: tuple[str, ...] = ("aes256gcm16",)
+    # Protected subnets; the first host of each is put on the peer's loopback as its inner
+    # address (pings go from one to the other).
+    initiator_subnet: str = "10.1.0.0/24"
+    responder_subnet: str = "10.2.0.0/24"
+    mode: Literal["tunnel"] = "tunnel"
+    # Outer addressing: the responder is always at .2 of the "public" link.
+    public_net: str = "10.200.0.0/24"
+    private_net: str = "192.168.100.0/24"  # only with nat=True: the initiator's side
+    nat: bool = False  # a masquerading router between the peers (initiator behind it)
+    loss_percent: int = 0  # random loss of UDP 500/4500 on the path (nftables numgen)
+    encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
+    ping_count: int = 3
+    establish_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.loss_percent and not 0 < self.loss_percent < 100:
+            raise ValueError("loss_percent must be 0..99")
+        for subnet in (self.initiator_subnet, self.responder_subnet):
+            ipaddress.ip_network(subnet)
+
+    @property
+    def needs_router(self) -> bool:
+        return self.nat or self.loss_percent > 0
+
+    @property
+    def connection_name(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_-]", "_", self.name) or "interop"
+
+    def inner_address(self, side: Side) -> str:
+        subnet = self.initiator_subnet if side == "initiator" else self.responder_subnet
+        return str(next(ipaddress.ip_network(subnet).hosts()))
+
+    def identity(self, side: Side) -> str:
+        return self.initiator_id if side == "initiator" else self.responder_id
+
+    def implementation(self, side: Side) -> Implementation:
+        return self.initiator if side == "initiator" else self.responder
+
+
+@dataclass
+class Topology:
+    scenario: Scenario
+    initiator: Namespace
+    responder: Namespace
+    router: Namespace | None
+    initiator_outer: str  # the initiator's own outer address
+    responder_outer: str
+    # The initiator's address as the responder sees it (the NAT's public side with nat=True).
+    initiator_seen_as: str
+    interfaces: dict[str, str] = field(default_factory=dict)  # role -> outer interface name
+
+    def namespace(self, side: Side) -> Namespace:
+        return self.initiator if side == "initiator" else self.responder
+
+
+def _host(network: str, index: int) -> str:
+    return str(ipaddress.ip_network(network)[index])
+
+
+def _with_prefix(network: str, index: int) -> str:
+    net = ipaddress.ip_network(network)
+    return f"{net[index]}/{net.prefixlen}"
+
+
+def build_topology(lab: Lab, scenario: Scenario) -> Topology:
+    """Namespaces, links, addresses, routes and (optionally) the NAT/loss router."""
+    initiator = lab.namespace("i")
+    responder = lab.namespace("r")
+    router: Namespace | None = None
+    interfaces: dict[str, str] = {}
+    responder_outer = _host(scenario.public_net, 2)
+    if scenario.needs_router:
+        router = lab.namespace("n")
+        router.enable_forwarding()
+        private_net = scenario.private_net if scenario.nat else scenario.public_net
+        if not scenario.nat:
+            # Without NAT the router simply forwards between two halves of the public range.
+            public = ipaddress.ip_network(scenario.public_net)
+            halves = list(public.subnets(prefixlen_diff=1))
+            private_net, public_net = str(halves[0]), str(halves[1])
+            responder_outer = _host(public_net, 2)
+        else:
+            public_net = scenario.public_net
+        initiator_if, router_inside = lab.veth(
+            initiator, _with_prefix(private_net, 1), router, _with_prefix(private_net, 254)
+        )
+        router_outside, responder_if = lab.veth(
+            router,
+            _with_prefix(public_net, 254),
+            responder,
+            f"{responder_outer}/{ipaddress.ip_network(public_net).prefixlen}",
+        )
+        initiator.ip("route", "add", "default", "via", _host(private_net, 254))
+        initiator_outer = _host(private_net, 1)
+        if scenario.nat:
+            add_masquerade(router, router_outside)
+            seen_as = _host(public_net, 254)
+        else:
+            responder.ip("route", "add", private_net, "via", _host(public_net, 254))
+            seen_as = initiator_outer
+        if scenario.loss_percent:
+            add_random_loss(router, scenario.loss_percent, hook="forward")
+        interfaces.update(
+            initiator=initiator_if,
+            responder=responder_if,
+            router_inside=router_inside,
+            router_outside=router_outside,
+        )
+    else:
+        initiator_outer = _host(scenario.public_net, 1)
+        prefix = ipaddress.ip_network(scenario.public_net).prefixlen
+        initiator_if, responder_if = lab.veth(
+            initiator, f"{initiator_outer}/{prefix}", responder, f"{responder_outer}/{prefix}"
+        )
+        seen_as = initiator_outer
+        interfaces.update(initiator=initiator_if, responder=responder_if)
+    for side, namespace in (("initiator", initiator), ("responder", responder)):
+        namespace.add_address("lo", f"{scenario.inner_address(side)}/32")  # type: ignore[arg-type]
+    return Topology(
+        scenario,
+        initiator,
+        responder,
+        router,
+        initiator_outer,
+        responder_outer,
+        seen_as,
+        interfaces,
+    )
+
+
+# --- configuration writers -------------------------------------------------------------------
+
+
+def swanctl_conf(scenario: Scenario, topology: Topology, side: Side) -> str:
+    """strongSwan swanctl.conf for SIDE of SCENARIO (also the input of our daemon's hook)."""
+    initiating = side == "initiator"
+    local_addr = topology.initiator_outer if initiating else topology.responder_outer
+    remote_addr = topology.responder_outer if initiating else "%any"
+    local_subnet = scenario.initiator_subnet if initiating else scenario.responder_subnet
+    remote_subnet = scenario.responder_subnet if initiating else scenario.initiator_subnet
+    other: Side = "responder" if initiating else "initiator"
+    name = scenario.connection_name
+    connection: dict[str, Any] = {
+        "version": 2,
+        "local_addrs": local_addr,
+        "remote_addrs": remote_addr,
+        "proposals": list(scenario.ike_proposals),
+        "encap": scenario.encap,
+        "local": {"auth": scenario.auth, "id": scenario.identity(side)},
+        "remote": {"auth": scenario.auth, "id": scenario.identity(other)},
+        "children": {
+            name: {
+                "local_ts": local_subnet,
+                "remote_ts": remote_subnet,
+                "esp_proposals": list(scenario.esp_proposals),
+                "mode": scenario.mode,
+            }
+        },
+    }
+    secrets = {
+        "ike-interop": {
+            "id-1": scenario.initiator_id,
+            "id-2": scenario.responder_id,
+            "secret": f'"{scenario.psk}"',
+        }
+    }
+    return (
+        "# written by aioipsec.interop.harness for scenario "
+        f"{scenario.name} ({side})\n"
+        + swanctl_section("connections", {name: connection})
+        + "\n"
+        + swanctl_section("secrets", secrets)
+        + "\n"
+    )
+
+
+# --- peers ------------------------------------------------------------------------------------
+
+
+class InteropPeer(Protocol):
+    """What the harness needs from either implementation."""
+
+    implementation: str
+
+    def start(self) -> None: ...
+
+    def load(self, swanctl_conf_text: str) -> None: ...
+
+    def initiate(self, child: str, ike: str) -> None: ...
+
+    def list_sas(self) -> dict[str, dict[str, Any]]: ...
+
+    def log_tail(self, lines: int = 40) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+class CharonPeer:
+    """strongSwan charon (kernel-libipsec) as an interop peer."""
+
+    implementation = "charon"
+
+    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path, *, key_debug: bool = False):
+        self.charon = Charon(lab, namespace, workdir, key_debug=key_debug)
+
+    def start(self) -> None:
+        self.charon.start()
+
+    def load(self, swanctl_conf_text: str) -> None:
+        self.charon.load(swanctl_conf_text)
+
+    def initiate(self, child: str, ike: str) -> None:
+        self.charon.initiate(child, ike)
+
+    def list_sas(self) -> dict[str, dict[str, Any]]:
+        return self.charon.list_sas()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.charon.log_tail(lines)
+
+    def stop(self) -> None:
+        self.charon.stop()
+
+
+PeerFactory = Callable[[Lab, Namespace, Path, Scenario, Side], InteropPeer]
+
+# THE HOOK for our daemon (docs/interop-harness.md, "Our daemon as a peer"): the daemon's side
+# sets this to a factory returning an InteropPeer that writes the daemon's configuration from
+# the swanctl.conf text given to load() (our daemon reads swanctl.conf), starts
+# `aioipsec daemon` in the namespace, and answers list_sas() from its control socket in VICI
+# list-sas vocabulary. Until it is set, a scenario with an "aioipsec" side raises
+# PeerUnavailable naming this hook.
+AIOIPSEC_PEER_FACTORY: PeerFactory | None = None
+
+
+class PeerUnavailable(RuntimeError):
+    pass
+
+
+def make_peer(
+    lab: Lab, namespace: Namespace, workdir: Path, scenario: Scenario, side: Side
+) -> InteropPeer:
+    implementation = scenario.implementation(side)
+    if implementation == "charon":
+        return CharonPeer(lab, namespace, workdir)
+    if AIOIPSEC_PEER_FACTORY is None:
+        raise PeerUnavailable(
+            "no aioipsec peer: set aioipsec.interop.harness.AIOIPSEC_PEER_FACTORY "
+            "(see docs/interop-harness.md)"
+        )
+    return AIOIPSEC_PEER_FACTORY(lab, namespace, workdir, scenario, side)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def expected_algorithms(scenario: Scenario) -> tuple[str, str | None]:
+    """(encr-alg, encr-keysize) strongSwan shows for the first ESP proposal's cipher."""
+    cipher = scenario.esp_proposals[0].split("-")[0]
+    return _DISPLAY.get(cipher, (cipher.upper(), None))
+
+
+def check_sa_pair(
+    scenario: Scenario,
+    initiator_sas: Mapping[str, Mapping[str, Any]],
+    responder_sas: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """Problems found comparing both peers' list-sas views (empty list: all good)."""
+    problems: list[str] = []
+    name = scenario.connection_name
+    ike_i = initiator_sas.get(name)
+    ike_r = responder_sas.get(name)
+    if ike_i is None or ike_r is None:
+        return [
+            f"IKE SA {name} missing: initiator {list(initiator_sas)}, "
+            f"responder {list(responder_sas)}"
+        ]
+    for side, ike in (("initiator", ike_i), ("responder", ike_r)):
+        if ike.get("state") != "ESTABLISHED":
+            problems.append(f"{side}: IKE SA state {ike.get('state')}")
+        for key in ("local-port", "remote-port"):
+            if ike.get(key) != "4500":
+                problems.append(f"{side}: IKE {key} {ike.get(key)} (expected 4500 after NAT-T)")
+    if (ike_i.get("initiator-spi"), ike_i.get("responder-spi")) != (
+        ike_r.get("initiator-spi"),
+        ike_r.get("responder-spi"),
+    ):
+        problems.append("IKE SPIs differ between the peers")
+    children_i, children_r = child_sas(ike_i), child_sas(ike_r)
+    if len(children_i) != 1 or len(children_r) != 1:
+        problems.append(f"expected one Child SA each, got {len(children_i)}/{len(children_r)}")
+        return problems
+    child_i, child_r = children_i[0], children_r[0]
+    encr, keysize = expected_algorithms(scenario)
+    for side, child in (("initiator", child_i), ("responder", child_r)):
+        if child.get("state") != "INSTALLED":
+            problems.append(f"{side}: Child SA state {child.get('state')}")
+        if child.get("encap") != "yes":
+            problems.append(f"{side}: Child SA not UDP-encapsulated (encap={child.get('encap')})")
+        if child.get("protocol") != "ESP" or child.get("mode") != scenario.mode.upper():
+            problems.append(f"{side}: {child.get('protocol')}/{child.get('mode')}")
+        if child.get("encr-alg") != encr or (keysize and child.get("encr-keysize") != keysize):
+            problems.append(
+                f"{side}: ESP {child.get('encr-alg')}/{child.get('encr-keysize')}, "
+                f"expected {encr}/{keysize}"
+            )
+    if child_i.get("spi-in") != child_r.get("spi-out") or child_i.get("spi-out") != child_r.get(
+        "spi-in"
+    ):
+        problems.append(
+            f"SPIs not crosswise: initiator in/out {child_i.get('spi-in')}/"
+            f"{child_i.get('spi-out')}, responder in/out {child_r.get('spi-in')}/"
+            f"{child_r.get('spi-out')}"
+        )
+    if child_i.get("local-ts") != [scenario.initiator_subnet] or child_i.get("remote-ts") != [
+        scenario.responder_subnet
+    ]:
+        problems.append(f"initiator TS {child_i.get('local-ts')} === {child_i.get('remote-ts')}")
+    return problems
+
+
+_RTT = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+_RECEIVED = re.compile(r"(\d+) packets transmitted, (\d+) received")
+
+
+@dataclass(frozen=True)
+class PingResult:
+    transmitted: int
+    received: int
+    rtt_avg_ms: float | None
+    output: str
+
+
+def ping_through(topology: Topology, count: int, from_side: Side = "initiator") -> PingResult:
+    """Ping the other side's inner address from FROM_SIDE's inner address."""
+    scenario = topology.scenario
+    other: Side = "responder" if from_side == "initiator" else "initiator"
+    namespace = topology.namespace(from_side)
+    result = namespace.run(
+        "ping",
+        "-c",
+        str(count),
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-I",
+        scenario.inner_address(from_side),
+        scenario.inner_address(other),
+        check=False,
+        timeout=count * 2 + 10,
+    )
+    received = _RECEIVED.search(result.stdout)
+    rtt = _RTT.search(result.stdout)
+    return PingResult(
+        int(received.group(1)) if received else 0,
+        int(received.group(2)) if received else 0,
+        float(rtt.group(2)) if rtt else None,
+        result.stdout + result.stderr,
+    )
+
+
+@dataclass
+class ScenarioRun:
+    """What a run measured and found; ``problems`` empty means the scenario passed."""
+
+    scenario: Scenario
+    establish_seconds: float | None = None
+    ping: PingResult | None = None
+    initiator_sas: dict[str, Any] = field(default_factory=dict)
+    responder_sas: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    logs: dict[str, str] = field(default_factory=dict)
+
+
+def _wait_established(peer: InteropPeer, name: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    sas: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        sas = peer.list_sas()
+        ike = sas.get(name, {})
+        if ike.get("state") == "ESTABLISHED" and any(
+            c.get("state") == "INSTALLED" for c in child_sas(ike)
+        ):
+            return sas
+        time.sleep(0.05)
+    return sas
+
+
+def run_scenario(lab: Lab, scenario: Scenario, workdir: Path) -> ScenarioRun:
+    """Build, configure, start, initiate, ping, check. Cleanup is the Lab's job."""
+    run = ScenarioRun(scenario)
+    topology = build_topology(lab, scenario)
+    peers: dict[Side, InteropPeer] = {}
+    for side in ("initiator", "responder"):
+        peer = make_peer(lab, topology.namespace(side), workdir / side, scenario, side)
+        peer.start()
+        peer.load(swanctl_conf(scenario, topology, side))
+        peers[side] = peer
+    name = scenario.connection_name
+    started = time.monotonic()
+    try:
+        peers["initiator"].initiate(name, name)
+    except Exception as exc:  # the failure goes into the report, with both logs
+        run.problems.append(f"initiate failed: {exc}")
+    run.initiator_sas = _wait_established(peers["initiator"], name, scenario.establish_timeout)
+    run.establish_seconds = time.monotonic() - started
+    run.responder_sas = _wait_established(peers["responder"], name, 5.0)
+    run.problems += check_sa_pair(scenario, run.initiator_sas, run.responder_sas)
+    if not run.problems:
+        run.ping = ping_through(topology, scenario.ping_count)
+        if scenario.loss_percent == 0 and run.ping.received != run.ping.transmitted:
+            run.problems.append(f"ping: {run.ping.received}/{run.ping.transmitted} received")
+        elif run.ping.received == 0:
+            run.problems.append("ping: nothing came back through the tunnel")
+        # Counters after the ping: both directions carried the pings.
+        run.initiator_sas = peers["initiator"].list_sas()
+        run.responder_sas = peers["responder"].list_sas()
+    for side, peer in peers.items():
+        run.logs[side] = peer.log_tail(60)
+    return run
