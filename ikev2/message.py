@@ -346,7 +346,13 @@ def serialize_payload_chain(payloads: Sequence[Payload], last_next: int = 0) -> 
     parts: list[bytes] = []
     for index, payload in enumerate(payloads):
         body = payload.serialize()
-        next_type = _payload_type(payloads[index + 1]) if index + 1 < len(payloads) else last_next
+        if isinstance(payload, SkPayload | SkfPayload):
+            # its Next Payload is the first inner payload's type (sec. 3.14); it is last
+            next_type = int(payload.first_inner)
+        elif index + 1 < len(payloads):
+            next_type = _payload_type(payloads[index + 1])
+        else:
+            next_type = last_next
         critical = CRITICAL if isinstance(payload, UnknownPayload) and payload.critical else 0
         length = GENERIC_HEADER_SIZE + len(body)
         if length > 0xFFFF:
