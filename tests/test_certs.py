@@ -18,6 +18,7 @@ from ikev2.crypto.certs import (
     CertificateError,
     KeyFileError,
     build_certreq_data,
+    ca_key_hashes,
     certificate_identities,
     certreq_hash,
     check_identity,
@@ -147,6 +148,7 @@ def test_certreq_hash_is_strongswans_keyid(pki: Pki) -> None:
     for name in ("ca", "ecdsa_ca", "ed25519_ca"):
         assert certreq_hash(pki[name].cert) == _pki_keyids(pki[name].cert_path)["keyid"]
     data = build_certreq_data([pki["ca"].cert, pki["ecdsa_ca"].cert])
+    assert data == b"".join(ca_key_hashes([pki["ca"].cert, pki["ecdsa_ca"].cert]))
     assert len(data) == 40
     hashes = parse_certreq_data(data)
     assert trusted_cas_for_certreq(hashes, [pki["other_ca"].cert, pki["ca"].cert]) == [

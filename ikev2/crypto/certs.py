@@ -40,6 +40,7 @@ __all__ = [
     "CertificateError",
     "KeyFileError",
     "build_certreq_data",
+    "ca_key_hashes",
     "certificate_identities",
     "certreq_hash",
     "check_identity",
@@ -154,6 +155,11 @@ def certreq_hash(ca: x509.Certificate) -> bytes:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha1(spki).digest()
+
+
+def ca_key_hashes(cas: Iterable[x509.Certificate]) -> list[bytes]:
+    """:func:`certreq_hash` of each CA, in order."""
+    return [certreq_hash(ca) for ca in cas]
 
 
 def build_certreq_data(cas: Iterable[x509.Certificate]) -> bytes:
