@@ -214,3 +214,21 @@ def test_message_get_all() -> None:
     )
     assert len(msg.get_all(PayloadType.NOTIFY)) == 2
     assert msg.error_notifies() == [NotifyPayload(1, ProtocolId.IKE)]
+
+
+def test_worked_example_ike_sa_init_request() -> None:
+    # The IKE_SA_INIT request of the PSK AUTH worked example (vectors/
+    # ikev2_worked_example_psk_auth.txt, C2): parsed, and re-serialized byte for byte (it is
+    # part of the AUTH signed octets, RFC 7296 sec. 2.15).
+    from tests.test_sk import read_vector_file
+
+    vector = read_vector_file("ikev2_worked_example_psk_auth.txt")
+    example = next(v for k, v in vector.items() if k.startswith("C2"))
+    raw = bytes.fromhex(example["IKE_SA_INIT_request"])
+    msg = parse_message(raw)
+    assert msg.header.spi_i == bytes.fromhex(example["SPIi"])
+    assert msg.header.initiator and msg.header.exchange == ExchangeType.IKE_SA_INIT
+    assert [p.TYPE for p in msg.payloads] == [PayloadType.SA, PayloadType.KE, PayloadType.NONCE]
+    assert msg.get(PayloadType.NONCE).nonce == bytes.fromhex(example["Ni"])
+    assert msg.get(PayloadType.KE).group == KeId.MODP_1024
+    assert serialize_message(msg.header, msg.payloads) == raw == msg.raw

@@ -155,35 +155,43 @@ class AeadSkCipher(SkCipher):
             iv = self._next_iv()
         elif len(iv) != AEAD_IV_SIZE:
             raise ValueError("AEAD IV must be 8 octets")
-        nonce = self._salt + iv
-        padded = self._pad(plaintext)
-        if self._aead is not None:
-            return iv + self._aead.encrypt(nonce, padded, aad)
-        encryptor = Cipher(algorithms.AES(self._truncated_gcm_key), modes.GCM(nonce)).encryptor()
-        encryptor.authenticate_additional_data(aad)
-        ciphertext = encryptor.update(padded) + encryptor.finalize()
-        return iv + ciphertext + encryptor.tag[: self.icv_size]
+        return iv + self.encrypt(iv, self._pad(plaintext), aad)
 
     def open(self, aad: bytes, body: bytes) -> bytes:
         if len(body) < self.iv_size + 1 + self.icv_size:
             raise IntegrityError(f"SK payload of {len(body)} octets is truncated")
         iv = bytes(body[: self.iv_size])
+        return self._unpad(self.decrypt(iv, bytes(body[self.iv_size :]), aad))
+
+    def encrypt(self, iv: bytes, data: bytes, aad: bytes) -> bytes:
+        """The bare AEAD: ciphertext || ICV of ``data`` under nonce salt || ``iv`` (no
+        padding; known-answer tests use it directly)."""
+        nonce = self._salt + iv
+        if self._aead is not None:
+            return self._aead.encrypt(nonce, data, aad)
+        encryptor = Cipher(algorithms.AES(self._truncated_gcm_key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(aad)
+        ciphertext = encryptor.update(data) + encryptor.finalize()
+        return ciphertext + encryptor.tag[: self.icv_size]
+
+    def decrypt(self, iv: bytes, ciphertext_and_icv: bytes, aad: bytes) -> bytes:
+        """Inverse of :meth:`encrypt`; ``IntegrityError`` when the ICV does not verify."""
+        if len(ciphertext_and_icv) < self.icv_size:
+            raise IntegrityError("AEAD input shorter than its ICV")
         nonce = self._salt + iv
         try:
             if self._aead is not None:
-                padded = self._aead.decrypt(nonce, bytes(body[self.iv_size :]), aad)
-            else:
-                tag = bytes(body[-self.icv_size :])
-                decryptor = Cipher(
-                    algorithms.AES(self._truncated_gcm_key),
-                    modes.GCM(nonce, tag, min_tag_length=self.icv_size),
-                ).decryptor()
-                decryptor.authenticate_additional_data(aad)
-                padded = decryptor.update(bytes(body[self.iv_size : -self.icv_size]))
-                padded += decryptor.finalize()
+                return self._aead.decrypt(nonce, ciphertext_and_icv, aad)
+            tag = ciphertext_and_icv[len(ciphertext_and_icv) - self.icv_size :]
+            decryptor = Cipher(
+                algorithms.AES(self._truncated_gcm_key),
+                modes.GCM(nonce, tag, min_tag_length=self.icv_size),
+            ).decryptor()
+            decryptor.authenticate_additional_data(aad)
+            data = decryptor.update(ciphertext_and_icv[: len(ciphertext_and_icv) - self.icv_size])
+            return data + decryptor.finalize()
         except InvalidTag:
             raise IntegrityError("SK ICV does not verify") from None
-        return self._unpad(padded)
 
 
 class CbcHmacSkCipher(SkCipher):
@@ -206,7 +214,8 @@ class CbcHmacSkCipher(SkCipher):
         self._digest = digest
         self._integ_key = integ_key
 
-    def _icv(self, aad: bytes, protected: bytes) -> bytes:
+    def compute_icv(self, aad: bytes, protected: bytes) -> bytes:
+        """Truncated HMAC over ``aad || protected`` (protected = IV || ciphertext)."""
         mac = hmac.new(self._integ_key, aad, self._digest)
         mac.update(protected)
         return mac.digest()[: self.icv_size]
@@ -218,14 +227,14 @@ class CbcHmacSkCipher(SkCipher):
             raise ValueError("CBC IV must be one block")
         encryptor = Cipher(self._algorithm, modes.CBC(iv)).encryptor()
         protected = iv + encryptor.update(self._pad(plaintext)) + encryptor.finalize()
-        return protected + self._icv(aad, protected)
+        return protected + self.compute_icv(aad, protected)
 
     def open(self, aad: bytes, body: bytes) -> bytes:
         if len(body) < self.iv_size + self.block_size + self.icv_size:
             raise IntegrityError(f"SK payload of {len(body)} octets is truncated")
         protected = bytes(body[: len(body) - self.icv_size])
         icv = bytes(body[len(body) - self.icv_size :])
-        if not hmac.compare_digest(icv, self._icv(aad, protected)):
+        if not hmac.compare_digest(icv, self.compute_icv(aad, protected)):
             raise IntegrityError("SK ICV does not verify")
         ciphertext = protected[self.iv_size :]
         if len(ciphertext) % self.block_size:
