@@ -8,6 +8,13 @@ parsed proposal (``%P``) and which proposal charon selects. ``None`` = charon re
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
 import pytest
 
 from ikev2.enums import (
@@ -560,3 +567,128 @@ def test_display_list_is_charons_hash_p() -> None:
         "IKE:AES_GCM_16_128/PRF_HMAC_SHA2_256/CURVE_25519, "
         "IKE:AES_CBC_256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_384"
     )
+
+
+# ======================================================================================
+# Against a real charon (strongSwan 5.9.8 here): two charons in namespaces negotiate; the
+# responder's log lines (configured proposals / selected proposal / received proposals) and
+# swanctl --list-sas are what display(), display_list(), display_swanctl() and
+# select_proposal() must reproduce for the same configuration.
+# ======================================================================================
+
+
+CHARON_CASES = [
+    pytest.param(
+        "aes128gcm16-aes256gcm16-prfsha256-prfsha384-x25519-ecp256,aes256-sha256-modp3072",
+        "aes256-sha256-modp3072,aes256gcm16-aes128gcm16-prfsha384-prfsha256-x25519-ecp256",
+        "aes128gcm16-chacha20poly1305",
+        "chacha20poly1305-aes128gcm16",
+        True,
+        id="responder-order-wins-with-invalid-ke-retry",
+    ),
+    pytest.param(
+        "aes128-aes256-sha256-sha384-ecp384-x25519",
+        "aes256-aes128-sha384-sha256-x25519-ecp384",
+        "aes128-sha256,aes256-sha384",
+        "aes256-sha384",
+        True,
+        id="implied-prf-and-classic-esp",
+    ),
+    pytest.param(
+        "chacha20poly1305-prfsha512-x448",
+        "aes256gcm16-prfsha256-x25519,chacha20poly1305-prfsha512-x448",
+        "aes256gcm16-x25519",
+        "aes256gcm16-x25519-modp3072",
+        True,
+        id="chacha-x448-and-pfs-in-config",
+    ),
+    pytest.param(
+        "aes128gcm16-prfsha256-x25519",
+        "aes256gcm16-prfsha256-x25519",
+        "aes256gcm16",
+        "aes256gcm16",
+        False,
+        id="mismatch",
+    ),
+]
+
+
+def _log_values(log: str, label: str) -> list[str]:
+    return re.findall(rf"\] <[^>]*> {label}: (.*)$", log, flags=re.MULTILINE)
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/lib/ipsec/charon"),
+    reason="needs root and strongSwan's charon (Debian strongswan-charon)",
+)
+@pytest.mark.parametrize(("ike_i", "ike_r", "esp_i", "esp_r", "succeeds"), CHARON_CASES)
+def test_display_and_selection_match_charon(
+    ike_i: str, ike_r: str, esp_i: str, esp_r: str, succeeds: bool
+) -> None:
+    from aioipsec.interop.charon import Charon, CharonError
+    from aioipsec.interop.harness import Scenario, build_topology, swanctl_conf
+    from aioipsec.netns import Lab
+
+    ours = {"ike": parse_proposals(ike_r, IKE), "esp": parse_proposals(esp_r, ESP)}
+    peer = {"ike": parse_proposals(ike_i, IKE), "esp": parse_proposals(esp_i, ESP)}
+    proposals = {"initiator": (ike_i, esp_i), "responder": (ike_r, esp_r)}
+    workdir = Path(tempfile.mkdtemp(prefix="aioipsec-pr-", dir="/tmp"))
+    scenario = Scenario(name="prop")
+    try:
+        with Lab("pr") as lab:
+            topology = build_topology(lab, scenario)
+            charons = {}
+            for side in ("initiator", "responder"):
+                text = swanctl_conf(scenario, topology, side)
+                ike, esp = proposals[side]
+                text = text.replace(
+                    "    proposals = aes256gcm16-prfsha256-x25519", f"    proposals = {ike}"
+                ).replace("esp_proposals = aes256gcm16", f"esp_proposals = {esp}")
+                assert f"proposals = {ike}" in text and f"esp_proposals = {esp}" in text
+                charon = Charon(lab, topology.namespace(side), workdir / side)
+                charon.start()
+                charon.load(text)
+                charons[side] = charon
+            try:
+                charons["initiator"].initiate("prop", "prop", timeout=15)
+            except CharonError:
+                if succeeds:
+                    raise
+            time.sleep(0.3)
+            log = charons["responder"].log_path.read_text()
+            sas = charons["responder"].list_sas() if succeeds else {}
+            listing = charons["responder"].swanctl("--list-sas") if succeeds else ""
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    configured = _log_values(log, "configured proposals")
+    received = _log_values(log, "received proposals")
+    assert display_list(ours["ike"]) in configured, configured
+    if not succeeds:
+        assert display_list(peer["ike"]) in received, received
+        assert "no acceptable ENCRYPTION_ALGORITHM found" in log, log[-1500:]
+        assert "N(NO_PROP)" in log
+        with pytest.raises(NoProposalChosen) as info:
+            select_proposal(ours["ike"], peer["ike"], IKE)
+        assert info.value.reason == "no common encryption algorithm: we offer aes256gcm16; " + (
+            "peer offers aes128gcm16"
+        )
+        return
+    assert display_list(ours["esp"]) in configured, configured
+    selected = _log_values(log, "selected proposal")
+    ike_selected = [s for s in selected if s.startswith("IKE:")][-1]
+    esp_selected = [s for s in selected if s.startswith("ESP:")][-1]
+    ike_choice = select_proposal(ours["ike"], peer["ike"], IKE)
+    # IKE_AUTH carries no KE: charon strips KE from the ESP proposals it sends there
+    esp_choice = select_proposal(
+        ours["esp"], [without_key_exchange(p) for p in peer["esp"]], ESP, skip_ke=True
+    )
+    assert display(ike_choice) == ike_selected
+    assert display(esp_choice) == esp_selected
+    assert display_swanctl(ike_choice) in listing.splitlines()[3], listing
+    assert f"ESP:{display_swanctl(esp_choice)}" in listing, listing
+    ike_sa = sas["prop"]
+    encr = chosen_transform(ike_choice, TransformType.ENCR)
+    assert ike_sa.get("encr-keysize") == (str(encr.key_length) if encr.key_length else None)
