@@ -141,21 +141,21 @@ def build_topology(lab: Lab, scenario: Scenario) -> Topology:
         else:
             public_net = scenario.public_net
         initiator_if, router_inside = lab.veth(
-            initiator, _with_prefix(private_net, 1), router, _with_prefix(private_net, 254)
+            initiator, _with_prefix(private_net, 1), router, _with_prefix(private_net, -2)
         )
         router_outside, responder_if = lab.veth(
             router,
-            _with_prefix(public_net, 254),
+            _with_prefix(public_net, -2),
             responder,
             f"{responder_outer}/{ipaddress.ip_network(public_net).prefixlen}",
         )
-        initiator.ip("route", "add", "default", "via", _host(private_net, 254))
+        initiator.ip("route", "add", "default", "via", _host(private_net, -2))
         initiator_outer = _host(private_net, 1)
         if scenario.nat:
             add_masquerade(router, router_outside)
-            seen_as = _host(public_net, 254)
+            seen_as = _host(public_net, -2)
         else:
-            responder.ip("route", "add", private_net, "via", _host(public_net, 254))
+            responder.ip("route", "add", private_net, "via", _host(public_net, -2))
             seen_as = initiator_outer
         if scenario.loss_percent:
             add_random_loss(router, scenario.loss_percent, hook="forward")
@@ -283,12 +283,12 @@ class CharonPeer:
 
 PeerFactory = Callable[[Lab, Namespace, Path, Scenario, Side], InteropPeer]
 
-# THE HOOK for our daemon (docs/interop-harness.md, "Our daemon as a peer"): the daemon's side
-# sets this to a factory returning an InteropPeer that writes the daemon's configuration from
-# the swanctl.conf text given to load() (our daemon reads swanctl.conf), starts
-# `aioipsec daemon` in the namespace, and answers list_sas() from its control socket in VICI
-# list-sas vocabulary. Until it is set, a scenario with an "aioipsec" side raises
-# PeerUnavailable naming this hook.
+# THE HOOK for our daemon (docs/interop-harness.md, "Our daemon as a peer"): a factory
+# returning an InteropPeer for "aioipsec" sides. None means the default,
+# aioipsec.interop.ours.aioipsec_peer: `python -m aioipsec.daemon -c daemon.toml
+# --swanctl-conf swanctl.conf` in the namespace (the daemon reads the same swanctl.conf the
+# harness writes for charon), driven over its control socket. Set it to run another build of
+# the daemon (other options, a wrapper, a profiler) without touching the scenarios.
 AIOIPSEC_PEER_FACTORY: PeerFactory | None = None
 
 
@@ -302,12 +302,13 @@ def make_peer(
     implementation = scenario.implementation(side)
     if implementation == "charon":
         return CharonPeer(lab, namespace, workdir)
-    if AIOIPSEC_PEER_FACTORY is None:
-        raise PeerUnavailable(
-            "no aioipsec peer: set aioipsec.interop.harness.AIOIPSEC_PEER_FACTORY "
-            "(see docs/interop-harness.md)"
-        )
-    return AIOIPSEC_PEER_FACTORY(lab, namespace, workdir, scenario, side)
+    if implementation != "aioipsec":
+        raise PeerUnavailable(f"unknown implementation {implementation!r}")
+    if AIOIPSEC_PEER_FACTORY is not None:
+        return AIOIPSEC_PEER_FACTORY(lab, namespace, workdir, scenario, side)
+    from aioipsec.interop.ours import aioipsec_peer
+
+    return aioipsec_peer(lab, namespace, workdir, scenario, side)
 
 
 # --- checks -----------------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""Our daemon as an interop peer (the default for harness.AIOIPSEC_PEER_FACTORY).
+
+It is driven exactly as a user drives it: ``python -m aioipsec.daemon`` in the namespace with a
+small TOML file for the ``[daemon]`` table and the scenario's swanctl.conf (the very text the
+harness writes for charon) through ``--swanctl-conf``; commands over the control socket
+(``initiate``, ``sas`` in VICI list-sas vocabulary).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aioipsec.netns import BackgroundProcess, Lab, Namespace
+
+if TYPE_CHECKING:
+    from aioipsec.interop.harness import Scenario, Side
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class AioipsecPeer:
+    implementation = "aioipsec"
+
+    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path) -> None:
+        self.lab = lab
+        self.namespace = namespace
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.control_socket = self.workdir / "control.sock"
+        self.toml_path = self.workdir / "daemon.toml"
+        self.swanctl_path = self.workdir / "swanctl.conf"
+        self.log_path = self.workdir / "daemon.log"
+        self.process: BackgroundProcess | None = None
+
+    def start(self) -> None:
+        """Nothing to do yet: the daemon reads its whole configuration at start (load())."""
+
+    def load(self, swanctl_conf_text: str, timeout: float = 30.0) -> None:
+        self.toml_path.write_text(
+            "# written by aioipsec.interop.ours\n"
+            "[daemon]\n"
+            f'control_socket = "{self.control_socket}"\n'
+            'tun_name = "ipsec0"\n'
+        )
+        self.swanctl_path.write_text(swanctl_conf_text)
+        self.swanctl_path.chmod(0o600)  # it holds the PSK
+        self.toml_path.chmod(0o600)
+        argv = [
+            sys.executable,
+            "-u",
+            "-m",
+            "aioipsec.daemon",
+            "-c",
+            str(self.toml_path),
+            "--swanctl-conf",
+            str(self.swanctl_path),
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ]
+        self.process = self.lab.start(
+            self.namespace, argv, log=self.log_path, cwd=REPO, env={"PYTHONPATH": str(REPO)}
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.process.running():
+                raise RuntimeError(f"aioipsec daemon exited:\n{self.log_tail()}")
+            if self.control_socket.exists():
+                try:
+                    self.call("stats", timeout=2.0)
+                    return
+                except Exception:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"aioipsec daemon did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def call(self, command: str, timeout: float = 30.0, **args: Any) -> Any:
+        from aioipsec.control import ControlClient
+
+        with ControlClient(self.control_socket, timeout=timeout) as client:
+            return client.call(command, **args)
+
+    def initiate(self, child: str, ike: str) -> None:
+        self.call("initiate", child=child, ike=ike, timeout=30.0)
+
+    def list_sas(self) -> dict[str, dict[str, Any]]:
+        merged: dict[str, dict[str, Any]] = {}
+        for entry in self.call("sas"):
+            merged.update(entry)
+        return merged
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(timeout=10.0)
+            self.process = None
+
+
+def aioipsec_peer(
+    lab: Lab, namespace: Namespace, workdir: Path, scenario: Scenario, side: Side
+) -> AioipsecPeer:
+    """The harness's peer factory for ``"aioipsec"`` sides."""
+    del scenario, side  # everything the daemon needs is in the swanctl.conf given to load()
+    return AioipsecPeer(lab, namespace, workdir)
