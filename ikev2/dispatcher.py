@@ -181,6 +181,9 @@ class Dispatcher:
             local_addr=local_addr,
             remote_addr=remote_addr,
         )
+        sa.suppress_initial_contact = any(
+            other.alive and other.remote_addr[0] == remote_addr[0] for other in self._sas.values()
+        )
         self._register(sa)
         if children:
             self._pending_children[sa.ike_sa_id] = [c for c in children if c != child]
@@ -405,7 +408,7 @@ class Dispatcher:
                 self._events.append(event)
                 self._on_event(sa, event, now)
             self._out.extend(sa.datagrams_to_send(now))
-            if getattr(sa, "initial_contact", False):
+            if sa.initial_contact:
                 sa.initial_contact = False
                 self._initial_contact(sa, now)
         for ike_sa_id, sa in list(self._sas.items()):

@@ -229,6 +229,10 @@ class IkeSa:
         self.chosen_proposal: Any = None
         self.peer_certreq: list[Any] = []
         self.intermediate_done = 0
+        # INITIAL_CONTACT only when no other IKE SA to this peer exists (sec. 2.4): not on
+        # reauthentication or a second connection to the same peer.
+        self.suppress_initial_contact = False
+        self.initial_contact = False
         self._pending_request_digests: set[bytes] = set()
         self._after_response: Callable[[float], None] | None = None
 

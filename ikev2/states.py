@@ -45,6 +45,7 @@ IKE_TRANSITIONS: dict[tuple[IkeState, str], IkeState] = {
     (S.INIT_SENT, "recv_init_response"): S.AUTH_SENT,
     (S.INIT_SENT, "recv_init_response_intermediate"): S.INTERMEDIATE,
     (S.CREATED, "recv_init_request"): S.INIT_DONE,
+    (S.CREATED, "created_by_rekey"): S.ESTABLISHED,  # sec. 2.18: keys from the old SA
     (S.INIT_DONE, "recv_intermediate"): S.INTERMEDIATE,
     (S.INTERMEDIATE, "intermediate_done"): S.AUTH_SENT,  # initiator sends IKE_AUTH
     (S.INTERMEDIATE, "recv_auth_request"): S.ESTABLISHED,  # responder

@@ -201,7 +201,7 @@ class IkeAuthTask(Task):
         if certreq is not None:
             payloads.insert(1 + len(certs), certreq)
         payloads += [p for p in auth_payloads if not isinstance(p, CertPayload)]
-        if config.send_initial_contact:
+        if config.send_initial_contact and not sa.suppress_initial_contact:
             payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT))
         if self.child_name is not None:
             self.request = ChildRequest(sa, config.child(self.child_name), with_ke=False)

@@ -56,6 +56,10 @@ def on_timer(sa: IkeSa, name: str, now: float) -> None:
     elif name == "ike_expire":
         sa.delete_ike(now, "IKE SA lifetime expired")
         # Do not wait for the peer's answer longer than one retransmission series.
+    elif name == "rekeyed_linger":
+        # The peer never deleted the IKE SA it replaced: drop it ourselves.
+        if sa.state is IkeState.REKEYED:
+            sa.destroy(now, "rekeyed")
     elif name == "dpd":
         if not sa.established:
             return
