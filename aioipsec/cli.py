@@ -478,7 +478,8 @@ def _cmd_client(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(result)
         else:
-            print(render_mapping(result))
+            text = render_mapping(result)
+            print(text if text.strip() else f"no {command}")
         return EXIT_OK
     if command == "reload":
         result = _call(args, "reload", {})

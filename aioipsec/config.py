@@ -257,9 +257,19 @@ def normalise_identity(text: str) -> str:
 
 
 def identity_matches(pattern: str, identity: str) -> bool:
-    """``pattern`` as written in a config (may be ``%any`` or contain ``*``)."""
+    """``pattern`` as written in a config (may be ``%any`` or contain ``*``).
+
+    Identities are compared as ``ikev2.identity`` parses them (type and value: a DN in
+    any spacing, an IPv6 address in any notation); text that does not parse as an
+    identity is compared as normalised text."""
     if pattern.strip() in ("%any", "%any6", "*"):
         return True
+    try:
+        from ikev2.identity import Identity
+
+        return Identity.parse(pattern).matches(Identity.parse(identity))
+    except (ImportError, ValueError):
+        pass
     pattern_n, identity_n = normalise_identity(pattern), normalise_identity(identity)
     if "*" in pattern_n:
         return fnmatch.fnmatchcase(identity_n, pattern_n)
@@ -891,7 +901,9 @@ def _build_shared_secret(source: RawSource, name: str, table: dict[str, Any]) ->
         path = ("secrets", name, key)
         if key.startswith("id"):
             try:
-                ids.extend(parse_list(value) if isinstance(value, list) else [_as_text(value)])
+                # One identity per value: a DN holds commas, so strings are never split.
+                values = value if isinstance(value, list) else [value]
+                ids.extend(_as_text(item) for item in values)
             except _ValueProblem as problem:
                 raise source.error(path, problem.reason) from None
         elif key == "secret":

@@ -461,3 +461,33 @@ def test_load_toml_into_existing_configuration(tmp_path: Path) -> None:
     assert set(configuration.connections) == {"site", "site2"}
     with pytest.raises(ConfigError, match="also defined in"):
         load_toml(write(tmp_path, PSK_SITE, name="c.toml"), configuration)
+
+
+def test_shipped_certificate_example(pki_dir: Path, tmp_path: Path) -> None:
+    """aioipsec/examples/site-cert.toml with the folder layout its comment describes."""
+    for folder in ("x509", "x509ca", "private"):
+        (tmp_path / folder).mkdir()
+    shutil.copy(pki_dir / "moon.pem", tmp_path / "x509" / "moonCert.pem")
+    shutil.copy(pki_dir / "ca.pem", tmp_path / "x509ca" / "caCert.pem")
+    shutil.copy(pki_dir / "moon.key", tmp_path / "private" / "moonKey.pem")
+    os.chmod(tmp_path / "private" / "moonKey.pem", 0o600)
+    config = tmp_path / "site-cert.toml"
+    shutil.copy(EXAMPLES / "site-cert.toml", config)
+    (ike,) = to_engine_configs(load_configuration(config))
+    assert ike.local.auth == ike.remote.auth == "pubkey"
+    assert ike.local.private_key is not None and ike.remote.cacerts
+    assert ike.children[0].start_action == "trap" and ike.children[0].dpd_action == "restart"
+
+
+def test_identity_matching_uses_identity_semantics(tmp_path: Path) -> None:
+    text = PSK_SITE + textwrap.dedent(
+        """
+        [secrets.ike-dn]
+        id = ["C=CH, O=Example, CN=sun", "2001:db8::1"]
+        secret = "dn"
+        """
+    )
+    configuration = load_configuration(write(tmp_path, text))
+    assert configuration.psk_lookup("C=CH,O=Example,CN=sun", "x.example") == b"dn"
+    assert configuration.psk_lookup("2001:DB8:0::1", "x.example") == b"dn"
+    assert configuration.psk_lookup("C=CH, O=Example, CN=moon", "x.example") is None
