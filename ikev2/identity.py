@@ -264,7 +264,7 @@ class Identity:
         if kind in (IdType.ID_IPV4_ADDR, IdType.ID_IPV6_ADDR):
             return str(ipaddress.ip_address(self.data))
         if kind in (IdType.ID_FQDN, IdType.ID_RFC822_ADDR):
-            text = self.data.decode("ascii", "backslashreplace")
+            text = self.data.decode("utf-8", "backslashreplace")
             try:
                 reparsed = Identity.parse(text)
             except ValueError:

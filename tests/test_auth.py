@@ -15,6 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ikev2.crypto.auth import (
     KEY_PAD,
@@ -509,3 +511,49 @@ def test_truncated_and_garbage_auth_data(pki: Pki) -> None:
     with pytest.raises(AuthenticationError, match="not a signature method"):
         verify_signature_auth(public, AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE, b"x", OCTETS)
     assert isinstance(public, ec.EllipticCurvePublicKey)
+
+
+# ---- fuzz: any AUTH data is accepted or refused with AuthenticationError ---------------
+
+
+_IDENTIFIERS = [
+    SignatureScheme("rsa", HashAlgorithm.SHA2_256, "pss").algorithm_identifier(),
+    SignatureScheme("rsa", HashAlgorithm.SHA2_384, "pkcs1").algorithm_identifier(),
+    SignatureScheme("ecdsa", HashAlgorithm.SHA2_256).algorithm_identifier(),
+    SignatureScheme("ed25519", HashAlgorithm.IDENTITY).algorithm_identifier(),
+]
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from([1, 9, 10, 11, 14, 2, 0, 255]),
+    prefix=st.sampled_from([b"", *_IDENTIFIERS]),
+    mutation=st.binary(max_size=80),
+    tail=st.binary(max_size=520),
+    key_name=st.sampled_from(["rsa", "ecdsa256", "ecdsa384", "ed25519"]),
+)
+def test_fuzz_verify_signature_auth(
+    pki: Pki, method: int, prefix: bytes, mutation: bytes, tail: bytes, key_name: str
+) -> None:
+    body = bytearray(prefix)
+    for i, value in enumerate(mutation[: len(body)]):
+        if value & 1:
+            body[i] ^= value
+    data = (bytes([len(body)]) + bytes(body) if prefix else b"") + mutation + tail
+    try:
+        verify_signature_auth(pki[key_name].cert.public_key(), method, data, OCTETS, policy=SHA1_OK)
+    except AuthenticationError:
+        return
+    pytest.fail("random AUTH data verified")
+
+
+@given(st.binary(max_size=64))
+def test_fuzz_signature_hash_notify(data: bytes) -> None:
+    try:
+        values = parse_signature_hash_algorithms(data)
+    except ProtocolError as error:
+        assert error.notify is NotifyType.INVALID_SYNTAX
+        return
+    assert build_signature_hash_algorithms(values) == data

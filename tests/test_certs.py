@@ -12,6 +12,8 @@ import subprocess
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ikev2.crypto.auth import AuthenticationError
 from ikev2.crypto.certs import (
@@ -393,3 +395,37 @@ def test_certificate_identities(pki: Pki) -> None:
         "moon@example.org",
         "2001:db8::1",
     ]
+
+
+# ---- fuzz: wire input is accepted or refused with ProtocolError ------------------------
+
+
+@given(st.integers(min_value=0, max_value=255), st.binary(max_size=80))
+def test_fuzz_identity_from_payload(id_type: int, data: bytes) -> None:
+    try:
+        identity = Identity.from_payload(id_type, data)
+    except ProtocolError:
+        return
+    assert identity.to_payload() == (id_type, data)
+    str(identity)  # printable whatever the peer sent
+    identity.matches(identity)
+
+
+@given(st.binary(max_size=100))
+def test_fuzz_certreq(data: bytes) -> None:
+    try:
+        hashes = parse_certreq_data(data)
+    except ProtocolError:
+        assert len(data) % 20
+        return
+    assert b"".join(hashes) == data
+
+
+@given(st.text(max_size=60))
+def test_fuzz_identity_strings(text: str) -> None:
+    try:
+        identity = Identity.parse(text)
+    except IdentitySyntaxError:
+        return
+    if not identity.is_any:
+        assert Identity.parse(str(identity)) == identity
