@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file",
         type=Path,
         metavar="FILE",
-        help=f"where a detached daemon logs (default {DEFAULT_LOG_FILE})",
+        help="log to FILE (appending) instead of stderr; a detached daemon logs to "
+        f"{DEFAULT_LOG_FILE} unless this is given",
     )
 
     initiate = commands.add_parser(
@@ -539,12 +540,15 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     from aioipsec.log import configure_logging, get_logger
 
-    log_stream = None
+    log_file = args.log_file
     if not options.foreground:
-        log_file = args.log_file or Path(DEFAULT_LOG_FILE)
-        pid = _detach(configuration.daemon.control_socket, log_file)
+        log_file = log_file or Path(DEFAULT_LOG_FILE)
+        pid = _detach()
         if pid:
             return _wait_for_daemon(pid, configuration.daemon.control_socket, log_file)
+    log_stream = None
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
         log_stream = open(log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     configure_logging(
         configuration.daemon.log_level, configuration.daemon.log_format, stream=log_stream
@@ -552,22 +556,15 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
     log = get_logger("cli")
     for warning in configuration.warnings:
         log.warning("config_warning", detail=warning)
-    if options.save_keys_dir is not None:
-        log.warning(
-            "save_keys_enabled",
-            directory=str(options.save_keys_dir),
-            detail="IKE and ESP keys are written to disk: anyone who reads them can "
-            "decrypt this host's IPsec traffic; use only for debugging",
-        )
+    # The --save-keys warning is the runtime's (it logs it when the key writer starts).
     try:
         return int(asyncio.run(run_daemon(options)) or 0)
     except KeyboardInterrupt:
         return 130
 
 
-def _detach(socket_path: str, log_file: Path) -> int:
+def _detach() -> int:
     """Fork: the parent gets the child's pid, the child (pid 0) leaves the terminal."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()

@@ -28,6 +28,7 @@ import fnmatch
 import ipaddress
 import os
 import re
+import socket
 import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -1292,6 +1293,30 @@ def _auth_to_engine(configuration: Configuration, connection: ConnectionSettings
     return auth
 
 
+def _resolve_addrs(connection: ConnectionSettings, key: str) -> list[str]:
+    """Addresses for the engine: DNS names are resolved now (at load and reload), as the
+    engine and the data plane work with addresses only."""
+    resolved: list[str] = []
+    for addr in getattr(connection, key):
+        if addr.startswith("%") or _ip_ok(addr):
+            resolved.append(addr)
+            continue
+        try:
+            infos = socket.getaddrinfo(addr, None, type=socket.SOCK_DGRAM)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot resolve {addr!r}: {error.strerror or error}",
+                file=connection.source,
+                key=f"connections.{connection.name}.{key}",
+                hint="write an IP address, or make the name resolvable",
+            ) from None
+        for info in infos:
+            address = str(info[4][0])
+            if address not in resolved:
+                resolved.append(address)
+    return resolved
+
+
 def to_engine_configs(configuration: Configuration) -> list[Any]:
     """The engine's ``ikev2.config.IkeConfig`` objects, one per connection.
 
@@ -1310,8 +1335,8 @@ def to_engine_configs(configuration: Configuration) -> list[Any]:
             IkeConfig(
                 name=connection.name,
                 version=2,
-                local_addrs=list(connection.local_addrs),
-                remote_addrs=list(connection.remote_addrs),
+                local_addrs=_resolve_addrs(connection, "local_addrs"),
+                remote_addrs=_resolve_addrs(connection, "remote_addrs"),
                 local_port=connection.local_port,
                 remote_port=connection.remote_port,
                 proposals=list(connection.proposals),

@@ -491,3 +491,16 @@ def test_identity_matching_uses_identity_semantics(tmp_path: Path) -> None:
     assert configuration.psk_lookup("C=CH,O=Example,CN=sun", "x.example") == b"dn"
     assert configuration.psk_lookup("2001:DB8:0::1", "x.example") == b"dn"
     assert configuration.psk_lookup("C=CH, O=Example, CN=moon", "x.example") is None
+
+
+def test_dns_names_are_resolved_for_the_engine(tmp_path: Path) -> None:
+    import socket
+
+    expected = {info[4][0] for info in socket.getaddrinfo("localhost", None)}
+    text = PSK_SITE.replace('remote_addrs = "192.0.2.2"', 'remote_addrs = "localhost"')
+    (ike,) = to_engine_configs(load_configuration(write(tmp_path, text)))
+    assert set(ike.remote_addrs) == expected
+    text = PSK_SITE.replace('remote_addrs = "192.0.2.2"', 'remote_addrs = "no-such-host.invalid"')
+    with pytest.raises(ConfigError, match=r"cannot resolve 'no-such-host\.invalid'") as info:
+        to_engine_configs(load_configuration(write(tmp_path, text)))
+    assert info.value.key == "connections.site.remote_addrs"
