@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ikev2.enums import (
     EncrId,
@@ -692,3 +694,104 @@ def test_display_and_selection_match_charon(
     ike_sa = sas["prop"]
     encr = chosen_transform(ike_choice, TransformType.ENCR)
     assert ike_sa.get("encr-keysize") == (str(encr.key_length) if encr.key_length else None)
+
+
+# ---- fuzz: arbitrary received proposals never cause anything but NoProposalChosen -------
+
+_transforms = st.builds(
+    Transform,
+    type=st.sampled_from([1, 2, 3, 4, 5, 6, 7, 13, 255]),
+    id=st.sampled_from([0, 1, 2, 3, 12, 14, 19, 20, 28, 31, 36, 1024, 65535]),
+    key_length=st.sampled_from([None, 0, 128, 256, 65535]),
+)
+_proposals = st.builds(
+    Proposal,
+    number=st.integers(0, 255),
+    protocol=st.sampled_from([0, 1, 2, 3, 200]),
+    spi=st.binary(max_size=8),
+    transforms=st.lists(_transforms, max_size=12),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(theirs=st.lists(_proposals, max_size=4), protocol=st.sampled_from([IKE, ESP, AH]))
+def test_fuzz_selection(theirs: list[Proposal], protocol: ProtocolId) -> None:
+    from ikev2.policy import DEFAULT_POLICY
+
+    ours = default_proposals(protocol)
+    for candidates in (theirs, DEFAULT_POLICY.filter_proposals(theirs)):
+        try:
+            chosen = select_proposal(ours, candidates, protocol)
+        except NoProposalChosen as error:
+            assert error.reason
+            continue
+        types = [int(t.type) for t in chosen.transforms]
+        assert len(types) == len(set(types))  # one transform per type
+        assert chosen.number in [p.number for p in candidates]
+        display(chosen)
+        display_swanctl(chosen)
+        to_strongswan(chosen)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chosen=_proposals)
+def test_fuzz_check_selected(chosen: Proposal) -> None:
+    offered = parse_proposals("aes256gcm16-prfsha256-x25519, aes128-sha256-modp2048", IKE)
+    try:
+        check_selected_proposal(offered, chosen, IKE)
+    except ProtocolError as error:
+        assert error.notify is NotifyType.NO_PROPOSAL_CHOSEN
+
+
+_WORDS = [
+    "aes128",
+    "aes256",
+    "aes128gcm16",
+    "aes256gcm",
+    "aes192ccm12",
+    "aes128gmac",
+    "chacha20poly1305",
+    "3des",
+    "null",
+    "sha1",
+    "sha256",
+    "sha384",
+    "sha512",
+    "md5",
+    "aesxcbc",
+    "prfsha256",
+    "prfsha384",
+    "prfaescmac",
+    "x25519",
+    "curve448",
+    "ecp256",
+    "modp2048",
+    "modp1024",
+    "mlkem768",
+    "ke1_mlkem768",
+    "ke2_ecp384",
+    "ke1_none",
+    "none",
+    "esn",
+    "noesn",
+    "bogus",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_WORDS), min_size=1, max_size=7), min_size=1, max_size=3))
+def test_fuzz_proposal_strings(words: list[list[str]]) -> None:
+    text = ", ".join("-".join(item) for item in words)
+    parsed_any = False
+    for protocol in (IKE, ESP, AH):
+        try:
+            proposals = parse_proposals(text, protocol)
+        except ProposalSyntaxError as error:
+            assert str(error)
+            continue
+        parsed_any = True
+        again = parse_proposals([to_strongswan(p) for p in proposals], protocol)
+        assert again == proposals
+        assert [display(p) for p in again] == [display(p) for p in proposals]
+    if "bogus" in text:
+        assert not parsed_any
