@@ -42,8 +42,10 @@ class AuthConfig:
     certs: list[Any] = field(default_factory=list)
     cacerts: list[Any] = field(default_factory=list)
     private_key: Any = field(default=None, repr=False)
-    # RFC 7427 by default; "ike:rsa/pss" style restrictions are not modelled yet.
+    # "rfc7427": AUTH method 14 when the peer sent SIGNATURE_HASH_ALGORITHMS; "classic":
+    # never announce/use RFC 7427 (methods 1 and 9-11 only, for old peers).
     signature_auth: Literal["rfc7427", "classic"] = "rfc7427"
+    rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS instead of PKCS#1 v1.5
     send_certreq: bool = True
     send_cert: Literal["always", "ifasked", "never"] = "ifasked"
 

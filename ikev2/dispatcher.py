@@ -64,6 +64,8 @@ class Dispatcher:
     ``configs``: the connections (first match wins for responders). ``psk_lookup(local_id,
     remote_id)`` returns the pre-shared key for a pair of identities or None. ``rng(n)``
     returns n random octets (injectable for deterministic tests and ``explain --seed``).
+    ``wall_time_offset``: added to ``now`` to get POSIX time for certificate validity
+    (the daemon passes ``time.time() - loop.time()``; nothing here reads a clock).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Dispatcher:
         limits: DispatcherConfig | None = None,
         policy: AlgorithmPolicy | None = None,
         rng: Rng | None = None,
+        wall_time_offset: float = 0.0,
     ) -> None:
         self.limits = limits or DispatcherConfig()
         self.ctx = EngineContext(
@@ -81,6 +84,7 @@ class Dispatcher:
             psk_lookup=psk_lookup,
             policy=policy or DEFAULT_POLICY,
             configs=list(configs),
+            wall_time_offset=wall_time_offset,
         )
         self.ctx.register_sa = self._register
         self.ctx.reauthenticate = self._reauthenticate  # type: ignore[attr-defined]

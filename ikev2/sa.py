@@ -82,6 +82,9 @@ class EngineContext:
     policy: AlgorithmPolicy
     configs: list[IkeConfig]
     register_sa: Callable[[IkeSa], None] = field(default=lambda sa: None)
+    # Certificates are checked against wall-clock time: now + wall_time_offset (the daemon
+    # sets it to time.time() - loop.time(); nothing in ikev2 reads a clock).
+    wall_time_offset: float = 0.0
     _next_ike_id: int = 0
     _next_child_id: int = 0
 
@@ -232,6 +235,8 @@ class IkeSa:
         # INITIAL_CONTACT only when no other IKE SA to this peer exists (sec. 2.4): not on
         # reauthentication or a second connection to the same peer.
         self.suppress_initial_contact = False
+        self.current_time = 0.0
+        self.peer_auth_method = 0
         self.initial_contact = False
         self._pending_request_digests: set[bytes] = set()
         self._after_response: Callable[[float], None] | None = None
@@ -528,6 +533,7 @@ class IkeSa:
         """An IKE message routed to this SA by the dispatcher (header already parsed)."""
         if not self.alive:
             return
+        self.current_time = now
         header = msg.header
         # The I flag says who sent it: a message from the original initiator has it set.
         if header.initiator == self.initiator:

@@ -112,6 +112,10 @@ def child_proposals(config: ChildConfig, spi: bytes, *, with_ke: bool) -> list[P
         proposals = parse_proposals(config.esp_proposals, ProtocolId.ESP)
     if not with_ke:
         proposals = [without_key_exchange(p) for p in proposals]
+    else:
+        from ikev2.tasks.ike_init import without_additional_ke
+
+        proposals = without_additional_ke(proposals)
     for proposal in proposals:
         proposal.spi = spi
     return proposals

@@ -112,6 +112,7 @@ def verify_auth(
     if auth_payload is None:
         raise AuthCheckFailed("bad-signature", "peer sent no AUTH payload")
     method = int(auth_payload.method)
+    sa.peer_auth_method = method
     if auth.auth == "psk":
         if method != AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE:
             raise AuthCheckFailed(
@@ -370,6 +371,9 @@ def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     if idi_payload is None or find(payloads, AuthPayload) is None:
         raise ProtocolError("IKE_AUTH request without IDi or AUTH", NotifyType.INVALID_SYNTAX)
     idr_wanted = find_typed(payloads, PayloadType.IDr)
+    from ikev2.payloads import CertReqPayload
+
+    sa.peer_certreq = find_all(payloads, CertReqPayload)
     try:
         peer = Identity.from_payload(int(idi_payload.id_type), bytes(idi_payload.data))
         wanted = (

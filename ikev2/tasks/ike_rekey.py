@@ -38,6 +38,7 @@ from ikev2.tasks.ike_init import (
     install_keys,
     key_lengths,
     new_ke,
+    without_additional_ke,
 )
 from ikev2.timers import random_fraction
 
@@ -148,7 +149,7 @@ class IkeRekeyTask(Task):
         sa.to("rekey_start")
         sa.rekey_collision = None
         self.spi = sa.ctx.new_spi(8)
-        self.proposals = ike_proposals(sa)
+        self.proposals = without_additional_ke(ike_proposals(sa))
         for proposal in self.proposals:
             proposal.spi = self.spi
         if self.ke_method is None:
@@ -265,7 +266,7 @@ def respond_ike_rekey(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
             raise ProtocolError("IKE rekey proposal without an 8-octet SPI")
     nonce_i = check_nonce(find(payloads, NoncePayload))
     offered = sa.ctx.policy.filter_proposals(sa_payload.proposals)
-    ours = ike_proposals(sa)
+    ours = without_additional_ke(ike_proposals(sa))
     try:
         try:
             chosen = select_proposal(

@@ -285,3 +285,27 @@ def test_transport_mode_and_several_suites() -> None:
         a, b = child_pair(net)
         assert_children_match(a, b)
         assert a.mode == "transport" == b.mode
+
+
+def test_invalid_ke_payload_retry_with_requested_group() -> None:
+    net, _ = established_pair(
+        a_proposals=["aes256gcm16-prfsha256-x25519-ecp256"],
+        b_proposals=["aes256gcm16-prfsha256-ecp256"],
+    )
+    (ike_a,) = net.events("a", IkeSaEstablished)
+    assert ike_a.ke == 19
+    assert net.b.counters.get("init_refused_INVALID_KE_PAYLOAD") == 1
+    a, b = child_pair(net)
+    assert_children_match(a, b)
+
+
+def test_cookie_demanded_above_threshold() -> None:
+    from ikev2.config import DispatcherConfig
+
+    net = make_pair()
+    net.b.limits = DispatcherConfig(cookie_threshold=0)
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    assert net.b.counters.get("cookie_demanded") == 1
+    a, b = child_pair(net)
+    assert_children_match(a, b)

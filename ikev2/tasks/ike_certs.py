@@ -1,0 +1,117 @@
+"""Public-key authentication inside IKE_AUTH: CERT payloads, RFC 7427 signatures (method
+14) and the classic methods 1 and 9-11, chain validation against the configured CAs.
+
+The cryptographic checks are ``ikev2.crypto.auth`` (signatures) and
+``ikev2.crypto.certs`` (X.509 path validation with ``cryptography``'s verifier, validity
+with a clock-skew allowance, identity in SAN or subject). This module wires them to the
+exchange and names the failed check for ``AuthenticationFailed.check``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ikev2.config import AuthConfig
+from ikev2.crypto.auth import (
+    AuthenticationError,
+    choose_signature_scheme,
+    sign_auth,
+)
+from ikev2.crypto.auth import verify_signature_auth as verify_signature
+from ikev2.crypto.certs import validate_chain
+from ikev2.enums import CertEncoding
+from ikev2.identity import Identity
+from ikev2.payloads import AuthPayload, CertPayload
+
+if TYPE_CHECKING:
+    from ikev2.sa import IkeSa
+
+
+def _check_name(reason: str) -> str:
+    text = reason.lower()
+    if "unknown ca" in text or "no ca certificates" in text:
+        return "unknown-ca"
+    if "expired" in text or "not yet valid" in text:
+        return "expired"
+    if "identity mismatch" in text:
+        return "identity-mismatch"
+    return "bad-certificate"
+
+
+def _failed(check: str, reason: str) -> AuthenticationError:
+    from ikev2.tasks.ike_auth import AuthCheckFailed
+
+    return AuthCheckFailed(check, reason)
+
+
+def build_signature_auth(sa: IkeSa, auth: AuthConfig, octets: bytes) -> list[Any]:
+    """Our CERT payloads (leaf first) and the signed AUTH payload."""
+    key = auth.private_key
+    if key is None:
+        raise _failed("no-credentials", "public-key authentication without a private key")
+    peer_hashes = (
+        None
+        if auth.signature_auth == "classic" or not sa.peer_signature_hashes
+        else sa.peer_signature_hashes
+    )
+    method, scheme = choose_signature_scheme(
+        key, peer_hashes, policy=sa.ctx.policy, rsa_pss=auth.rsa_pss
+    )
+    payloads: list[Any] = []
+    if auth.send_cert == "always" or (auth.send_cert == "ifasked" and sa.peer_certreq):
+        payloads += [
+            CertPayload(
+                encoding=CertEncoding.X509_CERT_SIGNATURE, data=cert.public_bytes(Encoding.DER)
+            )
+            for cert in auth.certs
+        ]
+    payloads.append(AuthPayload(method=method, data=sign_auth(key, octets, method, scheme)))
+    return payloads
+
+
+def verify_signature_auth(
+    sa: IkeSa,
+    auth: AuthConfig,
+    remote: Identity,
+    payloads: list[Any],
+    auth_payload: AuthPayload,
+    octets: bytes,
+) -> None:
+    """Validate the peer's certificate chain and its AUTH signature (raises with a check)."""
+    der = [
+        bytes(p.data)
+        for p in payloads
+        if isinstance(p, CertPayload) and int(p.encoding) == CertEncoding.X509_CERT_SIGNATURE
+    ]
+    try:
+        certs = [x509.load_der_x509_certificate(data) for data in der]
+    except ValueError as error:
+        raise _failed("bad-certificate", f"unparsable certificate from {remote}: {error}") from None
+    if not certs:
+        # A peer certificate configured locally (swanctl remote.certs) stands in.
+        certs = list(auth.certs)
+    if not certs:
+        raise _failed(
+            "no-credentials", f"{remote} sent no certificate and none is configured for it"
+        )
+    wall_time = sa.current_time + sa.ctx.wall_time_offset
+    try:
+        public_key, _ = validate_chain(
+            certs[0], certs[1:], auth.cacerts, wall_time, identity=remote
+        )
+    except AuthenticationError as error:
+        raise _failed(_check_name(error.reason), error.reason) from None
+    try:
+        verify_signature(
+            public_key,
+            int(auth_payload.method),
+            bytes(auth_payload.data),
+            octets,
+            policy=sa.ctx.policy,
+            peer_id=str(remote),
+        )
+    except AuthenticationError as error:
+        raise _failed("bad-signature", error.reason) from None
