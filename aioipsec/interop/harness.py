@@ -20,6 +20,7 @@ daemon's control socket speaks as well, so one check serves both implementations
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import time
@@ -34,14 +35,73 @@ from aioipsec.netns import Lab, Namespace, add_masquerade, add_random_loss
 Implementation = Literal["charon", "aioipsec"]
 Side = Literal["initiator", "responder"]
 
-# strongSwan's display names of the proposals the matrix uses (list-sas "encr-alg" etc.).
-_DISPLAY = {
-    "aes128gcm16": ("AES_GCM_16", "128"),
-    "aes256gcm16": ("AES_GCM_16", "256"),
-    "aes128": ("AES_CBC", "128"),
-    "aes256": ("AES_CBC", "256"),
-    "chacha20poly1305": ("CHACHA20_POLY1305", None),
+# strongSwan's display names (list-sas "encr-alg", "integ-alg", "prf-alg", "dh-group") of the
+# proposal keywords the matrix uses. This is the harness's own table, written from what
+# charon prints, so that our daemon is checked against charon's vocabulary, not against itself.
+_AEAD_ICV = {"8": "8", "12": "12", "16": "16", "64": "8", "96": "12", "128": "16"}
+_INTEG = {
+    "sha1": "HMAC_SHA1_96",
+    "sha256": "HMAC_SHA2_256_128",
+    "sha384": "HMAC_SHA2_384_192",
+    "sha512": "HMAC_SHA2_512_256",
 }
+_PRF = {
+    "prfsha1": "PRF_HMAC_SHA1",
+    "prfsha256": "PRF_HMAC_SHA2_256",
+    "prfsha384": "PRF_HMAC_SHA2_384",
+    "prfsha512": "PRF_HMAC_SHA2_512",
+}
+_KE = {
+    "x25519": "CURVE_25519",
+    "curve25519": "CURVE_25519",
+    "x448": "CURVE_448",
+    "curve448": "CURVE_448",
+    "ecp256": "ECP_256",
+    "ecp384": "ECP_384",
+    "ecp521": "ECP_521",
+    "modp2048": "MODP_2048",
+    "modp3072": "MODP_3072",
+    "modp4096": "MODP_4096",
+}
+
+
+@dataclass(frozen=True)
+class ExpectedAlgorithms:
+    """What list-sas shows for the first proposal (None: not shown / not checked)."""
+
+    encr: str
+    keysize: str | None = None
+    integ: str | None = None
+    prf: str | None = None
+    dh: str | None = None
+
+
+def expected_display(proposal: str) -> ExpectedAlgorithms:
+    """strongSwan's display names for the first algorithm of each kind in PROPOSAL."""
+    encr: str | None = None
+    keysize = integ = prf = dh = explicit_prf = None
+    for keyword in proposal.split("-"):
+        if match := re.fullmatch(r"aes(128|192|256)(gcm|ccm)(\d+)", keyword):
+            if encr is None:
+                mode = match.group(2).upper()
+                encr, keysize = f"AES_{mode}_{_AEAD_ICV[match.group(3)]}", match.group(1)
+        elif match := re.fullmatch(r"aes(128|192|256)(ctr)?", keyword):
+            if encr is None:
+                encr = "AES_CTR" if match.group(2) else "AES_CBC"
+                keysize = match.group(1)
+        elif keyword == "chacha20poly1305":
+            encr = encr or "CHACHA20_POLY1305"
+        elif keyword in _INTEG:
+            integ = integ or _INTEG[keyword]
+            # IKE without an explicit PRF: strongSwan derives it from the integrity algorithm.
+            prf = prf or _PRF.get(f"prf{keyword}")
+        elif keyword in _PRF:
+            explicit_prf = explicit_prf or _PRF[keyword]
+        elif keyword in _KE:
+            dh = dh or _KE[keyword]
+    if encr is None:
+        raise ValueError(f"no cipher known to the harness in {proposal!r}")
+    return ExpectedAlgorithms(encr, keysize, integ, explicit_prf or prf, dh)
 
 
 @dataclass(frozen=True)
@@ -74,8 +134,26 @@ class Scenario:
     def __post_init__(self) -> None:
         if self.loss_percent and not 0 < self.loss_percent < 100:
             raise ValueError("loss_percent must be 0..99")
-        for subnet in (self.initiator_subnet, self.responder_subnet):
-            ipaddress.ip_network(subnet)
+        versions = {
+            ipaddress.ip_network(net).version
+            for net in (self.initiator_subnet, self.responder_subnet)
+        }
+        if len(versions) != 1:
+            raise ValueError("both protected subnets must be of one IP version")
+        outer_version = ipaddress.ip_network(self.public_net).version
+        if self.nat and outer_version == 6:
+            raise ValueError("the NAT topology is IPv4 only (NAT66 is not a thing to test)")
+
+    @classmethod
+    def ipv6(cls, **overrides: Any) -> Scenario:
+        """The same scenario with IPv6 outside and inside (fd00::/8 unique local ranges)."""
+        settings: dict[str, Any] = {
+            "public_net": "fd00:200::/64",
+            "initiator_subnet": "fd00:1::/64",
+            "responder_subnet": "fd00:2::/64",
+        }
+        settings.update(overrides)
+        return cls(**settings)
 
     @property
     def needs_router(self) -> bool:
@@ -174,7 +252,8 @@ def build_topology(lab: Lab, scenario: Scenario) -> Topology:
         seen_as = initiator_outer
         interfaces.update(initiator=initiator_if, responder=responder_if)
     for side, namespace in (("initiator", initiator), ("responder", responder)):
-        namespace.add_address("lo", f"{scenario.inner_address(side)}/32")  # type: ignore[arg-type]
+        inner = ipaddress.ip_address(scenario.inner_address(side))  # type: ignore[arg-type]
+        namespace.add_address("lo", f"{inner}/{inner.max_prefixlen}")
     return Topology(
         scenario,
         initiator,
@@ -314,12 +393,6 @@ def make_peer(
 # --- checks -----------------------------------------------------------------------------------
 
 
-def expected_algorithms(scenario: Scenario) -> tuple[str, str | None]:
-    """(encr-alg, encr-keysize) strongSwan shows for the first ESP proposal's cipher."""
-    cipher = scenario.esp_proposals[0].split("-")[0]
-    return _DISPLAY.get(cipher, (cipher.upper(), None))
-
-
 def check_sa_pair(
     scenario: Scenario,
     initiator_sas: Mapping[str, Mapping[str, Any]],
@@ -351,7 +424,11 @@ def check_sa_pair(
         problems.append(f"expected one Child SA each, got {len(children_i)}/{len(children_r)}")
         return problems
     child_i, child_r = children_i[0], children_r[0]
-    encr, keysize = expected_algorithms(scenario)
+    ike_expected = expected_display(scenario.ike_proposals[0])
+    for side, ike in (("initiator", ike_i), ("responder", ike_r)):
+        problems += _algorithm_problems(f"{side} IKE", ike, ike_expected, with_prf=True)
+    # The first Child SA is keyed from IKE_AUTH without a key exchange: no dh-group to show.
+    esp_expected = dataclasses.replace(expected_display(scenario.esp_proposals[0]), dh=None)
     for side, child in (("initiator", child_i), ("responder", child_r)):
         if child.get("state") != "INSTALLED":
             problems.append(f"{side}: Child SA state {child.get('state')}")
@@ -359,11 +436,7 @@ def check_sa_pair(
             problems.append(f"{side}: Child SA not UDP-encapsulated (encap={child.get('encap')})")
         if child.get("protocol") != "ESP" or child.get("mode") != scenario.mode.upper():
             problems.append(f"{side}: {child.get('protocol')}/{child.get('mode')}")
-        if child.get("encr-alg") != encr or (keysize and child.get("encr-keysize") != keysize):
-            problems.append(
-                f"{side}: ESP {child.get('encr-alg')}/{child.get('encr-keysize')}, "
-                f"expected {encr}/{keysize}"
-            )
+        problems += _algorithm_problems(f"{side} ESP", child, esp_expected, with_prf=False)
     if child_i.get("spi-in") != child_r.get("spi-out") or child_i.get("spi-out") != child_r.get(
         "spi-in"
     ):
@@ -377,6 +450,20 @@ def check_sa_pair(
     ]:
         problems.append(f"initiator TS {child_i.get('local-ts')} === {child_i.get('remote-ts')}")
     return problems
+
+
+def _algorithm_problems(
+    what: str, sa: Mapping[str, Any], expected: ExpectedAlgorithms, *, with_prf: bool
+) -> list[str]:
+    pairs = [("encr-alg", expected.encr), ("encr-keysize", expected.keysize)]
+    pairs += [("integ-alg", expected.integ), ("dh-group", expected.dh)]
+    if with_prf:
+        pairs.append(("prf-alg", expected.prf))
+    return [
+        f"{what}: {key} {sa.get(key)!r}, expected {value!r}"
+        for key, value in pairs
+        if value is not None and sa.get(key) != value
+    ]
 
 
 _RTT = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")

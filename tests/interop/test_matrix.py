@@ -23,6 +23,17 @@ pytestmark = [
     ),
 ]
 
+ALGORITHMS = [
+    # (IKE proposal, ESP proposal): each in both roles
+    ("aes128gcm16-prfsha384-ecp384", "aes128gcm16"),
+    ("chacha20poly1305-prfsha512-x448", "chacha20poly1305"),
+    ("aes256-sha256-modp3072", "aes256-sha256"),
+    ("aes128-sha256-modp2048", "aes128-sha1"),
+    # The first Child SA is keyed from IKE_AUTH: its PFS group only shows in a rekey.
+    ("aes256gcm16-prfsha256-ecp256", "aes256gcm16-x25519"),
+    ("aes128ccm16-prfsha256-x25519", "aes128ccm16"),
+]
+
 MATRIX = [
     Scenario(name="ours-to-charon", initiator="aioipsec", responder="charon"),
     Scenario(name="charon-to-ours", initiator="charon", responder="aioipsec"),
@@ -35,6 +46,27 @@ MATRIX = [
         loss_percent=10,
         ping_count=10,
         establish_timeout=60.0,
+    ),
+    Scenario(
+        name="charon-lossy",
+        initiator="charon",
+        responder="aioipsec",
+        loss_percent=10,
+        ping_count=10,
+        establish_timeout=60.0,
+    ),
+    Scenario.ipv6(name="ours-to-charon-v6", initiator="aioipsec", responder="charon"),
+    Scenario.ipv6(name="charon-to-ours-v6", initiator="charon", responder="aioipsec"),
+    *(
+        Scenario(
+            name=f"{initiator}-{ike.split('-')[0]}-{esp.replace('-', '_')}",
+            initiator=initiator,
+            responder="charon" if initiator == "aioipsec" else "aioipsec",
+            ike_proposals=(ike,),
+            esp_proposals=(esp,),
+        )
+        for ike, esp in ALGORITHMS
+        for initiator in ("aioipsec", "charon")
     ),
 ]
 
