@@ -419,22 +419,9 @@ def _ip_ok(text: str) -> bool:
 
 
 def _address_ok(text: str) -> bool:
-    if text in ("%any", "%any4", "%any6"):
+    if text in ("%any", "%any4", "%any6") or _ip_ok(text):
         return True
-    if "-" in text and "/" not in text:
-        first, _, last = text.partition("-")
-        try:
-            ipaddress.ip_address(first.strip())
-            ipaddress.ip_address(last.strip())
-            return True
-        except ValueError:
-            return False
-    try:
-        ipaddress.ip_network(text, strict=False)
-        return True
-    except ValueError:
-        pass
-    # A DNS name: resolved by the daemon when it starts the connection.
+    # A DNS name: resolved when the engine configuration is built (load and reload).
     return bool(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", text))
 
 
