@@ -168,7 +168,9 @@ class IkeMessage:
     ``raw``: the exact datagram this message was parsed from (the AUTH signed octets of an
     IKE_SA_INIT message, sec. 2.15; the retransmission cache key).
     ``sk_offset``: where the IV of the SK/SKF payload starts in ``raw``: ``raw[:sk_offset]``
-    is the associated data (IKE header up to and including the SK/SKF header).
+    is the associated data (IKE header up to and including the SK/SKF header). Kept by
+    :func:`decrypt_message`, so a decrypted message still offers ``associated_data`` (the
+    IntAuth "A" part of RFC 9242 sec. 3.3.2). None for a plain or reassembled message.
     """
 
     header: IkeHeader
@@ -326,7 +328,9 @@ def decrypt_message(msg: IkeMessage, cipher: SkCipher) -> IkeMessage:
         raise _syntax("message has no SK payload")
     plaintext = cipher.open(msg.associated_data, msg.encrypted_body)
     inner, _ = parse_payload_chain(plaintext, sk.first_inner, inside_sk=True)
-    return IkeMessage(header=msg.header, payloads=inner, raw=msg.raw, protected=True)
+    return IkeMessage(
+        header=msg.header, payloads=inner, raw=msg.raw, protected=True, sk_offset=msg.sk_offset
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def test_rfc7634_appendix_b_byte_for_byte() -> None:
     )
     assert plain.payloads == [notify]
     assert plain.protected
+    assert plain.associated_data == vector["aad"]  # kept for RFC 9242 IntAuth
 
 
 CCM_CAPTURE = REFERENCE / "captures" / "wireshark_ikev2-decrypt-aes128ccm12_4frames_from_scapy.pcap"
