@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import struct
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ikev2.crypto.sk import make_sk_cipher
@@ -312,3 +312,51 @@ def test_decrypt_and_reassemble_mutations(data) -> None:
             decrypt_message(msg, cipher)
     except ProtocolError:
         pass
+
+
+# --- reassembly under arbitrary arrival orders, duplicates and re-fragmentation ----------
+
+
+def _fragment_sets():
+    from tests.test_fragments import auth_payloads, header
+
+    cipher = make_sk_cipher(EncrId.ENCR_AES_GCM_16, 128, None, bytes(20), None)
+    coarse = serialize_fragments(header(), auth_payloads(1500), cipher, 700)
+    fine = serialize_fragments(header(), auth_payloads(1500), cipher, 300)
+    return [parse_message(d) for d in coarse], [parse_message(d) for d in fine]
+
+
+COARSE, FINE = _fragment_sets()
+
+
+@st.composite
+def arrival_orders(draw) -> list[tuple[bool, int, float]]:
+    """Every fine fragment once, in any order, with duplicates and coarse fragments (a
+    lower or higher Total Fragments) mixed in, and time steps that sometimes time out."""
+    arrivals = [(True, i, draw(st.floats(0, 3))) for i in draw(st.permutations(range(len(FINE))))]
+    for _ in range(draw(st.integers(0, 8))):
+        extra = (draw(st.booleans()), draw(st.integers(0, len(FINE) - 1)), draw(st.floats(0, 40)))
+        arrivals.insert(draw(st.integers(0, len(arrivals))), extra)
+    return arrivals
+
+
+@FUZZ
+@given(arrival_orders(), st.integers(500, 5000) | st.just(65535))
+def test_reassembly_any_order_is_bounded_and_correct(arrivals, max_bytes) -> None:
+    from tests.test_fragments import auth_payloads
+
+    cipher = make_sk_cipher(EncrId.ENCR_AES_GCM_16, 128, None, bytes(20), None)
+    reassembler = Reassembler(max_bytes=max_bytes, timeout=30.0)
+    now = 0.0
+    for use_fine, index, step in arrivals:
+        fragments = FINE if use_fine else COARSE
+        now += step
+        try:
+            whole = reassembler.add(fragments[index % len(fragments)], cipher, now)
+        except ProtocolError as error:
+            assert error.notify is None  # refusals of fragments are always silent drops
+            continue
+        assert reassembler.pending_octets <= max_bytes
+        if whole is not None:
+            event("message completed")
+            assert whole.payloads == auth_payloads(1500)
