@@ -124,6 +124,9 @@ class Dispatcher:
         except ProtocolError as error:
             self._count("parse_error")
             log.info("dropping datagram from %s: %s", remote_addr, error.reason)
+            if error.notify == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD:
+                self._refuse_critical(data, remote_addr, local_addr, error)
+            self._collect(now)
             return
         header = msg.header
         try:
@@ -348,12 +351,28 @@ class Dispatcher:
         self._half_open[key] = sa
         sa.timers.set("half_open", now + limits.half_open_timeout)
 
+    def _refuse_critical(
+        self, data: bytes, remote_addr: Address, local_addr: Address, error: ProtocolError
+    ) -> None:
+        """RFC 7296 sec. 2.5: an IKE_SA_INIT request with an unknown critical payload is
+        answered with UNSUPPORTED_CRITICAL_PAYLOAD (data: the payload type); on an
+        existing SA the SA itself answers (the payload is inside SK there)."""
+        try:
+            header = IkeHeader.parse(data)
+        except ProtocolError:
+            return
+        if header.exchange != ExchangeType.IKE_SA_INIT or header.response:
+            return
+        self._stateless_reply(
+            IkeMessage(header=header), local_addr, remote_addr, error.notify, error.notify_data
+        )
+
     def _stateless_reply(
         self,
         msg: IkeMessage,
         local_addr: Address,
         remote_addr: Address,
-        notify: NotifyType,
+        notify: NotifyType | None,
         data: bytes = b"",
     ) -> None:
         """A notify-only IKE_SA_INIT response with a zero responder SPI (sec. 2.6, 1.3)."""
@@ -364,6 +383,7 @@ class Dispatcher:
             response=True,
             message_id=0,
         )
+        assert notify is not None
         payload = NotifyPayload(notify_type=notify, data=data)
         self._out.append(Datagram(serialize_message(header, [payload]), local_addr, remote_addr))
 
