@@ -442,7 +442,9 @@ def _cmd_client(args: argparse.Namespace) -> int:
         if not (args.ike or args.child):
             _error("initiate needs --child NAME or --ike NAME")
             return EXIT_USAGE
-        result = _call(args, "initiate", {"ike": args.ike, "child": args.child})
+        # The daemon waits for the SA a little less long than we wait for the daemon.
+        wait = max(1.0, args.timeout - 2.0)
+        result = _call(args, "initiate", {"ike": args.ike, "child": args.child, "timeout": wait})
         print(_message(result, "initiated"))
         return EXIT_OK
     if command in ("terminate", "rekey"):

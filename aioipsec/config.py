@@ -1160,6 +1160,20 @@ def _check_credentials(configuration: Configuration) -> None:
                         ) from None
         if connection.local.auth == "pubkey":
             _find_private_key(configuration, connection)
+        remote = connection.remote
+        if (
+            remote.auth == "pubkey"
+            and not remote.cacerts
+            and not remote.certs
+            and not configuration.authorities
+        ):
+            raise ConfigError(
+                "auth = pubkey for the peer, but no CA certificate to check its certificate",
+                file=connection.source,
+                key=f"connections.{connection.name}.remote.cacerts",
+                hint="add cacerts = [<CA certificate>] to the remote section "
+                "(swanctl.conf: or put it in x509ca/)",
+            )
         uses_psk = "psk" in (connection.local.auth, connection.remote.auth)
         if uses_psk and not configuration.shared_secrets:
             raise ConfigError(

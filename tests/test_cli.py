@@ -181,7 +181,7 @@ async def test_client_commands_against_a_control_socket(tmp_path: Path) -> None:
         assert calls[-1] == ("sas", {"ike": "demo"})
         code, out, _ = await run_cli("initiate", "--child", "net", "--socket", str(path))
         assert (code, out) == (0, "established demo #3\n")
-        assert calls[-1] == ("initiate", {"child": "net"})
+        assert calls[-1] == ("initiate", {"child": "net", "timeout": 28.0})
         code, out, err = await run_cli("terminate", "--ike", "missing", "--socket", str(path))
         assert code == 1 and "terminate failed: no connection named 'missing'" in err
         code, out, _ = await run_cli("rekey", "--child-id", "5", "--socket", str(path))
@@ -242,9 +242,16 @@ async def test_daemon_with_a_bad_config_starts_nothing(tmp_path: Path) -> None:
 
 
 async def test_selftest_command() -> None:
+    """The command prints the self-test's table and its exit status says whether it
+    passed (the vectors themselves are tested in tests/test_selftest.py)."""
+    from aioipsec.selftest import format_table, run_selftest
+
+    report = run_selftest()
     code, out, err = await run_cli("selftest")
-    assert code == 0, out + err
-    assert "selftest OK" in out
+    assert code == (0 if report.ok else 1), out + err
+    first_line = format_table(report).splitlines()[0]
+    assert out.splitlines()[0] == first_line
+    assert ("selftest OK" in out) == report.ok
 
 
 # --------------------------------------------------------------------------- logging

@@ -504,3 +504,10 @@ def test_dns_names_are_resolved_for_the_engine(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot resolve 'no-such-host\.invalid'") as info:
         to_engine_configs(load_configuration(write(tmp_path, text)))
     assert info.value.key == "connections.site.remote_addrs"
+
+
+def test_peer_certificate_needs_a_trust_anchor(pki_dir: Path) -> None:
+    text = CERT_SITE.replace('cacerts = ["ca.pem"]\n', "")
+    with pytest.raises(ConfigError, match="no CA certificate") as info:
+        load_configuration(write(pki_dir, text))
+    assert info.value.key == "connections.gw.remote.cacerts"
