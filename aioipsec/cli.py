@@ -149,34 +149,47 @@ def render_sas(listing: Any) -> str:
 
 
 def render_conns(listing: Any) -> str:
-    """``swanctl --list-conns`` text from a ``conns`` result (VICI list-conns keys)."""
+    """``swanctl --list-conns`` text (as strongSwan 5.9 prints it) from a ``conns``
+    result (VICI list-conns keys)."""
     lines: list[str] = []
     for name, conn in _events(listing):
         reauth = int(conn.get("reauth_time") or 0)
         rekey = int(conn.get("rekey_time") or 0)
+        dpd_delay = int(conn.get("dpd_delay") or 0)
         text = f"{name}: {conn.get('version', 'IKEv2')}, "
         text += f"reauthentication every {reauth}s" if reauth else "no reauthentication"
         text += f", rekeying every {rekey}s" if rekey else ", no rekeying"
-        if int(conn.get("dpd_delay") or 0):
-            text += f", dpd delay {conn['dpd_delay']}s"
+        if dpd_delay:
+            text += f", dpd delay {dpd_delay}s"
         lines.append(text)
-        lines.append(f"  local:  {_text(conn.get('local_addrs'))}")
-        lines.append(f"  remote: {_text(conn.get('remote_addrs'))}")
+        for addr in conn.get("local_addrs") or []:
+            lines.append(f"  local:  {addr}")
+        for addr in conn.get("remote_addrs") or []:
+            lines.append(f"  remote: {addr}")
         for side in ("local", "remote"):
             auth = conn.get(f"{side}-1") or {}
-            lines.append(f"  {side} {auth.get('class', '?')} authentication:")
+            lines.append(f"  {side} {auth.get('class', 'unspecified')} authentication:")
             if auth.get("id"):
                 lines.append(f"    id: {auth['id']}")
-            for cert in auth.get("certs") or []:
-                lines.append(f"    certs: {cert}")
-            for cert in auth.get("cacerts") or []:
-                lines.append(f"    cacerts: {cert}")
+            if auth.get("certs"):
+                lines.append(f"    certs: {_text(auth['certs'])}")
+            if auth.get("cacerts"):
+                lines.append(f"    cacerts: {_text(auth['cacerts'])}")
         for child_name, child in (conn.get("children") or {}).items():
-            rekey = int(child.get("rekey_time") or 0)
-            lines.append(
-                f"  {child_name}: {child.get('mode', 'TUNNEL')}, "
-                + (f"rekeying every {rekey}s" if rekey else "no rekeying")
-            )
+            limits = [
+                f"{child[key]}{unit}"
+                for key, unit in (
+                    ("rekey_time", "s"),
+                    ("rekey_bytes", " bytes"),
+                    ("rekey_packets", " packets"),
+                )
+                if int(child.get(key) or 0)
+            ]
+            text = f"  {child_name}: {child.get('mode', 'TUNNEL')}, "
+            text += "rekeying every " + " or ".join(limits) if limits else "no rekeying"
+            if dpd_delay:
+                text += f", dpd action is {child.get('dpd_action', 'none')}"
+            lines.append(text)
             lines.append(f"    local:  {_text(child.get('local-ts'))}")
             lines.append(f"    remote: {_text(child.get('remote-ts'))}")
     return "\n".join(lines)

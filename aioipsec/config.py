@@ -1235,15 +1235,10 @@ def _child_to_engine(child: ChildSettings) -> Any:
 
     # strongSwan's lifetime defaults (vici_config.c check_lifetimes): rekey 1 h, or
     # life / 1.1 when only life is given; life = rekey * 1.1.
-    rekey_time = child.rekey_time
+    rekey_time: float | None = child.rekey_time
     if rekey_time is None:
         rekey_time = child.life_time / 1.1 if child.life_time is not None else 3600.0
-    rekey_bytes = child.rekey_bytes
-    if rekey_bytes is None:
-        rekey_bytes = int(child.life_bytes / 1.1) if child.life_bytes else 0
-    rekey_packets = child.rekey_packets
-    if rekey_packets is None:
-        rekey_packets = int(child.life_packets / 1.1) if child.life_packets else 0
+    _, rekey_bytes, rekey_packets = _child_rekey_limits(child)
     life_bytes = child.life_bytes if child.life_bytes is not None else int(rekey_bytes * 1.1)
     life_packets = (
         child.life_packets if child.life_packets is not None else int(rekey_packets * 1.1)
@@ -1360,8 +1355,53 @@ def to_engine_configs(configuration: Configuration) -> list[Any]:
 # --------------------------------------------------------------------------- listings
 
 
+_VICI_ACTIONS = {"none": "none", "clear": "none", "start": "start", "restart": "start",
+                 "trap": "trap"}  # fmt: skip
+_DN_NAMES = {
+    "countryName": "C", "stateOrProvinceName": "ST", "localityName": "L",
+    "organizationName": "O", "organizationalUnitName": "OU", "commonName": "CN",
+    "emailAddress": "E", "serialNumber": "serialNumber", "domainComponent": "DC",
+}  # fmt: skip
+
+
+def strongswan_dn(name: Any) -> str:
+    """An X.509 name as strongSwan prints it: in certificate order, ``C=CH, O=x, CN=y``."""
+    parts = []
+    for rdn in name.rdns:
+        for attribute in rdn:
+            label = _DN_NAMES.get(attribute.oid._name, attribute.oid.dotted_string)
+            parts.append(f"{label}={attribute.value}")
+    return ", ".join(parts)
+
+
+def _cert_names(paths: list[Path]) -> list[str]:
+    names = []
+    for path in paths:
+        try:
+            names.append(strongswan_dn(load_certificate(path).subject))
+        except ConfigError:
+            names.append(str(path))
+    return names
+
+
+def _child_rekey_limits(child: ChildSettings) -> tuple[int, int, int]:
+    """(rekey_time, rekey_bytes, rekey_packets) with strongSwan's defaults applied."""
+    rekey_time = child.rekey_time
+    if rekey_time is None:
+        rekey_time = child.life_time / 1.1 if child.life_time is not None else 3600.0
+    rekey_bytes = child.rekey_bytes
+    if rekey_bytes is None:
+        rekey_bytes = int(child.life_bytes / 1.1) if child.life_bytes else 0
+    rekey_packets = child.rekey_packets
+    if rekey_packets is None:
+        rekey_packets = int(child.life_packets / 1.1) if child.life_packets else 0
+    return int(rekey_time), rekey_bytes, rekey_packets
+
+
 def connection_listing(configuration: Configuration) -> list[dict[str, Any]]:
-    """Connections as VICI ``list-conns`` events (one ``{name: {...}}`` per connection).
+    """Connections as VICI ``list-conns`` events (one ``{name: {...}}`` per connection),
+    with charon's key names and value forms (strings, lists of strings); a few keys VICI
+    does not have are added (``proposals``, ``esp_proposals``, ``start_action``, ...).
 
     What the control socket's ``conns`` command returns; never contains secrets.
     """
@@ -1374,33 +1414,42 @@ def connection_listing(configuration: Configuration) -> list[dict[str, Any]]:
             "local_addrs": list(connection.local_addrs),
             "remote_addrs": list(connection.remote_addrs),
             "version": "IKEv2",
-            "reauth_time": int(connection.reauth_time or 0),
-            "rekey_time": int(rekey_time),
-            "dpd_delay": int(connection.dpd_delay),
-            "local_port": connection.local_port,
-            "remote_port": connection.remote_port,
-            "encap": "yes" if connection.encap else "no",
-            "proposals": list(connection.proposals),
-            "source": connection.source,
+            "reauth_time": str(int(connection.reauth_time or 0)),
+            "rekey_time": str(int(rekey_time)),
         }
+        if connection.dpd_delay:
+            entry["dpd_delay"] = str(int(connection.dpd_delay))
+        entry.update(
+            local_port=str(connection.local_port),
+            remote_port=str(connection.remote_port),
+            encap="yes" if connection.encap else "no",
+            proposals=list(connection.proposals),
+            source=connection.source,
+        )
         for side in ("local", "remote"):
             auth: AuthSettings = getattr(connection, side)
-            entry[f"{side}-1"] = {
-                "class": "pre-shared key" if auth.auth == "psk" else "public key",
-                "id": auth.id or "%any",
-                "certs": [str(p) for p in auth.certs],
-                "cacerts": [str(p) for p in auth.cacerts],
-            }
+            round_entry: dict[str, Any] = {}
+            if auth.id is not None:
+                round_entry["id"] = auth.id
+            round_entry.update(
+                {
+                    "class": "pre-shared key" if auth.auth == "psk" else "public key",
+                    "certs": _cert_names(auth.certs),
+                    "cacerts": _cert_names(auth.cacerts),
+                }
+            )
+            entry[f"{side}-1"] = round_entry
         children = {}
         for child in connection.children.values():
+            child_rekey_time, rekey_bytes, rekey_packets = _child_rekey_limits(child)
             children[child.name] = {
                 "mode": child.mode.upper(),
-                "rekey_time": int(child.rekey_time if child.rekey_time is not None else 3600),
-                "rekey_bytes": child.rekey_bytes or 0,
-                "rekey_packets": child.rekey_packets or 0,
-                "start_action": child.start_action,
-                "close_action": child.close_action,
-                "dpd_action": child.dpd_action,
+                "rekey_time": str(child_rekey_time),
+                "rekey_bytes": str(rekey_bytes),
+                "rekey_packets": str(rekey_packets),
+                "dpd_action": _VICI_ACTIONS[child.dpd_action],
+                "close_action": _VICI_ACTIONS[child.close_action],
+                "start_action": _VICI_ACTIONS[child.start_action],
                 "esp_proposals": list(child.esp_proposals),
                 "ah_proposals": list(child.ah_proposals),
                 "local-ts": list(child.local_ts),

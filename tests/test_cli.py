@@ -108,7 +108,7 @@ def test_render_conns_and_mappings() -> None:
         "  local:  192.168.100.1",
         "  remote: 192.168.100.2",
     ]
-    assert "  net: TUNNEL, rekeying every 3600s" in text.splitlines()
+    assert "  net: TUNNEL, rekeying every 3600s, dpd action is start" in text.splitlines()
     assert render_mapping({"text": "src 10.1.0.0/24 dst 10.2.0.0/24\n"}) == (
         "src 10.1.0.0/24 dst 10.2.0.0/24"
     )

@@ -600,6 +600,7 @@ secrets {
 }
 """
 ORACLE_SUB = """\
+      version = 2
       local_addrs = %any
       remote_addrs = 192.0.2.7
       local {
@@ -635,6 +636,7 @@ def test_charon_reads_the_same_file_the_same_way(tmp_path: Path) -> None:
         (charon.workdir / "sub.conf").write_text(ORACLE_SUB)
         charon.load(ORACLE_MAIN)
         theirs = charon.list_conns()
+        their_text = charon.swanctl("--list-conns")
         charon.stop()
 
     folder = tmp_path / "ours"
@@ -669,3 +671,25 @@ def test_charon_reads_the_same_file_the_same_way(tmp_path: Path) -> None:
     assert configuration.psk_lookup("moon.example.org", "sun.example.org") == (
         b'a "quoted" secret # not a comment'
     )
+    # `aioipsec conns`: the VICI list-conns keys charon has, with charon's values, and
+    # the text swanctl --list-conns prints
+    from aioipsec.cli import render_conns
+    from aioipsec.config import connection_listing
+
+    listing = connection_listing(configuration)
+    for event in listing:
+        for name, entry in event.items():
+            for key, value in theirs[name].items():
+                if key in ("unique",):
+                    continue  # strongSwan's uniqueness policy: not a concept here
+                if key in ("local-1", "remote-1"):
+                    assert {k: v for k, v in value.items() if v} == {
+                        k: v for k, v in entry[key].items() if v
+                    }, (name, key)
+                elif key == "children":
+                    for child_name, child in value.items():
+                        ours_child = entry["children"][child_name]
+                        assert {k: ours_child[k] for k in child} == child, (name, child_name)
+                else:
+                    assert entry[key] == value, (name, key)
+    assert render_conns(listing) == their_text.rstrip("\n")
