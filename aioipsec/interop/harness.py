@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from aioipsec.interop.charon import Charon, child_sas, swanctl_section
+from aioipsec.interop.pki import Pki
 from aioipsec.netns import Lab, Namespace, add_masquerade, add_random_loss
 
 Implementation = Literal["charon", "aioipsec"]
@@ -111,7 +112,8 @@ class Scenario:
     name: str = "baseline"
     initiator: Implementation = "charon"
     responder: Implementation = "charon"
-    auth: Literal["psk"] = "psk"
+    auth: Literal["psk", "pubkey"] = "psk"
+    key_type: Literal["rsa", "ecdsa", "ed25519"] = "ecdsa"  # with auth="pubkey" (pki --gen)
     psk: str = "aioipsec-interop-psk-0123456789"
     initiator_id: str = "initiator.example"
     responder_id: str = "responder.example"
@@ -269,8 +271,14 @@ def build_topology(lab: Lab, scenario: Scenario) -> Topology:
 # --- configuration writers -------------------------------------------------------------------
 
 
-def swanctl_conf(scenario: Scenario, topology: Topology, side: Side) -> str:
-    """strongSwan swanctl.conf for SIDE of SCENARIO (also the input of our daemon's hook)."""
+def swanctl_conf(
+    scenario: Scenario, topology: Topology, side: Side, cert_file: str | None = None
+) -> str:
+    """strongSwan swanctl.conf for SIDE of SCENARIO (also the input of our daemon's hook).
+
+    With ``auth = pubkey``, CERT_FILE is SIDE's certificate in ``x509/`` (see
+    :func:`install_credentials`); the CA in ``x509ca/`` is trusted as swanctl does.
+    """
     initiating = side == "initiator"
     local_addr = topology.initiator_outer if initiating else topology.responder_outer
     remote_addr = topology.responder_outer if initiating else "%any"
@@ -295,20 +303,26 @@ def swanctl_conf(scenario: Scenario, topology: Topology, side: Side) -> str:
             }
         },
     }
-    secrets = {
-        "ike-interop": {
-            "id-1": scenario.initiator_id,
-            "id-2": scenario.responder_id,
-            "secret": f'"{scenario.psk}"',
+    if scenario.auth == "pubkey":
+        if cert_file is None:
+            raise ValueError("auth = pubkey needs the certificate file name")
+        connection["local"]["certs"] = cert_file
+        secrets_text = ""
+    else:
+        secrets = {
+            "ike-interop": {
+                "id-1": scenario.initiator_id,
+                "id-2": scenario.responder_id,
+                "secret": f'"{scenario.psk}"',
+            }
         }
-    }
+        secrets_text = swanctl_section("secrets", secrets) + "\n"
     return (
         "# written by aioipsec.interop.harness for scenario "
         f"{scenario.name} ({side})\n"
         + swanctl_section("connections", {name: connection})
         + "\n"
-        + swanctl_section("secrets", secrets)
-        + "\n"
+        + secrets_text
     )
 
 
@@ -539,10 +553,12 @@ def run_scenario(lab: Lab, scenario: Scenario, workdir: Path) -> ScenarioRun:
     run = ScenarioRun(scenario)
     topology = build_topology(lab, scenario)
     peers: dict[Side, InteropPeer] = {}
+    pki = Pki(workdir / "pki", scenario.key_type) if scenario.auth == "pubkey" else None
     for side in ("initiator", "responder"):
         peer = make_peer(lab, topology.namespace(side), workdir / side, scenario, side)
+        cert_file = pki.install(scenario.identity(side), workdir / side) if pki else None
         peer.start()
-        peer.load(swanctl_conf(scenario, topology, side))
+        peer.load(swanctl_conf(scenario, topology, side, cert_file))
         peers[side] = peer
     name = scenario.connection_name
     started = time.monotonic()

@@ -59,6 +59,17 @@ MATRIX = [
     Scenario.ipv6(name="charon-to-ours-v6", initiator="charon", responder="aioipsec"),
     *(
         Scenario(
+            name=f"{initiator}-cert-{key_type}",
+            initiator=initiator,
+            responder="charon" if initiator == "aioipsec" else "aioipsec",
+            auth="pubkey",
+            key_type=key_type,
+        )
+        for key_type in ("ecdsa", "rsa")
+        for initiator in ("aioipsec", "charon")
+    ),
+    *(
+        Scenario(
             name=f"{initiator}-{ike.split('-')[0]}-{esp.replace('-', '_')}",
             initiator=initiator,
             responder="charon" if initiator == "aioipsec" else "aioipsec",
