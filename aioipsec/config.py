@@ -1275,7 +1275,8 @@ def _auth_to_engine(configuration: Configuration, connection: ConnectionSettings
         cacerts = [load_certificate(path) for path in configuration.authorities]
     identity = settings.id
     if identity is None and certs:
-        identity = certs[0].subject.rfc4514_string()
+        # strongSwan's default: the certificate's subject, in certificate order.
+        identity = strongswan_dn(certs[0].subject)
     auth = AuthConfig(
         auth=settings.auth,  # type: ignore[arg-type]
         id=identity or "%any",
@@ -1429,12 +1430,15 @@ def connection_listing(configuration: Configuration) -> list[dict[str, Any]]:
         for side in ("local", "remote"):
             auth: AuthSettings = getattr(connection, side)
             round_entry: dict[str, Any] = {}
+            certs = _cert_names(auth.certs)
             if auth.id is not None:
                 round_entry["id"] = auth.id
+            elif side == "local" and certs:
+                round_entry["id"] = certs[0]  # charon's default: the certificate subject
             round_entry.update(
                 {
                     "class": "pre-shared key" if auth.auth == "psk" else "public key",
-                    "certs": _cert_names(auth.certs),
+                    "certs": certs,
                     "cacerts": _cert_names(auth.cacerts),
                 }
             )

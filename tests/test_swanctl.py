@@ -693,3 +693,87 @@ def test_charon_reads_the_same_file_the_same_way(tmp_path: Path) -> None:
                 else:
                     assert entry[key] == value, (name, key)
     assert render_conns(listing) == their_text.rstrip("\n")
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(90)
+def test_charon_and_we_read_certificate_folders_alike(tmp_path: Path) -> None:
+    """A pubkey connection with swanctl's folder layout (x509/, x509ca/, private/), keys
+    and certificates made by strongSwan's pki: charon and our loader agree on it."""
+    if os.geteuid() != 0 or not Path("/usr/lib/ipsec/charon").exists():
+        pytest.skip("needs root and strongSwan's charon")
+    if shutil.which("pki") is None:
+        pytest.skip("strongSwan's pki tool is not installed")
+    import subprocess
+
+    from aioipsec.cli import render_conns
+    from aioipsec.config import connection_listing
+    from aioipsec.interop.charon import Charon
+    from aioipsec.netns import Lab
+
+    def pki(*args: str, stdin: bytes | None = None) -> bytes:
+        return subprocess.run(
+            ["pki", *args], input=stdin, capture_output=True, check=True, timeout=60
+        ).stdout
+
+    text = textwrap.dedent(
+        """\
+        connections {
+           gw {
+              version = 2
+              local_addrs = 192.0.2.1
+              remote_addrs = 192.0.2.2
+              local {
+                 auth = pubkey
+                 certs = moonCert.pem
+              }
+              remote {
+                 auth = pubkey
+                 id = sun.example.org
+                 cacerts = caCert.pem
+              }
+              children {
+                 net {
+                    local_ts = 10.1.0.0/16
+                    remote_ts = 10.2.0.0/16
+                 }
+              }
+           }
+        }
+        """
+    )
+    with Lab("swc") as lab:
+        charon = Charon(lab, lab.namespace("c"), tmp_path / "charon")
+        base = charon.workdir
+        ca_key = tmp_path / "caKey.pem"
+        ca_key.write_bytes(pki("--gen", "--type", "ecdsa", "--size", "256", "--outform", "pem"))
+        (base / "x509ca" / "caCert.pem").write_bytes(
+            pki("--self", "--ca", "--in", str(ca_key), "--type", "ecdsa",
+                "--dn", "C=CH, O=aioipsec test, CN=Oracle CA", "--outform", "pem")
+        )  # fmt: skip
+        key = base / "private" / "moonKey.pem"
+        key.write_bytes(pki("--gen", "--type", "ed25519", "--outform", "pem"))
+        key.chmod(0o600)
+        (base / "x509" / "moonCert.pem").write_bytes(
+            pki("--issue", "--cacert", str(base / "x509ca" / "caCert.pem"), "--cakey",
+                str(ca_key), "--dn", "C=CH, O=aioipsec test, CN=moon.example.org",
+                "--san", "moon.example.org", "--outform", "pem",
+                stdin=pki("--pub", "--in", str(key), "--type", "priv"))
+        )  # fmt: skip
+        charon.start()
+        charon.load(text)
+        theirs = charon.list_conns()
+        their_text = charon.swanctl("--list-conns")
+        charon.stop()
+        configuration = load_swanctl(base / "swanctl.conf")
+        ours = connection_listing(configuration)[0]["gw"]
+        (ike,) = to_engine_configs(configuration)
+
+    for side in ("local-1", "remote-1"):
+        assert ours[side]["certs"] == theirs["gw"][side]["certs"], side
+        assert ours[side]["cacerts"] == theirs["gw"][side]["cacerts"], side
+    assert theirs["gw"]["local-1"]["certs"] == ["C=CH, O=aioipsec test, CN=moon.example.org"]
+    assert render_conns(connection_listing(configuration)) == their_text.rstrip("\n")
+    # and the engine gets the key that belongs to the certificate
+    assert ike.local.private_key is not None
+    assert ike.remote.cacerts[0].subject == ike.local.certs[0].issuer
