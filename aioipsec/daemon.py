@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from aioipsec.control import RequestError
 from aioipsec.runtime.datapath import DataPath
 from aioipsec.runtime.engine import EngineDriver
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing
@@ -275,7 +276,9 @@ class Daemon:
 
     def _send_ike(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
         family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
-        if local[1] == self.nat_t_port or remote[1] != self.ike_port:
+        # The local port decides the socket (a NAT may map port 500 to anything, RFC 7296
+        # sec. 2.23): from 4500 with the non-ESP marker, from 500 without.
+        if local[1] == self.nat_t_port:
             for udp in self.port4500:
                 if udp.sock.family == family:
                     udp.sendto(NON_ESP_MARKER + data, remote)
@@ -570,6 +573,8 @@ class Daemon:
         ike = args.get("ike")
         if ike is None:
             ike = self._connection_of_child(child)
+        if ike not in {config.name for config in self.engine_configs}:
+            raise RequestError(f"no connection named {ike!r}")
         timeout = float(args.get("timeout", 10.0))
         waiter = self._wait_for(
             lambda e: (
@@ -592,9 +597,9 @@ class Daemon:
         try:
             event = await asyncio.wait_for(waiter, timeout)
         except TimeoutError as exc:
-            raise RuntimeError(f"initiating {ike}/{child or '-'} timed out") from exc
+            raise RequestError(f"initiating {ike}/{child or '-'} timed out") from exc
         if isinstance(event, _FAILURE_EVENTS):
-            raise RuntimeError(f"initiating {ike} failed: {event.reason}")
+            raise RequestError(f"initiating {ike} failed: {event.reason}")
         return {
             "message": f"initiated {ike}"
             + (f"/{child}" if child else "")
@@ -625,7 +630,7 @@ class Daemon:
             else:
                 ike_sas.append(established.ike_sa_id)
         if not ike_sas and not children:
-            raise RuntimeError(
+            raise RequestError(
                 "no SA matches " + ", ".join(f"{k}={v}" for k, v in args.items() if v is not None)
             )
         return ike_sas, children
@@ -661,16 +666,16 @@ class Daemon:
     async def _cmd_reload(self, args: dict[str, Any]) -> dict[str, Any]:
         result = await self.reload()
         if not result.get("reloaded"):
-            raise RuntimeError(result.get("error", "reload failed"))
+            raise RequestError(result.get("error", "reload failed"))
         return result
 
     def _connection_of_child(self, child: str | None) -> str:
         if child is None:
-            raise RuntimeError("name a child (--child) or a connection (--ike)")
+            raise RequestError("name a child (--child) or a connection (--ike)")
         for config in self.engine_configs:
             if any(c.name == child for c in config.children):
                 return config.name
-        raise RuntimeError(f"no connection has a child named {child!r}")
+        raise RequestError(f"no connection has a child named {child!r}")
 
     def _wait_for(
         self, success: Callable[[ev.Event], bool], failure: Callable[[ev.Event], bool]

@@ -143,6 +143,7 @@ class EspKeyRow:
     integ: IntegId | None
     encr_key: bytes = field(repr=False)
     integ_key: bytes = field(repr=False, default=b"")
+    ipv6: bool = False  # the outer family, for wildcard rows
 
     def line(self) -> str:
         encryption = esp_encryption_name(self.encr)
@@ -153,7 +154,8 @@ class EspKeyRow:
                 f"# ESP SA 0x{self.spi:08x} {self.source} -> {self.destination}: "
                 f"{name} cannot be decrypted by Wireshark"
             )
-        family = "Any"
+        # Wireshark needs the family even with wildcard addresses ("Any" matches nothing).
+        family = "IPv6" if self.ipv6 else "IPv4"
         for host in (self.source, self.destination):
             if host != "*":
                 family = "IPv6" if ipaddress.ip_address(host).version == 6 else "IPv4"

@@ -355,14 +355,15 @@ class DataPath:
         natted = event.udp_encap
         local = "*" if natted else event.local_addr[0]
         remote = "*" if natted else event.remote_addr[0]
+        ipv6 = ":" in event.remote_addr[0]
         self.exporter.add_esp_sa(
             EspKeyRow(
                 local, remote, event.spi_out, event.encr, event.integ,
-                event.encr_key_out, event.integ_key_out,
+                event.encr_key_out, event.integ_key_out, ipv6,
             ),
             EspKeyRow(
                 remote, local, event.spi_in, event.encr, event.integ,
-                event.encr_key_in, event.integ_key_in,
+                event.encr_key_in, event.integ_key_in, ipv6,
             ),
         )  # fmt: skip
 

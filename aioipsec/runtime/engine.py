@@ -1,7 +1,7 @@
 """Driving the sans-I/O engine from asyncio: datagrams in and out, one timer task.
 
 The engine (``ikev2.dispatcher.Dispatcher``) never reads a clock and never sleeps: it is
-told the time (``loop.time()``, a monotonic clock) with every call, and says when it next
+told the time (``time.time()``, wall-clock seconds) with every call, and says when it next
 wants to be woken (``get_timer()``). :class:`EngineDriver` owns that contract:
 
 * :meth:`feed` hands one received IKE message to the engine and then :meth:`pump`\\ s:
@@ -16,6 +16,7 @@ wants to be woken (``get_timer()``). :class:`EngineDriver` owns that contract:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +49,10 @@ class EngineDriver:
         self.messages_out = 0
 
     def now(self) -> float:
-        return self._loop.time()
+        # Wall-clock seconds: the engine uses ``now`` for its timers *and* to check
+        # certificate validity periods (RFC 5280), which need the real date. A clock step
+        # moves the engine's deadlines with it; that is the price of one time base.
+        return time.time()
 
     def feed(self, data: bytes, remote_addr: Address, local_addr: Address) -> None:
         """One IKE message (marker already stripped) from REMOTE_ADDR to LOCAL_ADDR."""

@@ -64,6 +64,7 @@ def toml_config(
     remote_addrs: str | None = None,
     auth: str = "psk",
     certs: dict[str, str] | None = None,
+    daemon_options: dict[str, Any] | None = None,
 ) -> Path:
     """Write an aioipsec TOML file for SIDE (PSK by default) and return its path."""
     child_lines = [
@@ -95,11 +96,14 @@ def toml_config(
         local_auth = f'auth = "pubkey"\nid = "{side.local_id}"\ncerts = ["{certs["cert"]}"]'
         remote_auth = f'auth = "pubkey"\nid = "{side.remote_id}"\ncacerts = ["{certs["ca"]}"]'
         secrets = f'[secrets.private-{side.name}]\nfile = "{certs["key"]}"\n'
+    daemon_lines = "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in (daemon_options or {}).items()
+    )
     text = f"""# written by tests/e2e for {side.name}
 [daemon]
 control_socket = "{workdir / "control.sock"}"
 tun_name = "ipsec0"
-
+{daemon_lines}
 [connections.{side.name}]
 {chr(10).join(connection_lines)}
 
