@@ -25,7 +25,14 @@ from typing import Any
 from ikev2.config import DispatcherConfig, IkeConfig
 from ikev2.enums import ExchangeType, NotifyType
 from ikev2.errors import ProtocolError
-from ikev2.events import Address, Event, IkeSaEstablished, NegotiationFailed, PeerUnreachable
+from ikev2.events import (
+    Address,
+    Event,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    NegotiationFailed,
+    PeerUnreachable,
+)
 from ikev2.message import IkeHeader, IkeMessage, parse_message, serialize_message
 from ikev2.payloads import NoncePayload, NotifyPayload
 from ikev2.policy import DEFAULT_POLICY, AlgorithmPolicy
@@ -459,6 +466,14 @@ class Dispatcher:
         elif isinstance(event, PeerUnreachable) and event.action == "restart":
             children = [c.config.name for c in sa.children.values() if c.alive]
             self._restart(sa, children, now)
+        elif (
+            isinstance(event, IkeSaDeleted)
+            and event.reason == "deleted by peer"
+            and sa.closed_children
+            and any(sa.config.child(name).close_action == "start" for name in sa.closed_children)
+        ):
+            # swanctl close_action = start: the peer closed it, bring it back up.
+            self._restart(sa, sa.closed_children, now)
 
     def _restart(self, sa: IkeSa, children: list[str], now: float) -> None:
         config = sa.config

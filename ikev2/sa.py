@@ -237,6 +237,7 @@ class IkeSa:
         self.suppress_initial_contact = False
         self.current_time = 0.0
         self.peer_auth_method = 0
+        self.closed_children: list[str] = []
         self.initial_contact = False
         self._pending_request_digests: set[bytes] = set()
         self._after_response: Callable[[float], None] | None = None
@@ -782,6 +783,14 @@ class IkeSa:
         self.state = ike_transition(self.state, trigger)
 
     def emit(self, event: Event) -> None:
+        from ikev2.events import AuthenticationFailed, NegotiationFailed
+
+        if isinstance(event, AuthenticationFailed):
+            log.warning(
+                "%s: authentication failed (%s): %s", self.describe(), event.check, event.reason
+            )
+        elif isinstance(event, NegotiationFailed):
+            log.warning("%s: %s failed: %s", self.describe(), event.exchange, event.reason)
         self._events.append(event)
 
     def _require_established(self, what: str) -> None:
@@ -796,6 +805,8 @@ class IkeSa:
         """Drop all state; report every Child SA and then the IKE SA as deleted."""
         if not self.alive:
             return
+        # Remembered for close_action / dpd_action restarts by the dispatcher.
+        self.closed_children = [c.config.name for c in self.children.values() if c.alive]
         for child in list(self.children.values()):
             self.child_gone(child, reason)
         # Pending exchanges die with the SA; IkeSaDeleted below says why.

@@ -274,3 +274,12 @@ def test_reauthentication_make_before_break() -> None:
     (info_a,) = net.a.sas()
     assert info_a.ike_sa_id != ike_id and len(info_a.children) == 1
     assert_consistent(net)
+
+
+def test_close_action_start_brings_it_back() -> None:
+    net, _ = established_pair(a_close_action="start")
+    net.b.terminate_ike(net.b.sas()[0].ike_sa_id, net.now)
+    net.pump()
+    assert len(net.events("a", IkeSaEstablished)) == 2
+    assert len(installed_children(net, "a")) == 1
+    assert_consistent(net)
