@@ -3,8 +3,10 @@
 Prints packets per second for
   * bare ``AESGCM.encrypt`` (what the crypto alone costs),
   * ``EspSa.encrypt_into`` (full ESP encapsulation: header, trailer, IV, AEAD),
+  * ``EspSa.encrypt_parts`` (the same, returned as header + body for ``sendmsg``),
   * bare ``AESGCM.decrypt``,
   * ``EspSa.decrypt_into`` (replay check, ICV/decrypt, replay update, trailer checks),
+  * ``EspSa.decrypt_view`` (the same, returning a view instead of copying),
 for 64-byte and 1400-byte inner packets, and the ratio of the time per packet (ours /
 bare). Target: encapsulation at most 2x the bare AEAD call at 1400 bytes.
 
@@ -55,6 +57,7 @@ class Result:
     bare_decrypt: float
     esp_decrypt: float
     esp_parts: float
+    esp_view: float
 
     @property
     def encrypt_ratio(self) -> float:
@@ -91,6 +94,7 @@ def measure(size: int, iterations: int, repeat: int, key_bits: int = 128) -> Res
     rx = memoryview(bytearray(2048))
 
     bare_encrypt = esp_encrypt = bare_decrypt = esp_decrypt = esp_parts = float("inf")
+    esp_view = float("inf")
     parts_args = [(inner,)] * iterations
     encrypt_args = [(inner, out, 28)] * iterations
     bare_args = [(nonce, plaintext, aad)] * iterations
@@ -102,7 +106,9 @@ def measure(size: int, iterations: int, repeat: int, key_bits: int = 128) -> Res
         bare_decrypt = min(bare_decrypt, _time_calls(bare.decrypt, bare_decrypt_args, 1))
         packets = [(memoryview(sender.encrypt(inner)), rx) for _ in range(iterations)]
         esp_decrypt = min(esp_decrypt, _time_calls(in_sa.decrypt_into, packets, 1))
-    return Result(size, bare_encrypt, esp_encrypt, bare_decrypt, esp_decrypt, esp_parts)
+        views = [(memoryview(sender.encrypt(inner)),) for _ in range(iterations)]
+        esp_view = min(esp_view, _time_calls(in_sa.decrypt_view, views, 1))
+    return Result(size, bare_encrypt, esp_encrypt, bare_decrypt, esp_decrypt, esp_parts, esp_view)
 
 
 def report(results: list[Result]) -> str:
@@ -116,6 +122,7 @@ def report(results: list[Result]) -> str:
             ("EspSa.encrypt_parts (for sendmsg)", r.esp_parts, r.esp_parts / r.bare_encrypt),
             ("AESGCM.decrypt (bare)", r.bare_decrypt, None),
             ("EspSa.decrypt_into (+replay)", r.esp_decrypt, r.decrypt_ratio),
+            ("EspSa.decrypt_view (+replay)", r.esp_view, r.esp_view / r.bare_decrypt),
         )
         for name, seconds, ratio in rows:
             ratio_text = f"{ratio:6.2f}x" if ratio is not None else ""
@@ -134,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"AES-GCM-16, {args.key_bits}-bit key, best of {args.repeat} x {args.iterations}")
     print(report(results))
     big = next(r for r in results if r.size == 1400)
-    verdict = "within" if big.encrypt_ratio <= 2.0 else "ABOVE"
-    print(f"1400 B encapsulation / bare AEAD = {big.encrypt_ratio:.2f}x ({verdict} the 2x target)")
+    for label, ratio in (
+        ("encrypt_into", big.encrypt_ratio),
+        ("encrypt_parts", big.esp_parts / big.bare_encrypt),
+    ):
+        verdict = "within" if ratio <= 2.0 else "ABOVE"
+        print(f"1400 B {label} / bare AEAD = {ratio:.2f}x ({verdict} the 2x target)")
     return 0
 
 

@@ -124,10 +124,17 @@ def make_aead_encrypt(sa: EspSa) -> tuple[Callable[..., int], Callable[..., tupl
     return encrypt_into, encrypt_parts
 
 
-def make_aead_decrypt(sa: EspSa) -> Callable[..., int]:
-    """``EspSa.decrypt_into`` for an AEAD transform (ICV check before the replay update)."""
+def make_aead_decrypt(sa: EspSa) -> tuple[Callable[..., int], Callable[..., memoryview]]:
+    """``EspSa.decrypt_into`` and ``EspSa.decrypt_view`` for an AEAD transform.
+
+    Order (RFC 4303 sec. 3.4): length, sequence number (ESN inference), replay check, ICV
+    verification + decryption, then the replay update, then the trailer checks.
+    ``decrypt_view`` lets ``AEAD.decrypt`` allocate the plaintext and returns a view of it
+    (one object fewer than a slice of the caller's buffer, and bytes index faster than
+    memoryviews); ``decrypt_into`` copies that view into the caller's buffer.
+    """
     transform = sa._transform
-    open_into = transform._aead.decrypt_into  # type: ignore[attr-defined]
+    open_ = transform._aead.decrypt  # type: ignore[attr-defined]
     salt = bytes(transform._nonce[: transform._salt_len])  # type: ignore[attr-defined]
     spi = sa.spi
     esn = sa.esn
@@ -153,9 +160,7 @@ def make_aead_decrypt(sa: EspSa) -> Callable[..., int]:
     aad = view[: 4 + seq_len]
     nonce = view[4 + seq_len :]
 
-    def decrypt_into(
-        packet: bytes | bytearray | memoryview, out: bytearray | memoryview, offset: int = 0
-    ) -> int:
+    def decrypt_view(packet: bytes | bytearray | memoryview) -> memoryview:
         mv = packet if type(packet) is memoryview else memoryview(packet)
         plaintext_len = len(mv) - overhead
         if plaintext_len < sa._min_plaintext:
@@ -170,21 +175,19 @@ def make_aead_decrypt(sa: EspSa) -> Callable[..., int]:
         if seq <= highest and not check(seq):
             sa.replays += 1
             raise EspDrop(DropReason.REPLAY, f"sequence number {seq}")
-        # The SPI was looked up by the caller (SAD): it is ours, so pack it from memory.
+        # The SPI was looked up by the caller (SAD): it is ours, so pack it from memory
+        # (a packet with another SPI fails the ICV, which covers the SPI).
         pack(buf, 0, spi, seq, salt, iv)
-        if type(out) is not memoryview:
-            out = memoryview(out)
-        target = out[offset : offset + plaintext_len]
         try:
-            open_into(nonce, mv[16:], aad, target)
+            plaintext = open_(nonce, mv[16:], aad)
         except InvalidTag:
             sa.icv_failures += 1
             raise EspDrop(DropReason.ICV_FAILURE, "MAC mismatch") from None
         # RFC 4303 sec. 3.4.3: the window moves only now that the ICV verified.
         if seq > highest:
-            old_block = highest >> 3
             new_block = seq >> 3
-            if new_block != old_block:
+            if new_block != highest >> 3:
+                old_block = highest >> 3
                 if new_block - old_block > blocks_mask:
                     bitmap[:] = zeros
                 else:
@@ -194,34 +197,42 @@ def make_aead_decrypt(sa: EspSa) -> Callable[..., int]:
         bit = seq & bits_mask
         bitmap[bit >> 3] |= 1 << (bit & 7)
 
-        pad_len = target[plaintext_len - 2]
-        next_header = target[plaintext_len - 1]
+        pad_len = plaintext[-2]
+        next_header = plaintext[-1]
         data_len = plaintext_len - 2 - pad_len
         if data_len < 0:
             sa.malformed += 1
             raise EspDrop(DropReason.MALFORMED, "pad length beyond the payload")
-        if pad_len and target[data_len : plaintext_len - 2] != padding[pad_len]:
+        if pad_len and plaintext[data_len : data_len + pad_len] != padding[pad_len]:
             sa.malformed += 1
             raise EspDrop(DropReason.MALFORMED, "padding bytes are not 1, 2, 3, ...")
         if next_header == 59:
             sa.dummy += 1
             raise EspDrop(DropReason.DUMMY)
         if tunnel:
-            if next_header == 4 and data_len >= 20 and target[0] >> 4 == 4:
-                total = (target[2] << 8) | target[3]  # drops TFC padding (sec. 2.7)
+            if next_header == 4 and data_len >= 20 and plaintext[0] >> 4 == 4:
+                total = (plaintext[2] << 8) | plaintext[3]  # drops TFC padding (sec. 2.7)
                 if total < 20 or total > data_len:
                     sa._bad_inner(next_header)
                 data_len = total
             else:
-                data_len = sa._inner_length(target, data_len, next_header)
-            if sa.selectors and not sa._selectors_match(target[:data_len]):
+                data_len = sa._inner_length(memoryview(plaintext), data_len, next_header)
+            if sa.selectors and not sa._selectors_match(memoryview(plaintext)[:data_len]):
                 sa.policy_drops += 1
                 raise EspDrop(DropReason.POLICY, "inner packet outside the SA's selectors")
         sa.last_next_header = next_header
-        sa.packets_in += 1
-        sa.bytes_in += data_len
-        if sa.packets_in >= sa._packets_check or sa.bytes_in >= sa._bytes_check:
+        sa.packets_in = count = sa.packets_in + 1
+        sa.bytes_in = received = sa.bytes_in + data_len
+        if count >= sa._packets_check or received >= sa._bytes_check:
             sa._limit_reached()
-        return data_len
+        return memoryview(plaintext)[:data_len]
 
-    return decrypt_into
+    def decrypt_into(
+        packet: bytes | bytearray | memoryview, out: bytearray | memoryview, offset: int = 0
+    ) -> int:
+        inner = decrypt_view(packet)
+        length = len(inner)
+        out[offset : offset + length] = inner
+        return length
+
+    return decrypt_into, decrypt_view

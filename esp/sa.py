@@ -302,7 +302,9 @@ class EspSa(SaBase):
                 self.encrypt_into = fast_into  # type: ignore[method-assign]
                 self.encrypt_parts = fast_parts  # type: ignore[method-assign]
             if self.direction is Direction.IN:
-                self.decrypt_into = make_aead_decrypt(self)  # type: ignore[method-assign]
+                fast_into, fast_view = make_aead_decrypt(self)
+                self.decrypt_into = fast_into  # type: ignore[method-assign]
+                self.decrypt_view = fast_view  # type: ignore[method-assign]
 
     # ---------------------------------------------------------------- sizes
     def encrypted_size(self, inner_len: int) -> int:
@@ -519,11 +521,16 @@ class EspSa(SaBase):
             self._limit_reached()
         return data_len
 
-    def decrypt(self, packet: bytes | bytearray | memoryview) -> bytes:
-        """Bytes-in/bytes-out form of ``decrypt_into``."""
+    def decrypt_view(self, packet: bytes | bytearray | memoryview) -> memoryview:
+        """Like ``decrypt_into`` but returns a read-only view of the inner packet in a new
+        buffer (``os.write(tun_fd, view)`` needs no buffer of the caller's)."""
         out = bytearray(len(packet))
         n = self.decrypt_into(packet, out)
-        return bytes(out[:n])
+        return memoryview(out)[:n]
+
+    def decrypt(self, packet: bytes | bytearray | memoryview) -> bytes:
+        """Bytes-in/bytes-out form of ``decrypt_into``."""
+        return bytes(self.decrypt_view(packet))
 
     def _drop_early(self) -> None:
         if self.expired:
