@@ -641,6 +641,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except BrokenPipeError:
         return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        # e.g. a log file or folder we may not write: say which, no traceback
+        _error(f"{args.command}: {error}")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

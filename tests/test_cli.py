@@ -361,3 +361,14 @@ def test_render_sas_equals_swanctl_list_sas(tmp_path: Path) -> None:
             ours = render_sas(listing)
             assert "ESTABLISHED" in theirs and "INSTALLED, TUNNEL-in-UDP, ESP:" in theirs
             assert _normalise_seconds(ours) == _normalise_seconds(theirs.rstrip("\n")), side
+
+
+async def test_unwritable_log_file_is_a_clear_error(tmp_path: Path) -> None:
+    log_file = tmp_path / "not-a-folder"
+    log_file.write_text("")
+    code, _, err = await run_cli(
+        "daemon", "-c", str(EXAMPLES / "demo-left.toml"), "--foreground",
+        "--log-file", str(log_file / "x.log"),
+    )  # fmt: skip
+    assert code == 1
+    assert err.startswith("aioipsec: daemon: ") and "Traceback" not in err
