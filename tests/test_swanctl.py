@@ -777,3 +777,18 @@ def test_charon_and_we_read_certificate_folders_alike(tmp_path: Path) -> None:
     # and the engine gets the key that belongs to the certificate
     assert ike.local.private_key is not None
     assert ike.remote.cacerts[0].subject == ike.local.certs[0].issuer
+
+
+def test_docs_swanctl_example_equals_the_demo_toml(tmp_path: Path) -> None:
+    """docs/configuration.md shows demo-left.toml as swanctl.conf: both load to the same
+    engine configuration and the same PSK (one vocabulary, two syntaxes)."""
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "docs" / "configuration.md").read_text()
+    after = docs.split("The same connection in swanctl.conf", 1)[1]
+    block = after.split("```", 2)[1].split("\n", 1)[1]
+    from_swanctl = load_configuration(swanctl_path=write(tmp_path, block))
+    from_toml = load_configuration(root / "aioipsec" / "examples" / "demo-left.toml")
+    assert to_engine_configs(from_swanctl) == to_engine_configs(from_toml)
+    ids = ("left.demo.example", "right.demo.example")
+    assert from_swanctl.psk_lookup(*ids) == from_toml.psk_lookup(*ids)
+    assert from_swanctl.psk_lookup(*ids)
