@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -312,15 +312,22 @@ class Daemon:
                 state.keepalive = self.loop.create_task(self._keepalive(event.ike_sa_id))
             self._export_ike_keys(event)
         elif isinstance(event, ev.IkeSaRekeyed):
+            # The Child SAs move to the new IKE SA unchanged (RFC 7296 sec. 2.18).
             old = self.ike_sas.pop(event.old_ike_sa_id, None)
             if old is not None:
-                established = _replace_ike(old.established, event)
-                old.established = established
+                old.established = _replace_ike(old.established, event)
                 self.ike_sas[event.ike_sa_id] = old
+                for child_id, child in list(old.children.items()):
+                    old.children[child_id] = replace(child, ike_sa_id=event.ike_sa_id)
+                if old.keepalive is not None:
+                    old.keepalive.cancel()
+                    old.keepalive = self.loop.create_task(self._keepalive(event.ike_sa_id))
+            self.datapath.rebind_ike_sa(event.old_ike_sa_id, event.ike_sa_id)
             bound.info("IKE SA rekeyed", old_ike_sa_id=event.old_ike_sa_id)
             self._export_ike_keys(event)
         elif isinstance(event, ev.IkeSaDeleted):
             state = self.ike_sas.pop(event.ike_sa_id, None)
+            self.datapath.nat_local.pop(event.ike_sa_id, None)
             if state is not None:
                 if state.keepalive is not None:
                     state.keepalive.cancel()

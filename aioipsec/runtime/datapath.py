@@ -375,6 +375,14 @@ class DataPath:
         nat_local = self.nat_local.get(event.ike_sa_id, False)
         return PeerAddressTracker(tuple(event.remote_addr), local_behind_nat=nat_local)
 
+    def rebind_ike_sa(self, old_ike_sa_id: int, new_ike_sa_id: int) -> None:
+        """After an IKE SA rekey its Child SAs belong to the new IKE SA."""
+        for entry in self.children.values():
+            if entry.ike_sa_id == old_ike_sa_id:
+                entry.ike_sa_id = new_ike_sa_id
+        if old_ike_sa_id in self.nat_local:
+            self.nat_local[new_ike_sa_id] = self.nat_local.pop(old_ike_sa_id)
+
     def packets_out_of(self, ike_sa_id: int) -> int:
         return sum(e.sa_out.packets_out for e in self.children.values() if e.ike_sa_id == ike_sa_id)
 

@@ -166,6 +166,11 @@ def test_psk_tunnel(pair, encap):
         if frame.endswith(":esp"):
             assert (":udp:" in frame) == encap, frame
 
+    # Every log line about an SA names its connection and IKE SA.
+    for event in pair.left.log_events() + pair.right.log_events():
+        if "SA " in event.get("event", ""):
+            assert event.get("connection") == "pair" and event.get("ike_sa_id"), event
+
     policies = pair.left.call("policies")
     assert any(p["dir"] == "out" and p.get("child") == "net" for p in policies["policies"])
     assert any("10.2.0.0/24" in route for route in policies["routes"])
@@ -289,6 +294,51 @@ def test_save_keys_lets_tshark_decrypt_ike_and_esp(pair):
     # ESP decrypted: echo requests (8) and replies (0) inside.
     icmp_types = [row[2] for row in rows if len(row) > 2 and row[2]]
     assert icmp_types.count("8") >= 3 and icmp_types.count("0") >= 3, decrypted
+    stop_both(pair)
+
+    # The keys are in the key files, and nowhere in either daemon's log (debug level).
+    secrets = set()
+    for line in (keys / "ikev2_decryption_table").read_text().splitlines():
+        if not line.startswith("#"):
+            fields = line.split(",")
+            secrets.update(f for f in (fields[2], fields[3]) if f)
+    for line in (keys / "esp_sa").read_text().splitlines():
+        if not line.startswith("#"):
+            secrets.add(line.split(",")[5].strip('"').removeprefix("0x"))
+    assert len(secrets) == 4, secrets
+    for daemon in (pair.left, pair.right):
+        text = daemon.log_text().lower()
+        for secret in secrets:
+            assert secret[:16] not in text, "a key appears in a log"
+
+
+@pytest.mark.timeout(90)
+def test_sighup_reload(pair):
+    pair.start()
+    establish(pair)
+    config = pair.right.config
+    original = config.read_text()
+    tables = original[original.index("[connections.pair]") :]
+    extra = tables.replace("[connections.pair", "[connections.extra").replace(
+        "[secrets.ike-pair]", "[secrets.ike-extra]"
+    )
+    config.write_text(original + "\n" + extra)
+    os.kill(pair.right.process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        names = [name for entry in pair.right.call("conns") for name in entry]
+        if "extra" in names:
+            break
+        time.sleep(0.2)
+    assert names == ["pair", "extra"], names
+    # The running SA survived the reload.
+    assert_ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=2)
+    # A broken file is refused; the running configuration stays.
+    config.write_text(original.replace("proposals =", "proposal_typo ="))
+    with pytest.raises(AssertionError, match="proposal_typo"):
+        pair.right.call("reload")
+    assert [name for entry in pair.right.call("conns") for name in entry] == ["pair", "extra"]
     stop_both(pair)
 
 
