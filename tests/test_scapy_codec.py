@@ -4,6 +4,8 @@ Both directions: scapy dissects what we serialize into the same field values, an
 parse what scapy builds (and re-serialize it byte for byte). Also real captures: the
 NAT-T capture (behind the non-ESP marker), the REDIRECT capture and the IKE_SA_INIT
 frames of the Wireshark AES-CCM capture parse without error and re-serialize exactly.
+And tshark: Wireshark's dissector decrypts our SK/SKF payloads (GCM, CCM, CBC + HMAC),
+verifies their ICVs, flags our corrupted ones and reassembles our fragments.
 """
 
 from __future__ import annotations
@@ -555,3 +557,110 @@ def test_ccm_capture_ike_sa_init_frames_parse() -> None:
     assert len(request.notifies(NotifyType.NAT_DETECTION_SOURCE_IP)) == 1
     for msg, data in zip((request, response), frames[:2]):
         assert serialize_message(msg.header, msg.payloads) == data
+
+
+# --------------------------------------------------------------------------------------
+# tshark (Wireshark's ISAKMP dissector) as a second oracle: it decrypts our SK payloads
+# with the keys, checks their ICVs, and reassembles our SKF fragments
+# --------------------------------------------------------------------------------------
+
+TSHARK_ALGORITHMS = [
+    # (encr, key bits, integ, Wireshark's name for encr, Wireshark's name for integ)
+    (EncrId.ENCR_AES_GCM_8, 128, None, "AES-GCM-128 with 8 octet ICV [RFC5282]", None),
+    (EncrId.ENCR_AES_GCM_12, 192, None, "AES-GCM-192 with 12 octet ICV [RFC5282]", None),
+    (EncrId.ENCR_AES_GCM_16, 256, None, "AES-GCM-256 with 16 octet ICV [RFC5282]", None),
+    (EncrId.ENCR_AES_CCM_8, 256, None, "AES-CCM-256 with 8 octet ICV [RFC5282]", None),
+    (EncrId.ENCR_AES_CCM_12, 128, None, "AES-CCM-128 with 12 octet ICV [RFC5282]", None),
+    (EncrId.ENCR_AES_CCM_16, 192, None, "AES-CCM-192 with 16 octet ICV [RFC5282]", None),
+    (
+        EncrId.ENCR_AES_CBC,
+        128,
+        IntegId.AUTH_HMAC_SHA1_96,
+        "AES-CBC-128 [RFC3602]",
+        "HMAC_SHA1_96 [RFC2404]",
+    ),
+    (
+        EncrId.ENCR_AES_CBC,
+        192,
+        IntegId.AUTH_HMAC_SHA2_384_192,
+        "AES-CBC-192 [RFC3602]",
+        "HMAC_SHA2_384_192 [RFC4868]",
+    ),
+    (
+        EncrId.ENCR_AES_CBC,
+        256,
+        IntegId.AUTH_HMAC_SHA2_512_256,
+        "AES-CBC-256 [RFC3602]",
+        "HMAC_SHA2_512_256 [RFC4868]",
+    ),
+]
+
+
+@pytest.mark.timeout(120)
+def test_tshark_decrypts_and_verifies_our_sk_and_skf(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from scapy.all import IP, Ether, Raw, wrpcap
+
+    from ikev2.crypto.sk import make_sk_cipher, sk_key_lengths
+
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    frames: list[bytes] = []
+    expected: list[str] = []  # per frame: "ok", "bad" (ICV must fail) or "fragment"
+    table: list[str] = []
+    for index, (encr, bits, integ, encr_name, integ_name) in enumerate(TSHARK_ALGORITHMS, 1):
+        spi_i, spi_r = bytes([index]) * 8, bytes([0x80 | index]) * 8
+        encr_len, integ_len = sk_key_lengths(encr, bits, integ)
+        sk_ei = bytes((index * 7 + i) % 256 for i in range(encr_len))
+        sk_ai = bytes((index * 11 + i) % 256 for i in range(integ_len))
+        cipher = make_sk_cipher(encr, bits, integ, sk_ei, sk_ai or None)
+        table.append(
+            f"uat:ikev2_decryption_table:{spi_i.hex()},{spi_r.hex()},{sk_ei.hex()},{sk_ei.hex()},"
+            f'"{encr_name}",{sk_ai.hex()},{sk_ai.hex()},"{integ_name or "NONE [RFC4306]"}"'
+        )
+        header = IkeHeader(
+            spi_i=spi_i, spi_r=spi_r, exchange=ExchangeType.IKE_AUTH, initiator=True, message_id=1
+        )
+        wire = serialize_message(header, auth_plain_payloads(), cipher)
+        corrupted = bytearray(wire)
+        corrupted[-1] ^= 0x01
+        frames += [wire, bytes(corrupted)]
+        expected += ["ok", "bad"]
+        header.message_id = 2
+        fragments = serialize_fragments(header, auth_plain_payloads(), cipher, 160)
+        frames += fragments
+        expected += ["fragment"] * (len(fragments) - 1) + ["reassembled"]
+    pcap = tmp_path / "ours.pcap"
+    wrpcap(
+        str(pcap),
+        [
+            # explicit MACs: scapy would otherwise ARP for the destination
+            Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+            / IP(src="192.0.2.1", dst="192.0.2.2")
+            / UDP(sport=500, dport=500)
+            / Raw(f)
+            for f in frames
+        ],
+    )
+    command = ["tshark", "-n", "-r", str(pcap)]
+    for row in table:
+        command += ["-o", row]
+    command += ["-T", "fields", "-E", "separator=|", "-e", "frame.number"]
+    command += ["-e", "isakmp.id.data.fqdn", "-e", "isakmp.auth.data", "-e", "_ws.expert.message"]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=100, check=True)
+    rows = [line.split("|") for line in output.stdout.splitlines() if line]
+    assert len(rows) == len(frames)
+    auth_data = bytes(range(32)).hex()
+    for (number, fqdn, auth, expert), kind in zip(rows, expected, strict=True):
+        context = f"frame {number} ({kind}): {fqdn!r} {expert!r}"
+        if kind == "ok":
+            assert fqdn == "carol@strongswan.org" and auth == auth_data and not expert, context
+        elif kind == "bad":
+            assert "Integrity Checksum Data is incorrect" in expert, context
+        elif kind == "reassembled":
+            assert fqdn == "carol@strongswan.org" and auth == auth_data, context
+            assert "incorrect" not in expert, context
+        else:
+            assert "incorrect" not in expert, context
