@@ -1,0 +1,129 @@
+"""The interop matrix (issue 6): named scenarios, and a runner that prints a table.
+
+    sudo .venv/bin/python -m aioipsec.interop.matrix            # every row
+    sudo .venv/bin/python -m aioipsec.interop.matrix -k nat     # rows whose name contains "nat"
+    sudo .venv/bin/python -m aioipsec.interop.matrix --list
+
+tests/interop/test_matrix.py runs the same rows under pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aioipsec.interop.harness import Scenario, ScenarioRun, run_scenario
+from aioipsec.netns import Lab
+
+# (IKE proposal, ESP proposal), each run in both roles against charon.
+ALGORITHMS = [
+    ("aes128gcm16-prfsha384-ecp384", "aes128gcm16"),
+    ("chacha20poly1305-prfsha512-x448", "chacha20poly1305"),
+    ("aes256-sha256-modp3072", "aes256-sha256"),
+    ("aes128-sha256-modp2048", "aes128-sha1"),
+    # The first Child SA is keyed from IKE_AUTH: its PFS group only matters in a rekey.
+    ("aes256gcm16-prfsha256-ecp256", "aes256gcm16-x25519"),
+    ("aes128ccm16-prfsha256-x25519", "aes128ccm16"),
+]
+
+
+def _other(initiator: str) -> str:
+    return "charon" if initiator == "aioipsec" else "aioipsec"
+
+
+MATRIX: list[Scenario] = [
+    Scenario(name="charon-to-charon", initiator="charon", responder="charon"),
+    Scenario(name="ours-to-charon", initiator="aioipsec", responder="charon"),
+    Scenario(name="charon-to-ours", initiator="charon", responder="aioipsec"),
+    Scenario(name="ours-behind-nat", initiator="aioipsec", responder="charon", nat=True),
+    Scenario(name="charon-behind-nat", initiator="charon", responder="aioipsec", nat=True),
+    *(
+        Scenario(
+            name=f"{initiator}-lossy",
+            initiator=initiator,  # type: ignore[arg-type]
+            responder=_other(initiator),  # type: ignore[arg-type]
+            loss_percent=10,
+            ping_count=10,
+            establish_timeout=60.0,
+        )
+        for initiator in ("aioipsec", "charon")
+    ),
+    Scenario.ipv6(name="ours-to-charon-v6", initiator="aioipsec", responder="charon"),
+    Scenario.ipv6(name="charon-to-ours-v6", initiator="charon", responder="aioipsec"),
+    *(
+        Scenario(
+            name=f"{initiator}-cert-{key_type}",
+            initiator=initiator,  # type: ignore[arg-type]
+            responder=_other(initiator),  # type: ignore[arg-type]
+            auth="pubkey",
+            key_type=key_type,  # type: ignore[arg-type]
+        )
+        for key_type in ("ecdsa", "rsa")
+        for initiator in ("aioipsec", "charon")
+    ),
+    *(
+        Scenario(
+            name=f"{initiator}-{ike.split('-')[0]}-{esp.replace('-', '_')}",
+            initiator=initiator,  # type: ignore[arg-type]
+            responder=_other(initiator),  # type: ignore[arg-type]
+            ike_proposals=(ike,),
+            esp_proposals=(esp,),
+        )
+        for ike, esp in ALGORITHMS
+        for initiator in ("aioipsec", "charon")
+    ),
+]
+
+
+def run_row(scenario: Scenario, keep: bool = False) -> tuple[ScenarioRun | None, str, Path]:
+    """Run one row in its own Lab; returns (run or None, error text, work directory)."""
+    workdir = Path(tempfile.mkdtemp(prefix="aioipsec-mx-", dir="/tmp"))
+    try:
+        with Lab("mx") as lab:
+            return run_scenario(lab, scenario, workdir), "", workdir
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}", workdir
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aioipsec.interop.matrix")
+    parser.add_argument("-k", dest="pattern", default="", help="rows whose name contains this")
+    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    parser.add_argument("--keep", action="store_true", help="keep /tmp/aioipsec-mx-* (logs)")
+    args = parser.parse_args(argv)
+    rows = [s for s in MATRIX if args.pattern in s.name]
+    if args.list:
+        for scenario in rows:
+            print(scenario.name)
+        return 0
+    failures = 0
+    print(f"{'scenario':<44} {'result':<6} {'establish':>10} {'ping':>6} {'rtt avg':>9}")
+    for scenario in rows:
+        started = time.monotonic()
+        run, error, workdir = run_row(scenario, keep=args.keep)
+        problems = [error] if run is None else run.problems
+        ok = not problems
+        failures += not ok
+        establish = (
+            f"{run.establish_seconds * 1000:.0f} ms" if run and run.establish_seconds else ""
+        )
+        ping = f"{run.ping.received}/{run.ping.transmitted}" if run and run.ping else ""
+        rtt = f"{run.ping.rtt_avg_ms} ms" if run and run.ping and run.ping.rtt_avg_ms else ""
+        print(f"{scenario.name:<44} {'ok' if ok else 'FAIL':<6} {establish:>10} {ping:>6} {rtt:>9}")
+        for problem in problems:
+            print(f"    {problem.splitlines()[0][:200]}")
+        if not ok and args.keep:
+            print(f"    logs: {workdir} ({time.monotonic() - started:.1f} s)")
+        sys.stdout.flush()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
