@@ -203,6 +203,10 @@ class ControlServer:
                 await self._send(writer, await self._dispatch(line))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # close() cancels open connections; ending normally keeps asyncio's stream
+            # callback from logging the cancellation as an error (Python 3.11).
+            pass
         finally:
             self._connections.discard(task)
             writer.close()

@@ -232,3 +232,22 @@ async def test_oversized_request_is_refused(socket_path: Path) -> None:
     async with ControlServer(socket_path, HANDLERS):
         answers = await raw_exchange(socket_path, b"x" * (2 << 20) + b"\n")
     assert answers == [{"ok": False, "error": "request line too long"}]
+
+
+async def test_close_with_an_idle_client_connected_is_quiet(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    server = ControlServer(socket_path, HANDLERS)
+    await server.start()
+    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    writer.write(b'{"command": "sas"}\n')
+    assert json.loads(await reader.readline())["ok"]
+    await server.close()  # the client is still connected
+    await asyncio.sleep(0.05)
+    assert await reader.read() == b""  # the server hung up
+    writer.close()
+    assert errors == []
+    assert "CancelledError" not in capsys.readouterr().err
