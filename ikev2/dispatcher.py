@@ -141,6 +141,12 @@ class Dispatcher:
                 self._receive_init_request(msg, remote_addr, local_addr, now)
             else:
                 self._route(msg, remote_addr, local_addr, now)
+        except Exception:
+            # Any exception other than ProtocolError is a bug in the engine (h11's rule).
+            # A peer must not be able to stop the daemon with it: log it loudly, count it
+            # (tests assert the counter stays zero) and drop the datagram.
+            self._count("internal_error")
+            log.exception("internal error handling a datagram from %s", remote_addr)
         finally:
             self._collect(now)
 
@@ -433,15 +439,22 @@ class Dispatcher:
     # --- bookkeeping after every call
 
     def _collect(self, now: float) -> None:
-        for sa in list(self._sas.values()):
-            self._out.extend(sa.datagrams_to_send(now))
-            while (event := sa.next_event()) is not None:
-                self._events.append(event)
-                self._on_event(sa, event, now)
-            self._out.extend(sa.datagrams_to_send(now))
-            if sa.initial_contact:
-                sa.initial_contact = False
-                self._initial_contact(sa, now)
+        # Handling one SA's events can touch others (INITIAL_CONTACT, reauthentication,
+        # restarts): repeat until every SA is drained, before dead ones are forgotten.
+        progress = True
+        while progress:
+            progress = False
+            for sa in list(self._sas.values()):
+                self._out.extend(sa.datagrams_to_send(now))
+                while (event := sa.next_event()) is not None:
+                    progress = True
+                    self._events.append(event)
+                    self._on_event(sa, event, now)
+                self._out.extend(sa.datagrams_to_send(now))
+                if sa.initial_contact:
+                    progress = True
+                    sa.initial_contact = False
+                    self._initial_contact(sa, now)
         for ike_sa_id, sa in list(self._sas.items()):
             if not sa.alive:
                 del self._sas[ike_sa_id]

@@ -94,14 +94,14 @@ def pair_configs(**kwargs: Any) -> tuple[IkeConfig, IkeConfig]:
         elif key.startswith("b_"):
             b_kwargs[key[2:]] = b_kwargs.pop(key)
             a_kwargs.pop(key)
-    a = make_config(
-        local=ADDR_A, remote=ADDR_B, local_id="a.example", remote_id="b.example", **a_kwargs
-    )
+    a_kwargs.setdefault("local_id", "a.example")
+    a_kwargs.setdefault("remote_id", "b.example")
+    a = make_config(local=ADDR_A, remote=ADDR_B, **a_kwargs)
     b_kwargs.setdefault("local_ts", ["10.2.0.0/16"])
     b_kwargs.setdefault("remote_ts", ["10.1.0.0/16"])
-    b = make_config(
-        local=ADDR_B, remote=ADDR_A, local_id="b.example", remote_id="a.example", **b_kwargs
-    )
+    b_kwargs.setdefault("local_id", "b.example")
+    b_kwargs.setdefault("remote_id", "a.example")
+    b = make_config(local=ADDR_B, remote=ADDR_A, **b_kwargs)
     return a, b
 
 
@@ -153,6 +153,9 @@ class Network:
         raise AssertionError("network did not go quiet")
 
     def _drain_events(self) -> None:
+        # An exception other than ProtocolError inside the engine is a bug: never accept one.
+        assert self.a.counters.get("internal_error", 0) == 0, "engine A raised"
+        assert self.b.counters.get("internal_error", 0) == 0, "engine B raised"
         while (event := self.a.next_event()) is not None:
             self.events_a.append(event)
         while (event := self.b.next_event()) is not None:

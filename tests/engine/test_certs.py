@@ -167,3 +167,28 @@ def test_certificate_failures_explained(case: str, check: str) -> None:
         assert "Other CA" in failure.reason and "Test CA" in failure.reason
     if case == "expired":
         assert "expired" in failure.reason
+
+
+@pytest.mark.parametrize("kind", ["rsa", "rsa-pss", "ecdsa", "ed25519"])
+def test_certificate_sa_lifecycle(kind: str) -> None:
+    """Establish, rekey Child and IKE SA, liveness check and delete with each key type."""
+    from ikev2.events import ChildSaRekeyed, IkeSaDeleted, IkeSaRekeyed, PeerUnreachable
+
+    net = cert_pair(kind, kind)
+    ike_id = net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    (child,) = net.events("a", ChildSaEstablished)
+    net.a.rekey_child(ike_id, child.child_sa_id, net.now)
+    net.pump()
+    assert net.events("b", ChildSaRekeyed)
+    (info_b,) = net.b.sas()
+    net.b.rekey_ike(info_b.ike_sa_id, net.now)
+    net.pump()
+    (rekeyed,) = net.events("a", IkeSaRekeyed)
+    net.a.send_liveness(rekeyed.ike_sa_id, net.now)
+    net.run_until(net.now + 60.0)
+    assert not net.events("a", PeerUnreachable)
+    net.a.terminate_ike(rekeyed.ike_sa_id, net.now)
+    net.pump()
+    assert net.a.sas() == [] and net.b.sas() == []
+    assert len(net.events("b", IkeSaDeleted)) == 2  # the rekeyed one and the new one

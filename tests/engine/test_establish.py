@@ -309,3 +309,51 @@ def test_cookie_demanded_above_threshold() -> None:
     assert net.b.counters.get("cookie_demanded") == 1
     a, b = child_pair(net)
     assert_children_match(a, b)
+
+
+@pytest.mark.parametrize(
+    "id_a,id_b",
+    [
+        ("192.0.2.1", "192.0.2.2"),  # ID_IPV4_ADDR
+        ("2001:db8::1", "2001:db8::2"),  # ID_IPV6_ADDR
+        ("alice@example.org", "gw@example.org"),  # ID_RFC822_ADDR
+        ("C=CH, O=aioipsec, CN=a", "C=CH, O=aioipsec, CN=b"),  # ID_DER_ASN1_DN
+        ("keyid:0a0b0c", "keyid:0d0e0f"),  # ID_KEY_ID
+        ("a.example", "b.example"),  # ID_FQDN
+    ],
+)
+def test_identity_types_with_psk(id_a: str, id_b: str) -> None:
+    net = make_pair(a_local_id=id_a, a_remote_id=id_b, b_local_id=id_b, b_remote_id=id_a)
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    (ike_a,) = net.events("a", IkeSaEstablished)
+    (ike_b,) = net.events("b", IkeSaEstablished)
+    assert ike_b.remote_id == ike_a.local_id
+    assert ike_a.remote_id == ike_b.local_id
+    child_pair(net)
+
+
+def test_identity_not_configured_is_refused() -> None:
+    net = make_pair(b_remote_id="someone-else.example")
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    (failure,) = net.events("b", AuthenticationFailed)
+    assert failure.check == "identity-mismatch" and "a.example" in failure.reason
+
+
+def test_initial_contact_replaces_stale_sa_and_tfc_notify() -> None:
+    net, _ = established_pair()
+    # A "reboots": a fresh engine with the same config contacts B again.
+    from ikev2.dispatcher import Dispatcher
+    from tests.engine.harness import psk_lookup_for, seeded_rng
+
+    config = net.a.configs[0]
+    config.children[0].tfc_padding = False
+    net.a = Dispatcher([config], psk_lookup_for(), rng=seeded_rng(99))
+    net.a.initiate("conn", "net", now=1.0)
+    net.pump()
+    deleted = net.events("b", IkeSaDeleted)
+    assert [e.reason for e in deleted] == ["replaced (INITIAL_CONTACT)"]
+    assert len(net.b.sas()) == 1
+    (new_b,) = [e for e in net.events("b", ChildSaEstablished)][1:]
+    assert new_b.tfc_padding is False  # A said ESP_TFC_PADDING_NOT_SUPPORTED
