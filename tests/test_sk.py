@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,27 @@ def test_random_bodies_only_raise_protocol_errors(case, body: bytes) -> None:
         build(*case).open(b"aad", body)
     except IntegrityError:
         pass  # random data never authenticates; ProtocolError subclasses only
+
+
+def test_empty_informational_round_trip() -> None:
+    # The liveness check (RFC 7296 sec. 2.4): an INFORMATIONAL with an empty SK payload.
+    sender, receiver = build(EncrId.ENCR_AES_GCM_16, 256), build(EncrId.ENCR_AES_GCM_16, 256)
+    header = IkeHeader(spi_i=b"\x01" * 8, spi_r=b"\x02" * 8, exchange=ExchangeType.INFORMATIONAL)
+    wire = serialize_message(header, [], sender)
+    msg = parse_message(wire)
+    assert msg.encrypted_payload.first_inner == PayloadType.NO_NEXT_PAYLOAD
+    assert decrypt_message(msg, receiver).payloads == []
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: f"{c[0].name}-{c[1]}")
+def test_truncated_sk_payload_in_a_consistent_message(case) -> None:
+    # A message whose lengths all agree but whose SK body is cut short: never decrypts.
+    sender, receiver = build(*case), build(*case)
+    header = IkeHeader(spi_i=b"\x01" * 8, spi_r=b"\x02" * 8, exchange=ExchangeType.INFORMATIONAL)
+    wire = serialize_message(header, [DeletePayload(1)], sender)
+    for keep in (1, sender.iv_size, sender.iv_size + sender.icv_size, len(wire) - 33):
+        cut = bytearray(wire[: 32 + keep])
+        struct.pack_into("!I", cut, 24, len(cut))
+        struct.pack_into("!H", cut, 30, 4 + keep)
+        with pytest.raises(IntegrityError):
+            decrypt_message(parse_message(bytes(cut)), receiver)
