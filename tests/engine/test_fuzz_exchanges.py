@@ -11,8 +11,8 @@ import random
 import pytest
 
 from ikev2.enums import ExchangeType, NotifyType, ProtocolId
-from ikev2.message import parse_message
 from ikev2.events import ChildSaEstablished
+from ikev2.message import parse_message
 from ikev2.payloads import (
     AuthPayload,
     DeletePayload,
