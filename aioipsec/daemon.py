@@ -341,6 +341,12 @@ class Daemon:
         elif isinstance(event, ev.ChildSaRekeyed):
             self._install_child(event.new, bound, rekey_of=event.old_child_sa_id)
         elif isinstance(event, ev.ChildSaDeleted):
+            if event.reason == "deleted by peer":
+                # close_action = trap: the peer closed it; the next packet renegotiates.
+                self._trap_children(
+                    event.connection,
+                    lambda c, name=event.child: c.name == name and c.close_action == "trap",
+                )
             state = self.ike_sas.get(event.ike_sa_id)
             if state is not None:
                 state.children.pop(event.child_sa_id, None)
@@ -370,8 +376,20 @@ class Daemon:
             )
         elif isinstance(event, ev.PeerUnreachable):
             bound.warning("peer unreachable", action=event.action, remote=event.remote_addr)
+            if event.action == "trap":
+                # dpd_action = trap: the next packet renegotiates (strongSwan semantics).
+                self._trap_children(event.connection, lambda c: c.dpd_action == "trap")
         else:
             bound.info(type(event).__name__, **_public_fields(event))
+
+    def _trap_children(self, connection: str, wanted: Callable[[Any], bool]) -> None:
+        assert self.datapath is not None
+        for config in self.engine_configs:
+            if config.name != connection:
+                continue
+            for child in config.children:
+                if wanted(child) and not self.datapath.has_trap(config.name, child.name):
+                    self.datapath.add_trap(config, child)
 
     def _install_child(
         self, event: ev.ChildSaEstablished, bound: Any, rekey_of: int | None = None

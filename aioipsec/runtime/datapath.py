@@ -416,6 +416,9 @@ class DataPath:
             policies=[s.text() for s in trap.selectors_out],
         )
 
+    def has_trap(self, connection: str, child: str) -> bool:
+        return any(t.connection == connection and t.child == child for t in self.traps.values())
+
     def clear_traps(self) -> None:
         for trap_id in list(self.traps):
             self.routes.remove_child(-trap_id)

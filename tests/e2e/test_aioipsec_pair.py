@@ -463,3 +463,23 @@ def test_dpd_clears_the_sa_of_a_killed_peer(pair):
     # The routes went with the SA.
     assert "10.2.0.0/24" not in pair.left_ns.run("ip", "route", "show", "table", "220").stdout
     assert pair.left.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.timeout(90)
+def test_close_action_trap_renegotiates_on_the_next_packet(pair):
+    pair.start(left={"child_options": {"close_action": "trap"}})
+    establish(pair)
+    assert_ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=2)
+    # The right side closes the connection; the left keeps a trap instead of the SA ...
+    pair.right.call("terminate", ike="pair")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and pair.left.sas():
+        time.sleep(0.2)
+    assert pair.left.sas() == {}
+    policies = pair.left.call("policies")["policies"]
+    assert any(p.get("trap") for p in policies), policies
+    # ... so the next packet brings the tunnel back without any command.
+    result = ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=4)
+    assert result.returncode == 0, result.stdout
+    assert pair.left.sas()["pair"]["state"] == "ESTABLISHED"
+    stop_both(pair)
