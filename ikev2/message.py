@@ -38,7 +38,7 @@ from ikev2.payloads import (
     SkfPayload,
     SkPayload,
     UnknownPayload,
-    _as_enum,
+    as_enum,
     parse_payload_body,
 )
 
@@ -121,10 +121,10 @@ class IkeHeader:
         return cls(
             spi_i=spi_i,
             spi_r=spi_r,
-            next_payload=_as_enum(PayloadType, next_payload),
+            next_payload=as_enum(PayloadType, next_payload),
             major_version=major,
             minor_version=version & 0x0F,
-            exchange=_as_enum(ExchangeType, exchange),
+            exchange=as_enum(ExchangeType, exchange),
             initiator=bool(flags & FLAG_INITIATOR),
             version=bool(flags & FLAG_VERSION),
             response=bool(flags & FLAG_RESPONSE),

@@ -55,7 +55,7 @@ def _syntax(reason: str) -> ProtocolError:
     return ProtocolError(reason, NotifyType.INVALID_SYNTAX)
 
 
-def _as_enum(enum_type: type, value: int) -> int:
+def as_enum(enum_type: type, value: int) -> int:
     """``enum_type(value)`` when the registry knows it, else the plain int (kept as is)."""
     try:
         return enum_type(value)
@@ -142,8 +142,6 @@ class Transform:
     other_attributes: list[TransformAttribute] = field(default_factory=list)
     key_length_position: int = field(default=0, repr=False, compare=False)
 
-    HEADER_SIZE: ClassVar[int] = 8
-
     @classmethod
     def parse(cls, data: Buffer) -> tuple[Self, bool, int]:
         """Parse one transform substructure at the start of ``data``.
@@ -185,7 +183,7 @@ class Transform:
                 others.append(TransformAttribute(attr_type, attributes[offset + 4 : end].tobytes()))
                 offset = end
         transform = cls(
-            type=_as_enum(TransformType, ttype),
+            type=as_enum(TransformType, ttype),
             id=tid,
             key_length=key_length,
             other_attributes=others,
@@ -273,7 +271,7 @@ class Proposal:
         return (
             cls(
                 number=number,
-                protocol=_as_enum(ProtocolId, protocol),
+                protocol=as_enum(ProtocolId, protocol),
                 spi=spi,
                 transforms=transforms,
             ),
@@ -392,7 +390,7 @@ class KePayload:
     def parse(cls, body: Buffer) -> Self:
         _min_length(body, 4, "KE payload")
         (group,) = struct.unpack_from("!H", body)
-        return cls(group=_as_enum(KeId, group), data=bytes(body[4:]))
+        return cls(group=as_enum(KeId, group), data=bytes(body[4:]))
 
     def serialize(self) -> bytes:
         return struct.pack("!HH", self.group, 0) + self.data
@@ -440,7 +438,7 @@ class IdPayload:
         expected = _ID_ADDRESS_SIZES.get(id_type)
         if expected is not None and len(data) != expected:
             raise _syntax(f"ID payload: {len(data)}-octet address for ID type {id_type}")
-        return cls(payload_type=payload_type, id_type=_as_enum(IdType, id_type), data=data)
+        return cls(payload_type=payload_type, id_type=as_enum(IdType, id_type), data=data)
 
     def serialize(self) -> bytes:
         return bytes((self.id_type, 0, 0, 0)) + self.data
@@ -475,7 +473,7 @@ class CertPayload:
     @classmethod
     def parse(cls, body: Buffer) -> Self:
         _min_length(body, 1, "CERT payload")
-        return cls(encoding=_as_enum(CertEncoding, body[0]), data=bytes(body[1:]))
+        return cls(encoding=as_enum(CertEncoding, body[0]), data=bytes(body[1:]))
 
     def serialize(self) -> bytes:
         return bytes((self.encoding,)) + self.data
@@ -509,7 +507,7 @@ class CertReqPayload:
     @classmethod
     def parse(cls, body: Buffer) -> Self:
         _min_length(body, 1, "CERTREQ payload")
-        return cls(encoding=_as_enum(CertEncoding, body[0]), data=bytes(body[1:]))
+        return cls(encoding=as_enum(CertEncoding, body[0]), data=bytes(body[1:]))
 
     def serialize(self) -> bytes:
         return bytes((self.encoding,)) + self.data
@@ -547,7 +545,7 @@ class AuthPayload:
     @classmethod
     def parse(cls, body: Buffer) -> Self:
         _min_length(body, 4, "AUTH payload")
-        return cls(method=_as_enum(AuthMethod, body[0]), data=bytes(body[4:]))
+        return cls(method=as_enum(AuthMethod, body[0]), data=bytes(body[4:]))
 
     def serialize(self) -> bytes:
         return bytes((self.method, 0, 0, 0)) + self.data
@@ -637,8 +635,8 @@ class NotifyPayload:
             if not any(body[4 : 4 + spi_size]):
                 raise _syntax("Notify: SPI is zero")
         return cls(
-            notify_type=_as_enum(NotifyType, notify_type),
-            protocol=_as_enum(ProtocolId, protocol),
+            notify_type=as_enum(NotifyType, notify_type),
+            protocol=as_enum(ProtocolId, protocol),
             spi=bytes(body[4 : 4 + spi_size]),
             data=bytes(body[4 + spi_size :]),
         )
@@ -698,7 +696,7 @@ class DeletePayload:
         spis = [bytes(body[4 + i * spi_size : 8 + i * spi_size]) for i in range(count)]
         if any(not any(spi) for spi in spis):
             raise _syntax("Delete: SPI is zero")
-        return cls(protocol=_as_enum(ProtocolId, protocol), spis=spis)
+        return cls(protocol=as_enum(ProtocolId, protocol), spis=spis)
 
     def serialize(self) -> bytes:
         spi_size = len(self.spis[0]) if self.spis else (0 if self.protocol == ProtocolId.IKE else 4)
@@ -938,7 +936,7 @@ class CpPayload:
                 raise _syntax(f"CP attribute: length {length} exceeds the payload")
             attributes.append(CpAttribute(word & 0x7FFF, view[offset + 4 : end].tobytes()))
             offset = end
-        return cls(cfg_type=_as_enum(CfgType, view[0]), attributes=attributes)
+        return cls(cfg_type=as_enum(CfgType, view[0]), attributes=attributes)
 
     def serialize(self) -> bytes:
         return bytes((self.cfg_type, 0, 0, 0)) + b"".join(a.serialize() for a in self.attributes)
@@ -1019,7 +1017,7 @@ class SkPayload:
     def parse(cls, body: Buffer, first_inner: int = PayloadType.NO_NEXT_PAYLOAD) -> Self:
         if not body:
             raise _syntax("SK payload is empty")
-        return cls(first_inner=_as_enum(PayloadType, first_inner), body=bytes(body))
+        return cls(first_inner=as_enum(PayloadType, first_inner), body=bytes(body))
 
     def serialize(self) -> bytes:
         return self.body
@@ -1066,7 +1064,7 @@ class SkfPayload:
         if number == 0 or total == 0 or number > total:
             raise _syntax(f"SKF: fragment {number} of {total}")
         return cls(
-            first_inner=_as_enum(PayloadType, first_inner),
+            first_inner=as_enum(PayloadType, first_inner),
             fragment_number=number,
             total_fragments=total,
             body=bytes(body[4:]),
