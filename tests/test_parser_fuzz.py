@@ -360,3 +360,35 @@ def test_reassembly_any_order_is_bounded_and_correct(arrivals, max_bytes) -> Non
         if whole is not None:
             event("message completed")
             assert whole.payloads == auth_payloads(1500)
+
+
+@FUZZ
+@given(
+    st.binary(min_size=8, max_size=8).filter(any),
+    st.binary(min_size=8, max_size=8),
+    u8,
+    st.integers(0, 15),
+    u8,
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+)
+def test_header_round_trip(spi_i, spi_r, next_payload, minor, exchange, i, v, r, mid, length):
+    header = IkeHeader(
+        spi_i=spi_i,
+        spi_r=spi_r,
+        next_payload=next_payload,
+        minor_version=minor,
+        exchange=exchange,
+        initiator=i,
+        version=v,
+        response=r,
+        message_id=mid,
+        length=length,
+    )
+    raw = header.serialize()
+    assert len(raw) == 28
+    assert IkeHeader.parse(raw) == header
+    assert IkeHeader.parse(raw).serialize() == raw
