@@ -15,6 +15,17 @@ Shared key (method 2)::
 The ``prf`` argument is any callable ``prf(key, data) -> bytes`` (``ikev2.crypto.prf.Prf``
 instances are). Verification failures raise :class:`AuthenticationError`, a
 ``ProtocolError`` carrying AUTHENTICATION_FAILED, whose reason never contains secrets.
+
+Signatures, our side::
+
+    method, scheme = choose_signature_scheme(private_key, sa.peer_signature_hashes)
+    AuthPayload(method=method, data=sign_auth(private_key, octets, method, scheme))
+
+(``peer_signature_hashes``: the peer's SIGNATURE_HASH_ALGORITHMS, ``None``/empty when it
+sent none: then RFC 4754 ECDSA methods, or RSA method 1 if the policy allows SHA-1.)
+The peer's side: ``verify_signature_auth(cert.public_key(), auth.method, auth.data,
+octets, peer_id=...)`` after ``ikev2.crypto.certs.validate_chain``. Every check failing
+raises AuthenticationError (never a False return: iked CVE-2020-16088).
 """
 
 from __future__ import annotations
