@@ -235,6 +235,15 @@ exit status: 0 success, 1 the command failed, 2 bad usage or configuration,
 3 no daemon reachable. See docs/cli.md."""
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aioipsec")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def _add_socket_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
     default = None if top else argparse.SUPPRESS
     parser.add_argument(
@@ -276,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_socket_options(parser, top=True)
+    parser.add_argument("--version", action="version", version=f"aioipsec {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     daemon = commands.add_parser(

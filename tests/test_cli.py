@@ -372,3 +372,12 @@ async def test_unwritable_log_file_is_a_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 1
     assert err.startswith("aioipsec: daemon: ") and "Traceback" not in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aioipsec {version('aioipsec')}"
