@@ -96,6 +96,8 @@ class Dispatcher:
         self.ctx.register_sa = self._register
         self.ctx.reauthenticate = self._reauthenticate  # type: ignore[attr-defined]
         self._by_spi: dict[bytes, IkeSa] = {}
+        # Responder SAs by (initiator SPI, peer address) for as long as they live: a late
+        # copy of an IKE_SA_INIT request must reach its SA, not open a new one.
         self._half_open: dict[tuple[bytes, str], IkeSa] = {}
         self._sas: dict[int, IkeSa] = {}
         self._events: deque[Event] = deque()
@@ -165,7 +167,14 @@ class Dispatcher:
         for sa in list(self._sas.values()):
             timer = sa.get_timer()
             if timer is not None and timer <= now:
-                sa.handle_timer(now)
+                try:
+                    sa.handle_timer(now)
+                except Exception:
+                    # A bug; keep the other SAs running (see receive_datagram).
+                    self._count("internal_error")
+                    log.exception("internal error in a timer of %s", sa.describe())
+                    sa.timers.clear()
+                    self.ctx.dirty.add(sa.ike_sa_id)
         self._collect(now)
 
     def next_event(self) -> Event | None:
@@ -439,34 +448,37 @@ class Dispatcher:
     # --- bookkeeping after every call
 
     def _collect(self, now: float) -> None:
-        # Handling one SA's events can touch others (INITIAL_CONTACT, reauthentication,
-        # restarts): repeat until every SA is drained, before dead ones are forgotten.
-        progress = True
-        while progress:
-            progress = False
-            for sa in list(self._sas.values()):
-                self._out.extend(sa.datagrams_to_send(now))
-                while (event := sa.next_event()) is not None:
-                    progress = True
-                    self._events.append(event)
-                    self._on_event(sa, event, now)
-                self._out.extend(sa.datagrams_to_send(now))
-                if sa.initial_contact:
-                    progress = True
-                    sa.initial_contact = False
-                    self._initial_contact(sa, now)
-        for ike_sa_id, sa in list(self._sas.items()):
+        # Only SAs with queued output are visited. Handling one SA's events can touch
+        # others (INITIAL_CONTACT, reauthentication, restarts): repeat until all are
+        # drained, before dead ones are forgotten.
+        dirty = self.ctx.dirty
+        while dirty:
+            ike_sa_id = dirty.pop()
+            sa = self._sas.get(ike_sa_id)
+            if sa is None:
+                continue
+            self._out.extend(sa.datagrams_to_send(now))
+            while (event := sa.next_event()) is not None:
+                self._events.append(event)
+                self._on_event(sa, event, now)
+            self._out.extend(sa.datagrams_to_send(now))
+            if sa.initial_contact:
+                sa.initial_contact = False
+                self._initial_contact(sa, now)
             if not sa.alive:
-                del self._sas[ike_sa_id]
-                if self._by_spi.get(sa.our_spi) is sa:
-                    del self._by_spi[sa.our_spi]
-                for key, value in list(self._half_open.items()):
-                    if value is sa:
-                        del self._half_open[key]
-            elif sa.established:
-                for key, value in list(self._half_open.items()):
-                    if value is sa:
-                        del self._half_open[key]
+                self._forget(sa)
+
+    def _forget(self, sa: IkeSa) -> None:
+        self._sas.pop(sa.ike_sa_id, None)
+        if self._by_spi.get(sa.our_spi) is sa:
+            del self._by_spi[sa.our_spi]
+        key = (sa.spi_i, sa.remote_addr[0])
+        if self._half_open.get(key) is sa:
+            del self._half_open[key]
+        else:
+            for other_key, value in list(self._half_open.items()):
+                if value is sa:
+                    del self._half_open[other_key]
 
     def _on_event(self, sa: IkeSa, event: Event, now: float) -> None:
         if isinstance(event, IkeSaEstablished):

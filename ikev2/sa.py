@@ -85,6 +85,8 @@ class EngineContext:
     # Certificates are checked against wall-clock time: now + wall_time_offset (the daemon
     # sets it to time.time() - loop.time(); nothing in ikev2 reads a clock).
     wall_time_offset: float = 0.0
+    # IKE SA ids with queued datagrams or events (the dispatcher drains only those).
+    dirty: set[int] = field(default_factory=set)
     _next_ike_id: int = 0
     _next_child_id: int = 0
 
@@ -462,6 +464,7 @@ class IkeSa:
     def _transmit(self, datagrams: list[bytes]) -> None:
         for data in datagrams:
             self._out.append(Datagram(data, self.local_addr, self.remote_addr))
+        self.ctx.dirty.add(self.ike_sa_id)
 
     # ------------------------------------------------------------------ encoding
 
@@ -615,6 +618,7 @@ class IkeSa:
             if _digest(msg.raw) in cache.request_digests:
                 for data in cache.datagrams:
                     self._out.append(Datagram(data, local_addr, remote_addr))
+                self.ctx.dirty.add(self.ike_sa_id)
             return
         if header.message_id != self.expected_request_id:
             log.debug(
@@ -763,6 +767,7 @@ class IkeSa:
         # Retransmit to where the request went (the peer may not have moved: sec. 2.1).
         for data in out.datagrams:
             self._out.append(Datagram(data, self.local_addr, self.remote_addr))
+        self.ctx.dirty.add(self.ike_sa_id)
         self.timers.set(
             "retransmit",
             now + retransmit_delay(out.attempt, config.retransmit_timeout, config.retransmit_base),
@@ -792,6 +797,7 @@ class IkeSa:
         elif isinstance(event, NegotiationFailed):
             log.warning("%s: %s failed: %s", self.describe(), event.exchange, event.reason)
         self._events.append(event)
+        self.ctx.dirty.add(self.ike_sa_id)
 
     def _require_established(self, what: str) -> None:
         if not self.established:

@@ -357,3 +357,20 @@ def test_initial_contact_replaces_stale_sa_and_tfc_notify() -> None:
     assert len(net.b.sas()) == 1
     (new_b,) = [e for e in net.events("b", ChildSaEstablished)][1:]
     assert new_b.tfc_padding is False  # A said ESP_TFC_PADDING_NOT_SUPPORTED
+
+
+def test_late_ike_sa_init_copy_does_not_open_a_second_sa() -> None:
+    net = make_pair()
+    first: list[bytes] = []
+
+    def keep_init(datagram, direction):
+        if not first:
+            first.append(datagram.data)
+        return datagram.data
+
+    net.tap = keep_init
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    net.b.receive_datagram(first[0], ("192.0.2.1", 500), ("192.0.2.2", 500), net.now)
+    assert net.b.datagrams_to_send(net.now) == []
+    assert len(net.b.sas()) == 1

@@ -283,3 +283,36 @@ def test_close_action_start_brings_it_back() -> None:
     assert len(net.events("a", IkeSaEstablished)) == 2
     assert len(installed_children(net, "a")) == 1
     assert_consistent(net)
+
+
+def test_simultaneous_ike_delete() -> None:
+    net, ike_id = established_pair()
+    net.a.terminate_ike(ike_id, net.now)
+    net.b.terminate_ike(net.b.sas()[0].ike_sa_id, net.now)
+    net.run_until(net.now + 200.0)
+    assert net.a.sas() == [] and net.b.sas() == []
+    assert len(net.events("a", IkeSaDeleted)) == 1 and len(net.events("b", IkeSaDeleted)) == 1
+    assert not net.events("a", PeerUnreachable) and not net.events("b", PeerUnreachable)
+
+
+def test_ike_rekey_crossing_ike_delete() -> None:
+    net, ike_id = established_pair()
+    net.a.rekey_ike(ike_id, net.now)
+    net.b.terminate_ike(net.b.sas()[0].ike_sa_id, net.now)
+    net.run_until(net.now + 200.0)
+    # The delete wins on both sides; nothing half-alive remains.
+    assert net.a.sas() == [] and net.b.sas() == []
+    assert installed_children(net, "a") == {} and installed_children(net, "b") == {}
+
+
+def test_child_delete_crossing_ike_rekey() -> None:
+    net, ike_id = established_pair()
+    (info_b,) = net.b.sas()
+    net.a.rekey_ike(ike_id, net.now)
+    net.b.terminate_child(info_b.ike_sa_id, only_child_id(net, "b"), net.now)
+    net.run_until(net.now + 200.0)
+    assert_consistent(net)
+    (info_a,) = net.a.sas()
+    (info_b,) = net.b.sas()
+    assert (info_a.spi_i, info_a.spi_r) == (info_b.spi_i, info_b.spi_r)
+    assert info_a.state == info_b.state == "ESTABLISHED"
