@@ -217,7 +217,8 @@ def make_aead_decrypt(sa: EspSa) -> tuple[Callable[..., int], Callable[..., memo
                 data_len = total
             else:
                 data_len = sa._inner_length(memoryview(plaintext), data_len, next_header)
-            if sa.selectors and not sa._selectors_match(memoryview(plaintext)[:data_len]):
+            match = sa._match
+            if match is not None and not match(plaintext, data_len):
                 sa.policy_drops += 1
                 raise EspDrop(DropReason.POLICY, "inner packet outside the SA's selectors")
         sa.last_next_header = next_header

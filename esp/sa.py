@@ -26,7 +26,7 @@ from esp.errors import DropReason, EspDrop
 from esp.events import Lifetime, SaExpired
 from esp.fastpath import make_aead_decrypt, make_aead_encrypt
 from esp.replay import ReplayWindow
-from esp.selectors import Selector, packet_fields
+from esp.selectors import Selector, compile_selectors
 from esp.transforms import (
     ENCR_INFO,
     INTEG_INFO,
@@ -93,6 +93,7 @@ class SaBase:
         self.src = src
         self.dst = dst
         self.selectors = tuple(selectors)
+        self._match = compile_selectors(self.selectors)
         self.lifetime = lifetime or Lifetime()
         self.reqid = reqid
         self.udp_encap = udp_encap
@@ -129,11 +130,17 @@ class SaBase:
     def packets_out(self) -> int:
         return self.seq
 
-    def _selectors_match(self, inner: memoryview) -> bool:
-        fields = packet_fields(inner)
-        if fields is None:
+    def _selectors_match(self, inner: bytes | bytearray | memoryview) -> bool:
+        match = self._match
+        if match is None:
+            return True
+        if (
+            len(inner) < 20
+            or inner[0] >> 4 not in (4, 6)
+            or (inner[0] >> 4 == 6 and len(inner) < 40)
+        ):
             return False
-        return any(sel.matches(fields) for sel in self.selectors)
+        return match(inner, len(inner))
 
     def matches_selectors(self, inner: bytes | bytearray | memoryview) -> bool:
         """Policy check of a decrypted packet against the SA's selectors (no selectors:
