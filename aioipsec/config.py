@@ -857,9 +857,6 @@ def _check_connection(
             "auth = pubkey needs our certificate",
             "add certs = <file> (PEM or DER), or use auth = psk",
         )
-    if connection.encap and connection.remote_port == 500 and "remote_port" not in table:
-        # strongSwan floats to 4500 after IKE_SA_INIT: nothing to change here.
-        pass
 
 
 def _build_secrets(source: RawSource, table: Any, configuration: Configuration) -> None:
