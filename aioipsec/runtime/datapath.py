@@ -1,18 +1,21 @@
 """The ESP data path: TUN -> policy -> ESP -> socket, and socket -> SA -> ESP -> TUN.
 
 Outbound (``loop.add_reader`` on the TUN descriptor, drained until empty):
-    read one inner packet -> outbound policy lookup (first match, most recent SA first)
-    -> too big for the SA and DF set? answer ICMP "fragmentation needed" / "packet too
-    big" with the tunnel MTU into the TUN (RFC 1191, RFC 4443, RFC 4301 sec. 8)
+    read one inner packet -> ``esp.spd.Spd.outbound`` (the first matching policy; its
+    ``reqid`` names the Child SA config; ``esp.sad.Sad`` gives the newest SA for it, so a
+    rekeyed SA takes over at once) -> too big for the SA and DF set? answer ICMP
+    "fragmentation needed" / "packet too big" with the tunnel MTU into the TUN
+    (RFC 1191, RFC 4443, RFC 4301 sec. 8)
     -> ``EspSa.encrypt_into`` a reused buffer -> ``sendto`` on the UDP 4500 socket
     (ESP-in-UDP, RFC 3948) or the raw protocol-50 socket.
-    A packet matching a trap policy (``start_action = trap``) with no SA yet is held
-    (bounded queue, a few seconds) while an acquire starts the negotiation: it is sent
-    once the SA is there and never leaves in clear.
+    A packet matching a policy with no SA yet (``start_action = trap``, or an SA that
+    went away) is held by the SPD (bounded queue, a few seconds) and an ``Acquire`` starts
+    the negotiation: it is sent once the SA is there and never leaves in clear.
 
 Inbound (called by the socket readers for every ESP datagram):
-    SPI -> inbound SA (dict) -> ``EspSa.decrypt_into`` (ICV, anti-replay, padding, and
-    the policy check of the inner packet against the SA's selectors, RFC 4301 sec. 5.2)
+    SPI -> inbound SA (the SAD's SPI dictionary) -> ``EspSa.decrypt_into`` (ICV,
+    anti-replay, padding, and the policy check of the inner packet against the SA's
+    selectors, RFC 4301 sec. 5.2)
     -> ``os.write`` to the TUN. An authenticated packet from a new outer address/port is
     a NAT mapping change: outbound traffic follows it (RFC 3948 sec. 3.5 / RFC 7296
     sec. 2.23).
@@ -36,9 +39,11 @@ from typing import Any
 import structlog
 
 from esp.errors import EspDrop
-from esp.events import Lifetime, SaExpired
+from esp.events import Acquire, Lifetime, SaExpired
 from esp.sa import Direction, EspSa
-from esp.selectors import Selector, packet_fields
+from esp.sad import Sad
+from esp.selectors import Selector
+from esp.spd import Action, Policy, Spd, Template
 from ikev2.events import ChildSaEstablished, TrafficSelectorRange
 from nat_t.peer import PeerAddressTracker
 from tun.icmp import build_too_big, needs_frag_needed
@@ -51,9 +56,13 @@ log = structlog.get_logger("aioipsec.datapath")
 
 Address = tuple[str, int]
 BUFFER_SIZE = 65536 + 512
-HELD_PACKETS_MAX = 32  # per trap policy; strongSwan's kernel holds a few packets too
+HELD_PACKETS_MAX = 32  # per Child SA config; strongSwan's kernel holds a few packets too
 HELD_PACKETS_SECONDS = 5.0
-ACQUIRE_INTERVAL = 3.0  # do not start a new negotiation for the same trap more often
+ACQUIRE_INTERVAL = 3.0  # do not start a new negotiation for the same child more often
+# Policy priorities (lower first): those of installed SAs (possibly narrowed selectors)
+# before the wider trap policies of the configuration.
+SA_POLICY_PRIORITY = 100
+TRAP_POLICY_PRIORITY = 200
 DEFAULT_OUTER_MTU = 1500
 DEFAULT_TUN_MTU = 1400  # strongSwan's kernel-libipsec default, before any SA is known
 
@@ -66,6 +75,7 @@ class ChildEntry:
     ike_sa_id: int
     connection: str
     child: str
+    reqid: int
     sa_in: EspSa
     sa_out: EspSa
     peer: PeerAddressTracker
@@ -74,39 +84,6 @@ class ChildEntry:
     selectors_out: list[Selector]
     installed_at: float  # wall clock
     event: ChildSaEstablished = field(repr=False)
-
-
-@dataclass
-class TrapEntry:
-    """A ``start_action = trap`` policy: no SA yet; the first packet starts one."""
-
-    trap_id: int
-    connection: str
-    child: str
-    selectors_out: list[Selector]
-    held: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
-    last_acquire: float = -1e9
-
-
-@dataclass
-class Policy:
-    """One outbound SPD entry: the first policy whose selector matches decides."""
-
-    selector: Selector
-    child: ChildEntry | None = None
-    trap: TrapEntry | None = None
-
-    def text(self) -> str:
-        if self.child is not None:
-            target = (
-                f"tmpl esp spi 0x{self.child.sa_out.spi:08x} "
-                f"{'udp-encap ' if self.child.udp_encap else ''}dst {self.child.peer.address[0]} "
-                f"conn {self.child.connection}/{self.child.child}"
-            )
-        else:
-            assert self.trap is not None
-            target = f"trap conn {self.trap.connection}/{self.trap.child}"
-        return f"{self.selector.text()} dir out action protect {target}"
 
 
 def ts_selector_text(ts: TrafficSelectorRange) -> str:
@@ -168,6 +145,13 @@ def outer_mtu_towards(host: str) -> int:
 
 
 class DataPath:
+    """The data plane of the daemon around ``esp.Sad`` / ``esp.Spd``.
+
+    ``reqid`` (the SPD's link to the SAD) is one number per (connection, child) of the
+    configuration, stable across rekeys: the SPD's policies for it stay while the SAs behind
+    it are replaced, and a policy whose SA is gone holds packets and raises an ``Acquire``.
+    """
+
     def __init__(
         self,
         tun: Any,
@@ -182,15 +166,26 @@ class DataPath:
         self._on_acquire = on_acquire
         self._on_limit = on_limit
         self.exporter = exporter
-        self.events: collections.deque[Any] = collections.deque()
+        self.sad = Sad()
+        self.spd = Spd(
+            self.sad,
+            max_held=HELD_PACKETS_MAX,
+            hold_seconds=HELD_PACKETS_SECONDS,
+            acquire_retry=ACQUIRE_INTERVAL,
+        )
+        self.events = self.sad.events
+        self._inbound = self.sad.inbound_esp_table()  # SPI -> EspSa, for dict.get
         # IKE SA id -> "we are behind a NAT" (from IkeSaEstablished): a host behind a NAT
         # does not follow the peer's address changes (RFC 7296 sec. 2.23).
         self.nat_local: dict[int, bool] = {}
-        self.inbound: dict[int, ChildEntry] = {}
         self.children: dict[int, ChildEntry] = {}
-        self.policies: list[Policy] = []
-        self.traps: dict[int, TrapEntry] = {}
-        self._next_trap_id = 1
+        self._by_spi_in: dict[int, ChildEntry] = {}
+        self._by_spi_out: dict[int, ChildEntry] = {}
+        self._reqids: dict[tuple[str, str], int] = {}
+        self._reqid_names: dict[int, tuple[str, str]] = {}
+        # reqid -> {selector: SPD index} for the policies of installed SAs and of traps.
+        self._sa_policies: dict[int, dict[Selector, int]] = {}
+        self._trap_policies: dict[int, dict[Selector, int]] = {}
         self._udp: list[DrainingSocket] = []
         self._raw: list[RawEspSocket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -201,11 +196,9 @@ class DataPath:
         self._in_buffer = bytearray(BUFFER_SIZE)
         self._in_view = memoryview(self._in_buffer)
         self.tun_mtu = DEFAULT_TUN_MTU
-        # Counters of what is not per SA.
-        self.no_policy = 0
-        self.unknown_spi = 0
+        # Counters of what is not per SA (the SAD/SPD count unknown SPIs, held packets...).
         self.esp_drops = 0
-        self.held_dropped = 0
+        self.bypass_dropped = 0
         self.too_big_sent = 0
         self.keepalives_in = 0
         self.keepalives_out = 0
@@ -230,6 +223,11 @@ class DataPath:
             except (ValueError, OSError):
                 pass
             self._loop = None
+        self.spd.flush()
+        self.sad.flush()
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
 
     def _socket_for(self, host: str, udp_encap: bool) -> DrainingSocket | None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -237,6 +235,30 @@ class DataPath:
             if candidate.sock.family == family:
                 return candidate
         return None
+
+    def reqid_for(self, connection: str, child: str) -> int:
+        key = (connection, child)
+        reqid = self._reqids.get(key)
+        if reqid is None:
+            reqid = len(self._reqids) + 1
+            self._reqids[key] = reqid
+            self._reqid_names[reqid] = key
+        return reqid
+
+    def _add_policies(
+        self, table: dict[int, dict[Selector, int]], reqid: int, selectors: list[Selector],
+        priority: int, template: Template,
+    ) -> None:  # fmt: skip
+        known = table.setdefault(reqid, {})
+        for selector in selectors:
+            if selector not in known:
+                policy = Policy(selector, Action.PROTECT, reqid=reqid, priority=priority,
+                                template=template)  # fmt: skip
+                known[selector] = self.spd.add(policy)
+
+    def _remove_policies(self, table: dict[int, dict[Selector, int]], reqid: int) -> None:
+        for index in table.pop(reqid, {}).values():
+            self.spd.remove(index)
 
     # ------------------------------------------------------------------ SAs
 
@@ -259,43 +281,22 @@ class DataPath:
             soft_packets=soft_packets,
             hard_packets=hard_packets,
         )
-        now = self._loop.time() if self._loop is not None else 0.0
+        now = self._now()
+        reqid = self.reqid_for(event.connection, event.child)
         integ = event.integ if event.integ is not None else 0
         selectors_out = selectors_between(event.local_ts, event.remote_ts)
+        common = {"esn": event.esn, "mode": event.mode, "lifetime": lifetime, "reqid": reqid,
+                  "now": now}  # fmt: skip
         sa_in = EspSa(
-            event.spi_in,
-            Direction.IN,
-            event.encr,
-            event.encr_key_in,
-            integ,
-            event.integ_key_in,
-            esn=event.esn,
-            replay_window=event.replay_window,
-            mode=event.mode,
-            src=event.remote_addr[0],
-            dst=event.local_addr[0],
-            selectors=[s.reversed() for s in selectors_out],
-            lifetime=lifetime,
-            reqid=event.child_sa_id,
-            now=now,
-            events=self.events,
-        )
+            event.spi_in, Direction.IN, event.encr, event.encr_key_in, integ,
+            event.integ_key_in, replay_window=event.replay_window,
+            src=event.remote_addr[0], dst=event.local_addr[0],
+            selectors=[s.reversed() for s in selectors_out], **common,
+        )  # fmt: skip
         sa_out = EspSa(
-            event.spi_out,
-            Direction.OUT,
-            event.encr,
-            event.encr_key_out,
-            integ,
-            event.integ_key_out,
-            esn=event.esn,
-            mode=event.mode,
-            src=event.local_addr[0],
-            dst=event.remote_addr[0],
-            lifetime=lifetime,
-            reqid=event.child_sa_id,
-            now=now,
-            events=self.events,
-        )
+            event.spi_out, Direction.OUT, event.encr, event.encr_key_out, integ,
+            event.integ_key_out, src=event.local_addr[0], dst=event.remote_addr[0], **common,
+        )  # fmt: skip
         outer_ipv6 = ":" in event.remote_addr[0]
         outer_mtu = outer_mtu_towards(event.remote_addr[0])
         sizes = esp_sizes(event.encr, integ)
@@ -305,6 +306,7 @@ class DataPath:
             ike_sa_id=event.ike_sa_id,
             connection=event.connection,
             child=event.child,
+            reqid=reqid,
             sa_in=sa_in,
             sa_out=sa_out,
             peer=self._peer_tracker(event),
@@ -314,24 +316,34 @@ class DataPath:
             installed_at=time.time(),
             event=event,
         )
+        # SAD first, then the policies: a packet never finds a policy without its SA.
+        self.sad.add(sa_in)
+        self.sad.add(sa_out)
         self.children[event.child_sa_id] = entry
-        self.inbound[event.spi_in] = entry
-        # Newest SA first: after a rekey the new outbound SA is used at once.
-        self.policies[:0] = [Policy(selector, child=entry) for selector in selectors_out]
+        self._by_spi_in[event.spi_in] = entry
+        self._by_spi_out[event.spi_out] = entry
+        template = Template("esp", event.mode, event.local_addr[0], event.remote_addr[0])
+        self._add_policies(self._sa_policies, reqid, selectors_out, SA_POLICY_PRIORITY, template)
         routes = self.routes.add_child(event.child_sa_id, event.local_ts, event.remote_ts)
         self._update_tun_mtu()
         if self.exporter is not None:
             self._export(entry)
-        self._release_held(entry)
+        for packet in self.spd.release_held(reqid, now):
+            self._send_protected(entry, memoryview(packet))
         return routes
 
     def remove_child(self, child_sa_id: int) -> None:
         entry = self.children.pop(child_sa_id, None)
         if entry is None:
             return
-        if self.inbound.get(entry.sa_in.spi) is entry:
-            del self.inbound[entry.sa_in.spi]
-        self.policies = [p for p in self.policies if p.child is not entry]
+        self.sad.delete(entry.sa_in)
+        self.sad.delete(entry.sa_out)
+        self._by_spi_in.pop(entry.sa_in.spi, None)
+        self._by_spi_out.pop(entry.sa_out.spi, None)
+        if self.sad.lookup_outbound(entry.reqid) is None:
+            # The last SA of this child went: its policies go too (a trap, if configured,
+            # stays and catches the next packet).
+            self._remove_policies(self._sa_policies, entry.reqid)
         self.routes.remove_child(child_sa_id)
         self._update_tun_mtu()
         if self.exporter is not None:
@@ -402,41 +414,26 @@ class DataPath:
         remote_addr = _first_concrete(config.remote_addrs)
         local_ts = [ts.to_range() for ts in parse_ts_list(child.local_ts, local_addr)]
         remote_ts = [ts.to_range() for ts in parse_ts_list(child.remote_ts, remote_addr)]
-        trap = TrapEntry(
-            self._next_trap_id, config.name, child.name, selectors_between(local_ts, remote_ts)
-        )
-        self._next_trap_id += 1
-        self.traps[trap.trap_id] = trap
-        self.policies.extend(Policy(selector, trap=trap) for selector in trap.selectors_out)
-        self.routes.add_child(-trap.trap_id, local_ts, remote_ts)
+        reqid = self.reqid_for(config.name, child.name)
+        selectors = selectors_between(local_ts, remote_ts)
+        template = Template("esp", child.mode, local_addr, remote_addr)
+        self._add_policies(self._trap_policies, reqid, selectors, TRAP_POLICY_PRIORITY, template)
+        self.routes.add_child(-reqid, local_ts, remote_ts)
         log.info(
             "trap installed",
             connection=config.name,
             child=child.name,
-            policies=[s.text() for s in trap.selectors_out],
+            policies=[s.text() for s in selectors],
         )
 
     def has_trap(self, connection: str, child: str) -> bool:
-        return any(t.connection == connection and t.child == child for t in self.traps.values())
+        reqid = self._reqids.get((connection, child))
+        return reqid is not None and reqid in self._trap_policies
 
     def clear_traps(self) -> None:
-        for trap_id in list(self.traps):
-            self.routes.remove_child(-trap_id)
-        self.traps.clear()
-        self.policies = [p for p in self.policies if p.trap is None]
-
-    def _release_held(self, entry: ChildEntry) -> None:
-        now = self._loop.time() if self._loop is not None else 0.0
-        for trap in self.traps.values():
-            if trap.connection != entry.connection or trap.child != entry.child:
-                continue
-            while trap.held:
-                queued_at, packet = trap.held.popleft()
-                if now - queued_at <= HELD_PACKETS_SECONDS:
-                    self._send_protected(entry, memoryview(packet))
-                else:
-                    self.held_dropped += 1
-            trap.last_acquire = -1e9
+        for reqid in list(self._trap_policies):
+            self._remove_policies(self._trap_policies, reqid)
+            self.routes.remove_child(-reqid)
 
     # ------------------------------------------------------------------ outbound
 
@@ -444,6 +441,8 @@ class DataPath:
         fd = self.tun.fileno()
         buffer = self._tun_buffer
         view = self._tun_view
+        outbound = self.spd.outbound
+        now = self._now()
         for _ in range(256):  # bounded: the sockets and timers get their turn
             try:
                 length = os.readv(fd, [buffer])
@@ -451,27 +450,19 @@ class DataPath:
                 break
             if length == 0:
                 break
-            self._outbound(view[:length])
-        self._process_events()
-
-    def _outbound(self, packet: memoryview) -> None:
-        fields = packet_fields(packet)
-        if fields is None:
-            self.no_policy += 1
-            return
-        for policy in self.policies:
-            if policy.selector.matches(fields):
-                break
-        else:
-            # Only routes we installed lead into the TUN device: no policy means the SA
-            # is gone while a route lingers. Drop; never send in clear.
-            self.no_policy += 1
-            return
-        child = policy.child
-        if child is None:
-            self._hold(policy.trap, packet)  # type: ignore[arg-type]
-            return
-        self._send_protected(child, packet)
+            packet = view[:length]
+            sa = outbound(packet, now)
+            if sa is None:
+                continue  # dropped (no policy), or held for an SA being negotiated
+            entry = self._by_spi_out.get(sa.spi) if sa is not Action.BYPASS else None
+            if entry is None:
+                # Only routes we installed lead into the TUN device: nothing is sent in
+                # clear from here.
+                self.bypass_dropped += 1
+                continue
+            self._send_protected(entry, packet)
+        if self.events:
+            self._process_events()
 
     def _send_protected(self, child: ChildEntry, packet: memoryview) -> None:
         if len(packet) > child.mtu and needs_frag_needed(packet, child.mtu):
@@ -488,53 +479,33 @@ class DataPath:
         except EspDrop:
             self.esp_drops += 1
             return
-        sock = self._socket_for(child.peer.address[0], child.udp_encap)
+        address = child.peer.address
+        sock = self._socket_for(address[0], child.udp_encap)
         if sock is None:
             self.send_failures += 1
             return
-        sock.sendto(self._out_view[:length], child.peer.address)
-
-    def _hold(self, trap: TrapEntry, packet: memoryview) -> None:
-        now = self._loop.time() if self._loop is not None else 0.0
-        while trap.held and now - trap.held[0][0] > HELD_PACKETS_SECONDS:
-            trap.held.popleft()
-            self.held_dropped += 1
-        if len(trap.held) < HELD_PACKETS_MAX:
-            trap.held.append((now, bytes(packet)))
-        else:
-            self.held_dropped += 1
-        if now - trap.last_acquire >= ACQUIRE_INTERVAL:
-            trap.last_acquire = now
-            fields = packet_fields(packet)
-            log.info(
-                "acquire: packet for a trap policy",
-                connection=trap.connection,
-                child=trap.child,
-                src=fields.src_text() if fields else None,
-                dst=fields.dst_text() if fields else None,
-            )
-            self._on_acquire(trap.connection, trap.child)
+        sock.sendto(self._out_view[:length], address)
 
     # ------------------------------------------------------------------ inbound
 
     def esp_received_udp(self, packet: memoryview, remote: Address) -> None:
-        self._inbound(packet, remote, udp=True)
+        self._inbound_packet(packet, remote, udp=True)
 
     def esp_received_raw(self, packet: memoryview, remote: Address) -> None:
-        self._inbound(packet, remote, udp=False)
+        self._inbound_packet(packet, remote, udp=False)
 
-    def _inbound(self, packet: memoryview, remote: Address, udp: bool) -> None:
+    def _inbound_packet(self, packet: memoryview, remote: Address, udp: bool) -> None:
         if len(packet) < 8:
             self.esp_drops += 1
             return
         spi = int.from_bytes(packet[:4], "big")
-        entry = self.inbound.get(spi)
-        if entry is None:
-            self.unknown_spi += 1
+        sa = self._inbound.get(spi)
+        if sa is None:
+            self.sad.lookup_inbound(spi, now=self._now())  # counts it (rate-limited event)
             return
-        highest = entry.sa_in.replay.highest  # type: ignore[union-attr]
+        highest = sa.replay.highest  # type: ignore[union-attr]
         try:
-            length = entry.sa_in.decrypt_into(packet, self._in_buffer)
+            length = sa.decrypt_into(packet, self._in_buffer)
         except EspDrop:
             self.esp_drops += 1
             if self.events:
@@ -544,10 +515,12 @@ class DataPath:
             os.write(self.tun.fileno(), self._in_view[:length])
         except OSError:
             self.send_failures += 1
-        if udp and remote != entry.peer.address:
-            new = entry.sa_in.replay.highest > highest  # type: ignore[union-attr]
-            if entry.peer.authenticated_packet_from(remote, new=new):
-                self._peer_moved(entry, remote)
+        if udp:
+            entry = self._by_spi_in.get(spi)
+            if entry is not None and remote != entry.peer.address:
+                new = sa.replay.highest > highest  # type: ignore[union-attr]
+                if entry.peer.authenticated_packet_from(remote, new=new):
+                    self._peer_moved(entry, remote)
         if self.events:
             self._process_events()
 
@@ -562,13 +535,14 @@ class DataPath:
             new=remote,
         )
 
-    # ------------------------------------------------------------------ lifetimes
+    # ------------------------------------------------------------------ events
 
     def _process_events(self) -> None:
         while self.events:
             event = self.events.popleft()
             if isinstance(event, SaExpired):
-                entry = self.children.get(event.reqid)
+                table = self._by_spi_in if event.direction == "in" else self._by_spi_out
+                entry = table.get(event.spi)
                 if entry is None:
                     continue
                 log.info(
@@ -582,6 +556,18 @@ class DataPath:
                 )
                 cause = event.reason if event.reason in ("bytes", "packets") else "packets"
                 self._on_limit(entry.sa_in.spi, cause, event.hard)
+            elif isinstance(event, Acquire):
+                names = self._reqid_names.get(event.reqid)
+                if names is None:
+                    continue
+                log.info(
+                    "acquire: packet for a trap policy",
+                    connection=names[0],
+                    child=names[1],
+                    src=event.src,
+                    dst=event.dst,
+                )
+                self._on_acquire(*names)
 
     # ------------------------------------------------------------------ listings
 
@@ -605,35 +591,20 @@ class DataPath:
         }
 
     def policies_listing(self) -> list[dict[str, Any]]:
+        """The SPD as JSON, each policy with its connection/child and whether it is a trap,
+        plus the inbound policy checks of the installed SAs."""
         listing = []
-        for index, policy in enumerate(self.policies):
-            item: dict[str, Any] = {
-                "index": index,
-                "dir": "out",
-                "action": "protect",
-                "selector": policy.selector.to_json(),
-            }
-            if policy.child is not None:
-                item.update(
-                    {
-                        "connection": policy.child.connection,
-                        "child": policy.child.child,
-                        "spi": f"{policy.child.sa_out.spi:08x}",
-                        "dst": policy.child.peer.address[0],
-                        "encap": policy.child.udp_encap,
-                    }
-                )
-            elif policy.trap is not None:
-                item.update(
-                    {
-                        "connection": policy.trap.connection,
-                        "child": policy.trap.child,
-                        "trap": True,
-                        "held": len(policy.trap.held),
-                    }
-                )
+        traps = {index for table in self._trap_policies.values() for index in table.values()}
+        for item in self.spd.to_json():
+            names = self._reqid_names.get(int(item["reqid"]))  # type: ignore[call-overload]
+            if names is not None:
+                item["connection"], item["child"] = names
+            item["trap"] = item["index"] in traps
+            sa = self.sad.lookup_outbound(int(item["reqid"]))  # type: ignore[call-overload]
+            if sa is not None:
+                item["spi"] = f"{sa.spi:08x}"
             listing.append(item)
-        for entry in self.inbound.values():
+        for entry in self.children.values():
             for selector in entry.sa_in.selectors:
                 listing.append(
                     {
@@ -642,32 +613,42 @@ class DataPath:
                         "selector": selector.to_json(),
                         "connection": entry.connection,
                         "child": entry.child,
+                        "reqid": entry.reqid,
                         "spi": f"{entry.sa_in.spi:08x}",
                     }
                 )
         return listing
 
     def policies_text(self) -> str:
-        lines = [policy.text() for policy in self.policies]
-        for entry in self.inbound.values():
+        """``ip xfrm policy`` style (outbound SPD), then the inbound checks of the SAs."""
+        lines = [self.spd.text().rstrip("\n")] if len(self.spd) else []
+        for entry in self.children.values():
             for selector in entry.sa_in.selectors:
                 lines.append(
-                    f"{selector.text()} dir in action protect tmpl esp "
-                    f"spi 0x{entry.sa_in.spi:08x} conn {entry.connection}/{entry.child}"
+                    f"{selector.text()}\n\tdir in action allow (protect)\n"
+                    f"\ttmpl src {entry.sa_in.src} dst {entry.sa_in.dst}\n"
+                    f"\t\tproto esp spi 0x{entry.sa_in.spi:08x} reqid {entry.reqid} "
+                    f"mode {entry.event.mode}"
                 )
         return "\n".join(lines)
 
+    def sad_text(self) -> str:
+        """``ip -s xfrm state`` style (keys never shown)."""
+        return self.sad.text()
+
     def stats(self) -> dict[str, Any]:
-        totals = collections.Counter()
+        totals: collections.Counter[str] = collections.Counter()
         for entry in self.children.values():
             totals.update(entry.sa_in.counters())
             totals.update({k: v for k, v in entry.sa_out.counters().items() if "out" in k})
         return {
             **dict(totals),
-            "no_policy": self.no_policy,
-            "unknown_spi": self.unknown_spi,
+            "no_policy": self.spd.no_policy,
+            "unknown_spi": self.sad.unknown_spi,
+            "held": self.spd.held,
+            "held_dropped": self.spd.held_dropped,
             "esp_drops": self.esp_drops,
-            "held_dropped": self.held_dropped,
+            "bypass_dropped": self.bypass_dropped,
             "too_big_sent": self.too_big_sent,
             "keepalives_in": self.keepalives_in,
             "keepalives_out": self.keepalives_out,
