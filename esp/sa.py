@@ -336,6 +336,8 @@ class EspSa(SaBase):
         ``next_header`` its protocol number. Raises ``EspDrop(EXPIRED)`` once the SA hit a
         hard limit (lifetime or sequence number).
         """
+        if self.direction is Direction.IN:
+            raise ValueError("encrypt on an inbound SA")
         seq = self.seq + 1
         if seq >= self._seq_check:
             self._outbound_limit(seq)
@@ -481,6 +483,8 @@ class EspSa(SaBase):
             self.malformed += 1
             raise EspDrop(DropReason.MALFORMED, "ciphertext not a multiple of the block size")
         replay = self.replay
+        if replay is None:
+            raise ValueError("decrypt on an outbound SA")
         seq = _unpack_seq(mv, 4)[0]
         if self.esn:
             seq = replay.infer_esn(seq)  # type: ignore[union-attr]

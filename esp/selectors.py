@@ -213,6 +213,32 @@ _V4_FIELDS = struct.Struct("!9xB2xII").unpack_from  # protocol, source, destinat
 _V6_FIELDS = struct.Struct("!6xB1xQQQQ").unpack_from  # next header, src hi/lo, dst hi/lo
 
 
+def fixed_header_fields(
+    packet: bytes | bytearray | memoryview,
+) -> tuple[int, int, int, int] | None:
+    """(version, protocol, source, destination) of an IPv4/IPv6 packet, or None if the
+    header is malformed. For IPv6 the protocol is the upper layer after the extension
+    headers (walked only when there are some)."""
+    n = len(packet)
+    if n < 20:
+        return None
+    version = packet[0] >> 4
+    if version == 4:
+        if n < (packet[0] & 0x0F) * 4 or packet[0] & 0x0F < 5:
+            return None
+        protocol, src, dst = _V4_FIELDS(packet, 0)
+        return 4, protocol, src, dst
+    if version != 6 or n < 40:
+        return None
+    protocol, src_hi, src_lo, dst_hi, dst_lo = _V6_FIELDS(packet, 0)
+    if protocol in _IPV6_EXTENSIONS or protocol == _IPV6_FRAGMENT:
+        fields = packet_fields(packet)
+        if fields is None:
+            return None
+        protocol = fields.protocol
+    return 6, protocol, (src_hi << 64) | src_lo, (dst_hi << 64) | dst_lo
+
+
 def compile_selectors(
     selectors: tuple[Selector, ...],
 ) -> Callable[[bytes | bytearray | memoryview, int], bool] | None:

@@ -23,7 +23,7 @@ from enum import StrEnum
 from esp.events import Acquire
 from esp.sa import SaBase
 from esp.sad import Sad
-from esp.selectors import Selector, packet_fields
+from esp.selectors import ANY_PORT, Selector, fixed_header_fields, packet_fields
 
 
 class Action(StrEnum):
@@ -146,14 +146,34 @@ class Spd:
         self, packet: bytes | bytearray | memoryview,
         direction: PolicyDirection = PolicyDirection.OUT,
     ) -> Policy | None:  # fmt: skip
-        """The first policy of ``direction`` whose selector matches ``packet``."""
-        fields = packet_fields(packet)
-        if fields is None:
+        """The first policy of ``direction`` whose selector matches ``packet``.
+
+        Addresses and protocol come from one ``unpack_from`` of the fixed header; the
+        ports (``packet_fields``, an object per packet) only when a policy with ports
+        is reached.
+        """
+        header = fixed_header_fields(packet)
+        if header is None:
             return None
+        version, protocol, src, dst = header
+        fields = None
         for policy in self._policies:
-            if policy.direction is direction and policy.selector.matches(fields):
-                policy.matches += 1
-                return policy
+            sel = policy.selector
+            if (
+                policy.direction is not direction
+                or sel.version != version
+                or not sel.src_first <= src <= sel.src_last
+                or not sel.dst_first <= dst <= sel.dst_last
+                or (sel.protocol and sel.protocol != protocol)
+            ):
+                continue
+            if sel.src_ports != ANY_PORT or sel.dst_ports != ANY_PORT:
+                if fields is None:
+                    fields = packet_fields(packet)
+                if fields is None or not sel.matches(fields):
+                    continue
+            policy.matches += 1
+            return policy
         return None
 
     # ------------------------------------------------------------ packet decisions

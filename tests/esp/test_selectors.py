@@ -62,3 +62,18 @@ def test_compiled_matcher_agrees_with_selector_matches(count: int) -> None:
             expected = any(s.matches(fields) for s in chosen)
             assert match(packet, len(packet)) == expected, ([s.text() for s in chosen], packet)
     assert compile_selectors(()) is None
+
+
+def test_spd_lookup_agrees_with_first_match() -> None:
+    from esp.sad import Sad
+    from esp.spd import Action, Policy, Spd
+
+    for chosen in itertools.permutations(SELECTORS, 3):
+        spd = Spd(Sad())
+        policies = [Policy(sel, Action.DISCARD) for sel in chosen]
+        for policy in policies:
+            spd.add(policy)
+        for packet in PACKETS:
+            fields = packet_fields(packet)
+            expected = next((p for p in policies if p.selector.matches(fields)), None)
+            assert spd.lookup(packet) is expected
