@@ -86,7 +86,7 @@ class Daemon:
         self.keepalive_interval: float = getattr(
             daemon_table, "keep_alive", DEFAULT_KEEPALIVE_INTERVAL
         )
-        self.engine_configs = config_module.to_engine_configs(settings)
+        self.engine_configs = engine_configs(config_module, settings)
         self.psk_lookup = settings.psk_lookup
         self.local_addresses = LocalAddressCache()
         self.ike_sas: dict[int, IkeSaState] = {}
@@ -510,7 +510,7 @@ class Daemon:
         assert self.driver is not None and self.datapath is not None
         try:
             settings = self.options.load()
-            configs = self._config_module.to_engine_configs(settings)
+            configs = engine_configs(self._config_module, settings)
             psk_lookup = settings.psk_lookup
         except Exception as exc:
             log.error("reload failed, keeping the running configuration", error=str(exc))
@@ -723,6 +723,22 @@ class Daemon:
 
         future.add_done_callback(restore)
         return future
+
+
+# strongSwan's charon.retransmit_* settings: daemon-wide, applied to every connection.
+_RETRANSMIT_SETTINGS = ("retransmit_timeout", "retransmit_base", "retransmit_tries")
+
+
+def engine_configs(config_module: Any, settings: Any) -> list[Any]:
+    """The engine's IkeConfigs, with the daemon-wide retransmission settings of the
+    ``[daemon]`` table applied when the configuration has them."""
+    configs = config_module.to_engine_configs(settings)
+    for name in _RETRANSMIT_SETTINGS:
+        value = getattr(settings.daemon, name, None)
+        if value is not None:
+            for config in configs:
+                setattr(config, name, value)
+    return configs
 
 
 def _public_fields(event: ev.Event) -> dict[str, Any]:

@@ -449,8 +449,13 @@ def test_dpd_clears_the_sa_of_a_killed_peer(pair):
         DaemonSettings.__dataclass_fields__
     ):
         pytest.skip("waiting on [daemon] retransmit_* keys (strongSwan's defaults take 165 s)")
+    fast = {"retransmit_timeout": "0.5s", "retransmit_base": 1.2, "retransmit_tries": 2}
     pair.start(
-        left={"connection_options": {"dpd_delay": "1s"}, "child_options": {"dpd_action": "clear"}}
+        left={
+            "connection_options": {"dpd_delay": "1s"},
+            "child_options": {"dpd_action": "clear"},
+            "daemon_options": fast,
+        }
     )
     establish(pair)
     pair.right.kill()
