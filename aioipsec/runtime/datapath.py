@@ -38,6 +38,7 @@ from typing import Any
 
 import structlog
 
+from aioipsec.log import RateLimitedLogger
 from esp.errors import EspDrop
 from esp.events import Acquire, Lifetime, SaExpired
 from esp.sa import Direction, EspSa
@@ -196,6 +197,8 @@ class DataPath:
         self._in_buffer = bytearray(BUFFER_SIZE)
         self._in_view = memoryview(self._in_buffer)
         self.tun_mtu = DEFAULT_TUN_MTU
+        # Per-packet problems are logged at most once per 10 s per (SPI, reason).
+        self._drop_log = RateLimitedLogger(log, interval=10.0)
         # Counters of what is not per SA (the SAD/SPD count unknown SPIs, held packets...).
         self.esp_drops = 0
         self.bypass_dropped = 0
@@ -501,13 +504,27 @@ class DataPath:
         spi = int.from_bytes(packet[:4], "big")
         sa = self._inbound.get(spi)
         if sa is None:
-            self.sad.lookup_inbound(spi, now=self._now())  # counts it (rate-limited event)
+            self.sad.lookup_inbound(spi, now=self._now())  # counts it
+            self._drop_log.info(
+                "ESP packet for an unknown SPI", key=remote[0], spi=f"{spi:08x}", remote=remote
+            )
             return
         highest = sa.replay.highest  # type: ignore[union-attr]
         try:
             length = sa.decrypt_into(packet, self._in_buffer)
-        except EspDrop:
+        except EspDrop as drop:
             self.esp_drops += 1
+            if not drop.silent:
+                entry = self._by_spi_in.get(spi)
+                self._drop_log.warning(
+                    "ESP packet dropped",
+                    key=(spi, drop.reason),
+                    reason=drop.reason.value,
+                    spi=f"{spi:08x}",
+                    remote=remote,
+                    connection=entry.connection if entry else None,
+                    ike_sa_id=entry.ike_sa_id if entry else None,
+                )
             if self.events:
                 self._process_events()
             return

@@ -99,8 +99,13 @@ class EngineDriver:
                 continue  # re-armed: the deadline may have moved
             except TimeoutError:
                 pass
+            now = self.now()
             try:
-                self.dispatcher.handle_timer(self.now())
+                self.dispatcher.handle_timer(now)
             except Exception:
                 log.exception("engine failed in its timer")
             self.pump()
+            deadline = self.dispatcher.get_timer()
+            if deadline is not None and deadline <= now:
+                # A deadline the engine did not move: do not spin on it.
+                await asyncio.sleep(0.01)
