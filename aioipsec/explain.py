@@ -1,0 +1,1016 @@
+"""``aioipsec explain``: one IKEv2 negotiation between two in-memory peers, told byte by byte.
+
+Two real engines (``ikev2.dispatcher.Dispatcher``, the daemon's own) talk through a list
+in memory with a virtual clock: IKE_SA_INIT, IKE_AUTH (with the first Child SA),
+CREATE_CHILD_SA (rekeying that Child SA), INFORMATIONAL (the Delete of the old Child SA)
+and INFORMATIONAL (the Delete of the IKE SA). Every message is printed as a ladder
+diagram with each payload's fields; ``--keys`` adds every key derivation step with its
+inputs and outputs and the RFC section that defines it:
+
+* g^ir (RFC 7296 sec. 2.14, RFC 8031 for Curve25519/Curve448);
+* SKEYSEED and the seven SK_* keys (sec. 2.13 prf+, sec. 2.14);
+* the SK payload protection of each message (sec. 3.14, RFC 5282 sec. 5.1);
+* the AUTH octets of both sides (sec. 2.15);
+* each Child SA's KEYMAT and its split (sec. 2.17).
+
+Nothing is taken on trust from the engine: the explanation re-derives every key from the
+bytes on the wire (and the two key-exchange private values), decrypts the engine's SK
+payloads with them, recomputes both AUTH payloads and compares the Child SA keys with the
+ones the engines installed. A mismatch is printed as ``MISMATCH`` (exit status 1).
+
+Deterministic with ``--seed N``: nonces, SPIs, IVs and the X25519/X448 private values all
+come from the engines' injectable ``rng`` (seeded per side), so a class can reproduce the
+same bytes; ``--export-vector FILE`` writes them as a JSON test vector. Reproducibility
+needs a Curve25519/Curve448 key exchange (the engine draws ECP/MODP/ML-KEM private values
+from the OS) and an AEAD cipher (AES-CBC IVs come from ``os.urandom``, sec. 3.14).
+
+``--follow`` (watch a live daemon) is not available: the daemon's control socket has no
+event stream to follow (docs/daemon.md); this says so instead of pretending.
+
+``--state-diagram OUT.png`` draws the IKE SA and Child SA state machines from
+``ikev2.states`` (needs matplotlib, the ``docs`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aioipsec.decode import describe_payload, payload_name, short_name
+from ikev2.config import AuthConfig, ChildConfig, IkeConfig
+from ikev2.crypto.auth import KEY_PAD, signed_octets
+from ikev2.crypto.keys import (
+    compute_skeyseed,
+    derive_child_keymat,
+    derive_ike_keys,
+    split_child_keymat,
+)
+from ikev2.crypto.prf import Prf
+from ikev2.crypto.sk import is_aead, make_sk_cipher, sk_key_lengths
+from ikev2.dispatcher import Dispatcher
+from ikev2.enums import (
+    EncrId,
+    ExchangeType,
+    IntegId,
+    KeId,
+    NotifyType,
+    PayloadType,
+    PrfId,
+    ProtocolId,
+    TransformType,
+)
+from ikev2.events import ChildSaEstablished, ChildSaRekeyed, Event, IkeSaEstablished
+from ikev2.message import IkeMessage, decrypt_message, parse_message
+from ikev2.payloads import (
+    AuthPayload,
+    IdPayload,
+    KePayload,
+    Proposal,
+    SaPayload,
+)
+from ikev2.proposals import chosen_transform, parse_proposals, to_strongswan
+
+INITIATOR_ADDR = "192.0.2.1"
+RESPONDER_ADDR = "192.0.2.2"
+INITIATOR_ID = "initiator.example"
+RESPONDER_ID = "responder.example"
+DEMO_PSK = "aioipsec explain: a demo pre-shared key, never use it"
+WIDTH = 78
+VECTOR_FORMAT = "aioipsec-explain-vector/1"
+
+_X_CURVES = {KeId.CURVE25519: 32, KeId.CURVE448: 56}
+
+
+class ExplainError(Exception):
+    """Options that cannot be explained (reason for people)."""
+
+
+# ------------------------------------------------------------------------- the run
+
+
+class RecordingRng:
+    """A seeded ``rng(n)`` that remembers what it handed out (to find the KE private
+    values among its outputs by their public values: no guessing of call order)."""
+
+    def __init__(self, seed: str | None) -> None:
+        self._random = random.Random(seed) if seed is not None else None
+        self.outputs: list[bytes] = []
+
+    def __call__(self, size: int) -> bytes:
+        data = self._random.randbytes(size) if self._random is not None else os.urandom(size)
+        self.outputs.append(data)
+        return data
+
+
+@dataclass
+class WireMessage:
+    """One datagram between the peers, as parsed (and decrypted, once keys are known)."""
+
+    number: int
+    time: float
+    from_initiator: bool  # sent by the side that initiated the IKE SA
+    source: tuple[str, int]
+    destination: tuple[str, int]
+    data: bytes
+    message: IkeMessage
+    inner: IkeMessage | None = None
+    sk_keys: str = ""  # which SK_e/SK_a protected it
+
+
+@dataclass
+class Run:
+    """Everything one in-memory negotiation produced."""
+
+    seed: int | None
+    ike_proposal: str
+    esp_proposal: str
+    psk: bytes
+    encap: bool
+    messages: list[WireMessage] = field(default_factory=list)
+    events_i: list[Event] = field(default_factory=list)
+    events_r: list[Event] = field(default_factory=list)
+    rng_i: RecordingRng = field(default_factory=lambda: RecordingRng(None))
+    rng_r: RecordingRng = field(default_factory=lambda: RecordingRng(None))
+
+
+def _configs(ike: str, esp: str, encap: bool) -> tuple[IkeConfig, IkeConfig]:
+    def config(local: str, remote: str, local_id: str, remote_id: str, ts: tuple[str, str]):
+        return IkeConfig(
+            name="explain",
+            local_addrs=[local],
+            remote_addrs=[remote],
+            proposals=[ike],
+            encap=encap,
+            local=AuthConfig(auth="psk", id=local_id),
+            remote=AuthConfig(auth="psk", id=remote_id),
+            children=[
+                ChildConfig(name="net", local_ts=[ts[0]], remote_ts=[ts[1]], esp_proposals=[esp])
+            ],
+        )
+
+    return (
+        config(INITIATOR_ADDR, RESPONDER_ADDR, INITIATOR_ID, RESPONDER_ID,
+               ("10.1.0.0/16", "10.2.0.0/16")),
+        config(RESPONDER_ADDR, INITIATOR_ADDR, RESPONDER_ID, INITIATOR_ID,
+               ("10.2.0.0/16", "10.1.0.0/16")),
+    )  # fmt: skip
+
+
+def check_options(ike: str, esp: str, seed: int | None) -> None:
+    """Refuse what cannot be explained (or not reproducibly), saying why."""
+    try:
+        ike_proposals = parse_proposals([ike], ProtocolId.IKE)
+        esp_proposals = parse_proposals([esp], ProtocolId.ESP)
+    except ValueError as error:
+        raise ExplainError(f"proposal: {error}") from None
+    if len(ike_proposals) != 1 or len(esp_proposals) != 1:
+        raise ExplainError("give exactly one IKE and one ESP proposal (no 'default')")
+    for proposal in (*ike_proposals, *esp_proposals):
+        for transform in proposal.transforms:
+            ttype = int(transform.type)
+            if ttype == TransformType.KE and int(transform.id) not in (0, *_X_CURVES):
+                raise ExplainError(
+                    f"{to_strongswan(proposal)}: explain needs x25519 or x448 as key exchange "
+                    "(the engine draws ECP, MODP and ML-KEM private values from the OS, so "
+                    "their g^ir cannot be shown or reproduced)"
+                )
+            if ttype > TransformType.ESN:
+                raise ExplainError("additional key exchanges (RFC 9370) are not explained")
+    encr = chosen_transform(ike_proposals[0], TransformType.ENCR)
+    if seed is not None and encr is not None and not is_aead(int(encr.id)):
+        raise ExplainError(
+            "--seed needs an AEAD IKE cipher (aes*gcm*, aes*ccm*, chacha20poly1305): "
+            "AES-CBC IVs come from os.urandom (RFC 7296 sec. 3.14 wants them unpredictable)"
+        )
+
+
+def run_negotiation(
+    seed: int | None = None,
+    ike: str = "aes256gcm16-prfsha256-x25519",
+    esp: str = "aes256gcm16",
+    psk: str = DEMO_PSK,
+    encap: bool = False,
+) -> Run:
+    """Run the five exchanges between two engines (see the module docstring)."""
+    check_options(ike, esp, seed)
+    run = Run(seed, ike, esp, psk.encode(), encap)
+    run.rng_i = RecordingRng(None if seed is None else f"{seed}/initiator")
+    run.rng_r = RecordingRng(None if seed is None else f"{seed}/responder")
+    config_i, config_r = _configs(ike, esp, encap)
+    lookup: Callable[[str, str], bytes | None] = lambda local, remote: run.psk  # noqa: E731
+    initiator = Dispatcher([config_i], lookup, rng=run.rng_i)
+    responder = Dispatcher([config_r], lookup, rng=run.rng_r)
+    now = 0.0
+
+    def pump() -> None:
+        for _ in range(100):
+            batch = [(True, d) for d in initiator.datagrams_to_send(now)]
+            batch += [(False, d) for d in responder.datagrams_to_send(now)]
+            if not batch:
+                break
+            for from_initiator, datagram in batch:
+                target = responder if from_initiator else initiator
+                run.messages.append(
+                    WireMessage(
+                        number=len(run.messages) + 1,
+                        time=now,
+                        from_initiator=from_initiator,
+                        source=datagram.local_addr,
+                        destination=datagram.remote_addr,
+                        data=datagram.data,
+                        message=parse_message(datagram.data),
+                    )
+                )
+                target.receive_datagram(datagram.data, datagram.local_addr,
+                                        datagram.remote_addr, now)  # fmt: skip
+        else:
+            raise ExplainError("the engines did not go quiet")
+        while (event := initiator.next_event()) is not None:
+            run.events_i.append(event)
+        while (event := responder.next_event()) is not None:
+            run.events_r.append(event)
+
+    ike_sa_id = initiator.initiate("explain", "net", now=now)
+    pump()
+    first = [e for e in run.events_i if isinstance(e, ChildSaEstablished)]
+    if not first or not any(isinstance(e, IkeSaEstablished) for e in run.events_r):
+        raise ExplainError(f"the negotiation failed: {run.events_i + run.events_r}")
+    now = 60.0
+    initiator.rekey_child(ike_sa_id, first[0].child_sa_id, now)
+    pump()
+    now = 120.0
+    initiator.terminate_ike(ike_sa_id, now)
+    pump()
+    return run
+
+
+# ------------------------------------------------------------------------- derivations
+
+
+@dataclass
+class Step:
+    """One derivation: ``title`` (the formula), ``section`` (where it is defined),
+    ``inputs``/``outputs`` as (name, value) pairs, ``check`` (what it was compared with)."""
+
+    title: str
+    section: str
+    inputs: list[tuple[str, bytes | str]]
+    outputs: list[tuple[str, bytes]]
+    check: str = ""
+    ok: bool = True
+    key: str = ""  # the vector key
+
+    def as_vector(self) -> dict[str, Any]:
+        def value(v: bytes | str) -> str:
+            return v.hex() if isinstance(v, bytes) else v
+
+        return {
+            "step": self.key,
+            "title": self.title,
+            "section": self.section,
+            "inputs": {k: value(v) for k, v in self.inputs},
+            "outputs": {k: value(v) for k, v in self.outputs},
+        }
+
+
+@dataclass
+class Explanation:
+    run: Run
+    steps_after: dict[int, list[Step]]  # message number -> steps shown after it
+    steps: list[Step]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+
+def _x_private(rng: RecordingRng, method: KeId, public: bytes) -> bytes:
+    """The rng output whose X25519/X448 public value is ``public``."""
+    from cryptography.hazmat.primitives.asymmetric import x448, x25519
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    size = _X_CURVES[method]
+    cls = x25519.X25519PrivateKey if method == KeId.CURVE25519 else x448.X448PrivateKey
+    for candidate in rng.outputs:
+        if len(candidate) != size:
+            continue
+        key = cls.from_private_bytes(candidate)
+        if key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) == public:
+            return candidate
+    raise ExplainError("key exchange private value not found among the rng outputs")
+
+
+def x_shared(method: KeId, private: bytes, peer_public: bytes) -> bytes:
+    """X25519/X448 (RFC 7748 sec. 5, RFC 8031 sec. 2) through ``cryptography``."""
+    from cryptography.hazmat.primitives.asymmetric import x448, x25519
+
+    if method == KeId.CURVE25519:
+        return x25519.X25519PrivateKey.from_private_bytes(private).exchange(
+            x25519.X25519PublicKey.from_public_bytes(peer_public)
+        )
+    return x448.X448PrivateKey.from_private_bytes(private).exchange(
+        x448.X448PublicKey.from_public_bytes(peer_public)
+    )
+
+
+def _selected(msg: IkeMessage) -> Proposal:
+    sa = msg.get(PayloadType.SA)
+    assert isinstance(sa, SaPayload) and len(sa.proposals) == 1
+    return sa.proposals[0]
+
+
+def _payload(msg: IkeMessage, ptype: PayloadType) -> Any:
+    payload = msg.get(ptype)
+    if payload is None:
+        raise ExplainError(f"message without {ptype.name}")
+    return payload
+
+
+def _id_body(payload: IdPayload) -> bytes:
+    return payload.body_for_auth()
+
+
+class _Deriver:
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.steps: list[Step] = []
+        self.after: dict[int, list[Step]] = {}
+
+    def add(self, number: int, step: Step) -> Step:
+        self.steps.append(step)
+        self.after.setdefault(number, []).append(step)
+        return step
+
+    def explain(self) -> Explanation:
+        messages = self.run.messages
+        init_req, init_resp = messages[0], messages[1]
+        if init_resp.message.header.exchange != ExchangeType.IKE_SA_INIT:
+            raise ExplainError("IKE_SA_INIT was not answered with an IKE_SA_INIT response")
+        self._ike_sa_init(init_req, init_resp)
+        for wire in messages[2:]:
+            self._decrypt(wire)
+        auth = [w for w in messages if w.message.header.exchange == ExchangeType.IKE_AUTH]
+        self._auth(auth[0], init_req, init_resp, initiator=True)
+        self._auth(auth[1], init_req, init_resp, initiator=False)
+        self._first_child(auth[1])
+        for request, response in _pairs(messages, ExchangeType.CREATE_CHILD_SA):
+            self._create_child(request, response)
+        return Explanation(self.run, self.after, self.steps)
+
+    # ---- IKE_SA_INIT -----------------------------------------------------------------
+
+    def _ike_sa_init(self, request: WireMessage, response: WireMessage) -> None:
+        req, resp = request.message, response.message
+        chosen = _selected(resp)
+        self.chosen = chosen
+        prf_t = chosen_transform(chosen, TransformType.PRF)
+        encr_t = chosen_transform(chosen, TransformType.ENCR)
+        integ_t = chosen_transform(chosen, TransformType.INTEG)
+        assert prf_t is not None and encr_t is not None
+        self.prf = Prf(PrfId(prf_t.id))
+        self.encr = EncrId(encr_t.id)
+        self.encr_bits = encr_t.key_length
+        self.integ = IntegId(integ_t.id) if integ_t is not None and integ_t.id else None
+        ke_i: KePayload = _payload(req, PayloadType.KE)
+        ke_r: KePayload = _payload(resp, PayloadType.KE)
+        method = KeId(ke_i.group)
+        self.ni = bytes(_payload(req, PayloadType.NONCE).nonce)
+        self.nr = bytes(_payload(resp, PayloadType.NONCE).nonce)
+        self.spi_i, self.spi_r = resp.header.spi_i, resp.header.spi_r
+        number = response.number
+
+        for wire in (request, response):
+            self._natd(wire)
+
+        private_i = _x_private(self.run.rng_i, method, bytes(ke_i.data))
+        private_r = _x_private(self.run.rng_r, method, bytes(ke_r.data))
+        g_ir = x_shared(method, private_i, bytes(ke_r.data))
+        g_ri = x_shared(method, private_r, bytes(ke_i.data))
+        self.add(number, Step(
+            f"g^ir = {method.name}(initiator's private value, KEr)",
+            "RFC 7296 sec. 1.2 and 2.14; RFC 8031 sec. 2 (RFC 7748 sec. 5)",
+            [("initiator private", private_i), ("KEi (public)", bytes(ke_i.data)),
+             ("responder private", private_r), ("KEr (public)", bytes(ke_r.data))],
+            [("g^ir", g_ir)],
+            check="the responder's X(private_r, KEi) gives the same value",
+            ok=g_ir == g_ri, key="g_ir",
+        ))  # fmt: skip
+        skeyseed = compute_skeyseed(self.prf, g_ir, self.ni, self.nr)
+        self.add(number, Step(
+            "SKEYSEED = prf(Ni | Nr, g^ir)",
+            "RFC 7296 sec. 2.14",
+            [("prf", PrfId(prf_t.id).name), ("Ni | Nr (prf key)", self.ni + self.nr),
+             ("g^ir (data)", g_ir)],
+            [("SKEYSEED", skeyseed)], key="skeyseed",
+        ))  # fmt: skip
+        encr_len, integ_len = sk_key_lengths(self.encr, self.encr_bits, self.integ)
+        keys = derive_ike_keys(self.prf, g_ir, self.ni, self.nr, self.spi_i, self.spi_r,
+                               encr_len, integ_len)  # fmt: skip
+        self.keys = keys
+        size = self.prf.output_size
+        total = 3 * size + 2 * integ_len + 2 * encr_len
+        salt = (
+            " (the last 4/3 octets are the AEAD salt, RFC 5282 sec. 7.1)" if not integ_len else ""
+        )
+        self.add(number, Step(
+            "{SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = "
+            "prf+(SKEYSEED, Ni | Nr | SPIi | SPIr)",
+            "RFC 7296 sec. 2.14 (prf+ is sec. 2.13: T1 = prf(K, S | 0x01), "
+            "Tn = prf(K, Tn-1 | S | n))",
+            [("SKEYSEED (prf+ key)", skeyseed),
+             ("Ni | Nr | SPIi | SPIr (seed)", self.ni + self.nr + self.spi_i + self.spi_r),
+             ("octets taken", f"{total} = 3 x {size} (SK_d, SK_pi, SK_pr) + 2 x {integ_len} "
+                              f"(SK_a) + 2 x {encr_len} (SK_e){salt}")],
+            [("SK_d", keys.sk_d), ("SK_ai", keys.sk_ai), ("SK_ar", keys.sk_ar),
+             ("SK_ei", keys.sk_ei), ("SK_er", keys.sk_er), ("SK_pi", keys.sk_pi),
+             ("SK_pr", keys.sk_pr)],
+            check="every SK payload below decrypts with these keys",
+            key="ike_keys",
+        ))  # fmt: skip
+        self.cipher_i = make_sk_cipher(self.encr, self.encr_bits, self.integ, keys.sk_ei,
+                                       keys.sk_ai or None)  # fmt: skip
+        self.cipher_r = make_sk_cipher(self.encr, self.encr_bits, self.integ, keys.sk_er,
+                                       keys.sk_ar or None)  # fmt: skip
+
+    def _natd(self, wire: WireMessage) -> None:
+        msg = wire.message
+        for notify in msg.notifies():
+            if notify.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP:
+                address = wire.source
+                name = "source"
+            elif notify.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP:
+                address = wire.destination
+                name = "destination"
+            else:
+                continue
+            import ipaddress
+
+            packed = ipaddress.ip_address(address[0]).packed + address[1].to_bytes(2, "big")
+            expected = hashlib.sha1(msg.header.spi_i + msg.header.spi_r + packed).digest()
+            faked = self.run.encap and name == "source"
+            check = (
+                "encap=yes: the notify carries a random value instead, so the peer "
+                "detects a NAT and both move to port 4500"
+                if faked
+                else "the notify carries this hash"
+            )
+            self.add(wire.number, Step(
+                f"NAT_DETECTION_{name.upper()}_IP = SHA-1(SPIi | SPIr | IP | port)",
+                "RFC 7296 sec. 2.23",
+                [("SPIi | SPIr", msg.header.spi_i + msg.header.spi_r),
+                 (f"{name} IP | port", packed)],
+                [("hash", expected)],
+                check=check,
+                ok=(bytes(notify.data) == expected) != faked,
+                key=f"natd_{name}_{wire.number}",
+            ))  # fmt: skip
+
+    # ---- SK payloads ------------------------------------------------------------------
+
+    def _decrypt(self, wire: WireMessage) -> None:
+        msg = wire.message
+        if msg.encrypted_payload is None:
+            return
+        cipher = self.cipher_i if wire.from_initiator else self.cipher_r
+        wire.sk_keys = "SK_ei/SK_ai" if wire.from_initiator else "SK_er/SK_ar"
+        ok = True
+        try:
+            wire.inner = decrypt_message(msg, cipher)
+        except Exception as error:  # any failure here is a mismatch to report
+            ok = False
+            wire.sk_keys += f" -- does not decrypt: {error}"
+        body = msg.encrypted_body
+        iv_size, icv_size = cipher.iv_size, cipher.icv_size
+        inputs: list[tuple[str, bytes | str]] = [
+            ("keys", wire.sk_keys.split(" --")[0]),
+            ("associated data (IKE header | SK header)", msg.associated_data),
+            ("IV", body[:iv_size]),
+            ("ciphertext", body[iv_size : len(body) - icv_size]),
+            ("ICV", body[len(body) - icv_size :]),
+        ]
+        section = ("RFC 7296 sec. 3.14; RFC 5282 sec. 5.1 (AEAD: nonce = salt | IV)"
+                   if is_aead(self.encr) else "RFC 7296 sec. 3.14 (encrypt-then-MAC)")  # fmt: skip
+        plaintext = b""
+        if wire.inner is not None:
+            from ikev2.message import serialize_payload_chain
+
+            plaintext = serialize_payload_chain(wire.inner.payloads)
+        self.add(wire.number, Step(
+            f"SK payload of message {wire.number} opened",
+            section,
+            inputs,
+            [("inner payloads (before padding)", plaintext)],
+            check="ICV verified",
+            ok=ok,
+            key=f"sk_{wire.number}",
+        ))  # fmt: skip
+
+    # ---- AUTH -------------------------------------------------------------------------
+
+    def _auth(
+        self, wire: WireMessage, init_req: WireMessage, init_resp: WireMessage, *, initiator: bool
+    ) -> None:
+        if wire.inner is None:
+            raise ExplainError(f"message {wire.number} could not be decrypted")
+        id_payload: IdPayload = _payload(
+            wire.inner, PayloadType.IDi if initiator else PayloadType.IDr
+        )
+        auth: AuthPayload = _payload(wire.inner, PayloadType.AUTH)
+        real_message = (init_req if initiator else init_resp).data
+        peer_nonce = self.nr if initiator else self.ni
+        sk_p = self.keys.sk_pi if initiator else self.keys.sk_pr
+        who, i_or_r, nonce_name = ("Initiator", "I", "NonceRData") if initiator else (
+            "Responder", "R", "NonceIData")  # fmt: skip
+        maced_id = self.prf(sk_p, _id_body(id_payload))
+        octets = signed_octets(real_message, peer_nonce, self.prf, sk_p, _id_body(id_payload))
+        pad_key = self.prf(self.run.psk, KEY_PAD)
+        value = self.prf(pad_key, octets)
+        self.add(wire.number, Step(
+            f"MACedIDFor{i_or_r} = prf(SK_p{i_or_r.lower()}, RestOfID{i_or_r}Payload)",
+            "RFC 7296 sec. 2.15",
+            [(f"SK_p{i_or_r.lower()}", sk_p),
+             ("RestOfIDPayload (ID type | RESERVED | identity)", _id_body(id_payload))],
+            [(f"MACedIDFor{i_or_r}", maced_id)],
+            key=f"maced_id_{i_or_r.lower()}",
+        ))  # fmt: skip
+        self.add(wire.number, Step(
+            f"{who}SignedOctets = RealMessage{1 if initiator else 2} | {nonce_name} | "
+            f"MACedIDFor{i_or_r}",
+            "RFC 7296 sec. 2.15",
+            [(f"RealMessage{1 if initiator else 2} (the IKE_SA_INIT "
+              f"{'request' if initiator else 'response'}, message "
+              f"{(init_req if initiator else init_resp).number})", real_message),
+             (nonce_name, peer_nonce), (f"MACedIDFor{i_or_r}", maced_id)],
+            [(f"{who}SignedOctets", octets)],
+            key=f"signed_octets_{i_or_r.lower()}",
+        ))  # fmt: skip
+        self.add(wire.number, Step(
+            'AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), SignedOctets)',
+            "RFC 7296 sec. 2.15 (method 2, Shared Key Message Integrity Code)",
+            [("Shared Secret (the demo PSK)", self.run.psk), ('"Key Pad for IKEv2"', KEY_PAD),
+             ('prf(Shared Secret, "Key Pad for IKEv2")', pad_key)],
+            [("AUTH", value)],
+            check=f"equals the AUTH payload of message {wire.number}",
+            ok=value == bytes(auth.data),
+            key=f"auth_{i_or_r.lower()}",
+        ))  # fmt: skip
+
+    # ---- Child SAs --------------------------------------------------------------------
+
+    def _child_keys(
+        self,
+        number: int,
+        response: IkeMessage,
+        nonce_i: bytes,
+        nonce_r: bytes,
+        shared: bytes | None,
+        installed_i: ChildSaEstablished | None,
+        label: str,
+    ) -> None:
+        from ikev2.tasks.child_create import esp_key_lengths
+
+        chosen = _selected(response)
+        encr = chosen_transform(chosen, TransformType.ENCR)
+        integ = chosen_transform(chosen, TransformType.INTEG)
+        encr_len, integ_len = esp_key_lengths(
+            int(encr.id) if encr else None, encr.key_length if encr else None,
+            int(integ.id) if integ else None,
+        )  # fmt: skip
+        length = 2 * (encr_len + integ_len)
+        keymat = derive_child_keymat(self.prf, self.keys.sk_d, nonce_i, nonce_r, shared, length)
+        keys = split_child_keymat(keymat, encr_len, integ_len)
+        seed_name = "g^ir (new) | Ni | Nr" if shared is not None else "Ni | Nr"
+        inputs: list[tuple[str, bytes | str]] = [("SK_d (prf+ key)", self.keys.sk_d)]
+        if shared is not None:
+            inputs.append(("g^ir (new, PFS)", shared))
+        inputs += [("Ni", nonce_i), ("Nr", nonce_r),
+                   ("octets taken", f"{length} = 2 x ({encr_len} encryption"
+                    f"{' incl. salt' if encr and is_aead(int(encr.id)) else ''}"
+                    f" + {integ_len} integrity)"),
+                   ("selected ESP proposal", to_strongswan(chosen))]  # fmt: skip
+        ok = True
+        check = ""
+        if installed_i is not None:
+            ok = (installed_i.encr_key_out, installed_i.integ_key_out,
+                  installed_i.encr_key_in, installed_i.integ_key_in) == (
+                keys.encr_i2r, keys.integ_i2r, keys.encr_r2i, keys.integ_r2i)  # fmt: skip
+            check = (f"equals the keys the initiator's engine installed (SPI in "
+                     f"0x{installed_i.spi_in:08x}, out 0x{installed_i.spi_out:08x})")  # fmt: skip
+        self.add(number, Step(
+            f"KEYMAT = prf+(SK_d, {seed_name}) for {label}; "
+            "split i->r (encryption, integrity) then r->i",
+            "RFC 7296 sec. 2.17",
+            inputs,
+            [("KEYMAT", keymat), ("encryption key i->r", keys.encr_i2r),
+             ("integrity key i->r", keys.integ_i2r), ("encryption key r->i", keys.encr_r2i),
+             ("integrity key r->i", keys.integ_r2i)],
+            check=check, ok=ok, key=f"child_keymat_{number}",
+        ))  # fmt: skip
+
+    def _first_child(self, response: WireMessage) -> None:
+        installed = next(e for e in self.run.events_i if isinstance(e, ChildSaEstablished))
+        assert response.inner is not None
+        self._child_keys(response.number, response.inner, self.ni, self.nr, None, installed,
+                         "the first Child SA (IKE_AUTH: the IKE_SA_INIT nonces)")  # fmt: skip
+
+    def _create_child(self, request: WireMessage, response: WireMessage) -> None:
+        if request.inner is None or response.inner is None:
+            return
+        if response.inner.get(PayloadType.SA) is None:
+            return  # refused (an error notify): no keys
+        ni = bytes(_payload(request.inner, PayloadType.NONCE).nonce)
+        nr = bytes(_payload(response.inner, PayloadType.NONCE).nonce)
+        shared = None
+        ke_i, ke_r = request.inner.get(PayloadType.KE), response.inner.get(PayloadType.KE)
+        if isinstance(ke_i, KePayload) and isinstance(ke_r, KePayload):
+            method = KeId(ke_i.group)
+            req_rng = self.run.rng_i if request.from_initiator else self.run.rng_r
+            resp_rng = self.run.rng_r if request.from_initiator else self.run.rng_i
+            private_i = _x_private(req_rng, method, bytes(ke_i.data))
+            private_r = _x_private(resp_rng, method, bytes(ke_r.data))
+            shared = x_shared(method, private_i, bytes(ke_r.data))
+            self.add(response.number, Step(
+                f"g^ir (new) = {method.name}(private value of the CREATE_CHILD_SA "
+                "initiator, KEr)",
+                "RFC 7296 sec. 1.3.1 and 2.17 (PFS)",
+                [("initiator private", private_i), ("KEi", bytes(ke_i.data)),
+                 ("responder private", private_r), ("KEr", bytes(ke_r.data))],
+                [("g^ir (new)", shared)],
+                ok=shared == x_shared(method, private_r, bytes(ke_i.data)),
+                key=f"child_g_ir_{response.number}",
+            ))  # fmt: skip
+        rekeyed = [e for e in self.run.events_i if isinstance(e, ChildSaRekeyed)]
+        installed = rekeyed[0].new if rekeyed else None
+        # The CREATE_CHILD_SA initiator's nonce is Ni, whoever started the IKE SA (2.17).
+        if installed is not None and not request.from_initiator:
+            installed = None  # the keys' direction flips; compared on the other side only
+        self._child_keys(response.number, response.inner, ni, nr, shared, installed,
+                         "the new Child SA (CREATE_CHILD_SA nonces)")  # fmt: skip
+
+
+def _pairs(
+    messages: list[WireMessage], exchange: ExchangeType
+) -> list[tuple[WireMessage, WireMessage]]:
+    requests = {}
+    pairs = []
+    for wire in messages:
+        header = wire.message.header
+        if header.exchange != exchange:
+            continue
+        key = (header.message_id, header.initiator != header.response)
+        if not header.response:
+            requests[(header.message_id, wire.from_initiator)] = wire
+        else:
+            request = requests.get((header.message_id, not wire.from_initiator))
+            if request is not None:
+                pairs.append((request, wire))
+        del key
+    return pairs
+
+
+def explain_run(run: Run) -> Explanation:
+    return _Deriver(run).explain()
+
+
+# ------------------------------------------------------------------------- rendering
+
+
+def _hex_block(value: bytes, indent: int) -> list[str]:
+    text = value.hex()
+    if not text:
+        return ["(empty)"]
+    width = 64  # 32 octets a line: one SHA-256 output or X25519 value
+    return [text[i : i + width] for i in range(0, len(text), width)]
+
+
+def render_step(step: Step, indent: str = "      ") -> list[str]:
+    lines = [f"{indent}* {step.title}", f"{indent}  [{step.section}]"]
+    for prefix, items in (("in ", step.inputs), ("out", step.outputs)):
+        for name, value in items:
+            if isinstance(value, bytes):
+                head = f"{indent}  {prefix} {name} ({len(value)} octets):"
+                lines.append(head)
+                lines += [f"{indent}        {row}" for row in _hex_block(value, len(indent) + 8)]
+            else:
+                lines.append(f"{indent}  {prefix} {name}: {value}")
+    if step.check:
+        verdict = "ok" if step.ok else "MISMATCH"
+        lines.append(f"{indent}  check: {step.check}: {verdict}")
+    elif not step.ok:
+        lines.append(f"{indent}  check: MISMATCH")
+    return lines
+
+
+def _arrow(wire: WireMessage) -> list[str]:
+    header = wire.message.header
+    role = "response" if header.response else "request"
+    exchange = ExchangeType(header.exchange).name
+    title = f"#{wire.number} {exchange} {role} (Message ID {header.message_id})"
+
+    def name(payload: Any) -> str:
+        # RFC 7296 writes the nonce and KE as Ni/Nr, KEi/KEr by the exchange's direction
+        suffix = "r" if header.response else "i"
+        if payload.TYPE == PayloadType.NONCE:
+            return "N" + suffix
+        if payload.TYPE == PayloadType.KE:
+            return "KE" + suffix
+        return short_name(payload)
+
+    names = ["HDR"] + [name(p) for p in wire.message.payloads]
+    if wire.inner is not None:
+        names = ["HDR", "SK {" + ", ".join(name(p) for p in wire.inner.payloads) + "}"]
+    span = WIDTH - 4
+    rows = [f"  |  {title}".ljust(WIDTH - 1) + "|"]
+    text = ", ".join(names)
+    while text:
+        cut = text[: span - 6]
+        if len(text) > span - 6 and ", " in cut:
+            cut = cut[: cut.rindex(", ") + 1]
+        rows.append(f"  |  {cut.strip()}".ljust(WIDTH - 1) + "|")
+        text = text[len(cut) :].strip()
+    line = "-" * (WIDTH - 5)
+    rows.append(f"  |{line[:-1]}>|" if wire.from_initiator else f"  |<{line[:-1]}|")
+    return rows
+
+
+def render_explanation(explanation: Explanation, *, keys: bool) -> str:
+    run = explanation.run
+    first = run.messages[0]
+    lines = [
+        "aioipsec explain: one IKEv2 negotiation between two in-memory aioipsec engines",
+        f"seed: {run.seed if run.seed is not None else '(none: random, not reproducible)'}",
+        f"IKE proposal: {run.ike_proposal}   ESP proposal: {run.esp_proposal}"
+        f"{'   encap: yes' if run.encap else ''}",
+        f"identities: {INITIATOR_ID} (initiator), {RESPONDER_ID} (responder); PSK auth",
+        "",
+        f"  Initiator {first.source[0]}".ljust(WIDTH - 20)
+        + f"Responder {first.destination[0]}".rjust(20),
+        "  |".ljust(WIDTH - 1) + "|",
+    ]
+    for wire in run.messages:
+        lines += _arrow(wire)
+        ports = f"{wire.source[0]}:{wire.source[1]} -> {wire.destination[0]}:{wire.destination[1]}"
+        marker = (
+            " after the 4-octet non-ESP marker (RFC 3948 sec. 2.2)"
+            if 4500 in (wire.source[1], wire.destination[1])
+            else ""
+        )
+        lines.append(f"      UDP {ports}: IKE message of {len(wire.data)} octets{marker}")
+        lines += _message_details(wire)
+        if keys:
+            for step in explanation.steps_after.get(wire.number, []):
+                lines += render_step(step)
+        lines.append("  |".ljust(WIDTH - 1) + "|")
+    lines.append("")
+    mismatches = [s for s in explanation.steps if not s.ok]
+    if mismatches:
+        lines.append(
+            f"MISMATCH in {len(mismatches)} step(s): " + "; ".join(s.title for s in mismatches)
+        )
+    elif keys:
+        lines.append(f"all {len(explanation.steps)} derivation steps re-computed and checked")
+    return "\n".join(lines) + "\n"
+
+
+def _message_details(wire: WireMessage) -> list[str]:
+    header = wire.message.header
+    flags = [f for f, on in (("I", header.initiator), ("R", header.response)) if on]
+    lines = [f"      HDR SPIi {header.spi_i.hex()} SPIr {header.spi_r.hex()} "
+             f"flags {''.join(flags) or '-'} length {header.length}"]  # fmt: skip
+    outer = wire.message.payloads
+    for payload in outer:
+        lines.append(f"      {payload_name(payload)}")
+        lines += [f"        {row}" for row in describe_payload(payload)]
+    if wire.inner is not None:
+        lines.append(
+            f"      inside SK ({wire.sk_keys}):" + ("" if wire.inner.payloads else " (nothing)")
+        )
+        for payload in wire.inner.payloads:
+            lines.append(f"        {payload_name(payload)}")
+            lines += [f"          {row}" for row in describe_payload(payload)]
+    return lines
+
+
+# ------------------------------------------------------------------------- test vectors
+
+
+def export_vector(explanation: Explanation) -> dict[str, Any]:
+    """A JSON test vector: the inputs, every message and every derivation step."""
+    run = explanation.run
+    return {
+        "format": VECTOR_FORMAT,
+        "source": "aioipsec explain --seed (two in-memory aioipsec engines)",
+        "seed": run.seed,
+        "ike_proposal": run.ike_proposal,
+        "esp_proposal": run.esp_proposal,
+        "encap": run.encap,
+        "psk": run.psk.hex(),
+        "initiator": {"address": INITIATOR_ADDR, "id": INITIATOR_ID},
+        "responder": {"address": RESPONDER_ADDR, "id": RESPONDER_ID},
+        "messages": [
+            {
+                "number": w.number,
+                "from": "initiator" if w.from_initiator else "responder",
+                "source": list(w.source),
+                "destination": list(w.destination),
+                "exchange": ExchangeType(w.message.header.exchange).name,
+                "message_id": w.message.header.message_id,
+                "response": w.message.header.response,
+                "data": w.data.hex(),
+            }
+            for w in run.messages
+        ],
+        "steps": [step.as_vector() for step in explanation.steps],
+    }
+
+
+# ------------------------------------------------------------------------- state diagram
+
+
+def _layout(
+    transitions: dict[tuple[Any, str], Any], initial: Any
+) -> dict[Any, tuple[float, float]]:
+    """Columns by distance from the initial state (BFS), rows in table order."""
+    depth = {initial: 0}
+    queue = [initial]
+    while queue:
+        state = queue.pop(0)
+        for (source, trigger), target in transitions.items():
+            if source == state and target not in depth and trigger not in ("fail", "deleted"):
+                depth[target] = depth[state] + 1
+                queue.append(target)
+    for (source, _), target in transitions.items():
+        for state in (source, target):
+            depth.setdefault(state, max(depth.values()) + 1)
+    columns: dict[int, list[Any]] = {}
+    for state in type(initial):
+        columns.setdefault(depth[state], []).append(state)
+    positions = {}
+    for column, states in columns.items():
+        for row, state in enumerate(states):
+            positions[state] = (column * 3.2, -row * 1.6 - (column % 2) * 0.5)
+    return positions
+
+
+def draw_state_diagrams(path: str | Path) -> None:
+    """Both state machines of ``ikev2.states`` as one PNG (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import FancyBboxPatch
+    except ImportError:
+        raise ExplainError(
+            "the state diagram needs matplotlib: pip install 'aioipsec[docs]'"
+        ) from None
+    from ikev2.states import CHILD_TRANSITIONS, IKE_TRANSITIONS, ChildState, IkeState
+
+    figure, axes = plt.subplots(2, 1, figsize=(16, 15), gridspec_kw={"height_ratios": [3, 2]})
+    for ax, (title, table, initial, keep) in zip(
+        axes,
+        [
+            ("IKE SA (ikev2.states.IKE_TRANSITIONS)", IKE_TRANSITIONS, IkeState.CREATED,
+             (IkeState.ESTABLISHED, IkeState.DELETING)),
+            ("Child SA (ikev2.states.CHILD_TRANSITIONS)", CHILD_TRANSITIONS, ChildState.CREATING,
+             (ChildState.INSTALLED, ChildState.DELETING)),
+        ],
+        strict=True,
+    ):  # fmt: skip
+        positions = _layout(table, initial)
+        for state, (x, y) in positions.items():
+            ax.add_patch(
+                FancyBboxPatch(
+                    (x - 1.0, y - 0.3),
+                    2.0,
+                    0.6,
+                    boxstyle="round,pad=0.05",
+                    fc="#e8f0fe",
+                    ec="#1a4480",
+                )
+            )
+            ax.text(x, y, state.value, ha="center", va="center", fontsize=10, weight="bold")
+        drawn: dict[tuple[Any, Any], list[str]] = {}
+        for (source, trigger), target in table.items():
+            if trigger in ("fail", "deleted") and source not in keep:
+                continue  # one note instead of an arrow from every state
+            drawn.setdefault((source, target), []).append(trigger)
+        for (source, target), triggers in drawn.items():
+            label = " / ".join(triggers)
+            (x1, y1), (x2, y2) = positions[source], positions[target]
+            if source == target:
+                ax.annotate(
+                    "",
+                    xy=(x1 + 0.6, y1 + 0.32),
+                    xytext=(x1 - 0.6, y1 + 0.32),
+                    arrowprops={
+                        "arrowstyle": "->",
+                        "connectionstyle": "arc3,rad=-1.2",
+                        "color": "#444",
+                    },
+                )
+                ax.text(x1, y1 + 0.95, label, ha="center", fontsize=8, color="#7a2e00")
+                continue
+            backwards = x2 < x1 or (x2 == x1 and y2 > y1)
+            rad = 0.25 if backwards else 0.08
+            ax.annotate(
+                "",
+                xy=(x2, y2),
+                xytext=(x1, y1),
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "shrinkA": 22,
+                    "shrinkB": 22,
+                    "connectionstyle": f"arc3,rad={rad}",
+                    "color": "#444",
+                },
+            )
+            offset = 0.22 if backwards else -0.0
+            ax.text((x1 + x2) / 2, (y1 + y2) / 2 + offset, label, ha="center", va="bottom",
+                    fontsize=8, color="#7a2e00",
+                    bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 0.5})  # fmt: skip
+        xs = [p[0] for p in positions.values()]
+        ys = [p[1] for p in positions.values()]
+        ax.set_xlim(min(xs) - 1.5, max(xs) + 1.5)
+        ax.set_ylim(min(ys) - 1.0, max(ys) + 1.5)
+        ax.set_title(title + ": 'fail' / 'deleted' lead to DELETED from every live state",
+                     fontsize=12)  # fmt: skip
+        ax.axis("off")
+    figure.suptitle("aioipsec state machines, generated from ikev2/states.py "
+                    "(python -m aioipsec.explain --state-diagram)", fontsize=13)  # fmt: skip
+    figure.tight_layout()
+    # A fixed timestamp-free PNG: same table, same bytes (metadata without the date).
+    figure.savefig(str(path), dpi=80, metadata={"Software": None})
+    plt.close(figure)
+
+
+# ------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, help="fixed nonces, SPIs, IVs and DH private values")
+    parser.add_argument("--keys", action="store_true",
+                        help="show every key derivation step with its RFC section")  # fmt: skip
+    parser.add_argument("--ike", default="aes256gcm16-prfsha256-x25519", metavar="PROPOSAL",
+                        help="IKE proposal in strongSwan syntax (x25519 or x448)")  # fmt: skip
+    parser.add_argument("--esp", default="aes256gcm16", metavar="PROPOSAL",
+                        help="ESP proposal in strongSwan syntax (add -x25519 for PFS)")  # fmt: skip
+    parser.add_argument("--encap", action="store_true",
+                        help="force UDP encapsulation (port 4500, as behind a NAT)")  # fmt: skip
+    parser.add_argument("--export-vector", type=Path, metavar="FILE",
+                        help="write the run as a JSON test vector (needs --seed)")  # fmt: skip
+    parser.add_argument("--follow", action="store_true",
+                        help="follow a live daemon (not available, see the help text)")  # fmt: skip
+    parser.add_argument(
+        "--state-diagram",
+        type=Path,
+        metavar="OUT.png",
+        help="draw the IKE/Child SA state machines from ikev2.states and exit",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.state_diagram is not None:
+            draw_state_diagrams(args.state_diagram)
+            print(f"wrote {args.state_diagram}")
+            return 0
+        if args.follow:
+            raise ExplainError(
+                "--follow is not available: the daemon's control socket answers requests "
+                "but publishes no event stream to follow. Use 'aioipsec daemon --save-keys' "
+                "with a capture and 'aioipsec decode' instead."
+            )
+        if args.export_vector is not None and args.seed is None:
+            raise ExplainError("--export-vector needs --seed (a vector must be reproducible)")
+        negotiation = run_negotiation(args.seed, args.ike, args.esp, encap=args.encap)
+        explanation = explain_run(negotiation)
+        sys.stdout.write(render_explanation(explanation, keys=args.keys))
+        if args.export_vector is not None:
+            args.export_vector.write_text(json.dumps(export_vector(explanation), indent=1) + "\n")
+            print(f"test vector written to {args.export_vector}", file=sys.stderr)
+        return 0 if explanation.ok else 1
+    except ExplainError as error:
+        print(f"aioipsec explain: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aioipsec explain",
+                                     description="Explain one IKEv2 negotiation.")  # fmt: skip
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
