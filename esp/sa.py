@@ -300,8 +300,10 @@ class EspSa(SaBase):
         self._align = max(4, transform.block_size)
         self._overhead = 8 + transform.iv_size + transform.icv_size  # all but the payload
         self._tunnel = self.mode is Mode.TUNNEL
-        self._scratch = memoryview(bytearray(_MAX_INNER + 2 * 256))
-        self._parts_buffer = memoryview(bytearray(_MAX_INNER + 2 * 256 + self._overhead))
+        # Per-SA buffers of the generic paths, allocated on first use (the AEAD fast paths
+        # never need them, and 64 KiB per SA adds up with many SAs).
+        self._scratch_buffer: memoryview | None = None
+        self._parts_buffer: memoryview | None = None
 
         if type(transform) is _Aead:
             if self.direction is Direction.OUT and not self.tfc_pad_to:
@@ -344,7 +346,9 @@ class EspSa(SaBase):
         inner_len = len(inner)
         if not next_header:
             next_header = self._tunnel_next_header(inner)
-        scratch = self._scratch
+        scratch = self._scratch_buffer
+        if scratch is None:
+            scratch = self._scratch_buffer = memoryview(bytearray(_MAX_INNER + 2 * 256))
         scratch[:inner_len] = inner
         payload_len = inner_len
         if self.tfc_pad_to > inner_len:
@@ -374,6 +378,9 @@ class EspSa(SaBase):
         and ``body`` = ciphertext || ICV. Saves the copies into a caller buffer. ``header``
         is a view into a per-SA buffer: valid until the next call on this SA."""
         out = self._parts_buffer
+        if out is None:
+            size = _MAX_INNER + 2 * 256 + self._overhead
+            out = self._parts_buffer = memoryview(bytearray(size))
         n = self.encrypt_into(inner, out, 0, next_header)
         split = 8 + self._iv_size
         return out[:split], bytes(out[split:n])
