@@ -51,6 +51,9 @@ class ChildSa:
     rekeyed_from: ChildSa | None = field(default=None, repr=False)
     delete_reported: bool = False
     proposal_text: str = ""
+    # RFC 9370: additional key exchanges still to run before the keys exist.
+    addke_methods: list[int] = field(default_factory=list)
+    pending_shared: bytes | None = field(default=None, repr=False)
 
     def to(self, trigger: str) -> None:
         self.state = child_transition(self.state, trigger)

@@ -240,6 +240,7 @@ class IkeSa:
         self.current_time = 0.0
         self.peer_auth_method = 0
         self.closed_children: list[str] = []
+        self.followups: dict[bytes, Any] = {}  # RFC 9370 IKE_FOLLOWUP_KE state by link
         self.initial_contact = False
         self._pending_request_digests: set[bytes] = set()
         self._after_response: Callable[[float], None] | None = None

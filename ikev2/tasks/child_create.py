@@ -112,10 +112,6 @@ def child_proposals(config: ChildConfig, spi: bytes, *, with_ke: bool) -> list[P
         proposals = parse_proposals(config.esp_proposals, ProtocolId.ESP)
     if not with_ke:
         proposals = [without_key_exchange(p) for p in proposals]
-    else:
-        from ikev2.tasks.ike_init import without_additional_ke
-
-        proposals = without_additional_ke(proposals)
     for proposal in proposals:
         proposal.spi = spi
     return proposals
@@ -161,6 +157,9 @@ def apply_child_proposal(child: ChildSa, chosen: Proposal) -> None:
     child.integ = IntegId(integ.id) if integ is not None and integ.id != 0 else None
     child.esn = esn is not None and esn.id == EsnId.ESN
     child.ke_method = int(ke.id) if ke is not None else 0
+    from ikev2.tasks.followup_ke import additional_methods
+
+    child.addke_methods = additional_methods(chosen)
     if len(chosen.spi) != 4 or not any(chosen.spi):
         raise ProtocolError("Child SA proposal without a valid 4-octet SPI")
     child.spi_out = int.from_bytes(chosen.spi, "big")
@@ -175,12 +174,20 @@ def derive_child_keys(
     shared_secret: bytes | None,
     *,
     we_initiated: bool,
+    additional: list[bytes] | None = None,
 ) -> None:
-    """KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr), i->r keys first (sec. 2.17)."""
+    """KEYMAT = prf+(SK_d, [g^ir | SK(1..n) |] Ni | Nr), i->r keys first (sec. 2.17,
+    RFC 9370 sec. 2.2.4)."""
     assert sa.prf is not None and sa.keys is not None
     encr_len, integ_len = esp_key_lengths(child.encr, child.encr_key_bits, child.integ)
     keymat = derive_child_keymat(
-        sa.prf, sa.keys.sk_d, nonce_i, nonce_r, shared_secret, 2 * (encr_len + integ_len)
+        sa.prf,
+        sa.keys.sk_d,
+        nonce_i,
+        nonce_r,
+        shared_secret,
+        2 * (encr_len + integ_len),
+        additional_shared_secrets=additional or (),
     )
     keys = split_child_keymat(keymat, encr_len, integ_len)
     if we_initiated:
@@ -403,7 +410,15 @@ class ChildRequest:
             )
         child.mode = "transport" if transport else "tunnel"
         child.tfc_padding = find_notify(payloads, NotifyType.ESP_TFC_PADDING_NOT_SUPPORTED) is None
-        derive_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=True)
+        child.nonce_i, child.nonce_r = nonce_i, nonce_r
+        if child.addke_methods:
+            if shared is None:
+                raise ProtocolError(
+                    "additional key exchanges without a KE method", NotifyType.NO_PROPOSAL_CHOSEN
+                )
+            child.pending_shared = shared  # keys after the IKE_FOLLOWUP_KE exchanges
+        else:
+            derive_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=True)
         return child
 
 
@@ -482,6 +497,20 @@ class ChildCreateTask(Task):
         nonce_r = check_nonce_payload(payloads)
         shared = pfs_shared(self.request, payloads)
         child = self.request.process(sa, payloads, self.nonce, nonce_r, shared, now)
+        if child.addke_methods:
+            from ikev2.tasks.followup_ke import start_followups
+
+            def finish(secrets: list[bytes], when: float) -> None:
+                derive_child_keys(
+                    sa, child, self.nonce, nonce_r, shared, we_initiated=True, additional=secrets
+                )
+                install_child(sa, child, when)
+
+            def fail(reason: str, when: float) -> None:
+                self.abort(sa, reason, when)
+
+            start_followups(sa, child.addke_methods, payloads, finish, fail, now)
+            return False
         install_child(sa, child, now)
         return False
 
@@ -565,7 +594,15 @@ def respond_child(
     child.mode = "transport" if selection.transport else "tunnel"
     child.tfc_padding = find_notify(payloads, NotifyType.ESP_TFC_PADDING_NOT_SUPPORTED) is None
     child.rekeyed_from = rekeyed_from
-    derive_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=False)
+    child.nonce_i, child.nonce_r = nonce_i, nonce_r
+    if child.addke_methods:
+        if shared is None:
+            raise ProtocolError(
+                "additional key exchanges without a KE method", NotifyType.NO_PROPOSAL_CHOSEN
+            )
+        child.pending_shared = shared  # keys after the IKE_FOLLOWUP_KE exchanges
+    else:
+        derive_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=False)
     sa_payloads, ts = child_response_payloads(sa, child, selection.proposal, selection.transport)
     return child, sa_payloads, ts, our_ke
 
@@ -593,11 +630,35 @@ def respond_create_child(sa: IkeSa, payloads: list[Any], now: float) -> list[Any
                 )
             )
         raise
-    sa.after_response(lambda when: install_child(sa, child, when))
     response = [*sa_payloads, NoncePayload(nonce=nonce_r)]
     if our_ke is not None:
         response.append(our_ke)
+    if child.addke_methods:
+        response.append(defer_install(sa, child, lambda when: install_child(sa, child, when), now))
+    else:
+        sa.after_response(lambda when: install_child(sa, child, when))
     return response + ts
+
+
+def defer_install(sa: IkeSa, child: ChildSa, install: Any, now: float) -> NotifyPayload:
+    """Responder with RFC 9370 additional key exchanges: derive the keys and install once
+    the last IKE_FOLLOWUP_KE has been answered; returns the ADDITIONAL_KEY_EXCHANGE notify."""
+    from ikev2.tasks.followup_ke import register
+
+    def finish(secrets: list[bytes], when: float) -> None:
+        derive_child_keys(
+            sa,
+            child,
+            child.nonce_i,
+            child.nonce_r,
+            child.pending_shared,
+            we_initiated=False,
+            additional=secrets,
+        )
+        child.pending_shared = None
+        install(when)
+
+    return register(sa, child.addke_methods, finish, now)
 
 
 __all__ = [

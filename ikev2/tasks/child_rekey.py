@@ -126,11 +126,32 @@ class ChildRekeyTask(Task):
         nonce_r = check_nonce_payload(payloads)
         shared = pfs_shared(self.request, payloads)
         new = self.request.process(sa, payloads, self.nonce, nonce_r, shared, now)
+        if new.addke_methods:
+            from ikev2.tasks.child_create import derive_child_keys
+            from ikev2.tasks.followup_ke import start_followups
+
+            def finish(secrets: list[bytes], when: float) -> None:
+                derive_child_keys(
+                    sa, new, self.nonce, nonce_r, shared, we_initiated=True, additional=secrets
+                )
+                self._complete(sa, new, nonce_r, when)
+
+            def fail(reason: str, when: float) -> None:
+                self._give_up(sa)
+
+            start_followups(sa, new.addke_methods, payloads, finish, fail, now)
+            return False
+        self._complete(sa, new, nonce_r, now)
+        return False
+
+    def _complete(self, sa: IkeSa, new: ChildSa, nonce_r: bytes, now: float) -> None:
+        """Install the new SA and delete the old one, or settle a collision (sec. 2.8.1)."""
+        old = self.old
         if not old.alive:
             # The peer deleted the old SA while our rekey was in flight: keep the new one
             # as an ordinary Child SA.
             install_child(sa, new, now)
-            return False
+            return
         peer_new = old.peer_rekey
         if peer_new is not None and peer_new.alive:
             ours_lowest = min(self.nonce, nonce_r)
@@ -147,7 +168,7 @@ class ChildRekeyTask(Task):
                     start=False,
                     first=True,
                 )
-                return False
+                return
             # We won: our SA replaces the old one; the peer deletes its redundant one.
         new.rekeyed_from = old
         install_child(sa, new, now)
@@ -156,7 +177,7 @@ class ChildRekeyTask(Task):
         from ikev2.tasks.ike_delete import ChildDeleteTask
 
         sa.queue_task(ChildDeleteTask(old, "rekeyed"), now, start=False, first=True)
-        return False
+        return
 
     def abort(self, sa: IkeSa, reason: str, now: float) -> None:
         self._give_up(sa)
@@ -190,6 +211,11 @@ def respond_child_rekey(
         sa, payloads, nonce_i, nonce_r, now, with_ke=True, configs=[old.config], rekeyed_from=old
     )
     new.initiator = False
+    if new.addke_methods and old.state is ChildState.REKEYING:
+        # See ike_rekey: collisions with additional key exchanges are refused and retried.
+        raise ProtocolError(
+            "Child rekey collision with additional key exchanges", NotifyType.TEMPORARY_FAILURE
+        )
 
     def install(when: float) -> None:
         install_child(sa, new, when)
@@ -199,8 +225,13 @@ def respond_child_rekey(
             old.successor = new
             old.to("rekeyed_by_peer")
 
-    sa.after_response(install)
     response = [*sa_payloads, NoncePayload(nonce=nonce_r)]
     if our_ke is not None:
         response.append(our_ke)
+    if new.addke_methods:
+        from ikev2.tasks.child_create import defer_install
+
+        response.append(defer_install(sa, new, install, now))
+    else:
+        sa.after_response(install)
     return response + ts

@@ -41,6 +41,10 @@ def respond(sa: IkeSa, exchange: int, payloads: list[Any], now: float) -> list[A
         return respond_informational(sa, payloads, now)
     if exchange == ExchangeType.CREATE_CHILD_SA:
         return _respond_create_child_sa(sa, payloads, now)
+    if exchange == ExchangeType.IKE_FOLLOWUP_KE:
+        from ikev2.tasks.followup_ke import respond_followup_ke
+
+        return respond_followup_ke(sa, payloads, now)
     raise ProtocolError(f"exchange type {exchange} not supported", None)
 
 

@@ -164,17 +164,6 @@ def ike_proposals(sa: IkeSa, config: Any = None) -> list[Proposal]:
     return parse_proposals(config.proposals, ProtocolId.IKE)
 
 
-def without_additional_ke(proposals: list[Proposal]) -> list[Proposal]:
-    """Proposals for CREATE_CHILD_SA: RFC 9370 additional key exchanges there need
-    IKE_FOLLOWUP_KE (sec. 2.2.4), which we do not implement, so we never negotiate them in
-    a rekey (the rekeyed SA is then keyed by the main KE method only)."""
-    out = []
-    for proposal in proposals:
-        transforms = [t for t in proposal.transforms if int(t.type) not in ADDKE_TYPES]
-        out.append(Proposal(proposal.number, proposal.protocol, proposal.spi, transforms))
-    return out
-
-
 def capability_notifies(sa: IkeSa, peer_payloads: list[Any] | None) -> list[NotifyPayload]:
     """FRAGMENTATION_SUPPORTED and SIGNATURE_HASH_ALGORITHMS (the responder only echoes
     fragmentation support when the initiator announced it, RFC 7383 sec. 2.3)."""

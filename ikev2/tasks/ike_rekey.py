@@ -30,6 +30,7 @@ from ikev2.proposals import (
 )
 from ikev2.states import IkeState
 from ikev2.tasks import Task, find, first_error, notify_name
+from ikev2.tasks.followup_ke import additional_methods, register, start_followups
 from ikev2.tasks.ike_init import (
     _prefer_peer_group,
     apply_proposal,
@@ -38,7 +39,6 @@ from ikev2.tasks.ike_init import (
     install_keys,
     key_lengths,
     new_ke,
-    without_additional_ke,
 )
 from ikev2.timers import random_fraction
 
@@ -75,10 +75,20 @@ def _new_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes) -> IkeSa
 
 
 def _derive(
-    old: IkeSa, new: IkeSa, chosen: Proposal, shared: bytes, nonce_i: bytes, nonce_r: bytes
+    old: IkeSa,
+    new: IkeSa,
+    chosen: Proposal,
+    shared: bytes,
+    nonce_i: bytes,
+    nonce_r: bytes,
+    additional: list[bytes] | None = None,
 ) -> None:
+    """SKEYSEED = prf(SK_d (old), g^ir (new) | SK(1..n) | Ni | Nr), sec. 2.18 / RFC 9370."""
     assert old.prf is not None and old.keys is not None
     apply_proposal(new, chosen)
+    # The additional key exchanges of a rekey are done already (IKE_FOLLOWUP_KE), not in
+    # IKE_INTERMEDIATE on the new SA.
+    new.additional_ke = []
     assert new.prf_id is not None
     new.prf = Prf(new.prf_id)
     new.nonce_i, new.nonce_r = nonce_i, nonce_r
@@ -94,6 +104,7 @@ def _derive(
         new.spi_r,
         encr_len,
         integ_len,
+        additional_shared_secrets=additional or (),
     )
     install_keys(new, keys)
 
@@ -149,7 +160,7 @@ class IkeRekeyTask(Task):
         sa.to("rekey_start")
         sa.rekey_collision = None
         self.spi = sa.ctx.new_spi(8)
-        self.proposals = without_additional_ke(ike_proposals(sa))
+        self.proposals = ike_proposals(sa)
         for proposal in self.proposals:
             proposal.spi = self.spi
         if self.ke_method is None:
@@ -219,25 +230,56 @@ class IkeRekeyTask(Task):
             raise ProtocolError("IKE rekey response with another KE method than ours")
         nonce_r = check_nonce(find(payloads, NoncePayload))
         shared = self.ke.compute(bytes(ke_payload.data))
+        methods = additional_methods(chosen)
+        if methods:
+
+            def finish(secrets: list[bytes], when: float) -> None:
+                self._complete(sa, chosen, shared, nonce_r, secrets, when)
+
+            def fail(reason: str, when: float) -> None:
+                if sa.state is IkeState.REKEYING:
+                    sa.to("rekey_failed")
+
+            start_followups(sa, methods, payloads, finish, fail, now)
+            return False
+        self._complete(sa, chosen, shared, nonce_r, [], now)
+        return False
+
+    def _complete(
+        self,
+        sa: IkeSa,
+        chosen: Proposal,
+        shared: bytes,
+        nonce_r: bytes,
+        additional: list[bytes],
+        now: float,
+    ) -> None:
+        if sa.state is not IkeState.REKEYING:
+            return  # deleted (or replaced by the peer) while the exchanges ran
+        collision = sa.rekey_collision
         new = _new_sa(sa, initiator=True, spi_i=self.spi, spi_r=bytes(chosen.spi))
-        _derive(sa, new, chosen, shared, self.nonce, nonce_r)
+        _derive(sa, new, chosen, shared, self.nonce, nonce_r, additional)
         new.to("created_by_rekey")
         sa.ctx.register_sa(new)
-        if collision is not None and collision.alive:
-            if min(self.nonce, nonce_r) < min(collision.nonce_i, collision.nonce_r):
-                # Lost (sec. 2.8.2): ours is redundant, we delete it; the peer's new SA
-                # takes the Child SAs and the peer deletes the old one.
-                sa.to("rekeyed_by_peer")
-                adopt(sa, collision, now)
-                new.delete_ike(now, "redundant after IKE rekey collision")
-                return False
-            collision.delete_pending_by_peer = True
+        lost = (
+            collision is not None
+            and collision.alive
+            and min(self.nonce, nonce_r) < min(collision.nonce_i, collision.nonce_r)
+        )
+        if lost:
+            # Lost (sec. 2.8.2): ours is redundant, we delete it; the peer's new SA takes
+            # the Child SAs and the peer deletes the old one.
+            sa.to("rekeyed_by_peer")
+            adopt(sa, collision, now)
+            new.delete_ike(now, "redundant after IKE rekey collision")
+            return
+        # No collision, or won: the peer deletes its redundant SA (``collision``).
         sa.to("rekey_done")
         adopt(sa, new, now)
         from ikev2.tasks.ike_delete import IkeDeleteTask
 
         sa.queue_task(IkeDeleteTask("rekeyed"), now, start=False, first=True)
-        return False
+        return
 
     def abort(self, sa: IkeSa, reason: str, now: float) -> None:
         if sa.state is IkeState.REKEYING:
@@ -251,9 +293,12 @@ def respond_ike_rekey(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
         )
     from ikev2.tasks.child_create import ChildCreateTask
     from ikev2.tasks.child_rekey import ChildRekeyTask
+    from ikev2.tasks.followup_ke import FollowupKeTask
     from ikev2.tasks.ike_delete import ChildDeleteTask
 
-    if isinstance(sa.active_task, ChildCreateTask | ChildRekeyTask | ChildDeleteTask):
+    if isinstance(
+        sa.active_task, ChildCreateTask | ChildRekeyTask | ChildDeleteTask | FollowupKeTask
+    ):
         raise ProtocolError(
             "a Child SA exchange of ours is in progress", NotifyType.TEMPORARY_FAILURE
         )
@@ -266,7 +311,7 @@ def respond_ike_rekey(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
             raise ProtocolError("IKE rekey proposal without an 8-octet SPI")
     nonce_i = check_nonce(find(payloads, NoncePayload))
     offered = sa.ctx.policy.filter_proposals(sa_payload.proposals)
-    ours = without_additional_ke(ike_proposals(sa))
+    ours = ike_proposals(sa)
     try:
         try:
             chosen = select_proposal(
@@ -294,26 +339,40 @@ def respond_ike_rekey(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
             NotifyType.INVALID_KE_PAYLOAD,
             notify_data=group.to_bytes(2, "big"),
         )
+    if sa.state is IkeState.REKEYING and additional_methods(chosen):
+        # A collision with additional key exchanges cannot be settled by comparing nonces
+        # before both chains of IKE_FOLLOWUP_KE are done: refuse, both sides retry after a
+        # random delay (as strongSwan does, RFC 9370 sec. 2.2.4).
+        raise ProtocolError(
+            "IKE rekey collision with additional key exchanges", NotifyType.TEMPORARY_FAILURE
+        )
     ke = new_ke(sa, int(ke_payload.group))
     shared = ke.compute(bytes(ke_payload.data))
     nonce_r = sa.ctx.rng(32)
     spi_r = sa.ctx.new_spi(8)
-    new = _new_sa(sa, initiator=False, spi_i=bytes(chosen.spi), spi_r=spi_r)
-    _derive(sa, new, chosen, shared, nonce_i, nonce_r)
-    new.to("created_by_rekey")
-    sa.ctx.register_sa(new)
     response_proposal = Proposal(chosen.number, chosen.protocol, spi_r, list(chosen.transforms))
 
-    def switch(when: float) -> None:
+    def switch(additional: list[bytes], when: float) -> None:
+        if sa.state not in (IkeState.ESTABLISHED, IkeState.REKEYING):
+            return  # deleted or replaced meanwhile
+        new = _new_sa(sa, initiator=False, spi_i=bytes(chosen.spi), spi_r=spi_r)
+        _derive(sa, new, chosen, shared, nonce_i, nonce_r, additional)
+        new.to("created_by_rekey")
+        sa.ctx.register_sa(new)
         if sa.state is IkeState.REKEYING:
             sa.rekey_collision = new  # decided when our own rekey response arrives
             return
         sa.to("rekeyed_by_peer")
         adopt(sa, new, when)
 
-    sa.after_response(switch)
-    return [
+    response: list[Any] = [
         SaPayload(proposals=[response_proposal]),
         NoncePayload(nonce=nonce_r),
         KePayload(group=ke_payload.group, data=ke.our_payload()),
     ]
+    methods = additional_methods(chosen)
+    if methods:
+        response.append(register(sa, methods, switch, now))
+    else:
+        sa.after_response(lambda when: switch([], when))
+    return response

@@ -110,9 +110,83 @@ def test_ml_kem_only_on_one_side_is_optional() -> None:
     assert net.events("a", ChildSaEstablished)
 
 
-def test_ike_rekey_after_ml_kem_does_not_negotiate_addke() -> None:
-    net, ike_id = established_pair(proposals=["aes256gcm16-prfsha256-x25519-ke1_mlkem768"])
-    net.a.rekey_ike(ike_id, net.now)
+def test_rekeys_with_ml_kem_use_ike_followup_ke() -> None:
+    """RFC 9370 sec. 2.2.4: CREATE_CHILD_SA with additional key exchanges continues in
+    IKE_FOLLOWUP_KE; new Child SA, Child rekey and IKE rekey, from both sides."""
+    net, ike_id = established_pair(
+        proposals=["aes256gcm16-prfsha256-x25519-ke1_mlkem768"],
+        esp=["aes256gcm16-x25519-ke1_mlkem768"],
+    )
+    seen = exchanges_seen(net)
+    (child,) = net.events("a", ChildSaEstablished)
+    net.a.rekey_child(ike_id, child.child_sa_id, net.now)
     net.pump()
-    (rekeyed,) = net.events("a", IkeSaRekeyed)
-    assert net.a.ike_sa(rekeyed.ike_sa_id).additional_ke == []
+    assert [s[0] for s in seen][:4] == [
+        "CREATE_CHILD_SA",
+        "CREATE_CHILD_SA",
+        "IKE_FOLLOWUP_KE",
+        "IKE_FOLLOWUP_KE",
+    ]
+    (rekeyed,) = net.events("b", ChildSaRekeyed)
+    assert rekeyed.new.spi_in == net.events("a", ChildSaRekeyed)[0].new.spi_out
+    assert rekeyed.new.encr_key_in == net.events("a", ChildSaRekeyed)[0].new.encr_key_out
+    net.a.create_child(ike_id, "net", net.now)
+    net.pump()
+    assert len(net.events("b", ChildSaEstablished)) == 2
+    (info_b,) = net.b.sas()
+    net.b.rekey_ike(info_b.ike_sa_id, net.now)
+    net.pump()
+    (ike_rekeyed,) = net.events("a", IkeSaRekeyed)
+    assert net.a.ike_sa(ike_rekeyed.ike_sa_id).keys is not None
+    # The rekeyed IKE SA works: rekey a Child SA through it.
+    new_id = ike_rekeyed.ike_sa_id
+    child_id = net.a.sas()[0].children[0]["child_sa_id"]
+    net.a.rekey_child(new_id, child_id, net.now)
+    net.pump()
+    assert len(net.events("b", ChildSaRekeyed)) == 2
+    assert seen.count(("IKE_FOLLOWUP_KE", False, int(PayloadType.SK))) >= 4
+
+
+def test_followup_ke_with_unknown_link_gets_state_not_found() -> None:
+    from ikev2.enums import NotifyType
+    from ikev2.message import decrypt_message
+    from ikev2.payloads import KePayload, NotifyPayload
+
+    net, ike_id = established_pair(proposals=["aes256gcm16-prfsha256-x25519-ke1_mlkem768"])
+    sa_a = net.a.ike_sa(ike_id)
+    request = [
+        NotifyPayload(notify_type=NotifyType.ADDITIONAL_KEY_EXCHANGE, data=b"nope"),
+        KePayload(group=KeId.ML_KEM_768, data=bytes(1184)),
+    ]
+    for data in sa_a._encode(ExchangeType.IKE_FOLLOWUP_KE, False, sa_a.next_request_id, request):
+        net.b.receive_datagram(data, ("192.0.2.1", 500), ("192.0.2.2", 500), net.now)
+    (answer,) = net.b.datagrams_to_send(net.now)
+    assert sa_a.cipher_in is not None
+    reply = decrypt_message(parse_message(answer.data), sa_a.cipher_in)
+    assert [int(p.notify_type) for p in reply.payloads] == [NotifyType.STATE_NOT_FOUND]
+
+
+def test_simultaneous_rekeys_with_ml_kem_converge() -> None:
+    from tests.engine.test_lifecycle import assert_consistent, installed_children
+
+    for seed in range(1, 5):
+        net, ike_id = established_pair(
+            seed=seed,
+            proposals=["aes256gcm16-prfsha256-x25519-ke1_mlkem768"],
+            esp=["aes256gcm16-x25519-ke1_mlkem768"],
+        )
+        (child,) = net.events("a", ChildSaEstablished)
+        (info_b,) = net.b.sas()
+        net.a.rekey_child(ike_id, child.child_sa_id, net.now)
+        net.b.rekey_child(info_b.ike_sa_id, info_b.children[0]["child_sa_id"], net.now)
+        net.run_until(net.now + 60.0)
+        assert len(installed_children(net, "a")) == 1
+        assert_consistent(net)
+        net.a.rekey_ike(net.a.sas()[0].ike_sa_id, net.now)
+        net.b.rekey_ike(net.b.sas()[0].ike_sa_id, net.now)
+        net.run_until(net.now + 60.0)
+        (info_a,) = net.a.sas()
+        (info_b,) = net.b.sas()
+        assert (info_a.spi_i, info_a.spi_r) == (info_b.spi_i, info_b.spi_r)
+        assert info_a.state == info_b.state == "ESTABLISHED"
+        assert_consistent(net)
