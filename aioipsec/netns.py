@@ -399,18 +399,37 @@ def _short(name: str) -> str:
 # --- nftables helpers -----------------------------------------------------------------------
 
 
-def add_masquerade(namespace: Namespace, out_interface: str, table: str = "aioipsec_nat") -> None:
-    """Source NAT (masquerade) of everything leaving OUT_INTERFACE: a NAT box in the middle."""
+def add_masquerade(
+    namespace: Namespace,
+    out_interface: str,
+    table: str = "aioipsec_nat",
+    *,
+    random_ports: bool = False,
+) -> None:
+    """Source NAT (masquerade) of everything leaving OUT_INTERFACE: a NAT box in the middle.
+
+    ``random_ports``: every new mapping gets a random source port (``masquerade random``), as
+    carrier-grade NATs do; together with :func:`set_udp_mapping_timeout` a pause in the traffic
+    then moves the peer to a new public port (a NAT rebinding).
+    """
     namespace.enable_forwarding()
+    flags = " random" if random_ports else ""
     namespace.nft(
         f"""table ip {table} {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        oifname "{out_interface}" masquerade
+        oifname "{out_interface}" masquerade{flags}
     }}
 }}
 """
     )
+
+
+def set_udp_mapping_timeout(namespace: Namespace, seconds: int) -> None:
+    """Make the namespace's conntrack forget idle UDP flows (and so NAT mappings) after SECONDS
+    (both the one-way and the "stream" timeout; the defaults are 30 s and 120 s)."""
+    for name in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+        namespace.run("sysctl", "-q", "-w", f"net.netfilter.{name}={seconds}")
 
 
 LOSS_MARK = 0x5EC

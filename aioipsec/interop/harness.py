@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,9 +32,19 @@ from typing import Any, Literal, Protocol
 
 from aioipsec.interop.charon import Charon, child_sas, swanctl_section
 from aioipsec.interop.pki import Pki
-from aioipsec.netns import Lab, Namespace, add_masquerade, add_random_loss
+from aioipsec.netns import (
+    Capture,
+    Lab,
+    Namespace,
+    add_masquerade,
+    add_random_loss,
+    set_udp_mapping_timeout,
+)
 
 Implementation = Literal["charon", "aioipsec"]
+
+NAT_REBIND_TIMEOUT = 1  # seconds an idle UDP mapping survives in the rebinding NAT
+NAT_REBIND_PAUSE = 3.0  # seconds without traffic: the mapping is gone
 Side = Literal["initiator", "responder"]
 
 # strongSwan's display names (list-sas "encr-alg", "integ-alg", "prf-alg", "dh-group") of the
@@ -129,6 +140,10 @@ class Scenario:
     private_net: str = "192.168.100.0/24"  # only with nat=True: the initiator's side
     nat: bool = False  # a masquerading router between the peers (initiator behind it)
     loss_percent: int = 0  # random loss of UDP 500/4500 on the path (nftables numgen)
+    # With nat=True: the NAT forgets idle mappings after 1 s and picks random ports, and the run
+    # pauses after the first ping, so the initiator reappears from a new public port; the
+    # responder must follow it (RFC 7296 sec. 2.23) for the second ping to come back.
+    nat_rebind: bool = False
     encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
     ping_count: int = 3
     establish_timeout: float = 20.0
@@ -143,6 +158,8 @@ class Scenario:
         if len(versions) != 1:
             raise ValueError("both protected subnets must be of one IP version")
         outer_version = ipaddress.ip_network(self.public_net).version
+        if self.nat_rebind and not self.nat:
+            raise ValueError("nat_rebind needs nat=True")
         if self.nat and outer_version == 6:
             raise ValueError("the NAT topology is IPv4 only (NAT66 is not a thing to test)")
 
@@ -232,7 +249,9 @@ def build_topology(lab: Lab, scenario: Scenario) -> Topology:
         initiator.ip("route", "add", "default", "via", _host(private_net, -2))
         initiator_outer = _host(private_net, 1)
         if scenario.nat:
-            add_masquerade(router, router_outside)
+            add_masquerade(router, router_outside, random_ports=scenario.nat_rebind)
+            if scenario.nat_rebind:
+                set_udp_mapping_timeout(router, NAT_REBIND_TIMEOUT)
             seen_as = _host(public_net, -2)
         else:
             responder.ip("route", "add", private_net, "via", _host(public_net, -2))
@@ -425,7 +444,10 @@ def check_sa_pair(
     for side, ike in (("initiator", ike_i), ("responder", ike_r)):
         if ike.get("state") != "ESTABLISHED":
             problems.append(f"{side}: IKE SA state {ike.get('state')}")
-        for key in ("local-port", "remote-port"):
+        keys = ["local-port"]
+        if side == "initiator" or not scenario.nat:
+            keys.append("remote-port")  # the responder sees whatever port the NAT picked
+        for key in keys:
             if ike.get(key) != "4500":
                 problems.append(f"{side}: IKE {key} {ike.get(key)} (expected 4500 after NAT-T)")
     if (ike_i.get("initiator-spi"), ike_i.get("responder-spi")) != (
@@ -528,6 +550,10 @@ class ScenarioRun:
     scenario: Scenario
     establish_seconds: float | None = None
     ping: PingResult | None = None
+    ping_after_rebind: PingResult | None = None
+    # The initiator's public (address, port) as the responder saw it before/after the pause.
+    rebind_ports: tuple[str, ...] | None = None  # NAT source ports seen on the wire, in order
+    notes: list[str] = field(default_factory=list)  # observations that do not fail the run
     initiator_sas: dict[str, Any] = field(default_factory=dict)
     responder_sas: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -548,6 +574,50 @@ def _wait_established(peer: InteropPeer, name: str, timeout: float) -> dict[str,
     return sas
 
 
+def _nat_source_ports(capture_path: Path, nat_address: str) -> list[int]:
+    """The UDP source ports the NAT used towards the responder's port 4500, in order."""
+    result = subprocess.run(
+        ["tshark", "-n", "-r", str(capture_path), "-Y",
+         f"ip.src == {nat_address} && udp.dstport == 4500", "-T", "fields", "-e", "udp.srcport"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    ports: list[int] = []
+    for token in result.stdout.split():
+        if not ports or ports[-1] != int(token):
+            ports.append(int(token))
+    return ports
+
+
+def _rebind(
+    run: ScenarioRun,
+    topology: Topology,
+    peers: Mapping[Side, InteropPeer],
+    capture: Capture,
+) -> None:
+    name = run.scenario.connection_name
+    time.sleep(NAT_REBIND_PAUSE)
+    run.ping_after_rebind = ping_through(topology, run.scenario.ping_count)
+    view = peers["responder"].list_sas().get(name, {}).get("remote-port")
+    time.sleep(0.2)
+    capture.stop()
+    ports = _nat_source_ports(capture.path, topology.initiator_seen_as)
+    run.rebind_ports = tuple(str(p) for p in ports)
+    if len(ports) < 2:
+        run.problems.append(f"the NAT did not rebind (source ports on the wire: {ports})")
+    elif run.ping_after_rebind.received == 0:
+        run.problems.append(
+            f"after the NAT moved the initiator from port {ports[0]} to {ports[-1]} no ping "
+            "came back: the responder did not follow (RFC 7296 sec. 2.23)"
+        )
+    elif view != str(ports[-1]):
+        # ESP follows (the pings came back), but the IKE SA's endpoint as reported is stale:
+        # the next IKE request (DPD, rekey) would go to the old mapping.
+        run.notes.append(
+            f"responder reports remote-port {view} after the NAT moved the initiator to "
+            f"{ports[-1]} (ESP followed)"
+        )
+
+
 def run_scenario(lab: Lab, scenario: Scenario, workdir: Path) -> ScenarioRun:
     """Build, configure, start, initiate, ping, check. Cleanup is the Lab's job."""
     run = ScenarioRun(scenario)
@@ -561,6 +631,12 @@ def run_scenario(lab: Lab, scenario: Scenario, workdir: Path) -> ScenarioRun:
         peer.load(swanctl_conf(scenario, topology, side, cert_file))
         peers[side] = peer
     name = scenario.connection_name
+    capture = None
+    if scenario.nat_rebind:
+        capture = lab.capture(
+            topology.responder, topology.interfaces["responder"], workdir / "rebind.pcap",
+            "udp port 4500",
+        )  # fmt: skip
     started = time.monotonic()
     try:
         peers["initiator"].initiate(name, name)
@@ -576,6 +652,8 @@ def run_scenario(lab: Lab, scenario: Scenario, workdir: Path) -> ScenarioRun:
             run.problems.append(f"ping: {run.ping.received}/{run.ping.transmitted} received")
         elif run.ping.received == 0:
             run.problems.append("ping: nothing came back through the tunnel")
+        if capture is not None and not run.problems:
+            _rebind(run, topology, peers, capture)
         # Counters after the ping: both directions carried the pings.
         run.initiator_sas = peers["initiator"].list_sas()
         run.responder_sas = peers["responder"].list_sas()

@@ -44,7 +44,12 @@ def test_matrix(scenario, workdir):
         assert run.ping is not None and run.ping.received > 0
         if not scenario.loss_percent:
             assert run.ping.received == scenario.ping_count
-        if scenario.nat:
+        if scenario.nat_rebind:
+            assert run.ping_after_rebind is not None and run.ping_after_rebind.received > 0
+            assert run.rebind_ports is not None and len(run.rebind_ports) >= 2
+        for note in run.notes:
+            print(f"{scenario.name}: note: {note}")
+        if scenario.nat and not scenario.nat_rebind:
             responder_view = run.responder_sas[scenario.connection_name]
             assert responder_view["remote-host"] == "10.200.0.254"  # the NAT's public side
         print(
