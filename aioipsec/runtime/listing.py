@@ -93,13 +93,14 @@ def ike_sa_listing(info: Any, state: Any, now_wall: float) -> dict[str, Any]:
             "remote-host": established.remote_addr[0],
             "remote-port": str(established.remote_addr[1]),
             "remote-id": established.remote_id,
-            "initiator": "yes" if established.initiator else "no",
             "initiator-spi": f"{established.spi_i:016x}",
             "responder-spi": f"{established.spi_r:016x}",
             "encr-alg": encr_name(established.encr),
             "established": str(max(0, int(now_wall - state.established_at))),
         }
     )
+    if established.initiator:
+        entry["initiator"] = "yes"  # VICI lists it only when true
     if established.encr_key_bits:
         entry["encr-keysize"] = str(established.encr_key_bits)
     integ = integ_name(established.integ)
