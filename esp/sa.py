@@ -6,13 +6,14 @@ caller can reserve room for outer headers); inbound: ``decrypt_into`` reads a me
 writes the inner packet into a caller-owned buffer. ``encrypt``/``decrypt`` are the
 bytes-in/bytes-out wrappers.
 
-Per packet the SA does: one compare for every limit at once (sequence number, packet
-lifetime, hard expiry), one copy of the inner packet into a per-SA scratch buffer (to
-append the ESP trailer), one ``struct.pack_into`` for SPI || Seq || IV and one
-``encrypt_into``. Inbound: the replay check, one ``decrypt_into``, the replay update (only
-after the ICV verified: RFC 4303 sec. 3.4.3) and the trailer checks. For the counter-mode
-AEADs (GCM-16, CCM, ChaCha20-Poly1305) the SA runs a specialised path with the AEAD call
-inlined; the other transforms go through ``Transform.seal``/``open``.
+Per packet the SA does one compare for every outbound limit at once (sequence number,
+packet lifetime, hard expiry), builds ``inner || padding || pad length || next header``
+once, writes SPI || Seq || IV with ``struct.pack_into`` and calls the cipher once.
+Inbound: the replay check, the ICV check and decryption, the replay update (only after
+the ICV verified: RFC 4303 sec. 3.4.3), the trailer checks and the selector check. For the
+counter-mode AEADs (GCM-16, CCM, ChaCha20-Poly1305) the SA installs the closures of
+``esp.fastpath`` as its ``encrypt_into``/``encrypt_parts``/``decrypt_into``/``decrypt_view``;
+the other transforms go through ``Transform.seal``/``open`` in the methods below.
 """
 
 from __future__ import annotations
@@ -38,22 +39,16 @@ from esp.transforms import (
 from ikev2.enums import EncrId, IntegId
 
 _pack_header = struct.Struct("!II").pack_into
-_pack_header_iv = struct.Struct("!IIQ").pack_into  # SPI || Seq low || IV (= full Seq)
-_pack_ii = struct.Struct("!II").pack_into
-_pack_q = struct.Struct("!Q").pack_into
 _unpack_seq = struct.Struct("!I").unpack_from
 
 NEXT_HEADER_IPV4 = 4  # IP-in-IP, RFC 4303 sec. 2.6 / IANA protocol numbers
 NEXT_HEADER_IPV6 = 41
 NEXT_HEADER_NONE = 59  # "No Next Header": a dummy packet (RFC 4303 sec. 2.6)
-# Next header for a tunnel-mode inner packet, by IP version nibble (0 = not IP).
-_NEXT_HEADER_BY_VERSION = (0, 0, 0, 0, 4, 0, 41, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 # RFC 4303 sec. 2.4: padding bytes are 1, 2, 3, ... (a monotonically increasing series).
 _PAD = bytes(range(1, 256))
 # Padding || Pad Length || a placeholder for Next Header, for each padding length.
 _TRAILERS = tuple(_PAD[:pad] + bytes((pad, NEXT_HEADER_IPV4)) for pad in range(256))
-_TRAILERS_V6 = tuple(_PAD[:pad] + bytes((pad, NEXT_HEADER_IPV6)) for pad in range(4))
 _MAX_INNER = 65535
 _NEVER = 1 << 65
 
