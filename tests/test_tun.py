@@ -295,7 +295,6 @@ def test_tun_ping_round_trip_routes_and_pmtu(lab):
 def test_tun_ipv6_packet_too_big_reaches_the_kernel(lab):
     ns = lab.namespace("b")
     with ns.entered(), TunDevice.create("tun6", mtu=1400) as tun:
-        ns.run("sysctl", "-q", "-w", "net.ipv6.conf.tun6.accept_dad=0")
         tun.add_address("fd00:99::1/128")
         tun.add_selector_routes(["fd00:98::/64"], local_address="fd00:99::1")
         assert "src fd00:99::1" in ns.run("ip", "-6", "route", "get", "fd00:98::5").stdout

@@ -201,7 +201,11 @@ class TunDevice:
     def add_address(self, address: str | IpInterface) -> None:
         """Assign ADDRESS (``"10.1.0.1/32"``; no prefix means a host prefix). Idempotent."""
         interface = ipaddress.ip_interface(address)
-        run_ip("address", "replace", str(interface), "dev", self.name)
+        # A point-to-point TUN link has no neighbours to collide with: skip IPv6 duplicate
+        # address detection, which would leave the address "tentative" (unusable as a route
+        # source) for a second or so.
+        extra = ("nodad",) if interface.version == 6 else ()
+        run_ip("address", "replace", str(interface), "dev", self.name, *extra)
 
     def remove_address(self, address: str | IpInterface) -> None:
         interface = ipaddress.ip_interface(address)
