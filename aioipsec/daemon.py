@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from aioipsec.control import RequestError
-from aioipsec.runtime.datapath import DataPath
+from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
 from aioipsec.runtime.engine import EngineDriver
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing
 from aioipsec.runtime.routes import RouteManager
@@ -180,12 +180,9 @@ class Daemon:
         )
 
     def _initial_tun_mtu(self) -> int:
-        from tun.mtu import tunnel_mtu
-
-        try:
-            return tunnel_mtu(1500, udp_encap=True)
-        except TypeError:
-            return 1400
+        # strongSwan's kernel-libipsec value; lowered/raised to the installed SAs' worst-case
+        # inner MTU as soon as one is installed (DataPath._update_tun_mtu).
+        return DEFAULT_TUN_MTU
 
     async def _open_sockets(self) -> None:
         assert self.datapath is not None
@@ -202,7 +199,9 @@ class Daemon:
                 )
             )
             udp = DrainingSocket(
-                open_udp_socket(host, self.nat_t_port), self._received_on_4500, "nat-t"
+                open_udp_socket(host, self.nat_t_port),
+                self._received_on_4500,
+                f"udp{self.nat_t_port}-{'v6' if family == socket.AF_INET6 else 'v4'}",
             )
             udp.start(self.loop)
             self.port4500.append(udp)

@@ -186,7 +186,7 @@ class RawEspSocket(DrainingSocket):
         _mark(sock)
         _enlarge_buffers(sock)
         self._strip_ip_header = family == socket.AF_INET
-        super().__init__(sock, handler, "esp-raw6" if family == socket.AF_INET6 else "esp")
+        super().__init__(sock, handler, "esp-v6" if family == socket.AF_INET6 else "esp-v4")
 
     def _drain(self) -> None:
         buffer = self._buffer
