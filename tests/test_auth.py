@@ -801,3 +801,93 @@ def test_charon_signatures_verify(
         verify_signature_auth(
             pki[init_key].cert.public_key(), method_i, data_i, octets_r, policy=policy
         )
+
+
+# ---- the other direction: charon verifies the signatures our daemon makes ---------------
+
+OUR_SIGNING_CASES = [
+    pytest.param("rsa", "RSA_EMSA_PKCS1_SHA2_256", id="rsa-pkcs1"),
+    pytest.param("ecdsa256", "ECDSA_WITH_SHA256_DER", id="ecdsa-p256"),
+    pytest.param("ecdsa521", "ECDSA_WITH_SHA512_DER", id="ecdsa-p521"),
+    pytest.param("ed25519", "ED25519", id="ed25519"),
+]
+
+
+@pytest.mark.interop
+@pytest.mark.netns
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/lib/ipsec/charon"),
+    reason="needs root and strongSwan's charon (Debian strongswan-charon)",
+)
+@pytest.mark.parametrize(("our_key", "charon_scheme"), OUR_SIGNING_CASES)
+def test_charon_accepts_our_signatures(pki: Pki, our_key: str, charon_scheme: str) -> None:
+    from aioipsec.interop.charon import Charon, swanctl_section
+    from aioipsec.netns import Lab
+    from tests.e2e.helpers import OurDaemon, Side, toml_config
+
+    our_id = str(
+        pki[our_key].cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value[0].value
+    )  # fmt: skip
+    their_key, their_id = "ecdsa384", "mars.example.org"
+    side = Side(
+        name="sig", outer="192.168.51.1", inner="10.1.0.1", subnet="10.1.0.0/24",
+        peer_outer="192.168.51.2", peer_subnet="10.2.0.0/24", local_id=our_id,
+        remote_id=their_id,
+    )  # fmt: skip
+    workdir = Path(tempfile.mkdtemp(prefix="aioipsec-os-", dir="/tmp"))
+    try:
+        with Lab("os") as lab:
+            moon, sun = lab.namespace("moon"), lab.namespace("sun")
+            lab.veth(moon, f"{side.outer}/24", sun, f"{side.peer_outer}/24")
+            # charon's kernel-libipsec routes need a source address inside its local TS
+            moon.add_address("lo", f"{side.inner}/32")
+            sun.add_address("lo", "10.2.0.1/32")
+            charon = Charon(lab, sun, workdir / "charon")
+            shutil.copy(pki[their_key].cert_path, charon.workdir / "x509" / "sun.crt")
+            shutil.copy(pki["ca"].cert_path, charon.workdir / "x509ca" / "ca.crt")
+            shutil.copy(pki[their_key].key_path, charon.workdir / "private" / "sun.key")
+            connection = {
+                "version": 2,
+                "local_addrs": side.peer_outer,
+                "remote_addrs": side.outer,
+                "proposals": "aes256gcm16-prfsha256-x25519",
+                "local": {"auth": "pubkey", "id": their_id, "certs": "sun.crt"},
+                "remote": {"auth": "pubkey", "id": our_id},
+                "children": {
+                    "net": {
+                        "local_ts": side.peer_subnet,
+                        "remote_ts": side.subnet,
+                        "esp_proposals": "aes256gcm16",
+                    }
+                },
+            }
+            charon.start()
+            charon.load(swanctl_section("connections", {"sig": connection}) + "\n")
+            config = toml_config(
+                side,
+                workdir,
+                auth="pubkey",
+                certs={
+                    "cert": str(pki[our_key].cert_path),
+                    "ca": str(pki["ca"].cert_path),
+                    "key": str(pki[our_key].key_path),
+                },
+            )
+            ours = OurDaemon(lab, moon, config, workdir)
+            ours.start()
+            try:
+                ours.call("initiate", child="net", timeout=30)
+                ike = ours.wait_for_child("sig")
+                charon.wait_for_sa("sig")
+            finally:
+                log = charon.log_path.read_text()
+                our_log = ours.log_tail(40)
+                ours.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert f"authentication of '{our_id}' with {charon_scheme} successful" in log, (
+        log[-3000:] + our_log
+    )
+    assert ike["state"] == "ESTABLISHED"
