@@ -12,6 +12,7 @@ both SA kinds under a running ping, restart of a killed peer, PMTU, trap.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import signal
 import subprocess
@@ -487,4 +488,48 @@ def test_close_action_trap_renegotiates_on_the_next_packet(pair):
     result = ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=4)
     assert result.returncode == 0, result.stdout
     assert pair.left.sas()["pair"]["state"] == "ESTABLISHED"
+    stop_both(pair)
+
+
+@pytest.mark.timeout(90)
+def test_control_commands_through_the_cli(pair):
+    """``aioipsec initiate/sas/rekey/terminate/policies/stats`` as a user types them."""
+    import sys
+
+    pair.start()
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "aioipsec", *args, "--socket",
+             str(pair.left.control_socket)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    assert "initiated pair/net" in cli("initiate", "--child", "net")
+    text = cli("sas")
+    assert "pair: #" in text and "ESTABLISHED" in text and "INSTALLED" in text, text
+    before = child_of(pair.left.sas()["pair"])
+    cli("rekey", "--child", "net")
+    deadline = time.monotonic() + 10
+    after = before
+    while time.monotonic() < deadline:
+        children = list((pair.left.sas()["pair"].get("child-sas") or {}).values())
+        if len(children) == 1 and children[0]["spi-in"] != before["spi-in"]:
+            after = children[0]
+            break
+        time.sleep(0.2)
+    assert after["spi-in"] != before["spi-in"], "the Child SA was not rekeyed"
+    assert_ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=2)
+    assert "dir out" in cli("policies")
+    stats = json.loads(cli("stats", "--json"))
+    assert stats["esp"]["packets_out"] >= 2 and stats["ike-sas"] == 1
+    cli("terminate", "--ike", "pair")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (pair.left.sas() or pair.right.sas()):
+        time.sleep(0.2)
+    assert pair.left.sas() == {} and pair.right.sas() == {}
+    # No SA and no trap: a packet to the remote subnet is not sent in clear.
+    assert ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=1).returncode != 0
     stop_both(pair)
