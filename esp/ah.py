@@ -69,9 +69,14 @@ def _zero_ipv6_mutable(header: bytearray, sending: bool) -> None:
     header[1] = header[2] = header[3] = 0  # traffic class, flow label (keeps version)
     header[0] &= 0xF0
     header[7] = 0  # hop limit
-    nh, offset = header[6], 40
-    while nh in (_IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_DEST_OPTS) and offset < len(header):
+    nh, offset, n = header[6], 40, len(header)
+    while nh in (_IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_DEST_OPTS):
+        if offset + 8 > n:
+            raise ValueError("truncated IPv6 extension header")
         length = (header[offset + 1] + 1) * 8
+        end = offset + length
+        if end > n:
+            raise ValueError("truncated IPv6 extension header")
         if nh == _IPV6_ROUTING:
             if sending and header[offset + 3] != 0:
                 # The sender would have to predict the header as the receiver sees it
@@ -79,18 +84,19 @@ def _zero_ipv6_mutable(header: bytearray, sending: bool) -> None:
                 raise ValueError("AH with a routing header that has segments left")
         else:
             i = offset + 2
-            end = offset + length
             while i < end:
                 kind = header[i]
                 if kind == 0:  # Pad1
                     i += 1
                     continue
+                if i + 2 > end or i + 2 + header[i + 1] > end:
+                    raise ValueError("IPv6 option runs past its header")
                 opt_len = header[i + 1]
                 if kind & 0x20:  # "option data may change en route" (RFC 8200 sec. 4.2)
                     header[i + 2 : i + 2 + opt_len] = bytes(opt_len)
                 i += 2 + opt_len
         nh = header[offset]
-        offset += length
+        offset = end
 
 
 class AhSa(SaBase):

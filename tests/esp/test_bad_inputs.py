@@ -200,3 +200,73 @@ def test_random_bytes_only_ever_drop(suite: str, data: bytes) -> None:
     with pytest.raises(EspDrop):
         in_sa.decrypt(packet)
     assert in_sa.replay.highest == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    family=st.sampled_from([4, 6]),
+    next_header=st.sampled_from([51, 0, 60, 43, 44]),
+    body=st.binary(max_size=120),
+    ihl_words=st.integers(0, 15),
+)
+def test_random_whole_packets_only_ever_drop(
+    family: int, next_header: int, body: bytes, ihl_words: int
+) -> None:
+    """AH and transport/tunnel ESP on whole IP packets: garbage after a plausible IP header
+    (bad IHL, extension header chains, truncated AH) is a counted drop, nothing else."""
+    from esp.ah import AhSa
+
+    if family == 4:
+        header = bytearray(20)
+        header[0] = 0x40 | ihl_words
+        header[9] = 51 if next_header == 51 else 50
+    else:
+        header = bytearray(40)
+        header[0] = 0x60
+        header[6] = next_header
+    packet = bytes(header) + body
+    key = bytes(32)
+    for sa in (
+        AhSa(SPI, "in", IntegId.AUTH_HMAC_SHA2_256_128, key, mode="transport"),
+        AhSa(SPI, "in", IntegId.AUTH_HMAC_SHA2_256_128, key, mode="tunnel"),
+    ):
+        with pytest.raises(EspDrop):
+            sa.unprotect(packet)
+    _, in_sa = pair(mode="transport")
+    with pytest.raises(EspDrop):
+        in_sa.unprotect_transport(packet)
+    _, in_sa = pair()
+    with pytest.raises(EspDrop):
+        in_sa.decapsulate(packet)
+
+
+@settings(max_examples=300, deadline=None)
+@given(options=st.binary(min_size=6, max_size=6 + 8 * 3), ipv4_options=st.binary(max_size=40))
+def test_garbage_options_before_a_valid_ah_header(options: bytes, ipv4_options: bytes) -> None:
+    """The mutable-field zeroing walks IPv4 options and IPv6 hop-by-hop options of packets
+    that reach the ICV check (right SPI): malformed options are drops, never crashes."""
+    from esp.ah import AhSa
+
+    sa6 = AhSa(SPI, "in", IntegId.AUTH_HMAC_SHA2_256_128, bytes(32), mode="transport")
+    length = len(options) + 2
+    options += bytes(-length % 8)
+    hop_by_hop = bytes((51, (len(options) + 2) // 8 - 1)) + options
+    ah = struct.pack("!BBHII", 17, 6, 0, SPI, 1) + bytes(16)  # 12 + 16 octets = 7 words
+    header = bytearray(40)
+    header[0] = 0x60
+    header[6] = 0  # hop-by-hop first
+    packet = bytearray(header + hop_by_hop + ah + b"udp")
+    struct.pack_into("!H", packet, 4, len(packet) - 40)
+    with pytest.raises(EspDrop) as err:
+        sa6.unprotect(bytes(packet))
+    assert err.value.reason in (DropReason.ICV_FAILURE, DropReason.MALFORMED)
+
+    sa4 = AhSa(SPI, "in", IntegId.AUTH_HMAC_SHA2_256_128, bytes(32), mode="transport")
+    opts = ipv4_options + bytes(-len(ipv4_options) % 4)
+    v4 = bytearray(20 + len(opts))
+    v4[0] = 0x40 | (len(v4) // 4)
+    v4[9] = 51
+    v4[20:] = opts
+    with pytest.raises(EspDrop) as err:
+        sa4.unprotect(bytes(v4 + ah + b"udp"))
+    assert err.value.reason in (DropReason.ICV_FAILURE, DropReason.MALFORMED)
