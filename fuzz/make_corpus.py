@@ -1,0 +1,260 @@
+"""Build the seed corpora (``fuzz/corpus/<target>/``) from real messages.
+
+Sources, all real traffic or real configuration, never hand-made octets:
+
+* an in-memory run of two of our engines (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA for a new
+  Child SA, a Child rekey, an IKE rekey, DPD, Delete), recorded on the "wire" and, with the
+  keys of that run, decrypted to the inner payload chains;
+* the captures in ``/work/shared/reference/captures`` (Wireshark's and scapy's IKEv2/ESP
+  test captures) and any pcap given with ``--pcap`` (e.g. a capture from ``tests/e2e`` or
+  the interop harness, ``tcpdump -w`` on the veth);
+* the example configurations shipped in ``aioipsec/examples`` and the swanctl.conf blocks
+  of ``docs/configuration.md``.
+
+``python -m fuzz.make_corpus [--pcap FILE ...]`` rewrites the corpus directories; file names
+are content hashes, so re-running it is idempotent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import struct
+from pathlib import Path
+
+from fuzz import targets as T
+from ikev2.errors import ProtocolError
+from ikev2.message import decrypt_message, parse_message, serialize_payload_chain
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+CORPUS = ROOT / "corpus"
+CAPTURES = Path("/work/shared/reference/captures")
+
+
+class Corpus:
+    def __init__(self) -> None:
+        self.items: dict[str, set[bytes]] = {name: set() for name in T.TARGETS}
+
+    def add(self, target: str, data: bytes) -> None:
+        if len(data) <= 8192:
+            self.items[target].add(bytes(data))
+
+    def write(self) -> dict[str, int]:
+        counts = {}
+        for target, items in self.items.items():
+            directory = CORPUS / target
+            directory.mkdir(parents=True, exist_ok=True)
+            for old in directory.iterdir():
+                old.unlink()
+            for data in items:
+                name = hashlib.sha1(data).hexdigest()[:16]
+                (directory / name).write_bytes(data)
+            counts[target] = len(items)
+        return counts
+
+
+def ike_datagram(corpus: Corpus, data: bytes, keys: list | None = None) -> None:
+    """One IKE message as seen on port 500: seeds for every IKE target."""
+    corpus.add("ike_message", data)
+    corpus.add("udp4500", b"\0\0\0\0" + data)
+    try:
+        msg = parse_message(data)
+    except ProtocolError:
+        return
+    for payload in msg.payloads:
+        kind = int(payload.TYPE)
+        if kind in T.PAYLOAD_TYPES:
+            corpus.add("ike_payload", bytes([T.PAYLOAD_TYPES.index(kind), 0]) + payload.serialize())
+    if msg.encrypted_payload is None or msg.is_fragment:
+        return
+    for cipher in keys or []:
+        try:
+            inner = decrypt_message(msg, cipher)
+        except ProtocolError:
+            continue
+        chain = serialize_payload_chain(inner.payloads)
+        first = int(inner.payloads[0].TYPE) if inner.payloads else 0
+        first_index = T.FIRST_INNER_TYPES.index(first) if first in T.FIRST_INNER_TYPES else 0
+        corpus.add("sk_payload", bytes([first_index, 0]) + chain + b"\0")
+        corpus.add("sk_payload", bytes([first_index, 1]) + chain)
+        if not msg.header.response and msg.header.exchange in T._ENGINE_EXCHANGES:
+            exchange_index = T._ENGINE_EXCHANGES.index(msg.header.exchange)
+            corpus.add("engine_sk", bytes([exchange_index, first_index, 0]) + chain)
+        for payload in inner.payloads:
+            kind = int(payload.TYPE)
+            if kind in T.PAYLOAD_TYPES:
+                body = payload.serialize()
+                corpus.add("ike_payload", bytes([T.PAYLOAD_TYPES.index(kind), 0]) + body)
+        # The same chain cut in fragments (RFC 7383), as the fragments target encodes them.
+        pieces = [chain[i : i + 60] for i in range(0, len(chain), 60)][:255] or [b""]
+        records = b""
+        for number, piece in enumerate(pieces, 1):
+            flags = 16 if first == 35 else 0
+            records += struct.pack(
+                "!BBBBB", msg.header.message_id & 0xFF, number, len(pieces), flags, len(piece)
+            )
+            records += piece
+        corpus.add("fragments", records)
+        break
+
+
+def engine_run(corpus: Corpus) -> None:
+    """Two of our engines through a whole life: every datagram, decrypted with its keys."""
+    recorded: list[bytes] = []
+    pair_live = T._EnginePair()
+
+    a, b = pair_live.a, pair_live.b
+    now = 0.0
+
+    keys: list = []
+
+    def remember_keys() -> None:
+        for dispatcher in (a, b):
+            for candidate in dispatcher._sas.values():
+                if candidate.cipher_in is not None and candidate.cipher_in not in keys:
+                    keys.append(candidate.cipher_in)
+
+    def pump() -> None:
+        remember_keys()
+        for _ in range(50):
+            remember_keys()
+            moved = False
+            for datagram in a.datagrams_to_send(now):
+                recorded.append(datagram.data)
+                b.receive_datagram(datagram.data, pair_live.addr_a, pair_live.addr_b, now)
+                moved = True
+            for datagram in b.datagrams_to_send(now):
+                recorded.append(datagram.data)
+                a.receive_datagram(datagram.data, pair_live.addr_b, pair_live.addr_a, now)
+                moved = True
+            if not moved:
+                return
+
+    # A second IKE SA, recorded from its first message on.
+    ike_id = a.initiate("conn", "net", now=now)
+    pump()
+    sa = a.ike_sa(ike_id)
+    while b.next_event() is not None:
+        pass
+    children = list(sa.children)
+    a.create_child(ike_id, "net", now)
+    pump()
+    if children:
+        a.rekey_child(ike_id, children[0], now)
+        pump()
+    a.send_liveness(ike_id, now)
+    pump()
+    a.rekey_ike(ike_id, now)
+    pump()
+    for info in list(a.sas()):
+        try:
+            a.terminate_ike(info.ike_sa_id, now)
+        except KeyError:
+            continue
+        pump()
+    # Old SAs (before the rekey) are gone from the tables: keep the first SA's keys too.
+    for datagram in recorded:
+        ike_datagram(corpus, datagram, keys)
+
+
+def capture_datagrams(path: Path) -> list[tuple[int, int, bytes]]:
+    """(sport, dport, UDP payload) of every IKE/NAT-T datagram and raw ESP packet."""
+    from scapy.all import ESP, IP, UDP, IPv6, rdpcap  # noqa: F401 - scapy's layer registry
+
+    out = []
+    for packet in rdpcap(str(path)):
+        if UDP in packet and (packet[UDP].sport in (500, 4500) or packet[UDP].dport in (500, 4500)):
+            out.append((packet[UDP].sport, packet[UDP].dport, bytes(packet[UDP].payload)))
+        elif IP in packet and packet[IP].proto == 50:
+            out.append((0, 0, bytes(packet[IP].payload)))
+    return out
+
+
+def captures(corpus: Corpus, paths: list[Path]) -> None:
+    for path in paths:
+        if not path.exists():
+            continue
+        for sport, dport, data in capture_datagrams(path):
+            if 4500 in (sport, dport):
+                corpus.add("udp4500", data)
+                if data[:4] == b"\0\0\0\0":
+                    ike_datagram(corpus, data[4:])
+                elif len(data) > 8:
+                    corpus.add("esp_decap", b"\0" + data)
+            elif 500 in (sport, dport):
+                ike_datagram(corpus, data)
+            else:
+                corpus.add("esp_decap", b"\0" + data)
+                corpus.add("udp4500", data)
+
+
+def esp_seeds(corpus: Corpus) -> None:
+    """Valid packets of the esp_decap target's modes 1/2 around real inner packets."""
+    from scapy.all import ICMP, IP, TCP, UDP, IPv6, Raw
+
+    inners = [
+        bytes(IP(src="10.1.0.1", dst="10.2.0.1") / ICMP() / Raw(b"ping" * 8)),
+        bytes(IP(src="10.1.0.1", dst="10.2.0.1") / TCP(sport=40000, dport=80, flags="S")),
+        bytes(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=53, dport=53) / Raw(b"x" * 30)),
+        bytes(IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=1, dport=2) / Raw(b"y" * 9)),
+    ]
+    for index, inner in enumerate(inners):
+        next_header = 41 if inner[0] >> 4 == 6 else 4
+        pad = (-(len(inner) + 2)) % 4
+        for mode in (1, 2):
+            seq = struct.pack("!I", index + 1)
+            corpus.add(
+                "esp_decap",
+                bytes([mode]) + seq + bytes([next_header, pad, 0, 9]) + inner,
+            )
+        corpus.add("esp_decap", bytes([1]) + struct.pack("!I", 7) + bytes([59, 0, 0, 0]))
+    corpus.add("udp4500", b"\xff")
+
+
+def configurations(corpus: Corpus) -> None:
+    for path in sorted((REPO / "aioipsec" / "examples").glob("*.toml")):
+        corpus.add("toml_config", path.read_bytes())
+    for path in sorted((REPO / "tests").rglob("*.toml")):
+        corpus.add("toml_config", path.read_bytes())
+    docs = (REPO / "docs" / "configuration.md").read_text()
+    for block in re.findall(r"```[a-z]*\n(.*?)```", docs, flags=re.S):
+        if "connections {" in block or "secrets {" in block:
+            corpus.add("swanctl_conf", block.encode())
+        elif "[connections." in block or "[daemon]" in block:
+            corpus.add("toml_config", block.encode())
+    for path in sorted(REPO.rglob("swanctl*.conf")):
+        if ".venv" not in path.parts:
+            corpus.add("swanctl_conf", path.read_bytes())
+    # The swanctl.conf files the interop harness gives strongSwan and our daemon.
+    from aioipsec.interop.harness import Topology, swanctl_conf
+    from aioipsec.interop.matrix import MATRIX
+
+    for scenario in MATRIX:
+        topology = Topology(scenario, None, None, None, "10.200.0.1", "10.200.0.2", "10.200.0.1")
+        for side in ("initiator", "responder"):
+            try:
+                text = swanctl_conf(scenario, topology, side, "peer.pem")
+            except Exception:  # a row this offline writer cannot render: skip it
+                continue
+            corpus.add("swanctl_conf", text.encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fuzz.make_corpus")
+    parser.add_argument("--pcap", type=Path, action="append", default=[])
+    args = parser.parse_args(argv)
+    corpus = Corpus()
+    engine_run(corpus)
+    captures(corpus, sorted(CAPTURES.glob("*.pcap*")) + args.pcap)
+    esp_seeds(corpus)
+    configurations(corpus)
+    counts = corpus.write()
+    for target, count in counts.items():
+        print(f"{target:14} {count:4} seeds")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,538 @@
+"""Fuzz targets: one function per component, each taking arbitrary octets.
+
+The invariant every target checks (issue 8, h11's rule): for any input the component either
+accepts it or rejects it through its one typed error or defined reaction
+(:class:`ikev2.errors.ProtocolError`, :class:`esp.errors.EspDrop`,
+:class:`aioipsec.config.ConfigError`); any other exception escapes the target and is a
+finding. Targets also check cheap properties that must hold on acceptance (round trips,
+bounded reassembly buffers, the replay window untouched by a packet that failed its ICV).
+
+The same functions run under atheris (``python -m fuzz.run``, coverage-guided, long runs)
+and under hypothesis (``tests/hardening/test_fuzz_targets.py``, short runs in ``make test``).
+Inputs are plain bytes so that libFuzzer's mutations, hypothesis' ``st.binary()`` and the
+seed corpus (``fuzz/corpus/<target>/``) share one format; structured targets read their
+leading octets as choices (documented on each target).
+
+No target reads a clock, touches the network or writes outside a private temporary
+directory (the configuration loaders need a file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from esp.errors import DropReason, EspDrop
+from esp.sa import EspSa
+from ikev2.crypto.sk import AeadSkCipher, make_sk_cipher
+from ikev2.enums import EncrId, ExchangeType, IntegId, PayloadType
+from ikev2.errors import ProtocolError
+from ikev2.fragments import Reassembler
+from ikev2.message import (
+    IKE_HEADER_SIZE,
+    IkeHeader,
+    decrypt_message,
+    parse_message,
+    parse_payload_chain,
+    serialize_message,
+    serialize_payload_chain,
+)
+from ikev2.payloads import KNOWN_PAYLOAD_TYPES, parse_payload_body
+from nat_t.demux import Udp4500Kind, classify, demux, esp_spi
+
+Target = Callable[[bytes], None]
+
+SPI_I = bytes.fromhex("a1a2a3a4a5a6a7a8")
+SPI_R = bytes.fromhex("b1b2b3b4b5b6b7b8")
+# Fixed keys: the fuzzer must get past the ICV, so it encrypts with the key it decrypts with.
+SK_E_GCM = bytes(range(32)) + b"salt"  # AES-256-GCM-16 key || 4-octet salt
+SK_E_CBC = bytes(range(100, 132))  # AES-256-CBC
+SK_A_SHA256 = bytes(range(200, 232))  # HMAC-SHA2-256-128
+ESP_SPI = 0xC0DE0001
+ESP_KEY = bytes(range(64, 96)) + b"\x01\x02\x03\x04"  # RFC 4106: key || 4-octet salt
+
+PAYLOAD_TYPES = sorted(int(t) for t in KNOWN_PAYLOAD_TYPES)
+FIRST_INNER_TYPES = [*PAYLOAD_TYPES, 0, 1, 13, 49, 127, 128, 255]
+
+
+def _u8(data: bytes, index: int) -> int:
+    return data[index] if index < len(data) else 0
+
+
+# --------------------------------------------------------------------------- IKE parsers
+
+
+def ike_message(data: bytes) -> None:
+    """The whole-message parser (``parse_message``), as the daemon calls it on port 500.
+
+    Accepted messages must serialize again without error: a parsed message is something
+    the engine will hold and may echo (e.g. in a response cache)."""
+    try:
+        msg = parse_message(data)
+    except ProtocolError:
+        return
+    assert msg.header.length == len(data)
+    if msg.encrypted_payload is None:
+        # In clear: our own serializer must be able to write back what we accepted.
+        again = parse_message(serialize_message(msg.header, msg.payloads))
+        assert again.header.exchange == msg.header.exchange
+        assert len(again.payloads) == len(msg.payloads)
+
+
+def ike_payload(data: bytes) -> None:
+    """One payload body: octet 0 picks the payload type (every type we parse), octet 1 the
+    Next Payload given to SK/SKF, the rest is the body. An accepted payload re-serializes,
+    and parsing that again gives the same payload (``parse . serialize`` is the identity
+    on what ``parse`` accepts)."""
+    if len(data) < 2:
+        return
+    payload_type = PAYLOAD_TYPES[data[0] % len(PAYLOAD_TYPES)]
+    next_payload = data[1]
+    body = data[2:]
+    try:
+        payload = parse_payload_body(payload_type, body, next_payload)
+    except ProtocolError:
+        return
+    wire = payload.serialize()
+    assert parse_payload_body(payload_type, wire, next_payload) == payload, payload
+
+
+# --------------------------------------------------------------------------- SK with keys
+
+
+def _gcm_cipher() -> AeadSkCipher:
+    cipher = make_sk_cipher(EncrId.ENCR_AES_GCM_16, 256, None, SK_E_GCM, None)
+    assert isinstance(cipher, AeadSkCipher)
+    return cipher
+
+
+def _cbc_cipher() -> Any:
+    return make_sk_cipher(
+        EncrId.ENCR_AES_CBC, 256, IntegId.AUTH_HMAC_SHA2_256_128, SK_E_CBC, SK_A_SHA256
+    )
+
+
+def _header(exchange: int, message_id: int, next_payload: int, length: int) -> bytes:
+    header = IkeHeader(
+        spi_i=SPI_I,
+        spi_r=SPI_R,
+        next_payload=next_payload,
+        exchange=exchange,
+        initiator=True,
+        message_id=message_id,
+        length=length,
+    )
+    return header.serialize()
+
+
+def sk_payload(data: bytes) -> None:
+    """SK decryption and the inner payload chain, with valid keys (past the ICV).
+
+    Octet 0: the first inner payload type; octet 1: the cipher (even: AES-GCM-16 with the
+    fuzzer's own padding, so Pad Length may exceed the plaintext; odd: AES-CBC +
+    HMAC-SHA2-256, padded by us); octets 2..: the plaintext. The message is sealed
+    exactly as a peer would, then parsed and decrypted as the engine does; a wrong key
+    must fail with the silent-drop error, never decrypt."""
+    first_inner = FIRST_INNER_TYPES[_u8(data, 0) % len(FIRST_INNER_TYPES)]
+    use_cbc = _u8(data, 1) & 1
+    plaintext = data[2:]
+    cipher = _cbc_cipher() if use_cbc else _gcm_cipher()
+    iv = bytes(cipher.iv_size)
+    if use_cbc:
+        sealed_length = cipher.sealed_length(len(plaintext))
+    else:
+        # Our plaintext carries its own Pad Length octet (RFC 7296 sec. 3.14).
+        sealed_length = cipher.iv_size + len(plaintext) + cipher.icv_size
+    sk_length = 4 + sealed_length
+    if IKE_HEADER_SIZE + sk_length > 0xFFFF:
+        return
+    aad = _header(ExchangeType.IKE_AUTH, 1, PayloadType.SK, IKE_HEADER_SIZE + sk_length)
+    aad += struct.pack("!BBH", first_inner, 0, sk_length)
+    if use_cbc:
+        wire = aad + cipher.seal(aad, plaintext, iv)
+    else:
+        wire = aad + iv + cipher.encrypt(iv, plaintext, aad)
+    try:
+        msg = parse_message(wire)
+    except ProtocolError:
+        return
+    assert msg.encrypted_payload is not None and not msg.is_fragment
+    try:
+        inner = decrypt_message(msg, cipher)
+    except ProtocolError as error:
+        # Only an AEAD body with no room for the Pad Length octet may fail as "integrity".
+        assert error.notify is not None or not plaintext, f"valid ICV failed: {error}"
+        return
+    assert inner.protected
+    # The inner chain round-trips through our serializer.
+    chain = serialize_payload_chain(inner.payloads)
+    first = int(inner.payloads[0].TYPE) if inner.payloads else 0
+    again, _ = parse_payload_chain(chain, first, inside_sk=True)
+    assert len(again) == len(inner.payloads)
+    # The same message under another key is an integrity failure (silent drop).
+    other = _gcm_cipher() if use_cbc else _cbc_cipher()
+    with contextlib.suppress(ProtocolError):
+        decrypt_message(msg, other)
+        raise AssertionError("decrypted under the wrong key")
+
+
+# --------------------------------------------------------------------------- fragments
+
+_FRAGMENT_HEADER = struct.Struct("!BBBBB")
+_MAX_FRAGMENT_RECORDS = 64
+
+
+def _fragment_records(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    offset = 0
+    for _ in range(_MAX_FRAGMENT_RECORDS):
+        if offset + _FRAGMENT_HEADER.size > len(data):
+            return
+        msgid, number, total, flags, size = _FRAGMENT_HEADER.unpack_from(data, offset)
+        offset += _FRAGMENT_HEADER.size
+        chunk = data[offset : offset + size]
+        offset += size
+        yield msgid, number, total, flags, chunk
+
+
+def fragments(data: bytes) -> None:
+    """IKE fragment reassembly (RFC 7383) with valid keys.
+
+    The input is a sequence of 5-octet records ``message id, fragment number, total,
+    flags, length`` each followed by ``length`` octets of fragment content. Flags: bit 0
+    response, bit 1 advance the clock by 40 s (past the reassembly timeout), bit 2
+    INFORMATIONAL instead of IKE_AUTH, bit 3 corrupt the ICV, bit 4 first inner = IDi.
+    Every record becomes a real SKF message sealed with the peer's key; the reassembler
+    must accept, wait, drop or refuse it, hold at most its configured bytes per direction,
+    and give back exactly the chunks it was given once a message completes."""
+    cipher = _gcm_cipher()
+    reassembler = Reassembler()
+    now = 0.0
+    for msgid, number, total, flags, chunk in _fragment_records(data):
+        response = bool(flags & 1)
+        if flags & 2:
+            now += 40.0
+        exchange = ExchangeType.INFORMATIONAL if flags & 4 else ExchangeType.IKE_AUTH
+        first_inner = PayloadType.IDi if flags & 16 else PayloadType.NOTIFY
+        sealed = cipher.sealed_length(len(chunk))
+        skf_length = 4 + 4 + sealed
+        header = IkeHeader(
+            spi_i=SPI_I,
+            spi_r=SPI_R,
+            next_payload=PayloadType.SKF,
+            exchange=exchange,
+            initiator=not response,
+            response=response,
+            message_id=msgid,
+            length=IKE_HEADER_SIZE + skf_length,
+        ).serialize()
+        aad = header + struct.pack(
+            "!BBHHH", first_inner if number == 1 else 0, 0, skf_length, number, total
+        )
+        body = cipher.seal(aad, chunk)
+        if flags & 8:
+            body = body[:-1] + bytes([body[-1] ^ 0x80])
+        try:
+            msg = parse_message(aad + body)
+        except ProtocolError:
+            continue
+        try:
+            complete = reassembler.add(msg, cipher, now)
+        except ProtocolError:
+            continue
+        finally:
+            assert reassembler.pending_octets <= 2 * reassembler.max_bytes
+        if complete is not None:
+            assert complete.protected
+            assert complete.header.message_id == msgid
+
+
+# --------------------------------------------------------------------------- ESP
+
+
+def _esp_sa() -> EspSa:
+    return EspSa(ESP_SPI, "in", EncrId.ENCR_AES_GCM_16, ESP_KEY, replay_window=64)
+
+
+def _esp_gcm_packet(seq: int, plaintext: bytes, iv: bytes) -> bytes:
+    """RFC 4106 by hand (an encoder that is not ours): SPI || Seq || IV || C || ICV."""
+    head = struct.pack("!II", ESP_SPI, seq)
+    nonce = ESP_KEY[32:] + iv
+    return head + iv + AESGCM(ESP_KEY[:32]).encrypt(nonce, plaintext, head)
+
+
+def esp_decap(data: bytes) -> None:
+    """The inbound ESP path (``EspSa.decrypt_into``, as the daemon's data path calls it).
+
+    Octet 0 picks the mode: 0 raw octets as a packet; 1 a packet encrypted with the SA's
+    key from octets 1-4 (sequence number), 5 (next header), 6 (pad length), 7 (bit 0:
+    padding 1, 2, 3... or the fuzzer's octets) and the payload after them, so the trailer
+    checks (RFC 4303 sec. 2.4-2.6) see every pad length and next header; 2 such a packet
+    with one octet changed (octet 8 chooses which): it must be dropped and must not move
+    the replay window (sec. 3.4.3)."""
+    if not data:
+        return
+    mode = data[0] % 3
+    sa = _esp_sa()
+    out = bytearray(len(data) + 64)
+    if mode == 0:
+        packet = data[1:]
+        try:
+            length = sa.decrypt_into(packet, out)
+        except EspDrop:
+            return
+        raise AssertionError(f"random octets decrypted ({length} octets)")
+    seq = int.from_bytes(data[1:5].ljust(4, b"\0"), "big")
+    next_header, pad_len, style = _u8(data, 5), _u8(data, 6), _u8(data, 7)
+    where = _u8(data, 8)
+    payload = data[9:]
+    pad = bytes(range(1, pad_len + 1)) if style & 1 == 0 else payload[:pad_len].ljust(pad_len)
+    plaintext = payload + pad + bytes((pad_len, next_header))
+    packet = bytearray(_esp_gcm_packet(seq, plaintext, data[1:9].ljust(8, b"\0")))
+    highest = sa.replay.highest
+    if mode == 2:
+        # Not the SPI: the data path chose this SA by it, and the SA authenticates its own.
+        packet[4 + where % (len(packet) - 4)] ^= 0x01
+        try:
+            sa.decrypt_into(packet, out)
+        except EspDrop:
+            assert sa.replay.highest == highest, "replay window moved before the ICV check"
+            return
+        raise AssertionError("a changed packet was accepted")
+    try:
+        length = sa.decrypt_into(packet, out)
+    except EspDrop as drop:
+        assert drop.reason is not DropReason.ICV_FAILURE, "our own packet failed its ICV"
+        return
+    assert 0 <= length <= len(payload)
+    assert sa.packets_in == 1
+
+
+# --------------------------------------------------------------------------- port 4500
+
+
+def udp4500(data: bytes) -> None:
+    """The port-4500 demultiplexer (RFC 3948 sec. 2.2) and what follows it: IKE behind the
+    non-ESP marker to the message parser, ESP to the SA lookup and decryption, keepalives
+    counted. Checks the classification against the RFC's rules written out here."""
+    kind = classify(data)
+    same_kind, rest = demux(data)
+    assert same_kind is kind
+    if len(data) > 4 and data[:4] == b"\0\0\0\0":
+        expected = Udp4500Kind.IKE
+    elif data == b"\xff":
+        expected = Udp4500Kind.KEEPALIVE
+    elif len(data) >= 8 and data[:4] != b"\0\0\0\0":
+        expected = Udp4500Kind.ESP
+    else:
+        expected = Udp4500Kind.INVALID
+    assert kind is expected, (kind, expected)
+    if kind is Udp4500Kind.IKE:
+        assert bytes(rest) == data[4:]
+        with contextlib.suppress(ProtocolError):
+            parse_message(rest)
+    elif kind is Udp4500Kind.ESP:
+        assert bytes(rest) == data
+        if esp_spi(rest) == ESP_SPI:
+            with contextlib.suppress(EspDrop):
+                _esp_sa().decrypt_into(rest, bytearray(len(data)))
+    else:
+        assert len(rest) == 0
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _EnginePair:
+    """Two real dispatchers with an established IKE SA (in memory, fixed randomness);
+    the fuzzer speaks as A with A's keys, B must answer or drop."""
+
+    def __init__(self) -> None:
+        import random
+
+        from ikev2.config import AuthConfig, ChildConfig, IkeConfig
+        from ikev2.dispatcher import Dispatcher
+
+        def config(local: str, remote: str, me: str, peer: str, mine: str, theirs: str):
+            return IkeConfig(
+                name="conn",
+                local_addrs=[local],
+                remote_addrs=[remote],
+                local=AuthConfig(auth="psk", id=me),
+                remote=AuthConfig(auth="psk", id=peer),
+                children=[ChildConfig(name="net", local_ts=[mine], remote_ts=[theirs])],
+            )
+
+        psk = b"fuzzing pre-shared key, longer than twenty octets"
+        self.addr_a, self.addr_b = ("192.0.2.1", 500), ("192.0.2.2", 500)
+        rng_a, rng_b = random.Random(1), random.Random(2)
+        self.a = Dispatcher(
+            [config("192.0.2.1", "192.0.2.2", "a.example", "b.example", "10.1.0.0/16",
+                    "10.2.0.0/16")],
+            lambda local, remote: psk,
+            rng=rng_a.randbytes,
+        )  # fmt: skip
+        self.b = Dispatcher(
+            [config("192.0.2.2", "192.0.2.1", "b.example", "a.example", "10.2.0.0/16",
+                    "10.1.0.0/16")],
+            lambda local, remote: psk,
+            rng=rng_b.randbytes,
+        )  # fmt: skip
+        self.now = 0.0
+        self.ike_sa_id = self.a.initiate("conn", "net", now=self.now)
+        for _ in range(20):
+            moved = False
+            for datagram in self.a.datagrams_to_send(self.now):
+                self.b.receive_datagram(datagram.data, self.addr_a, self.addr_b, self.now)
+                moved = True
+            for datagram in self.b.datagrams_to_send(self.now):
+                self.a.receive_datagram(datagram.data, self.addr_b, self.addr_a, self.now)
+                moved = True
+            if not moved:
+                break
+        self.sa_a = self.a.ike_sa(self.ike_sa_id)
+        assert self.sa_a.cipher_out is not None, "the fuzzing pair did not establish"
+        self.uses = 0
+
+
+_engine: _EnginePair | None = None
+_ENGINE_EXCHANGES = [
+    ExchangeType.CREATE_CHILD_SA,
+    ExchangeType.INFORMATIONAL,
+    ExchangeType.IKE_AUTH,
+    ExchangeType.IKE_SA_INIT,
+    ExchangeType.IKE_INTERMEDIATE,
+]
+
+
+def engine_sk(data: bytes) -> None:
+    """An established responder receiving authenticated requests with fuzzed content.
+
+    Octet 0 picks the exchange, octet 1 the first inner payload type, octet 2 bit 0 sends
+    it as a response instead; the rest is the inner payload chain, sealed with the peer's
+    real SK keys and the next Message ID, so it reaches the exchange handlers. The engine
+    must never let another exception out (its ``internal_error`` counter stays 0). The
+    pair is rebuilt every 200 inputs to keep its state (and memory) bounded."""
+    global _engine
+    if _engine is None or _engine.uses >= 200:
+        _engine = _EnginePair()
+    pair = _engine
+    pair.uses += 1
+    sa = pair.sa_a
+    exchange = _ENGINE_EXCHANGES[_u8(data, 0) % len(_ENGINE_EXCHANGES)]
+    first_inner = FIRST_INNER_TYPES[_u8(data, 1) % len(FIRST_INNER_TYPES)]
+    response = bool(_u8(data, 2) & 1)
+    inner = data[3:]
+    cipher = sa.cipher_out
+    assert cipher is not None
+    sealed_length = cipher.sealed_length(len(inner))
+    sk_length = 4 + sealed_length
+    if IKE_HEADER_SIZE + sk_length > 0xFFFF:
+        return
+    header = IkeHeader(
+        spi_i=sa.spi_i,
+        spi_r=sa.spi_r,
+        next_payload=PayloadType.SK,
+        exchange=exchange,
+        initiator=True,
+        response=response,
+        message_id=sa.next_request_id,
+        length=IKE_HEADER_SIZE + sk_length,
+    ).serialize()
+    aad = header + struct.pack("!BBH", first_inner, 0, sk_length)
+    wire = aad + cipher.seal(aad, inner)
+    pair.b.receive_datagram(wire, pair.addr_a, pair.addr_b, pair.now)
+    if not response:
+        sa.next_request_id += 1
+    pair.b.datagrams_to_send(pair.now)
+    while pair.b.next_event() is not None:
+        pass
+    assert pair.b.counters.get("internal_error", 0) == 0, "the engine raised on peer input"
+
+
+# --------------------------------------------------------------------------- configuration
+
+_scratch: Path | None = None
+
+
+def _scratch_file(name: str, text: str) -> Path:
+    global _scratch
+    if _scratch is None:
+        _scratch = Path(tempfile.mkdtemp(prefix="aioipsec-fuzz-"))
+    path = _scratch / name
+    path.write_text(text, encoding="utf-8")
+    os.chmod(path, 0o600)
+    return path
+
+
+@contextlib.contextmanager
+def _no_name_resolution() -> Iterator[None]:
+    """Configurations may name hosts; a fuzzer must not wait for DNS."""
+
+    def refuse(*args: object, **kwargs: object) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "name resolution disabled while fuzzing")
+
+    original = socket.getaddrinfo
+    socket.getaddrinfo = refuse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = original  # type: ignore[assignment]
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace").replace("\0", "")
+
+
+def swanctl_conf(data: bytes) -> None:
+    """strongSwan's swanctl.conf syntax (``parse_settings_text``) and the whole loader
+    (``load_swanctl``: sections, references, includes, connection checks): a ``ConfigError``
+    naming the file or nothing."""
+    from aioipsec.config import ConfigError
+    from aioipsec.swanctl import load_swanctl, parse_settings_text
+
+    text = _text(data)
+    try:
+        parse_settings_text(text, "fuzz.conf")
+    except ConfigError:
+        pass
+    path = _scratch_file("swanctl.conf", text)
+    with _no_name_resolution():
+        try:
+            load_swanctl(path)
+        except ConfigError as error:
+            assert str(error)
+
+
+def toml_config(data: bytes) -> None:
+    """The TOML loader (``load_configuration``) and the translation into engine configs:
+    a ``ConfigError`` naming the file/key or a configuration the engine accepts."""
+    from aioipsec.config import ConfigError, load_configuration, to_engine_configs
+
+    path = _scratch_file("aioipsec.toml", _text(data))
+    with _no_name_resolution():
+        try:
+            configuration = load_configuration(toml_path=path)
+            to_engine_configs(configuration)
+        except ConfigError as error:
+            assert str(error)
+
+
+TARGETS: dict[str, Target] = {
+    "ike_message": ike_message,
+    "ike_payload": ike_payload,
+    "sk_payload": sk_payload,
+    "engine_sk": engine_sk,
+    "fragments": fragments,
+    "esp_decap": esp_decap,
+    "udp4500": udp4500,
+    "swanctl_conf": swanctl_conf,
+    "toml_config": toml_config,
+}
