@@ -413,7 +413,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("-c", "--config", dest="check_config", type=Path, metavar="FILE")
     check.add_argument("--swanctl-conf", type=Path, metavar="FILE")
+
+    # Teaching and debugging tools (aioipsec/decode.py, explain.py, doctor.py): listed
+    # here, parsed and run by their own modules (imported only when used).
+    for name, helptext in TOOLS.items():
+        tool = commands.add_parser(name, help=helptext, add_help=False)
+        tool.add_argument("tool_args", nargs=argparse.REMAINDER)
     return parser
+
+
+TOOLS = {
+    "decode": "decode IKEv2/ESP in a pcap/pcapng capture (keys: Wireshark tables)",
+    "explain": "one IKEv2 negotiation byte by byte and key by key (--seed, --keys)",
+    "doctor": "check prerequisites: privileges, TUN, ports, firewall, MTU, clock",
+}
+
+
+def _run_tool(name: str, tool_args: Sequence[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(f"aioipsec.{name}").main(list(tool_args)))
 
 
 # --------------------------------------------------------------------------- commands
@@ -627,11 +646,16 @@ def _wait_for_daemon(pid: int, socket_path: str, log_file: Path, limit: float = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in TOOLS:
+        return _run_tool(arguments[0], arguments[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.command in TOOLS:  # after top-level options: aioipsec -s SOCK decode ...
+        return _run_tool(args.command, args.tool_args)
     try:
         if args.command == "daemon":
             return _cmd_daemon(args)

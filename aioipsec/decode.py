@@ -36,7 +36,6 @@ import ipaddress
 import json
 import struct
 import sys
-import textwrap
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -739,7 +738,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="aioipsec decode",
-        description=textwrap.dedent(__doc__ or "").split("\n\n")[0],
+        description="Decode IKEv2 (UDP 500, 4500 behind the non-ESP marker) and ESP (IP "
+        "protocol 50, ESP in UDP) in a pcap/pcapng capture with aioipsec's own parser; "
+        "decrypt with Wireshark's ikev2_decryption_table / esp_sa key tables.",
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))
