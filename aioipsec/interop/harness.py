@@ -43,6 +43,8 @@ from aioipsec.netns import (
 
 Implementation = Literal["charon", "aioipsec"]
 
+ACTIONS = ("rekey-child", "rekey-ike", "terminate")
+
 NAT_REBIND_TIMEOUT = 1  # seconds an idle UDP mapping survives in the rebinding NAT
 NAT_REBIND_PAUSE = 3.0  # seconds without traffic: the mapping is gone
 Side = Literal["initiator", "responder"]
@@ -144,6 +146,10 @@ class Scenario:
     # pauses after the first ping, so the initiator reappears from a new public port; the
     # responder must follow it (RFC 7296 sec. 2.23) for the second ping to come back.
     nat_rebind: bool = False
+    # After the first ping, in order: "<side>:rekey-child", "<side>:rekey-ike",
+    # "<side>:terminate" (side = initiator/responder). Each rekey must give new SPIs on both
+    # sides and a working tunnel; terminate must remove the SA on both sides.
+    actions: tuple[str, ...] = ()
     encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
     ping_count: int = 3
     establish_timeout: float = 20.0
@@ -158,6 +164,10 @@ class Scenario:
         if len(versions) != 1:
             raise ValueError("both protected subnets must be of one IP version")
         outer_version = ipaddress.ip_network(self.public_net).version
+        for action in self.actions:
+            side, _, verb = action.partition(":")
+            if side not in ("initiator", "responder") or verb not in ACTIONS:
+                raise ValueError(f"unknown action {action!r} (side:{'/'.join(ACTIONS)})")
         if self.nat_rebind and not self.nat:
             raise ValueError("nat_rebind needs nat=True")
         if self.nat and outer_version == 6:
@@ -361,6 +371,10 @@ class InteropPeer(Protocol):
 
     def list_sas(self) -> dict[str, dict[str, Any]]: ...
 
+    def rekey(self, *, ike: str, child: str | None = None) -> None: ...
+
+    def terminate(self, ike: str) -> None: ...
+
     def log_tail(self, lines: int = 40) -> str: ...
 
     def stop(self) -> None: ...
@@ -385,6 +399,15 @@ class CharonPeer:
 
     def list_sas(self) -> dict[str, dict[str, Any]]:
         return self.charon.list_sas()
+
+    def rekey(self, *, ike: str, child: str | None = None) -> None:
+        if child is not None:
+            self.charon.swanctl("--rekey", "--child", child)
+        else:
+            self.charon.swanctl("--rekey", "--ike", ike)
+
+    def terminate(self, ike: str) -> None:
+        self.charon.swanctl("--terminate", "--ike", ike, "--timeout", "10", timeout=15)
 
     def log_tail(self, lines: int = 40) -> str:
         return self.charon.log_tail(lines)
@@ -554,6 +577,8 @@ class ScenarioRun:
     # The initiator's public (address, port) as the responder saw it before/after the pause.
     rebind_ports: tuple[str, ...] | None = None  # NAT source ports seen on the wire, in order
     notes: list[str] = field(default_factory=list)  # observations that do not fail the run
+    action_seconds: dict[str, float] = field(default_factory=dict)
+    pings_after_actions: dict[str, PingResult] = field(default_factory=dict)
     initiator_sas: dict[str, Any] = field(default_factory=dict)
     responder_sas: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -572,6 +597,79 @@ def _wait_established(peer: InteropPeer, name: str, timeout: float) -> dict[str,
             return sas
         time.sleep(0.05)
     return sas
+
+
+def _sa_keys(sas: Mapping[str, Any], name: str) -> tuple[Any, ...]:
+    """What changes when an SA is rekeyed: IKE SPIs and the Child SAs' SPIs."""
+    ike = sas.get(name, {})
+    children = tuple(sorted((c.get("spi-in"), c.get("spi-out")) for c in child_sas(ike)))
+    return ike.get("initiator-spi"), ike.get("responder-spi"), children
+
+
+def _installed(sas: Mapping[str, Any], name: str) -> bool:
+    ike = sas.get(name, {})
+    children = child_sas(ike)
+    return (
+        ike.get("state") == "ESTABLISHED"
+        and len(children) == 1
+        and children[0].get("state") == "INSTALLED"
+    )
+
+
+def _run_action(
+    run: ScenarioRun, topology: Topology, peers: Mapping[Side, InteropPeer], action: str
+) -> None:
+    scenario = run.scenario
+    name = scenario.connection_name
+    side, _, verb = action.partition(":")
+    actor = peers[side]  # type: ignore[index]
+    before = {s: _sa_keys(p.list_sas(), name) for s, p in peers.items()}
+    started = time.monotonic()
+    try:
+        if verb == "terminate":
+            actor.terminate(name)
+        else:
+            actor.rekey(ike=name, child=name if verb == "rekey-child" else None)
+    except Exception as exc:
+        run.problems.append(f"{action}: {exc}")
+        return
+    deadline = started + scenario.establish_timeout
+    views: dict[Side, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        views = {s: p.list_sas() for s, p in peers.items()}
+        if verb == "terminate":
+            if all(name not in v for v in views.values()):
+                run.action_seconds[action] = time.monotonic() - started
+                return
+        elif all(_installed(v, name) and _sa_keys(v, name) != before[s] for s, v in views.items()):
+            break
+        time.sleep(0.05)
+    else:
+        run.problems.append(
+            f"{action}: not done on both sides after {scenario.establish_timeout} s: "
+            + "; ".join(f"{s}: {_brief(v, name)}" for s, v in views.items())
+        )
+        return
+    run.action_seconds[action] = time.monotonic() - started
+    problems = check_sa_pair(scenario, views["initiator"], views["responder"])
+    run.problems += [f"after {action}: {p}" for p in problems]
+    keys = {s: _sa_keys(v, name) for s, v in views.items()}
+    if verb == "rekey-child" and any(k[:2] != before[s][:2] for s, k in keys.items()):
+        run.problems.append(f"{action}: the IKE SPIs changed too")
+    if verb == "rekey-ike" and any(k[2] != before[s][2] for s, k in keys.items()):
+        run.problems.append(f"{action}: the Child SA changed too (it must move to the new IKE SA)")
+    ping = ping_through(topology, scenario.ping_count)
+    run.pings_after_actions[action] = ping
+    if ping.received == 0 or (not scenario.loss_percent and ping.received != ping.transmitted):
+        run.problems.append(f"ping after {action}: {ping.received}/{ping.transmitted}")
+
+
+def _brief(sas: Mapping[str, Any], name: str) -> str:
+    ike = sas.get(name)
+    if ike is None:
+        return "no IKE SA"
+    children = [f"{c.get('state')} {c.get('spi-in')}/{c.get('spi-out')}" for c in child_sas(ike)]
+    return f"IKE {ike.get('state')} {ike.get('initiator-spi')}, children {children}"
 
 
 def _nat_source_ports(capture_path: Path, nat_address: str) -> list[int]:
@@ -654,6 +752,10 @@ def run_scenario(lab: Lab, scenario: Scenario, workdir: Path) -> ScenarioRun:
             run.problems.append("ping: nothing came back through the tunnel")
         if capture is not None and not run.problems:
             _rebind(run, topology, peers, capture)
+        for action in scenario.actions:
+            if run.problems:
+                break
+            _run_action(run, topology, peers, action)
         # Counters after the ping: both directions carried the pings.
         run.initiator_sas = peers["initiator"].list_sas()
         run.responder_sas = peers["responder"].list_sas()

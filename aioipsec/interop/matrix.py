@@ -61,6 +61,23 @@ MATRIX: list[Scenario] = [
         )
         for initiator in ("aioipsec", "charon")
     ),
+    # Rekeying (both sides start each kind) and a delete, in both roles. A Child SA rekey shows
+    # ~5 s here: charon keeps the old inbound SA for delete_rekeyed_delay (5 s) before deleting.
+    *(
+        Scenario(
+            name=f"{initiator}-rekeys-and-deletes",
+            initiator=initiator,  # type: ignore[arg-type]
+            responder=_other(initiator),  # type: ignore[arg-type]
+            actions=(
+                "initiator:rekey-child",
+                "responder:rekey-child",
+                "initiator:rekey-ike",
+                "responder:rekey-ike",
+                "responder:terminate",
+            ),
+        )
+        for initiator in ("aioipsec", "charon")
+    ),
     Scenario.ipv6(name="ours-to-charon-v6", initiator="aioipsec", responder="charon"),
     Scenario.ipv6(name="charon-to-ours-v6", initiator="charon", responder="aioipsec"),
     *(
@@ -114,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failures = 0
     print(f"{'scenario':<44} {'result':<6} {'establish':>10} {'ping':>6} {'rtt avg':>9}")
+    sys.stdout.flush()
     for scenario in rows:
         started = time.monotonic()
         run, error, workdir = run_row(scenario, keep=args.keep)
@@ -130,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {problem.splitlines()[0][:200]}")
         for note in run.notes if run else []:
             print(f"    note: {note}")
+        for action, seconds in (run.action_seconds if run else {}).items():
+            print(f"    {action}: {seconds * 1000:.0f} ms")
         if not ok and args.keep:
             print(f"    logs: {workdir} ({time.monotonic() - started:.1f} s)")
         sys.stdout.flush()

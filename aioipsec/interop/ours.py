@@ -93,6 +93,15 @@ class AioipsecPeer:
             merged.update(entry)
         return merged
 
+    def rekey(self, *, ike: str, child: str | None = None) -> None:
+        if child is not None:
+            self.call("rekey", ike=ike, child=child)
+        else:
+            self.call("rekey", ike=ike)
+
+    def terminate(self, ike: str) -> None:
+        self.call("terminate", ike=ike)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
