@@ -555,6 +555,7 @@ def test_fuzz_verify_signature_auth(
     pytest.fail("random AUTH data verified")
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=64))
 def test_fuzz_signature_hash_notify(data: bytes) -> None:
     try:

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ikev2.crypto.auth import AuthenticationError
@@ -400,6 +400,7 @@ def test_certificate_identities(pki: Pki) -> None:
 # ---- fuzz: wire input is accepted or refused with ProtocolError ------------------------
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=0, max_value=255), st.binary(max_size=80))
 def test_fuzz_identity_from_payload(id_type: int, data: bytes) -> None:
     try:
@@ -411,6 +412,7 @@ def test_fuzz_identity_from_payload(id_type: int, data: bytes) -> None:
     identity.matches(identity)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=100))
 def test_fuzz_certreq(data: bytes) -> None:
     try:
@@ -421,6 +423,7 @@ def test_fuzz_certreq(data: bytes) -> None:
     assert b"".join(hashes) == data
 
 
+@settings(deadline=None)
 @given(st.text(max_size=60))
 def test_fuzz_identity_strings(text: str) -> None:
     try:
