@@ -432,11 +432,18 @@ class PeerUnavailable(RuntimeError):
 
 
 def make_peer(
-    lab: Lab, namespace: Namespace, workdir: Path, scenario: Scenario, side: Side
+    lab: Lab,
+    namespace: Namespace,
+    workdir: Path,
+    scenario: Scenario,
+    side: Side,
+    *,
+    key_debug: bool = False,
 ) -> InteropPeer:
+    """The peer for SIDE; ``key_debug`` makes charon log derived keys (ike/enc level 4)."""
     implementation = scenario.implementation(side)
     if implementation == "charon":
-        return CharonPeer(lab, namespace, workdir)
+        return CharonPeer(lab, namespace, workdir, key_debug=key_debug)
     if implementation != "aioipsec":
         raise PeerUnavailable(f"unknown implementation {implementation!r}")
     if AIOIPSEC_PEER_FACTORY is not None:
@@ -716,14 +723,21 @@ def _rebind(
         )
 
 
-def run_scenario(lab: Lab, scenario: Scenario, workdir: Path) -> ScenarioRun:
-    """Build, configure, start, initiate, ping, check. Cleanup is the Lab's job."""
+def run_scenario(
+    lab: Lab, scenario: Scenario, workdir: Path, *, key_debug: bool = False
+) -> ScenarioRun:
+    """Build, configure, start, initiate, ping, check. Cleanup is the Lab's job.
+
+    ``key_debug``: charon peers log the keys they derive (to debug a key mismatch; the logs
+    then hold secrets)."""
     run = ScenarioRun(scenario)
     topology = build_topology(lab, scenario)
     peers: dict[Side, InteropPeer] = {}
     pki = Pki(workdir / "pki", scenario.key_type) if scenario.auth == "pubkey" else None
     for side in ("initiator", "responder"):
-        peer = make_peer(lab, topology.namespace(side), workdir / side, scenario, side)
+        peer = make_peer(
+            lab, topology.namespace(side), workdir / side, scenario, side, key_debug=key_debug
+        )
         cert_file = pki.install(scenario.identity(side), workdir / side) if pki else None
         peer.start()
         peer.load(swanctl_conf(scenario, topology, side, cert_file))

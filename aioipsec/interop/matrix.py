@@ -105,12 +105,14 @@ MATRIX: list[Scenario] = [
 ]
 
 
-def run_row(scenario: Scenario, keep: bool = False) -> tuple[ScenarioRun | None, str, Path]:
+def run_row(
+    scenario: Scenario, keep: bool = False, key_debug: bool = False
+) -> tuple[ScenarioRun | None, str, Path]:
     """Run one row in its own Lab; returns (run or None, error text, work directory)."""
     workdir = Path(tempfile.mkdtemp(prefix="aioipsec-mx-", dir="/tmp"))
     try:
         with Lab("mx") as lab:
-            return run_scenario(lab, scenario, workdir), "", workdir
+            return run_scenario(lab, scenario, workdir, key_debug=key_debug), "", workdir
     except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}", workdir
     finally:
@@ -123,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", dest="pattern", default="", help="rows whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--keep", action="store_true", help="keep /tmp/aioipsec-mx-* (logs)")
+    parser.add_argument(
+        "--key-debug",
+        action="store_true",
+        help="charon logs derived keys (ike/enc 4): for a key mismatch; implies --keep",
+    )
     args = parser.parse_args(argv)
     rows = [s for s in MATRIX if args.pattern in s.name]
     if args.list:
@@ -134,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     for scenario in rows:
         started = time.monotonic()
-        run, error, workdir = run_row(scenario, keep=args.keep)
+        keep = args.keep or args.key_debug
+        run, error, workdir = run_row(scenario, keep=keep, key_debug=args.key_debug)
         problems = [error] if run is None else run.problems
         ok = not problems
         failures += not ok
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    note: {note}")
         for action, seconds in (run.action_seconds if run else {}).items():
             print(f"    {action}: {seconds * 1000:.0f} ms")
-        if not ok and args.keep:
+        if keep:
             print(f"    logs: {workdir} ({time.monotonic() - started:.1f} s)")
         sys.stdout.flush()
     return 1 if failures else 0
