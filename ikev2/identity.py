@@ -1,18 +1,15 @@
 """IKE identities (RFC 7296 sec. 3.5) written the way strongSwan writes them.
 
-=========================  ==================  ==========================================
-string                     ID type             payload data
-=========================  ==================  ==========================================
-``%any``                   (any: config only)  --
-``192.0.2.1`` / ``2001:db8::1``  ID_IPV4_ADDR / ID_IPV6_ADDR   4 / 16 octets
-``vpn.example.org``        ID_FQDN             ASCII
-``@vpn.example.org``       ID_FQDN             ASCII (the ``@`` forces FQDN)
-``user@example.org``       ID_RFC822_ADDR      ASCII
-``C=CH, O=x, CN=y``        ID_DER_ASN1_DN      DER Name, RDNs in the order written
-``@#0102ab``               ID_KEY_ID           the hex octets
-``keyid:#0102ab``          ID_KEY_ID           the hex octets (``keyid:text``: the text)
-``fqdn:`` ``email:`` ``ipv4:`` ``ipv6:`` ``asn1dn:``  explicit type prefixes
-=========================  ==================  ==========================================
+Strings (as in swanctl.conf) and what they become::
+
+    %any                         any identity (configuration only, never sent)
+    192.0.2.1, 2001:db8::1       ID_IPV4_ADDR / ID_IPV6_ADDR (4 / 16 octets)
+    vpn.example.org              ID_FQDN
+    @vpn.example.org             ID_FQDN (the "@" forces FQDN)
+    user@example.org             ID_RFC822_ADDR
+    C=CH, O=x, CN=y              ID_DER_ASN1_DN (DER Name, RDNs in the order written)
+    @#0102ab, keyid:#0102ab      ID_KEY_ID with those octets (keyid:text: the text's octets)
+    fqdn: dns: email: rfc822: userfqdn: ipv4: ipv6: asn1dn:   explicit type prefixes
 
 DN strings are in ASN.1 order (most significant first, as strongSwan prints them), not
 RFC 4514's reversed order. Configured identities may use ``*`` as a wildcard: ``*`` as a
@@ -196,6 +193,8 @@ class Identity:
         lowered = text.lower()
         for prefix, handler in _PREFIXES.items():
             if lowered.startswith(prefix):
+                if not text[len(prefix) :]:
+                    raise IdentitySyntaxError(f"nothing after {prefix!r} in identity {text!r}")
                 return handler(text[len(prefix) :])
         if text.startswith("@#"):
             return cls._key_id_hex(text[2:])
@@ -346,6 +345,7 @@ _PREFIXES = {
     "ipv4:": _ipv4,
     "ipv6:": _ipv6,
     "fqdn:": lambda t: Identity(IdType.ID_FQDN, t.encode()),
+    "dns:": lambda t: Identity(IdType.ID_FQDN, t.encode()),
     "email:": lambda t: Identity(IdType.ID_RFC822_ADDR, t.encode()),
     "rfc822:": lambda t: Identity(IdType.ID_RFC822_ADDR, t.encode()),
     "userfqdn:": lambda t: Identity(IdType.ID_RFC822_ADDR, t.encode()),

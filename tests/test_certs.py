@@ -432,3 +432,13 @@ def test_fuzz_identity_strings(text: str) -> None:
         return
     if not identity.is_any:
         assert Identity.parse(str(identity)) == identity
+
+
+def test_type_prefixes() -> None:
+    assert Identity.parse("dns:moon.example.org") == Identity.parse("moon.example.org")
+    assert Identity.parse("userfqdn:a@b.c") == Identity.parse("a@b.c")
+    assert Identity.parse("rfc822:a@b.c") == Identity.parse("email:a@b.c")
+    assert Identity.parse("ipv6:2001:db8::1") == Identity.parse("2001:db8::1")
+    for empty in ("fqdn:", "keyid:", "asn1dn:"):
+        with pytest.raises(IdentitySyntaxError, match="nothing after"):
+            Identity.parse(empty)
