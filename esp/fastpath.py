@@ -33,7 +33,12 @@ _PAD = bytes(range(1, 256))
 _TRAILERS_V4 = tuple(_PAD[:pad] + bytes((pad, 4)) for pad in range(4))
 _TRAILERS_V6 = tuple(_PAD[:pad] + bytes((pad, 41)) for pad in range(4))
 _PADDING = tuple(_PAD[:pad] for pad in range(256))
-_NEXT_HEADER_BY_VERSION = (0, 0, 0, 0, 4, 0, 41, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+# The tunnel-mode trailer by (first octet of the inner packet & 0xF0) | padding length:
+# IPv4 (0x4_) -> next header 4, IPv6 (0x6_) -> 41, anything else None (not an IP packet).
+_TUNNEL_TRAILERS = tuple(
+    _TRAILERS_V4[i & 3] if i >> 4 == 4 else _TRAILERS_V6[i & 3] if i >> 4 == 6 else None
+    for i in range(256)
+)
 
 
 def make_aead_encrypt(sa: EspSa) -> tuple[Callable[..., int], Callable[..., tuple]]:
@@ -54,9 +59,7 @@ def make_aead_encrypt(sa: EspSa) -> tuple[Callable[..., int], Callable[..., tupl
     else:
         aad = view[0:8]
         pack = struct.Struct(f"!IIQ{salt_len}sQ").pack_into
-    trailers_v4 = _TRAILERS_V4
-    trailers_v6 = _TRAILERS_V6
-    by_version = _NEXT_HEADER_BY_VERSION
+    tunnel_trailers = _TUNNEL_TRAILERS
     join = b"".join
 
     def encrypt_into(
@@ -67,15 +70,14 @@ def make_aead_encrypt(sa: EspSa) -> tuple[Callable[..., int], Callable[..., tupl
         if seq >= sa._seq_check:
             sa._outbound_limit(seq)
         inner_len = len(inner)
-        if not next_header:
-            next_header = by_version[inner[0] >> 4] if inner_len else 0
-        pad = (2 - inner_len) & 3  # RFC 4303 sec. 2.4: 4-octet alignment
-        if next_header == 4:
-            trailer = trailers_v4[pad]
-        elif next_header == 41:
-            trailer = trailers_v6[pad]
+        # RFC 4303 sec. 2.4: pad to 4-octet alignment; tunnel mode takes the next header
+        # from the version nibble: one table lookup gives the whole trailer.
+        if next_header or not inner_len:
+            trailer = sa._trailer((2 - inner_len) & 3, next_header, inner)
         else:
-            trailer = sa._trailer(pad, next_header, inner)
+            trailer = tunnel_trailers[(inner[0] & 0xF0) | ((2 - inner_len) & 3)]
+            if trailer is None:
+                trailer = sa._trailer((2 - inner_len) & 3, next_header, inner)
         if esn:
             pack(buf, 0, spi, seq & 0xFFFFFFFF, seq, salt, seq, spi, seq)
         else:  # seq < 2**32 here: the hard limit stops the SA before
@@ -99,15 +101,12 @@ def make_aead_encrypt(sa: EspSa) -> tuple[Callable[..., int], Callable[..., tupl
         if seq >= sa._seq_check:
             sa._outbound_limit(seq)
         inner_len = len(inner)
-        if not next_header:
-            next_header = by_version[inner[0] >> 4] if inner_len else 0
-        pad = (2 - inner_len) & 3
-        if next_header == 4:
-            trailer = trailers_v4[pad]
-        elif next_header == 41:
-            trailer = trailers_v6[pad]
+        if next_header or not inner_len:
+            trailer = sa._trailer((2 - inner_len) & 3, next_header, inner)
         else:
-            trailer = sa._trailer(pad, next_header, inner)
+            trailer = tunnel_trailers[(inner[0] & 0xF0) | ((2 - inner_len) & 3)]
+            if trailer is None:
+                trailer = sa._trailer((2 - inner_len) & 3, next_header, inner)
         if esn:
             pack(buf, 0, spi, seq & 0xFFFFFFFF, seq, salt, seq, spi, seq)
         else:  # seq < 2**32 here: the hard limit stops the SA before
