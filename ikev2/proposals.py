@@ -59,6 +59,7 @@ __all__ = [
     "display",
     "display_list",
     "display_swanctl",
+    "explain_mismatch",
     "is_aead",
     "keyword_for",
     "parse_proposal",
@@ -836,7 +837,7 @@ def explain_mismatch(
     our_list = [p for p in ours if int(p.protocol) == protocol]
     peer_list = [p for p in theirs if int(p.protocol) == protocol]
     if not peer_list:
-        offered = sorted({enum_protocol_name(p.protocol) for p in theirs}) or ["nothing"]
+        offered = sorted({_protocol_name(p.protocol) for p in theirs}) or ["nothing"]
         return (
             f"no {protocol.name} proposal received (peer offers {', '.join(offered)}); "
             f"we offer {', '.join(to_strongswan(p) for p in our_list) or 'nothing'}"
@@ -875,7 +876,7 @@ def explain_mismatch(
     )
 
 
-def enum_protocol_name(protocol: int) -> str:
+def _protocol_name(protocol: int) -> str:
     try:
         return ProtocolId(protocol).name
     except ValueError:
@@ -906,7 +907,7 @@ def check_selected_proposal(
         )
 
     if int(chosen.protocol) != protocol:
-        raise fail(f"protocol {enum_protocol_name(chosen.protocol)} instead of {protocol.name}")
+        raise fail(f"protocol {_protocol_name(chosen.protocol)} instead of {protocol.name}")
     ours = next(
         (p for p in offered if p.number == chosen.number and int(p.protocol) == protocol), None
     )
