@@ -270,3 +270,39 @@ def test_garbage_options_before_a_valid_ah_header(options: bytes, ipv4_options: 
     with pytest.raises(EspDrop) as err:
         sa4.unprotect(bytes(v4 + ah + b"udp"))
     assert err.value.reason in (DropReason.ICV_FAILURE, DropReason.MALFORMED)
+
+
+@pytest.mark.parametrize("suite", ["gcm16", "cbc-sha256"])
+def test_esn_outbound_counter_stops_at_2_64(suite: str) -> None:
+    out_sa, in_sa = pair(suite, esn=True)
+    out_sa.seq = (1 << 64) - 2
+    last = out_sa.encrypt(ipv4_packet())
+    assert last[4:8] == b"\xff\xff\xff\xff"
+    with pytest.raises(EspDrop) as err:
+        out_sa.encrypt(ipv4_packet())
+    assert err.value.reason is DropReason.EXPIRED and out_sa.seq == (1 << 64) - 1
+    in_sa.replay.highest = (1 << 64) - 2
+    assert in_sa.decrypt(last)
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_all_api_forms_agree(suite: str) -> None:
+    """encrypt / encrypt_into / encrypt_parts and decrypt / decrypt_into / decrypt_view,
+    on the AEAD fast paths and the generic ones alike."""
+    out_sa, in_sa = pair(suite)
+    inner = ipv4_packet(300)
+    buf = bytearray(1000)
+    n = out_sa.encrypt_into(memoryview(inner), buf, 12)
+    header, body = out_sa.encrypt_parts(inner)
+    parts = bytes(header) + body  # the header view is valid until the next call
+    packets = [out_sa.encrypt(inner), bytes(buf[12 : 12 + n]), parts]
+    assert [int.from_bytes(p[4:8], "big") for p in packets] == [3, 1, 2]
+    out = bytearray(1000)
+    assert in_sa.decrypt(packets[0]) == inner
+    assert bytes(in_sa.decrypt_view(packets[1])) == inner
+    m = in_sa.decrypt_into(memoryview(packets[2]), out, 5)
+    assert bytes(out[5 : 5 + m]) == inner
+    with pytest.raises(ValueError):
+        in_sa.encrypt(inner)
+    with pytest.raises(ValueError):
+        out_sa.decrypt(packets[0])
