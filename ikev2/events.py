@@ -128,13 +128,20 @@ class ChildSaEstablished(Event):
 @dataclass(frozen=True)
 class ChildSaRekeyed(Event):
     """Make-before-break: ``new`` is installed first; the data plane keeps accepting
-    inbound on ``old_spi_in`` until the :class:`ChildSaDeleted` for it arrives, and sends
-    on ``new.spi_out`` from now on."""
+    inbound on ``old_spi_in`` until the :class:`ChildSaDeleted` for it arrives.
+
+    Outbound: with ``outbound_after_delete`` False (we initiated the rekey, or settled a
+    collision) send on ``new.spi_out`` from now on. With it True (we *answered* the rekey)
+    install ``new`` for inbound at once but keep sending on the old SA until its
+    ChildSaDeleted: the peer installs the new SA only when our response arrives, and
+    deletes the old one right after (RFC 7296 sec. 2.8; strongSwan does the same), so
+    switching earlier loses the packets that overtake the response."""
 
     old_child_sa_id: int
     old_spi_in: int
     old_spi_out: int
     new: ChildSaEstablished
+    outbound_after_delete: bool = False
 
 
 @dataclass(frozen=True)

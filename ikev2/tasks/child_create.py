@@ -200,7 +200,9 @@ def derive_child_keys(
     child.initiator = we_initiated
 
 
-def install_child(sa: IkeSa, child: ChildSa, now: float) -> ChildSaEstablished:
+def install_child(
+    sa: IkeSa, child: ChildSa, now: float, *, outbound_after_delete: bool = False
+) -> ChildSaEstablished:
     """Mark installed, arm its lifetime timers, and tell the data plane."""
     child.to("installed")
     child.installed_at = now
@@ -232,6 +234,7 @@ def install_child(sa: IkeSa, child: ChildSa, now: float) -> ChildSaEstablished:
                 old_spi_in=old.spi_in,
                 old_spi_out=old.spi_out,
                 new=event,
+                outbound_after_delete=outbound_after_delete,
             )
         )
     else:

@@ -157,7 +157,9 @@ class ChildRekeyTask(Task):
             ours_lowest = min(self.nonce, nonce_r)
             if ours_lowest < peer_new.lowest_nonce:
                 # We lost (sec. 2.8.1): our new SA is redundant; we created it, we delete
-                # it. It was never installed here. The peer deletes the old one.
+                # it, and the peer deletes the old one. It is never installed here: the
+                # peer answered our request, so it only receives on it (it sends on the
+                # old SA until that is deleted, then on its own new one).
                 from ikev2.tasks.ike_delete import delete_spis_task
 
                 old.successor = peer_new
@@ -218,7 +220,7 @@ def respond_child_rekey(
         )
 
     def install(when: float) -> None:
-        install_child(sa, new, when)
+        install_child(sa, new, when, outbound_after_delete=True)
         if old.state is ChildState.REKEYING:
             old.peer_rekey = new  # a collision: decided when our own rekey completes
         elif old.state is ChildState.INSTALLED:

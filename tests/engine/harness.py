@@ -106,6 +106,61 @@ def pair_configs(**kwargs: Any) -> tuple[IkeConfig, IkeConfig]:
 
 
 @dataclass
+class DataPlaneModel:
+    """What one side's SAD holds, driven by the engine's events like the daemon's data
+    plane: inbound SPIs, and per Child SA lineage (an SA and the SAs that rekeyed it) an
+    ordered list of outbound SPIs of which the last is used (``outbound_after_delete`` puts
+    the new SA behind the current one). Lineages are named by the SPI pair of their first
+    SA, the same on both sides."""
+
+    inbound: set[int] = field(default_factory=set)
+    outbound: dict[frozenset[int], list[int]] = field(default_factory=dict)
+    lineage: dict[int, frozenset[int]] = field(default_factory=dict)  # spi_in -> lineage
+
+    def apply(self, event: Event) -> None:
+        from ikev2.events import ChildSaDeleted, ChildSaEstablished, ChildSaRekeyed
+
+        if isinstance(event, ChildSaEstablished):
+            key = frozenset((event.spi_in, event.spi_out))
+            self.lineage[event.spi_in] = key
+            self.inbound.add(event.spi_in)
+            self.outbound.setdefault(key, []).append(event.spi_out)
+        elif isinstance(event, ChildSaRekeyed):
+            new = event.new
+            key = self.lineage.get(
+                event.old_spi_in, frozenset((event.old_spi_in, event.old_spi_out))
+            )
+            self.lineage[new.spi_in] = key
+            self.inbound.add(new.spi_in)
+            spis = self.outbound.setdefault(key, [])
+            if event.outbound_after_delete:
+                spis.insert(0, new.spi_out)
+            else:
+                spis.append(new.spi_out)
+        elif isinstance(event, ChildSaDeleted):
+            self.inbound.discard(event.spi_in)
+            key = self.lineage.get(event.spi_in)
+            spis = self.outbound.get(key, []) if key is not None else []
+            if event.spi_out in spis:
+                spis.remove(event.spi_out)
+
+    def sending_on(self, key: frozenset[int]) -> int | None:
+        spis = self.outbound.get(key)
+        return spis[-1] if spis else None
+
+
+def check_no_loss(a: DataPlaneModel, b: DataPlaneModel) -> None:
+    """Make-before-break: whenever both sides send for a child, each sends on an SA the
+    other can already decrypt."""
+    for key in set(a.outbound) | set(b.outbound):
+        a_out, b_out = a.sending_on(key), b.sending_on(key)
+        if a_out is None or b_out is None:
+            continue  # being deleted: packets in flight are lost by definition
+        assert a_out in b.inbound, f"A sends on {a_out:08x}, B cannot decrypt it"
+        assert b_out in a.inbound, f"B sends on {b_out:08x}, A cannot decrypt it"
+
+
+@dataclass
 class Network:
     """Delivers datagrams between two dispatchers; ``drop(datagram, direction)`` decides
     losses, ``duplicate`` sends everything twice, ``reorder`` shuffles each batch."""
@@ -121,6 +176,9 @@ class Network:
     events_b: list[Event] = field(default_factory=list)
     delivered: int = 0
     tap: Callable[[Any, str], Any] | None = None  # may rewrite a datagram (returns bytes)
+    plane_a: DataPlaneModel = field(default_factory=DataPlaneModel)
+    plane_b: DataPlaneModel = field(default_factory=DataPlaneModel)
+    check_data_plane: bool = True  # no-loss invariant after every delivered datagram
 
     def _batch(self) -> list[tuple[str, Any]]:
         batch = [("a->b", d) for d in self.a.datagrams_to_send(self.now)]
@@ -149,7 +207,7 @@ class Network:
                 target = self.b if direction == "a->b" else self.a
                 self.delivered += 1
                 target.receive_datagram(data, datagram.local_addr, datagram.remote_addr, self.now)
-            self._drain_events()
+                self._drain_events()
         raise AssertionError("network did not go quiet")
 
     def _drain_events(self) -> None:
@@ -158,8 +216,12 @@ class Network:
         assert self.b.counters.get("internal_error", 0) == 0, "engine B raised"
         while (event := self.a.next_event()) is not None:
             self.events_a.append(event)
+            self.plane_a.apply(event)
         while (event := self.b.next_event()) is not None:
             self.events_b.append(event)
+            self.plane_b.apply(event)
+        if self.check_data_plane:
+            check_no_loss(self.plane_a, self.plane_b)
 
     def next_timer(self) -> float | None:
         timers = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None]
