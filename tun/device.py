@@ -27,6 +27,7 @@ TUN_CLONE_DEVICE = "/dev/net/tun"
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
+TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -195,6 +196,17 @@ class TunDevice:
     def is_up(self) -> bool:
         flags = struct.unpack_from("H", self._ioctl(SIOCGIFFLAGS, b""), IFNAMSIZ)[0]
         return bool(flags & IFF_UP)
+
+    def set_offload(self, flags: int) -> None:
+        """``TUNSETOFFLOAD`` (tun.offload.TUN_F_*): let the kernel hand us unchecksummed TCP
+        super packets; only with ``vnet_hdr=True`` (every read/write then carries a
+        virtio_net_hdr, see tun.offload)."""
+        if not self.vnet_hdr:
+            raise TunError(errno.EINVAL, "offloads need a device created with vnet_hdr=True")
+        try:
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, flags)
+        except OSError as exc:
+            raise TunError(exc.errno, f"TUNSETOFFLOAD {flags:#x} on {self.name}: {exc}") from exc
 
     # --- addresses and routes ------------------------------------------------------------------
 
