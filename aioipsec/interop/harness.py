@@ -150,6 +150,9 @@ class Scenario:
     # "<side>:terminate" (side = initiator/responder). Each rekey must give new SPIs on both
     # sides and a working tunnel; terminate must remove the SA on both sides.
     actions: tuple[str, ...] = ()
+    # IKE_AUTH is expected to travel in RFC 7383 fragments both ways (large certificates):
+    # checked in charon's log ("splitting IKE message", "reassembled fragmented IKE message").
+    expect_ike_fragments: bool = False
     encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
     ping_count: int = 3
     establish_timeout: float = 20.0
@@ -723,6 +726,19 @@ def _rebind(
         )
 
 
+def _fragment_problems(peers: Mapping[Side, InteropPeer]) -> list[str]:
+    problems = []
+    for side, peer in peers.items():
+        if not isinstance(peer, CharonPeer):
+            continue
+        log = peer.charon.log_text()
+        if "splitting IKE message" not in log:
+            problems.append(f"{side} (charon) sent no IKE fragments")
+        if "reassembled fragmented IKE message" not in log:
+            problems.append(f"{side} (charon) received no IKE fragments")
+    return problems
+
+
 def run_scenario(
     lab: Lab, scenario: Scenario, workdir: Path, *, key_debug: bool = False
 ) -> ScenarioRun:
@@ -758,6 +774,8 @@ def run_scenario(
     run.establish_seconds = time.monotonic() - started
     run.responder_sas = _wait_established(peers["responder"], name, 5.0)
     run.problems += check_sa_pair(scenario, run.initiator_sas, run.responder_sas)
+    if scenario.expect_ike_fragments:
+        run.problems += _fragment_problems(peers)
     if not run.problems:
         run.ping = ping_through(topology, scenario.ping_count)
         if scenario.loss_percent == 0 and run.ping.received != run.ping.transmitted:
