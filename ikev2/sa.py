@@ -755,14 +755,18 @@ class IkeSa:
             return
         out.attempt += 1
         config = self.config
-        if out.attempt > config.retransmit_tries:
+        tries = getattr(out.task, "retransmit_tries", None)
+        tries = config.retransmit_tries if tries is None else tries
+        if out.attempt > tries:
             reason = (
-                f"no response after {config.retransmit_tries} retransmissions "
+                f"no response after {tries} retransmissions "
                 f"({out.exchange.name} request, Message ID {out.message_id})"
             )
             self._outstanding = None
+            if getattr(out.task, "retransmit_tries", None) is None:
+                self.emit_unreachable()
             out.task.abort(self, reason, now)
-            self.peer_unreachable(now, reason)
+            self.destroy(now, f"peer unreachable: {reason}")
             return
         log.info("%s: retransmit %d of %s", self.describe(), out.attempt, out.exchange.name)
         # Retransmit to where the request went (the peer may not have moved: sec. 2.1).
@@ -774,14 +778,14 @@ class IkeSa:
             now + retransmit_delay(out.attempt, config.retransmit_timeout, config.retransmit_base),
         )
 
-    def peer_unreachable(self, now: float, reason: str) -> None:
+    def emit_unreachable(self) -> None:
+        """Retransmissions exhausted (sec. 2.4): report it with the Child SAs' dpd_action."""
         action = "clear"
         for child in self.children.values():
             if child.alive and child.config.dpd_action != "clear":
                 action = child.config.dpd_action
                 break
         self.emit(PeerUnreachable(self.ike_sa_id, self.name, action, self.remote_addr))
-        self.destroy(now, f"peer unreachable: {reason}")
 
     # ------------------------------------------------------------------ lifecycle
 

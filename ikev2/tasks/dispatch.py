@@ -19,7 +19,15 @@ def respond(sa: IkeSa, exchange: int, payloads: list[Any], now: float) -> list[A
     if exchange == ExchangeType.IKE_AUTH:
         from ikev2.tasks.ike_auth import respond_ike_auth
 
-        return respond_ike_auth(sa, payloads, now)
+        try:
+            return respond_ike_auth(sa, payloads, now)
+        except ProtocolError as error:
+            notify = error.notify
+            if notify is not None and not sa.established:
+                # Sec. 2.21.2: a refused IKE_AUTH leaves no IKE SA behind.
+                reason = f"IKE_AUTH refused: {error.reason}"
+                sa.after_response(lambda when: sa.fail(when, reason, notify))
+            raise
     if exchange == ExchangeType.IKE_INTERMEDIATE:
         from ikev2.tasks.ike_init import respond_intermediate
 

@@ -251,21 +251,13 @@ class IkeAuthTask(Task):
                 message_id=sa.current_message_id,
             )
             verify_auth(sa, config.remote, self.local, peer, payloads, octets)
-        except AuthCheckFailed as error:
-            sa.emit(
-                AuthenticationFailed(
-                    sa.ike_sa_id, sa.name, error.check, error.reason, sa.remote_addr
-                )
-            )
-            sa.fail(now, error.reason, NotifyType.AUTHENTICATION_FAILED)
-            return False
         except ProtocolError as error:
+            check = getattr(error, "check", "bad-signature")
             sa.emit(
-                AuthenticationFailed(
-                    sa.ike_sa_id, sa.name, "bad-signature", error.reason, sa.remote_addr
-                )
+                AuthenticationFailed(sa.ike_sa_id, sa.name, check, error.reason, sa.remote_addr)
             )
-            sa.fail(now, error.reason, NotifyType.AUTHENTICATION_FAILED)
+            # Sec. 2.21.2: tell the responder (it considers the SA established), then go.
+            sa.queue_task(AuthFailedNotifyTask(error.reason), now, start=False, first=True)
             return False
         sa.local_id = str(self.local)
         sa.remote_id = str(peer)
@@ -325,6 +317,28 @@ class IkeAuthTask(Task):
             )
         )
         sa.fail(now, reason)
+
+
+class AuthFailedNotifyTask(Task):
+    """INFORMATIONAL with AUTHENTICATION_FAILED after the responder's AUTH did not verify
+    (RFC 7296 sec. 2.21.2); the IKE SA ends with the exchange, answered or not."""
+
+    exchange = ExchangeType.INFORMATIONAL
+    name = "INFORMATIONAL(AUTHENTICATION_FAILED)"
+    retransmit_tries = 1
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def build(self, sa: IkeSa, now: float) -> list[Any]:
+        return [NotifyPayload(notify_type=NotifyType.AUTHENTICATION_FAILED)]
+
+    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+        sa.fail(now, self.reason, NotifyType.AUTHENTICATION_FAILED)
+        return False
+
+    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+        sa.fail(now, self.reason, NotifyType.AUTHENTICATION_FAILED)
 
 
 def _fmt(selectors: list[Any]) -> str:

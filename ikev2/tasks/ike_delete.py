@@ -6,6 +6,7 @@ Child SA wins (the rekey's result is then deleted as well, ``child_rekey``).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ikev2.child import ChildSa
@@ -14,6 +15,8 @@ from ikev2.errors import ProtocolError
 from ikev2.payloads import DeletePayload, NotifyPayload
 from ikev2.states import ChildState, IkeState
 from ikev2.tasks import Task, find_all, notify_name
+
+log = logging.getLogger("ikev2.tasks.ike_delete")
 
 if TYPE_CHECKING:
     from ikev2.sa import IkeSa
@@ -92,6 +95,19 @@ def respond_informational(sa: IkeSa, payloads: list[Any], now: float) -> list[An
     for notify in find_all(payloads, NotifyPayload):
         if notify.is_error:
             sa.peer_error = notify_name(int(notify.notify_type))
+            log.warning("%s: peer reports %s", sa.describe(), sa.peer_error)
+        if notify.notify_type == NotifyType.AUTHENTICATION_FAILED:
+            # The initiator could not verify our AUTH (sec. 2.21.2): the SA is dead.
+            from ikev2.events import AuthenticationFailed
+
+            reason = "peer could not verify our AUTH (AUTHENTICATION_FAILED after IKE_AUTH)"
+            sa.emit(
+                AuthenticationFailed(sa.ike_sa_id, sa.name, "peer-rejected", reason, sa.remote_addr)
+            )
+            sa.after_response(
+                lambda when, why=reason: sa.destroy(when, why, NotifyType.AUTHENTICATION_FAILED)
+            )
+            return []
     if any(int(d.protocol) == ProtocolId.IKE for d in deletes):
         reason = "deleted by peer"
         if sa.state is IkeState.REKEYED:

@@ -189,6 +189,7 @@ class IkeInitTask(Task):
         self.ke: KeyExchange | None = None
         self.proposals: list[Proposal] | None = None
         self.ke_retried = False
+        self.received_notify: NotifyType | None = None
 
     def build(self, sa: IkeSa, now: float) -> list[Any]:
         sa.to("send_init" if sa.state.value == "CREATED" else "retry_init")
@@ -242,6 +243,7 @@ class IkeInitTask(Task):
             group = int.from_bytes(invalid_ke.data, "big")
             ours = {int(t.id) for p in self.proposals for t in transforms_of(p, TransformType.KE)}
             if self.ke_retried or group not in ours or group == self.ke_method:
+                self.received_notify = NotifyType.INVALID_KE_PAYLOAD
                 raise ProtocolError(
                     f"responder wants KE method {group}, which we do not offer "
                     f"(we offer {display_list(self.proposals)})",
@@ -259,7 +261,8 @@ class IkeInitTask(Task):
                     f": none of our IKE proposals was acceptable (we offered "
                     f"{', '.join(to_strongswan(p) for p in self.proposals)})"
                 )
-            raise ProtocolError(reason, NotifyType(int(error.notify_type)))
+            self.received_notify = NotifyType(int(error.notify_type))
+            raise ProtocolError(reason, self.received_notify)
         sa_payload = find(payloads, SaPayload)
         ke_payload = find(payloads, KePayload)
         if sa_payload is None or ke_payload is None or len(sa_payload.proposals) != 1:
@@ -291,11 +294,7 @@ class IkeInitTask(Task):
         return False
 
     def abort(self, sa: IkeSa, reason: str, now: float) -> None:
-        notify = None
-        for candidate in NotifyType:
-            if candidate.name in reason:
-                notify = candidate
-                break
+        notify = self.received_notify
         sa.emit(
             NegotiationFailed(
                 sa.ike_sa_id,

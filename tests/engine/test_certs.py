@@ -192,3 +192,16 @@ def test_certificate_sa_lifecycle(kind: str) -> None:
     net.pump()
     assert net.a.sas() == [] and net.b.sas() == []
     assert len(net.events("b", IkeSaDeleted)) == 2  # the rekeyed one and the new one
+
+
+def test_initiator_rejecting_responder_tells_it() -> None:
+    """A cannot verify B (B's CA is unknown to A): A sends AUTHENTICATION_FAILED in an
+    INFORMATIONAL (RFC 7296 sec. 2.21.2) and neither side keeps an SA."""
+    net = cert_pair("ecdsa", "ecdsa", trust_a=[ca("Other CA")[1]])
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    (failure_a,) = net.events("a", AuthenticationFailed)
+    assert failure_a.check == "unknown-ca" and "Other CA" in failure_a.reason
+    (failure_b,) = net.events("b", AuthenticationFailed)
+    assert failure_b.check == "peer-rejected"
+    assert net.a.sas() == [] and net.b.sas() == []
