@@ -397,7 +397,7 @@ class Daemon:
         state = self.ike_sas.get(event.ike_sa_id)
         if state is not None:
             state.children[event.child_sa_id] = event
-        routes = self.datapath.install_child(event)
+        routes = self.datapath.install_child(event, rekey_of=rekey_of)
         bound.info(
             "CHILD SA rekeyed" if rekey_of is not None else "CHILD SA established",
             child=event.child,

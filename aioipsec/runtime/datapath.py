@@ -62,6 +62,9 @@ HELD_PACKETS_SECONDS = 5.0
 ACQUIRE_INTERVAL = 3.0  # do not start a new negotiation for the same child more often
 # Policy priorities (lower first): those of installed SAs (possibly narrowed selectors)
 # before the wider trap policies of the configuration.
+# A rekey responder switches its outbound traffic to the new SA when the initiator deletes
+# the old one, or after this many seconds.
+OUTBOUND_SWITCH_MAX = 2.0
 SA_POLICY_PRIORITY = 100
 TRAP_POLICY_PRIORITY = 200
 DEFAULT_OUTER_MTU = 1500
@@ -85,6 +88,7 @@ class ChildEntry:
     selectors_out: list[Selector]
     installed_at: float  # wall clock
     event: ChildSaEstablished = field(repr=False)
+    outbound_active: bool = False  # sa_out is in the SAD (see install_child)
 
 
 def ts_selector_text(ts: TrafficSelectorRange) -> str:
@@ -182,6 +186,8 @@ class DataPath:
         self.children: dict[int, ChildEntry] = {}
         self._by_spi_in: dict[int, ChildEntry] = {}
         self._by_spi_out: dict[int, ChildEntry] = {}
+        # old child_sa_id -> the rekeyed entry whose outbound SA waits for its deletion
+        self._deferred_outbound: dict[int, ChildEntry] = {}
         self._reqids: dict[tuple[str, str], int] = {}
         self._reqid_names: dict[int, tuple[str, str]] = {}
         # reqid -> {selector: SPD index} for the policies of installed SAs and of traps.
@@ -265,9 +271,16 @@ class DataPath:
 
     # ------------------------------------------------------------------ SAs
 
-    def install_child(self, event: ChildSaEstablished) -> list[str]:
-        """Install both directions of a Child SA, its policies and routes (make-before-break:
-        outbound switches to the new SA at once; the old inbound SA stays until deleted)."""
+    def install_child(self, event: ChildSaEstablished, rekey_of: int | None = None) -> list[str]:
+        """Install both directions of a Child SA, its policies and routes.
+
+        Make-before-break (RFC 7296 sec. 2.8): the old inbound SA stays until it is
+        deleted. Outbound, the rekey *initiator* switches to the new SA at once (the peer
+        installed its inbound side before answering). The *responder* of a rekey keeps
+        sending on the old SA until the initiator deletes it, because the initiator
+        installs the new SA only when our response arrives: sending on it earlier loses
+        packets (strongSwan delays the responder's outbound SA the same way). A fallback
+        timer switches after ``OUTBOUND_SWITCH_MAX`` seconds in any case."""
         soft_bytes = event.rekey_bytes or None
         hard_bytes = event.life_bytes or None
         soft_packets = event.rekey_packets or None
@@ -321,7 +334,15 @@ class DataPath:
         )
         # SAD first, then the policies: a packet never finds a policy without its SA.
         self.sad.add(sa_in)
-        self.sad.add(sa_out)
+        defer = rekey_of is not None and not event.initiator and rekey_of in self.children
+        if defer:
+            assert rekey_of is not None
+            self._deferred_outbound[rekey_of] = entry
+            if self._loop is not None:
+                self._loop.call_later(OUTBOUND_SWITCH_MAX, self._activate_outbound, entry)
+        else:
+            self.sad.add(sa_out)
+            entry.outbound_active = True
         self.children[event.child_sa_id] = entry
         self._by_spi_in[event.spi_in] = entry
         self._by_spi_out[event.spi_out] = entry
@@ -335,12 +356,28 @@ class DataPath:
             self._send_protected(entry, memoryview(packet))
         return routes
 
+    def _activate_outbound(self, entry: ChildEntry) -> None:
+        """Start sending on a rekeyed SA whose outbound side we held back (responder)."""
+        if entry.outbound_active or entry.child_sa_id not in self.children:
+            return
+        self.sad.add(entry.sa_out)
+        entry.outbound_active = True
+        for old, pending in list(self._deferred_outbound.items()):
+            if pending is entry:
+                del self._deferred_outbound[old]
+
     def remove_child(self, child_sa_id: int) -> None:
         entry = self.children.pop(child_sa_id, None)
         if entry is None:
             return
+        successor = self._deferred_outbound.pop(child_sa_id, None)
+        if successor is not None:
+            # The initiator deleted the old SA: it has the new one; switch before the old
+            # outbound SA goes, so that no packet finds the reqid without an SA.
+            self._activate_outbound(successor)
         self.sad.delete(entry.sa_in)
-        self.sad.delete(entry.sa_out)
+        if entry.outbound_active:
+            self.sad.delete(entry.sa_out)
         self._by_spi_in.pop(entry.sa_in.spi, None)
         self._by_spi_out.pop(entry.sa_out.spi, None)
         if self.sad.lookup_outbound(entry.reqid) is None:

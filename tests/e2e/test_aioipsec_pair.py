@@ -131,9 +131,13 @@ def establish(pair: Pair) -> dict:
 
 
 def stop_both(pair: Pair) -> None:
+    """SIGTERM the left daemon, then the right: the left's DELETE must have removed the
+    right's SAs before the right goes (RFC 7296 sec. 1.4.1)."""
     for side in ("left", "right"):
         daemon: OurDaemon = getattr(pair, side)
         assert daemon.stop() == 0, f"{side} did not exit 0:\n{daemon.log_tail()}"
+        if side == "left":
+            assert pair.right.sas() == {}, "the right side still has SAs after the DELETE"
         namespace = pair.left_ns if side == "left" else pair.right_ns
         assert "ipsec0" not in namespace.run("ip", "-o", "link").stdout
         assert "lookup 220" not in namespace.run("ip", "rule").stdout
@@ -412,7 +416,8 @@ def test_pmtu_frag_needed_carries_the_tunnel_mtu(pair):
     too_big = str(size + 20)  # above the SA's MTU, below the new TUN MTU
     big = ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=1, extra=("-M", "do", "-s", too_big))
     capture.stop()
-    assert big.returncode != 0
+    assert big.returncode != 0, big.stdout
+    assert "Frag needed" in big.stdout + big.stderr, big.stdout + big.stderr
     errors = tshark(pair.workdir / "tun.pcap", "-Y", "icmp.type == 3 && icmp.code == 4",
                     "-T", "fields", "-e", "icmp.mtu")  # fmt: skip
     assert errors.split() and all(int(v) == tun_mtu for v in errors.split()), errors

@@ -18,7 +18,15 @@ import time
 
 import pytest
 
-from .helpers import OurDaemon, Side, assert_ping, child_of, requirements_or_skip, toml_config
+from .helpers import (
+    OurDaemon,
+    Side,
+    assert_ping,
+    child_of,
+    ping,
+    requirements_or_skip,
+    toml_config,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
@@ -94,12 +102,15 @@ def test_through_masquerading_nat_with_keepalives_and_mapping_change(lab, workdi
         assert all(line.split("\t") == ["ff", "192.168.2.1"] for line in keepalives), keepalives
         assert left_daemon.call("stats")["esp"]["keepalives_out"] >= 2
 
-        # A NAT mapping change: conntrack forgets UDP mappings after 1 s, so the next
-        # packets leave the NAT from a new random port.
+        # A NAT mapping change: conntrack forgets UDP mappings after 1 s of silence. The
+        # existing entry gets the short timeout at its next refresh (a keepalive within
+        # 2 s), expires 1 s later, and every later packet leaves the NAT from a new random
+        # port; pings 1.5 s apart each find a fresh mapping.
         for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
             nat.run("sysctl", "-q", "-w", f"net.netfilter.{key}=1")
-        time.sleep(2.5)
-        assert_ping(left, "10.1.0.1", "10.2.0.1", count=3)
+        time.sleep(4.5)
+        result = ping(left, "10.1.0.1", "10.2.0.1", count=3, extra=("-i", "1.5"))
+        assert result.returncode == 0, result.stdout
         stats = right_daemon.call("stats")["esp"]
         assert stats["nat_mapping_changes"] >= 1, stats
         events = [e.get("event") for e in right_daemon.log_events()]

@@ -148,3 +148,4 @@ def test_thin_path_with_strongswan(lab, workdir, initiator):
     # SIGTERM: we delete the IKE SA, charon sees it go, we exit 0.
     assert ours.stop() == 0
     assert "ipsec0" not in moon.run("ip", "-o", "link").stdout
+    assert charon.list_sas() == {}, "charon still has the SA: our DELETE did not arrive"
