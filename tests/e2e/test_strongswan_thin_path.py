@@ -43,7 +43,7 @@ MOON = Side(
 )
 
 
-def charon_conf() -> str:
+def charon_conf(child_rekey: str | None = None, ike_rekey: str | None = None) -> str:
     connection = {
         "local_addrs": MOON.peer_outer,
         "remote_addrs": MOON.outer,
@@ -58,6 +58,14 @@ def charon_conf() -> str:
             }
         },
     }
+    # With short lifetimes strongSwan's defaults (life = 1.1 x rekey, over_time = 10 %)
+    # leave no room for a rekey exchange: give explicit margins, no jitter.
+    if child_rekey is not None:
+        connection["children"]["net"].update(
+            {"rekey_time": child_rekey, "life_time": "20s", "rand_time": "0s"}
+        )
+    if ike_rekey is not None:
+        connection.update({"rekey_time": ike_rekey, "over_time": "20s", "rand_time": "0s"})
     secrets = {"ike-thin": {"id-1": MOON.local_id, "id-2": MOON.remote_id, "secret": PSK}}
     return (
         swanctl_section("connections", {"thin": connection}) + "\n"
@@ -149,3 +157,45 @@ def test_thin_path_with_strongswan(lab, workdir, initiator):
     assert ours.stop() == 0
     assert "ipsec0" not in moon.run("ip", "-o", "link").stdout
     assert charon.list_sas() == {}, "charon still has the SA: our DELETE did not arrive"
+
+
+@pytest.mark.timeout(120)
+def test_strongswan_rekeys_under_ping(lab, workdir):
+    """charon rekeys the Child SA every 4 s and the IKE SA every 7 s while 80 pings run
+    through the tunnel: we are the rekey responder (and the IKE rekey responder) and no
+    packet may be lost."""
+    requirements_or_skip()
+    moon, sun = lab.namespace("moon"), lab.namespace("sun")
+    lab.veth(moon, f"{MOON.outer}/24", sun, f"{MOON.peer_outer}/24")
+    moon.add_address("lo", f"{MOON.inner}/32")
+    sun.add_address("lo", "10.2.0.1/32")
+    charon = Charon(lab, sun, workdir / "charon")
+    charon.start()
+    charon.load(charon_conf(child_rekey="4s", ike_rekey="7s"))
+    ours = OurDaemon(lab, moon, toml_config(MOON, workdir), workdir)
+    ours.start()
+    try:
+        charon.initiate("net", "thin")
+        ours.wait_for_child("thin")
+        result = moon.run(
+            "ping", "-n", "-c", "80", "-i", "0.15", "-W", "2", "-I", MOON.inner, "10.2.0.1",
+            check=False, timeout=60,
+        )  # fmt: skip
+        assert " 0% packet loss" in result.stdout, result.stdout
+        events = [e.get("event") for e in ours.log_events()]
+        assert events.count("CHILD SA rekeyed") >= 2, events
+        assert events.count("IKE SA rekeyed") >= 1, events
+        assert_ping(moon, MOON.inner, "10.2.0.1", count=2)
+        # Both sides agree on the current pair (charon may still list a rekeyed SA that
+        # is being deleted next to it).
+        child = child_of(ours.sas()["thin"])
+        theirs = charon.list_sas("thin")["thin"]
+        installed = [c for c in theirs["child-sas"].values() if c["state"] == "INSTALLED"]
+        assert any(
+            c["spi-in"] == child["spi-out"] and c["spi-out"] == child["spi-in"] for c in installed
+        ), (child, installed)
+    except BaseException:
+        print("--- our log ---\n" + ours.log_tail(80))
+        print("--- charon log ---\n" + charon.log_tail(80))
+        raise
+    assert ours.stop() == 0
