@@ -493,29 +493,87 @@ def _transport_summary(proto: int, data: bytes) -> str:
 # ---------------------------------------------------------------------------- frames
 
 
-def _ip_payload(raw: bytes) -> tuple[str, str, int, bytes] | None:
-    """(src, dst, protocol, payload) of an IPv4/IPv6 packet; None for a non-first fragment
-    or something that is not IP. IPv6 extension headers 0/43/60 are skipped."""
-    if not raw:
+class IpReassembler:
+    """IPv4 and IPv6 fragment reassembly (RFC 791, RFC 8200 sec. 4.5) for the decoder: a
+    large IKE_AUTH (certificates) without IKE fragmentation arrives in IP fragments.
+
+    :meth:`packet` returns ``(src, dst, protocol, payload)`` of a whole packet -- at the
+    frame of its last missing fragment -- or None (an incomplete fragment, not IP). Bounded:
+    at most ``max_pending`` packets in reassembly, the oldest are forgotten first.
+    """
+
+    def __init__(self, max_pending: int = 64) -> None:
+        self.max_pending = max_pending
+        self._pending: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.last_was_fragment = False
+
+    def packet(self, raw: bytes) -> tuple[str, str, int, bytes] | None:
+        self.last_was_fragment = False
+        if not raw:
+            return None
+        version = raw[0] >> 4
+        if version == 4 and len(raw) >= 20:
+            return self._ipv4(raw)
+        if version == 6 and len(raw) >= 40:
+            return self._ipv6(raw)
         return None
-    version = raw[0] >> 4
-    if version == 4 and len(raw) >= 20:
+
+    def _ipv4(self, raw: bytes) -> tuple[str, str, int, bytes] | None:
         ihl = (raw[0] & 0x0F) * 4
         total = struct.unpack_from("!H", raw, 2)[0]
-        fragment = struct.unpack_from("!H", raw, 6)[0]
-        if fragment & 0x1FFF:
-            return None
-        return _address(raw[12:16]), _address(raw[16:20]), raw[9], raw[ihl : max(total, ihl)]
-    if version == 6 and len(raw) >= 40:
+        ident, fragment = struct.unpack_from("!HH", raw, 4)
+        src, dst, protocol = _address(raw[12:16]), _address(raw[16:20]), raw[9]
+        payload = raw[ihl : max(total, ihl)]
+        offset, more = (fragment & 0x1FFF) * 8, bool(fragment & 0x2000)
+        if not offset and not more:
+            return src, dst, protocol, payload
+        whole = self._add((4, src, dst, ident, protocol), offset, more, payload, protocol)
+        return None if whole is None else (src, dst, whole[1], whole[0])
+
+    def _ipv6(self, raw: bytes) -> tuple[str, str, int, bytes] | None:
         length = struct.unpack_from("!H", raw, 4)[0]
         next_header, offset = raw[6], 40
         end = 40 + length
         while next_header in (0, 43, 60) and offset + 8 <= end:
             next_header, offset = raw[offset], offset + 8 * (raw[offset + 1] + 1)
-        if next_header == 44:
+        src, dst = _address(raw[8:24]), _address(raw[24:40])
+        if next_header != 44:
+            return src, dst, next_header, raw[offset:end]
+        if offset + 8 > end:
             return None
-        return _address(raw[8:24]), _address(raw[24:40]), next_header, raw[offset:end]
-    return None
+        inner_next = raw[offset]
+        bits, ident = struct.unpack_from("!HI", raw, offset + 2)
+        first = (bits & 0xFFF8) == 0
+        whole = self._add((6, src, dst, ident), bits & 0xFFF8, bool(bits & 1),
+                          raw[offset + 8 : end], inner_next if first else None)  # fmt: skip
+        return None if whole is None else (src, dst, whole[1], whole[0])
+
+    def _add(
+        self, key: tuple[Any, ...], offset: int, more: bool, data: bytes, protocol: int | None
+    ) -> tuple[bytes, int] | None:
+        """Store one fragment; (payload, upper-layer protocol) once the packet is whole."""
+        self.last_was_fragment = True
+        entry = self._pending.setdefault(key, {"pieces": {}, "total": None, "protocol": None})
+        entry["pieces"][offset] = data
+        if protocol is not None:
+            entry["protocol"] = protocol  # IPv6: only the first fragment says (RFC 8200)
+        if not more:
+            entry["total"] = offset + len(data)
+        while len(self._pending) > self.max_pending:
+            del self._pending[next(iter(self._pending))]
+        if entry["total"] is None or entry["protocol"] is None:
+            return None
+        joined, position = b"", 0
+        for start in sorted(entry["pieces"]):
+            if start > position:
+                return None  # a hole: wait for more
+            piece = entry["pieces"][start]
+            joined += piece[max(0, position - start) :]
+            position = max(position, start + len(piece))
+        if position < entry["total"]:
+            return None
+        self._pending.pop(key, None)
+        return joined[: entry["total"]], int(entry["protocol"])
 
 
 def classify_udp(sport: int, dport: int, payload: bytes, ike_ports: set[int],
@@ -568,11 +626,14 @@ def decode_capture(
     ike_decryptor = IkeDecryptor(ike_keys)
     esp_decryptor = EspDecryptor(esp_keys)
     ike_set, natt_set = set(ike_ports), set(natt_ports)
+    fragments = IpReassembler()
     for number, (timestamp, raw) in enumerate(_read_frames(path), start=1):
         record: dict[str, Any] = {"frame": number, "time": timestamp}
-        ip = _ip_payload(raw) if raw is not None else None
+        ip = fragments.packet(raw) if raw is not None else None
         if ip is None:
             record["kind"] = "other"
+            if fragments.last_was_fragment:
+                record["ip_fragment"] = True
             yield record
             continue
         src, dst, protocol, payload = ip

@@ -117,3 +117,33 @@ def test_cli_json_lines() -> None:
     assert [line["frame"] for line in lines] == [1, 2, 3, 4]
     expected = [json_record(r) for r in decode_capture(CCM, load_ikev2_table(IKE_TABLE))]
     assert lines == json.loads(json.dumps(expected))
+
+
+def test_ip_fragments_are_reassembled_like_tshark(tmp_path: Path) -> None:
+    """IKE messages in IPv4 fragments (one set out of order) and IPv6 fragments (scapy's
+    fragment/fragment6), decoded at the frame of the last fragment, as tshark does."""
+    from scapy.layers.inet import IP, UDP, fragment
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import rdpcap, wrpcap
+
+    frames = []
+    for index, packet in enumerate(rdpcap(str(CCM))):
+        ip = packet[IP]
+        udp = bytes(ip[UDP])
+        v4 = fragment(IP(src=ip.src, dst=ip.dst, id=0x100 + index, proto=17) / udp, 64)
+        if index == 0:
+            v4 = list(reversed(v4))
+        frames += [Ether() / f for f in v4]
+        v6 = IPv6(src=f"2001:db8::{index % 2 + 1}", dst=f"2001:db8::{2 - index % 2}")
+        v6 = v6 / IPv6ExtHdrFragment(id=0x200 + index) / UDP(udp)
+        v6[UDP].chksum = None
+        frames += [Ether() / f for f in fragment6(v6, 120)]
+    capture = tmp_path / "fragments.pcap"
+    wrpcap(str(capture), frames)
+    records = _agree(capture, IKE_TABLE)
+    ike = [r for r in records if r["kind"] == "ike"]
+    assert len(ike) == 8  # 4 messages, each over IPv4 and over IPv6
+    assert sum(bool(r.get("ip_fragment")) for r in records) == len(records) - 8
+    informational = [r["payloads"] for r in ike if r["exchange"] == "INFORMATIONAL"]
+    assert informational == [[{"SK": ["DELETE"]}]] * 2 + [[{"SK": []}]] * 2
