@@ -424,7 +424,7 @@ def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     response += [p for p in auth_payloads if not isinstance(p, CertPayload)]
     sa.to("recv_auth_request")
     on_established(sa, now)
-    if find_all(payloads, type(find(payloads, AuthPayload))) and _has_child(payloads):
+    if _has_child(payloads):
         try:
             child, sa_payloads, ts, _ = respond_child(
                 sa, payloads, sa.nonce_i, sa.nonce_r, now, with_ke=False, exchange="IKE_AUTH"
