@@ -99,6 +99,9 @@ class Dispatcher:
         # Responder SAs by (initiator SPI, peer address) for as long as they live: a late
         # copy of an IKE_SA_INIT request must reach its SA, not open a new one.
         self._half_open: dict[tuple[bytes, str], IkeSa] = {}
+        # Responder SAs not yet through IKE_AUTH, per peer address (cookie/block limits).
+        self._pending_by_host: dict[str, set[int]] = {}
+        self._pending_host: dict[int, str] = {}
         self._sas: dict[int, IkeSa] = {}
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
@@ -283,11 +286,19 @@ class Dispatcher:
         sa.receive_message(msg, remote_addr, local_addr, now)
 
     def _half_open_count(self, host: str | None = None) -> int:
-        return sum(
-            1
-            for (_, peer), sa in self._half_open.items()
-            if sa.alive and not sa.established and (host is None or peer == host)
-        )
+        """Responder SAs that answered IKE_SA_INIT and wait for IKE_AUTH (O(1))."""
+        if host is None:
+            return sum(len(ids) for ids in self._pending_by_host.values())
+        return len(self._pending_by_host.get(host, ()))
+
+    def _no_longer_half_open(self, sa: IkeSa) -> None:
+        host = self._pending_host.pop(sa.ike_sa_id, None)
+        if host is not None:
+            ids = self._pending_by_host.get(host)
+            if ids is not None:
+                ids.discard(sa.ike_sa_id)
+                if not ids:
+                    del self._pending_by_host[host]
 
     def _receive_init_request(
         self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
@@ -371,6 +382,8 @@ class Dispatcher:
             return
         self._register(sa)
         self._half_open[key] = sa
+        self._pending_by_host.setdefault(host, set()).add(sa.ike_sa_id)
+        self._pending_host[sa.ike_sa_id] = host
         sa.timers.set("half_open", now + limits.half_open_timeout)
 
     def _refuse_critical(
@@ -469,6 +482,7 @@ class Dispatcher:
                 self._forget(sa)
 
     def _forget(self, sa: IkeSa) -> None:
+        self._no_longer_half_open(sa)
         self._sas.pop(sa.ike_sa_id, None)
         if self._by_spi.get(sa.our_spi) is sa:
             del self._by_spi[sa.our_spi]
@@ -482,6 +496,7 @@ class Dispatcher:
 
     def _on_event(self, sa: IkeSa, event: Event, now: float) -> None:
         if isinstance(event, IkeSaEstablished):
+            self._no_longer_half_open(sa)
             for child in self._pending_children.pop(sa.ike_sa_id, []):
                 sa.create_child(child, now)
             old = self._reauth.pop(sa.ike_sa_id, None)
