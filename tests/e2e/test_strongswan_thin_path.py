@@ -160,10 +160,11 @@ def test_thin_path_with_strongswan(lab, workdir, initiator):
 
 
 @pytest.mark.timeout(120)
-def test_strongswan_rekeys_under_ping(lab, workdir):
-    """charon rekeys the Child SA every 4 s and the IKE SA every 7 s while 80 pings run
-    through the tunnel: we are the rekey responder (and the IKE rekey responder) and no
-    packet may be lost."""
+@pytest.mark.parametrize("rekeyer", ["charon", "aioipsec"])
+def test_rekeys_under_ping_with_strongswan(lab, workdir, rekeyer):
+    """One side rekeys the Child SA every 4 s and the IKE SA every 7 s while 80 pings run
+    through the tunnel; the other side answers. No packet may be lost, whichever side
+    initiates the rekeys (the responder must not send on the new SA too early)."""
     requirements_or_skip()
     moon, sun = lab.namespace("moon"), lab.namespace("sun")
     lab.veth(moon, f"{MOON.outer}/24", sun, f"{MOON.peer_outer}/24")
@@ -171,8 +172,15 @@ def test_strongswan_rekeys_under_ping(lab, workdir):
     sun.add_address("lo", "10.2.0.1/32")
     charon = Charon(lab, sun, workdir / "charon")
     charon.start()
-    charon.load(charon_conf(child_rekey="4s", ike_rekey="7s"))
-    ours = OurDaemon(lab, moon, toml_config(MOON, workdir), workdir)
+    fast = rekeyer == "charon"
+    charon.load(charon_conf(child_rekey="4s" if fast else None, ike_rekey="7s" if fast else None))
+    options = {}
+    if rekeyer == "aioipsec":
+        options = {
+            "child_options": {"rekey_time": "4s", "life_time": "20s", "rand_time": "0s"},
+            "connection_options": {"rekey_time": "7s", "over_time": "20s", "rand_time": "0s"},
+        }
+    ours = OurDaemon(lab, moon, toml_config(MOON, workdir, **options), workdir)
     ours.start()
     try:
         charon.initiate("net", "thin")
