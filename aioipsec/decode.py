@@ -592,25 +592,63 @@ def classify_udp(sport: int, dport: int, payload: bytes, ike_ports: set[int],
     return "other", payload
 
 
+# Link-layer types (https://www.tcpdump.org/linktypes.html) and how to find the IP header.
+LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
+LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 113, 228, 229, 276
+_RAW_IP_TYPES = {LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14}  # 12/14: DLT_RAW on BSDs
+_VLAN_ETHERTYPES = {0x8100, 0x88A8, 0x9100}
+_IP_ETHERTYPES = {0x0800, 0x86DD}
+
+
+def ip_from_link(linktype: int, frame: bytes) -> bytes | None:
+    """The IP packet inside one captured frame, or None (not IP, or a link type we do not
+    know): Ethernet (with 802.1Q/802.1ad tags), Linux cooked v1/v2 (``tcpdump -i any``),
+    raw IP, BSD loopback."""
+    if linktype in _RAW_IP_TYPES:
+        return frame
+    if linktype == LINKTYPE_ETHERNET:
+        offset, ethertype = 14, int.from_bytes(frame[12:14], "big") if len(frame) >= 14 else 0
+        while ethertype in _VLAN_ETHERTYPES and len(frame) >= offset + 4:
+            ethertype = int.from_bytes(frame[offset + 2 : offset + 4], "big")
+            offset += 4
+    elif linktype == LINKTYPE_LINUX_SLL and len(frame) >= 16:
+        offset, ethertype = 16, int.from_bytes(frame[14:16], "big")
+    elif linktype == LINKTYPE_LINUX_SLL2 and len(frame) >= 20:
+        offset, ethertype = 20, int.from_bytes(frame[0:2], "big")
+    elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP) and len(frame) >= 4:
+        family = int.from_bytes(frame[:4], "little" if linktype == LINKTYPE_NULL else "big")
+        if family not in (2, 24, 28, 30) and linktype == LINKTYPE_NULL:
+            family = int.from_bytes(frame[:4], "big")  # written on a big-endian host
+        return frame[4:] if family in (2, 24, 28, 30) else None
+    else:
+        return None
+    return frame[offset:] if ethertype in _IP_ETHERTYPES else None
+
+
 def _read_frames(path: str | Path) -> Iterator[tuple[float, bytes | None]]:
-    """(time, raw IP packet or None) per frame, through scapy's pcap/pcapng readers."""
+    """(time, raw IP packet or None) per frame. scapy reads the pcap/pcapng container
+    (its raw readers: no dissection); the link layer is ours (:func:`ip_from_link`)."""
     try:
         from scapy.error import Scapy_Exception
-        from scapy.layers.inet import IP
-        from scapy.layers.inet6 import IPv6
-        from scapy.utils import PcapReader
+        from scapy.utils import RawPcapReader
     except ImportError:
         raise DecodeError(
             "reading captures needs scapy: pip install 'aioipsec[decode]' (or pip install scapy)"
         ) from None
     try:
-        reader = PcapReader(str(path))
+        reader = RawPcapReader(str(path))
     except (OSError, Scapy_Exception) as error:
         raise DecodeError(f"cannot read {path}: {error}") from None
     with reader:
-        for packet in reader:
-            layer = packet.getlayer(IP) or packet.getlayer(IPv6)
-            yield float(packet.time), bytes(layer) if layer is not None else None
+        for frame, meta in reader:
+            linktype = getattr(meta, "linktype", None)
+            if linktype is None:
+                linktype = reader.linktype
+            if hasattr(meta, "tshigh"):  # pcapng: 64-bit timestamp in tsresol units
+                stamp = ((meta.tshigh << 32) | meta.tslow) / meta.tsresol
+            else:
+                stamp = meta.sec + meta.usec / (1e9 if getattr(reader, "nano", False) else 1e6)
+            yield float(stamp), ip_from_link(int(linktype), bytes(frame))
 
 
 def decode_capture(

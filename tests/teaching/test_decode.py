@@ -147,3 +147,27 @@ def test_ip_fragments_are_reassembled_like_tshark(tmp_path: Path) -> None:
     assert sum(bool(r.get("ip_fragment")) for r in records) == len(records) - 8
     informational = [r["payloads"] for r in ike if r["exchange"] == "INFORMATIONAL"]
     assert informational == [[{"SK": ["DELETE"]}]] * 2 + [[{"SK": []}]] * 2
+
+
+@pytest.mark.parametrize(
+    "linktype",
+    ["ethernet", "vlan", "qinq", "sll", "sll2", "raw", "loopback"],
+)
+def test_link_layers_built_by_scapy(linktype: str) -> None:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether, Loopback
+
+    from aioipsec.decode import ip_from_link
+
+    ip = IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4500, dport=4500) / b"\xff"
+    frames = {
+        "ethernet": (1, Ether() / ip),
+        "vlan": (1, Ether() / Dot1Q(vlan=7) / ip),
+        "qinq": (1, Ether() / Dot1AD(vlan=3) / Dot1Q(vlan=7) / ip),
+        "sll": (113, CookedLinux(proto=0x0800) / ip),
+        "sll2": (276, CookedLinuxV2(proto=0x0800) / ip),
+        "raw": (101, ip),
+        "loopback": (0, Loopback(type=2) / ip),
+    }
+    number, frame = frames[linktype]
+    assert ip_from_link(number, bytes(frame)) == bytes(ip)
