@@ -47,6 +47,7 @@ from aioipsec.wireshark_keys import (
     load_esp_table,
     load_ikev2_table,
 )
+from ikev2.crypto.sk import is_aead
 from ikev2.enums import (
     AuthMethod,
     CertEncoding,
@@ -409,9 +410,12 @@ class EspDecryptor:
         from ikev2.enums import IntegId
 
         if index not in self._transforms:
-            if entry.encr is None or entry.icv_bits is not None:
+            if entry.encr is None or (entry.icv_bits is not None and is_aead(entry.encr)):
                 why = f"{entry.encryption_name!r}/{entry.authentication_name!r} not supported"
                 self._transforms[index] = why
+            elif entry.icv_bits is not None:
+                # Wireshark's "ANY n bit authentication [no checking]": skip the ICV
+                self._transforms[index] = _UncheckedIcv(entry, entry.icv_bits // 8)
             elif entry.integ is None:
                 self._transforms[index] = f"{entry.authentication_name!r} not known here"
             else:
@@ -436,6 +440,10 @@ class EspDecryptor:
             transform = self._transform(index, entry)
             if isinstance(transform, str):
                 return {"decrypted": False, "error": transform}
+            if isinstance(transform, _UncheckedIcv):
+                esp, transform = esp[: len(esp) - transform.icv_size], transform.transform
+                if isinstance(transform, str):
+                    return {"decrypted": False, "error": transform}
             size = transform.plaintext_size(len(esp))
             if size < 2:
                 return {"decrypted": False, "error": "too short for its transform"}
@@ -456,6 +464,41 @@ class EspDecryptor:
                 "inner_summary": summarize_inner(next_header, inner),
             }
         return {"decrypted": False, "error": "no matching esp_sa row"} if self._entries else {}
+
+
+class _UncheckedIcv:
+    """An esp_sa row with "ANY n bit authentication [no checking]": the ICV is cut off
+    unverified and the rest decrypted without integrity (Wireshark does the same)."""
+
+    def __init__(self, entry: EspKeyEntry, icv_size: int) -> None:
+        from esp.errors import InvalidKey, UnsupportedAlgorithm
+        from esp.transforms import make_transform
+        from ikev2.enums import EncrId, IntegId
+
+        self.icv_size = icv_size
+        self.transform: Any
+        assert entry.encr is not None
+        if entry.encr == EncrId.ENCR_NULL:
+            self.transform = _NullCipher()
+            return
+        try:
+            self.transform = make_transform(entry.encr, entry.encr_key, IntegId.NONE,
+                                            allow_no_integrity=True)  # fmt: skip
+        except (InvalidKey, UnsupportedAlgorithm, ValueError) as error:
+            self.transform = f"cannot use the esp_sa row: {error}"
+
+
+class _NullCipher:
+    """ENCR_NULL without integrity: the payload is the plaintext (RFC 2410)."""
+
+    iv_size = icv_size = 0
+
+    def plaintext_size(self, packet_len: int) -> int:
+        return packet_len - 8
+
+    def open(self, packet: memoryview, seq: int, esn: bool, out: memoryview) -> int:
+        out[: len(packet) - 8] = packet[8:]
+        return len(packet) - 8
 
 
 def summarize_inner(next_header: int, inner: bytes) -> str:

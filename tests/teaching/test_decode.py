@@ -171,3 +171,33 @@ def test_link_layers_built_by_scapy(linktype: str) -> None:
     }
     number, frame = frames[linktype]
     assert ip_from_link(number, bytes(frame)) == bytes(ip)
+
+
+@pytest.mark.parametrize("crypt", ["AES-CBC", "NULL"])
+def test_esp_any_bit_authentication_rows_like_tshark(tmp_path: Path, crypt: str) -> None:
+    """esp_sa rows with "ANY 96 bit authentication [no checking]": ESP made by scapy's own
+    implementation with HMAC-SHA1-96, decoded without checking the ICV, as tshark does."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.ipsec import ESP, SecurityAssociation
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    key = bytes(range(16)) if crypt == "AES-CBC" else None
+    sa = SecurityAssociation(ESP, spi=0x01020304, crypt_algo=crypt, crypt_key=key,
+                             auth_algo="HMAC-SHA1-96", auth_key=b"\x42" * 20,
+                             tunnel_header=IP(src="192.0.2.1", dst="192.0.2.2"))  # fmt: skip
+    packets = [Ether() / sa.encrypt(IP(src="10.1.0.1", dst="10.2.0.1") / ICMP(id=0x5151, seq=n))
+               for n in (1, 2)]  # fmt: skip
+    capture = tmp_path / "any.pcap"
+    wrpcap(str(capture), packets)
+    name = "AES-CBC [RFC3602]" if crypt == "AES-CBC" else "NULL"
+    table = tmp_path / "esp_sa"
+    table.write_text(
+        f'"IPv4","192.0.2.1","192.0.2.2","0x01020304","{name}",'
+        f'"{"0x" + key.hex() if key else ""}","ANY 96 bit authentication [no checking]",""\n'
+    )
+    records = _agree(capture, esp_table=table)
+    assert [r["inner_summary"] for r in records] == [
+        "IPv4 10.1.0.1 -> 10.2.0.1 ICMP echo request id 0x5151 seq 1",
+        "IPv4 10.1.0.1 -> 10.2.0.1 ICMP echo request id 0x5151 seq 2",
+    ]
