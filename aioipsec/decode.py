@@ -100,7 +100,7 @@ PAYLOAD_SHORT = {
     PayloadType.CERT: "CERT",
     PayloadType.CERTREQ: "CERTREQ",
     PayloadType.AUTH: "AUTH",
-    PayloadType.NONCE: "N(once)",
+    PayloadType.NONCE: "Nonce",
     PayloadType.NOTIFY: "N",
     PayloadType.DELETE: "D",
     PayloadType.VENDOR_ID: "V",
