@@ -25,6 +25,14 @@ def test_every_block_is_current_explain_output() -> None:
         assert block in lines, block[:200]
 
 
+def test_page_is_the_template_filled_with_todays_output() -> None:
+    """If this fails after an engine change: python -m tests.teaching.regenerate_walkthrough
+    and read the diff (the prose around the blocks may need an update too)."""
+    from tests.teaching.regenerate_walkthrough import TEMPLATE, explain_output, render
+
+    assert DOC.read_text() == render(TEMPLATE.read_text(), explain_output())
+
+
 @pytest.mark.parametrize(
     "dotted",
     sorted(set(re.findall(r"`(ikev2\.[a-z_.]+[A-Za-z_]+)", DOC.read_text()))),
