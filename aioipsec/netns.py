@@ -137,6 +137,17 @@ class Namespace:
         self.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         self.run("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
 
+    def wait_reachable(self, address: str, timeout: float = 5.0) -> bool:
+        """Ping ADDRESS until it answers (True) or TIMEOUT passes. Right after a veth comes up,
+        IPv6 neighbour discovery can leave the first packets unanswered for about a second;
+        waiting here keeps that second out of the measurements that follow."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.run("ping", "-c", "1", "-W", "1", address, check=False, timeout=5)
+            if result.returncode == 0:
+                return True
+        return False
+
     def nft(self, script: str) -> None:
         """Load an nftables script (``nft -f -``) inside the namespace."""
         self.run("nft", "-f", "-", input_text=script)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import re
 import subprocess
 import time
@@ -153,6 +154,9 @@ class Scenario:
     # IKE_AUTH is expected to travel in RFC 7383 fragments both ways (large certificates):
     # checked in charon's log ("splitting IKE message", "reassembled fragmented IKE message").
     expect_ike_fragments: bool = False
+    # > 0: after the checks, iperf3 TCP from the initiator's inner address to the responder's
+    # for this many seconds (a figure, not a check: the run records it in iperf_mbps).
+    iperf_seconds: float = 0.0
     encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
     ping_count: int = 3
     establish_timeout: float = 20.0
@@ -285,6 +289,8 @@ def build_topology(lab: Lab, scenario: Scenario) -> Topology:
         )
         seen_as = initiator_outer
         interfaces.update(initiator=initiator_if, responder=responder_if)
+    if not initiator.wait_reachable(responder_outer):
+        raise RuntimeError(f"the responder's outer address {responder_outer} does not answer")
     for side, namespace in (("initiator", initiator), ("responder", responder)):
         inner = ipaddress.ip_address(scenario.inner_address(side))  # type: ignore[arg-type]
         namespace.add_address("lo", f"{inner}/{inner.max_prefixlen}")
@@ -588,6 +594,8 @@ class ScenarioRun:
     rebind_ports: tuple[str, ...] | None = None  # NAT source ports seen on the wire, in order
     notes: list[str] = field(default_factory=list)  # observations that do not fail the run
     action_seconds: dict[str, float] = field(default_factory=dict)
+    iperf_mbps: float | None = None
+    iperf_retransmits: int | None = None
     pings_after_actions: dict[str, PingResult] = field(default_factory=dict)
     initiator_sas: dict[str, Any] = field(default_factory=dict)
     responder_sas: dict[str, Any] = field(default_factory=dict)
@@ -726,6 +734,33 @@ def _rebind(
         )
 
 
+def _iperf(run: ScenarioRun, lab: Lab, topology: Topology, workdir: Path) -> None:
+    """iperf3 TCP through the tunnel, initiator -> responder (the inner addresses)."""
+    scenario = run.scenario
+    server_address = scenario.inner_address("responder")
+    server = lab.start(
+        topology.responder,
+        ["iperf3", "-s", "-1", "--forceflush", "-B", server_address, "-p", "5201"],
+        log=workdir / "iperf3-server.log",
+    )
+    if not server.wait_for_log("Server listening", timeout=10):
+        run.problems.append(f"iperf3 server did not start: {server.log_text()[-300:]}")
+        return
+    result = topology.initiator.run(
+        "iperf3", "-c", server_address, "-B", scenario.inner_address("initiator"),
+        "-p", "5201", "-t", str(scenario.iperf_seconds), "-J",
+        check=False, timeout=scenario.iperf_seconds + 30,
+    )  # fmt: skip
+    server.stop()
+    try:
+        report = json.loads(result.stdout)
+        summary = report["end"]["sum_received"]
+        run.iperf_mbps = summary["bits_per_second"] / 1e6
+        run.iperf_retransmits = report["end"]["sum_sent"].get("retransmits")
+    except (ValueError, KeyError) as exc:
+        run.problems.append(f"iperf3 failed ({exc}): {(result.stdout + result.stderr)[-300:]}")
+
+
 def _fragment_problems(peers: Mapping[Side, InteropPeer]) -> list[str]:
     problems = []
     for side, peer in peers.items():
@@ -784,6 +819,8 @@ def run_scenario(
             run.problems.append("ping: nothing came back through the tunnel")
         if capture is not None and not run.problems:
             _rebind(run, topology, peers, capture)
+        if scenario.iperf_seconds > 0 and not run.problems:
+            _iperf(run, lab, topology, workdir)
         for action in scenario.actions:
             if run.problems:
                 break

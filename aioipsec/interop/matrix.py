@@ -10,6 +10,7 @@ tests/interop/test_matrix.py runs the same rows under pytest.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -128,12 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--keep", action="store_true", help="keep /tmp/aioipsec-mx-* (logs)")
     parser.add_argument(
+        "--iperf",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also measure iperf3 TCP through each tunnel for SECONDS",
+    )
+    parser.add_argument(
         "--key-debug",
         action="store_true",
         help="charon logs derived keys (ike/enc 4): for a key mismatch; implies --keep",
     )
     args = parser.parse_args(argv)
     rows = [s for s in MATRIX if args.pattern in s.name]
+    if args.iperf > 0:
+        rows = [dataclasses.replace(s, iperf_seconds=args.iperf) for s in rows]
     if args.list:
         for scenario in rows:
             print(scenario.name)
@@ -158,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {problem.splitlines()[0][:200]}")
         for note in run.notes if run else []:
             print(f"    note: {note}")
+        if run and run.iperf_mbps is not None:
+            print(f"    iperf3: {run.iperf_mbps:.0f} Mbit/s, {run.iperf_retransmits} retransmits")
         for action, seconds in (run.action_seconds if run else {}).items():
             print(f"    {action}: {seconds * 1000:.0f} ms")
         if keep:
