@@ -125,6 +125,10 @@ class Daemon:
                 directory=str(save_keys),
             )
 
+        # The ports first: a second daemon (or charon) holding 500/4500 must make us fail
+        # before we touch the TUN device or the routing rules another daemon may use.
+        bound = await self._bind_ports()
+
         tun = TunDevice.create(self.tun_name, mtu=self._initial_tun_mtu())
         self._cleanups.append(tun.close)
         self.routes = RouteManager(tun)
@@ -144,7 +148,7 @@ class Daemon:
             exporter=self.exporter,
         )
 
-        await self._open_sockets()
+        self._start_sockets(bound)
         self.datapath.start(self.loop)
         self._cleanups.append(self.datapath.close)
 
@@ -184,22 +188,32 @@ class Daemon:
         # inner MTU as soon as one is installed (DataPath._update_tun_mtu).
         return DEFAULT_TUN_MTU
 
-    async def _open_sockets(self) -> None:
-        assert self.datapath is not None
+    async def _bind_ports(self) -> list[tuple[socket.AddressFamily, IkePort500, Any]]:
+        """Bind UDP 500 (asyncio-dgram) and 4500 (plain socket) for IPv4 and IPv6."""
         families = [("0.0.0.0", socket.AF_INET)]
         if socket.has_ipv6 and _ipv6_enabled():
             families.append(("::", socket.AF_INET6))
+        bound = []
         for host, family in families:
             port500 = await IkePort500.bind(host, self.ike_port)
-            self.port500.append(port500)
             self._cleanups.append(port500.close)
+            udp_socket = open_udp_socket(host, self.nat_t_port)
+            self._cleanups.append(udp_socket.close)
+            bound.append((family, port500, udp_socket))
+        return bound
+
+    def _start_sockets(self, bound: list[tuple[socket.AddressFamily, IkePort500, Any]]) -> None:
+        """Start reading the bound ports, and the raw ESP sockets."""
+        assert self.datapath is not None
+        for family, port500, udp_socket in bound:
+            self.port500.append(port500)
             self._tasks.append(
                 self.loop.create_task(
                     port500.receive_forever(self._received_on_500), name=f"ike500-{family.name}"
                 )
             )
             udp = DrainingSocket(
-                open_udp_socket(host, self.nat_t_port),
+                udp_socket,
                 self._received_on_4500,
                 f"udp{self.nat_t_port}-{'v6' if family == socket.AF_INET6 else 'v4'}",
             )

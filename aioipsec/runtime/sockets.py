@@ -155,11 +155,13 @@ class DrainingSocket:
 
 
 def open_udp_socket(host: str, port: int) -> socket.socket:
-    """A bound, marked, non-blocking UDP socket with large buffers (port 4500)."""
+    """A bound, marked, non-blocking UDP socket with large buffers (port 4500).
+
+    No SO_REUSEADDR: on UDP it would let a second daemon bind the same port silently and
+    steal half the datagrams; UDP has no TIME_WAIT that would make it useful."""
     family = family_of(host)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         _mark(sock)
@@ -227,7 +229,6 @@ class IkePort500:
         # and handed to asyncio-dgram, which reads it through an asyncio transport.
         sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if sock.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             _mark(sock)

@@ -109,3 +109,36 @@ def test_missing_config_file(lab, workdir):
         assert str(missing) in output, f"{entry}:\n{output}"
         assert "Traceback" not in output, f"{entry}:\n{output}"
         assert "ipsec0" not in namespace.run("ip", "-o", "link", "show").stdout
+
+
+def test_start_failure_leaves_nothing_and_spares_the_running_daemon(lab, workdir):
+    """A second daemon in a namespace where the IKE ports are taken: a clear error, exit
+    status 1, no TUN device of its own, and the first daemon's rule and socket untouched."""
+    requirements_or_skip()
+    pytest.importorskip("ikev2.dispatcher")
+    from .helpers import OurDaemon, Side, toml_config
+
+    namespace = lab.namespace("two")
+    side = Side("site", "192.168.9.1", "10.1.0.1", "10.1.0.0/24", "192.168.9.2",
+                "10.2.0.0/24", "a.example", "b.example")  # fmt: skip
+    first_dir, second_dir = workdir / "first", workdir / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = OurDaemon(lab, namespace, toml_config(side, first_dir), first_dir)
+    first.start()
+    second_config = toml_config(side, second_dir)
+    second_config.write_text(second_config.read_text().replace('"ipsec0"', '"ipsec1"'))
+    result = namespace.run(
+        sys.executable, "-m", "aioipsec.daemon", "-c", str(second_config), check=False,
+        timeout=60,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "port 500" in output and "Traceback" not in output, output
+    assert "ipsec1" not in namespace.run("ip", "-o", "link").stdout
+    assert not (second_dir / "control.sock").exists()
+    # The first daemon still has its device, its rule and its control socket.
+    assert "ipsec0" in namespace.run("ip", "-o", "link").stdout
+    assert "lookup 220" in namespace.run("ip", "rule").stdout
+    assert first.call("stats")["ike-sas"] == 0
+    assert first.stop() == 0
