@@ -447,9 +447,14 @@ class EspDecryptor:
             size = transform.plaintext_size(len(esp))
             if size < 2:
                 return {"decrypted": False, "error": "too short for its transform"}
+            if size % max(1, getattr(transform, "block_size", 1)):
+                return {"decrypted": False, "error": "ciphertext not a multiple of the block"}
             out = bytearray(size)
             # ESN: only the low 32 bits are on the wire; like Wireshark we assume no ESN.
-            length = transform.open(memoryview(esp), seq, False, memoryview(out))
+            try:
+                length = transform.open(memoryview(esp), seq, False, memoryview(out))
+            except ValueError as error:  # a capture may hold anything
+                return {"decrypted": False, "error": f"malformed: {error}"}
             if length < 0:
                 return {"decrypted": False, "error": "ICV does not verify (MAC mismatch)"}
             pad_length, next_header = out[length - 2], out[length - 1]
