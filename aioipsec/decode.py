@@ -784,6 +784,48 @@ def render_ike_message(msg: IkeMessage, inner: IkeMessage | None, indent: str = 
     return lines
 
 
+def _brief_names(names: list[Any]) -> str:
+    parts = []
+    for name in names:
+        if isinstance(name, dict):
+            for outer, inner in name.items():
+                parts.append(f"{outer} {{{', '.join(inner)}}}")
+        else:
+            parts.append(str(name))
+    return ", ".join(parts)
+
+
+def render_brief(record: dict[str, Any]) -> str:
+    """One line per frame, like tshark's summary: where, what, payloads or SPI/seq."""
+    where = ""
+    if "src" in record:
+        sport = f":{record['sport']}" if "sport" in record else ""
+        dport = f":{record['dport']}" if "dport" in record else ""
+        where = f"{record['src']}{sport} -> {record['dst']}{dport}"
+    head = f"{record['frame']:>5} {where:<45}"
+    kind = record["kind"]
+    if kind == "ike" and "exchange" in record:
+        role = "response" if record["response"] else "request"
+        text = f"IKE {record['exchange']} {role} #{record['message_id']}: "
+        message, inner = record.get("_message"), record.get("_inner")
+        if message is None:
+            return head + text + _brief_names(record["payloads"])
+        names = ["HDR"] + [short_name(p) for p in message.payloads]
+        if inner is not None:
+            names[-1] = f"{names[-1]} {{{', '.join(short_name(p) for p in inner.payloads)}}}"
+        return head + text + ", ".join(names)
+    if kind == "esp" and "spi" in record:
+        text = f"ESP{' in UDP' if record.get('udp_encap') else ''} SPI 0x{record['spi']} "
+        text += f"seq {record['seq']}"
+        if record.get("decrypted"):
+            text += f": {record['inner_summary']}"
+        return head + text
+    if kind == "keepalive":
+        return head + "NAT-keepalive"
+    detail = " (IP fragment)" if record.get("ip_fragment") else ""
+    return head + (record.get("error") or f"{kind}{detail}")
+
+
 def render_text(record: dict[str, Any]) -> str:
     where = ""
     if "src" in record:
@@ -835,6 +877,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per frame")
     parser.add_argument("--all", action="store_true", help="also list frames that are not IPsec")
     parser.add_argument(
+        "--brief", action="store_true", help="one line per frame (payload names, SPI/seq)"
+    )
+    parser.add_argument(
         "--ike-port",
         type=int,
         action="append",
@@ -872,6 +917,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if args.json:
                 print(json.dumps(json_record(record), sort_keys=False))
+            elif args.brief:
+                print(render_brief(record))
             else:
                 print(render_text(record))
     except DecodeError as error:

@@ -45,3 +45,19 @@ def test_explain_and_doctor_through_the_cli() -> None:
     doctor = _aioipsec("doctor", "--json")
     assert doctor.returncode in (0, 1)
     assert {c["name"] for c in json.loads(doctor.stdout)} >= {"privileges", "tun", "firewall"}
+
+
+@pytest.mark.skipif(not CAPTURES.is_dir(), reason="reference captures not present")
+def test_decode_brief_and_verbose_text() -> None:
+    capture = CAPTURES / "wireshark_ikev2-decrypt-aes128ccm12_4frames_from_scapy.pcap"
+    table = CAPTURES / "wireshark_ikev2_decryption_table.csv"
+    brief = _aioipsec("decode", "--brief", str(capture), "--ikev2-keys", str(table))
+    lines = brief.stdout.splitlines()
+    assert len(lines) == 4
+    assert lines[0].endswith("IKE IKE_SA_INIT request #0: HDR, SA, KE, Nonce, "
+                             "N(NAT_DETECTION_SOURCE_IP), N(NAT_DETECTION_DESTINATION_IP), "
+                             "N(SIGNATURE_HASH_ALGORITHMS)")  # fmt: skip
+    assert lines[2].endswith("IKE INFORMATIONAL request #2: HDR, SK {D}")
+    verbose = _aioipsec("decode", str(capture), "--ikev2-keys", str(table)).stdout
+    assert "proposal #1 IKE: aes128ccm12-prfsha256-ecp256" in verbose
+    assert "IKE: (the IKE SA itself)" in verbose  # the decrypted Delete payload
