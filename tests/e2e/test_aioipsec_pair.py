@@ -538,3 +538,18 @@ def test_control_commands_through_the_cli(pair):
     # No SA and no trap: a packet to the remote subnet is not sent in clear.
     assert ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=1).returncode != 0
     stop_both(pair)
+
+
+@pytest.mark.timeout(90)
+def test_byte_lifetime_from_the_data_plane_triggers_a_rekey(pair):
+    """rekey_bytes is counted by the ESP data plane (RFC 4301 sec. 4.4.2.1); reaching it
+    makes the engine rekey the Child SA, without loss."""
+    child = {"rekey_bytes": "3000", "life_bytes": "1000000"}
+    pair.start(left={"child_options": child}, right={"child_options": child})
+    establish(pair)
+    result = ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=60, extra=("-i", "0.05"))
+    assert " 0% packet loss" in result.stdout, result.stdout
+    events = [e.get("event") for e in pair.left.log_events() + pair.right.log_events()]
+    assert "CHILD SA lifetime reached" in events, events
+    assert events.count("CHILD SA rekeyed") >= 2, events
+    stop_both(pair)
