@@ -519,7 +519,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aioipsec doctor", description="Check prerequisites.")
+    parser = argparse.ArgumentParser(
+        prog="aioipsec doctor",
+        description="Check the prerequisites: root or CAP_NET_ADMIN, /dev/net/tun, IP "
+        "forwarding (gateways), AES-NI, UDP 500/4500 free, clock synchronised, path MTU, "
+        "firewall rules for IKE and ESP, kernel IPsec policies. Each check prints OK, WARN "
+        "or FAIL and what to do; exit status 1 if any FAILs.",
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

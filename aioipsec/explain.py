@@ -1037,7 +1037,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-vector", type=Path, metavar="FILE",
                         help="write the run as a JSON test vector (needs --seed)")  # fmt: skip
     parser.add_argument("--follow", action="store_true",
-                        help="follow a live daemon (not available, see the help text)")  # fmt: skip
+                        help="follow a live daemon: not available (no event stream)")  # fmt: skip
     parser.add_argument(
         "--state-diagram",
         type=Path,
@@ -1075,8 +1075,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aioipsec explain",
-                                     description="Explain one IKEv2 negotiation.")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="aioipsec explain",
+        description="Run one IKEv2 negotiation (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA, "
+        "INFORMATIONAL) between two in-memory aioipsec engines and print it as a ladder "
+        "diagram with every payload; --keys adds every key derivation step with its RFC "
+        "section, re-computed from the wire and checked. --follow (watching a live daemon) "
+        "is not available: the daemon's control socket has no event stream.",
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
