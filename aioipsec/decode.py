@@ -1,7 +1,9 @@
 """``aioipsec decode``: IKEv2 and ESP in a capture file, decoded by aioipsec's own parser.
 
-Reads pcap or pcapng (tcpdump, tshark, dumpcap, our own ``make demo`` capture) with scapy
-(the optional extra ``decode``: ``pip install aioipsec[decode]``), and for every frame:
+Reads pcap or pcapng (tcpdump, tshark, dumpcap, our own ``make demo`` capture) with
+scapy's raw readers (the optional extra ``decode``: ``pip install aioipsec[decode]``); the
+link layer (Ethernet and VLAN tags, Linux cooked v1/v2, raw IP, loopback) and IPv4/IPv6
+fragment reassembly are ours. For every frame:
 
 * UDP port 500: an IKE message (RFC 7296 sec. 3.1);
 * UDP port 4500 (either side, RFC 3948): four zero octets (the non-ESP marker) then an IKE
@@ -27,6 +29,7 @@ for IKE ``exchange``, ``message_id``, ``initiator``, ``response``, ``spi_i``, ``
 ``payloads`` (names in wire order; a decrypted SK payload is ``{"SK": [inner names]}``),
 ``notifies``; for ESP ``spi``, ``seq``, ``decrypted``, ``next_header``, ``inner`` (hex of
 the inner packet) and ``inner_summary``. ``error`` says why something was not decoded.
+``--brief`` prints one line per frame in RFC 7296 notation (``HDR, SK {IDi, AUTH, ...}``).
 """
 
 from __future__ import annotations
