@@ -87,6 +87,7 @@ def gw_config(
     legit_connection: dict[str, Any] | None = None,
     legit_child: dict[str, Any] | None = None,
     daemon: dict[str, Any] | None = None,
+    roadwarrior: bool = False,
 ) -> Path:
     daemon_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (daemon or {}).items())
     text = f"""# tests/hardening: the daemon under test
@@ -102,6 +103,12 @@ tun_name = "ipsec0"
         "probe", GW_EVIL_SIDE, EVIL, "gw.example", "probe.example", "10.2.0.0/24",
         "10.3.0.0/24", PROBE_PSK,
     )  # fmt: skip
+    if roadwarrior:
+        # Anyone may start IKE_SA_INIT here (a remote-access gateway): what floods aim at.
+        text += _toml_connection(
+            "rw", GW_EVIL_SIDE, "%any", "gw.example", "rw.example", "10.2.0.0/24",
+            "10.4.0.0/24", PROBE_PSK,
+        )  # fmt: skip
     path = workdir / "gw.toml"
     path.write_text(text)
     path.chmod(0o600)
@@ -342,3 +349,21 @@ def daemon_pid(daemon: OurDaemon) -> int:
             break
         pid = int(children[0])
     return pid
+
+
+def initiate(daemon: OurDaemon, wait: float) -> dict[str, Any]:
+    """``initiate`` with the daemon-side wait set (the e2e helper's ``timeout`` is the socket's)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(wait + 15)
+        sock.connect(str(daemon.control_socket))
+        request = {"command": "initiate", "args": {"child": "net", "timeout": wait}}
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    response = json.loads(data)
+    assert response.get("ok"), f"initiate failed: {response}\n{daemon.log_tail()}"
+    return response["result"]
