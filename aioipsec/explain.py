@@ -48,9 +48,11 @@ from aioipsec.decode import describe_payload, payload_name, short_name
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig
 from ikev2.crypto.auth import KEY_PAD, signed_octets
 from ikev2.crypto.keys import (
+    compute_rekey_skeyseed,
     compute_skeyseed,
     derive_child_keymat,
     derive_ike_keys,
+    derive_rekeyed_ike_keys,
     split_child_keymat,
 )
 from ikev2.crypto.prf import Prf
@@ -67,7 +69,13 @@ from ikev2.enums import (
     ProtocolId,
     TransformType,
 )
-from ikev2.events import ChildSaEstablished, ChildSaRekeyed, Event, IkeSaEstablished
+from ikev2.events import (
+    ChildSaEstablished,
+    ChildSaRekeyed,
+    Event,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+)
 from ikev2.message import IkeMessage, decrypt_message, parse_message
 from ikev2.payloads import (
     AuthPayload,
@@ -135,6 +143,7 @@ class Run:
     psk: bytes
     encap: bool
     messages: list[WireMessage] = field(default_factory=list)
+    rekey_ike: bool = False
     events_i: list[Event] = field(default_factory=list)
     events_r: list[Event] = field(default_factory=list)
     rng_i: RecordingRng = field(default_factory=lambda: RecordingRng(None))
@@ -198,10 +207,12 @@ def run_negotiation(
     esp: str = "aes256gcm16",
     psk: str = DEMO_PSK,
     encap: bool = False,
+    rekey_ike: bool = False,
 ) -> Run:
-    """Run the five exchanges between two engines (see the module docstring)."""
+    """Run the exchanges between two engines (see the module docstring); ``rekey_ike``
+    adds a rekey of the IKE SA (CREATE_CHILD_SA, RFC 7296 sec. 2.18) before the end."""
     check_options(ike, esp, seed)
-    run = Run(seed, ike, esp, psk.encode(), encap)
+    run = Run(seed, ike, esp, psk.encode(), encap, rekey_ike=rekey_ike)
     run.rng_i = RecordingRng(None if seed is None else f"{seed}/initiator")
     run.rng_r = RecordingRng(None if seed is None else f"{seed}/responder")
     config_i, config_r = _configs(ike, esp, encap)
@@ -246,6 +257,14 @@ def run_negotiation(
     now = 60.0
     initiator.rekey_child(ike_sa_id, first[0].child_sa_id, now)
     pump()
+    if rekey_ike:
+        now = 90.0
+        initiator.rekey_ike(ike_sa_id, now)
+        pump()
+        rekeyed = [e for e in run.events_i if isinstance(e, IkeSaRekeyed)]
+        if not rekeyed:
+            raise ExplainError("the IKE SA rekey failed")
+        ike_sa_id = rekeyed[-1].ike_sa_id
     now = 120.0
     initiator.terminate_ike(ike_sa_id, now)
     pump()
@@ -290,6 +309,17 @@ class Explanation:
     @property
     def ok(self) -> bool:
         return all(step.ok for step in self.steps)
+
+
+@dataclass
+class _IkeSaKeys:
+    """What decrypting and deriving under one IKE SA needs; ``label`` names a rekeyed SA."""
+
+    prf: Prf
+    keys: Any
+    cipher_i: Any
+    cipher_r: Any
+    label: str
 
 
 def _x_private(rng: RecordingRng, method: KeId, public: bytes) -> bytes:
@@ -355,14 +385,24 @@ class _Deriver:
         if init_resp.message.header.exchange != ExchangeType.IKE_SA_INIT:
             raise ExplainError("IKE_SA_INIT was not answered with an IKE_SA_INIT response")
         self._ike_sa_init(init_req, init_resp)
+        requests: dict[tuple[bytes, bytes, int], WireMessage] = {}
         for wire in messages[2:]:
+            # in wire order: a rekeyed IKE SA's keys exist before its first message
             self._decrypt(wire)
-        auth = [w for w in messages if w.message.header.exchange == ExchangeType.IKE_AUTH]
-        self._auth(auth[0], init_req, init_resp, initiator=True)
-        self._auth(auth[1], init_req, init_resp, initiator=False)
-        self._first_child(auth[1])
-        for request, response in _pairs(messages, ExchangeType.CREATE_CHILD_SA):
-            self._create_child(request, response)
+            header = wire.message.header
+            key = (header.spi_i, header.spi_r, header.message_id)
+            if not header.response:
+                requests[key] = wire
+                continue
+            request = requests.get(key)
+            if request is None:
+                continue
+            if header.exchange == ExchangeType.IKE_AUTH:
+                self._auth(request, init_req, init_resp, initiator=True)
+                self._auth(wire, init_req, init_resp, initiator=False)
+                self._first_child(wire)
+            elif header.exchange == ExchangeType.CREATE_CHILD_SA:
+                self._create_child(request, wire)
         return Explanation(self.run, self.after, self.steps)
 
     # ---- IKE_SA_INIT -----------------------------------------------------------------
@@ -439,6 +479,9 @@ class _Deriver:
                                        keys.sk_ai or None)  # fmt: skip
         self.cipher_r = make_sk_cipher(self.encr, self.encr_bits, self.integ, keys.sk_er,
                                        keys.sk_ar or None)  # fmt: skip
+        self.ike_sas = {
+            (self.spi_i, self.spi_r): _IkeSaKeys(self.prf, keys, self.cipher_i, self.cipher_r, "")
+        }
 
     def _natd(self, wire: WireMessage) -> None:
         msg = wire.message
@@ -479,8 +522,17 @@ class _Deriver:
         msg = wire.message
         if msg.encrypted_payload is None:
             return
-        cipher = self.cipher_i if wire.from_initiator else self.cipher_r
-        wire.sk_keys = "SK_ei/SK_ai" if wire.from_initiator else "SK_er/SK_ar"
+        header = msg.header
+        sa = self.ike_sas.get((header.spi_i, header.spi_r))
+        if sa is None:
+            wire.sk_keys = "no keys for these SPIs"
+            self.add(wire.number, Step(f"SK payload of message {wire.number}",
+                                       "RFC 7296 sec. 3.14", [], [], ok=False,
+                                       key=f"sk_{wire.number}"))  # fmt: skip
+            return
+        # The I flag says who sent it: the original initiator of *this* IKE SA (sec. 3.1)
+        cipher = sa.cipher_i if header.initiator else sa.cipher_r
+        wire.sk_keys = ("SK_ei/SK_ai" if header.initiator else "SK_er/SK_ar") + sa.label
         ok = True
         try:
             wire.inner = decrypt_message(msg, cipher)
@@ -567,6 +619,7 @@ class _Deriver:
 
     def _child_keys(
         self,
+        sa: _IkeSaKeys,
         number: int,
         response: IkeMessage,
         nonce_i: bytes,
@@ -585,10 +638,10 @@ class _Deriver:
             int(integ.id) if integ else None,
         )  # fmt: skip
         length = 2 * (encr_len + integ_len)
-        keymat = derive_child_keymat(self.prf, self.keys.sk_d, nonce_i, nonce_r, shared, length)
+        keymat = derive_child_keymat(sa.prf, sa.keys.sk_d, nonce_i, nonce_r, shared, length)
         keys = split_child_keymat(keymat, encr_len, integ_len)
         seed_name = "g^ir (new) | Ni | Nr" if shared is not None else "Ni | Nr"
-        inputs: list[tuple[str, bytes | str]] = [("SK_d (prf+ key)", self.keys.sk_d)]
+        inputs: list[tuple[str, bytes | str]] = [(f"SK_d{sa.label} (prf+ key)", sa.keys.sk_d)]
         if shared is not None:
             inputs.append(("g^ir (new, PFS)", shared))
         inputs += [("Ni", nonce_i), ("Nr", nonce_r),
@@ -618,7 +671,8 @@ class _Deriver:
     def _first_child(self, response: WireMessage) -> None:
         installed = next(e for e in self.run.events_i if isinstance(e, ChildSaEstablished))
         assert response.inner is not None
-        self._child_keys(response.number, response.inner, self.ni, self.nr, None, installed,
+        sa = self.ike_sas[(self.spi_i, self.spi_r)]
+        self._child_keys(sa, response.number, response.inner, self.ni, self.nr, None, installed,
                          "the first Child SA (IKE_AUTH: the IKE_SA_INIT nonces)")  # fmt: skip
 
     def _create_child(self, request: WireMessage, response: WireMessage) -> None:
@@ -626,6 +680,11 @@ class _Deriver:
             return
         if response.inner.get(PayloadType.SA) is None:
             return  # refused (an error notify): no keys
+        header = response.message.header
+        sa = self.ike_sas[(header.spi_i, header.spi_r)]
+        if int(_selected(response.inner).protocol) == ProtocolId.IKE:
+            self._rekey_ike(sa, request, response)
+            return
         ni = bytes(_payload(request.inner, PayloadType.NONCE).nonce)
         nr = bytes(_payload(response.inner, PayloadType.NONCE).nonce)
         shared = None
@@ -652,28 +711,80 @@ class _Deriver:
         # The CREATE_CHILD_SA initiator's nonce is Ni, whoever started the IKE SA (2.17).
         if installed is not None and not request.from_initiator:
             installed = None  # the keys' direction flips; compared on the other side only
-        self._child_keys(response.number, response.inner, ni, nr, shared, installed,
+        self._child_keys(sa, response.number, response.inner, ni, nr, shared, installed,
                          "the new Child SA (CREATE_CHILD_SA nonces)")  # fmt: skip
 
+    def _exchange_shared(self, request: WireMessage, response: WireMessage) -> tuple[Any, ...]:
+        """(method, private_i, KEi, private_r, KEr, g^ir) of a CREATE_CHILD_SA exchange."""
+        assert request.inner is not None and response.inner is not None
+        ke_i: KePayload = _payload(request.inner, PayloadType.KE)
+        ke_r: KePayload = _payload(response.inner, PayloadType.KE)
+        method = KeId(ke_i.group)
+        req_rng = self.run.rng_i if request.from_initiator else self.run.rng_r
+        resp_rng = self.run.rng_r if request.from_initiator else self.run.rng_i
+        private_i = _x_private(req_rng, method, bytes(ke_i.data))
+        private_r = _x_private(resp_rng, method, bytes(ke_r.data))
+        shared = x_shared(method, private_i, bytes(ke_r.data))
+        if shared != x_shared(method, private_r, bytes(ke_i.data)):
+            raise ExplainError("the two sides' key exchange results differ")
+        return method, private_i, bytes(ke_i.data), private_r, bytes(ke_r.data), shared
 
-def _pairs(
-    messages: list[WireMessage], exchange: ExchangeType
-) -> list[tuple[WireMessage, WireMessage]]:
-    requests = {}
-    pairs = []
-    for wire in messages:
-        header = wire.message.header
-        if header.exchange != exchange:
-            continue
-        key = (header.message_id, header.initiator != header.response)
-        if not header.response:
-            requests[(header.message_id, wire.from_initiator)] = wire
-        else:
-            request = requests.get((header.message_id, not wire.from_initiator))
-            if request is not None:
-                pairs.append((request, wire))
-        del key
-    return pairs
+    def _rekey_ike(self, old: _IkeSaKeys, request: WireMessage, response: WireMessage) -> None:
+        """The new IKE SA of a CREATE_CHILD_SA rekey (RFC 7296 sec. 1.3.2, 2.18)."""
+        assert request.inner is not None and response.inner is not None
+        number = response.number
+        ni = bytes(_payload(request.inner, PayloadType.NONCE).nonce)
+        nr = bytes(_payload(response.inner, PayloadType.NONCE).nonce)
+        spi_i = bytes(_selected(request.inner).spi)  # the rekey initiator's new SPI
+        chosen = _selected(response.inner)
+        spi_r = bytes(chosen.spi)
+        method, private_i, ke_i, private_r, ke_r, shared = self._exchange_shared(request, response)
+        self.add(number, Step(
+            f"g^ir (new) = {method.name}(private value of the rekey initiator, KEr)",
+            "RFC 7296 sec. 1.3.2 and 2.18",
+            [("initiator private", private_i), ("KEi", ke_i),
+             ("responder private", private_r), ("KEr", ke_r)],
+            [("g^ir (new)", shared)], check="both sides compute the same value",
+            key=f"ike_rekey_g_ir_{number}",
+        ))  # fmt: skip
+        prf_t = chosen_transform(chosen, TransformType.PRF)
+        encr_t = chosen_transform(chosen, TransformType.ENCR)
+        integ_t = chosen_transform(chosen, TransformType.INTEG)
+        assert prf_t is not None and encr_t is not None
+        prf_new = Prf(PrfId(prf_t.id))
+        encr, bits = EncrId(encr_t.id), encr_t.key_length
+        integ = IntegId(integ_t.id) if integ_t is not None and integ_t.id else None
+        encr_len, integ_len = sk_key_lengths(encr, bits, integ)
+        skeyseed = compute_rekey_skeyseed(old.prf, old.keys.sk_d, shared, ni, nr)
+        self.add(number, Step(
+            "SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)",
+            "RFC 7296 sec. 2.18 (the old SA's PRF and SK_d)",
+            [(f"SK_d{old.label} (prf key)", old.keys.sk_d),
+             ("g^ir (new) | Ni | Nr (data)", shared + ni + nr)],
+            [("SKEYSEED", skeyseed)], key=f"ike_rekey_skeyseed_{number}",
+        ))  # fmt: skip
+        keys = derive_rekeyed_ike_keys(old.prf, old.keys.sk_d, prf_new, shared, ni, nr,
+                                       spi_i, spi_r, encr_len, integ_len)  # fmt: skip
+        self.add(number, Step(
+            "{SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = "
+            "prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) with the new SPIs",
+            "RFC 7296 sec. 2.18 and 2.14",
+            [("SKEYSEED (prf+ key)", skeyseed),
+             ("Ni | Nr | SPIi | SPIr (seed)", ni + nr + spi_i + spi_r),
+             ("new IKE SA", f"SPIi {spi_i.hex()} SPIr {spi_r.hex()}, {to_strongswan(chosen)}")],
+            [("SK_d", keys.sk_d), ("SK_ai", keys.sk_ai), ("SK_ar", keys.sk_ar),
+             ("SK_ei", keys.sk_ei), ("SK_er", keys.sk_er), ("SK_pi", keys.sk_pi),
+             ("SK_pr", keys.sk_pr)],
+            check="every SK payload of the new IKE SA below decrypts with these keys",
+            key=f"ike_rekey_keys_{number}",
+        ))  # fmt: skip
+        label = f" of IKE SA {spi_i.hex()[:8]}.."
+        self.ike_sas[(spi_i, spi_r)] = _IkeSaKeys(
+            prf_new, keys,
+            make_sk_cipher(encr, bits, integ, keys.sk_ei, keys.sk_ai or None),
+            make_sk_cipher(encr, bits, integ, keys.sk_er, keys.sk_ar or None),
+            label,
+        )  # fmt: skip
 
 
 def explain_run(run: Run) -> Explanation:
@@ -812,6 +923,7 @@ def export_vector(explanation: Explanation) -> dict[str, Any]:
         "ike_proposal": run.ike_proposal,
         "esp_proposal": run.esp_proposal,
         "encap": run.encap,
+        "rekey_ike": run.rekey_ike,
         "psk": run.psk.hex(),
         "initiator": {"address": INITIATOR_ADDR, "id": INITIATOR_ID},
         "responder": {"address": RESPONDER_ADDR, "id": RESPONDER_ID},
@@ -1032,6 +1144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IKE proposal in strongSwan syntax (x25519 or x448)")  # fmt: skip
     parser.add_argument("--esp", default="aes256gcm16", metavar="PROPOSAL",
                         help="ESP proposal in strongSwan syntax (add -x25519 for PFS)")  # fmt: skip
+    parser.add_argument("--rekey-ike", action="store_true",
+                        help="also rekey the IKE SA (RFC 7296 sec. 2.18)")  # fmt: skip
     parser.add_argument("--encap", action="store_true",
                         help="force UDP encapsulation (port 4500, as behind a NAT)")  # fmt: skip
     parser.add_argument("--export-vector", type=Path, metavar="FILE",
@@ -1060,7 +1174,9 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.export_vector is not None and args.seed is None:
             raise ExplainError("--export-vector needs --seed (a vector must be reproducible)")
-        negotiation = run_negotiation(args.seed, args.ike, args.esp, encap=args.encap)
+        negotiation = run_negotiation(
+            args.seed, args.ike, args.esp, encap=args.encap, rekey_ike=args.rekey_ike
+        )
         explanation = explain_run(negotiation)
         sys.stdout.write(render_explanation(explanation, keys=args.keys))
         if args.export_vector is not None:

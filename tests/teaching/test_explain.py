@@ -196,3 +196,34 @@ def test_state_diagram_png(tmp_path: Path) -> None:
     assert _explain("--state-diagram", str(again)).returncode == 0
     assert again.read_bytes() == data
     assert (Path(__file__).parents[2] / "docs/images/state-machines.png").is_file()
+
+
+def test_ike_rekey_vector_recomputes(tmp_path: Path) -> None:
+    """--rekey-ike: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), the new SPIs in the
+    prf+ seed (RFC 7296 sec. 2.18), recomputed with hmac; the new SA's messages open."""
+    path = tmp_path / "rekey.json"
+    first = _explain("--seed", "9", "--rekey-ike", "--keys", "--export-vector", str(path))
+    assert first.returncode == 0, first.stderr
+    assert _explain("--seed", "9", "--rekey-ike", "--keys").stdout == first.stdout
+    vector = json.loads(path.read_text())
+    assert vector["rekey_ike"] is True
+    old_sk_d = bytes.fromhex(_step(vector, "ike_keys")["outputs"]["SK_d"])
+    messages = {m["number"]: m for m in vector["messages"]}
+    rekey = [n for n, m in messages.items() if m["exchange"] == "CREATE_CHILD_SA"][-1]
+    g_ir = bytes.fromhex(_step(vector, f"ike_rekey_g_ir_{rekey}")["outputs"]["g^ir (new)"])
+    keys_step = _step(vector, f"ike_rekey_keys_{rekey}")
+    seed = bytes.fromhex(keys_step["inputs"]["Ni | Nr | SPIi | SPIr (seed)"])
+    ni, nr, spi_i, spi_r = seed[:32], seed[32:64], seed[64:72], seed[72:80]
+    skeyseed = hmac.new(old_sk_d, g_ir + ni + nr, hashlib.sha256).digest()
+    assert _step(vector, f"ike_rekey_skeyseed_{rekey}")["outputs"]["SKEYSEED"] == skeyseed.hex()
+    stream = _prf_plus_sha256(skeyseed, seed, 3 * 32 + 2 * 36)
+    sk_ei, sk_er = stream[32:68], stream[68:104]
+    assert keys_step["outputs"]["SK_ei"] == sk_ei.hex()
+    # the last two messages (Delete of the new IKE SA) travel under the new SPIs and keys
+    cipher_i = make_sk_cipher(EncrId.ENCR_AES_GCM_16, 256, None, sk_ei, None)
+    cipher_r = make_sk_cipher(EncrId.ENCR_AES_GCM_16, 256, None, sk_er, None)
+    for number in sorted(messages)[-2:]:
+        message = parse_message(bytes.fromhex(messages[number]["data"]))
+        assert (message.header.spi_i, message.header.spi_r) == (spi_i, spi_r)
+        cipher = cipher_i if message.header.initiator else cipher_r
+        decrypt_message(message, cipher)  # raises if the keys were wrong
