@@ -2,8 +2,9 @@
 
 Two real engines (``ikev2.dispatcher.Dispatcher``, the daemon's own) talk through a list
 in memory with a virtual clock: IKE_SA_INIT, IKE_AUTH (with the first Child SA),
-CREATE_CHILD_SA (rekeying that Child SA), INFORMATIONAL (the Delete of the old Child SA)
-and INFORMATIONAL (the Delete of the IKE SA). Every message is printed as a ladder
+CREATE_CHILD_SA (rekeying that Child SA), INFORMATIONAL (the Delete of the old Child SA),
+with ``--rekey-ike`` a CREATE_CHILD_SA rekeying the IKE SA (sec. 2.18) and the Delete of
+the old one, and INFORMATIONAL (the Delete of the IKE SA). Every message is printed as a ladder
 diagram with each payload's fields; ``--keys`` adds every key derivation step with its
 inputs and outputs and the RFC section that defines it:
 
