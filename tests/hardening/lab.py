@@ -30,6 +30,7 @@ from ikev2.dispatcher import Dispatcher
 from ikev2.events import ChildSaEstablished, Event, IkeSaEstablished
 from tests.e2e.helpers import OurDaemon
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PSK = "hardening-secret-not-for-production-0123456789"
 PROBE_PSK = "probe-secret-not-for-production-0123456789"
 PEER, GW_PEER_SIDE = "192.168.70.1", "192.168.70.2"
@@ -88,6 +89,7 @@ def gw_config(
     legit_child: dict[str, Any] | None = None,
     daemon: dict[str, Any] | None = None,
     roadwarrior: bool = False,
+    start_action: str = "none",
 ) -> Path:
     daemon_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (daemon or {}).items())
     text = f"""# tests/hardening: the daemon under test
@@ -98,6 +100,7 @@ tun_name = "ipsec0"
     text += _toml_connection(
         "legit", GW_PEER_SIDE, PEER, "gw.example", "peer.example", "10.2.0.0/24",
         "10.1.0.0/24", PSK, connection=legit_connection, child=legit_child,
+        start_action=start_action,
     )  # fmt: skip
     text += _toml_connection(
         "probe", GW_EVIL_SIDE, EVIL, "gw.example", "probe.example", "10.2.0.0/24",
