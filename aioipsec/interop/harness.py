@@ -157,6 +157,10 @@ class Scenario:
     # > 0: after the checks, iperf3 TCP from the initiator's inner address to the responder's
     # for this many seconds (a figure, not a check: the run records it in iperf_mbps).
     iperf_seconds: float = 0.0
+    # NAT-T keepalive interval for both peers (charon: keep_alive in strongswan.conf; ours:
+    # [daemon] keep_alive). With nat=True the run then stays idle for 3 intervals and counts
+    # the 0xFF keepalives (RFC 3948 sec. 2.3) the NATed initiator sends, on the NAT's outside.
+    keep_alive: float | None = None
     encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
     ping_count: int = 3
     establish_timeout: float = 20.0
@@ -175,6 +179,8 @@ class Scenario:
             side, _, verb = action.partition(":")
             if side not in ("initiator", "responder") or verb not in ACTIONS:
                 raise ValueError(f"unknown action {action!r} (side:{'/'.join(ACTIONS)})")
+        if self.keep_alive is not None and self.keep_alive <= 0:
+            raise ValueError("keep_alive must be positive")
         if self.nat_rebind and not self.nat:
             raise ValueError("nat_rebind needs nat=True")
         if self.nat and outer_version == 6:
@@ -394,8 +400,19 @@ class CharonPeer:
 
     implementation = "charon"
 
-    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path, *, key_debug: bool = False):
-        self.charon = Charon(lab, namespace, workdir, key_debug=key_debug)
+    def __init__(
+        self,
+        lab: Lab,
+        namespace: Namespace,
+        workdir: Path,
+        *,
+        key_debug: bool = False,
+        keep_alive: float | None = None,
+    ):
+        extra = f"    keep_alive = {keep_alive:g}s\n" if keep_alive is not None else ""
+        self.charon = Charon(
+            lab, namespace, workdir, key_debug=key_debug, extra_charon_settings=extra
+        )
 
     def start(self) -> None:
         self.charon.start()
@@ -452,7 +469,9 @@ def make_peer(
     """The peer for SIDE; ``key_debug`` makes charon log derived keys (ike/enc level 4)."""
     implementation = scenario.implementation(side)
     if implementation == "charon":
-        return CharonPeer(lab, namespace, workdir, key_debug=key_debug)
+        return CharonPeer(
+            lab, namespace, workdir, key_debug=key_debug, keep_alive=scenario.keep_alive
+        )
     if implementation != "aioipsec":
         raise PeerUnavailable(f"unknown implementation {implementation!r}")
     if AIOIPSEC_PEER_FACTORY is not None:
@@ -594,6 +613,7 @@ class ScenarioRun:
     rebind_ports: tuple[str, ...] | None = None  # NAT source ports seen on the wire, in order
     notes: list[str] = field(default_factory=list)  # observations that do not fail the run
     action_seconds: dict[str, float] = field(default_factory=dict)
+    keepalives_seen: int | None = None  # from the NAT to the responder while idle
     iperf_mbps: float | None = None
     iperf_retransmits: int | None = None
     pings_after_actions: dict[str, PingResult] = field(default_factory=dict)
@@ -734,6 +754,34 @@ def _rebind(
         )
 
 
+def _count_keepalives(run: ScenarioRun, lab: Lab, topology: Topology, workdir: Path) -> None:
+    """Idle for three keepalive intervals and count the NAT-T keepalives on the NAT's outside."""
+    interval = run.scenario.keep_alive
+    assert interval is not None and topology.router is not None
+    path = workdir / "keepalive.pcap"
+    capture = lab.capture(
+        topology.router, topology.interfaces["router_outside"], path, "udp port 4500"
+    )
+    time.sleep(3 * interval + 0.5)
+    capture.stop()
+    result = subprocess.run(
+        ["tshark", "-n", "-r", str(path), "-Y", "udp.length == 9",
+         "-T", "fields", "-e", "ip.src", "-e", "udp.payload"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    sources = [
+        fields[0]
+        for fields in (line.split("\t") for line in result.stdout.splitlines())
+        if len(fields) == 2 and fields[1] == "ff"
+    ]
+    run.keepalives_seen = sources.count(topology.initiator_seen_as)
+    if run.keepalives_seen < 2:
+        run.problems.append(
+            f"{run.keepalives_seen} NAT-T keepalives from the NATed initiator in "
+            f"{3 * interval:g} s idle (keep_alive {interval:g} s)"
+        )
+
+
 def _iperf(run: ScenarioRun, lab: Lab, topology: Topology, workdir: Path) -> None:
     """iperf3 TCP through the tunnel, initiator -> responder (the inner addresses)."""
     scenario = run.scenario
@@ -819,6 +867,8 @@ def run_scenario(
             run.problems.append("ping: nothing came back through the tunnel")
         if capture is not None and not run.problems:
             _rebind(run, topology, peers, capture)
+        if scenario.keep_alive is not None and scenario.nat and not run.problems:
+            _count_keepalives(run, lab, topology, workdir)
         if scenario.iperf_seconds > 0 and not run.problems:
             _iperf(run, lab, topology, workdir)
         for action in scenario.actions:

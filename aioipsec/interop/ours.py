@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 class AioipsecPeer:
     implementation = "aioipsec"
 
-    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path) -> None:
+    def __init__(
+        self, lab: Lab, namespace: Namespace, workdir: Path, *, keep_alive: float | None = None
+    ) -> None:
         self.lab = lab
         self.namespace = namespace
         self.workdir = Path(workdir)
@@ -33,6 +35,7 @@ class AioipsecPeer:
         self.toml_path = self.workdir / "daemon.toml"
         self.swanctl_path = self.workdir / "swanctl.conf"
         self.log_path = self.workdir / "daemon.log"
+        self.keep_alive = keep_alive
         self.process: BackgroundProcess | None = None
 
     def start(self) -> None:
@@ -44,6 +47,7 @@ class AioipsecPeer:
             "[daemon]\n"
             f'control_socket = "{self.control_socket}"\n'
             'tun_name = "ipsec0"\n'
+            + (f"keep_alive = {self.keep_alive}\n" if self.keep_alive is not None else "")
         )
         self.swanctl_path.write_text(swanctl_conf_text)
         self.swanctl_path.chmod(0o600)  # it holds the PSK
@@ -119,5 +123,6 @@ def aioipsec_peer(
     lab: Lab, namespace: Namespace, workdir: Path, scenario: Scenario, side: Side
 ) -> AioipsecPeer:
     """The harness's peer factory for ``"aioipsec"`` sides."""
-    del scenario, side  # everything the daemon needs is in the swanctl.conf given to load()
-    return AioipsecPeer(lab, namespace, workdir)
+    # Everything else the daemon needs is in the swanctl.conf given to load().
+    del side
+    return AioipsecPeer(lab, namespace, workdir, keep_alive=scenario.keep_alive)

@@ -47,6 +47,8 @@ def test_matrix(scenario, workdir):
         if scenario.nat_rebind:
             assert run.ping_after_rebind is not None and run.ping_after_rebind.received > 0
             assert run.rebind_ports is not None and len(run.rebind_ports) >= 2
+        if scenario.keep_alive is not None and scenario.nat:
+            assert run.keepalives_seen is not None and run.keepalives_seen >= 2
         for note in run.notes:
             print(f"{scenario.name}: note: {note}")
         if scenario.nat and not scenario.nat_rebind:
