@@ -1,0 +1,592 @@
+"""``make bench``: strongSwan and aioipsec side by side on this machine, in one run.
+
+    python -m bench.compare [--rounds 3] [--tcp-seconds 5] [--ike] [--profile]
+                            [--out docs/performance.md] [--chart docs/images/performance.png]
+    python -m bench.compare --from-json bench/results/latest.json   # re-render only
+
+Each round measures every stack once, in the same order (strongswan, aioipsec, mixed, plain:
+the stacks alternate A B C D A B C D ...), so that drifts of a shared machine hit all of them
+alike; the report gives the median and the spread (min-max) over the rounds and the ratio of
+aioipsec to strongSwan *per round*. See :mod:`bench.netbench` for what one stack measures and
+:mod:`bench.ike_load` for the control-plane part (``--ike``). ``--profile`` samples our
+daemon with py-spy during a TCP run and puts the hottest functions into the report.
+
+The raw figures go to ``bench/results/latest.json`` (the report can be re-rendered from it).
+Needs root, iperf3, strongSwan (see /work/shared/reference/strongswan-here.md) and, for the
+chart, matplotlib (the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.netbench import STACKS, Settings, StackRun, measure_stack
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "docs" / "performance.md"
+DEFAULT_CHART = REPO / "docs" / "images" / "performance.png"
+DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
+TCP_TESTS = ((1, False), (1, True), (4, False), (4, True))
+TARGET_TCP_RATIO = 3.0
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float | None]) -> tuple[float, float, float] | None:
+    """(median, min, max) of the values that exist, None when there are none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return statistics.median(present), min(present), max(present)
+
+
+def fmt_spread(values: Sequence[float | None], digits: int = 0, unit: str = "") -> str:
+    result = spread(values)
+    if result is None:
+        return "n/a"
+    median, low, high = result
+    if len([v for v in values if v is not None]) == 1:
+        return f"{median:,.{digits}f}{unit}"
+    return f"{median:,.{digits}f}{unit} ({low:,.{digits}f}-{high:,.{digits}f})"
+
+
+def by_stack(runs: Sequence[StackRun]) -> dict[str, list[StackRun]]:
+    grouped: dict[str, list[StackRun]] = {}
+    for run in runs:
+        grouped.setdefault(run.stack, []).append(run)
+    return grouped
+
+
+def round_ratios(
+    runs: Sequence[StackRun], numerator: str, denominator: str, metric: Callable[[StackRun], Any]
+) -> list[float | None]:
+    """metric(numerator) / metric(denominator) in each round where both were measured."""
+    rounds: dict[int, dict[str, StackRun]] = {}
+    for run in runs:
+        rounds.setdefault(run.round, {})[run.stack] = run
+    ratios: list[float | None] = []
+    for number in sorted(rounds):
+        pair = rounds[number]
+        if numerator in pair and denominator in pair:
+            top, bottom = metric(pair[numerator]), metric(pair[denominator])
+            ratios.append(top / bottom if top is not None and bottom else None)
+    return ratios
+
+
+def tcp_metric(streams: int, reverse: bool) -> Callable[[StackRun], float | None]:
+    return lambda run: run.tcp_mbit(streams, reverse)
+
+
+def cpu_per_gb(run: StackRun, side: str) -> float | None:
+    """CPU seconds per GB of the side's daemon, over all TCP runs of the round."""
+    cpu = 0.0
+    moved = 0
+    for result in run.tcp:
+        value = result.cpu_initiator_s if side == "initiator" else result.cpu_responder_s
+        if value is None:
+            return None
+        cpu += value
+        moved += result.bytes
+    return cpu / (moved / 1e9) if moved else None
+
+
+def udp_best(run: StackRun, size: int) -> float | None:
+    for result in run.udp:
+        if result.packet_size == size:
+            return result.best_pps
+    return None
+
+
+# --- machine ----------------------------------------------------------------------------------
+
+
+def machine_description() -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        except OSError:
+            return "n/a"
+        text = (out.stdout or out.stderr).strip().splitlines()
+        return text[0] if text else "n/a"
+
+    model = "n/a"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": f"{os.cpu_count()} x {model}",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "strongswan": first_line(["/usr/lib/ipsec/charon", "--version"]),
+        "iperf3": first_line(["iperf3", "--version"]),
+    }
+
+
+# --- profile ----------------------------------------------------------------------------------
+
+
+def profile_daemon(settings: Settings, workdir: Path, seconds: float) -> dict[str, Any]:
+    """py-spy samples of the aioipsec initiator daemon during a 1-stream TCP run (i->r).
+
+    Returns {"self": [(function, share)], "total": [(function, share)], "samples": n}."""
+    from aioipsec.netns import Lab
+    from bench.netbench import Tunnel
+
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        return {"error": "py-spy is not installed (pip install py-spy)"}
+    raw = workdir / "profile.txt"
+    with Lab("bprof") as lab:
+        tunnel = Tunnel(lab, "aioipsec", workdir, settings)
+        tunnel.up()
+        pid = tunnel.pgids["initiator"]
+        with tunnel.iperf_server():
+            recorder = subprocess.Popen(
+                [py_spy, "record", "--nonblocking", "-r", "250", "-d", f"{seconds:g}",
+                 "-f", "raw", "-o", str(raw), "-p", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            time.sleep(0.5)
+            long_enough = Settings(**{**settings.__dict__, "tcp_seconds": seconds})
+            tunnel.settings = long_enough
+            tcp = tunnel.tcp(1, False)
+            _, errors = recorder.communicate(timeout=seconds + 30)
+    if not raw.exists():
+        return {"error": f"py-spy wrote nothing: {errors.strip()[-300:]}"}
+    summary = summarise_collapsed(raw.read_text())
+    summary["mbit_per_s"] = tcp.mbit_per_s
+    return summary
+
+
+def summarise_collapsed(text: str, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive shares per function from collapsed stacks ("a;b;c COUNT" lines)."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_short_frame(frame) for frame in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    if not total:
+        return {"self": [], "total": [], "samples": 0}
+
+    def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
+        ordered = sorted(table.items(), key=lambda item: -item[1])[:top]
+        return [(name, count / total) for name, count in ordered]
+
+    return {"self": ranked(own), "total": ranked(inclusive), "samples": total}
+
+
+def _short_frame(frame: str) -> str:
+    """'encrypt_into (esp/sa.py:123)' -> 'encrypt_into (esp/sa.py)'; paths made relative."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    for prefix in (str(REPO) + "/", "/usr/lib/python3.11/"):
+        path = path.removeprefix(prefix)
+    if "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    return f"{name} ({path})" if path else name
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def render_report(data: dict[str, Any], chart_name: str | None) -> str:
+    runs = [StackRun.from_json(item) for item in data["runs"]]
+    grouped = by_stack(runs)
+    stacks = [s for s in STACKS if s in grouped]
+    settings = data["settings"]
+    lines: list[str] = []
+    add = lines.append
+    add("# Performance: aioipsec next to strongSwan on one machine")
+    add("")
+    add(
+        f"Generated by `{data['command']}` on {data['date']} "
+        f"({data['rounds']} rounds, {data['elapsed_minutes']:.0f} min). Do not edit by hand: "
+        "run it again."
+    )
+    add("")
+    machine = data["machine"]
+    add(
+        f"Machine: {machine['cpus']}, Linux {machine['kernel']}, Python {machine['python']}, "
+        f"{machine['strongswan']}, {machine['iperf3']}."
+    )
+    add("")
+    add(
+        "Set-up: two network namespaces joined by a veth pair; IKE aes256gcm16-prfsha256-x25519 "
+        "with PSK, ESP aes256gcm16 in UDP on port 4500 on every stack (kernel-libipsec always "
+        "encapsulates; our daemon is configured with `encap = yes`), inner MTU 1400 on both "
+        "TUN devices (and on the plain route). Stacks, initiator <-> responder:"
+    )
+    add("")
+    add("- **strongswan**: charon + kernel-libipsec on both ends (the baseline);")
+    add("- **aioipsec**: our daemon on both ends;")
+    add("- **mixed**: our daemon (initiator) <-> charon + kernel-libipsec (responder);")
+    add("- **plain**: no IPsec, the inner subnets routed over the veth (the ceiling).")
+    add("")
+    add(
+        "Each round runs every stack once in this order, so the stacks alternate "
+        "(A B C D A B C D ...); figures are the **median (min-max)** over the rounds. "
+        f"iperf3 TCP runs last {settings['tcp_seconds']:g} s; `i->r` is initiator to "
+        "responder, `r->i` the reverse (`iperf3 -R`). UDP: iperf3 at rising packet rates "
+        f"(x{settings['udp_growth']:g} per {settings['udp_step_seconds']:g} s step) until "
+        f"the loss passes {settings['loss_limit_percent']:g} %; the figure is the highest "
+        "received rate of a step within the limit. CPU: utime + stime of each daemon's "
+        "process group from `/proc/PID/stat`, over all TCP runs, per GB received."
+    )
+    add("")
+    if chart_name:
+        add(f"![Throughput, packet rate, RTT and CPU per GB](images/{chart_name})")
+        add("")
+
+    add("## TCP throughput (Mbit/s)")
+    add("")
+    add("| stack | 1 stream i->r | 1 stream r->i | 4 streams i->r | 4 streams r->i |")
+    add("| --- | --- | --- | --- | --- |")
+    for stack in stacks:
+        cells = [fmt_spread([r.tcp_mbit(n, rev) for r in grouped[stack]]) for n, rev in TCP_TESTS]
+        add(f"| {stack} | " + " | ".join(cells) + " |")
+    add("")
+    add("Ratios to strongSwan <-> strongSwan, per round (the same round's baseline):")
+    add("")
+    add("| ratio | 1 stream i->r | 1 stream r->i | 4 streams i->r | 4 streams r->i |")
+    add("| --- | --- | --- | --- | --- |")
+    for stack in stacks:
+        if stack == "strongswan":
+            continue
+        cells = []
+        for n, rev in TCP_TESTS:
+            ratios = round_ratios(runs, stack, "strongswan", tcp_metric(n, rev))
+            per_round = ", ".join("n/a" if r is None else f"{r:.2f}" for r in ratios)
+            cells.append(f"{fmt_spread(ratios, 2, 'x')} [{per_round}]")
+        add(f"| {stack} / strongswan | " + " | ".join(cells) + " |")
+    add("")
+
+    add("## UDP packet rate at <= {:g} % loss (packets/s, initiator -> responder)".format(
+        settings["loss_limit_percent"]
+    ))  # fmt: skip
+    add("")
+    sizes = settings["udp_packet_sizes"]
+    add("| stack | " + " | ".join(f"{s}-octet packets" for s in sizes) + " |")
+    add("| --- | " + " | ".join("---" for _ in sizes) + " |")
+    for stack in stacks:
+        cells = [fmt_spread([udp_best(r, s) for r in grouped[stack]]) for s in sizes]
+        add(f"| {stack} | " + " | ".join(cells) + " |")
+    add("")
+
+    add("## Latency and CPU")
+    add("")
+    add(
+        "| stack | ping RTT idle (ms) | ping RTT under load (ms) | pings lost under load | "
+        "CPU s/GB initiator | CPU s/GB responder | tunnel set-up (ms) |"
+    )
+    add("| --- | --- | --- | --- | --- | --- | --- |")
+    for stack in stacks:
+        group = grouped[stack]
+        establish = [
+            r.establish_seconds * 1000 if r.establish_seconds is not None else None for r in group
+        ]
+        add(
+            f"| {stack} | {fmt_spread([r.ping_idle_ms for r in group], 3)} "
+            f"| {fmt_spread([r.ping_load_ms for r in group], 2)} "
+            f"| {sum(r.ping_load_lost for r in group)} "
+            f"| {fmt_spread([cpu_per_gb(r, 'initiator') for r in group], 1)} "
+            f"| {fmt_spread([cpu_per_gb(r, 'responder') for r in group], 1)} "
+            f"| {fmt_spread(establish, 0)} |"
+        )
+    add("")
+    add(
+        "Ping under load: one ping every 0.1 s beside the 1-stream TCP run (i->r). "
+        "Tunnel set-up: from the initiate command to both sides listing the Child SA as "
+        "INSTALLED (polling every 50 ms, so a resolution of about 50 ms)."
+    )
+    add("")
+
+    problems = [(r.stack, r.round, p) for r in runs for p in r.problems]
+    if problems:
+        add("Problems seen during the run:")
+        add("")
+        for stack, number, problem in problems:
+            add(f"- {stack}, round {number}: {problem.splitlines()[0][:200]}")
+        add("")
+
+    if data.get("ike"):
+        from bench.ike_load import render_ike_section
+
+        lines.extend(render_ike_section(data["ike"]))
+
+    if data.get("profile"):
+        lines.extend(render_profile(data["profile"]))
+
+    lines.extend(render_targets(data, runs))
+    if data.get("notes"):
+        add("## Notes")
+        add("")
+        lines.extend(data["notes"])
+        add("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_profile(profile: dict[str, Any]) -> list[str]:
+    lines = ["## Where our data plane spends its time (py-spy)", ""]
+    if "error" in profile:
+        return [*lines, f"No profile: {profile['error']}", ""]
+    lines.append(
+        f"py-spy, 250 samples/s, {profile['samples']} samples of the initiator daemon (the "
+        f"sender) during a 1-stream TCP run i->r at {profile['mbit_per_s']:.0f} Mbit/s. "
+        "`self`: samples in the function itself; `total`: samples with the function "
+        "anywhere on the stack. Idle time (the event loop waiting in epoll) is part of it."
+    )
+    lines.append("")
+    lines.append("| self | function | | total | function |")
+    lines.append("| --- | --- | --- | --- | --- |")
+    for (own_name, own_share), (all_name, all_share) in zip(
+        profile["self"], profile["total"], strict=False
+    ):
+        lines.append(f"| {own_share:.1%} | `{own_name}` | | {all_share:.1%} | `{all_name}` |")
+    lines.append("")
+    return lines
+
+
+def render_targets(data: dict[str, Any], runs: list[StackRun]) -> list[str]:
+    lines = ["## Targets", ""]
+    ours = round_ratios(runs, "aioipsec", "strongswan", tcp_metric(1, False))
+    ours4 = round_ratios(runs, "aioipsec", "strongswan", tcp_metric(4, False))
+    median = spread(ours)
+    verdict = "n/a"
+    if median is not None:
+        verdict = "met" if median[0] >= TARGET_TCP_RATIO else "**not met**"
+    lines.append(
+        f"- aioipsec <-> aioipsec TCP throughput >= {TARGET_TCP_RATIO:g}x strongSwan <-> "
+        f"strongSwan: {verdict}; 1 stream i->r {fmt_spread(ours, 2, 'x')}, "
+        f"4 streams i->r {fmt_spread(ours4, 2, 'x')}."
+    )
+    mixed = [
+        r
+        for n, rev in TCP_TESTS
+        for r in round_ratios(runs, "mixed", "strongswan", tcp_metric(n, rev))
+        if r is not None
+    ]
+    if mixed:
+        worst = min(mixed)
+        lines.append(
+            f"- aioipsec <-> strongSwan no slower than strongSwan <-> strongSwan: "
+            f"{'met' if statistics.median(mixed) >= 1.0 else '**not met**'} (median ratio over "
+            f"all TCP tests and rounds {statistics.median(mixed):.2f}x, lowest {worst:.2f}x)."
+        )
+    grouped = by_stack(runs)
+    if "aioipsec" in grouped and "strongswan" in grouped:
+        ours_rtt = spread([r.ping_idle_ms for r in grouped["aioipsec"]])
+        theirs_rtt = spread([r.ping_idle_ms for r in grouped["strongswan"]])
+        if ours_rtt and theirs_rtt:
+            lines.append(
+                f"- Ping RTT no higher than strongSwan's: "
+                f"{'met' if ours_rtt[0] <= theirs_rtt[0] else '**not met**'} "
+                f"(idle median {ours_rtt[0]:.3f} ms vs {theirs_rtt[0]:.3f} ms)."
+            )
+    if data.get("ike"):
+        from bench.ike_load import target_lines
+
+        lines.extend(target_lines(data["ike"]))
+    lines.append("")
+    return lines
+
+
+# --- chart ------------------------------------------------------------------------------------
+
+
+def render_chart(data: dict[str, Any], path: Path) -> bool:
+    """Four panels: TCP Mbit/s, UDP packets/s, ping RTT, CPU s/GB. False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    runs = [StackRun.from_json(item) for item in data["runs"]]
+    grouped = by_stack(runs)
+    stacks = [s for s in STACKS if s in grouped]
+    colours = {"strongswan": "#1f77b4", "aioipsec": "#d62728", "mixed": "#9467bd",
+               "plain": "#7f7f7f"}  # fmt: skip
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+
+    def bars(axis: Any, groups: list[str], values: Callable[[str, int], list[float | None]],
+             title: str, ylabel: str, log: bool = False, only: Sequence[str] | None = None,
+             ) -> None:  # fmt: skip
+        shown = [s for s in stacks if only is None or s in only]
+        width = 0.8 / max(1, len(shown))
+        for index, stack in enumerate(shown):
+            medians, low_err, high_err = [], [], []
+            for group_index in range(len(groups)):
+                result = spread(values(stack, group_index))
+                if result is None:
+                    medians.append(0.0)
+                    low_err.append(0.0)
+                    high_err.append(0.0)
+                else:
+                    medians.append(result[0])
+                    low_err.append(result[0] - result[1])
+                    high_err.append(result[2] - result[0])
+            positions = [g + (index - (len(shown) - 1) / 2) * width for g in range(len(groups))]
+            axis.bar(positions, medians, width, yerr=[low_err, high_err], capsize=3,
+                     label=stack, color=colours.get(stack))  # fmt: skip
+            for x, value in zip(positions, medians, strict=True):
+                if value:
+                    label = f"{value:,.0f}" if value >= 10 else f"{value:.2f}"
+                    axis.annotate(label, (x, value), ha="center", va="bottom", fontsize=7,
+                                  xytext=(0, 2), textcoords="offset points")  # fmt: skip
+        axis.set_xticks(range(len(groups)))
+        axis.set_xticklabels(groups)
+        axis.set_title(title)
+        axis.set_ylabel(ylabel)
+        if log:
+            axis.set_yscale("log")
+        axis.grid(axis="y", alpha=0.3)
+
+    tcp_groups = [f"{n} stream{'s' if n > 1 else ''} {'r->i' if rev else 'i->r'}"
+                  for n, rev in TCP_TESTS]  # fmt: skip
+    bars(axes[0][0], tcp_groups,
+         lambda s, g: [r.tcp_mbit(*TCP_TESTS[g]) for r in grouped[s]],
+         "iperf3 TCP (median, min-max bars)", "Mbit/s (log scale)", log=True)  # fmt: skip
+    axes[0][0].legend(fontsize=8)
+    sizes = data["settings"]["udp_packet_sizes"]
+    bars(axes[0][1], [f"{s}-octet packets" for s in sizes],
+         lambda s, g: [udp_best(r, sizes[g]) for r in grouped[s]],
+         f"UDP rate at <= {data['settings']['loss_limit_percent']:g} % loss",
+         "packets/s")  # fmt: skip
+    bars(axes[1][0], ["idle", "under TCP load"],
+         lambda s, g: [r.ping_idle_ms if g == 0 else r.ping_load_ms for r in grouped[s]],
+         "ping RTT through the tunnel", "ms")  # fmt: skip
+    bars(axes[1][1], ["initiator", "responder"],
+         lambda s, g: [cpu_per_gb(r, "initiator" if g == 0 else "responder")
+                       for r in grouped[s]],
+         "daemon CPU per GB received (TCP runs)", "CPU seconds / GB",
+         only=[s for s in stacks if s != "plain"])  # fmt: skip
+    figure.suptitle(f"aioipsec vs strongSwan kernel-libipsec, {data['date']} "
+                    f"({data['rounds']} rounds)")  # fmt: skip
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return True
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def run_rounds(
+    stacks: Sequence[str],
+    rounds: int,
+    settings: Settings,
+    workdir: Path,
+    log: Callable[[str], None] = print,
+) -> list[StackRun]:
+    runs = []
+    for number in range(1, rounds + 1):
+        for stack in stacks:
+            started = time.monotonic()
+            run = measure_stack(stack, number, workdir / f"r{number}-{stack}", settings)
+            runs.append(run)
+            tcp = run.tcp_mbit(1, False)
+            log(
+                f"round {number} {stack:10s} {time.monotonic() - started:5.1f} s  "
+                f"tcp1 i->r {tcp if tcp is None else round(tcp)} Mbit/s  "
+                f"problems {len(run.problems)}"
+            )
+            for problem in run.problems:
+                log(f"    {problem.splitlines()[0][:200]}")
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split(
+        "\n\n")[0])  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stacks", default=",".join(STACKS))
+    parser.add_argument("--tcp-seconds", type=float, default=Settings.tcp_seconds)
+    parser.add_argument("--udp-step-seconds", type=float, default=3.0)
+    parser.add_argument("--udp-max-steps", type=int, default=Settings.udp_max_steps)
+    parser.add_argument("--ping-count", type=int, default=Settings.ping_count)
+    parser.add_argument("--ike", action="store_true", help="also run bench.ike_load")
+    parser.add_argument("--ike-scale", type=int, default=10000,
+                        help="concurrent IKE SAs for the memory test (0: skip)")  # fmt: skip
+    parser.add_argument("--profile", action="store_true", help="py-spy our daemon")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--chart", type=Path, default=DEFAULT_CHART)
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--from-json", type=Path, help="only render the report from this file")
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+    else:
+        if os.geteuid() != 0:
+            print("bench.compare needs root (network namespaces)", file=sys.stderr)
+            return 2
+        stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+        settings = Settings(
+            tcp_seconds=args.tcp_seconds,
+            udp_step_seconds=args.udp_step_seconds,
+            udp_max_steps=args.udp_max_steps,
+            ping_count=args.ping_count,
+        )
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="aioipsec-bench-"))
+        started = time.monotonic()
+        runs = run_rounds(stacks, args.rounds, settings, workdir)
+        data = {
+            "command": "python -m bench.compare " + " ".join(argv or sys.argv[1:]),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "rounds": args.rounds,
+            "machine": machine_description(),
+            "settings": settings.__dict__
+            | {
+                "tcp_streams": list(settings.tcp_streams),
+                "udp_packet_sizes": list(settings.udp_packet_sizes),
+            },
+            "runs": [run.to_json() for run in runs],
+        }
+        if args.ike:
+            from bench.ike_load import run_ike_comparison
+
+            data["ike"] = run_ike_comparison(workdir / "ike", rounds=args.rounds,
+                                             scale=args.ike_scale, log=print)  # fmt: skip
+        if args.profile:
+            data["profile"] = profile_daemon(settings, workdir / "profile", seconds=10.0)
+        data["elapsed_minutes"] = (time.monotonic() - started) / 60
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
+    chart_ok = render_chart(data, args.chart)
+    report = render_report(data, args.chart.name if chart_ok else None)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(f"wrote {args.out}" + (f" and {args.chart}" if chart_ok else " (no chart: matplotlib?)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

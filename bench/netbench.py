@@ -1,0 +1,505 @@
+"""Data-plane measurements through one tunnel between two network namespaces.
+
+One *stack* is a pair of implementations (or none, for the plain veth ceiling)::
+
+    strongswan   charon + kernel-libipsec  <->  charon + kernel-libipsec   (the baseline)
+    aioipsec     aioipsec daemon           <->  aioipsec daemon
+    mixed        aioipsec daemon           <->  charon + kernel-libipsec
+    plain        no IPsec: the inner subnets routed over the veth (the ceiling)
+
+:func:`measure_stack` builds the topology of the interop harness (initiator and responder
+joined by a veth, inner addresses 10.1.0.1 and 10.2.0.1 on loopback), establishes the tunnel
+(IKE aes256gcm16-prfsha256-x25519, PSK, ESP aes256gcm16, always UDP-encapsulated on port 4500
+as kernel-libipsec does, inner MTU 1400) and measures from the initiator's side:
+
+* iperf3 TCP, 1 and 4 streams, each direction (``-R`` is responder -> initiator);
+* iperf3 UDP at rising packet rates until the loss passes ``loss_limit_percent``, for 1400-
+  and 64-octet IP packets: the highest rate with loss at or below the limit;
+* ping RTT idle, and under load (during the 1-stream TCP run);
+* CPU seconds per GB moved, for each daemon, from ``/proc/PID/stat`` (utime + stime of every
+  process in the daemon's process group, so a helper process would be counted too).
+
+Everything the run needs is torn down by the :class:`~aioipsec.netns.Lab`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aioipsec.interop.harness import (
+    InteropPeer,
+    Scenario,
+    Side,
+    Topology,
+    build_topology,
+    make_peer,
+    swanctl_conf,
+)
+from aioipsec.interop.ours import AioipsecPeer
+from aioipsec.netns import BackgroundProcess, Lab, Namespace
+
+STACKS: dict[str, tuple[str, str] | None] = {
+    "strongswan": ("charon", "charon"),
+    "aioipsec": ("aioipsec", "aioipsec"),
+    "mixed": ("aioipsec", "charon"),
+    "plain": None,
+}
+INNER_MTU = 1400
+IPV4_UDP_HEADERS = 28  # what iperf3 -l leaves out of an IPv4 UDP packet
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+_RECEIVED = re.compile(r"(\d+) packets transmitted, (\d+) received")
+
+
+@dataclass
+class Settings:
+    """How long and how hard to measure (the smoke test uses tiny values)."""
+
+    tcp_seconds: float = 5.0  # iperf3 takes whole seconds (0 would mean "forever")
+    tcp_streams: tuple[int, ...] = (1, 4)
+    udp_packet_sizes: tuple[int, ...] = (1400, 64)  # IP packet sizes
+    udp_step_seconds: float = 2.0
+    udp_start_pps: int = 5000
+    udp_growth: float = 1.6
+    udp_max_steps: int = 10
+    loss_limit_percent: float = 0.1
+    ping_count: int = 20
+    ping_interval: float = 0.05
+    daemon_log_level: str = "warning"
+
+
+@dataclass
+class TcpResult:
+    streams: int
+    reverse: bool  # True: responder -> initiator (iperf3 -R)
+    mbit_per_s: float
+    retransmits: int | None
+    bytes: int
+    cpu_initiator_s: float | None
+    cpu_responder_s: float | None
+
+    @property
+    def direction(self) -> str:
+        return "r->i" if self.reverse else "i->r"
+
+    def cpu_seconds_per_gb(self, side: Side) -> float | None:
+        cpu = self.cpu_initiator_s if side == "initiator" else self.cpu_responder_s
+        if cpu is None or self.bytes <= 0:
+            return None
+        return cpu / (self.bytes / 1e9)
+
+
+@dataclass
+class UdpStep:
+    offered_pps: int
+    received_pps: float
+    lost_percent: float
+
+
+@dataclass
+class UdpResult:
+    packet_size: int
+    best_pps: float  # highest received rate of a step with loss <= the limit (0: none)
+    steps: list[UdpStep] = field(default_factory=list)
+
+
+@dataclass
+class StackRun:
+    """Everything one stack measured in one round."""
+
+    stack: str
+    round: int
+    tcp: list[TcpResult] = field(default_factory=list)
+    udp: list[UdpResult] = field(default_factory=list)
+    ping_idle_ms: float | None = None
+    ping_load_ms: float | None = None
+    ping_load_lost: int = 0
+    establish_seconds: float | None = None
+    tun_mtu: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    started_at: float = 0.0
+
+    def tcp_mbit(self, streams: int, reverse: bool) -> float | None:
+        for result in self.tcp:
+            if result.streams == streams and result.reverse == reverse:
+                return result.mbit_per_s
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StackRun:
+        run = cls(**{k: v for k, v in data.items() if k not in ("tcp", "udp")})
+        run.tcp = [TcpResult(**t) for t in data.get("tcp", [])]
+        run.udp = [
+            UdpResult(u["packet_size"], u["best_pps"], [UdpStep(**s) for s in u.get("steps", [])])
+            for u in data.get("udp", [])
+        ]
+        return run
+
+
+# --- CPU accounting ---------------------------------------------------------------------------
+
+
+def process_group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every live process in process group PGID (all threads included)."""
+    total_ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except OSError:
+            continue
+        # The command name (field 2) may contain spaces: split after its closing parenthesis.
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        # fields[0] is field 3 (state): pgrp is field 5, utime/stime fields 14/15.
+        if int(fields[2]) == pgid:
+            total_ticks += int(fields[11]) + int(fields[12])
+    return total_ticks / CLOCK_TICKS
+
+
+# --- peers ------------------------------------------------------------------------------------
+
+
+class QuietAioipsecPeer(AioipsecPeer):
+    """Our daemon as the interop harness starts it, but logging at LOG_LEVEL (the harness's
+    peer logs at debug level, which a benchmark should not pay for)."""
+
+    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path, log_level: str) -> None:
+        super().__init__(lab, namespace, workdir)
+        self.log_level = log_level
+
+    def load(self, swanctl_conf_text: str, timeout: float = 30.0) -> None:
+        self.toml_path.write_text(
+            "# written by bench.netbench\n"
+            "[daemon]\n"
+            f'control_socket = "{self.control_socket}"\n'
+            'tun_name = "ipsec0"\n'
+        )
+        self.swanctl_path.write_text(swanctl_conf_text)
+        self.swanctl_path.chmod(0o600)  # it holds the PSK
+        self.toml_path.chmod(0o600)
+        argv = [
+            sys.executable,
+            "-m",
+            "aioipsec.daemon",
+            "-c",
+            str(self.toml_path),
+            "--swanctl-conf",
+            str(self.swanctl_path),
+            "--log-level",
+            self.log_level,
+        ]
+        repo = Path(__file__).resolve().parents[1]
+        self.process = self.lab.start(
+            self.namespace, argv, log=self.log_path, cwd=repo, env={"PYTHONPATH": str(repo)}
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.process.running():
+                raise RuntimeError(f"aioipsec daemon exited:\n{self.log_tail()}")
+            if self.control_socket.exists():
+                try:
+                    self.call("stats", timeout=2.0)
+                    return
+                except Exception:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"aioipsec daemon did not answer within {timeout} s:\n{self.log_tail()}")
+
+
+def peer_process(peer: InteropPeer) -> BackgroundProcess | None:
+    """The daemon process of PEER (charon's or ours)."""
+    if isinstance(peer, AioipsecPeer):
+        return peer.process
+    charon = getattr(peer, "charon", None)
+    return charon.process if charon is not None else None
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+class Tunnel:
+    """Two namespaces joined by a veth, with (or, for ``plain``, without) a tunnel."""
+
+    def __init__(self, lab: Lab, stack: str, workdir: Path, settings: Settings) -> None:
+        if stack not in STACKS:
+            raise ValueError(f"unknown stack {stack!r} (one of {', '.join(STACKS)})")
+        self.lab = lab
+        self.stack = stack
+        self.workdir = workdir
+        self.settings = settings
+        implementations = STACKS[stack] or ("charon", "charon")
+        self.scenario = Scenario(
+            name="bench",
+            initiator=implementations[0],  # type: ignore[arg-type]
+            responder=implementations[1],  # type: ignore[arg-type]
+            encap=True,  # kernel-libipsec always encapsulates: so do we, for a fair race
+        )
+        self.topology: Topology = build_topology(lab, self.scenario)
+        self.peers: dict[Side, InteropPeer] = {}
+        self.pgids: dict[Side, int] = {}
+        self.establish_seconds: float | None = None
+
+    @property
+    def initiator_inner(self) -> str:
+        return self.scenario.inner_address("initiator")
+
+    @property
+    def responder_inner(self) -> str:
+        return self.scenario.inner_address("responder")
+
+    def up(self) -> None:
+        if STACKS[self.stack] is None:
+            self._plain_routes()
+            return
+        for side in ("initiator", "responder"):
+            namespace = self.topology.namespace(side)  # type: ignore[arg-type]
+            workdir = self.workdir / side
+            peer: InteropPeer
+            if self.scenario.implementation(side) == "aioipsec":  # type: ignore[arg-type]
+                peer = QuietAioipsecPeer(
+                    self.lab, namespace, workdir, self.settings.daemon_log_level
+                )
+            else:
+                peer = make_peer(self.lab, namespace, workdir, self.scenario, side)  # type: ignore[arg-type]
+            peer.start()
+            peer.load(swanctl_conf(self.scenario, self.topology, side))  # type: ignore[arg-type]
+            self.peers[side] = peer  # type: ignore[index]
+            process = peer_process(peer)
+            if process is not None:
+                self.pgids[side] = process.pid  # type: ignore[index]
+        name = self.scenario.connection_name
+        started = time.monotonic()
+        self.peers["initiator"].initiate(name, name)
+        deadline = started + 30.0
+        while time.monotonic() < deadline:
+            if all(_installed(peer.list_sas(), name) for peer in self.peers.values()):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(
+                f"{self.stack}: tunnel not established in 30 s\n"
+                + "\n".join(f"--- {s} ---\n{p.log_tail(30)}" for s, p in self.peers.items())
+            )
+        self.establish_seconds = time.monotonic() - started
+        # The inner MTU of the comparison is kernel-libipsec's 1400 on every TUN device.
+        for side in ("initiator", "responder"):
+            self.topology.namespace(side).ip(  # type: ignore[arg-type]
+                "link", "set", "dev", "ipsec0", "mtu", str(INNER_MTU)
+            )
+        self._wait_ping()
+
+    def _plain_routes(self) -> None:
+        topology = self.topology
+        topology.initiator.ip(
+            "route", "add", self.scenario.responder_subnet, "via", topology.responder_outer,
+            "mtu", str(INNER_MTU),
+        )  # fmt: skip
+        topology.responder.ip(
+            "route", "add", self.scenario.initiator_subnet, "via", topology.initiator_outer,
+            "mtu", str(INNER_MTU),
+        )  # fmt: skip
+        self._wait_ping()
+
+    def _wait_ping(self) -> None:
+        for _ in range(20):
+            result = self.topology.initiator.run(
+                "ping", "-c1", "-W1", "-I", self.initiator_inner, self.responder_inner,
+                check=False,
+            )  # fmt: skip
+            if result.returncode == 0:
+                return
+        raise RuntimeError(f"{self.stack}: no ping through the tunnel")
+
+    def tun_mtus(self) -> dict[str, int]:
+        mtus = {}
+        for side in ("initiator", "responder"):
+            namespace = self.topology.namespace(side)  # type: ignore[arg-type]
+            out = namespace.run("cat", "/sys/class/net/ipsec0/mtu", check=False).stdout.strip()
+            if out.isdigit():
+                mtus[side] = int(out)
+        return mtus
+
+    def cpu_seconds(self) -> dict[str, float]:
+        return {side: process_group_cpu_seconds(pgid) for side, pgid in self.pgids.items()}
+
+    # --- iperf3 --------------------------------------------------------------------------------
+
+    @contextmanager
+    def iperf_server(self) -> Iterator[None]:
+        process = self.lab.start(
+            self.topology.responder,
+            ["iperf3", "-s", "-B", self.responder_inner],
+            log=self.workdir / f"iperf3-server-{time.monotonic_ns()}.log",
+        )
+        try:
+            for _ in range(50):
+                result = self.topology.responder.run("ss", "-ltnH", "sport = :5201", check=False)
+                if result.stdout.strip():
+                    break
+                time.sleep(0.05)
+            yield
+        finally:
+            process.stop()
+
+    def _iperf(self, *args: str, seconds: float) -> dict[str, Any]:
+        argv = [
+            "iperf3", "-c", self.responder_inner, "-B", self.initiator_inner, "-J",
+            "-t", str(max(1, round(seconds))), *args,
+        ]  # fmt: skip
+        result = self.topology.initiator.run(*argv, check=False, timeout=seconds + 40)
+        try:
+            data = json.loads(result.stdout)
+        except json.JSONDecodeError:
+            return {"error": (result.stderr or result.stdout).strip()[:300]}
+        return data
+
+    def tcp(self, streams: int, reverse: bool) -> TcpResult:
+        before = self.cpu_seconds()
+        args = ["-P", str(streams)] + (["-R"] if reverse else [])
+        data = self._iperf(*args, seconds=self.settings.tcp_seconds)
+        after = self.cpu_seconds()
+        if "error" in data:
+            raise RuntimeError(f"iperf3 TCP {args}: {data['error']}")
+        end = data["end"]
+        received = end["sum_received"]
+        cpu = {side: after[side] - before[side] for side in after}
+        return TcpResult(
+            streams=streams,
+            reverse=reverse,
+            mbit_per_s=received["bits_per_second"] / 1e6,
+            retransmits=end.get("sum_sent", {}).get("retransmits"),
+            bytes=int(received["bytes"]),
+            cpu_initiator_s=cpu.get("initiator"),
+            cpu_responder_s=cpu.get("responder"),
+        )
+
+    def udp_step(self, packet_size: int, pps: int) -> UdpStep:
+        payload = packet_size - IPV4_UDP_HEADERS
+        bits_per_second = pps * payload * 8
+        data = self._iperf(
+            "-u", "-l", str(payload), "-b", str(bits_per_second),
+            seconds=self.settings.udp_step_seconds,
+        )  # fmt: skip
+        if "error" in data:
+            raise RuntimeError(f"iperf3 UDP {packet_size} B at {pps} pps: {data['error']}")
+        summary = data["end"]["sum"]
+        seconds = summary.get("seconds") or self.settings.udp_step_seconds
+        packets = summary.get("packets", 0)
+        lost = summary.get("lost_packets", 0)
+        return UdpStep(
+            offered_pps=pps,
+            received_pps=(packets - lost) / seconds,
+            lost_percent=float(summary.get("lost_percent", 100.0)),
+        )
+
+    def udp_sweep(self, packet_size: int) -> UdpResult:
+        settings = self.settings
+        result = UdpResult(packet_size, 0.0)
+        pps = float(settings.udp_start_pps)
+        for _ in range(settings.udp_max_steps):
+            step = self.udp_step(packet_size, int(pps))
+            result.steps.append(step)
+            if step.lost_percent > settings.loss_limit_percent:
+                break
+            result.best_pps = max(result.best_pps, step.received_pps)
+            if step.received_pps < 0.8 * step.offered_pps:
+                break  # the sender (iperf3 itself) cannot go faster
+            pps *= settings.udp_growth
+        return result
+
+    # --- ping ----------------------------------------------------------------------------------
+
+    def ping_argv(self, count: int, interval: float) -> list[str]:
+        return self.topology.initiator.exec_argv(
+            ["ping", "-q", "-c", str(count), "-i", f"{interval:g}", "-W", "2",
+             "-I", self.initiator_inner, self.responder_inner]
+        )  # fmt: skip
+
+    def ping_idle(self) -> float | None:
+        settings = self.settings
+        result = subprocess.run(
+            self.ping_argv(settings.ping_count, settings.ping_interval),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        return _ping_avg(result.stdout)[0]
+
+    def tcp_with_ping(self, streams: int, reverse: bool) -> tuple[TcpResult, float | None, int]:
+        """A TCP run with a ping every 0.1 s beside it: RTT under load and pings lost."""
+        count = max(1, int(self.settings.tcp_seconds / 0.1) - 5)
+        ping = subprocess.Popen(
+            self.ping_argv(count, 0.1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            tcp = self.tcp(streams, reverse)
+        finally:
+            out, _ = ping.communicate(timeout=self.settings.tcp_seconds + 30)
+        avg, sent, received = _ping_avg(out)
+        return tcp, avg, sent - received
+
+
+def _installed(sas: dict[str, Any], name: str) -> bool:
+    ike = sas.get(name, {})
+    return ike.get("state") == "ESTABLISHED" and any(
+        child.get("state") == "INSTALLED" for child in ike.get("child-sas", {}).values()
+    )
+
+
+def _ping_avg(output: str) -> tuple[float | None, int, int]:
+    rtt = _RTT.search(output)
+    counts = _RECEIVED.search(output)
+    sent, received = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
+    return (float(rtt.group(2)) if rtt else None), sent, received
+
+
+def measure_stack(stack: str, round_number: int, workdir: Path, settings: Settings) -> StackRun:
+    """Build STACK in fresh namespaces, measure everything, tear it down."""
+    run = StackRun(stack=stack, round=round_number, started_at=time.time())
+    workdir.mkdir(parents=True, exist_ok=True)
+    with Lab(f"b{round_number}{stack[:2]}") as lab:
+        tunnel = Tunnel(lab, stack, workdir, settings)
+        try:
+            tunnel.up()
+        except Exception as exc:
+            run.problems.append(f"set-up: {exc}")
+            return run
+        run.establish_seconds = tunnel.establish_seconds
+        run.tun_mtu = tunnel.tun_mtus()
+        run.ping_idle_ms = tunnel.ping_idle()
+        with tunnel.iperf_server():
+            for streams in settings.tcp_streams:
+                for reverse in (False, True):
+                    try:
+                        if streams == 1 and not reverse:
+                            result, rtt, lost = tunnel.tcp_with_ping(streams, reverse)
+                            run.ping_load_ms, run.ping_load_lost = rtt, lost
+                        else:
+                            result = tunnel.tcp(streams, reverse)
+                        run.tcp.append(result)
+                    except Exception as exc:
+                        run.problems.append(f"tcp {streams} {reverse}: {exc}")
+            for size in settings.udp_packet_sizes:
+                try:
+                    run.udp.append(tunnel.udp_sweep(size))
+                except Exception as exc:
+                    run.problems.append(f"udp {size}: {exc}")
+        for side, peer in tunnel.peers.items():
+            process = peer_process(peer)
+            if process is not None and not process.running():
+                run.problems.append(f"{side} daemon died: {peer.log_tail(20)}")
+    return run
