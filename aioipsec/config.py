@@ -23,7 +23,6 @@ never appear in :func:`connection_listing` (what the control socket's ``conns`` 
 from __future__ import annotations
 
 import base64
-import binascii
 import fnmatch
 import ipaddress
 import os
@@ -917,7 +916,7 @@ def decode_secret(text: str) -> bytes:
     if text[:2].lower() == "0s":
         try:
             return base64.b64decode(text[2:], validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a non-ASCII character (a plain ValueError)
             raise _ValueProblem("the 0s secret is not valid base64") from None
     return text.encode()
 
