@@ -18,9 +18,15 @@ from aioipsec.doctor import FAIL, OK, WARN, iptables_problems, run_checks
 pytestmark = pytest.mark.timeout(60)
 ROOT = os.geteuid() == 0
 REPO = Path(__file__).resolve().parents[2]
-needs_root = pytest.mark.skipif(
+_skip_unless_root = pytest.mark.skipif(
     not ROOT or shutil.which("unshare") is None, reason="needs root and unshare"
 )
+
+
+def needs_root(test):  # type: ignore[no-untyped-def]
+    """Root + a fresh network namespace (unshare --net): the ``netns`` marker too."""
+    return pytest.mark.netns(_skip_unless_root(test))
+
 
 GATEWAY_TOML = """
 [connections.gw]
