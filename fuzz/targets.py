@@ -14,7 +14,8 @@ seed corpus (``fuzz/corpus/<target>/``) share one format; structured targets rea
 leading octets as choices (documented on each target).
 
 No target reads a clock, touches the network or writes outside a private temporary
-directory (the configuration loaders need a file).
+directory (the configuration loaders need a file). Everything a target calls is imported
+at the top of this module, so that ``fuzz.run`` instruments it for coverage.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from aioipsec.config import ConfigError, load_configuration, to_engine_configs
+from aioipsec.swanctl import load_swanctl, parse_settings_text
 from esp.errors import DropReason, EspDrop
 from esp.sa import EspSa
+from ikev2.config import AuthConfig, ChildConfig, IkeConfig
 from ikev2.crypto.sk import AeadSkCipher, make_sk_cipher
+from ikev2.dispatcher import Dispatcher
 from ikev2.enums import EncrId, ExchangeType, IntegId, PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.fragments import Reassembler
@@ -357,9 +362,6 @@ class _EnginePair:
     def __init__(self) -> None:
         import random
 
-        from ikev2.config import AuthConfig, ChildConfig, IkeConfig
-        from ikev2.dispatcher import Dispatcher
-
         def config(local: str, remote: str, me: str, peer: str, mine: str, theirs: str):
             return IkeConfig(
                 name="conn",
@@ -495,9 +497,6 @@ def swanctl_conf(data: bytes) -> None:
     """strongSwan's swanctl.conf syntax (``parse_settings_text``) and the whole loader
     (``load_swanctl``: sections, references, includes, connection checks): a ``ConfigError``
     naming the file or nothing."""
-    from aioipsec.config import ConfigError
-    from aioipsec.swanctl import load_swanctl, parse_settings_text
-
     text = _text(data)
     try:
         parse_settings_text(text, "fuzz.conf")
@@ -514,8 +513,6 @@ def swanctl_conf(data: bytes) -> None:
 def toml_config(data: bytes) -> None:
     """The TOML loader (``load_configuration``) and the translation into engine configs:
     a ``ConfigError`` naming the file/key or a configuration the engine accepts."""
-    from aioipsec.config import ConfigError, load_configuration, to_engine_configs
-
     path = _scratch_file("aioipsec.toml", _text(data))
     with _no_name_resolution():
         try:
