@@ -38,6 +38,17 @@ def _other(initiator: str) -> str:
 
 MATRIX: list[Scenario] = [
     Scenario(name="charon-to-charon", initiator="charon", responder="charon"),
+    # Our daemon with itself: without a NAT no encapsulation (raw ESP, IP protocol 50) and IKE
+    # stays on port 500; behind a NAT, ESP in UDP, keepalives, rekeys and a delete.
+    Scenario(name="ours-to-ours", initiator="aioipsec", responder="aioipsec"),
+    Scenario(
+        name="ours-to-ours-behind-nat",
+        initiator="aioipsec",
+        responder="aioipsec",
+        nat=True,
+        keep_alive=1,
+        actions=("initiator:rekey-child", "responder:rekey-ike", "initiator:terminate"),
+    ),
     Scenario(name="ours-to-charon", initiator="aioipsec", responder="charon"),
     Scenario(name="charon-to-ours", initiator="charon", responder="aioipsec"),
     # Behind a NAT, with 1 s NAT-T keepalives counted on the NAT's outside while idle.
