@@ -172,6 +172,8 @@ class Daemon:
             self.loop.add_signal_handler(signal_number, handler)
             self._cleanups.append(lambda s=signal_number: self.loop.remove_signal_handler(s))
 
+        # Sockets, TUN device and control socket are open: keep only what later steps need.
+        _drop_capabilities()
         self._apply_start_actions(self.engine_configs)
         log.info(
             "daemon started",
@@ -785,6 +787,56 @@ def _selftest_summary(report: Any) -> str:
     return (
         f"{passed} vectors passed, {getattr(report, 'skipped', 0)} skipped, {report.seconds:.2f} s"
     )
+
+
+# Linux capability numbers (linux/capability.h) and the calls to drop them.
+CAP_NET_ADMIN = 12
+_PR_CAPBSET_DROP = 24
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _drop_capabilities(keep: tuple[int, ...] = (CAP_NET_ADMIN,)) -> None:
+    """Drop every capability but KEEP, from this thread and every program it starts.
+
+    Once the sockets, the TUN device and the control socket are open, the daemon only
+    changes routes, rules and the TUN MTU (CAP_NET_ADMIN, also for the ``ip`` commands it
+    runs). The bounding set is cut too: a root process regains its bounding set on
+    ``execve``, so without that the ``ip`` children would run with every capability.
+    Capabilities are per thread: threads started before this call keep theirs.
+    """
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as file:
+            last = int(file.read())
+    except OSError:
+        last = 40
+    for capability in range(last + 1):
+        if capability not in keep and libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            log.warning(
+                "cannot drop capabilities: running with all of them",
+                error=os.strerror(ctypes.get_errno()),
+            )
+            return
+    mask = sum(1 << capability for capability in keep)
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    # Two {effective, permitted, inheritable} triples: capabilities 0-31, then 32-63.
+    data = (ctypes.c_uint32 * 6)(
+        mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, mask & 0xFFFFFFFF,
+        mask >> 32, mask >> 32, mask >> 32,
+    )  # fmt: skip
+    if libc.capset(header, data) != 0:
+        log.warning(
+            "cannot drop capabilities: running with all of them",
+            error=os.strerror(ctypes.get_errno()),
+        )
+        return
+    log.info("capabilities dropped", kept=["CAP_NET_ADMIN" if c == CAP_NET_ADMIN else c
+                                            for c in keep])  # fmt: skip
 
 
 def _ipv6_enabled() -> bool:
