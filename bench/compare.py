@@ -142,36 +142,63 @@ def machine_description() -> dict[str, str]:
 
 
 def profile_daemon(settings: Settings, workdir: Path, seconds: float) -> dict[str, Any]:
-    """py-spy samples of the aioipsec initiator daemon during a 1-stream TCP run (i->r).
+    """py-spy samples of both aioipsec daemons (initiator = sender, responder = receiver)
+    during a 1-stream TCP run i->r, and the CPU share each daemon used meanwhile.
 
-    Returns {"self": [(function, share)], "total": [(function, share)], "samples": n}."""
+    Returns {"mbit_per_s": x, "sides": {side: {"self": [(function, share)], "total": [...],
+    "samples": n, "cpu_share": fraction of one core}}} or {"error": text}."""
     from aioipsec.netns import Lab
     from bench.netbench import Tunnel
 
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         return {"error": "py-spy is not installed (pip install py-spy)"}
-    raw = workdir / "profile.txt"
+    workdir.mkdir(parents=True, exist_ok=True)
+    sides = ("initiator", "responder")
     with Lab("bprof") as lab:
         tunnel = Tunnel(lab, "aioipsec", workdir, settings)
         tunnel.up()
-        pid = tunnel.pgids["initiator"]
         with tunnel.iperf_server():
-            recorder = subprocess.Popen(
-                [py_spy, "record", "--nonblocking", "-r", "250", "-d", f"{seconds:g}",
-                 "-f", "raw", "-o", str(raw), "-p", str(pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
+            recorders = {
+                side: subprocess.Popen(
+                    [
+                        py_spy,
+                        "record",
+                        "--nonblocking",
+                        "-r",
+                        "250",
+                        "-d",
+                        f"{seconds:g}",
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(workdir / f"profile-{side}.txt"),
+                        "-p",
+                        str(tunnel.pgids[side]),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for side in sides
+            }
             time.sleep(0.5)
-            long_enough = Settings(**{**settings.__dict__, "tcp_seconds": seconds})
-            tunnel.settings = long_enough
+            tunnel.settings = Settings(**{**settings.__dict__, "tcp_seconds": seconds})
             tcp = tunnel.tcp(1, False)
-            _, errors = recorder.communicate(timeout=seconds + 30)
-    if not raw.exists():
-        return {"error": f"py-spy wrote nothing: {errors.strip()[-300:]}"}
-    summary = summarise_collapsed(raw.read_text())
-    summary["mbit_per_s"] = tcp.mbit_per_s
-    return summary
+            errors = {
+                side: recorder.communicate(timeout=seconds + 30)[1]
+                for side, recorder in recorders.items()
+            }
+    result: dict[str, Any] = {"mbit_per_s": tcp.mbit_per_s, "sides": {}}
+    cpu = {"initiator": tcp.cpu_initiator_s, "responder": tcp.cpu_responder_s}
+    for side in sides:
+        raw = workdir / f"profile-{side}.txt"
+        if not raw.exists():
+            return {"error": f"py-spy wrote nothing for the {side}: {errors[side][-300:]}"}
+        summary = summarise_collapsed(raw.read_text())
+        summary["cpu_share"] = (cpu[side] or 0.0) / max(1, round(seconds))
+        result["sides"][side] = summary
+    return result
 
 
 def summarise_collapsed(text: str, top: int = 15) -> dict[str, Any]:
@@ -196,7 +223,13 @@ def summarise_collapsed(text: str, top: int = 15) -> dict[str, Any]:
         ordered = sorted(table.items(), key=lambda item: -item[1])[:top]
         return [(name, count / total) for name, count in ordered]
 
-    return {"self": ranked(own), "total": ranked(inclusive), "samples": total}
+    # The event loop and the program's entry frames are on every stack: not informative.
+    specific = {name: count for name, count in inclusive.items() if not _generic_frame(name)}
+    return {"self": ranked(own), "total": ranked(specific), "samples": total}
+
+
+def _generic_frame(name: str) -> bool:
+    return "(asyncio/" in name or "(<frozen" in name or name.startswith(("<module> (", "main ("))
 
 
 def _short_frame(frame: str) -> str:
@@ -355,19 +388,26 @@ def render_profile(profile: dict[str, Any]) -> list[str]:
     if "error" in profile:
         return [*lines, f"No profile: {profile['error']}", ""]
     lines.append(
-        f"py-spy, 250 samples/s, {profile['samples']} samples of the initiator daemon (the "
-        f"sender) during a 1-stream TCP run i->r at {profile['mbit_per_s']:.0f} Mbit/s. "
-        "`self`: samples in the function itself; `total`: samples with the function "
-        "anywhere on the stack. Idle time (the event loop waiting in epoll) is part of it."
+        f"py-spy at 250 samples/s on both daemons during a 1-stream TCP run i->r at "
+        f"{profile['mbit_per_s']:.0f} Mbit/s. `self`: samples in the function itself; "
+        "`total`: samples with the function anywhere on the stack. Samples are wall-clock "
+        "(py-spy's default): time the event loop waits in epoll is in `select`."
     )
     lines.append("")
-    lines.append("| self | function | | total | function |")
-    lines.append("| --- | --- | --- | --- | --- |")
-    for (own_name, own_share), (all_name, all_share) in zip(
-        profile["self"], profile["total"], strict=False
-    ):
-        lines.append(f"| {own_share:.1%} | `{own_name}` | | {all_share:.1%} | `{all_name}` |")
-    lines.append("")
+    sides = profile.get("sides") or {"initiator": profile}  # older files: the sender only
+    for side, summary in sides.items():
+        role = "sender" if side == "initiator" else "receiver"
+        share = summary.get("cpu_share")
+        used = f"; the daemon used {share:.0%} of one core during the run" if share else ""
+        lines.append(f"**{side} ({role})**: {summary['samples']} samples{used}.")
+        lines.append("")
+        lines.append("| self | function | | total | function |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for (own_name, own_share), (all_name, all_share) in zip(
+            summary["self"], summary["total"], strict=False
+        ):
+            lines.append(f"| {own_share:.1%} | `{own_name}` | | {all_share:.1%} | `{all_name}` |")
+        lines.append("")
     return lines
 
 
@@ -539,11 +579,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--from-json", type=Path, help="only render the report from this file")
+    parser.add_argument(
+        "--notes", type=Path, help="markdown appended to the report as its closing notes"
+    )
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
 
     if args.from_json:
         data = json.loads(args.from_json.read_text())
+        if args.profile:  # add (or replace) the profile of an earlier run
+            settings = Settings(**{
+                k: tuple(v) if isinstance(v, list) else v for k, v in data["settings"].items()
+            })  # fmt: skip
+            workdir = args.workdir or Path(tempfile.mkdtemp(prefix="aioipsec-bench-"))
+            data["profile"] = profile_daemon(settings, workdir / "profile", seconds=10.0)
+            args.from_json.write_text(json.dumps(data, indent=1) + "\n")
     else:
         if os.geteuid() != 0:
             print("bench.compare needs root (network namespaces)", file=sys.stderr)
@@ -580,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data["elapsed_minutes"] = (time.monotonic() - started) / 60
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=1) + "\n")
+    if args.notes:
+        data["notes"] = args.notes.read_text().rstrip("\n").splitlines()
     chart_ok = render_chart(data, args.chart)
     report = render_report(data, args.chart.name if chart_ok else None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
