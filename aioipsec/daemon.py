@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from aioipsec.control import RequestError
+from aioipsec.log import RateLimitedLogger
 from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
 from aioipsec.runtime.engine import EngineDriver
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing
@@ -101,6 +102,7 @@ class Daemon:
         self.port4500: list[DrainingSocket] = []
         self.raw_esp: list[RawEspSocket] = []
         self.started_at = time.time()
+        self._refusal_log = RateLimitedLogger(log, interval=10.0)
 
     # ------------------------------------------------------------------ start / stop
 
@@ -379,6 +381,20 @@ class Daemon:
                 check=event.check,
                 reason=event.reason,
                 remote=event.remote_addr,
+            )
+        elif isinstance(event, ev.NegotiationFailed) and _refused_init(event):
+            # Anyone can send IKE_SA_INIT, from any (spoofed) address: one line per
+            # connection and notify every 10 s, with the count of those not logged.
+            self._refusal_log.error(
+                "negotiation failed",
+                key=(event.connection, event.notify),
+                connection=event.connection,
+                ike_sa_id=event.ike_sa_id,
+                exchange=event.exchange,
+                reason=event.reason,
+                notify=event.notify.name if event.notify is not None else None,
+                received=event.received,
+                child=event.child,
             )
         elif isinstance(event, ev.NegotiationFailed):
             bound.error(
@@ -787,6 +803,11 @@ def _selftest_summary(report: Any) -> str:
     return (
         f"{passed} vectors passed, {getattr(report, 'skipped', 0)} skipped, {report.seconds:.2f} s"
     )
+
+
+def _refused_init(event: ev.NegotiationFailed) -> bool:
+    """An IKE_SA_INIT request we refused (before any authentication)."""
+    return event.exchange == "IKE_SA_INIT" and not event.received
 
 
 # Linux capability numbers (linux/capability.h) and the calls to drop them.
