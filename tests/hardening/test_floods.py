@@ -204,3 +204,25 @@ def test_esp_floods_unknown_spi_and_bad_icv(hosts: Hosts) -> None:
         # Cheap to drop: a handful of (rate-limited) log lines for the whole flood at most.
         assert log_lines <= 10, gw.log_tail(20)
     record("esp_floods", **results)
+
+
+@pytest.mark.timeout(90)
+def test_ike_flood_from_unconfigured_sources_is_not_logged_per_packet(hosts: Hosts) -> None:
+    """A site-to-site gateway (no connection for 198.18.0.0/15) flooded from there: the
+    stateless NO_PROPOSAL_CHOSEN answers are counted, not logged one line per packet."""
+    gw = hosts.gw()
+    prober = Prober(hosts.evil_ns)
+    captured: list[bytes] = []
+    prober.hook = lambda data: captured.append(data) or []
+    prober.initiate()
+    prober.run(lambda: bool(captured), timeout=5)
+    prober.close()
+    lines_before = len(gw.log_text().splitlines())
+    flood = start_flood(hosts, "ike-init", captured[0], GW_EVIL_SIDE, rate=1000, seconds=3,
+                        packets=3000)  # fmt: skip
+    sent, _ = flood_result(flood)
+    time.sleep(1.0)
+    daemon_healthy(gw)
+    log_lines = len(gw.log_text().splitlines()) - lines_before
+    record("ike_flood_unconfigured_sources", sent=sent, log_lines=log_lines)
+    assert log_lines <= 10, f"{log_lines} log lines for {sent} packets"
