@@ -133,6 +133,10 @@ _reference: dict[str, tuple] = {}
 def test_establish_and_rekey_under_loss(hosts: Hosts, percent: int) -> None:
     if percent:
         add_loss(hosts, percent)
+    capture_dir = os.environ.get("AIOIPSEC_HARDENING_CAPTURE")
+    if capture_dir:  # for a failure's post-mortem: what gw saw and sent (after its drops)
+        path = f"{capture_dir}/loss-{percent}.pcap"
+        hosts.lab.capture(hosts.gw_ns, hosts.gw_peer_dev, path, "udp")
     result = establish_and_rekey(hosts, timeout=EXCHANGE_WAIT)
     lost = dropped(hosts) if percent else 0
     record("loss", percent=percent, rounds=LOSS_ROUNDS, ike_packets_dropped=lost, **result)
