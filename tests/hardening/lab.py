@@ -225,6 +225,9 @@ class Prober:
         self.events: list[Event] = []
         self.received: list[bytes] = []
         self.hook: Hook | None = None
+        # Received datagrams for which this returns True are not given to the engine
+        # (a loss on the way back, decided per datagram).
+        self.lose_received: Callable[[bytes], bool] | None = None
 
     def close(self) -> None:
         self.sock.close()
@@ -275,6 +278,8 @@ class Prober:
             except TimeoutError:
                 continue
             self.received.append(data)
+            if self.lose_received is not None and self.lose_received(data):
+                continue
             if feed:
                 if self.port == 4500:
                     data = data[4:]
