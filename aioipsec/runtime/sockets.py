@@ -222,6 +222,7 @@ class IkePort500:
         self.server = server
         self.name = name
         self._pending: set[asyncio.Task[None]] = set()
+        self.send_errors = 0
 
     @classmethod
     async def bind(cls, host: str, port: int) -> IkePort500:
@@ -245,7 +246,14 @@ class IkePort500:
 
     async def receive_forever(self, handler: DatagramHandler) -> None:
         while True:
-            data, addr = await self.server.recv()
+            try:
+                data, addr = await self.server.recv()
+            except OSError:
+                # asyncio-dgram raises an earlier *send* error (EPERM from a firewall,
+                # ENETUNREACH, ...) from the next recv(): it says nothing about receiving.
+                # Letting it end this loop left port 500 deaf for good.
+                self.send_errors += 1
+                continue
             handler(memoryview(data), (addr[0], addr[1]))
 
     def sendto(self, data: bytes, addr: Address) -> None:
