@@ -224,3 +224,30 @@ def test_no_data_lost_across_rekeys(hosts: Hosts) -> None:
     record("rekey_no_loss", child_rekeys=done["child"], ike_rekeys=done["ike"], **figures)
     daemon_healthy(gw)
     daemon_healthy(peer)
+
+
+@pytest.mark.timeout(90)
+def test_a_send_error_does_not_deafen_port_500(hosts: Hosts) -> None:
+    """A local firewall drops our answers for a while (sendto fails with EPERM, as it does
+    for ENETUNREACH when a route is missing): IKE on port 500 must keep working afterwards.
+
+    asyncio-dgram hands a send error to the next ``recv()``; the receive loop must not die
+    of it (this lost every IKE message after the first dropped answer under nftables loss).
+    """
+    from .lab import Prober
+
+    gw = hosts.gw()
+    hosts.gw_ns.nft(
+        "table inet hard_block {\n chain output {\n"
+        "  type filter hook output priority filter; policy accept;\n"
+        "  udp sport 500 drop\n }\n}\n"
+    )
+    prober = Prober(hosts.evil_ns)
+    try:
+        prober.initiate()
+        prober.run(lambda: False, timeout=1.5)  # our IKE_SA_INIT answered into the firewall
+        hosts.gw_ns.run("nft", "delete", "table", "inet", "hard_block")
+        assert prober.run(prober.established, timeout=20), gw.log_tail()
+    finally:
+        prober.close()
+    daemon_healthy(gw)
