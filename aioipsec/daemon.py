@@ -616,6 +616,10 @@ class Daemon:
             "ike-sas": len(self.ike_sas),
             "ike-messages-in": self.driver.messages_in,
             "ike-messages-out": self.driver.messages_out,
+            # The engine's responder counters (cookie_demanded, init_blocked, no_config,
+            # ...): how a flood of IKE_SA_INIT shows (RFC 7296 sec. 2.6, RFC 8019).
+            "ike": dict(self.driver.dispatcher.counters),
+            "ike500-send-errors": sum(p.send_errors for p in self.port500),
             "sockets": {
                 s.name: {"datagrams-in": s.datagrams_in, "send-errors": s.send_errors}
                 for s in [*self.port4500, *self.raw_esp]
