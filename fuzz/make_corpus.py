@@ -5,9 +5,11 @@ Sources, all real traffic or real configuration, never hand-made octets:
 * an in-memory run of two of our engines (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA for a new
   Child SA, a Child rekey, an IKE rekey, DPD, Delete), recorded on the "wire" and, with the
   keys of that run, decrypted to the inner payload chains;
-* the captures in ``/work/shared/reference/captures`` (Wireshark's and scapy's IKEv2/ESP
-  test captures) and any pcap given with ``--pcap`` (e.g. a capture from ``tests/e2e`` or
-  the interop harness, ``tcpdump -w`` on the veth);
+* captures of our own daemons in ``fuzz/captures`` (two aioipsec daemons in namespaces:
+  a whole life with forced UDP encapsulation, ESP included; rekeys under 20 % loss, with
+  retransmissions), the captures in ``/work/shared/reference/captures`` (Wireshark's and
+  scapy's IKEv2/ESP test captures) and any pcap given with ``--pcap`` (e.g. a capture
+  from ``tests/e2e`` or the interop harness, ``tcpdump -w`` on the veth);
 * the example configurations shipped in ``aioipsec/examples`` and the swanctl.conf blocks
   of ``docs/configuration.md``.
 
@@ -247,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     corpus = Corpus()
     engine_run(corpus)
-    captures(corpus, sorted(CAPTURES.glob("*.pcap*")) + args.pcap)
+    ours = sorted((ROOT / "captures").glob("*.pcap*"))
+    captures(corpus, ours + sorted(CAPTURES.glob("*.pcap*")) + args.pcap)
     esp_seeds(corpus)
     configurations(corpus)
     counts = corpus.write()
