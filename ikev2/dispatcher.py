@@ -88,6 +88,7 @@ class Dispatcher:
         self.limits = limits or DispatcherConfig()
         self.ctx = EngineContext(
             rng=rng or os.urandom,
+            key_exchange_rng=rng,
             psk_lookup=psk_lookup,
             policy=policy or DEFAULT_POLICY,
             configs=list(configs),

@@ -81,6 +81,10 @@ class EngineContext:
     psk_lookup: PskLookup
     policy: AlgorithmPolicy
     configs: list[IkeConfig]
+    # Key exchange private values: the injected rng (seeded in tests and ``explain --seed``,
+    # so they are reproducible), or None for OpenSSL's own generator (faster ML-KEM
+    # encapsulation than the pure-Python one a given randomness needs).
+    key_exchange_rng: Rng | None = None
     register_sa: Callable[[IkeSa], None] = field(default=lambda sa: None)
     # Certificates are checked against wall-clock time: now + wall_time_offset (the daemon
     # sets it to time.time() - loop.time(); nothing in ikev2 reads a clock).

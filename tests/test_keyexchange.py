@@ -8,6 +8,7 @@ of bad-inputs.md is refused with INVALID_SYNTAX, and the MODP primes follow the 
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
@@ -304,3 +305,22 @@ def test_any_peer_value_is_accepted_or_protocol_error(method: KeId, data: st.Dat
     else:
         assert len(peer) == length
         assert isinstance(secret, bytes) and secret
+
+
+@pytest.mark.parametrize(
+    "method", [KeId.MODP_2048, KeId.ECP_521, KeId.BRAINPOOL_P256, KeId.CURVE25519, KeId.ML_KEM_512]
+)
+def test_rng_supplies_every_private_value(method: KeId) -> None:
+    # Brainpool's order is well below 2^256, so its scalar needs rejection sampling; P-521's
+    # 66 octets carry 7 bits too many.
+    def run(seed: int) -> tuple[bytes, bytes, bytes]:
+        generator = random.Random(seed)
+        initiator = new_key_exchange(method, rng=generator.randbytes)
+        responder = new_key_exchange(method, rng=generator.randbytes)
+        first = initiator.our_payload()
+        secret = responder.compute(first)
+        assert initiator.compute(responder.our_payload()) == secret
+        return first, responder.our_payload(), secret
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)

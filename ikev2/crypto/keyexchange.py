@@ -2,7 +2,7 @@
 
 The contract (docs/architecture.md)::
 
-    ke = new_key_exchange(KeId.CURVE25519)       # or private=... for a deterministic value
+    ke = new_key_exchange(KeId.CURVE25519)       # or private=... / rng=... (deterministic)
     ke.our_payload()    # the Key Exchange Data we put in our KE payload (RFC 7296 sec. 3.4)
     ke.compute(peer)    # the shared secret; validates the peer's value first
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 
@@ -68,6 +69,10 @@ _EC_CURVES: dict[KeId, type[ec.EllipticCurve]] = {
 # BRAINPOOL_P224 (27) has no curve in OpenSSL's default provider as used by cryptography.
 
 _ML_KEM_METHODS = (KeId.ML_KEM_512, KeId.ML_KEM_768, KeId.ML_KEM_1024)
+
+#: ``rng(n)`` returns n random octets (``os.urandom``, or a seeded generator for tests and
+#: ``aioipsec explain --seed``).
+Rng = Callable[[int], bytes]
 
 
 def _invalid(method: KeId, reason: str) -> ProtocolError:
@@ -105,7 +110,7 @@ class KeyExchange(ABC):
 class ModpKeyExchange(KeyExchange):
     """Finite-field Diffie-Hellman over an IKE MODP group (generator 2)."""
 
-    def __init__(self, method: KeId, private: bytes | None = None) -> None:
+    def __init__(self, method: KeId, private: bytes | None = None, rng: Rng | None = None) -> None:
         self.method = method
         self._prime = MODP_PRIMES[method]
         self.payload_length = self.peer_payload_length = (self._prime.bit_length() + 7) // 8
@@ -113,7 +118,9 @@ class ModpKeyExchange(KeyExchange):
             bits = _MODP_EXPONENT_BITS[method]
             exponent = 0
             while exponent < 2:
-                exponent = secrets.randbits(bits)
+                exponent = (
+                    secrets.randbits(bits) if rng is None else int.from_bytes(rng(bits // 8), "big")
+                )
         else:
             exponent = int.from_bytes(private, "big")
             if not 1 < exponent < self._prime - 1:
@@ -140,13 +147,15 @@ class ModpKeyExchange(KeyExchange):
 class EcpKeyExchange(KeyExchange):
     """ECDH over a prime curve; KE data x || y, shared secret x (RFC 5903 sec. 7)."""
 
-    def __init__(self, method: KeId, private: bytes | None = None) -> None:
+    def __init__(self, method: KeId, private: bytes | None = None, rng: Rng | None = None) -> None:
         self.method = method
         self._curve = _EC_CURVES[method]()
         self._coordinate_length = (self._curve.key_size + 7) // 8
         self.payload_length = self.peer_payload_length = 2 * self._coordinate_length
-        if private is None:
+        if private is None and rng is None:
             self._private_key = ec.generate_private_key(self._curve)
+        elif private is None:
+            self._private_key = self._scalar_from(rng)
         else:
             try:
                 self._private_key = ec.derive_private_key(
@@ -158,6 +167,19 @@ class EcpKeyExchange(KeyExchange):
         self._public = numbers.x.to_bytes(self._coordinate_length, "big") + numbers.y.to_bytes(
             self._coordinate_length, "big"
         )
+
+    def _scalar_from(self, rng: Rng) -> ec.EllipticCurvePrivateKey:
+        """A private scalar 1 <= d < n drawn from ``rng`` by rejection sampling (FIPS 186-5
+        A.4.2): key_size random bits, drawn again while OpenSSL refuses them as >= n or 0."""
+        bits = self._curve.key_size
+        while True:
+            candidate = int.from_bytes(rng(self._coordinate_length), "big") >> (
+                8 * self._coordinate_length - bits
+            )
+            try:
+                return ec.derive_private_key(candidate, self._curve)
+            except ValueError:
+                continue
 
     def our_payload(self) -> bytes:
         return self._public
@@ -180,7 +202,7 @@ class EcpKeyExchange(KeyExchange):
 class MontgomeryKeyExchange(KeyExchange):
     """X25519 / X448 (RFC 7748) as IKEv2 groups 31 / 32 (RFC 8031)."""
 
-    def __init__(self, method: KeId, private: bytes | None = None) -> None:
+    def __init__(self, method: KeId, private: bytes | None = None, rng: Rng | None = None) -> None:
         self.method = method
         if method == KeId.CURVE25519:
             self._private_type: type = x25519.X25519PrivateKey
@@ -190,6 +212,8 @@ class MontgomeryKeyExchange(KeyExchange):
             self._private_type = x448.X448PrivateKey
             self._public_type = x448.X448PublicKey
             self.payload_length = self.peer_payload_length = 56
+        if private is None and rng is not None:
+            private = rng(self.payload_length)  # RFC 7748 sec. 5: any 32/56 octets
         if private is None:
             self._private_key = self._private_type.generate()
         else:
@@ -218,10 +242,10 @@ class MontgomeryKeyExchange(KeyExchange):
         return shared
 
 
-def _new_ml_kem(method: KeId, private: bytes | None) -> KeyExchange:
+def _new_ml_kem(method: KeId, private: bytes | None, rng: Rng | None) -> KeyExchange:
     from ikev2.crypto.mlkem_ke import MlKemKeyExchange
 
-    return MlKemKeyExchange(method, private)
+    return MlKemKeyExchange(method, private, rng)
 
 
 SUPPORTED_KE_METHODS: frozenset[KeId] = frozenset(
@@ -229,26 +253,30 @@ SUPPORTED_KE_METHODS: frozenset[KeId] = frozenset(
 )
 
 
-def new_key_exchange(method: KeId | int, private: bytes | None = None) -> KeyExchange:
+def new_key_exchange(
+    method: KeId | int, private: bytes | None = None, *, rng: Rng | None = None
+) -> KeyExchange:
     """A fresh key exchange for ``method``.
 
-    ``private`` makes it deterministic (the teaching tool's ``--seed``): for MODP the
-    exponent (big-endian), for ECP the scalar (big-endian), for Curve25519/448 the raw
-    32/56-octet private key, for ML-KEM see :mod:`ikev2.crypto.mlkem_ke`. Never use a
-    fixed ``private`` in production.
+    ``private`` makes it deterministic (known-answer tests): for MODP the exponent
+    (big-endian), for ECP the scalar (big-endian), for Curve25519/448 the raw 32/56-octet
+    private key, for ML-KEM see :mod:`ikev2.crypto.mlkem_ke`. Never use a fixed ``private``
+    in production. Without ``private``, ``rng`` (if given) supplies every random value of
+    the exchange, so a seeded rng reproduces it (the engine's injected rng, ``aioipsec
+    explain --seed``); without either, OpenSSL / the OS do.
     """
     try:
         method = KeId(method)
     except ValueError:
         raise ValueError(f"unknown key exchange method {method}") from None
     if method in MODP_PRIMES:
-        return ModpKeyExchange(method, private)
+        return ModpKeyExchange(method, private, rng)
     if method in _EC_CURVES:
-        return EcpKeyExchange(method, private)
+        return EcpKeyExchange(method, private, rng)
     if method in (KeId.CURVE25519, KeId.CURVE448):
-        return MontgomeryKeyExchange(method, private)
+        return MontgomeryKeyExchange(method, private, rng)
     if method in _ML_KEM_METHODS:
-        return _new_ml_kem(method, private)
+        return _new_ml_kem(method, private, rng)
     raise ValueError(f"key exchange method {method.name} is not implemented")
 
 

@@ -11,7 +11,8 @@ first makes it the responder (it encapsulates to ``ek``, ``our_payload()`` is th
 Deterministic values (``private=``): 64 octets ``d || z`` (the FIPS 203 ML-KEM.KeyGen_internal
 seed, the same 64-octet seed ``cryptography``'s ``from_seed_bytes`` takes), 32 octets ``m``
 (the encapsulation randomness of ML-KEM.Encaps_internal, for a responder), or 96 octets
-``d || z || m`` for either role.
+``d || z || m`` for either role. Or ``rng=``: the seed (initiator) or ``m`` (responder)
+is drawn from it when the role is known, so a seeded rng reproduces the exchange.
 
 Backends: ML-KEM-768/1024 with random values use OpenSSL through ``cryptography`` (its
 ``MLKEM768PrivateKey``/``MLKEM1024PrivateKey``; it has no ML-KEM-512 and no deterministic
@@ -25,7 +26,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import mlkem as openssl_mlkem
 
 from ikev2.crypto import mlkem as pure_mlkem
-from ikev2.crypto.keyexchange import KeyExchange, _invalid
+from ikev2.crypto.keyexchange import KeyExchange, Rng, _invalid
 from ikev2.enums import KeId
 
 # KeId -> (encapsulation key octets, ciphertext octets); FIPS 203 sec. 8 table 3.
@@ -50,7 +51,7 @@ _OPENSSL_KEYS = {
 class MlKemKeyExchange(KeyExchange):
     """One ML-KEM exchange; see the module docstring for the role rules."""
 
-    def __init__(self, method: KeId, private: bytes | None = None) -> None:
+    def __init__(self, method: KeId, private: bytes | None = None, rng: Rng | None = None) -> None:
         if method not in ML_KEM_SIZES:
             raise ValueError(f"{method!r} is not an ML-KEM method")
         self.method = method
@@ -67,6 +68,7 @@ class MlKemKeyExchange(KeyExchange):
                 self._keygen_seed, self._encaps_randomness = private[:64], private[64:]
             else:
                 raise ValueError("ML-KEM private value must be 32, 64 or 96 octets")
+        self._rng = rng
         self._role: str | None = None
         self._payload: bytes | None = None
         self._decapsulation_key: object = None
@@ -81,6 +83,8 @@ class MlKemKeyExchange(KeyExchange):
         if self._role == "responder":
             raise RuntimeError("ML-KEM responder has no payload before compute()")
         self._role = "initiator"
+        if self._keygen_seed is None and self._rng is not None:
+            self._keygen_seed = self._rng(64)
         openssl_types = _OPENSSL_KEYS.get(self.method)
         if openssl_types is not None:
             private_type = openssl_types[0]
@@ -127,6 +131,8 @@ class MlKemKeyExchange(KeyExchange):
         # FIPS 203 sec. 7.2 input check: every 12-bit coefficient of ek must be below q.
         if not pure_mlkem.encapsulation_key_is_valid(self._params, encapsulation_key):
             raise _invalid(self.method, "encapsulation key fails the modulus check")
+        if self._encaps_randomness is None and self._rng is not None:
+            self._encaps_randomness = self._rng(32)
         openssl_types = _OPENSSL_KEYS.get(self.method)
         if openssl_types is not None and self._encaps_randomness is None:
             try:

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -199,14 +200,22 @@ class CbcHmacSkCipher(SkCipher):
 
     Encrypt-then-MAC: the ICV covers ``aad || IV || ciphertext`` and is checked (in
     constant time, ``hmac.compare_digest``) before anything is decrypted. The IV is random
-    (sec. 3.14: "MUST be chosen at random and MUST be unpredictable").
+    (sec. 3.14: "MUST be chosen at random and MUST be unpredictable"), from ``rng`` (the
+    engine's injected one, so that a seeded run reproduces it).
     """
 
     iv_size = 16
     block_size = 16
 
-    def __init__(self, key: bytes, integ: IntegId, integ_key: bytes) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        integ: IntegId,
+        integ_key: bytes,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
         digest, _, icv_size = _INTEG[integ]
+        self._rng = rng
         self.encr = EncrId.ENCR_AES_CBC
         self.integ = integ
         self.icv_size = icv_size
@@ -222,7 +231,7 @@ class CbcHmacSkCipher(SkCipher):
 
     def seal(self, aad: bytes, plaintext: bytes, iv: bytes | None = None) -> bytes:
         if iv is None:
-            iv = os.urandom(self.iv_size)
+            iv = self._rng(self.iv_size)
         elif len(iv) != self.iv_size:
             raise ValueError("CBC IV must be one block")
         encryptor = Cipher(self._algorithm, modes.CBC(iv)).encryptor()
@@ -291,8 +300,12 @@ def make_sk_cipher(
     integ: IntegId | int | None,
     sk_e: bytes,
     sk_a: bytes | None,
+    *,
+    rng: Callable[[int], bytes] = os.urandom,
 ) -> SkCipher:
-    """Build the SK cipher of one direction from its SK_e (incl. salt) and SK_a."""
+    """Build the SK cipher of one direction from its SK_e (incl. salt) and SK_a.
+
+    ``rng(n)`` supplies AES-CBC IVs (AEAD IVs are a counter, RFC 5282 sec. 3)."""
     encr_len, integ_len = sk_key_lengths(encr, encr_key_bits, integ)
     if len(sk_e) != encr_len:
         raise ValueError(f"SK_e is {len(sk_e)} octets, {encr_len} expected")
@@ -303,4 +316,4 @@ def make_sk_cipher(
         )
     if sk_a is None or len(sk_a) != integ_len:
         raise ValueError(f"SK_a must be {integ_len} octets")
-    return CbcHmacSkCipher(sk_e, IntegId(integ), sk_a)
+    return CbcHmacSkCipher(sk_e, IntegId(integ), sk_a, rng)

@@ -77,14 +77,10 @@ def check_nonce(nonce: NoncePayload | None) -> bytes:
 
 
 def new_ke(sa: IkeSa, method: int) -> KeyExchange:
-    """A key exchange; deterministic for Montgomery curves when the rng is (tests, --seed)."""
-    private = None
-    if method == KeId.CURVE25519:
-        private = sa.ctx.rng(32)
-    elif method == KeId.CURVE448:
-        private = sa.ctx.rng(56)
+    """A key exchange whose private values come from the injected rng, if any (tests,
+    ``explain --seed``)."""
     try:
-        return new_key_exchange(method, private)
+        return new_key_exchange(method, rng=sa.ctx.key_exchange_rng)
     except ValueError as error:
         raise ProtocolError(str(error), NotifyType.INVALID_KE_PAYLOAD) from None
 
@@ -120,7 +116,9 @@ def install_keys(sa: IkeSa, keys: Any) -> None:
         out_e, out_a, in_e, in_a = keys.sk_ei, keys.sk_ai, keys.sk_er, keys.sk_ar
     else:
         out_e, out_a, in_e, in_a = keys.sk_er, keys.sk_ar, keys.sk_ei, keys.sk_ai
-    sa.cipher_out = make_sk_cipher(sa.encr, sa.encr_key_bits, sa.integ, out_e, out_a or None)
+    sa.cipher_out = make_sk_cipher(
+        sa.encr, sa.encr_key_bits, sa.integ, out_e, out_a or None, rng=sa.ctx.rng
+    )
     sa.cipher_in = make_sk_cipher(sa.encr, sa.encr_key_bits, sa.integ, in_e, in_a or None)
 
 
