@@ -17,6 +17,7 @@ docs/tun.md): a few commands per SA event, far from any hot path.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections import Counter
 from collections.abc import Iterable
 
@@ -57,6 +58,10 @@ def our_address_in(
     return None
 
 
+# How long the set of our own addresses is trusted when choosing a route's source address.
+LOCAL_ADDRESSES_TTL = 1.0
+
+
 class RouteManager:
     """Tunnel routes for the installed Child SAs, and the policy-routing rule they need."""
 
@@ -66,6 +71,8 @@ class RouteManager:
         self._refcount: Counter[tuple[IpNetwork, IpAddress | None]] = Counter()
         self._by_child: dict[int, list[tuple[IpNetwork, IpAddress | None]]] = {}
         self._rules_installed: list[str] = []
+        self._addresses: set[IpAddress] = set()
+        self._addresses_at = -LOCAL_ADDRESSES_TTL
 
     def install_rules(self) -> None:
         for family in ("-4", "-6"):
@@ -93,7 +100,7 @@ class RouteManager:
     ) -> list[str]:
         """Route the remote selectors of a Child SA into the tunnel; returns them as text."""
         local_ts = list(local_ts)
-        ours = local_addresses()
+        ours = self._local_addresses()
         entries: list[tuple[IpNetwork, IpAddress | None]] = []
         for network in selector_networks(remote_ts):
             source = our_address_in(local_ts, ours, network.version)
@@ -107,6 +114,15 @@ class RouteManager:
             f"{network} dev {self.tun.name}" + (f" src {source}" if source else "")
             for network, source in entries
         ]
+
+    def _local_addresses(self) -> set[IpAddress]:
+        """Our addresses (an ``ip`` process), asked at most once per LOCAL_ADDRESSES_TTL: a
+        burst of Child SAs (a responder under load) needs the answer once, not per SA."""
+        now = time.monotonic()
+        if now - self._addresses_at >= LOCAL_ADDRESSES_TTL:
+            self._addresses = local_addresses()
+            self._addresses_at = now
+        return self._addresses
 
     def remove_child(self, child_sa_id: int) -> None:
         for key in self._by_child.pop(child_sa_id, []):
