@@ -49,6 +49,7 @@ from ikev2.enums import (
     TransformType,
 )
 from ikev2.payloads import Proposal, Transform
+from ikev2.proposals import KE_TRANSFORM_TYPES, is_aead
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -112,22 +113,6 @@ _WARNED: dict[tuple[int, int], _Rule] = {
     (_T.KE, KeId.ECP_224): _Rule("ecp224", "ecp224 (group 26)", "below 128-bit strength"),
 }
 
-_KE_TYPES = {int(_T.KE), *range(int(_T.ADDKE1), int(_T.ADDKE7) + 1)}
-
-_AEAD = {
-    EncrId.ENCR_AES_CCM_8,
-    EncrId.ENCR_AES_CCM_12,
-    EncrId.ENCR_AES_CCM_16,
-    EncrId.ENCR_AES_GCM_8,
-    EncrId.ENCR_AES_GCM_12,
-    EncrId.ENCR_AES_GCM_16,
-    EncrId.ENCR_NULL_AUTH_AES_GMAC,
-    EncrId.ENCR_CAMELLIA_CCM_8,
-    EncrId.ENCR_CAMELLIA_CCM_12,
-    EncrId.ENCR_CAMELLIA_CCM_16,
-    EncrId.ENCR_CHACHA20_POLY1305,
-}
-
 _SETTING_HINT = 'set allow_weak_algorithms = ["{setting}"] in [daemon] to use it for interop'
 
 # Every name allow_weak may contain.
@@ -138,7 +123,7 @@ KNOWN_SETTINGS = frozenset(
 
 def _key(transform: Transform) -> tuple[int, int]:
     ttype = int(transform.type)
-    if ttype in _KE_TYPES:
+    if ttype in KE_TRANSFORM_TYPES:
         ttype = int(_T.KE)
     return ttype, int(transform.id)
 
@@ -192,7 +177,7 @@ class AlgorithmPolicy:
         if int(proposal.protocol) == ProtocolId.ESP and "no_integrity" not in self.allow_weak:
             ciphers = [t for t in proposal.transforms if t.type == _T.ENCR]
             integ = [t for t in proposal.transforms if t.type == _T.INTEG and t.id != IntegId.NONE]
-            if ciphers and not integ and not all(t.id in _AEAD for t in ciphers):
+            if ciphers and not integ and not all(is_aead(t.id) for t in ciphers):
                 return (
                     "no_integrity",
                     "ESP with a non-AEAD cipher and no integrity algorithm is refused by default "

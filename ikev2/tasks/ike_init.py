@@ -51,6 +51,7 @@ from ikev2.proposals import (
     transforms_of,
 )
 from ikev2.tasks import Task, find, find_notify, first_error, notify_name
+from ikev2.tasks.followup_ke import ADDKE_TYPES, additional_methods
 from ikev2.tasks.ike_natd import evaluate, float_to_nat_t, natd_notifies
 
 if TYPE_CHECKING:
@@ -65,7 +66,6 @@ OUR_SIGNATURE_HASHES = (
     HashAlgorithm.SHA2_512,
     HashAlgorithm.IDENTITY,
 )
-ADDKE_TYPES = tuple(range(int(TransformType.ADDKE1), int(TransformType.ADDKE7) + 1))
 
 
 def check_nonce(nonce: NoncePayload | None) -> bytes:
@@ -97,9 +97,7 @@ def apply_proposal(sa: IkeSa, chosen: Proposal) -> None:
     sa.integ = IntegId(integ.id) if integ is not None and integ.id != 0 else None
     sa.prf_id = PrfId(prf.id)
     sa.ke_method = KeId(ke.id)
-    sa.additional_ke = [
-        int(t.id) for ttype in ADDKE_TYPES for t in transforms_of(chosen, ttype) if int(t.id) != 0
-    ]
+    sa.additional_ke = additional_methods(chosen)
     sa.chosen_proposal = chosen
 
 
