@@ -195,6 +195,30 @@ def test_bad_ike_sa_init(gw, prober: Prober, name, change, allowed) -> None:
     assert gw.call("sas") == sas_before
 
 
+def _reserved_bits_everywhere(data: bytes) -> bytes:
+    """Set the 7 RESERVED bits of every generic payload header (RFC 7296 sec. 3.2: "MUST be
+    ignored on receipt"), walking the chain by its own lengths."""
+    out = bytearray(data)
+    offset = 28
+    next_payload = out[16]
+    while next_payload and offset + 4 <= len(out):
+        out[offset + 1] |= 0x7F
+        (length,) = struct.unpack_from("!H", out, offset + 2)
+        next_payload = out[offset]
+        offset += length
+    return bytes(out)
+
+
+@pytest.mark.timeout(60)
+def test_nonzero_reserved_fields_are_ignored(gw, prober: Prober) -> None:
+    replies = reply_to(prober, _reserved_bits_everywhere(first_request(prober)))
+    assert len(replies) == 1
+    msg = parse_message(replies[0])
+    assert msg.get(PayloadType.SA) is not None and msg.get(PayloadType.KE) is not None, (
+        f"RESERVED bits made the daemon refuse: {notify_types(replies[0])}"
+    )
+
+
 @pytest.mark.timeout(60)
 def test_weak_only_proposal_is_explained(gw, prober: Prober) -> None:
     replies = reply_to(prober, rewrite(first_request(prober), _weak_proposals))
@@ -309,19 +333,22 @@ def test_duplicates_answered_from_the_cache(gw, prober: Prober) -> None:
     prober.establish()
     prober.hook = None
     prober.receive(1.0)
-    responses: dict[tuple[int, int], set[bytes]] = {}
+    # Keyed by the responder's SPI too: a stateless COOKIE answer (SPI 0) and the answer to
+    # the request with the cookie share exchange and Message ID.
+    responses: dict[tuple[int, int, bytes], set[bytes]] = {}
     count = 0
     for data in prober.received:
         header = parse_message(data).header
         if header.response:
             count += 1
-            responses.setdefault((header.exchange, header.message_id), set()).add(data)
+            key = (header.exchange, header.message_id, header.spi_r)
+            responses.setdefault(key, set()).add(data)
     assert count >= 4, "the duplicated requests were not answered twice"
     assert all(len(v) == 1 for v in responses.values()), "a duplicate got a different answer"
     assert len(gw.sas().get("probe", {}).get("child-sas") or {}) == 1
     # The IKE_AUTH request replayed later: the same octets as the first answer.
     auth = next(d for d in sent if d[18] == IKE_AUTH)
-    (cached,) = responses[(IKE_AUTH, 1)]
+    (cached,) = next(v for k, v in responses.items() if k[:2] == (IKE_AUTH, 1))
     assert reply_to(prober, auth) == [cached]
     assert len(gw.sas().get("probe", {}).get("child-sas") or {}) == 1
 
@@ -489,6 +516,23 @@ def test_esp_bad_inputs_over_raw_esp(module_hosts: Hosts, gw, prober: Prober) ->
         after = _esp_counters(gw)
         assert after["replays"] == before["replays"] + 1, (before, after)
         assert after["packets_in"] == before.get("packets_in", 0) + 1, (before, after)
+        before = after
+        # Far ahead, then far behind the window (RFC 4303 sec. 3.4.3): one accepted, one a
+        # replay drop.
+        echo = _icmp_echo(EVIL_INNER, GW_INNER, 3)
+        echo_pad = (-(len(echo) + 2)) % 4
+        trailer = bytes(range(1, echo_pad + 1)) + bytes([echo_pad, 4])
+        send(_gcm_packet(spi, 100000, key, echo + trailer))
+        send(_gcm_packet(spi, 1003, key, echo + trailer))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            after = _esp_counters(gw)
+            if after["replays"] > before["replays"]:
+                break
+            time.sleep(0.05)
+        assert after["replays"] == before["replays"] + 1, (before, after)
+        assert after["packets_in"] == before.get("packets_in", 0) + 1, (before, after)
+        before = after
     finally:
         esp.close()
     # No per-packet log lines for drops (rate-limited at most).
