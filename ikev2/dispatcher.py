@@ -95,7 +95,7 @@ class Dispatcher:
             wall_time_offset=wall_time_offset,
         )
         self.ctx.register_sa = self._register
-        self.ctx.reauthenticate = self._reauthenticate  # type: ignore[attr-defined]
+        self.ctx.reauthenticate = self._reauthenticate
         self._by_spi: dict[bytes, IkeSa] = {}
         # Responder SAs by (initiator SPI, peer address) for as long as they live: a late
         # copy of an IKE_SA_INIT request must reach its SA, not open a new one.

@@ -86,6 +86,9 @@ class EngineContext:
     # encapsulation than the pure-Python one a given randomness needs).
     key_exchange_rng: Rng | None = None
     register_sa: Callable[[IkeSa], None] = field(default=lambda sa: None)
+    # Make-before-break reauthentication (RFC 7296 sec. 2.8.3) needs a new IKE SA, which
+    # only the dispatcher can create; None (an IKE SA on its own) deletes instead.
+    reauthenticate: Callable[[IkeSa, float], None] | None = None
     # Certificates are checked against wall-clock time: now + wall_time_offset (the daemon
     # sets it to time.time() - loop.time(); nothing in ikev2 reads a clock).
     wall_time_offset: float = 0.0

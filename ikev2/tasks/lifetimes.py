@@ -48,9 +48,8 @@ def on_timer(sa: IkeSa, name: str, now: float) -> None:
             sa.timers.set("ike_rekey", now + 10.0)
     elif name == "ike_reauth":
         if sa.established:
-            reauth = getattr(sa.ctx, "reauthenticate", None)
-            if reauth is not None:
-                reauth(sa, now)
+            if sa.ctx.reauthenticate is not None:
+                sa.ctx.reauthenticate(sa, now)
             else:
                 sa.delete_ike(now, "reauthentication time reached")
     elif name == "ike_expire":
