@@ -413,15 +413,7 @@ class ChildRequest:
             )
         child.mode = "transport" if transport else "tunnel"
         child.tfc_padding = find_notify(payloads, NotifyType.ESP_TFC_PADDING_NOT_SUPPORTED) is None
-        child.nonce_i, child.nonce_r = nonce_i, nonce_r
-        if child.addke_methods:
-            if shared is None:
-                raise ProtocolError(
-                    "additional key exchanges without a KE method", NotifyType.NO_PROPOSAL_CHOSEN
-                )
-            child.pending_shared = shared  # keys after the IKE_FOLLOWUP_KE exchanges
-        else:
-            derive_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=True)
+        derive_or_defer_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=True)
         return child
 
 
@@ -439,6 +431,28 @@ def child_failure(
             child=config.name,
         )
     )
+
+
+def derive_or_defer_child_keys(
+    sa: IkeSa,
+    child: ChildSa,
+    nonce_i: bytes,
+    nonce_r: bytes,
+    shared: bytes | None,
+    *,
+    we_initiated: bool,
+) -> None:
+    """Record the nonces and derive the Child SA's keys (RFC 7296 sec. 2.17), or, with RFC
+    9370 additional key exchanges, keep the KE secret until IKE_FOLLOWUP_KE completes."""
+    child.nonce_i, child.nonce_r = nonce_i, nonce_r
+    if not child.addke_methods:
+        derive_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=we_initiated)
+        return
+    if shared is None:
+        raise ProtocolError(
+            "additional key exchanges without a KE method", NotifyType.NO_PROPOSAL_CHOSEN
+        )
+    child.pending_shared = shared  # keys after the IKE_FOLLOWUP_KE exchanges
 
 
 def received_child_error(payloads: list[Any]) -> tuple[str, NotifyType | None] | None:
@@ -597,15 +611,7 @@ def respond_child(
     child.mode = "transport" if selection.transport else "tunnel"
     child.tfc_padding = find_notify(payloads, NotifyType.ESP_TFC_PADDING_NOT_SUPPORTED) is None
     child.rekeyed_from = rekeyed_from
-    child.nonce_i, child.nonce_r = nonce_i, nonce_r
-    if child.addke_methods:
-        if shared is None:
-            raise ProtocolError(
-                "additional key exchanges without a KE method", NotifyType.NO_PROPOSAL_CHOSEN
-            )
-        child.pending_shared = shared  # keys after the IKE_FOLLOWUP_KE exchanges
-    else:
-        derive_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=False)
+    derive_or_defer_child_keys(sa, child, nonce_i, nonce_r, shared, we_initiated=False)
     sa_payloads, ts = child_response_payloads(sa, child, selection.proposal, selection.transport)
     return child, sa_payloads, ts, our_ke
 
