@@ -184,7 +184,10 @@ def update_ike_keys_additional_ke(
     = prf+(SKEYSEED(n), Ni | Nr | SPIi | SPIr). Ni/Nr/SPIs are those of IKE_SA_INIT.
     The next IKE_INTERMEDIATE (or IKE_AUTH) is protected with the updated SK_e/SK_a.
     """
-    skeyseed = prf(previous.sk_d, additional_shared_secret + nonce_i + nonce_r)
+    # The same form as a rekey's SKEYSEED (sec. 2.18), keyed with the previous SK_d.
+    skeyseed = compute_rekey_skeyseed(
+        prf, previous.sk_d, additional_shared_secret, nonce_i, nonce_r
+    )
     return _split_ike_keymat(
         prf, skeyseed, nonce_i, nonce_r, spi_i, spi_r, encr_key_len, integ_key_len
     )
