@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
+from ikev2.crypto.auth import build_signature_hash_algorithms, parse_signature_hash_algorithms
 from ikev2.crypto.keyexchange import KeyExchange, new_key_exchange
 from ikev2.crypto.keys import derive_ike_keys, update_ike_keys_additional_ke
 from ikev2.crypto.prf import Prf
@@ -20,7 +21,6 @@ from ikev2.enums import (
     CertEncoding,
     EncrId,
     ExchangeType,
-    HashAlgorithm,
     IntegId,
     KeId,
     NotifyType,
@@ -59,13 +59,6 @@ if TYPE_CHECKING:
 
 NONCE_SIZE = 32
 MAX_COOKIE_RETRIES = 3
-# RFC 7427 sec. 4: what we can verify (SHA-1 only when policy allows it, never offered).
-OUR_SIGNATURE_HASHES = (
-    HashAlgorithm.SHA2_256,
-    HashAlgorithm.SHA2_384,
-    HashAlgorithm.SHA2_512,
-    HashAlgorithm.IDENTITY,
-)
 
 
 def check_nonce(nonce: NoncePayload | None) -> bytes:
@@ -139,9 +132,9 @@ def derive_initial_keys(sa: IkeSa, shared_secret: bytes) -> None:
 
 
 def signature_hashes_notify() -> NotifyPayload:
+    """RFC 7427 sec. 4: what we can verify (SHA-1 only when policy allows it, never offered)."""
     return NotifyPayload(
-        notify_type=NotifyType.SIGNATURE_HASH_ALGORITHMS,
-        data=b"".join(struct.pack("!H", h) for h in OUR_SIGNATURE_HASHES),
+        notify_type=NotifyType.SIGNATURE_HASH_ALGORITHMS, data=build_signature_hash_algorithms()
     )
 
 
@@ -149,10 +142,7 @@ def parse_signature_hashes(payloads: list[Any]) -> list[int]:
     notify = find_notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS)
     if notify is None:
         return []
-    data = bytes(notify.data)
-    if len(data) % 2:
-        raise ProtocolError("SIGNATURE_HASH_ALGORITHMS data of odd length")
-    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    return parse_signature_hash_algorithms(bytes(notify.data))
 
 
 def ike_proposals(sa: IkeSa, config: Any = None) -> list[Proposal]:
