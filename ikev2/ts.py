@@ -142,37 +142,33 @@ def parse_ts(text: str, dynamic_address: str | None = None) -> list[Ts]:
             return []
         text = dynamic_address
     if text in ("", "%any"):
-        ranges = [("0.0.0.0/0"), ("::/0")]
-        out: list[Ts] = []
-        for net_text in ranges:
-            net = ipaddress.ip_network(net_text)
-            out.append(
-                Ts(
-                    net.version,
-                    int(net.network_address),
-                    int(net.broadcast_address),
-                    protocol,
-                    start_port,
-                    end_port,
-                )
-            )
-        return out
+        return [
+            _network_ts(ipaddress.ip_network(any_net), protocol, start_port, end_port)
+            for any_net in ("0.0.0.0/0", "::/0")
+        ]
     if "-" in text and "/" not in text:
         first, last = (ipaddress.ip_address(p.strip()) for p in text.split("-", 1))
         if first.version != last.version or int(first) > int(last):
             raise ValueError(f"bad address range {text!r}")
         return [Ts(first.version, int(first), int(last), protocol, start_port, end_port)]
     net = ipaddress.ip_network(text, strict=False)
-    return [
-        Ts(
-            net.version,
-            int(net.network_address),
-            int(net.broadcast_address),
-            protocol,
-            start_port,
-            end_port,
-        )
-    ]
+    return [_network_ts(net, protocol, start_port, end_port)]
+
+
+def _network_ts(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    protocol: int,
+    start_port: int,
+    end_port: int,
+) -> Ts:
+    return Ts(
+        net.version,
+        int(net.network_address),
+        int(net.broadcast_address),
+        protocol,
+        start_port,
+        end_port,
+    )
 
 
 def parse_ts_list(texts: Iterable[str], dynamic_address: str | None) -> list[Ts]:
