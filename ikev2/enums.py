@@ -392,11 +392,3 @@ class NotifyType(IntEnum):
 def is_error_notify(value: int) -> bool:
     """True for an error notify type, known or not (RFC 7296 sec. 3.10.1)."""
     return 0 < value < 16384
-
-
-def enum_name(enum_type: type[IntEnum], value: int) -> str:
-    """The registry name of ``value``, or ``"<Enum>(value)"`` when unassigned here."""
-    try:
-        return enum_type(value).name
-    except ValueError:
-        return f"{enum_type.__name__}({value})"

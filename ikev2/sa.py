@@ -423,9 +423,6 @@ class IkeSa:
     def active_task(self) -> Task | None:
         return self._outstanding.task if self._outstanding is not None else None
 
-    def queued_tasks(self) -> list[Task]:
-        return list(self._tasks)
-
     def queue_task(self, task: Task, now: float, *, start: bool = True, first: bool = False):
         if first:
             self._tasks.appendleft(task)
@@ -433,9 +430,6 @@ class IkeSa:
             self._tasks.append(task)
         if start:
             self._start_next(now)
-
-    def remove_tasks(self, predicate: Callable[[Task], bool]) -> None:
-        self._tasks = deque(t for t in self._tasks if not predicate(t))
 
     def _start_next(self, now: float) -> None:
         while self._outstanding is None and self._tasks and self.alive:

@@ -260,11 +260,6 @@ def is_aead(encr: EncrId | int) -> bool:
     return encr in _AEAD
 
 
-def supported_sk_algorithms() -> tuple[frozenset[int], frozenset[int]]:
-    """(encryption IDs, integrity IDs) that :func:`make_sk_cipher` can build."""
-    return frozenset(_AEAD) | {EncrId.ENCR_AES_CBC}, frozenset(_INTEG)
-
-
 def sk_key_lengths(
     encr: EncrId | int, encr_key_bits: int | None, integ: IntegId | int | None
 ) -> tuple[int, int]:
