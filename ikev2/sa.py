@@ -46,7 +46,7 @@ from ikev2.events import (
     PeerUnreachable,
 )
 from ikev2.message import IkeHeader, IkeMessage, decrypt_message, serialize_message
-from ikev2.payloads import NotifyPayload
+from ikev2.payloads import NotifyPayload, Proposal
 from ikev2.states import ChildState, IkeState, StateError, ike_transition
 from ikev2.tasks import Task
 from ikev2.timers import TimerSet, retransmit_delay
@@ -238,7 +238,7 @@ class IkeSa:
         # IKE rekey: the new IKE SA that replaces this one.
         self.successor: IkeSa | None = None
         self.rekey_collision: Any = None
-        self.chosen_proposal: Any = None
+        self.chosen_proposal: Proposal | None = None
         self.peer_certreq: list[Any] = []
         self.intermediate_done = 0
         # INITIAL_CONTACT only when no other IKE SA to this peer exists (sec. 2.4): not on
@@ -756,15 +756,15 @@ class IkeSa:
             return
         out.attempt += 1
         config = self.config
-        tries = getattr(out.task, "retransmit_tries", None)
-        tries = config.retransmit_tries if tries is None else tries
+        own_limit = out.task.retransmit_tries
+        tries = config.retransmit_tries if own_limit is None else own_limit
         if out.attempt > tries:
             reason = (
                 f"no response after {tries} retransmissions "
                 f"({out.exchange.name} request, Message ID {out.message_id})"
             )
             self._outstanding = None
-            if getattr(out.task, "retransmit_tries", None) is None:
+            if own_limit is None:
                 self.emit_unreachable()
             out.task.abort(self, reason, now)
             self.destroy(now, f"peer unreachable: {reason}")

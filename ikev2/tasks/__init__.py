@@ -26,6 +26,10 @@ class Task(ABC):
 
     exchange: ExchangeType = ExchangeType.INFORMATIONAL
     name: str = "task"
+    #: Retransmissions before giving up; None: the connection's ``retransmit_tries``, and
+    #: running out of them means the peer is unreachable (a task with its own, smaller
+    #: limit expects no answer to matter).
+    retransmit_tries: int | None = None
 
     @abstractmethod
     def build(self, sa: IkeSa, now: float) -> list[Payload]:

@@ -50,6 +50,7 @@ from ikev2.proposals import (
     to_strongswan,
     transforms_of,
 )
+from ikev2.states import IkeState
 from ikev2.tasks import Task, find, find_notify, first_error, notify_name
 from ikev2.tasks.followup_ke import ADDKE_TYPES, additional_methods
 from ikev2.tasks.ike_natd import evaluate, float_to_nat_t, natd_notifies
@@ -95,8 +96,7 @@ def apply_proposal(sa: IkeSa, chosen: Proposal) -> None:
 
 
 def algorithm_summary(sa: IkeSa) -> str:
-    chosen = getattr(sa, "chosen_proposal", None)
-    return to_strongswan(chosen) if chosen is not None else "-"
+    return to_strongswan(sa.chosen_proposal) if sa.chosen_proposal is not None else "-"
 
 
 def install_keys(sa: IkeSa, keys: Any) -> None:
@@ -178,7 +178,7 @@ class IkeInitTask(Task):
         self.received_notify: NotifyType | None = None
 
     def build(self, sa: IkeSa, now: float) -> list[Any]:
-        sa.to("send_init" if sa.state.value == "CREATED" else "retry_init")
+        sa.to("send_init" if sa.state is IkeState.CREATED else "retry_init")
         if self.proposals is None:
             self.proposals = ike_proposals(sa)
         if self.ke_method is None:
@@ -530,11 +530,11 @@ def _as_ke(method: int) -> KeId | int:
 
 
 def respond_intermediate(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
-    if sa.state.value == "INIT_DONE":
+    if sa.state is IkeState.INIT_DONE:
         sa.to("recv_intermediate")
-    elif sa.state.value != "INTERMEDIATE":
+    elif sa.state is not IkeState.INTERMEDIATE:
         raise ProtocolError("IKE_INTERMEDIATE outside of IKE SA setup")
-    done = getattr(sa, "intermediate_done", 0)
+    done = sa.intermediate_done
     if done >= len(sa.additional_ke):
         raise ProtocolError("IKE_INTERMEDIATE without a pending key exchange")
     ke_payload = find(payloads, KePayload)
