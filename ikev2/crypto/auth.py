@@ -70,10 +70,15 @@ KEY_PAD = b"Key Pad for IKEv2"
 
 
 class AuthenticationError(ProtocolError):
-    """The peer's AUTH payload (or its credentials) did not verify: AUTHENTICATION_FAILED."""
+    """The peer's AUTH payload (or its credentials) did not verify: AUTHENTICATION_FAILED.
 
-    def __init__(self, reason: str) -> None:
+    ``check`` names what failed, for ``events.AuthenticationFailed.check`` (``psk-mismatch``,
+    ``no-credentials``, ``method-mismatch``, ``identity-mismatch``, ``unknown-ca``,
+    ``expired``, ``bad-certificate``, ``bad-signature``)."""
+
+    def __init__(self, reason: str, check: str = "bad-signature") -> None:
         super().__init__(reason, notify=NotifyType.AUTHENTICATION_FAILED)
+        self.check = check
 
 
 def signed_octets(

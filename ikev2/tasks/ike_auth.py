@@ -32,14 +32,6 @@ if TYPE_CHECKING:
     from ikev2.sa import IkeSa
 
 
-class AuthCheckFailed(AuthenticationError):
-    """AUTHENTICATION_FAILED with the name of the check for the event."""
-
-    def __init__(self, check: str, reason: str) -> None:
-        super().__init__(reason)
-        self.check = check
-
-
 def identity_for(sa: IkeSa, auth: AuthConfig, address: tuple[str, int]) -> Identity:
     """Our configured identity; ``%any`` defaults to our IP address (as charon does)."""
     identity = Identity.parse(auth.id)
@@ -74,8 +66,8 @@ def octets_for(sa: IkeSa, *, initiator_side: bool, id_body: bytes, message_id: i
 def lookup_psk(sa: IkeSa, local: Identity, remote: Identity) -> bytes:
     psk = sa.ctx.psk_lookup(str(local), str(remote))
     if not psk:
-        raise AuthCheckFailed(
-            "no-credentials", f"no pre-shared key configured for {local} <-> {remote}"
+        raise AuthenticationError(
+            f"no pre-shared key configured for {local} <-> {remote}", check="no-credentials"
         )
     return psk
 
@@ -110,28 +102,29 @@ def verify_auth(
     assert sa.prf is not None
     auth_payload = find(payloads, AuthPayload)
     if auth_payload is None:
-        raise AuthCheckFailed("bad-signature", "peer sent no AUTH payload")
+        raise AuthenticationError("peer sent no AUTH payload", check="bad-signature")
     method = int(auth_payload.method)
     sa.peer_auth_method = method
     if auth.auth == "psk":
         if method != AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE:
-            raise AuthCheckFailed(
-                "method-mismatch",
+            raise AuthenticationError(
                 f"peer authenticated with method {method}, we expect a pre-shared key",
+                check="method-mismatch",
             )
         psk = lookup_psk(sa, local, remote)
         try:
             verify_psk_auth(sa.prf, psk, octets, auth_payload.data, peer_id=str(remote))
         except AuthenticationError as error:
-            raise AuthCheckFailed(
-                "psk-mismatch",
+            raise AuthenticationError(
                 f"{error.reason}: the AUTH payload of {remote} does not match the PSK we have "
                 f"for {local} <-> {remote}",
+                check="psk-mismatch",
             ) from None
         return
     if method == AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE:
-        raise AuthCheckFailed(
-            "method-mismatch", "peer authenticated with a pre-shared key, we expect a signature"
+        raise AuthenticationError(
+            "peer authenticated with a pre-shared key, we expect a signature",
+            check="method-mismatch",
         )
     from ikev2.tasks.ike_certs import verify_signature_auth
 
@@ -240,9 +233,9 @@ class IkeAuthTask(Task):
         try:
             peer = Identity.from_payload(int(idr_payload.id_type), bytes(idr_payload.data))
             if not self.remote.is_any and not self.remote.matches(peer):
-                raise AuthCheckFailed(
-                    "identity-mismatch",
+                raise AuthenticationError(
                     f"responder identifies as {peer}, we expect {self.remote}",
+                    check="identity-mismatch",
                 )
             octets = octets_for(
                 sa,
@@ -252,7 +245,7 @@ class IkeAuthTask(Task):
             )
             verify_auth(sa, config.remote, self.local, peer, payloads, octets)
         except ProtocolError as error:
-            check = getattr(error, "check", "bad-signature")
+            check = error.check if isinstance(error, AuthenticationError) else "bad-signature"
             sa.emit(
                 AuthenticationFailed(sa.ike_sa_id, sa.name, check, error.reason, sa.remote_addr)
             )
@@ -370,9 +363,9 @@ def _select_config(sa: IkeSa, peer: Identity, wanted: Identity | None) -> IkeCon
                 continue
         return config
     expected = ", ".join(f"{c.name}: {c.remote.id}" for c in candidates)
-    raise AuthCheckFailed(
-        "identity-mismatch",
+    raise AuthenticationError(
         f"no connection accepts peer identity {peer} (configured remote ids: {expected})",
+        check="identity-mismatch",
     )
 
 
@@ -406,7 +399,7 @@ def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
         )
         verify_auth(sa, config.remote, local, peer, payloads, octets)
     except ProtocolError as error:
-        check = getattr(error, "check", "bad-signature")
+        check = error.check if isinstance(error, AuthenticationError) else "bad-signature"
         reason = error.reason
         sa.emit(AuthenticationFailed(sa.ike_sa_id, sa.name, check, reason, sa.remote_addr))
         sa.after_response(lambda when: sa.fail(when, reason, NotifyType.AUTHENTICATION_FAILED))

@@ -41,17 +41,13 @@ def _check_name(reason: str) -> str:
     return "bad-certificate"
 
 
-def _failed(check: str, reason: str) -> AuthenticationError:
-    from ikev2.tasks.ike_auth import AuthCheckFailed
-
-    return AuthCheckFailed(check, reason)
-
-
 def build_signature_auth(sa: IkeSa, auth: AuthConfig, octets: bytes) -> list[Any]:
     """Our CERT payloads (leaf first) and the signed AUTH payload."""
     key = auth.private_key
     if key is None:
-        raise _failed("no-credentials", "public-key authentication without a private key")
+        raise AuthenticationError(
+            "public-key authentication without a private key", check="no-credentials"
+        )
     peer_hashes = (
         None
         if auth.signature_auth == "classic" or not sa.peer_signature_hashes
@@ -89,13 +85,15 @@ def verify_signature_auth(
     try:
         certs = [x509.load_der_x509_certificate(data) for data in der]
     except ValueError as error:
-        raise _failed("bad-certificate", f"unparsable certificate from {remote}: {error}") from None
+        raise AuthenticationError(
+            f"unparsable certificate from {remote}: {error}", check="bad-certificate"
+        ) from None
     if not certs:
         # A peer certificate configured locally (swanctl remote.certs) stands in.
         certs = list(auth.certs)
     if not certs:
-        raise _failed(
-            "no-credentials", f"{remote} sent no certificate and none is configured for it"
+        raise AuthenticationError(
+            f"{remote} sent no certificate and none is configured for it", check="no-credentials"
         )
     wall_time = sa.current_time + sa.ctx.wall_time_offset
     try:
@@ -103,15 +101,13 @@ def verify_signature_auth(
             certs[0], certs[1:], auth.cacerts, wall_time, identity=remote
         )
     except AuthenticationError as error:
-        raise _failed(_check_name(error.reason), error.reason) from None
-    try:
-        verify_signature(
-            public_key,
-            int(auth_payload.method),
-            bytes(auth_payload.data),
-            octets,
-            policy=sa.ctx.policy,
-            peer_id=str(remote),
-        )
-    except AuthenticationError as error:
-        raise _failed("bad-signature", error.reason) from None
+        raise AuthenticationError(error.reason, check=_check_name(error.reason)) from None
+    # A failure here is an AuthenticationError with check "bad-signature" (its default).
+    verify_signature(
+        public_key,
+        int(auth_payload.method),
+        bytes(auth_payload.data),
+        octets,
+        policy=sa.ctx.policy,
+        peer_id=str(remote),
+    )
