@@ -62,7 +62,11 @@ _SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 
 
 class CertificateError(AuthenticationError):
-    """The peer's certificate is not acceptable (unknown CA, expired, wrong identity...)."""
+    """The peer's certificate is not acceptable (unknown CA, expired, wrong identity...);
+    ``check`` is ``unknown-ca``, ``expired``, ``identity-mismatch`` or ``bad-certificate``."""
+
+    def __init__(self, reason: str, check: str = "bad-certificate") -> None:
+        super().__init__(reason, check)
 
 
 class KeyFileError(ValueError):
@@ -276,7 +280,8 @@ def check_identity(cert: x509.Certificate, identity: Identity) -> None:
     names = ", ".join(str(i) for i in certificate_identities(cert))
     raise CertificateError(
         f"identity mismatch: the peer's ID {identity} is neither the subject nor a "
-        f"subjectAltName of its certificate (which has: {names})"
+        f"subjectAltName of its certificate (which has: {names})",
+        check="identity-mismatch",
     )
 
 
@@ -303,12 +308,14 @@ def _check_validity(
     if now + skew < not_before:
         raise CertificateError(
             f"{role} certificate {_describe(cert)} is not yet valid: valid from "
-            f"{not_before:%Y-%m-%d %H:%M:%S} UTC, now is {now:%Y-%m-%d %H:%M:%S} UTC"
+            f"{not_before:%Y-%m-%d %H:%M:%S} UTC, now is {now:%Y-%m-%d %H:%M:%S} UTC",
+            check="expired",
         )
     if now - skew > not_after:
         raise CertificateError(
             f"{role} certificate {_describe(cert)} expired at "
-            f"{not_after:%Y-%m-%d %H:%M:%S} UTC (now {now:%Y-%m-%d %H:%M:%S} UTC)"
+            f"{not_after:%Y-%m-%d %H:%M:%S} UTC (now {now:%Y-%m-%d %H:%M:%S} UTC)",
+            check="expired",
         )
 
 
@@ -355,7 +362,9 @@ def validate_chain(
     ``identity``: the peer's IDi/IDr, checked against the certificate when given.
     """
     if not trust_anchors:
-        raise CertificateError("no CA certificates configured to validate the peer against")
+        raise CertificateError(
+            "no CA certificates configured to validate the peer against", check="unknown-ca"
+        )
     now = _utc(wall_time)
     skew = datetime.timedelta(seconds=clock_skew)
     _check_end_entity(leaf)
@@ -373,7 +382,8 @@ def validate_chain(
             raise CertificateError(
                 f"unknown CA: the peer's certificate {_describe(leaf)} chains up to "
                 f'"{dn_to_string(x509.Name.from_bytes(issuer))}", which is not a configured '
-                f"CA (configured: {configured})"
+                f"CA (configured: {configured})",
+                check="unknown-ca",
             )
         seen.add(issuer)
         _check_validity(parent, now, skew, "intermediate CA")
