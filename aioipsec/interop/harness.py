@@ -879,13 +879,13 @@ def run_scenario(
             _count_keepalives(run, lab, topology, workdir)
         if scenario.iperf_seconds > 0 and not run.problems:
             _iperf(run, lab, topology, workdir)
+        # The views after the pings (counters), before any action changes or deletes the SAs.
+        run.initiator_sas = peers["initiator"].list_sas()
+        run.responder_sas = peers["responder"].list_sas()
         for action in scenario.actions:
             if run.problems:
                 break
             _run_action(run, topology, peers, action)
-        # Counters after the ping: both directions carried the pings.
-        run.initiator_sas = peers["initiator"].list_sas()
-        run.responder_sas = peers["responder"].list_sas()
     for side, peer in peers.items():
         run.logs[side] = peer.log_tail(60)
     return run
