@@ -522,6 +522,7 @@ def render_chart(data: dict[str, Any], path: Path) -> bool:
          lambda s, g: [udp_best(r, sizes[g]) for r in grouped[s]],
          f"UDP rate at <= {data['settings']['loss_limit_percent']:g} % loss",
          "packets/s")  # fmt: skip
+    axes[0][1].legend(fontsize=8)
     bars(axes[1][0], ["idle", "under TCP load"],
          lambda s, g: [r.ping_idle_ms if g == 0 else r.ping_load_ms for r in grouped[s]],
          "ping RTT through the tunnel", "ms")  # fmt: skip
