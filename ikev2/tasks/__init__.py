@@ -12,8 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ikev2.crypto.keyexchange import KeyExchange, new_key_exchange
 from ikev2.enums import ExchangeType, NotifyType, PayloadType, is_error_notify
-from ikev2.payloads import NotifyPayload
+from ikev2.errors import ProtocolError
+from ikev2.payloads import NoncePayload, NotifyPayload
 
 if TYPE_CHECKING:
     from ikev2.sa import IkeSa
@@ -89,3 +91,21 @@ def notify_name(value: int) -> str:
         return NotifyType(value).name
     except ValueError:
         return f"notify {value}"
+
+
+def check_nonce(nonce: NoncePayload | None) -> bytes:
+    """The nonce data of a Nonce payload, which must be there (RFC 7296 sec. 2.10, 3.9)."""
+    if nonce is None:
+        raise ProtocolError("Nonce payload missing")
+    if not 16 <= len(nonce.nonce) <= 256:
+        raise ProtocolError(f"nonce of {len(nonce.nonce)} octets (sec. 3.9: 16..256)")
+    return bytes(nonce.nonce)
+
+
+def new_ke(sa: IkeSa, method: int) -> KeyExchange:
+    """A key exchange for any exchange of ``sa``; its private values come from the injected
+    rng, if any (tests, ``explain --seed``). An unsupported method is INVALID_KE_PAYLOAD."""
+    try:
+        return new_key_exchange(method, rng=sa.ctx.key_exchange_rng)
+    except ValueError as error:
+        raise ProtocolError(str(error), NotifyType.INVALID_KE_PAYLOAD) from None

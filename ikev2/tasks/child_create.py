@@ -39,7 +39,16 @@ from ikev2.proposals import (
     without_key_exchange,
 )
 from ikev2.states import ChildState
-from ikev2.tasks import Task, find, find_notify, find_typed, first_error, notify_name
+from ikev2.tasks import (
+    Task,
+    check_nonce,
+    find,
+    find_notify,
+    find_typed,
+    first_error,
+    new_ke,
+    notify_name,
+)
 from ikev2.timers import jittered_rekey
 from ikev2.ts import (
     Ts,
@@ -488,8 +497,6 @@ class ChildCreateTask(Task):
         payloads = request.payloads(sa)
         payloads.append(NoncePayload(nonce=self.nonce))
         if request.ke_method is not None:
-            from ikev2.tasks.ike_init import new_ke
-
             request.ke = new_ke(sa, request.ke_method)
             payloads.append(KePayload(group=request.ke_method, data=request.ke.our_payload()))
         payloads += request.ts(sa)
@@ -536,7 +543,6 @@ class ChildCreateTask(Task):
 
 
 def check_nonce_payload(payloads: list[Any]) -> bytes:
-    from ikev2.tasks.ike_init import check_nonce
 
     return check_nonce(find(payloads, NoncePayload))
 
@@ -579,7 +585,6 @@ def responder_pfs(
             NotifyType.INVALID_KE_PAYLOAD,
             notify_data=int(chosen_ke.id).to_bytes(2, "big"),
         )
-    from ikev2.tasks.ike_init import new_ke
 
     ke = new_ke(sa, int(chosen_ke.id))
     shared = ke.compute(bytes(ke_payload.data))
@@ -618,7 +623,6 @@ def respond_child(
 
 def respond_create_child(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     """CREATE_CHILD_SA responder for a new Child SA (no REKEY_SA notify)."""
-    from ikev2.tasks.ike_init import check_nonce
 
     nonce_i = check_nonce(find(payloads, NoncePayload))
     nonce_r = sa.ctx.rng(32)

@@ -20,9 +20,10 @@ from ikev2.enums import ExchangeType, NotifyType, ProtocolId
 from ikev2.errors import ProtocolError
 from ikev2.payloads import KePayload, NoncePayload, NotifyPayload
 from ikev2.states import ChildState
-from ikev2.tasks import Task, find
+from ikev2.tasks import Task, check_nonce, find, new_ke
 from ikev2.tasks.child_create import (
     ChildRequest,
+    check_nonce_payload,
     child_failure,
     install_child,
     pfs_shared,
@@ -72,8 +73,6 @@ class ChildRekeyTask(Task):
         payloads += request.payloads(sa)
         payloads.append(NoncePayload(nonce=self.nonce))
         if request.ke_method is not None:
-            from ikev2.tasks.ike_init import new_ke
-
             request.ke = new_ke(sa, request.ke_method)
             payloads.append(KePayload(group=request.ke_method, data=request.ke.our_payload()))
         payloads += request.ts(sa)
@@ -121,7 +120,6 @@ class ChildRekeyTask(Task):
                 exchange="CREATE_CHILD_SA",
             )
             return False
-        from ikev2.tasks.child_create import check_nonce_payload
 
         nonce_r = check_nonce_payload(payloads)
         shared = pfs_shared(self.request, payloads)
@@ -188,7 +186,6 @@ class ChildRekeyTask(Task):
 def respond_child_rekey(
     sa: IkeSa, payloads: list[Any], rekey: NotifyPayload, now: float
 ) -> list[Any]:
-    from ikev2.tasks.ike_init import check_nonce
 
     protocol = int(rekey.protocol)
     if protocol not in (ProtocolId.ESP, ProtocolId.AH):

@@ -21,7 +21,7 @@ from ikev2.enums import ExchangeType, NotifyType, TransformType
 from ikev2.errors import ProtocolError
 from ikev2.payloads import KePayload, NotifyPayload, Proposal
 from ikev2.proposals import transforms_of
-from ikev2.tasks import Task, find, find_notify, first_error, notify_name
+from ikev2.tasks import Task, find, find_notify, first_error, new_ke, notify_name
 
 if TYPE_CHECKING:
     from ikev2.sa import IkeSa
@@ -62,7 +62,6 @@ def _expire(sa: IkeSa, now: float) -> None:
 
 
 def respond_followup_ke(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
-    from ikev2.tasks.ike_init import new_ke
 
     _expire(sa, now)
     notify = find_notify(payloads, NotifyType.ADDITIONAL_KEY_EXCHANGE)
@@ -113,7 +112,6 @@ class FollowupKeTask(Task):
         self.ke: KeyExchange | None = None
 
     def build(self, sa: IkeSa, now: float) -> list[Any] | None:
-        from ikev2.tasks.ike_init import new_ke
 
         if not sa.established:
             return None

@@ -13,7 +13,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from ikev2.crypto.auth import build_signature_hash_algorithms, parse_signature_hash_algorithms
-from ikev2.crypto.keyexchange import KeyExchange, new_key_exchange
+from ikev2.crypto.keyexchange import KeyExchange
 from ikev2.crypto.keys import derive_ike_keys, update_ike_keys_additional_ke
 from ikev2.crypto.prf import Prf
 from ikev2.crypto.sk import make_sk_cipher, sk_key_lengths
@@ -51,7 +51,15 @@ from ikev2.proposals import (
     transforms_of,
 )
 from ikev2.states import IkeState
-from ikev2.tasks import Task, find, find_notify, first_error, notify_name
+from ikev2.tasks import (
+    Task,
+    check_nonce,
+    find,
+    find_notify,
+    first_error,
+    new_ke,
+    notify_name,
+)
 from ikev2.tasks.followup_ke import ADDKE_TYPES, additional_methods
 from ikev2.tasks.ike_natd import evaluate, float_to_nat_t, natd_notifies
 
@@ -60,23 +68,6 @@ if TYPE_CHECKING:
 
 NONCE_SIZE = 32
 MAX_COOKIE_RETRIES = 3
-
-
-def check_nonce(nonce: NoncePayload | None) -> bytes:
-    if nonce is None:
-        raise ProtocolError("Nonce payload missing")
-    if not 16 <= len(nonce.nonce) <= 256:
-        raise ProtocolError(f"nonce of {len(nonce.nonce)} octets (sec. 3.9: 16..256)")
-    return bytes(nonce.nonce)
-
-
-def new_ke(sa: IkeSa, method: int) -> KeyExchange:
-    """A key exchange whose private values come from the injected rng, if any (tests,
-    ``explain --seed``)."""
-    try:
-        return new_key_exchange(method, rng=sa.ctx.key_exchange_rng)
-    except ValueError as error:
-        raise ProtocolError(str(error), NotifyType.INVALID_KE_PAYLOAD) from None
 
 
 def apply_proposal(sa: IkeSa, chosen: Proposal) -> None:

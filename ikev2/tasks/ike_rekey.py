@@ -29,16 +29,14 @@ from ikev2.proposals import (
     select_proposal,
 )
 from ikev2.states import IkeState
-from ikev2.tasks import Task, find, first_error, notify_name
+from ikev2.tasks import Task, check_nonce, find, first_error, new_ke, notify_name
 from ikev2.tasks.followup_ke import additional_methods, register, start_followups
 from ikev2.tasks.ike_init import (
     _prefer_peer_group,
     apply_proposal,
-    check_nonce,
     ike_proposals,
     install_keys,
     key_lengths,
-    new_ke,
 )
 from ikev2.timers import random_fraction
 
