@@ -107,6 +107,12 @@ class DaemonSettings:
     tun_name: str = "ipsec0"
     # NAT-T keepalive interval while a NAT is in front of us (strongSwan: charon.keep_alive).
     keep_alive: float = 20.0
+    # IKE request retransmission (strongSwan's charon.retransmit_*): the n-th retransmit
+    # waits timeout * base**n seconds; after ``tries`` retransmits the peer is declared dead
+    # (RFC 7296 sec. 2.4), so with the defaults a dead peer is noticed after 165 s.
+    retransmit_timeout: float = 4.0
+    retransmit_base: float = 1.8
+    retransmit_tries: int = 5
     log_level: str = "info"
     log_format: str = "console"
     # Keyword names (as in proposals: "3des", "md5", "modp1024", "sha1", ...) that the
@@ -369,6 +375,26 @@ def _int_range(low: int, high: int) -> Callable[[Any], int]:
 parse_port = _int_range(0, 65535)
 
 
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise _ValueProblem("must be more than 0 s", "write e.g. 4s or 0.5s")
+    return seconds
+
+
+def _retransmit_base(value: Any) -> float:
+    """The back-off factor: a number, at least 1 (strongSwan's charon.retransmit_base)."""
+    if isinstance(value, bool):
+        raise _ValueProblem(f"{value!r} is not a number", "write e.g. 1.8")
+    try:
+        base = float(value) if isinstance(value, int | float) else float(_as_text(value))
+    except ValueError:
+        raise _ValueProblem(f"{value!r} is not a number", "write e.g. 1.8") from None
+    if not 1.0 <= base <= 10.0:
+        raise _ValueProblem(f"{base} is out of range", "use 1.0..10.0 (strongSwan: 1.8)")
+    return base
+
+
 def parse_string(value: Any) -> str:
     text = _as_text(value)
     if not text:
@@ -591,6 +617,9 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "nat_t_port": parse_port,
     "tun_name": parse_string,
     "keep_alive": parse_duration,
+    "retransmit_timeout": _positive_duration,
+    "retransmit_base": _retransmit_base,
+    "retransmit_tries": _int_range(1, 100),
     "log_level": _choice({level: level for level in LOG_LEVELS}),
     "log_format": _choice({fmt: fmt for fmt in LOG_FORMATS}),
     "allow_weak_algorithms": parse_list,
@@ -1315,7 +1344,9 @@ def to_engine_configs(configuration: Configuration) -> list[Any]:
 
     strongSwan's IKE lifetime defaults are applied here (vici_config.c): with neither
     rekey_time nor reauth_time set, rekey every 4 h; with only reauth_time, no rekeying.
-    PSKs are not copied in: give ``configuration.psk_lookup`` to the dispatcher.
+    The ``[daemon]`` retransmission settings apply to every connection (strongSwan's are
+    daemon-wide too). PSKs are not copied in: give ``configuration.psk_lookup`` to the
+    dispatcher.
     """
     from ikev2.config import IkeConfig
 
@@ -1344,6 +1375,9 @@ def to_engine_configs(configuration: Configuration) -> list[Any]:
                 local=_auth_to_engine(configuration, connection, "local"),
                 remote=_auth_to_engine(configuration, connection, "remote"),
                 children=[_child_to_engine(c) for c in connection.children.values()],
+                retransmit_timeout=configuration.daemon.retransmit_timeout,
+                retransmit_base=configuration.daemon.retransmit_base,
+                retransmit_tries=configuration.daemon.retransmit_tries,
             )
         )
     return engine_configs

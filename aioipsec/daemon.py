@@ -760,20 +760,10 @@ class Daemon:
         return future
 
 
-# strongSwan's charon.retransmit_* settings: daemon-wide, applied to every connection.
-_RETRANSMIT_SETTINGS = ("retransmit_timeout", "retransmit_base", "retransmit_tries")
-
-
 def engine_configs(config_module: Any, settings: Any) -> list[Any]:
-    """The engine's IkeConfigs, with the daemon-wide retransmission settings of the
-    ``[daemon]`` table applied when the configuration has them."""
-    configs = config_module.to_engine_configs(settings)
-    for name in _RETRANSMIT_SETTINGS:
-        value = getattr(settings.daemon, name, None)
-        if value is not None:
-            for config in configs:
-                setattr(config, name, value)
-    return configs
+    """The engine's IkeConfigs; ``to_engine_configs`` applies the daemon-wide ``[daemon]``
+    retransmission settings (strongSwan's charon.retransmit_*) to every connection."""
+    return config_module.to_engine_configs(settings)
 
 
 def _public_fields(event: ev.Event) -> dict[str, Any]:

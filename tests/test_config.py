@@ -195,6 +195,43 @@ def test_weak_algorithm_refused_unless_allowed(tmp_path: Path) -> None:
     assert configuration.connections["site"].proposals == ["aes256-sha256-modp1024"]
 
 
+def test_retransmit_settings_reach_every_engine_config(tmp_path: Path) -> None:
+    """strongSwan's charon.retransmit_* defaults (4 s, x1.8, 5 tries), and the [daemon]
+    values when given, in each connection's IkeConfig."""
+    defaults = to_engine_configs(load_configuration(write(tmp_path, PSK_SITE)))
+    assert [(c.retransmit_timeout, c.retransmit_base, c.retransmit_tries) for c in defaults] == [
+        (4.0, 1.8, 5)
+    ]
+    text = PSK_SITE.replace(
+        "[daemon]\n",
+        '[daemon]\nretransmit_timeout = "0.5s"\nretransmit_base = 1.2\nretransmit_tries = 2\n',
+    )
+    configuration = load_configuration(write(tmp_path, text))
+    assert configuration.daemon.retransmit_timeout == 0.5
+    (engine,) = to_engine_configs(configuration)
+    assert (engine.retransmit_timeout, engine.retransmit_base, engine.retransmit_tries) == (
+        0.5,
+        1.2,
+        2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "words"),
+    [
+        ('retransmit_timeout = "0s"', "retransmit_timeout", "more than 0"),
+        ('retransmit_timeout = "soon"', "retransmit_timeout", "duration"),
+        ("retransmit_base = 0.5", "retransmit_base", "out of range"),
+        ('retransmit_base = "fast"', "retransmit_base", "not a number"),
+        ("retransmit_tries = 0", "retransmit_tries", "out of range"),
+    ],
+)
+def test_bad_retransmit_settings(tmp_path: Path, line: str, key: str, words: str) -> None:
+    error = error_for(tmp_path, PSK_SITE.replace("[daemon]\n", f"[daemon]\n{line}\n"))
+    assert error.key == f"daemon.{key}", error
+    assert words in str(error)
+
+
 def test_unknown_allow_weak_entry(tmp_path: Path) -> None:
     text = PSK_SITE.replace("[daemon]\n", '[daemon]\nallow_weak_algorithms = ["rot13"]\n')
     error = error_for(tmp_path, text)
