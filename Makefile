@@ -8,7 +8,7 @@ DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins 
 	libstrongswan-extra-plugins libstrongswan-standard-plugins strongswan-pki \
 	iperf3 nftables tcpdump tshark iproute2 iputils-ping
 
-.PHONY: test demo lint format bench debian-deps venv clean selftest
+.PHONY: test demo lint format bench fuzz debian-deps venv clean selftest
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,18 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Side-by-side comparison with strongSwan (root, about 15 minutes): writes docs/performance.md.
+# `$(PY) -m bench.esp_micro` alone is the ESP micro-benchmark (seconds, no root).
 bench: venv debian-deps
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.esp_micro
+	$(PY) -m bench.compare --rounds 3 --ike --profile --notes bench/notes.md
+
+# Coverage-guided fuzzing (atheris) of every parser, 60 s per target; crashes land in fuzz/crashes/.
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	$(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
