@@ -125,6 +125,8 @@ class AuthSettings:
     """``local`` / ``remote`` of a connection: one authentication round."""
 
     auth: str = "pubkey"
+    # auth = rsa/pss...: our RSA key signs with RSASSA-PSS instead of PKCS#1 v1.5.
+    rsa_pss: bool = False
     id: str | None = None
     certs: list[Path] = field(default_factory=list)
     cacerts: list[Path] = field(default_factory=list)
@@ -584,8 +586,43 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
     "send_cert": _choice({"always": "always", "ifasked": "ifasked", "never": "never"}),
 }
 
+# strongSwan's auth = values for signatures (swanctl.conf, "auth"): a key type, optionally
+# "ike:"-prefixed (a constraint for the IKE signature only) and followed by key strengths and
+# hash names, e.g. "rsa/pss-sha256", "ike:ecdsa-384-sha384", "pubkey-sha256-sha512".
+_SIGNATURE_KEY_TYPES = ("pubkey", "rsa", "rsa/pss", "ecdsa", "ed25519", "ed448")
+_SIGNATURE_HASHES = ("sha1", "sha256", "sha384", "sha512", "identity")
+
+
+def parse_auth(value: Any) -> tuple[str, bool]:
+    """An ``auth`` value as strongSwan accepts it: ``("psk" | "pubkey", rsa_pss)``.
+
+    ``rsa/pss`` (in any position, e.g. ``rsa/pss-sha256`` or ``ike:rsa/pss``) makes our RSA
+    key sign with RSASSA-PSS (RFC 8017 sec. 8.1, RFC 7427). Key strengths and hash names
+    are checked for syntax; as constraints on the peer's chain they are not enforced.
+    """
+    text = _as_text(value).lower()
+    if text == "psk":
+        return "psk", False
+    hint = "write psk, pubkey, rsa, rsa/pss, ecdsa, ed25519 or ed448 (e.g. rsa/pss-sha256)"
+    tokens = text.split("-")
+    if not text or tokens[0].removeprefix("ike:") not in _SIGNATURE_KEY_TYPES:
+        raise _ValueProblem(f"{value!r} is not a supported auth method", hint)
+    rsa_pss = False
+    for token in tokens:
+        bare = token.removeprefix("ike:")
+        if bare == "rsa/pss":
+            rsa_pss = True
+        elif (
+            bare not in _SIGNATURE_KEY_TYPES
+            and bare not in _SIGNATURE_HASHES
+            and not (bare.isdigit() and token == bare)
+        ):
+            raise _ValueProblem(f"{token!r} in auth = {text!r} is not understood", hint)
+    return "pubkey", rsa_pss
+
+
 _AUTH_KEYS: dict[str, Callable[[Any], Any]] = {
-    "auth": _choice({"psk": "psk", "pubkey": "pubkey", "rsa": "pubkey", "ecdsa": "pubkey"}),
+    "auth": lambda value: parse_auth(value)[0],
     "id": parse_string,
     "certs": parse_list,
     "cacerts": parse_list,
@@ -793,6 +830,8 @@ def _build_connection(source: RawSource, name: str, table: Any) -> ConnectionSet
                 unsupported=_UNSUPPORTED_AUTH_KEYS,
                 section_name=f"the {key} section",
             )
+            if "auth" in value:
+                auth.rsa_pss = parse_auth(value["auth"])[1]
             if key == "local" and auth.cacerts:
                 raise source.error(
                     (*path, "cacerts"),
@@ -1309,6 +1348,7 @@ def _auth_to_engine(configuration: Configuration, connection: ConnectionSettings
         cacerts=cacerts,
         send_certreq=connection.send_certreq,
         send_cert=connection.send_cert,  # type: ignore[arg-type]
+        rsa_pss=settings.rsa_pss,
     )
     if side == "local" and settings.auth == "pubkey":
         auth.private_key = _find_private_key(configuration, connection)

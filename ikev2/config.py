@@ -32,7 +32,8 @@ class AuthConfig:
 
     ``id``: an identity string as swanctl writes it: ``"10.0.0.1"``, ``"fe80::1"``,
     ``"vpn.example.org"`` (FQDN), ``"user@example.org"`` (RFC822), ``"CN=a, O=b"``
-    (DER_ASN1_DN), ``"keyid:0102..."`` (KEY_ID), or ``"%any"`` (remote: accept any).
+    (DER_ASN1_DN), ``"keyid:#0102..."`` or ``"@#0102..."`` (KEY_ID with those octets, in
+    hex; ``"keyid:text"``: the text's octets), or ``"%any"`` (remote: accept any).
     ``certs``: our certificate chain (leaf first), ``cryptography.x509.Certificate``.
     ``cacerts``: trust anchors for the peer's chain. ``private_key``: our signing key.
     """

@@ -464,6 +464,75 @@ def test_certificate_connection(pki_dir: Path) -> None:
     assert "PRIVATE" not in repr(ike.local)
 
 
+CERT_SITE_SWANCTL = """\
+connections {
+    gw {
+        remote_addrs = 192.0.2.2
+        local {
+            auth = AUTH
+            certs = moon.pem
+            id = moon.example.org
+        }
+        remote {
+            auth = pubkey
+            id = sun.example.org
+            cacerts = ca.pem
+        }
+        children {
+            net {
+                local_ts = 10.1.0.0/16
+                remote_ts = 10.2.0.0/16
+            }
+        }
+    }
+}
+secrets {
+    private-moon {
+        file = moon.key
+    }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("auth", "rsa_pss"),
+    [
+        ("pubkey", False),
+        ("rsa", False),
+        ("rsa/pss", True),
+        ("rsa/pss-sha256", True),
+        ("ike:rsa/pss-sha384-sha512", True),
+        ("rsa-2048-sha256", False),
+        ("ecdsa-256-sha256", False),
+        ("ed25519", False),
+        ("pubkey-sha256-sha512", False),
+    ],
+)
+def test_signature_auth_methods_in_toml_and_swanctl(
+    pki_dir: Path, auth: str, rsa_pss: bool
+) -> None:
+    """swanctl's auth = values for signatures; rsa/pss selects RSASSA-PSS for our key."""
+    from aioipsec.swanctl import load_swanctl
+
+    toml = write(pki_dir, CERT_SITE.replace('auth = "pubkey"\ncerts', f'auth = "{auth}"\ncerts'))
+    swanctl = pki_dir / "swanctl.conf"
+    swanctl.write_text(CERT_SITE_SWANCTL.replace("AUTH", auth))
+    for configuration in (load_configuration(toml), load_swanctl(swanctl)):
+        (ike,) = to_engine_configs(configuration)
+        assert ike.local.auth == "pubkey"
+        assert ike.local.rsa_pss is rsa_pss
+        assert ike.remote.rsa_pss is False
+
+
+@pytest.mark.parametrize("auth", ["eap-md5", "rsa/pkcs1", "rsa-sha255", "ike:", "xauth", "pss"])
+def test_unknown_auth_methods_refused(tmp_path: Path, auth: str) -> None:
+    text = PSK_SITE.replace('auth = "psk"', f'auth = "{auth}"', 1)
+    assert text != PSK_SITE
+    error = error_for(tmp_path, text)
+    assert error.key.endswith(".auth"), error
+    assert "rsa/pss" in str(error)
+
+
 def test_private_key_readable_by_others_is_refused(pki_dir: Path) -> None:
     path = write(pki_dir, CERT_SITE)
     os.chmod(pki_dir / "moon.key", 0o640)
