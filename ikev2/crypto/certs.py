@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import os
 import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
@@ -347,6 +349,56 @@ def _check_end_entity(cert: x509.Certificate) -> None:
         )
 
 
+_EDWARDS_KEYS = (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+
+
+def _path_by_names(
+    leaf: x509.Certificate, known: dict[bytes, x509.Certificate], anchors: set[bytes]
+) -> list[x509.Certificate]:
+    """leaf -> ... -> trust anchor along issuer names (validate_chain found that it exists)."""
+    chain = [leaf]
+    while chain[-1].issuer.public_bytes() not in anchors:
+        chain.append(known[chain[-1].issuer.public_bytes()])
+    chain.append(known[chain[-1].issuer.public_bytes()])
+    return chain
+
+
+def _verify_path_directly(chain: Sequence[x509.Certificate]) -> None:
+    """Signatures and CA constraints along CHAIN (leaf first, trust anchor last), for keys
+    the WebPKI verifier refuses. Validity windows were checked by the caller."""
+    for depth, (cert, issuer) in enumerate(itertools.pairwise(chain)):
+        try:
+            constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            raise CertificateError(
+                f"{_describe(issuer)} issued {_describe(cert)} but is not a CA "
+                "(basicConstraints cA is not set; RFC 5280 sec. 4.2.1.9)"
+            )
+        if constraints.path_length is not None and depth > constraints.path_length:
+            raise CertificateError(
+                f"the path through {_describe(issuer)} exceeds its pathLenConstraint "
+                f"{constraints.path_length} (RFC 5280 sec. 4.2.1.9)"
+            )
+        try:
+            usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            usage = None
+        if usage is not None and not usage.key_cert_sign:
+            raise CertificateError(
+                f"{_describe(issuer)} has a keyUsage without keyCertSign: it may not sign "
+                "certificates (RFC 5280 sec. 4.2.1.3)"
+            )
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature) as error:
+            raise CertificateError(
+                f"the signature of {_describe(cert)} does not verify with the key of "
+                f"{_describe(issuer)}: {error or type(error).__name__}"
+            ) from None
+
+
 def validate_chain(
     leaf: x509.Certificate,
     intermediates: Sequence[x509.Certificate],
@@ -394,6 +446,16 @@ def validate_chain(
         skew,
         "CA",
     )
+
+    chain = _path_by_names(leaf, known, anchors)
+    if any(isinstance(c.public_key(), _EDWARDS_KEYS) for c in chain):
+        # cryptography's verifier (WebPKI policy) refuses Ed25519/Ed448 keys outright
+        # ("Forbidden public key algorithm"), though RFC 8410 defines them for X.509 and
+        # strongSwan's pki issues them; such chains get the same checks done here.
+        _verify_path_directly(chain)
+        if identity is not None:
+            check_identity(leaf, identity)
+        return leaf.public_key(), chain  # type: ignore[return-value]
 
     # The skew was applied above; the verifier checks validity at one instant, which we
     # move into the leaf's window when we are within the allowance.
