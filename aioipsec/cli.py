@@ -426,6 +426,7 @@ TOOLS = {
     "decode": "decode IKEv2/ESP in a pcap/pcapng capture (keys: Wireshark tables)",
     "explain": "one IKEv2 negotiation byte by byte and key by key (--seed, --keys)",
     "doctor": "check prerequisites: privileges, TUN, ports, firewall, MTU, clock",
+    "interop": "run interop scenarios against strongSwan in namespaces (--list, --all)",
 }
 
 
