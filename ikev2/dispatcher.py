@@ -15,6 +15,7 @@ new requests are dropped; each half-open SA dies after ``half_open_timeout``.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import logging
@@ -36,7 +37,15 @@ from ikev2.events import (
 from ikev2.message import IkeHeader, IkeMessage, parse_message, serialize_message
 from ikev2.payloads import NoncePayload, NotifyPayload
 from ikev2.policy import DEFAULT_POLICY, AlgorithmPolicy
-from ikev2.sa import Datagram, EngineContext, IkeSa, IkeSaInfo, PskLookup, Rng
+from ikev2.sa import (
+    Datagram,
+    EngineContext,
+    IkeSa,
+    IkeSaInfo,
+    PskLookup,
+    Rng,
+    WatchedTimerSet,
+)
 from ikev2.states import IkeState
 
 log = logging.getLogger("ikev2.dispatcher")
@@ -110,6 +119,12 @@ class Dispatcher:
         self._reauth: dict[int, IkeSa] = {}  # new IKE SA id -> the SA it replaces
         self._pending_children: dict[int, list[str]] = {}
         self.counters: dict[str, int] = {}
+        # Timers: a heap of (deadline, ike_sa_id) entries, the current earliest deadline
+        # per SA (entries that do not match it are stale and skipped), and the SAs whose
+        # timers changed since the last look (filled by their WatchedTimerSet).
+        self._timer_heap: list[tuple[float, int]] = []
+        self._deadlines: dict[int, float] = {}
+        self._timers_changed: set[int] = set()
 
     # ------------------------------------------------------------------ configuration
 
@@ -162,13 +177,29 @@ class Dispatcher:
         return out
 
     def get_timer(self) -> float | None:
-        return min(
-            (t for t in (sa.get_timer() for sa in self._sas.values()) if t is not None),
-            default=None,
-        )
+        self._refresh_timers()
+        heap = self._timer_heap
+        deadlines = self._deadlines
+        # Lazy invalidation: an entry is current only while it matches the SA's deadline.
+        while heap and deadlines.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def handle_timer(self, now: float) -> None:
-        for sa in list(self._sas.values()):
+        self._refresh_timers()
+        heap = self._timer_heap
+        deadlines = self._deadlines
+        due: set[int] = set()
+        while heap and heap[0][0] <= now:
+            deadline, ike_sa_id = heapq.heappop(heap)
+            if deadlines.get(ike_sa_id) == deadline:
+                due.add(ike_sa_id)
+        # In registration (id) order, as a scan over every SA would visit them; an SA
+        # whose timers an earlier one changed is checked again before it runs.
+        for ike_sa_id in sorted(due):
+            sa = self._sas.get(ike_sa_id)
+            if sa is None:
+                continue
             timer = sa.get_timer()
             if timer is not None and timer <= now:
                 try:
@@ -179,7 +210,33 @@ class Dispatcher:
                     log.exception("internal error in a timer of %s", sa.describe())
                     sa.timers.clear()
                     self.ctx.dirty.add(sa.ike_sa_id)
+            # Its heap entry is gone: have the next refresh push its deadline again.
+            self._deadlines.pop(ike_sa_id, None)
+            self._timers_changed.add(ike_sa_id)
         self._collect(now)
+
+    def _refresh_timers(self) -> None:
+        """Push the new earliest deadline of every SA whose timers changed (O(log n) each)."""
+        changed = self._timers_changed
+        if not changed:
+            return
+        heap = self._timer_heap
+        deadlines = self._deadlines
+        sas = self._sas
+        while changed:
+            ike_sa_id = changed.pop()
+            sa = sas.get(ike_sa_id)
+            deadline = sa.get_timer() if sa is not None else None
+            if deadline is None:
+                deadlines.pop(ike_sa_id, None)
+            elif deadlines.get(ike_sa_id) != deadline:
+                deadlines[ike_sa_id] = deadline
+                heapq.heappush(heap, (deadline, ike_sa_id))
+        if len(heap) > 2 * len(deadlines) + 64:
+            # Too many stale entries (deadlines pushed later, e.g. DPD on every message):
+            # rebuild from the current deadlines, O(n) once per O(n) changes.
+            self._timer_heap = [(deadline, sa_id) for sa_id, deadline in deadlines.items()]
+            heapq.heapify(self._timer_heap)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -275,6 +332,11 @@ class Dispatcher:
     def _register(self, sa: IkeSa) -> None:
         self._sas[sa.ike_sa_id] = sa
         self._by_spi[sa.our_spi] = sa
+        timers = sa.timers
+        if isinstance(timers, WatchedTimerSet):
+            timers.changed = self._timers_changed
+        # Timers set before registration (IKE rekey moves them onto the new SA) count too.
+        self._timers_changed.add(sa.ike_sa_id)
 
     def _route(self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float):
         header = msg.header
@@ -485,6 +547,7 @@ class Dispatcher:
     def _forget(self, sa: IkeSa) -> None:
         self._no_longer_half_open(sa)
         self._sas.pop(sa.ike_sa_id, None)
+        self._deadlines.pop(sa.ike_sa_id, None)
         if self._by_spi.get(sa.our_spi) is sa:
             del self._by_spi[sa.our_spi]
         key = (sa.spi_i, sa.remote_addr[0])

@@ -113,6 +113,38 @@ class EngineContext:
                 return spi
 
 
+class WatchedTimerSet(TimerSet):
+    """A TimerSet that records its owner's IKE SA id in ``changed`` (the dispatcher's set)
+    whenever a deadline is set, cancelled or popped: the dispatcher then recomputes only
+    those SAs' earliest deadlines instead of scanning every SA (its timer heap)."""
+
+    def __init__(self, ike_sa_id: int) -> None:
+        super().__init__()
+        self.ike_sa_id = ike_sa_id
+        self.changed: set[int] | None = None
+
+    def set(self, name: str, deadline: float | None) -> None:
+        super().set(name, deadline)
+        if self.changed is not None:
+            self.changed.add(self.ike_sa_id)
+
+    def cancel(self, name: str) -> None:
+        super().cancel(name)
+        if self.changed is not None:
+            self.changed.add(self.ike_sa_id)
+
+    def pop_due(self, now: float) -> list[str]:
+        due = super().pop_due(now)
+        if due and self.changed is not None:
+            self.changed.add(self.ike_sa_id)
+        return due
+
+    def clear(self) -> None:
+        super().clear()
+        if self.changed is not None:
+            self.changed.add(self.ike_sa_id)
+
+
 @dataclass
 class _Outstanding:
     task: Task
@@ -227,7 +259,7 @@ class IkeSa:
         self._reassembly: Any = None  # ikev2.fragments.Reassembler for the current message
 
         self.children: dict[int, ChildSa] = {}
-        self.timers = TimerSet()
+        self.timers = WatchedTimerSet(self.ike_sa_id)
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
         self.deleted_reason: str | None = None
