@@ -11,6 +11,11 @@ Response (one line)::
 Several requests may be sent on one connection, one at a time. The daemon decides which
 commands exist (``handlers``); docs/cli.md lists the ones ``aioipsec`` uses.
 
+Streaming commands (``subscribe``): the handler returns a :class:`Stream`. The first line is
+``{"ok": true, "result": {"stream": true}}``, then one ``{"ok": true, "event": ...}`` line
+per item, for as long as the client keeps the connection open (closing it ends the stream;
+the connection serves no further requests). ``ControlClient.stream()`` reads them.
+
 Access: the socket file is created with mode 0600 (root only) or 0660 with a configured
 group, and every peer's credentials (``SO_PEERCRED``) are checked on connect: uid 0, the
 daemon's own uid, or a member of the group; anyone else gets one error line and is
@@ -36,7 +41,7 @@ import pwd
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ __all__ = [
     "DaemonUnreachable",
     "Handler",
     "RequestError",
+    "Stream",
 ]
 
 # A handler gets the request's "args" object and returns something JSON can encode.
@@ -71,6 +77,18 @@ class DaemonUnreachable(ControlError):
 class RequestError(Exception):
     """Raise from a handler for an error the user caused (bad name, wrong state): the
     message goes back as ``{"ok": false, "error": message}`` without a traceback log."""
+
+
+class Stream:
+    """Return this from a handler to stream ``items`` (an async iterator of JSON-encodable
+    values), one line each, until the iterator ends or the client disconnects.
+    ``on_close`` runs once either way (to unsubscribe)."""
+
+    def __init__(
+        self, items: AsyncIterator[Any], on_close: Callable[[], None] | None = None
+    ) -> None:
+        self.items = items
+        self.on_close = on_close
 
 
 def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -200,7 +218,11 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
-                await self._send(writer, await self._dispatch(line))
+                response = await self._dispatch(line)
+                if isinstance(response, Stream):
+                    await self._stream(reader, writer, response)
+                    return
+                await self._send(writer, response)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -213,7 +235,39 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _dispatch(self, line: bytes) -> dict[str, Any]:
+    async def _stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: Stream
+    ) -> None:
+        """Send the stream's items until it ends or the client closes the connection
+        (noticed by reading: a quiet stream must not keep a dead client's queue alive)."""
+        try:
+            await self._send(writer, {"ok": True, "result": {"stream": True}})
+            gone = asyncio.ensure_future(reader.read(1 << 16))
+            try:
+                iterator = stream.items.__aiter__()
+                while True:
+                    following = asyncio.ensure_future(iterator.__anext__())
+                    await asyncio.wait({gone, following}, return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                            await following
+                        # Anything the client sends after subscribing (or EOF) ends it.
+                        return
+                    try:
+                        item = following.result()
+                    except StopAsyncIteration:
+                        return
+                    await self._send(writer, {"ok": True, "event": _scrub(item)})
+            finally:
+                gone.cancel()
+                with contextlib.suppress(BaseException):
+                    await gone
+        finally:
+            if stream.on_close is not None:
+                stream.on_close()
+
+    async def _dispatch(self, line: bytes) -> dict[str, Any] | Stream:
         try:
             request = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -237,6 +291,8 @@ class ControlServer:
         except Exception as error:
             _log.exception("control_handler_failed", command=command)
             return {"ok": False, "error": f"internal error in {command}: {error}"}
+        if isinstance(result, Stream):
+            return result
         return {"ok": True, "result": _scrub(result)}
 
     @staticmethod
@@ -369,6 +425,51 @@ class ControlClient:
             raise _unreachable(self.path, error.strerror or str(error)) from None
         line, _, self._buffer = self._buffer.partition(b"\n")
         return _decode_response(line, self.path)
+
+    def stream(
+        self, command: str, args: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Send a streaming request (``subscribe``) and yield its items as they come,
+        without a timeout between them, until the daemon closes the stream. The connection
+        is used up: call :meth:`close` (or leave the ``with`` block) to end it."""
+        merged = {**(args or {}), **kwargs}
+        self.connect()
+        assert self._sock is not None
+        try:
+            self._sock.sendall(_encode_request(command, merged))
+            first = True
+            while True:
+                while b"\n" not in self._buffer:
+                    chunk = self._sock.recv(65536)
+                    if not chunk:
+                        if first:
+                            raise _unreachable(self.path, "the daemon closed the connection")
+                        return
+                    self._buffer += chunk
+                    if len(self._buffer) > MAX_LINE * 64:
+                        raise ControlError("stream line too long")
+                line, _, self._buffer = self._buffer.partition(b"\n")
+                if first:
+                    result = _decode_response(line, self.path)
+                    if not (isinstance(result, dict) and result.get("stream")):
+                        raise ControlError(f"{command!r} is not a streaming command")
+                    first = False
+                    self._sock.settimeout(None)  # events come when they come
+                    continue
+                try:
+                    response = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise ControlError(f"the daemon at {self.path} sent non-JSON") from None
+                if isinstance(response, dict) and "event" in response:
+                    yield response["event"]
+        except TimeoutError:
+            self.close()
+            raise DaemonUnreachable(
+                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
+            ) from None
+        except OSError as error:
+            self.close()
+            raise _unreachable(self.path, error.strerror or str(error)) from None
 
     # ---- asyncio
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import time
@@ -103,6 +104,9 @@ class Daemon:
         self.raw_esp: list[RawEspSocket] = []
         self.started_at = time.time()
         self._refusal_log = RateLimitedLogger(log, interval=10.0)
+        # Control connections following the daemon (``subscribe``): one bounded queue each.
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.subscriber_drops = 0
 
     # ------------------------------------------------------------------ start / stop
 
@@ -275,6 +279,8 @@ class Daemon:
     def _received_on_500(self, data: memoryview, remote: tuple[str, int]) -> None:
         assert self.driver is not None
         local = (self.local_addresses.local_for(remote[0]), self.ike_port)
+        if self._subscribers:
+            self._publish(ike_message_record(bytes(data), "in", local, remote))
         self.driver.feed(bytes(data), remote, local)
 
     def _received_on_4500(self, data: memoryview, remote: tuple[str, int]) -> None:
@@ -285,6 +291,8 @@ class Daemon:
             self.datapath.esp_received_udp(data, remote)
         elif kind is Udp4500Kind.IKE:
             local = (self.local_addresses.local_for(remote[0]), self.nat_t_port)
+            if self._subscribers:
+                self._publish(ike_message_record(bytes(data[4:]), "in", local, remote))
             self.driver.feed(bytes(data[4:]), remote, local)
         elif kind is Udp4500Kind.KEEPALIVE:
             self.datapath.keepalives_in += 1
@@ -292,6 +300,8 @@ class Daemon:
             self.datapath.esp_drops += 1
 
     def _send_ike(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
+        if self._subscribers:
+            self._publish(ike_message_record(data, "out", local, remote))
         family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
         # The local port decides the socket (a NAT may map port 500 to anything, RFC 7296
         # sec. 2.23): from 4500 with the non-ESP marker, from 500 without.
@@ -311,6 +321,8 @@ class Daemon:
 
     def _on_event(self, event: ev.Event) -> None:
         assert self.datapath is not None
+        if self._subscribers:
+            self._publish(event_record(event))
         bound = log.bind(connection=event.connection, ike_sa_id=event.ike_sa_id)
         if isinstance(event, ev.IkeSaEstablished):
             state = IkeSaState(event, time.time())
@@ -574,7 +586,41 @@ class Daemon:
             "terminate": self._cmd_terminate,
             "rekey": self._cmd_rekey,
             "reload": self._cmd_reload,
+            "subscribe": self._cmd_subscribe,
         }
+
+    # ------------------------------------------------------------------ event stream
+
+    def _publish(self, record: dict[str, Any]) -> None:
+        """Queue one record for every subscriber; a subscriber that does not keep up loses
+        records (counted) rather than growing the daemon's memory."""
+        for queue in self._subscribers:
+            try:
+                queue.put_nowait(record)
+            except asyncio.QueueFull:
+                self.subscriber_drops += 1
+
+    async def _cmd_subscribe(self, args: dict[str, Any]) -> Any:
+        """Stream one JSON record per IKE message sent or received and per engine event
+        (``aioipsec explain --follow``). Never keys: with ``--save-keys`` the first record
+        points to the key files."""
+        from aioipsec.control import Stream
+
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+        key_files = None
+        if self.exporter is not None:
+            key_files = [str(self.exporter.ike_table_path), str(self.exporter.esp_table_path)]
+        queue.put_nowait(
+            {"type": "subscribed", "time": time.time(), "pid": os.getpid(),
+             "key_files": key_files}
+        )  # fmt: skip
+        self._subscribers.add(queue)
+
+        async def items() -> Any:
+            while True:
+                yield await queue.get()
+
+        return Stream(items(), on_close=lambda: self._subscribers.discard(queue))
 
     async def _cmd_sas(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         """``swanctl --list-sas`` / VICI ``list-sas``: one ``{name: ike_sa}`` dict per SA."""
@@ -764,6 +810,65 @@ def engine_configs(config_module: Any, settings: Any) -> list[Any]:
     """The engine's IkeConfigs; ``to_engine_configs`` applies the daemon-wide ``[daemon]``
     retransmission settings (strongSwan's charon.retransmit_*) to every connection."""
     return config_module.to_engine_configs(settings)
+
+
+SUBSCRIBER_QUEUE = 10000  # records kept for a slow ``subscribe`` client before dropping
+
+
+def ike_message_record(
+    data: bytes, direction: str, local: tuple[str, int], remote: tuple[str, int]
+) -> dict[str, Any]:
+    """One IKE message as the ``subscribe`` stream shows it, decoded with our parser: header
+    fields and payload names in RFC 7296 notation. Encrypted messages are not decrypted
+    (the stream carries no keys): their SK payload names the first payload inside it."""
+    from aioipsec.decode import short_name
+    from ikev2.enums import ExchangeType, PayloadType
+    from ikev2.message import parse_message
+    from ikev2.payloads import SkPayload
+
+    record: dict[str, Any] = {
+        "type": "ike", "time": time.time(), "direction": direction,
+        "local": list(local), "remote": list(remote), "length": len(data),
+    }  # fmt: skip
+    try:
+        message = parse_message(data)
+    except Exception as error:  # a datagram the engine will refuse: say so, do not fail
+        record["error"] = str(getattr(error, "reason", error))
+        return record
+    header = message.header
+    try:
+        exchange = ExchangeType(header.exchange).name
+    except ValueError:
+        exchange = str(int(header.exchange))
+    names = []
+    for payload in message.payloads:
+        if isinstance(payload, SkPayload):
+            try:
+                first = PayloadType(payload.first_inner).name
+            except ValueError:
+                first = str(payload.first_inner)
+            names.append(f"SK{{{first}...}}")
+        else:
+            names.append(short_name(payload, hide_nonce_role=True))
+    record.update(
+        exchange=exchange, message_id=header.message_id, response=header.response,
+        initiator_flag=header.initiator, spi_i=header.spi_i.hex(), spi_r=header.spi_r.hex(),
+        payloads=names,
+    )  # fmt: skip
+    return record
+
+
+def event_record(event: ev.Event) -> dict[str, Any]:
+    """One engine event for the ``subscribe`` stream (key fields are left out: they are
+    ``repr=False`` in ikev2.events)."""
+    return {
+        "type": "event",
+        "time": time.time(),
+        "event": type(event).__name__,
+        "connection": event.connection,
+        "ike_sa_id": event.ike_sa_id,
+        "fields": _public_fields(event),
+    }
 
 
 def _public_fields(event: ev.Event) -> dict[str, Any]:

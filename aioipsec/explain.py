@@ -25,8 +25,13 @@ same bytes; ``--export-vector FILE`` writes them as a JSON test vector. Reproduc
 needs a Curve25519/Curve448 key exchange (the engine draws ECP/MODP/ML-KEM private values
 from the OS) and an AEAD cipher (AES-CBC IVs come from ``os.urandom``, sec. 3.14).
 
-``--follow`` (watch a live daemon) is not available: the daemon's control socket has no
-event stream to follow (docs/daemon.md); this says so instead of pretending.
+``--follow`` watches a live daemon instead: it subscribes on the control socket
+(``--socket``, the ``subscribe`` command) and prints the same ladder, live, for every IKE
+message the daemon sends or receives (exchange, Message ID, direction, payload names
+decoded by the daemon with our parser; encrypted messages stay encrypted, their SK payload
+names the first payload inside) and a line per engine event (IKE SA established, Child SA
+installed, deleted, ...). No keys travel on the stream; a daemon started with
+``--save-keys`` names its key files once at the top. ``--count N`` stops after N messages.
 
 ``--state-diagram OUT.png`` draws the IKE SA and Child SA state machines from
 ``ikev2.states`` (needs matplotlib, the ``docs`` extra).
@@ -911,6 +916,107 @@ def _message_details(wire: WireMessage) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------- --follow
+
+
+def _follow_socket(path: str | None) -> str:
+    from aioipsec.config import DEFAULT_CONTROL_SOCKET
+
+    return path or os.environ.get("AIOIPSEC_SOCKET") or DEFAULT_CONTROL_SOCKET
+
+
+def _clock(stamp: Any) -> str:
+    import time as _time
+
+    if not isinstance(stamp, int | float):
+        return "--:--:--.---"
+    return _time.strftime("%H:%M:%S", _time.localtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}"
+
+
+def _address_text(address: Any) -> str:
+    if isinstance(address, list | tuple) and len(address) == 2:
+        host, port = address
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+def render_follow_record(record: dict[str, Any]) -> list[str]:
+    """Ladder lines for one ``subscribe`` record: the daemon on the left, the peer right."""
+    kind = record.get("type")
+    if kind == "subscribed":
+        lines = [f"aioipsec explain --follow: live IKE of the daemon (pid {record.get('pid')})"]
+        if record.get("key_files"):
+            lines.append(
+                "session keys: the daemon runs with --save-keys and writes them to "
+                + ", ".join(record["key_files"])
+                + " (for Wireshark / aioipsec decode; never sent here)"
+            )
+        lines += ["", "  This daemon".ljust(WIDTH - 10) + "Peer".rjust(10)]
+        lines.append("  |".ljust(WIDTH - 1) + "|")
+        return lines
+    if kind == "event":
+        fields = record.get("fields") or {}
+        shown = ", ".join(
+            f"{key}={value}"
+            for key, value in fields.items()
+            if key in ("remote_addr", "remote_id", "child", "spi_in", "spi_out", "reason",
+                       "action", "udp_encap", "error", "notify")
+        )  # fmt: skip
+        text = f"  |  {_clock(record.get('time'))} * {record.get('event')} "
+        text += f"{record.get('connection')} #{record.get('ike_sa_id')}"
+        return [text + (f" ({shown})" if shown else "")]
+    if kind != "ike":
+        return [f"  |  {record}"]
+    outgoing = record.get("direction") == "out"
+    peer = _address_text(record.get("remote"))
+    us = _address_text(record.get("local"))
+    if "error" in record:
+        title = f"unparsable IKE datagram of {record.get('length')} octets: {record['error']}"
+        names: list[str] = []
+    else:
+        role = "response" if record.get("response") else "request"
+        title = f"{record.get('exchange')} {role} (Message ID {record.get('message_id')})"
+        names = ["HDR", *record.get("payloads", [])]
+    rows = [f"  |  {_clock(record.get('time'))} {title}".ljust(WIDTH - 1) + "|"]
+    span = WIDTH - 10
+    text = ", ".join(names)
+    while text:
+        cut = text[:span]
+        if len(text) > span and ", " in cut:
+            cut = cut[: cut.rindex(", ") + 1]
+        rows.append(f"  |  {cut.strip()}".ljust(WIDTH - 1) + "|")
+        text = text[len(cut) :].strip()
+    line = "-" * (WIDTH - 5)
+    rows.append(f"  |{line[:-1]}>|" if outgoing else f"  |<{line[:-1]}|")
+    route = f"{us} -> {peer}" if outgoing else f"{peer} -> {us}"
+    rows.append(f"      UDP {route}, {record.get('length')} octets")
+    return rows
+
+
+def follow(socket_path: str, *, count: int | None = None) -> int:
+    """Print the daemon's ``subscribe`` stream as a ladder until it ends, Ctrl-C, or
+    ``count`` IKE messages."""
+    from aioipsec.control import ControlClient, ControlError
+
+    seen = 0
+    try:
+        with ControlClient(socket_path, timeout=10.0) as client:
+            for record in client.stream("subscribe"):
+                if not isinstance(record, dict):
+                    continue
+                sys.stdout.write("\n".join(render_follow_record(record)) + "\n")
+                sys.stdout.flush()
+                if record.get("type") == "ike":
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return 0
+    except ControlError as error:
+        raise ExplainError(str(error)) from None
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 # ------------------------------------------------------------------------- test vectors
 
 
@@ -1152,7 +1258,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-vector", type=Path, metavar="FILE",
                         help="write the run as a JSON test vector (needs --seed)")  # fmt: skip
     parser.add_argument("--follow", action="store_true",
-                        help="follow a live daemon: not available (no event stream)")  # fmt: skip
+                        help="print a live daemon's IKE messages and events as a ladder "
+                        "(control command 'subscribe'; no keys)")  # fmt: skip
+    parser.add_argument("--socket", metavar="PATH",
+                        help="--follow: the daemon's control socket (default: $AIOIPSEC_SOCKET "
+                        "or /run/aioipsec.sock)")  # fmt: skip
+    parser.add_argument("--count", type=int, metavar="N",
+                        help="--follow: stop after N IKE messages")  # fmt: skip
     parser.add_argument(
         "--state-diagram",
         type=Path,
@@ -1168,11 +1280,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.state_diagram}")
             return 0
         if args.follow:
-            raise ExplainError(
-                "--follow is not available: the daemon's control socket answers requests "
-                "but publishes no event stream to follow. Use 'aioipsec daemon --save-keys' "
-                "with a capture and 'aioipsec decode' instead."
-            )
+            return follow(_follow_socket(args.socket), count=args.count)
         if args.export_vector is not None and args.seed is None:
             raise ExplainError("--export-vector needs --seed (a vector must be reproducible)")
         negotiation = run_negotiation(
@@ -1197,8 +1305,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Run one IKEv2 negotiation (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA, "
         "INFORMATIONAL) between two in-memory aioipsec engines and print it as a ladder "
         "diagram with every payload; --keys adds every key derivation step with its RFC "
-        "section, re-computed from the wire and checked. --follow (watching a live daemon) "
-        "is not available: the daemon's control socket has no event stream.",
+        "section, re-computed from the wire and checked. With --follow, print a running "
+        "daemon's IKE messages (as it sends and receives them) and engine events live as "
+        "the same ladder, from its control socket (no keys are shown).",
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -20,6 +20,7 @@ from aioipsec.control import (
     ControlServer,
     DaemonUnreachable,
     RequestError,
+    Stream,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -213,6 +214,44 @@ async def test_blocking_client_from_another_thread(socket_path: Path) -> None:
         first, second, error = await asyncio.to_thread(use_blocking_client)
     assert first[0]["site"]["ike"] == "a" and second[0]["site"]["ike"] == "b"
     assert "no connection named" in error
+
+
+async def test_stream_until_the_client_closes(socket_path: Path) -> None:
+    """A Stream handler: a first ``stream: true`` line, one line per item (scrubbed like
+    results), and ``on_close`` when the client goes away while the stream is quiet."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    closed = asyncio.Event()
+
+    async def subscribe(args: dict[str, Any]) -> Any:
+        async def items() -> Any:
+            while True:
+                yield await queue.get()
+
+        return Stream(items(), on_close=closed.set)
+
+    for n in range(3):
+        queue.put_nowait({"n": n, "psk": "secret"})
+    async with ControlServer(socket_path, {**HANDLERS, "subscribe": subscribe}):
+
+        def follow_three() -> list[Any]:
+            with ControlClient(socket_path, timeout=10) as client:
+                stream = client.stream("subscribe")
+                return [next(stream) for _ in range(3)]
+
+        received = await asyncio.to_thread(follow_three)
+        await asyncio.wait_for(closed.wait(), 10)
+
+        def stream_a_plain_command() -> str:
+            with ControlClient(socket_path, timeout=10) as client:
+                try:
+                    next(client.stream("sas"))
+                except ControlError as error:
+                    return str(error)
+            return "no error"
+
+        error = await asyncio.to_thread(stream_a_plain_command)
+    assert received == [{"n": n, "psk": "<redacted>"} for n in range(3)]
+    assert "not a streaming command" in error
 
 
 def test_unreachable_daemon_message(tmp_path: Path) -> None:

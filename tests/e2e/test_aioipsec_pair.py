@@ -480,6 +480,62 @@ def test_dpd_clears_the_sa_of_a_killed_peer(pair, dpd_action):
     assert pair.left.stop(signal.SIGTERM) == 0
 
 
+def ladder_arrows(text: str) -> list[tuple[str, str]]:
+    """(exchange and role, "->" or "<-") for every message of an explain --follow ladder."""
+    arrows, title = [], None
+    for line in text.splitlines():
+        for role in ("request", "response"):
+            if f" {role} (Message ID " in line:
+                title = line.split(f" {role} (Message ID ")[0].split()[-1] + " " + role
+        stripped = line.strip()
+        if title and stripped.startswith("|-") and stripped.endswith(">|"):
+            arrows.append((title, "->"))
+            title = None
+        elif title and stripped.startswith("|<-"):
+            arrows.append((title, "<-"))
+            title = None
+    return arrows
+
+
+@pytest.mark.timeout(90)
+def test_explain_follow_shows_the_live_negotiation(pair):
+    """``aioipsec explain --follow`` on the initiator's control socket: the ladder shows
+    IKE_SA_INIT and IKE_AUTH going out and coming back, and the stream carries no keys."""
+    import sys
+
+    pair.start()
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "aioipsec", "explain", "--follow",
+         "--socket", str(pair.left.control_socket)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # The first line is printed once the daemon has registered the subscription.
+        header = follower.stdout.readline()
+        assert "explain --follow" in header, header + follower.stderr.read()
+        establish(pair)
+        # Stopping the daemons ends the stream (the follower exits 0 on the closed socket).
+        stop_both(pair)
+        rest, errors = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 0, errors
+    text = header + rest
+    assert ladder_arrows(text)[:4] == [
+        ("IKE_SA_INIT request", "->"),
+        ("IKE_SA_INIT response", "<-"),
+        ("IKE_AUTH request", "->"),
+        ("IKE_AUTH response", "<-"),
+    ], text
+    assert "HDR, SA, KE, Nonce" in text and "SK{IDi" in text, text
+    assert f"{LEFT.outer}:500 -> {RIGHT.outer}:500" in text, text
+    assert "IkeSaEstablished pair" in text, text
+    assert "ChildSaEstablished pair" in text, text
+    assert "session keys" not in text  # no --save-keys: no pointer either
+
+
 @pytest.mark.timeout(90)
 def test_close_action_trap_renegotiates_on_the_next_packet(pair):
     pair.start(left={"child_options": {"close_action": "trap"}})

@@ -173,8 +173,8 @@ def test_export_vector_needs_seed_and_refusals_explain_why(tmp_path: Path) -> No
     assert result.returncode == 2 and "x25519 or x448" in result.stderr
     result = _explain("--seed", "1", "--ike", "aes256-sha256-x25519")
     assert result.returncode == 2 and "AEAD" in result.stderr
-    result = _explain("--follow")
-    assert result.returncode == 2 and "no event stream" in result.stderr
+    result = _explain("--follow", "--socket", str(tmp_path / "nothing.sock"))
+    assert result.returncode == 2 and "cannot reach the daemon" in result.stderr
 
 
 def test_without_seed_still_checks_out_including_cbc() -> None:
