@@ -24,6 +24,7 @@ import dataclasses
 import ipaddress
 import json
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -44,7 +45,22 @@ from aioipsec.netns import (
 
 Implementation = Literal["charon", "aioipsec"]
 
-ACTIONS = ("rekey-child", "rekey-ike", "terminate")
+ACTIONS = (
+    "rekey-child",
+    "rekey-ike",
+    "terminate",
+    # Lifetime-driven: SIDE gets a short rekey_time / reauth_time (LIFETIME) in its
+    # swanctl.conf and the run waits until that side has rekeyed / reauthenticated by itself.
+    "expire-child",
+    "expire-ike",
+    "expire-reauth",
+    # SIDE goes silent (nftables drops all its UDP); the other side, which has dpd_delay
+    # DPD_DELAY, must notice the dead peer and delete the IKE SA (RFC 7296 sec. 2.4).
+    "vanish",
+)
+LIFETIME = "4s"
+OVER_TIME = "10s"
+DPD_DELAY = "1s"
 
 NAT_REBIND_TIMEOUT = 1  # seconds an idle UDP mapping survives in the rebinding NAT
 NAT_REBIND_PAUSE = 3.0  # seconds without traffic: the mapping is gone
@@ -161,6 +177,17 @@ class Scenario:
     # [daemon] keep_alive). With nat=True the run then stays idle for 3 intervals and counts
     # the 0xFF keepalives (RFC 3948 sec. 2.3) the NATed initiator sends, on the NAT's outside.
     keep_alive: float | None = None
+    # The responder's own IKE proposals when they differ from the initiator's (mismatch rows).
+    responder_ike_proposals: tuple[str, ...] | None = None
+    # What the initiator proposes as the remote traffic selector when it is not exactly the
+    # responder's subnet: wider (the responder narrows it, RFC 7296 sec. 2.9) or disjoint.
+    initiator_remote_ts: str | None = None
+    # The notify the exchange must fail with (NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE): the run
+    # then checks that no SA (or, for TS_UNACCEPTABLE, no Child SA) exists on either side and
+    # that both peers' logs name the notify.
+    expect_failure: str | None = None
+    # A ping (every 0.1 s) runs through all the actions: no echo may be lost.
+    ping_during_actions: bool = False
     encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
     ping_count: int = 3
     establish_timeout: float = 20.0
@@ -213,7 +240,7 @@ class Scenario:
 
     def inner_address(self, side: Side) -> str:
         subnet = self.initiator_subnet if side == "initiator" else self.responder_subnet
-        return str(next(ipaddress.ip_network(subnet).hosts()))
+        return str(next(iter(ipaddress.ip_network(subnet).hosts())))  # a /32 gives a list
 
     def identity(self, side: Side) -> str:
         return self.initiator_id if side == "initiator" else self.responder_id
@@ -333,14 +360,23 @@ def swanctl_conf(
     local_addr = topology.initiator_outer if initiating else topology.responder_outer
     remote_addr = topology.responder_outer if initiating else "%any"
     local_subnet = scenario.initiator_subnet if initiating else scenario.responder_subnet
-    remote_subnet = scenario.responder_subnet if initiating else scenario.initiator_subnet
+    remote_subnet = (
+        (scenario.initiator_remote_ts or scenario.responder_subnet)
+        if initiating
+        else scenario.initiator_subnet
+    )
+    proposals = scenario.ike_proposals
+    if not initiating and scenario.responder_ike_proposals is not None:
+        proposals = scenario.responder_ike_proposals
     other: Side = "responder" if initiating else "initiator"
     name = scenario.connection_name
+    verbs = {a.partition(":")[2] for a in scenario.actions if a.startswith(f"{side}:")}
+    other_verbs = {a.partition(":")[2] for a in scenario.actions if a.startswith(f"{other}:")}
     connection: dict[str, Any] = {
         "version": 2,
         "local_addrs": local_addr,
         "remote_addrs": remote_addr,
-        "proposals": list(scenario.ike_proposals),
+        "proposals": list(proposals),
         "encap": scenario.encap,
         "local": {"auth": scenario.auth, "id": scenario.identity(side)},
         "remote": {"auth": scenario.auth, "id": scenario.identity(other)},
@@ -353,6 +389,19 @@ def swanctl_conf(
             }
         },
     }
+    if "expire-ike" in verbs:
+        connection["rekey_time"] = LIFETIME
+    if "expire-reauth" in verbs:
+        connection["reauth_time"] = LIFETIME
+        connection["rekey_time"] = "0"
+    if verbs & {"expire-ike", "expire-reauth"}:
+        # Explicit, because charon's default (10 % of 4 s) rounds down to 0 s: its hard
+        # lifetime then fires together with the rekey and deletes the new IKE SA.
+        connection["over_time"] = OVER_TIME
+    if "expire-child" in verbs:
+        connection["children"][name]["rekey_time"] = LIFETIME
+    if "vanish" in other_verbs:
+        connection["dpd_delay"] = DPD_DELAY
     if scenario.auth == "pubkey":
         if cert_file is None:
             raise ValueError("auth = pubkey needs the certificate file name")
@@ -547,11 +596,23 @@ def check_sa_pair(
             f"{child_i.get('spi-out')}, responder in/out {child_r.get('spi-in')}/"
             f"{child_r.get('spi-out')}"
         )
-    if child_i.get("local-ts") != [scenario.initiator_subnet] or child_i.get("remote-ts") != [
-        scenario.responder_subnet
-    ]:
-        problems.append(f"initiator TS {child_i.get('local-ts')} === {child_i.get('remote-ts')}")
+    for side, child, local, remote in (
+        ("initiator", child_i, scenario.initiator_subnet, scenario.responder_subnet),
+        ("responder", child_r, scenario.responder_subnet, scenario.initiator_subnet),
+    ):
+        # Compared as networks: charon prints a host as 10.1.0.1/32, our daemon as 10.1.0.1.
+        if _networks(child.get("local-ts")) != [ipaddress.ip_network(local)] or _networks(
+            child.get("remote-ts")
+        ) != [ipaddress.ip_network(remote)]:
+            problems.append(f"{side} TS {child.get('local-ts')} === {child.get('remote-ts')}")
     return problems
+
+
+def _networks(selectors: Any) -> list[Any]:
+    try:
+        return [ipaddress.ip_network(s) for s in selectors or ()]
+    except ValueError:  # a port or protocol part: not what these rows configure
+        return list(selectors or ())
 
 
 def _algorithm_problems(
@@ -671,6 +732,9 @@ def _run_action(
     actor = peers[side]  # type: ignore[index]
     before = {s: _sa_keys(p.list_sas(), name) for s, p in peers.items()}
     started = time.monotonic()
+    if verb.startswith("expire-") or verb == "vanish":
+        _run_passive_action(run, topology, peers, action, before, started)
+        return
     try:
         if verb == "terminate":
             actor.terminate(name)
@@ -708,6 +772,98 @@ def _run_action(
     run.pings_after_actions[action] = ping
     if ping.received == 0 or (not scenario.loss_percent and ping.received != ping.transmitted):
         run.problems.append(f"ping after {action}: {ping.received}/{ping.transmitted}")
+
+
+def _installed_spis(sas: Mapping[str, Any], name: str) -> set[tuple[Any, Any]]:
+    ike = sas.get(name, {})
+    return {
+        (c.get("spi-in"), c.get("spi-out")) for c in child_sas(ike) if c.get("state") == "INSTALLED"
+    }
+
+
+def _run_passive_action(
+    run: ScenarioRun,
+    topology: Topology,
+    peers: Mapping[Side, InteropPeer],
+    action: str,
+    before: Mapping[Side, tuple[Any, ...]],
+    started: float,
+) -> None:
+    """Wait for what a lifetime or a dead peer makes the peers do by themselves."""
+    scenario = run.scenario
+    name = scenario.connection_name
+    side, _, verb = action.partition(":")
+    survivor: Side = "responder" if side == "initiator" else "initiator"
+    if verb == "vanish":
+        gone = topology.namespace(side)  # type: ignore[arg-type]
+        for hook in ("input", "output"):
+            add_random_loss(gone, 100, udp_ports=(500, 4500), hook=hook, table=f"gone_{hook}")
+    # Lifetimes are 4 s (+ jitter); DPD: 1 s delay plus the retransmissions (~7 s).
+    deadline = started + scenario.establish_timeout + 10
+    views: dict[Side, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        if verb == "vanish":
+            view = peers[survivor].list_sas()
+            if name not in view:
+                run.action_seconds[action] = time.monotonic() - started
+                return
+            views = {survivor: view}
+        else:
+            views = {s: p.list_sas() for s, p in peers.items()}
+            done = True
+            for s, v in views.items():
+                ike = v.get(name, {})
+                new_children = _installed_spis(v, name) - set(before[s][2])
+                if ike.get("state") != "ESTABLISHED" or not _installed_spis(v, name):
+                    done = False
+                if verb != "expire-ike" and not new_children:
+                    done = False
+                if verb != "expire-child" and (
+                    (ike.get("initiator-spi"), ike.get("responder-spi")) == before[s][:2]
+                ):
+                    done = False
+            if done:
+                break
+        time.sleep(0.1)
+    else:
+        run.problems.append(
+            f"{action}: not done after {deadline - started:.0f} s: "
+            + "; ".join(f"{s}: {_brief(v, name)}" for s, v in views.items())
+        )
+        return
+    run.action_seconds[action] = time.monotonic() - started
+    # The new Child SA must be the same on both sides (crosswise SPIs).
+    spis_i = _installed_spis(views["initiator"], name)
+    spis_r = {(out, in_) for in_, out in _installed_spis(views["responder"], name)}
+    if not spis_i & spis_r:
+        run.problems.append(f"after {action}: no Child SA with crosswise SPIs: {spis_i} {spis_r}")
+    ping = ping_through(topology, scenario.ping_count)
+    run.pings_after_actions[action] = ping
+    if ping.received != ping.transmitted:
+        run.problems.append(f"ping after {action}: {ping.received}/{ping.transmitted}")
+
+
+_ECHO_REPLY = re.compile(r"icmp_seq=(\d+) ttl=")
+
+
+def _start_background_ping(lab: Lab, topology: Topology, path: Path) -> Any:
+    scenario = topology.scenario
+    return lab.start(
+        topology.initiator,
+        ["ping", "-n", "-i", "0.1", "-W", "1", "-I", scenario.inner_address("initiator"),
+         scenario.inner_address("responder")],
+        log=path,
+    )  # fmt: skip
+
+
+def _lost_echoes(process: Any, path: Path) -> tuple[int, list[int]]:
+    """(replies, sequence numbers missing before the last reply) of the background ping."""
+    time.sleep(1.2)  # the last request's answer (-W 1)
+    process.stop(signal.SIGINT)
+    replies = sorted({int(m.group(1)) for m in _ECHO_REPLY.finditer(path.read_text())})
+    if not replies:
+        return 0, []
+    return len(replies), sorted(set(range(1, replies[-1] + 1)) - set(replies))
 
 
 def _brief(sas: Mapping[str, Any], name: str) -> str:
@@ -830,6 +986,53 @@ def _fragment_problems(peers: Mapping[Side, InteropPeer]) -> list[str]:
     return problems
 
 
+def full_log(peer: InteropPeer) -> str:
+    """The whole log of PEER (charon's file log, or our daemon's JSON log)."""
+    if isinstance(peer, CharonPeer):
+        return peer.charon.log_text()
+    path = getattr(peer, "log_path", None)
+    return Path(path).read_text(errors="replace") if path and Path(path).exists() else ""
+
+
+_CHARON_NOTIFY_NAMES = {"NO_PROPOSAL_CHOSEN": "N(NO_PROP)", "TS_UNACCEPTABLE": "N(TS_UNACCEPT)"}
+
+
+def _check_expected_failure(run: ScenarioRun, peers: Mapping[Side, InteropPeer]) -> None:
+    """The exchange must have failed with scenario.expect_failure, visibly on both sides."""
+    scenario = run.scenario
+    notify = scenario.expect_failure
+    assert notify is not None
+    name = scenario.connection_name
+    deadline = time.monotonic() + 5.0
+    while True:
+        logs = {side: full_log(peer) for side, peer in peers.items()}
+        seen = [
+            notify in text or _CHARON_NOTIFY_NAMES.get(notify, notify) in text
+            for text in logs.values()
+        ]
+        if all(seen) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for side, text in logs.items():
+        # charon's message dumps abbreviate the notify: N(NO_PROP), N(TS_UNACCEPT).
+        short = _CHARON_NOTIFY_NAMES.get(notify, notify)
+        notify_seen = short if short in text and notify not in text else notify
+        if notify_seen not in text:
+            run.problems.append(f"{side} ({peers[side].implementation}): no {notify} in its log")
+        else:
+            line = next(x for x in text.splitlines() if notify_seen in x)
+            run.notes.append(f"{side} ({peers[side].implementation}): {line.strip()[:300]}")
+    for side, peer in peers.items():
+        ike = peer.list_sas().get(name)
+        if ike is None:
+            continue
+        if notify == "NO_PROPOSAL_CHOSEN" and ike.get("state") == "ESTABLISHED":
+            run.problems.append(f"{side}: IKE SA established despite {notify}")
+        installed = [c for c in child_sas(ike) if c.get("state") == "INSTALLED"]
+        if installed:
+            run.problems.append(f"{side}: Child SA installed despite {notify}")
+
+
 def run_scenario(
     lab: Lab, scenario: Scenario, workdir: Path, *, key_debug: bool = False
 ) -> ScenarioRun:
@@ -850,6 +1053,12 @@ def run_scenario(
         peer.load(swanctl_conf(scenario, topology, side, cert_file))
         peers[side] = peer
     name = scenario.connection_name
+    # Every row records the responder's outer link (IKE and ESP); kept with the logs and our
+    # daemon's key tables when the row fails (wire.pcap + */keys/ open in Wireshark).
+    wire = lab.capture(
+        topology.responder, topology.interfaces["responder"], workdir / "wire.pcap",
+        "udp or esp or icmp or icmp6",
+    )  # fmt: skip
     capture = None
     if scenario.nat_rebind:
         capture = lab.capture(
@@ -860,7 +1069,14 @@ def run_scenario(
     try:
         peers["initiator"].initiate(name, name)
     except Exception as exc:  # the failure goes into the report, with both logs
-        run.problems.append(f"initiate failed: {exc}")
+        if scenario.expect_failure is None:
+            run.problems.append(f"initiate failed: {exc}")
+    if scenario.expect_failure is not None:
+        _check_expected_failure(run, peers)
+        for side, peer in peers.items():
+            run.logs[side] = peer.log_tail(60)
+        wire.stop()
+        return run
     run.initiator_sas = _wait_established(peers["initiator"], name, scenario.establish_timeout)
     run.establish_seconds = time.monotonic() - started
     run.responder_sas = _wait_established(peers["responder"], name, 5.0)
@@ -882,10 +1098,21 @@ def run_scenario(
         # The views after the pings (counters), before any action changes or deletes the SAs.
         run.initiator_sas = peers["initiator"].list_sas()
         run.responder_sas = peers["responder"].list_sas()
+        background = None
+        if scenario.ping_during_actions and not run.problems:
+            background = _start_background_ping(lab, topology, workdir / "ping-during.log")
         for action in scenario.actions:
             if run.problems:
                 break
             _run_action(run, topology, peers, action)
+        if background is not None:
+            replies, lost = _lost_echoes(background, workdir / "ping-during.log")
+            run.notes.append(f"ping during the actions: {replies} replies, lost {lost}")
+            if lost or not replies:
+                run.problems.append(
+                    f"echoes lost during the actions: icmp_seq {lost} ({replies} replies)"
+                )
     for side, peer in peers.items():
         run.logs[side] = peer.log_tail(60)
+    wire.stop()
     return run

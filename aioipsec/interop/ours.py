@@ -47,6 +47,9 @@ class AioipsecPeer:
             "[daemon]\n"
             f'control_socket = "{self.control_socket}"\n'
             'tun_name = "ipsec0"\n'
+            # charon's retransmission settings in the harness (charon.py): 1 s, x1.4, 3 tries,
+            # so both implementations give up (and DPD notices a dead peer) alike.
+            "retransmit_timeout = 1.0\nretransmit_base = 1.4\nretransmit_tries = 3\n"
             + (f"keep_alive = {self.keep_alive}\n" if self.keep_alive is not None else "")
         )
         self.swanctl_path.write_text(swanctl_conf_text)
@@ -65,6 +68,10 @@ class AioipsecPeer:
             "json",
             "--log-level",
             "debug",
+            # Session keys as Wireshark tables next to the log, so the capture a failing row
+            # keeps can be decrypted (the work directory is removed when the row passes).
+            "--save-keys",
+            str(self.workdir / "keys"),
         ]
         self.process = self.lab.start(
             self.namespace, argv, log=self.log_path, cwd=REPO, env={"PYTHONPATH": str(REPO)}
