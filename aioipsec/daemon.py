@@ -460,20 +460,17 @@ class Daemon:
             return
         from aioipsec.keyexport import IkeKeyRow
 
-        try:
-            keys = self.driver.dispatcher.ike_sa(event.ike_sa_id).keys
-        except KeyError:
-            keys = None
+        keys = self.driver.dispatcher.ike_sa_keys_for_export(event.ike_sa_id)
         if keys is None:
             log.warning("cannot export IKE keys: no keys", ike_sa_id=event.ike_sa_id)
             return
         self.exporter.add_ike_sa(
             IkeKeyRow(
-                spi_i=event.spi_i,
-                spi_r=event.spi_r,
-                encr=event.encr,
-                encr_key_bits=event.encr_key_bits,
-                integ=event.integ,
+                spi_i=keys.spi_i,
+                spi_r=keys.spi_r,
+                encr=keys.encr,
+                encr_key_bits=keys.encr_key_bits,
+                integ=keys.integ,
                 sk_ei=keys.sk_ei,
                 sk_er=keys.sk_er,
                 sk_ai=keys.sk_ai,

@@ -21,10 +21,11 @@ import ipaddress
 import logging
 import os
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from ikev2.config import DispatcherConfig, IkeConfig
-from ikev2.enums import ExchangeType, NotifyType
+from ikev2.enums import EncrId, ExchangeType, IntegId, NotifyType
 from ikev2.errors import ProtocolError
 from ikev2.events import (
     Address,
@@ -50,7 +51,24 @@ from ikev2.states import IkeState
 
 log = logging.getLogger("ikev2.dispatcher")
 
-__all__ = ["Datagram", "Dispatcher", "IkeSaInfo"]
+__all__ = ["Datagram", "Dispatcher", "IkeSaExportKeys", "IkeSaInfo"]
+
+
+@dataclass(frozen=True)
+class IkeSaExportKeys:
+    """One IKE SA's SK_e/SK_a keys and algorithms (:meth:`Dispatcher.ike_sa_keys_for_export`).
+    For AEAD ciphers ``integ`` is None, ``sk_ai``/``sk_ar`` are empty and ``sk_ei``/``sk_er``
+    include the salt (RFC 5282 sec. 7.1), as Wireshark expects them."""
+
+    spi_i: int
+    spi_r: int
+    encr: EncrId
+    encr_key_bits: int | None
+    integ: IntegId | None
+    sk_ei: bytes = field(repr=False)
+    sk_er: bytes = field(repr=False)
+    sk_ai: bytes = field(repr=False)
+    sk_ar: bytes = field(repr=False)
 
 
 def _address_matches(patterns: list[str], host: str) -> bool:
@@ -317,6 +335,29 @@ class Dispatcher:
 
     def ike_sa(self, ike_sa_id: int) -> IkeSa:
         return self._sa(ike_sa_id)
+
+    def ike_sa_keys_for_export(self, ike_sa_id: int) -> IkeSaExportKeys | None:
+        """What a debugging key log needs to decrypt this IKE SA's SK payloads (Wireshark's
+        IKEv2 decryption table: SPIs, SK_ei/SK_er, SK_ai/SK_ar and both algorithms), or
+        None before the keys exist (IKE_SA_INIT not done) or for an unknown SA.
+
+        For the daemon's ``--save-keys`` only: these are live session keys. SK_d and SK_p*
+        are not in it (decryption does not need them). Fields are ``repr=False``.
+        """
+        sa = self._sas.get(ike_sa_id)
+        if sa is None or sa.keys is None or sa.encr is None:
+            return None
+        return IkeSaExportKeys(
+            spi_i=int.from_bytes(sa.spi_i, "big"),
+            spi_r=int.from_bytes(sa.spi_r, "big"),
+            encr=EncrId(sa.encr),
+            encr_key_bits=sa.encr_key_bits,
+            integ=None if sa.integ is None else IntegId(sa.integ),
+            sk_ei=sa.keys.sk_ei,
+            sk_er=sa.keys.sk_er,
+            sk_ai=sa.keys.sk_ai,
+            sk_ar=sa.keys.sk_ar,
+        )
 
     def _sa(self, ike_sa_id: int) -> IkeSa:
         try:
