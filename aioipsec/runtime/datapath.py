@@ -188,6 +188,11 @@ class DataPath:
         # does not follow the peer's address changes (RFC 7296 sec. 2.23).
         self.nat_local: dict[int, bool] = {}
         self.children: dict[int, ChildEntry] = {}
+        # Kept up to date with self.children so that installing or removing one Child SA
+        # does not scan all of them (10,000 tunnels): the Child SAs of each IKE SA, and how
+        # many Child SAs have each tunnel MTU (the TUN MTU is the smallest).
+        self._children_of_ike: dict[int, dict[int, ChildEntry]] = {}
+        self._mtu_counts: collections.Counter[int] = collections.Counter()
         self._by_spi_in: dict[int, ChildEntry] = {}
         self._by_spi_out: dict[int, ChildEntry] = {}
         # old child_sa_id -> the rekeyed entry whose outbound SA waits for its deletion
@@ -359,6 +364,8 @@ class DataPath:
             self.sad.add(sa_out)
             entry.outbound_active = True
         self.children[event.child_sa_id] = entry
+        self._children_of_ike.setdefault(entry.ike_sa_id, {})[entry.child_sa_id] = entry
+        self._mtu_counts[entry.mtu] += 1
         self._by_spi_in[event.spi_in] = entry
         self._by_spi_out[event.spi_out] = entry
         template = Template("esp", event.mode, event.local_addr[0], event.remote_addr[0])
@@ -386,6 +393,14 @@ class DataPath:
         entry = self.children.pop(child_sa_id, None)
         if entry is None:
             return
+        siblings = self._children_of_ike.get(entry.ike_sa_id)
+        if siblings is not None:
+            siblings.pop(child_sa_id, None)
+            if not siblings:
+                del self._children_of_ike[entry.ike_sa_id]
+        self._mtu_counts[entry.mtu] -= 1
+        if not self._mtu_counts[entry.mtu]:
+            del self._mtu_counts[entry.mtu]
         successor = self._deferred_outbound.pop(child_sa_id, None)
         if successor is not None:
             # The initiator deleted the old SA: it has the new one; switch before the old
@@ -408,7 +423,7 @@ class DataPath:
     def _update_tun_mtu(self) -> None:
         if not self.children:
             return
-        mtu = min(entry.mtu for entry in self.children.values())
+        mtu = min(self._mtu_counts)  # a few distinct MTUs, not one per Child SA
         if mtu != self.tun_mtu:
             try:
                 self.tun.set_mtu(mtu)
@@ -437,27 +452,28 @@ class DataPath:
 
     def _peer_tracker(self, event: ChildSaEstablished) -> PeerAddressTracker:
         """One tracker per IKE SA, shared by its Child SAs (they move together)."""
-        for entry in self.children.values():
-            if entry.ike_sa_id == event.ike_sa_id:
-                return entry.peer
+        for entry in self._children_of_ike.get(event.ike_sa_id, {}).values():
+            return entry.peer
         nat_local = self.nat_local.get(event.ike_sa_id, False)
         return PeerAddressTracker(tuple(event.remote_addr), local_behind_nat=nat_local)
 
     def rebind_ike_sa(self, old_ike_sa_id: int, new_ike_sa_id: int) -> None:
         """After an IKE SA rekey its Child SAs belong to the new IKE SA."""
-        for entry in self.children.values():
-            if entry.ike_sa_id == old_ike_sa_id:
+        moved = self._children_of_ike.pop(old_ike_sa_id, None)
+        if moved:
+            for entry in moved.values():
                 entry.ike_sa_id = new_ike_sa_id
+            self._children_of_ike.setdefault(new_ike_sa_id, {}).update(moved)
         if old_ike_sa_id in self.nat_local:
             self.nat_local[new_ike_sa_id] = self.nat_local.pop(old_ike_sa_id)
 
     def packets_out_of(self, ike_sa_id: int) -> int:
-        return sum(e.sa_out.packets_out for e in self.children.values() if e.ike_sa_id == ike_sa_id)
+        children = self._children_of_ike.get(ike_sa_id, {})
+        return sum(entry.sa_out.packets_out for entry in children.values())
 
     def peer_address(self, ike_sa_id: int) -> Address | None:
-        for entry in self.children.values():
-            if entry.ike_sa_id == ike_sa_id:
-                return entry.peer.address
+        for entry in self._children_of_ike.get(ike_sa_id, {}).values():
+            return entry.peer.address
         return None
 
     # ------------------------------------------------------------------ traps
