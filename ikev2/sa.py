@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -254,13 +253,15 @@ class IkeSa:
         self.next_request_id = 0
         self.expected_request_id = 0
         self._outstanding: _Outstanding | None = None
-        self._tasks: deque[Task] = deque()
+        # Plain lists, not deques: they hold a few items at most, and an empty deque costs
+        # 760 octets against a list's 56, twice per IKE SA (10,000 SAs: 14 MiB).
+        self._tasks: list[Task] = []
         self._response_cache: _CachedResponse | None = None
         self._reassembly: Any = None  # ikev2.fragments.Reassembler for the current message
 
         self.children: dict[int, ChildSa] = {}
         self.timers = WatchedTimerSet(self.ike_sa_id)
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []
         self._out: list[Datagram] = []
         self.deleted_reason: str | None = None
         # Exchange context for the tasks (set around process()/respond()).
@@ -347,7 +348,7 @@ class IkeSa:
         return out
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         return self.timers.earliest()
@@ -457,7 +458,7 @@ class IkeSa:
 
     def queue_task(self, task: Task, now: float, *, start: bool = True, first: bool = False):
         if first:
-            self._tasks.appendleft(task)
+            self._tasks.insert(0, task)
         else:
             self._tasks.append(task)
         if start:
@@ -465,7 +466,7 @@ class IkeSa:
 
     def _start_next(self, now: float) -> None:
         while self._outstanding is None and self._tasks and self.alive:
-            task = self._tasks.popleft()
+            task = self._tasks.pop(0)
             try:
                 payloads = task.build(self, now)
             except ProtocolError as error:
