@@ -152,6 +152,7 @@ class Daemon:
             on_acquire=self._on_acquire,
             on_limit=self._on_limit,
             exporter=self.exporter,
+            on_peer_moved=self._on_esp_peer_moved,
         )
 
         self._start_sockets(bound)
@@ -422,8 +423,36 @@ class Daemon:
             if event.action == "trap":
                 # dpd_action = trap: the next packet renegotiates (strongSwan semantics).
                 self._trap_children(event.connection, lambda c: c.dpd_action == "trap")
+        elif isinstance(event, ev.IkeSaAddressChanged):
+            self._follow_peer(event)
+            bound.info(
+                "peer address changed (NAT mapping, authenticated IKE)",
+                old=event.old_remote_addr,
+                new=event.remote_addr,
+            )
         else:
             bound.info(type(event).__name__, **_public_fields(event))
+
+    def _on_esp_peer_moved(self, ike_sa_id: int, remote: tuple[str, int]) -> None:
+        """ESP followed the peer to a new NAT mapping: let the IKE SA follow too (the engine
+        applies RFC 7296 sec. 2.23 and answers with IkeSaAddressChanged when it moved)."""
+        assert self.driver is not None
+        self.driver.call(self.driver.dispatcher.peer_address_seen, ike_sa_id, remote)
+
+    def _follow_peer(self, event: ev.IkeSaAddressChanged) -> None:
+        """The engine follows the peer to a new NAT mapping (RFC 7296 sec. 2.23): send the
+        Child SAs' ESP-in-UDP and the keepalives there too, so IKE and ESP agree."""
+        assert self.datapath is not None
+        state = self.ike_sas.get(event.ike_sa_id)
+        if state is not None:
+            state.established = replace(
+                state.established, remote_addr=event.remote_addr, local_addr=event.local_addr
+            )
+        # The Child SAs of one IKE SA share one PeerAddressTracker (datapath._peer_tracker).
+        for entry in self.datapath.children.values():
+            if entry.ike_sa_id == event.ike_sa_id and entry.peer.address != event.remote_addr:
+                entry.peer.address = tuple(event.remote_addr)
+                entry.peer.updates += 1
 
     def _trap_children(self, connection: str, wanted: Callable[[Any], bool]) -> None:
         assert self.datapath is not None

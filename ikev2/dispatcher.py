@@ -330,6 +330,19 @@ class Dispatcher:
                 sa.child_limit_reached(spi_in, cause, hard, now)
         self._collect(now)
 
+    def peer_address_seen(self, ike_sa_id: int, remote_addr: Address, now: float) -> None:
+        """The data plane authenticated a new ESP packet (replay window advanced) of this IKE
+        SA's Child SAs from ``remote_addr`` (RFC 3948 sec. 3.5): the peer's NAT mapping
+        changed. The IKE SA follows under the same rule as for IKE messages (RFC 7296 sec.
+        2.23: only while the peer is behind a NAT and we are not) and emits
+        IkeSaAddressChanged when it moved. Unknown or dead SAs are ignored."""
+        sa = self._sas.get(ike_sa_id)
+        if sa is None or not sa.alive:
+            return
+        sa.current_time = now
+        sa.follow_peer((remote_addr[0], remote_addr[1]))
+        self._collect(now)
+
     def sas(self) -> list[IkeSaInfo]:
         return [sa.info() for sa in self._sas.values() if sa.alive]
 

@@ -192,3 +192,16 @@ class PeerUnreachable(Event):
 
     action: str
     remote_addr: Address
+
+
+@dataclass(frozen=True)
+class IkeSaAddressChanged(Event):
+    """The peer's NAT mapping changed (RFC 7296 sec. 2.23, RFC 3948): an authenticated,
+    new IKE message (request or response) came from ``remote_addr`` instead of
+    ``old_remote_addr``. The IKE SA now sends there; the data plane should send the Child
+    SAs' UDP-encapsulated ESP there too. Only emitted while the peer is behind a NAT and
+    we are not (a host behind a NAT must not follow, sec. 2.23)."""
+
+    old_remote_addr: Address
+    remote_addr: Address
+    local_addr: Address

@@ -41,6 +41,7 @@ from ikev2.events import (
     Address,
     ChildSaDeleted,
     Event,
+    IkeSaAddressChanged,
     IkeSaDeleted,
     PeerUnreachable,
 )
@@ -762,13 +763,38 @@ class IkeSa:
         self._send_response(ExchangeType.IKE_SA_INIT, 0, payloads, {_digest(msg.raw)}, now)
 
     def _update_addresses(self, remote_addr: Address, local_addr: Address, *, authenticated: bool):
-        """RFC 7296 sec. 2.23: behind a NAT, follow the address of the last authenticated
-        message (the NAT mapping may change); otherwise keep the configured ones."""
-        if not authenticated or not (self.nat_local or self.nat_remote):
+        """RFC 7296 sec. 2.23, for an authenticated message that is new (a request with the
+        expected Message ID, the response to our outstanding request; retransmissions are
+        answered from the cache before this and never move the SA).
+
+        While the SA is being set up, a NAT moves both ends to port 4500 (the float).
+        Once established, the peer's NAT mapping may change (a new source port or address):
+        follow it only while the peer is behind a NAT and we are not (:meth:`follow_peer`).
+        """
+        if not authenticated or (remote_addr, local_addr) == (self.remote_addr, self.local_addr):
             return
-        if remote_addr != self.remote_addr or local_addr != self.local_addr:
-            self.remote_addr = remote_addr
+        if not self.established:
+            if self.nat_local or self.nat_remote:
+                self.remote_addr = remote_addr
+                self.local_addr = local_addr
+            return
+        self.follow_peer(remote_addr, local_addr)
+
+    def follow_peer(self, remote_addr: Address, local_addr: Address | None = None) -> bool:
+        """The peer was seen at ``remote_addr`` in an authenticated, new packet (IKE here,
+        ESP through ``Dispatcher.peer_address_seen``). Sec. 2.23: a host not behind a NAT
+        SHOULD send to the address of the latest such packet from a peer behind a NAT; a
+        host behind a NAT SHOULD NOT (a single spoofed packet could steer it). Emits
+        IkeSaAddressChanged and returns True when the SA moved."""
+        if not self.nat_remote or self.nat_local or remote_addr == self.remote_addr:
+            return False
+        old = self.remote_addr
+        self.remote_addr = remote_addr
+        if local_addr is not None:
             self.local_addr = local_addr
+        log.info("%s: peer moved from %s to %s (NAT mapping)", self.describe(), old, remote_addr)
+        self.emit(IkeSaAddressChanged(self.ike_sa_id, self.name, old, remote_addr, self.local_addr))
+        return True
 
     # ------------------------------------------------------------------ timers
 

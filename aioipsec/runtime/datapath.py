@@ -169,11 +169,15 @@ class DataPath:
         on_acquire: Callable[[str, str], None],
         on_limit: Callable[[int, str, bool], None],
         exporter: Any = None,
+        on_peer_moved: Callable[[int, Address], None] | None = None,
     ) -> None:
         self.tun = tun
         self.routes = routes
         self._on_acquire = on_acquire
         self._on_limit = on_limit
+        # (ike_sa_id, new address) after authenticated ESP from a new NAT mapping: the
+        # daemon tells the engine, so that IKE follows too (RFC 7296 sec. 2.23).
+        self._on_peer_moved = on_peer_moved
         self.exporter = exporter
         self.sad = Sad()
         self.spd = Spd(
@@ -677,6 +681,8 @@ class DataPath:
             ike_sa_id=entry.ike_sa_id,
             new=remote,
         )
+        if self._on_peer_moved is not None:
+            self._on_peer_moved(entry.ike_sa_id, remote)
 
     # ------------------------------------------------------------------ events
 

@@ -117,6 +117,31 @@ def test_through_masquerading_nat_with_keepalives_and_mapping_change(lab, workdi
         assert "peer address changed (NAT mapping)" in events
         # The right side answers to the new mapping: pings in the other direction work too.
         assert_ping(right, "10.2.0.1", "10.1.0.1", count=2)
+
+        # IKE follows the new mapping too (RFC 7296 sec. 2.23): with a long conntrack
+        # timeout again, one more mapping change seen in ESP moves the right's IKE SA, and
+        # an IKE rekey started by the right reaches the left through it.
+        for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+            nat.run("sysctl", "-q", "-w", f"net.netfilter.{key}=60")
+        time.sleep(3.0)  # the short-lived mapping expires; the next packet makes a new one
+        assert_ping(left, "10.1.0.1", "10.2.0.1", count=1)
+        moves = [e for e in right_daemon.log_events()
+                 if e.get("event") == "peer address changed (NAT mapping)"]  # fmt: skip
+        latest_port = moves[-1]["new"][1]
+        before = right_daemon.sas()["natted"]
+        assert before["remote-port"] == str(latest_port), (before, moves[-1])
+        right_daemon.call("rekey", ike="natted")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            after = right_daemon.sas().get("natted", {})
+            if (
+                after.get("uniqueid") not in (None, before["uniqueid"])
+                and after.get("state") == "ESTABLISHED"
+            ):
+                break
+            time.sleep(0.3)
+        assert after.get("uniqueid") != before["uniqueid"], right_daemon.log_tail(30)
+        assert after["remote-port"] == str(latest_port)
     except BaseException:
         print("--- left ---\n" + left_daemon.log_tail(60))
         print("--- right ---\n" + right_daemon.log_tail(60))
