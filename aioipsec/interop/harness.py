@@ -20,6 +20,7 @@ daemon's control socket speaks as well, so one check serves both implementations
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import ipaddress
 import json
@@ -159,6 +160,9 @@ class Scenario:
     private_net: str = "192.168.100.0/24"  # only with nat=True: the initiator's side
     nat: bool = False  # a masquerading router between the peers (initiator behind it)
     loss_percent: int = 0  # random loss of UDP 500/4500 on the path (nftables numgen)
+    # "both": each packet either way is drawn; "to-responder": only the initiator's packets
+    # (IKE requests, its ESP-in-UDP) are dropped, the responder's answers all pass.
+    loss_direction: Literal["both", "to-responder"] = "both"
     # With nat=True: the NAT forgets idle mappings after 1 s and picks random ports, and the run
     # pauses after the first ping, so the initiator reappears from a new public port; the
     # responder must follow it (RFC 7296 sec. 2.23) for the second ping to come back.
@@ -186,6 +190,9 @@ class Scenario:
     # then checks that no SA (or, for TS_UNACCEPTABLE, no Child SA) exists on either side and
     # that both peers' logs name the notify.
     expect_failure: str | None = None
+    # Both sides initiate at the same moment (the responder knows the initiator's address):
+    # whatever the peers make of the collision, both must end with a working tunnel.
+    collision: bool = False
     # A ping (every 0.1 s) runs through all the actions: no echo may be lost.
     ping_during_actions: bool = False
     encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
@@ -312,8 +319,19 @@ def build_topology(lab: Lab, scenario: Scenario) -> Topology:
         else:
             responder.ip("route", "add", private_net, "via", _host(public_net, -2))
             seen_as = initiator_outer
-        if scenario.loss_percent:
+        if scenario.loss_percent and scenario.loss_direction == "both":
             add_random_loss(router, scenario.loss_percent, hook="forward")
+        elif scenario.loss_percent:
+            # Everything the initiator sends goes to UDP 500 or 4500 (no NAT in between).
+            router.nft(
+                "table inet aioipsec_loss {\n"
+                "    chain forward {\n"
+                "        type filter hook forward priority filter; policy accept;\n"
+                f'        iifname "{router_inside}" udp dport {{ 500, 4500 }} '
+                f"numgen random mod 100 < {scenario.loss_percent} counter drop\n"
+                "    }\n"
+                "}\n"
+            )
         interfaces.update(
             initiator=initiator_if,
             responder=responder_if,
@@ -359,6 +377,8 @@ def swanctl_conf(
     initiating = side == "initiator"
     local_addr = topology.initiator_outer if initiating else topology.responder_outer
     remote_addr = topology.responder_outer if initiating else "%any"
+    if scenario.collision and not initiating:
+        remote_addr = topology.initiator_outer
     local_subnet = scenario.initiator_subnet if initiating else scenario.responder_subnet
     remote_subnet = (
         (scenario.initiator_remote_ts or scenario.responder_subnet)
@@ -1066,11 +1086,17 @@ def run_scenario(
             "udp port 4500",
         )  # fmt: skip
     started = time.monotonic()
-    try:
-        peers["initiator"].initiate(name, name)
-    except Exception as exc:  # the failure goes into the report, with both logs
-        if scenario.expect_failure is None:
-            run.problems.append(f"initiate failed: {exc}")
+    initiators: list[Side] = ["initiator", "responder"] if scenario.collision else ["initiator"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = {side: pool.submit(peers[side].initiate, name, name) for side in initiators}
+    for side, outcome in outcomes.items():
+        try:
+            outcome.result()
+        except Exception as exc:  # the failure goes into the report, with both logs
+            if scenario.expect_failure is None and not scenario.collision:
+                run.problems.append(f"initiate failed: {exc}")
+            elif scenario.collision:
+                run.notes.append(f"{side} initiate: {str(exc)[:200]}")
     if scenario.expect_failure is not None:
         _check_expected_failure(run, peers)
         for side, peer in peers.items():
@@ -1080,7 +1106,19 @@ def run_scenario(
     run.initiator_sas = _wait_established(peers["initiator"], name, scenario.establish_timeout)
     run.establish_seconds = time.monotonic() - started
     run.responder_sas = _wait_established(peers["responder"], name, 5.0)
-    run.problems += check_sa_pair(scenario, run.initiator_sas, run.responder_sas)
+    if scenario.collision:
+        # Two IKE SAs of one name may exist (RFC 7296 sec. 2.8 allows duplicates); list-sas
+        # views merge by name, so the check is: a Child SA with crosswise SPIs, and traffic.
+        time.sleep(1.0)  # let the peers settle the duplicates they delete
+        run.initiator_sas = peers["initiator"].list_sas()
+        run.responder_sas = peers["responder"].list_sas()
+        spis_i = _installed_spis(run.initiator_sas, name)
+        spis_r = {(o, i) for i, o in _installed_spis(run.responder_sas, name)}
+        run.notes.append(f"after the collision: initiator {spis_i}, responder (out/in) {spis_r}")
+        if not spis_i or not spis_r:
+            run.problems.append("collision: no installed Child SA on one side")
+    else:
+        run.problems += check_sa_pair(scenario, run.initiator_sas, run.responder_sas)
     if scenario.expect_ike_fragments:
         run.problems += _fragment_problems(peers)
     if not run.problems:

@@ -61,8 +61,9 @@ MATRIX: list[Scenario] = [
         keep_alive=1,
         actions=("initiator:rekey-child", "responder:rekey-ike", "initiator:terminate"),
     ),
-    Scenario(name="ours-to-charon", initiator="aioipsec", responder="charon"),
-    Scenario(name="charon-to-ours", initiator="charon", responder="aioipsec"),
+    # The baseline both ways, with 1 s of iperf3 TCP through the tunnel.
+    Scenario(name="ours-to-charon", initiator="aioipsec", responder="charon", iperf_seconds=1),
+    Scenario(name="charon-to-ours", initiator="charon", responder="aioipsec", iperf_seconds=1),
     # Behind a NAT, with 1 s NAT-T keepalives counted on the NAT's outside while idle.
     Scenario(
         name="ours-behind-nat", initiator="aioipsec", responder="charon", nat=True, keep_alive=1
@@ -84,9 +85,13 @@ MATRIX: list[Scenario] = [
             name=f"{initiator}-lossy",
             initiator=initiator,  # type: ignore[arg-type]
             responder=_other(initiator),  # type: ignore[arg-type]
-            loss_percent=10,
+            # 20 % of what the initiator sends (IKE requests, ESP-in-UDP) is dropped; the SA must
+            # come up and both SAs rekey (a rekey request lost is retransmitted after 1 s).
+            loss_percent=20,
+            loss_direction="to-responder",
             ping_count=10,
             establish_timeout=60.0,
+            actions=("initiator:rekey-child", "initiator:rekey-ike"),
         )
         for initiator in ("aioipsec", "charon")
     ),
@@ -174,6 +179,16 @@ MATRIX: list[Scenario] = [
             initiator=initiator,  # type: ignore[arg-type]
             responder=_other(initiator),  # type: ignore[arg-type]
             actions=("responder:vanish",),
+        )
+        for initiator in ("aioipsec", "charon")
+    ),
+    # Both sides initiate at once (IKE SA and Child SA collision), in both roles.
+    *(
+        Scenario(
+            name=f"{initiator}-collision",
+            initiator=initiator,  # type: ignore[arg-type]
+            responder=_other(initiator),  # type: ignore[arg-type]
+            collision=True,
         )
         for initiator in ("aioipsec", "charon")
     ),
