@@ -227,3 +227,27 @@ def test_ike_rekey_vector_recomputes(tmp_path: Path) -> None:
         assert (message.header.spi_i, message.header.spi_r) == (spi_i, spi_r)
         cipher = cipher_i if message.header.initiator else cipher_r
         decrypt_message(message, cipher)  # raises if the keys were wrong
+
+
+def test_follow_record_rendering_points_to_key_files_and_never_shows_keys() -> None:
+    from aioipsec.explain import render_follow_record
+
+    header = "\n".join(
+        render_follow_record({"type": "subscribed", "pid": 7, "key_files": ["/k/ikev2", "/k/esp"]})
+    )
+    assert "/k/ikev2, /k/esp" in header and "--save-keys" in header
+    out = render_follow_record(
+        {"type": "ike", "time": 0.0, "direction": "out", "local": ["10.0.0.1", 4500],
+         "remote": ["10.0.0.2", 4500], "length": 80, "exchange": "INFORMATIONAL",
+         "message_id": 2, "response": False, "payloads": ["SK{DELETE...}"]}
+    )  # fmt: skip
+    assert "INFORMATIONAL request (Message ID 2)" in out[0]
+    assert out[-2].strip().endswith(">|") and "10.0.0.1:4500 -> 10.0.0.2:4500" in out[-1]
+    back = render_follow_record({**{"type": "ike", "direction": "in", "response": True,
+                                    "exchange": "INFORMATIONAL", "message_id": 2}})  # fmt: skip
+    assert back[-2].strip().startswith("|<")
+    event = render_follow_record(
+        {"type": "event", "event": "ChildSaEstablished", "connection": "c", "ike_sa_id": 1,
+         "fields": {"child": "net", "spi_in": 1}}
+    )  # fmt: skip
+    assert "ChildSaEstablished c #1 (child=net, spi_in=1)" in event[0]
