@@ -196,6 +196,9 @@ class Identity:
                 if not text[len(prefix) :]:
                     raise IdentitySyntaxError(f"nothing after {prefix!r} in identity {text!r}")
                 return handler(text[len(prefix) :])
+        if text in ("@", "@@", "@#"):
+            # An empty FQDN/RFC822/KEY_ID would print as "fqdn:" and could not be read back.
+            raise IdentitySyntaxError(f"nothing after {text!r} in identity {text!r}")
         if text.startswith("@#"):
             return cls._key_id_hex(text[2:])
         if text.startswith("@@"):

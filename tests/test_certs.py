@@ -439,6 +439,6 @@ def test_type_prefixes() -> None:
     assert Identity.parse("userfqdn:a@b.c") == Identity.parse("a@b.c")
     assert Identity.parse("rfc822:a@b.c") == Identity.parse("email:a@b.c")
     assert Identity.parse("ipv6:2001:db8::1") == Identity.parse("2001:db8::1")
-    for empty in ("fqdn:", "keyid:", "asn1dn:"):
+    for empty in ("fqdn:", "keyid:", "asn1dn:", "@", "@@", "@#"):
         with pytest.raises(IdentitySyntaxError, match="nothing after"):
             Identity.parse(empty)
