@@ -559,6 +559,31 @@ def make_peer(
 # --- checks -----------------------------------------------------------------------------------
 
 
+def esp_counter_problems(
+    scenario: Scenario,
+    initiator_sas: Mapping[str, Mapping[str, Any]],
+    responder_sas: Mapping[str, Mapping[str, Any]],
+    echo_replies: int,
+) -> list[str]:
+    """The ESP counters moved on both sides: each echo reply that came back was one packet
+    out and in on the initiator's Child SA and one in and out on the responder's (issue 6:
+    traffic passes "with the ESP counters moving on both sides")."""
+    problems: list[str] = []
+    name = scenario.connection_name
+    for side, sas in (("initiator", initiator_sas), ("responder", responder_sas)):
+        children = child_sas(sas.get(name, {}))
+        if len(children) != 1:
+            continue  # check_sa_pair already reported it
+        for key in ("packets-in", "packets-out"):
+            try:
+                value = int(children[0].get(key, 0))
+            except (TypeError, ValueError):
+                value = 0
+            if value < echo_replies:
+                problems.append(f"{side}: ESP {key} {value} after {echo_replies} echo replies")
+    return problems
+
+
 def check_sa_pair(
     scenario: Scenario,
     initiator_sas: Mapping[str, Mapping[str, Any]],
@@ -1136,6 +1161,10 @@ def run_scenario(
         # The views after the pings (counters), before any action changes or deletes the SAs.
         run.initiator_sas = peers["initiator"].list_sas()
         run.responder_sas = peers["responder"].list_sas()
+        if run.ping is not None and not run.problems and not scenario.collision:
+            run.problems += esp_counter_problems(
+                scenario, run.initiator_sas, run.responder_sas, run.ping.received
+            )
         background = None
         if scenario.ping_during_actions and not run.problems:
             background = _start_background_ping(lab, topology, workdir / "ping-during.log")
