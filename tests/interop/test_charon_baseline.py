@@ -137,7 +137,12 @@ def test_charon_to_charon_psk_gcm_x25519(workdir):
     # IKE_SA_INIT on 500, IKE_AUTH on 4500 behind the non-ESP marker (a retransmission under
     # load repeats a message, which is fine: compare the set of distinct messages).
     assert _ike_messages(wire, 500) == {("34", "0", "1"), ("34", "0", "0")}
-    assert _ike_messages(wire, 4500) == {("35", "1", "1"), ("35", "1", "0")}
+    # charon may also run an INFORMATIONAL exchange on 4500 (a liveness check or the DELETE
+    # of the teardown when the capture is slow to stop on a loaded machine): allowed, as long
+    # as IKE_AUTH is there and nothing else is.
+    on_4500 = _ike_messages(wire, 4500)
+    assert {("35", "1", "1"), ("35", "1", "0")} <= on_4500
+    assert {exchange for exchange, _, _ in on_4500} <= {"35", "37"}, on_4500
     esp_frames = _tshark_count(wire, "udp.port == 4500 && esp")
     assert esp_frames == 2 * scenario.ping_count
     spis = subprocess.run(
