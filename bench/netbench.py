@@ -182,17 +182,16 @@ class QuietAioipsecPeer(AioipsecPeer):
         super().__init__(lab, namespace, workdir)
         self.log_level = log_level
 
-    def load(self, swanctl_conf_text: str, timeout: float = 30.0) -> None:
-        self.toml_path.write_text(
+    def daemon_table(self) -> str:
+        return (
             "# written by bench.netbench\n"
             "[daemon]\n"
             f'control_socket = "{self.control_socket}"\n'
             'tun_name = "ipsec0"\n'
         )
-        self.swanctl_path.write_text(swanctl_conf_text)
-        self.swanctl_path.chmod(0o600)  # it holds the PSK
-        self.toml_path.chmod(0o600)
-        argv = [
+
+    def daemon_argv(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "aioipsec.daemon",
@@ -203,22 +202,6 @@ class QuietAioipsecPeer(AioipsecPeer):
             "--log-level",
             self.log_level,
         ]
-        repo = Path(__file__).resolve().parents[1]
-        self.process = self.lab.start(
-            self.namespace, argv, log=self.log_path, cwd=repo, env={"PYTHONPATH": str(repo)}
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.process.running():
-                raise RuntimeError(f"aioipsec daemon exited:\n{self.log_tail()}")
-            if self.control_socket.exists():
-                try:
-                    self.call("stats", timeout=2.0)
-                    return
-                except Exception:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"aioipsec daemon did not answer within {timeout} s:\n{self.log_tail()}")
 
 
 def peer_process(peer: InteropPeer) -> BackgroundProcess | None:

@@ -41,8 +41,9 @@ class AioipsecPeer:
     def start(self) -> None:
         """Nothing to do yet: the daemon reads its whole configuration at start (load())."""
 
-    def load(self, swanctl_conf_text: str, timeout: float = 30.0) -> None:
-        self.toml_path.write_text(
+    def daemon_table(self) -> str:
+        """The TOML file's text: the [daemon] table (connections come from swanctl.conf)."""
+        return (
             "# written by aioipsec.interop.ours\n"
             "[daemon]\n"
             f'control_socket = "{self.control_socket}"\n'
@@ -52,10 +53,10 @@ class AioipsecPeer:
             "retransmit_timeout = 1.0\nretransmit_base = 1.4\nretransmit_tries = 3\n"
             + (f"keep_alive = {self.keep_alive}\n" if self.keep_alive is not None else "")
         )
-        self.swanctl_path.write_text(swanctl_conf_text)
-        self.swanctl_path.chmod(0o600)  # it holds the PSK
-        self.toml_path.chmod(0o600)
-        argv = [
+
+    def daemon_argv(self) -> list[str]:
+        """The daemon's command line."""
+        return [
             sys.executable,
             "-u",
             "-m",
@@ -73,6 +74,13 @@ class AioipsecPeer:
             "--save-keys",
             str(self.workdir / "keys"),
         ]
+
+    def load(self, swanctl_conf_text: str, timeout: float = 30.0) -> None:
+        self.toml_path.write_text(self.daemon_table())
+        self.swanctl_path.write_text(swanctl_conf_text)
+        self.swanctl_path.chmod(0o600)  # it holds the PSK
+        self.toml_path.chmod(0o600)
+        argv = self.daemon_argv()
         self.process = self.lab.start(
             self.namespace, argv, log=self.log_path, cwd=REPO, env={"PYTHONPATH": str(REPO)}
         )
