@@ -29,6 +29,7 @@ debian-deps:
 test: venv debian-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 demo: venv debian-deps
@@ -37,9 +38,11 @@ demo: venv debian-deps
 selftest: venv
 	$(VENV)/bin/aioipsec selftest
 
+# mypy reads its files and per-package strictness from pyproject.toml ([tool.mypy]).
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
