@@ -11,27 +11,10 @@ from dataclasses import dataclass, field
 
 from ikev2.enums import EncrId, IntegId, NotifyType, PrfId, ProtocolId
 
+# Defined in its own leaf module (ikev2.ts builds it too); importable from here as before.
+from ikev2.ts_range import TrafficSelectorRange as TrafficSelectorRange
+
 Address = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class TrafficSelectorRange:
-    """One traffic selector as the data plane's SPD wants it (RFC 7296 sec. 3.13.1).
-
-    ``start``/``end`` are textual addresses (inclusive), ``protocol`` 0 means any,
-    ports are inclusive (0-65535 = any).
-    """
-
-    start: str
-    end: str
-    protocol: int = 0
-    start_port: int = 0
-    end_port: int = 65535
-
-    def __str__(self) -> str:
-        from ikev2.ts import format_range  # local import: ts imports this module
-
-        return format_range(self)
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 from ikev2.enums import PayloadType, TsType
 from ikev2.errors import ProtocolError
-from ikev2.events import TrafficSelectorRange
 from ikev2.payloads import TrafficSelector, TsPayload
+from ikev2.ts_range import TrafficSelectorRange, format_range
 
 _PROTOCOL_NAMES = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "ipv6-icmp": 58, "sctp": 132}
-_PROTOCOL_BY_NUMBER = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp"}
 
 
 @dataclass(frozen=True, order=True)
@@ -78,27 +77,6 @@ class Ts:
             and self.start_port <= other.start_port
             and other.end_port <= self.end_port
         )
-
-
-def format_range(ts: TrafficSelectorRange) -> str:
-    """strongSwan-like text: ``10.1.0.0/16``, ``10.0.0.1..10.0.0.9[tcp/80]``."""
-    start = ipaddress.ip_address(ts.start)
-    end = ipaddress.ip_address(ts.end)
-    text = f"{ts.start}..{ts.end}"
-    try:
-        nets = list(ipaddress.summarize_address_range(start, end))
-        if len(nets) == 1:
-            text = str(nets[0]) if nets[0].num_addresses > 1 else str(start)
-    except (TypeError, ValueError):
-        pass
-    if ts.protocol == 0 and ts.start_port == 0 and ts.end_port == 65535:
-        return text
-    proto = _PROTOCOL_BY_NUMBER.get(ts.protocol, str(ts.protocol)) if ts.protocol else "%any"
-    if ts.start_port == 0 and ts.end_port == 65535:
-        return f"{text}[{proto}]"
-    if ts.start_port == ts.end_port:
-        return f"{text}[{proto}/{ts.start_port}]"
-    return f"{text}[{proto}/{ts.start_port}-{ts.end_port}]"
 
 
 def format_list(selectors: Iterable[Ts]) -> str:

@@ -33,14 +33,16 @@ lifetime. ECDH, X25519/X448 and ML-KEM-768/1024 use OpenSSL through ``cryptograp
 from __future__ import annotations
 
 import secrets
-from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 
+# KeyExchange and Rng are defined in ke_base (mlkem_ke builds on them too) and re-exported.
+from ikev2.crypto.ke_base import KeyExchange as KeyExchange
+from ikev2.crypto.ke_base import Rng as Rng
+from ikev2.crypto.ke_base import invalid_key_exchange_data
+from ikev2.crypto.mlkem_ke import ML_KEM_SIZES, MlKemKeyExchange
 from ikev2.crypto.modp import MODP_GENERATOR, MODP_PRIMES
 from ikev2.enums import KeId
-from ikev2.errors import ProtocolError
 
 # Private exponent sizes for MODP, in bits: at least twice the estimated strength of each
 # group (RFC 3526 sec. 8 table, NIST SP 800-57), rounded up, so that the exponent is never
@@ -69,42 +71,6 @@ _EC_CURVES: dict[KeId, type[ec.EllipticCurve]] = {
 # BRAINPOOL_P224 (27) has no curve in OpenSSL's default provider as used by cryptography.
 
 _ML_KEM_METHODS = (KeId.ML_KEM_512, KeId.ML_KEM_768, KeId.ML_KEM_1024)
-
-#: ``rng(n)`` returns n random octets (``os.urandom``, or a seeded generator for tests and
-#: ``aioipsec explain --seed``).
-Rng = Callable[[int], bytes]
-
-
-def _invalid(method: KeId, reason: str) -> ProtocolError:
-    return ProtocolError(f"{method.name} key exchange data: {reason}")
-
-
-class KeyExchange(ABC):
-    """One key exchange of one method; each instance is used for exactly one exchange."""
-
-    method: KeId
-    #: Octets of the Key Exchange Data this method sends (for a KEM: the initiator's).
-    payload_length: int
-    #: Octets of the Key Exchange Data expected from the peer.
-    peer_payload_length: int
-
-    @abstractmethod
-    def our_payload(self) -> bytes:
-        """The Key Exchange Data of our KE payload."""
-
-    @abstractmethod
-    def compute(self, peer_payload: bytes) -> bytes:
-        """Validate the peer's Key Exchange Data and return the shared secret."""
-
-    def _check_length(self, peer_payload: bytes) -> None:
-        if len(peer_payload) != self.peer_payload_length:
-            raise _invalid(
-                self.method,
-                f"{len(peer_payload)} octets, {self.peer_payload_length} expected",
-            )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.method.name})"
 
 
 class ModpKeyExchange(KeyExchange):
@@ -139,7 +105,7 @@ class ModpKeyExchange(KeyExchange):
         # RFC 7296 sec. 3.4 / NIST SP 800-56A 5.6.2.3.1: 1 and p-1 (and 0, p and above) give a
         # secret an attacker knows.
         if not 1 < peer_value < self._prime - 1:
-            raise _invalid(self.method, "public value outside 1 < y < p-1")
+            raise invalid_key_exchange_data(self.method, "public value outside 1 < y < p-1")
         shared = pow(peer_value, self._exponent, self._prime)
         return shared.to_bytes(self.payload_length, "big")
 
@@ -195,7 +161,7 @@ class EcpKeyExchange(KeyExchange):
             )
             shared = self._private_key.exchange(ec.ECDH(), peer_key)
         except ValueError:
-            raise _invalid(self.method, "not a point on the curve") from None
+            raise invalid_key_exchange_data(self.method, "not a point on the curve") from None
         return shared.rjust(self._coordinate_length, b"\x00")
 
 
@@ -234,18 +200,14 @@ class MontgomeryKeyExchange(KeyExchange):
             shared = self._private_key.exchange(peer_key)
         except ValueError:
             # cryptography refuses the all-zero result itself (small-order input).
-            raise _invalid(self.method, "gives the all-zero shared secret") from None
+            raise invalid_key_exchange_data(
+                self.method, "gives the all-zero shared secret"
+            ) from None
         # RFC 8031 sec. 2.3: the recipient MUST check for the all-zero value; checked here too
         # so that the rule does not rest on a library detail.
         if not any(shared):
-            raise _invalid(self.method, "gives the all-zero shared secret")
+            raise invalid_key_exchange_data(self.method, "gives the all-zero shared secret")
         return shared
-
-
-def _new_ml_kem(method: KeId, private: bytes | None, rng: Rng | None) -> KeyExchange:
-    from ikev2.crypto.mlkem_ke import MlKemKeyExchange
-
-    return MlKemKeyExchange(method, private, rng)
 
 
 SUPPORTED_KE_METHODS: frozenset[KeId] = frozenset(
@@ -276,7 +238,7 @@ def new_key_exchange(
     if method in (KeId.CURVE25519, KeId.CURVE448):
         return MontgomeryKeyExchange(method, private, rng)
     if method in _ML_KEM_METHODS:
-        return _new_ml_kem(method, private, rng)
+        return MlKemKeyExchange(method, private, rng)
     raise ValueError(f"key exchange method {method.name} is not implemented")
 
 
@@ -294,7 +256,5 @@ def key_exchange_data_length(method: KeId) -> int | None:
     if method == KeId.CURVE448:
         return 56
     if method in _ML_KEM_METHODS:
-        from ikev2.crypto.mlkem_ke import ML_KEM_SIZES
-
         return ML_KEM_SIZES[method][0]
     return None

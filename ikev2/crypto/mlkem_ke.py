@@ -26,7 +26,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import mlkem as openssl_mlkem
 
 from ikev2.crypto import mlkem as pure_mlkem
-from ikev2.crypto.keyexchange import KeyExchange, Rng, _invalid
+from ikev2.crypto.ke_base import KeyExchange, Rng, invalid_key_exchange_data
 from ikev2.enums import KeId
 
 # KeId -> (encapsulation key octets, ciphertext octets); FIPS 203 sec. 8 table 3.
@@ -123,14 +123,16 @@ class MlKemKeyExchange(KeyExchange):
         except ValueError:
             # FIPS 203 decapsulation has implicit rejection: any well-sized ciphertext gives
             # a (pseudorandom) key; only a malformed one can fail here.
-            raise _invalid(self.method, "malformed ciphertext") from None
+            raise invalid_key_exchange_data(self.method, "malformed ciphertext") from None
 
     # -- responder -------------------------------------------------------------------------
     def _encapsulate(self, encapsulation_key: bytes) -> bytes:
         self._check_length(encapsulation_key)
         # FIPS 203 sec. 7.2 input check: every 12-bit coefficient of ek must be below q.
         if not pure_mlkem.encapsulation_key_is_valid(self._params, encapsulation_key):
-            raise _invalid(self.method, "encapsulation key fails the modulus check")
+            raise invalid_key_exchange_data(
+                self.method, "encapsulation key fails the modulus check"
+            )
         if self._encaps_randomness is None and self._rng is not None:
             self._encaps_randomness = self._rng(32)
         openssl_types = _OPENSSL_KEYS.get(self.method)
@@ -139,7 +141,7 @@ class MlKemKeyExchange(KeyExchange):
                 public_key = openssl_types[1].from_public_bytes(encapsulation_key)
                 shared, ciphertext = public_key.encapsulate()
             except ValueError:
-                raise _invalid(self.method, "invalid encapsulation key") from None
+                raise invalid_key_exchange_data(self.method, "invalid encapsulation key") from None
         else:
             randomness = self._encaps_randomness
             if randomness is None:
