@@ -32,7 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from aioipsec.config import ConfigError, load_configuration, to_engine_configs
-from aioipsec.swanctl import load_swanctl, parse_settings_text
+from aioipsec.config.swanctl import load_swanctl, parse_settings_text
 from esp.errors import DropReason, EspDrop
 from esp.sa import EspSa
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig

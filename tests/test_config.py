@@ -512,7 +512,7 @@ def test_signature_auth_methods_in_toml_and_swanctl(
     pki_dir: Path, auth: str, rsa_pss: bool
 ) -> None:
     """swanctl's auth = values for signatures; rsa/pss selects RSASSA-PSS for our key."""
-    from aioipsec.swanctl import load_swanctl
+    from aioipsec.config.swanctl import load_swanctl
 
     toml = write(pki_dir, CERT_SITE.replace('auth = "pubkey"\ncerts', f'auth = "{auth}"\ncerts'))
     swanctl = pki_dir / "swanctl.conf"

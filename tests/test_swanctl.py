@@ -1,4 +1,4 @@
-"""aioipsec.swanctl: strongSwan's settings syntax and swanctl.conf into our model.
+"""aioipsec.config.swanctl: strongSwan's settings syntax and swanctl.conf into our model.
 
 The inputs are real swanctl.conf files from strongSwan's test scenarios
 (``testing/tests/.../hosts/*/etc/swanctl/swanctl.conf``, GPL-2.0-or-later, quoted as test
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from aioipsec.config import ConfigError, load_configuration, to_engine_configs
-from aioipsec.swanctl import load_swanctl, parse_settings_file, parse_settings_text
+from aioipsec.config.swanctl import load_swanctl, parse_settings_file, parse_settings_text
 
 # strongSwan testing/tests/ikev2/net2net-psk/hosts/moon/etc/swanctl/swanctl.conf
 NET2NET_PSK_MOON = """\

@@ -15,10 +15,11 @@ The file uses strongSwan's *settings* syntax (the same as strongswan.conf):
 
 This module parses that syntax into a tree (:func:`parse_settings_file`), with the file
 and line of every section and key, then hands the tree to the same validator as the TOML
-loader (:func:`load_swanctl`). Credentials sit where swanctl keeps them: ``certs`` are
-looked up in ``x509/``, ``cacerts`` in ``x509ca/``, private key files in ``private/`` (or
-``rsa/``, ``ecdsa/``, ``pkcs8/``) next to swanctl.conf; like ``swanctl --load-all``, every
-key in those key folders and every CA certificate in ``x509ca/`` is loaded.
+loader (:func:`load_swanctl`, called by ``aioipsec.config.load_configuration``).
+Credentials sit where swanctl keeps them: ``certs`` are looked up in ``x509/``,
+``cacerts`` in ``x509ca/``, private key files in ``private/`` (or ``rsa/``, ``ecdsa/``,
+``pkcs8/``) next to swanctl.conf; like ``swanctl --load-all``, every key in those key
+folders and every CA certificate in ``x509ca/`` is loaded.
 """
 
 from __future__ import annotations
@@ -29,15 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aioipsec.config import (
-    SWANCTL_FOLDERS,
-    ConfigError,
-    Configuration,
-    PrivateKey,
-    RawSource,
-    build_configuration,
-    load_private_key,
-)
+from aioipsec.config.build import RawSource, build_configuration
+from aioipsec.config.credentials import SWANCTL_FOLDERS, load_private_key
+from aioipsec.config.model import ConfigError, Configuration, PrivateKey
 
 __all__ = [
     "Section",

@@ -1,0 +1,164 @@
+"""Engine conversion: the validated model into the engine's ``ikev2.config`` dataclasses.
+
+strongSwan's lifetime defaults are applied here (vici_config.c), DNS names are resolved,
+and certificates and private keys are loaded into the :class:`ikev2.config.AuthConfig`.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from aioipsec.config.credentials import find_private_key, load_certificate, strongswan_dn
+from aioipsec.config.model import (
+    AuthSettings,
+    ChildSettings,
+    ConfigError,
+    Configuration,
+    ConnectionSettings,
+)
+from aioipsec.config.values import ip_ok
+from ikev2.config import AuthConfig, ChildConfig, IkeConfig
+
+# --------------------------------------------------------------------------- engine configs
+
+
+def _child_to_engine(child: ChildSettings) -> ChildConfig:
+
+    # strongSwan's lifetime defaults (vici_config.c check_lifetimes): rekey 1 h, or
+    # life / 1.1 when only life is given; life = rekey * 1.1.
+    rekey_time: float | None = child.rekey_time
+    if rekey_time is None:
+        rekey_time = child.life_time / 1.1 if child.life_time is not None else 3600.0
+    _, rekey_bytes, rekey_packets = child_rekey_limits(child)
+    life_bytes = child.life_bytes if child.life_bytes is not None else int(rekey_bytes * 1.1)
+    life_packets = (
+        child.life_packets if child.life_packets is not None else int(rekey_packets * 1.1)
+    )
+    return ChildConfig(
+        name=child.name,
+        local_ts=list(child.local_ts),
+        remote_ts=list(child.remote_ts),
+        esp_proposals=list(child.esp_proposals) if not child.ah_proposals else [],
+        ah_proposals=list(child.ah_proposals),
+        mode=child.mode,
+        start_action=child.start_action,
+        close_action=child.close_action,
+        dpd_action=child.dpd_action,
+        rekey_time=float(rekey_time),
+        life_time=child.life_time,
+        rand_time=child.rand_time,
+        rekey_bytes=rekey_bytes,
+        life_bytes=life_bytes,
+        rekey_packets=rekey_packets,
+        life_packets=life_packets,
+        replay_window=child.replay_window,
+    )
+
+
+def _auth_to_engine(
+    configuration: Configuration, connection: ConnectionSettings, side: str
+) -> AuthConfig:
+
+    settings: AuthSettings = getattr(connection, side)
+    certs = [load_certificate(path) for path in settings.certs]
+    cacerts = [load_certificate(path) for path in settings.cacerts]
+    if side == "remote" and settings.auth == "pubkey" and not cacerts:
+        # swanctl trusts every CA certificate it loaded (x509ca/): do the same.
+        cacerts = [load_certificate(path) for path in configuration.authorities]
+    identity = settings.id
+    if identity is None and certs:
+        # strongSwan's default: the certificate's subject, in certificate order.
+        identity = strongswan_dn(certs[0].subject)
+    auth = AuthConfig(
+        auth=settings.auth,
+        id=identity or "%any",
+        certs=certs,
+        cacerts=cacerts,
+        send_certreq=connection.send_certreq,
+        send_cert=connection.send_cert,
+        rsa_pss=settings.rsa_pss,
+    )
+    if side == "local" and settings.auth == "pubkey":
+        auth.private_key = find_private_key(configuration, connection)
+    return auth
+
+
+def _resolve_addrs(connection: ConnectionSettings, key: str) -> list[str]:
+    """Addresses for the engine: DNS names are resolved now (at load and reload), as the
+    engine and the data plane work with addresses only."""
+    resolved: list[str] = []
+    for addr in getattr(connection, key):
+        if addr.startswith("%") or ip_ok(addr):
+            resolved.append(addr)
+            continue
+        try:
+            infos = socket.getaddrinfo(addr, None, type=socket.SOCK_DGRAM)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot resolve {addr!r}: {error.strerror or error}",
+                file=connection.source,
+                key=f"connections.{connection.name}.{key}",
+                hint="write an IP address, or make the name resolvable",
+            ) from None
+        for info in infos:
+            address = str(info[4][0])
+            if address not in resolved:
+                resolved.append(address)
+    return resolved
+
+
+def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
+    """The engine's ``ikev2.config.IkeConfig`` objects, one per connection.
+
+    strongSwan's IKE lifetime defaults are applied here (vici_config.c): with neither
+    rekey_time nor reauth_time set, rekey every 4 h; with only reauth_time, no rekeying.
+    The ``[daemon]`` retransmission settings apply to every connection (strongSwan's are
+    daemon-wide too). PSKs are not copied in: give ``configuration.psk_lookup`` to the
+    dispatcher.
+    """
+
+    engine_configs: list[IkeConfig] = []
+    for connection in configuration.connections.values():
+        rekey_time, reauth_time = connection.rekey_time, connection.reauth_time
+        if rekey_time is None and reauth_time is None:
+            rekey_time, reauth_time = 14400.0, 0.0
+        engine_configs.append(
+            IkeConfig(
+                name=connection.name,
+                version=2,
+                local_addrs=_resolve_addrs(connection, "local_addrs"),
+                remote_addrs=_resolve_addrs(connection, "remote_addrs"),
+                local_port=connection.local_port,
+                remote_port=connection.remote_port,
+                proposals=list(connection.proposals),
+                encap=connection.encap,
+                dpd_delay=connection.dpd_delay,
+                dpd_timeout=connection.dpd_timeout,
+                rekey_time=rekey_time or 0.0,
+                reauth_time=reauth_time or 0.0,
+                over_time=connection.over_time,
+                rand_time=connection.rand_time,
+                fragmentation=connection.fragmentation,
+                local=_auth_to_engine(configuration, connection, "local"),
+                remote=_auth_to_engine(configuration, connection, "remote"),
+                children=[_child_to_engine(c) for c in connection.children.values()],
+                retransmit_timeout=configuration.daemon.retransmit_timeout,
+                retransmit_base=configuration.daemon.retransmit_base,
+                retransmit_tries=configuration.daemon.retransmit_tries,
+            )
+        )
+    return engine_configs
+
+
+def child_rekey_limits(child: ChildSettings) -> tuple[int, int, int]:
+    """(rekey_time, rekey_bytes, rekey_packets) with strongSwan's defaults applied."""
+    rekey_time = child.rekey_time
+    if rekey_time is None:
+        rekey_time = child.life_time / 1.1 if child.life_time is not None else 3600.0
+    rekey_bytes = child.rekey_bytes
+    if rekey_bytes is None:
+        rekey_bytes = int(child.life_bytes / 1.1) if child.life_bytes else 0
+    rekey_packets = child.rekey_packets
+    if rekey_packets is None:
+        rekey_packets = int(child.life_packets / 1.1) if child.life_packets else 0
+    return int(rekey_time), rekey_bytes, rekey_packets

@@ -1,0 +1,255 @@
+"""The configuration model: what the TOML file and swanctl.conf are validated into.
+
+Plain dataclasses named after swanctl.conf's sections (``connections.NAME``,
+``local``/``remote``, ``children.CHILD``, ``secrets``), the ``[daemon]`` table, the one
+error type every loader raises (:class:`ConfigError`) and strongSwan's identity matching
+rules used to pick a PSK. Nothing here reads a file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ikev2.config import AuthMethodName, CloseAction, DpdAction, FragmentationMode, StartAction
+from ikev2.identity import Identity
+
+# The model's choices are the engine's (``ikev2.config``), so the conversion copies them
+# without a cast; the value parsers only ever produce these strings.
+ChildMode = Literal["tunnel", "transport"]
+SendCert = Literal["always", "ifasked", "never"]
+
+
+DEFAULT_CONTROL_SOCKET = "/run/aioipsec.sock"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("console", "json")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigError(ValueError):
+    """A configuration problem a person can fix.
+
+    ``str(error)`` reads ``FILE:LINE: KEY.PATH: reason (what to do)``; every part is
+    also available as an attribute for programs.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        key: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.file = str(file) if file is not None else None
+        self.key = key
+        self.line = line
+        self.hint = hint
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "") + ": "
+        text = where + (f"{self.key}: " if self.key else "") + self.reason
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class DaemonSettings:
+    """The ``[daemon]`` table (TOML only; swanctl.conf has no such section)."""
+
+    control_socket: str = DEFAULT_CONTROL_SOCKET
+    # Group (name or gid) allowed to use the control socket besides root; None: root only.
+    control_group: str | None = None
+    ike_port: int = 500
+    nat_t_port: int = 4500
+    tun_name: str = "ipsec0"
+    # NAT-T keepalive interval while a NAT is in front of us (strongSwan: charon.keep_alive).
+    keep_alive: float = 20.0
+    # IKE request retransmission (strongSwan's charon.retransmit_*): the n-th retransmit
+    # waits timeout * base**n seconds; after ``tries`` retransmits the peer is declared dead
+    # (RFC 7296 sec. 2.4), so with the defaults a dead peer is noticed after 165 s.
+    retransmit_timeout: float = 4.0
+    retransmit_base: float = 1.8
+    retransmit_tries: int = 5
+    log_level: str = "info"
+    log_format: str = "console"
+    # Keyword names (as in proposals: "3des", "md5", "modp1024", "sha1", ...) that the
+    # algorithm policy lets through although RFC 8247/8221 refuse them by default.
+    allow_weak_algorithms: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuthSettings:
+    """``local`` / ``remote`` of a connection: one authentication round."""
+
+    auth: AuthMethodName = "pubkey"
+    # auth = rsa/pss...: our RSA key signs with RSASSA-PSS instead of PKCS#1 v1.5.
+    rsa_pss: bool = False
+    id: str | None = None
+    certs: list[Path] = field(default_factory=list)
+    cacerts: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class ChildSettings:
+    """``connections.NAME.children.CHILD``."""
+
+    name: str
+    local_ts: list[str] = field(default_factory=lambda: ["dynamic"])
+    remote_ts: list[str] = field(default_factory=lambda: ["dynamic"])
+    esp_proposals: list[str] = field(default_factory=lambda: ["aes256gcm16"])
+    ah_proposals: list[str] = field(default_factory=list)
+    mode: ChildMode = "tunnel"
+    start_action: StartAction = "none"
+    close_action: CloseAction = "none"
+    dpd_action: DpdAction = "clear"
+    rekey_time: float | None = None  # None: 1 h, or life_time / 1.1 (strongSwan)
+    life_time: float | None = None  # None: rekey_time * 1.1
+    rand_time: float | None = None  # None: life_time - rekey_time
+    rekey_bytes: int | None = None
+    life_bytes: int | None = None
+    rekey_packets: int | None = None
+    life_packets: int | None = None
+    replay_window: int = 1024
+
+
+@dataclass
+class ConnectionSettings:
+    """``connections.NAME``."""
+
+    name: str
+    source: str = ""
+    version: int = 2
+    local_addrs: list[str] = field(default_factory=lambda: ["%any"])
+    remote_addrs: list[str] = field(default_factory=lambda: ["%any"])
+    local_port: int = 500
+    remote_port: int = 500
+    proposals: list[str] = field(default_factory=lambda: ["aes256gcm16-prfsha256-x25519"])
+    encap: bool = False
+    dpd_delay: float = 0.0
+    dpd_timeout: float = 150.0
+    rekey_time: float | None = None  # None: 4 h unless only reauth_time is set
+    reauth_time: float | None = None
+    over_time: float | None = None
+    rand_time: float | None = None
+    fragmentation: FragmentationMode = "yes"
+    send_certreq: bool = True
+    send_cert: SendCert = "ifasked"
+    local: AuthSettings = field(default_factory=AuthSettings)
+    remote: AuthSettings = field(default_factory=AuthSettings)
+    children: dict[str, ChildSettings] = field(default_factory=dict)
+
+
+@dataclass
+class SharedSecret:
+    """``secrets.ike<suffix>``: a PSK and the identities it belongs to (none: any)."""
+
+    name: str
+    ids: list[str]
+    secret: bytes = field(repr=False)
+    source: str = ""
+
+    def match_score(self, local_id: str, remote_id: str) -> int:
+        """0: not for this pair; higher is a better match (both ids > one id > no ids)."""
+        if not self.ids:
+            return 1
+        local_hit = any(identity_matches(pattern, local_id) for pattern in self.ids)
+        remote_hit = any(identity_matches(pattern, remote_id) for pattern in self.ids)
+        if not (local_hit or remote_hit):
+            return 0
+        return 1 + int(local_hit) + int(remote_hit)
+
+
+@dataclass
+class PrivateKey:
+    """``secrets.private<suffix>`` (or rsa/ecdsa/pkcs8), or a key found next to swanctl.conf."""
+
+    name: str
+    file: Path
+    key: Any = field(repr=False)  # a cryptography private key object
+    source: str = ""
+
+
+@dataclass
+class Configuration:
+    """Everything loaded from the TOML file and/or swanctl.conf, validated."""
+
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    connections: dict[str, ConnectionSettings] = field(default_factory=dict)
+    shared_secrets: list[SharedSecret] = field(default_factory=list)
+    private_keys: list[PrivateKey] = field(default_factory=list)
+    # Trust anchors loaded without being named by a connection (swanctl's x509ca/ folder).
+    authorities: list[Path] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    # Things worth a log line at start (e.g. a PSK in a world-readable file).
+    warnings: list[str] = field(default_factory=list)
+
+    def psk_lookup(self, local_id: str, remote_id: str) -> bytes | None:
+        """The PSK for this pair of identities, strongSwan's rules: the secret whose
+        ids match both identities wins over one matching one, over one with no ids."""
+        best: tuple[int, SharedSecret] | None = None
+        for secret in self.shared_secrets:
+            score = secret.match_score(str(local_id), str(remote_id))
+            if score and (best is None or score > best[0]):
+                best = (score, secret)
+        return best[1].secret if best else None
+
+
+# --------------------------------------------------------------------------- identities
+
+_ID_TYPE_PREFIXES = ("fqdn:", "email:", "rfc822:", "ipv4:", "ipv6:", "asn1dn:", "userfqdn:")
+
+
+def normalise_identity(text: str) -> str:
+    """Identity text in a form two spellings of one identity share.
+
+    ``@moon.example.org`` (strongSwan: an FQDN that is never resolved), ``fqdn:moon...``
+    and ``moon.example.org`` compare equal; DNs lose the spaces after separators.
+    Case is ignored, as strongSwan does for FQDN and RFC822 identities.
+    """
+    text = text.strip()
+    lowered = text.lower()
+    for prefix in _ID_TYPE_PREFIXES:
+        if lowered.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    if text.startswith("@#"):
+        text = "keyid:" + text[2:]
+    elif text.startswith("@"):
+        text = text[1:]
+    if "=" in text:
+        text = re.sub(r"\s*([,/])\s*", r"\1", text)
+    return text.lower()
+
+
+def identity_matches(pattern: str, identity: str) -> bool:
+    """``pattern`` as written in a config (may be ``%any`` or contain ``*``).
+
+    Identities are compared as ``ikev2.identity`` parses them (type and value: a DN in
+    any spacing, an IPv6 address in any notation); text that does not parse as an
+    identity is compared as normalised text."""
+    if pattern.strip() in ("%any", "%any6", "*"):
+        return True
+    try:
+        return Identity.parse(pattern).matches(Identity.parse(identity))
+    except ValueError:
+        pass
+    pattern_n, identity_n = normalise_identity(pattern), normalise_identity(identity)
+    if "*" in pattern_n:
+        return fnmatch.fnmatchcase(identity_n, pattern_n)
+    return pattern_n == identity_n

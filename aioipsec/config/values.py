@@ -1,0 +1,414 @@
+"""Value parsers and key tables: which keys each section takes, and how each is read.
+
+A parser takes one raw value (a TOML value, or swanctl.conf's string) and returns the
+model's value, or raises :class:`ValueProblem`; the walker (:mod:`aioipsec.config.build`)
+adds the file, line and key path. The key tables map every key a section accepts to its
+parser, and list the strongSwan keys we refuse or accept only with one value.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aioipsec.config.model import LOG_FORMATS, LOG_LEVELS
+from ikev2.config import AuthMethodName
+from ikev2.enums import ProtocolId
+from ikev2.policy import AlgorithmPolicy, WeakAlgorithmError
+from ikev2.proposals import ProposalSyntaxError, parse_proposals
+
+# --------------------------------------------------------------------------- value parsers
+
+# A source of raw configuration data: a nested mapping whose leaves are TOML values or
+# (swanctl.conf) strings, plus a way to find the line of a key path.
+Locator = Callable[[tuple[str, ...]], tuple[str, int | None]]
+
+
+class ValueProblem(Exception):
+    """Raised by a value parser; the walker turns it into a ConfigError with location."""
+
+    def __init__(self, reason: str, hint: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return str(value)
+    raise ValueProblem(f"expected a single value, got {type(value).__name__}")
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = as_text(value).lower()
+    if text in ("yes", "true", "enabled", "1"):
+        return True
+    if text in ("no", "false", "disabled", "0"):
+        return False
+    raise ValueProblem(f"{value!r} is not a yes/no value", "write yes or no")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds; strings as strongSwan writes them: ``90``, ``90s``, ``30m``, ``4h``, ``1d``."""
+    if isinstance(value, bool):
+        raise ValueProblem(f"{value!r} is not a duration", "write e.g. 3600, 30m, 4h or 1d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdSMHD]?)\s*", str(value))
+        if not match:
+            raise ValueProblem(f"{value!r} is not a duration", "write e.g. 3600, 30m, 4h or 1d")
+        seconds = float(match.group(1)) * _DURATION_UNITS.get(match.group(2).lower(), 1)
+    if seconds < 0:
+        raise ValueProblem("a duration cannot be negative")
+    return seconds
+
+
+_BYTE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_count(value: Any) -> int:
+    """A byte or packet count; strongSwan's binary suffixes ``k``, ``M``, ``G`` allowed."""
+    if isinstance(value, bool):
+        raise ValueProblem(f"{value!r} is not a number", "write e.g. 500000000 or 500M")
+    if isinstance(value, int):
+        number = value
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", str(value))
+        if not match:
+            raise ValueProblem(f"{value!r} is not a number", "write e.g. 500000000 or 500M")
+        number = int(match.group(1)) * _BYTE_UNITS[match.group(2).lower()]
+    if number < 0:
+        raise ValueProblem("a count cannot be negative")
+    return number
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueProblem(f"{value!r} is not a number")
+        try:
+            number = int(value) if isinstance(value, int) else int(as_text(value), 0)
+        except ValueError:
+            raise ValueProblem(f"{value!r} is not a number") from None
+        if not low <= number <= high:
+            raise ValueProblem(f"{number} is out of range", f"use {low}..{high}")
+        return number
+
+    return parse
+
+
+parse_port = _int_range(0, 65535)
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueProblem("must be more than 0 s", "write e.g. 4s or 0.5s")
+    return seconds
+
+
+def _retransmit_base(value: Any) -> float:
+    """The back-off factor: a number, at least 1 (strongSwan's charon.retransmit_base)."""
+    if isinstance(value, bool):
+        raise ValueProblem(f"{value!r} is not a number", "write e.g. 1.8")
+    try:
+        base = float(value) if isinstance(value, int | float) else float(as_text(value))
+    except ValueError:
+        raise ValueProblem(f"{value!r} is not a number", "write e.g. 1.8") from None
+    if not 1.0 <= base <= 10.0:
+        raise ValueProblem(f"{base} is out of range", "use 1.0..10.0 (strongSwan: 1.8)")
+    return base
+
+
+def parse_string(value: Any) -> str:
+    text = as_text(value)
+    if not text:
+        raise ValueProblem("empty value")
+    return text
+
+
+def parse_list(value: Any) -> list[str]:
+    """A TOML array of strings, or a comma-separated string as swanctl.conf writes it."""
+    if isinstance(value, list):
+        items: list[str] = []
+        for item in value:
+            items.extend(parse_list(item))
+        return items
+    text = as_text(value)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _choice(mapping: Mapping[str, str]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = as_text(value).lower()
+        if text not in mapping:
+            raise ValueProblem(
+                f"{value!r} is not one of {', '.join(sorted(mapping))}",
+                f"write one of: {', '.join(sorted(mapping))}",
+            )
+        return mapping[text]
+
+    return parse
+
+
+def ip_ok(text: str) -> bool:
+    """An address, a subnet or an address range (``a-b``)."""
+    if "-" in text and "/" not in text:
+        first, _, last = text.partition("-")
+        try:
+            ipaddress.ip_address(first.strip())
+            ipaddress.ip_address(last.strip())
+            return True
+        except ValueError:
+            return False
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
+def _address_ok(text: str) -> bool:
+    if text in ("%any", "%any4", "%any6") or ip_ok(text):
+        return True
+    # A DNS name: resolved when the engine configuration is built (load and reload).
+    return bool(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", text))
+
+
+def parse_addrs(value: Any) -> list[str]:
+    addrs = parse_list(value)
+    for addr in addrs:
+        if not _address_ok(addr):
+            raise ValueProblem(
+                f"{addr!r} is not an address, subnet, range, DNS name or %any",
+                "write e.g. 192.0.2.1, 2001:db8::1, 10.0.0.0/24, vpn.example.org or %any",
+            )
+    return addrs or ["%any"]
+
+
+_TS_RE = re.compile(r"^(?P<net>[^\[\]]+?)?\s*(?:\[(?P<proto>[^/\]]*)(?:/(?P<port>[^\]]*))?\])?$")
+
+
+def parse_traffic_selectors(value: Any) -> list[str]:
+    """``10.1.0.0/16``, ``10.1.0.1-10.1.0.9``, ``dynamic``, ``0.0.0.0/0[tcp/443]``."""
+    selectors = parse_list(value)
+    for selector in selectors:
+        match = _TS_RE.match(selector)
+        net = (match.group("net") or "").strip() if match else ""
+        if not match or not net:
+            raise ValueProblem(
+                f"{selector!r} is not a traffic selector",
+                "write a subnet (10.1.0.0/16), a range (10.1.0.1-10.1.0.9) or dynamic, "
+                "optionally followed by [protocol/port]",
+            )
+        if net != "dynamic" and not ip_ok(net):
+            raise ValueProblem(
+                f"{selector!r} is not a traffic selector: {net!r} is not a subnet, an "
+                "address range or 'dynamic'",
+                "write e.g. 10.1.0.0/16",
+            )
+        if "/" in net:
+            try:
+                ipaddress.ip_network(net, strict=True)
+            except ValueError:
+                raise ValueProblem(
+                    f"{net!r} has host bits set",
+                    f"write {ipaddress.ip_network(net, strict=False)}",
+                ) from None
+    return selectors or ["dynamic"]
+
+
+def parse_proposal_list(value: Any) -> list[str]:
+    """Proposal strings; their keywords are checked later, with the algorithm policy."""
+    proposals = parse_list(value)
+    if not proposals:
+        raise ValueProblem("no proposal given", "write e.g. aes256gcm16-prfsha256-x25519")
+    return proposals
+
+
+def check_proposal_syntax(
+    proposals: list[str], protocol: str, allow_weak: Iterable[str] = ()
+) -> list[str]:
+    """Validate strongSwan proposal strings through ``ikev2.proposals`` and the algorithm
+    policy of ``ikev2.policy``; return the policy's warnings (e.g. SHA-1 accepted).
+
+    ``protocol``: "ike", "esp" or "ah". Raises ``ValueProblem`` naming the keyword.
+    """
+
+    protocol_id = {"ike": ProtocolId.IKE, "esp": ProtocolId.ESP, "ah": ProtocolId.AH}[protocol]
+    parsed: list[Any] = []
+    for proposal in proposals:
+        try:
+            parsed.extend(parse_proposals(proposal, protocol_id))
+        except ProposalSyntaxError as error:
+            raise ValueProblem(
+                f"{proposal!r}: {error}",
+                "write strongSwan proposal keywords joined by '-', "
+                + (
+                    "e.g. aes256gcm16-prfsha256-x25519" if protocol == "ike" else "e.g. aes256gcm16"
+                ),
+            ) from None
+    try:
+        policy = AlgorithmPolicy(allow_weak=frozenset(allow_weak))
+    except ValueError as error:
+        raise ValueProblem(f"[daemon] allow_weak_algorithms: {error}") from None
+    try:
+        return list(policy.check_proposals(parsed) or [])
+    except WeakAlgorithmError as error:
+        raise ValueProblem(str(error)) from None
+
+
+# --------------------------------------------------------------------------- key tables
+
+# Keys swanctl.conf knows that aioipsec accepts only with the value it implements anyway
+# (e.g. `mobike = no`, present in most strongSwan test scenarios): any other value is an
+# error naming the key.
+_FIXED_CONNECTION_KEYS = {"mobike": "no", "aggressive": "no"}
+_FIXED_CHILD_KEYS = {"hostaccess": "no", "ipcomp": "no", "policies": "yes", "sha256_96": "no"}
+
+# Keys swanctl.conf knows and aioipsec does not implement (error: "not supported").
+_UNSUPPORTED_CONNECTION_KEYS = {
+    "vips", "pull", "dscp", "childless", "ocsp", "ppk_id", "ppk_required", "keyingtries",
+    "unique", "pools", "if_id_in", "if_id_out", "mediation", "mediated_by", "mediation_peer",
+}  # fmt: skip
+_UNSUPPORTED_AUTH_KEYS = {
+    "round", "pubkeys", "eap_id", "aaa_id", "xauth_id", "groups", "cert_policy", "ca_id",
+    "revocation",
+}  # fmt: skip
+_UNSUPPORTED_CHILD_KEYS = {
+    "rand_bytes", "rand_packets", "updown", "policies_fwd_out", "inactivity", "reqid",
+    "priority", "interface", "mark_in", "mark_in_sa", "mark_out", "set_mark_in",
+    "set_mark_out", "if_id_in", "if_id_out", "label", "label_mode", "tfc_padding",
+    "per_cpu_sas", "hw_offload", "copy_df", "copy_ecn", "copy_dscp", "icmp",
+}  # fmt: skip
+
+_ACTIONS = {"none": "none", "clear": "none", "start": "start", "restart": "start",
+            "trap": "trap", "route": "trap"}  # fmt: skip
+_DPD_ACTIONS = {"clear": "clear", "none": "clear", "restart": "restart", "start": "restart",
+                "trap": "trap", "route": "trap"}  # fmt: skip
+
+_CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
+    "version": _int_range(0, 2),
+    "local_addrs": parse_addrs,
+    "remote_addrs": parse_addrs,
+    "local_port": parse_port,
+    "remote_port": parse_port,
+    "proposals": parse_proposal_list,
+    "encap": parse_bool,
+    "dpd_delay": parse_duration,
+    "dpd_timeout": parse_duration,
+    "rekey_time": parse_duration,
+    "reauth_time": parse_duration,
+    "over_time": parse_duration,
+    "rand_time": parse_duration,
+    "fragmentation": _choice({"yes": "yes", "no": "no", "accept": "accept", "force": "force"}),
+    "send_certreq": parse_bool,
+    "send_cert": _choice({"always": "always", "ifasked": "ifasked", "never": "never"}),
+}
+
+# strongSwan's auth = values for signatures (swanctl.conf, "auth"): a key type, optionally
+# "ike:"-prefixed (a constraint for the IKE signature only) and followed by key strengths and
+# hash names, e.g. "rsa/pss-sha256", "ike:ecdsa-384-sha384", "pubkey-sha256-sha512".
+_SIGNATURE_KEY_TYPES = ("pubkey", "rsa", "rsa/pss", "ecdsa", "ed25519", "ed448")
+_SIGNATURE_HASHES = ("sha1", "sha256", "sha384", "sha512", "identity")
+
+
+def parse_auth(value: Any) -> tuple[AuthMethodName, bool]:
+    """An ``auth`` value as strongSwan accepts it: ``("psk" | "pubkey", rsa_pss)``.
+
+    ``rsa/pss`` (in any position, e.g. ``rsa/pss-sha256`` or ``ike:rsa/pss``) makes our RSA
+    key sign with RSASSA-PSS (RFC 8017 sec. 8.1, RFC 7427). Key strengths and hash names
+    are checked for syntax; as constraints on the peer's chain they are not enforced.
+    """
+    text = as_text(value).lower()
+    if text == "psk":
+        return "psk", False
+    hint = "write psk, pubkey, rsa, rsa/pss, ecdsa, ed25519 or ed448 (e.g. rsa/pss-sha256)"
+    tokens = text.split("-")
+    if not text or tokens[0].removeprefix("ike:") not in _SIGNATURE_KEY_TYPES:
+        raise ValueProblem(f"{value!r} is not a supported auth method", hint)
+    rsa_pss = False
+    for token in tokens:
+        bare = token.removeprefix("ike:")
+        if bare == "rsa/pss":
+            rsa_pss = True
+        elif (
+            bare not in _SIGNATURE_KEY_TYPES
+            and bare not in _SIGNATURE_HASHES
+            and not (bare.isdigit() and token == bare)
+        ):
+            raise ValueProblem(f"{token!r} in auth = {text!r} is not understood", hint)
+    return "pubkey", rsa_pss
+
+
+_AUTH_KEYS: dict[str, Callable[[Any], Any]] = {
+    "auth": lambda value: parse_auth(value)[0],
+    "id": parse_string,
+    "certs": parse_list,
+    "cacerts": parse_list,
+}
+
+_CHILD_KEYS: dict[str, Callable[[Any], Any]] = {
+    "local_ts": parse_traffic_selectors,
+    "remote_ts": parse_traffic_selectors,
+    "esp_proposals": parse_proposal_list,
+    "ah_proposals": parse_proposal_list,
+    "mode": _choice({"tunnel": "tunnel", "transport": "transport"}),
+    "start_action": _choice(_ACTIONS),
+    "close_action": _choice(_ACTIONS),
+    "dpd_action": _choice(_DPD_ACTIONS),
+    "rekey_time": parse_duration,
+    "life_time": parse_duration,
+    "rand_time": parse_duration,
+    "rekey_bytes": parse_count,
+    "life_bytes": parse_count,
+    "rekey_packets": parse_count,
+    "life_packets": parse_count,
+    "replay_window": _int_range(0, 1 << 20),
+}
+
+_DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
+    "control_socket": parse_string,
+    "control_group": parse_string,
+    "ike_port": parse_port,
+    "nat_t_port": parse_port,
+    "tun_name": parse_string,
+    "keep_alive": parse_duration,
+    "retransmit_timeout": _positive_duration,
+    "retransmit_base": _retransmit_base,
+    "retransmit_tries": _int_range(1, 100),
+    "log_level": _choice({level: level for level in LOG_LEVELS}),
+    "log_format": _choice({fmt: fmt for fmt in LOG_FORMATS}),
+    "allow_weak_algorithms": parse_list,
+}
+
+_UNSUPPORTED_SECRET_TYPES = ("eap", "xauth", "ntlm", "ppk", "pkcs12", "token")
+_PRIVATE_KEY_TYPES = ("private", "rsa", "ecdsa", "pkcs8")
+
+
+def decode_secret(text: str) -> bytes:
+    """strongSwan's notation: ``0x...`` hex, ``0s...`` base64, anything else as UTF-8."""
+    if text[:2].lower() == "0x":
+        try:
+            return bytes.fromhex(text[2:])
+        except ValueError:
+            raise ValueProblem("the 0x secret is not valid hex") from None
+    if text[:2].lower() == "0s":
+        try:
+            return base64.b64decode(text[2:], validate=True)
+        except ValueError:  # binascii.Error, or a non-ASCII character (a plain ValueError)
+            raise ValueProblem("the 0s secret is not valid base64") from None
+    return text.encode()
