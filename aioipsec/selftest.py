@@ -1,14 +1,19 @@
-"""Known-answer selftest: every record of ``vectors/*.json`` through our code.
+"""Known-answer selftest: every record of ``aioipsec/vectors/*.json`` through our code.
 
 Like strongSwan's ``crypto_test``: the daemon calls :func:`run_selftest` at start and refuses
 to start when anything fails; ``aioipsec selftest`` (and ``python -m aioipsec.selftest``)
 print :func:`format_table`.
 
 Each record names its ``kind`` (or inherits the file's ``kind``); :data:`RUNNERS` maps a kind
-to the function that checks it. A runner raises ``AssertionError`` on a mismatch and
-:class:`Skip` when the code it needs is not there. Records of ``esp_*.json`` files belong to
-the data plane and go to ``esp.selftest.run_vector(record)``; without that module they are
-reported as skipped ("esp not available"), never as passed.
+to the function that checks it. A runner raises ``AssertionError`` on a mismatch; the code
+it checks is imported plainly, so a broken module fails the run instead of being skipped.
+Records of ``esp_*.json`` files belong to the data plane and go to
+``esp.selftest.run_vector(record)``; when that module cannot be
+imported each such record fails with the import error, never passes or is skipped.
+
+The vectors are package data (``aioipsec/vectors/``), read with :mod:`importlib.resources`
+so that an installed wheel finds them wherever it is run from. No vector files, or no ESP
+vector files, is a failure of the run: an installation without its data must not start.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
+from ikev2.crypto import auth, sk
 from ikev2.crypto.keyexchange import MontgomeryKeyExchange, new_key_exchange
 from ikev2.crypto.keys import (
     compute_skeyseed,
@@ -38,14 +46,12 @@ from ikev2.crypto.modp import MODP_GENERATOR, MODP_PRIMES
 from ikev2.crypto.prf import Prf
 from ikev2.enums import EncrId, IntegId, KeId, PrfId
 from ikev2.errors import IntegrityError, ProtocolError
+from ikev2.payloads import KePayload
 
-VECTORS_DIR = Path(__file__).resolve().parent.parent / "vectors"
+# The JSON vectors ship inside the package (pyproject package-data), not beside the checkout.
+VECTORS_DIR: Traversable = files("aioipsec").joinpath("vectors")
 
 Record = dict[str, Any]
-
-
-class Skip(Exception):
-    """The record cannot run here (a module it needs is missing); the reason says which."""
 
 
 @dataclass(frozen=True)
@@ -240,18 +246,10 @@ def run_psk_auth(record: Record) -> str:
     id_body = _hex(record, "id_payload_body")
     _equal("prf(SK_pi, IDi')", prf(keys.sk_pi, id_body), _hex(record, "prf_sk_pi_id"))
     message, nonce_r = _hex(record, "ike_sa_init_request"), _hex(record, "nonce_r")
-    try:
-        auth = importlib.import_module("ikev2.crypto.auth")
-    except ImportError:
-        octets = message + nonce_r + prf(keys.sk_pi, id_body)
-        got = prf(prf(_hex(record, "psk"), b"Key Pad for IKEv2"), octets)
-        used = "ikev2.crypto.keys+prf (ikev2.crypto.auth not available)"
-    else:
-        octets = auth.signed_octets(message, nonce_r, prf, keys.sk_pi, id_body)
-        got = auth.psk_auth(prf, _hex(record, "psk"), octets)
-        used = "ikev2.crypto.keys+auth"
+    octets = auth.signed_octets(message, nonce_r, prf, keys.sk_pi, id_body)
+    got = auth.psk_auth(prf, _hex(record, "psk"), octets)
     _equal("AUTH", got, _hex(record, "auth"))
-    return used
+    return "ikev2.crypto.keys+auth"
 
 
 # --- key exchange ----------------------------------------------------------------------------
@@ -259,15 +257,10 @@ def _check_ke_payload(record: Record, key: str, method: KeId, data: bytes) -> No
     """A full KE payload as printed by RFC 5903: generic header | group | reserved | data."""
     payload = _hex(record, key)
     _equal(f"{key} length field", payload[2:4], len(payload).to_bytes(2, "big"))
-    try:
-        payloads = importlib.import_module("ikev2.payloads")
-        parsed = payloads.KePayload.parse(payload[4:])
-        if parsed.group != method:
-            raise AssertionError(f"{key}: group {parsed.group}, expected {method.name}")
-        _equal(f"{key} data", parsed.data, data)
-    except (ImportError, AttributeError):
-        _equal(f"{key} group", payload[4:6], int(method).to_bytes(2, "big"))
-        _equal(f"{key} data", payload[8:], data)
+    parsed = KePayload.parse(payload[4:])
+    if parsed.group != method:
+        raise AssertionError(f"{key}: group {parsed.group}, expected {method.name}")
+    _equal(f"{key} data", parsed.data, data)
 
 
 def run_ke(record: Record) -> str:
@@ -377,13 +370,6 @@ _GCM_ICV = {EncrId.ENCR_AES_GCM_8: 8, EncrId.ENCR_AES_GCM_12: 12, EncrId.ENCR_AE
 _CCM_ICV = {EncrId.ENCR_AES_CCM_8: 8, EncrId.ENCR_AES_CCM_12: 12, EncrId.ENCR_AES_CCM_16: 16}
 
 
-def _sk_module():  # type: ignore[no-untyped-def]
-    try:
-        return importlib.import_module("ikev2.crypto.sk")
-    except ImportError:
-        return None
-
-
 def _expected_unpadded(plaintext: bytes) -> bytes | None:
     """What SK ``open`` must return for a KAT plaintext: the last octet is read as Pad
     Length (RFC 7296 sec. 3.14); None when that length is impossible (then open must fail
@@ -430,9 +416,6 @@ def run_aead(record: Record) -> str:
     if not plaintext:
         # An SK payload always carries at least the Pad Length octet: no SK form to test.
         return "cryptography"
-    sk = _sk_module()
-    if sk is None:
-        return "cryptography (ikev2.crypto.sk not available)"
     cipher = sk.make_sk_cipher(encr, 8 * len(key), None, key + salt, None)
     _sk_open_check(cipher, aad, iv + expected, plaintext)
     # and a flipped ICV bit must be refused
@@ -451,9 +434,6 @@ def run_cipher_cbc(record: Record) -> str:
     plaintext, expected = _hex(record, "plaintext"), _hex(record, "ciphertext")
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     _equal("AES-CBC ciphertext", encryptor.update(plaintext) + encryptor.finalize(), expected)
-    sk = _sk_module()
-    if sk is None:
-        return "cryptography (ikev2.crypto.sk not available)"
     # Encrypt-then-MAC around the KAT ciphertext, with an ICV computed here (hmac module).
     integ_key = bytes(range(32))
     aad = b"selftest-aad"
@@ -468,9 +448,6 @@ def run_cipher_cbc(record: Record) -> str:
 def run_sk_payload(record: Record) -> str:
     """A whole SK payload body: seal with the given IV must give the RFC's bytes exactly
     (padding and Pad Length included), and open must return the inner payloads."""
-    sk = _sk_module()
-    if sk is None:
-        raise Skip("ikev2.crypto.sk not available")
     encr = EncrId[record["encr"]]
     integ = IntegId[record["integ"]] if record.get("integ") else None
     sk_a = bytes.fromhex(record["sk_a"]) if record.get("sk_a") else None
@@ -519,27 +496,41 @@ RUNNERS: dict[str, Callable[[Record], str]] = {
 
 
 def _run_esp(record: Record) -> str:
+    # A broken data plane is a failure, not a skip: the daemon must not start without it.
     try:
         esp_selftest = importlib.import_module("esp.selftest")
-    except ImportError:
-        raise Skip("esp not available (no esp.selftest)") from None
+    except Exception as exc:
+        raise AssertionError(
+            f"esp.selftest failed to import ({type(exc).__name__}: {exc}): "
+            "the ESP vectors cannot run; reinstall aioipsec"
+        ) from exc
     run_vector = getattr(esp_selftest, "run_vector", None)
     if run_vector is None:
-        raise Skip("esp not available (esp.selftest has no run_vector)")
+        raise AssertionError("esp.selftest has no run_vector: the ESP vectors cannot run")
     run_vector(record)
     return "esp"
 
 
 # --- loading and running ---------------------------------------------------------------------
-def load_vector_files(vectors_dir: Path | None = None) -> list[tuple[str, Record]]:
+def vector_files(vectors_dir: Path | Traversable | None = None) -> list[Traversable]:
+    """The ``*.json`` files of ``vectors_dir`` (default: the package's), sorted by name."""
+    folder = VECTORS_DIR if vectors_dir is None else vectors_dir
+    if not folder.is_dir():
+        return []
+    found = [entry for entry in folder.iterdir() if entry.name.endswith(".json")]
+    return sorted(found, key=lambda entry: entry.name)
+
+
+def load_vector_files(
+    vectors_dir: Path | Traversable | None = None,
+) -> list[tuple[str, Record]]:
     """(file name, record) for every record of every ``*.json`` file, in a stable order.
 
     A file is either a list of records or an object with ``records`` (and optionally a
     file-wide ``kind`` that records without their own inherit).
     """
-    folder = vectors_dir or VECTORS_DIR
     loaded: list[tuple[str, Record]] = []
-    for path in sorted(folder.glob("*.json")):
+    for path in vector_files(vectors_dir):
         document = json.loads(path.read_text())
         if isinstance(document, list):
             records, default_kind = document, None
@@ -569,8 +560,6 @@ def run_record(file_name: str, record: Record) -> CaseResult:
         return result("failed", f"no selftest runner for kind {kind!r}")
     try:
         used = runner(record)
-    except Skip as skip:
-        return result("skipped", str(skip))
     except AssertionError as exc:
         return result("failed", str(exc) or "mismatch")
     except Exception as exc:  # a crash in the code under test is a failed case, not a crash
@@ -578,15 +567,34 @@ def run_record(file_name: str, record: Record) -> CaseResult:
     return result("passed", used)
 
 
-def run_selftest(vectors_dir: Path | None = None) -> SelftestReport:
-    """Run every vector record; ``report.ok`` is False if any failed or none ran."""
+def run_selftest(vectors_dir: Path | Traversable | None = None) -> SelftestReport:
+    """Run every vector record; ``report.ok`` is False if any failed or none ran.
+
+    Missing data fails the run with a case of its own (file ``-``) that says where it looked:
+    no ``*.json`` at all, or no ``esp_*.json`` (the data plane would go unchecked).
+    """
     started = time.monotonic()
     report = SelftestReport()
-    loaded = load_vector_files(vectors_dir)
+    folder = VECTORS_DIR if vectors_dir is None else vectors_dir
+    loaded = load_vector_files(folder)
     for file_name, record in loaded:
         report.results.append(run_record(file_name, record))
-    if not any(file_name.startswith("esp_") for file_name, _record in loaded):
-        report.notes.append("no esp_*.json vector files found: ESP packet vectors not run")
+    if not loaded:
+        report.results.append(
+            CaseResult(
+                "-", "files", "vector files", str(folder), "failed",
+                f"no *.json vector files in {folder}: the installation lacks its package "
+                "data; reinstall aioipsec (pip install --force-reinstall aioipsec)",
+            )
+        )  # fmt: skip
+    elif not any(file_name.startswith("esp_") for file_name, _record in loaded):
+        report.results.append(
+            CaseResult(
+                "-", "files", "ESP vector files", str(folder), "failed",
+                f"no esp_*.json vector files in {folder}: the ESP data plane would go "
+                "unchecked; reinstall aioipsec",
+            )
+        )  # fmt: skip
     report.seconds = time.monotonic() - started
     return report
 

@@ -1,4 +1,4 @@
-"""Known-answer checks of the data plane, one ``vectors/esp_*.json`` record at a time.
+"""Known-answer checks of the data plane, one ``aioipsec/vectors/esp_*.json`` record at a time.
 
 ``aioipsec.selftest`` hands every record of the ``esp_*.json`` files to ``run_vector``,
 which raises ``AssertionError`` on any mismatch. Kinds:
@@ -138,7 +138,7 @@ RUNNERS = {
 
 
 def run_vector(record: Record) -> None:
-    """Check one ``vectors/esp_*.json`` record; AssertionError on any mismatch."""
+    """Check one ``aioipsec/vectors/esp_*.json`` record; AssertionError on any mismatch."""
     runner = RUNNERS.get(record.get("kind", ""))
     if runner is None:
         raise AssertionError(f"unknown ESP vector kind {record.get('kind')!r}")

@@ -1,9 +1,10 @@
-"""Convert the IKE-side known-answer text files into the JSON files of this folder.
+"""Convert the IKE-side known-answer text files into the JSON files of ``aioipsec/vectors/``.
 
-Run from the checkout root: ``python vectors/convert_reference.py [REFERENCE_DIR]``
-(default ``../shared/reference/vectors``). The output is committed; this script documents
-how it was made and lets anyone redo it. ESP packet vectors (``esp_*.json``) are made by the
-ESP side and are not touched here.
+Run from the checkout root: ``python -m tests.convert_reference [REFERENCE_DIR]`` (default
+``tests/data/reference/vectors``, the in-repository copies of the reference text files). The
+output is committed package data; this script documents how it was made and lets anyone redo
+it (``tests/test_vectors.py`` checks that the committed JSON is exactly what it makes). The
+ESP packet vectors (``esp_*.json``) are made by ``tests/esp/convert_vectors.py``.
 
 Every record gets ``kind`` (what the selftest runs it through), ``name`` and ``source``
 (the text file, the section as its header names it, and the original origin).
@@ -16,7 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+# Where the JSON goes (the package data the selftest reads); a test points it at a tmp folder.
+HERE = Path(__file__).resolve().parents[1] / "aioipsec" / "vectors"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "vectors"
 
 Record = dict[str, Any]
 
@@ -666,5 +669,4 @@ def main(reference: Path) -> None:
 
 
 if __name__ == "__main__":
-    default = HERE.parent.parent / "shared" / "reference" / "vectors"
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else default)
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else REFERENCE)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from aioipsec.selftest import (
     VECTORS_DIR,
@@ -31,7 +33,7 @@ def test_full_selftest_passes_and_table_lists_every_kind() -> None:
 
 
 def _copy_with(tmp_path: Path, file_name: str, change) -> Path:  # type: ignore[no-untyped-def]
-    document = json.loads((VECTORS_DIR / file_name).read_text())
+    document = json.loads(VECTORS_DIR.joinpath(file_name).read_text())
     change(document["records"])
     (tmp_path / file_name).write_text(json.dumps(document))
     return tmp_path
@@ -44,7 +46,8 @@ def test_a_wrong_expected_value_fails(tmp_path: Path) -> None:
 
     report = run_selftest(_copy_with(tmp_path, "ike_prf_rfc4868.json", corrupt))
     assert not report.ok
-    assert report.failed == 1
+    # the corrupted record, and the missing esp_*.json of this partial folder
+    assert [f.file for f in report.failures] == ["ike_prf_rfc4868.json", "-"]
     assert "FAILED" in format_table(report)
 
 
@@ -56,7 +59,7 @@ def test_a_corrupted_mlkem_ciphertext_fails(tmp_path: Path) -> None:
                 record["ciphertext"] = ("1" if ct[0] != "1" else "2") + ct[1:]
 
     report = run_selftest(_copy_with(tmp_path, "ke_strongswan_kat.json", corrupt))
-    assert report.failed == 12
+    assert len([f for f in report.failures if f.file == "ke_strongswan_kat.json"]) == 12
 
 
 def test_unknown_kind_is_a_failure_not_a_pass() -> None:
@@ -71,8 +74,34 @@ def test_a_crash_in_a_runner_is_reported_as_failure() -> None:
     assert "KeyError" in result.detail
 
 
-def test_empty_folder_is_not_ok(tmp_path: Path) -> None:
-    assert not run_selftest(tmp_path).ok
+def test_empty_folder_fails_loudly(tmp_path: Path) -> None:
+    report = run_selftest(tmp_path)
+    assert not report.ok
+    (failure,) = report.failures
+    assert f"no *.json vector files in {tmp_path}" in failure.detail
+    assert "reinstall" in format_table(report)
+
+
+def test_no_esp_vector_files_is_a_failure(tmp_path: Path) -> None:
+    _copy_with(tmp_path, "ike_prf_rfc4868.json", lambda records: None)
+    report = run_selftest(tmp_path)
+    assert not report.ok
+    assert report.passed > 0
+    assert [f.name for f in report.failures] == ["ESP vector files"]
+    assert "no esp_*.json vector files" in format_table(report)
+
+
+def test_the_package_data_is_found_from_another_folder(tmp_path: Path) -> None:
+    """The vectors are package data (importlib.resources), not a path relative to the cwd."""
+    run = subprocess.run(
+        [sys.executable, "-m", "aioipsec.selftest"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(_ROOT)},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "selftest OK" in run.stdout
 
 
 def test_esp_records_go_to_the_esp_module(tmp_path: Path) -> None:
@@ -82,12 +111,22 @@ def test_esp_records_go_to_the_esp_module(tmp_path: Path) -> None:
     report = run_selftest(tmp_path)
     (result,) = report.results
     assert result.kind == "esp_packet"  # file-wide kind inherited
-    if importlib.util.find_spec("esp.selftest") is None:
-        assert result.status == "skipped"
-        assert "esp not available" in result.detail
-    else:
-        # a record without data cannot pass the ESP runner
-        assert result.status == "failed"
+    # a record without data cannot pass the ESP runner
+    assert result.status == "failed"
+
+
+def test_esp_selftest_import_failure_fails_every_esp_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None in sys.modules makes the import raise ImportError, as a broken install would.
+    monkeypatch.setitem(sys.modules, "esp.selftest", None)
+    report = run_selftest()
+    assert not report.ok
+    esp_results = [r for r in report.results if r.file.startswith("esp_")]
+    assert esp_results
+    assert all(r.status == "failed" for r in esp_results)
+    assert "esp.selftest failed to import" in esp_results[0].detail
+    assert report.skipped == 0
 
 
 def test_nist_kat_drbg_first_output() -> None:

@@ -1,4 +1,5 @@
-"""Convert the ESP packet vectors of ``../shared/reference/vectors`` into ``vectors/esp_*.json``.
+"""Convert the ESP packet vectors of ``tests/data/reference/vectors`` into
+``aioipsec/vectors/esp_*.json`` (package data: the selftest reads it when the daemon starts).
 
 Run ``python -m tests.esp.convert_vectors [REFERENCE_DIR]``. Values are copied from the
 text files; the only computed field is ``inner`` of the Linux xfrm packets (the text gives
@@ -15,8 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT.parent / "shared" / "reference" / "vectors"
-VECTORS = ROOT / "vectors"
+REFERENCE = ROOT / "tests" / "data" / "reference" / "vectors"
+VECTORS = ROOT / "aioipsec" / "vectors"
 
 
 def parse_sections(path: Path) -> list[tuple[str, dict[str, str], list[str]]]:
@@ -213,7 +214,7 @@ def main(argv: list[str]) -> int:
     reference = Path(argv[1]) if len(argv) > 1 else REFERENCE
     for name, text in render(reference).items():
         (VECTORS / name).write_text(text)
-        print(f"wrote vectors/{name}")
+        print(f"wrote aioipsec/vectors/{name}")
     return 0
 
 
