@@ -36,16 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aioipsec.interop.harness import (
-    InteropPeer,
-    Scenario,
-    Side,
-    Topology,
-    build_topology,
-    make_peer,
-    swanctl_conf,
-)
 from aioipsec.interop.ours import AioipsecPeer
+from aioipsec.interop.peers import InteropPeer, make_peer, swanctl_conf
+from aioipsec.interop.scenario import Scenario, Side, Topology
+from aioipsec.interop.topology import build_topology
 from aioipsec.netns import BackgroundProcess, Lab, Namespace
 
 STACKS: dict[str, tuple[str, str] | None] = {

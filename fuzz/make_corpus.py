@@ -230,8 +230,9 @@ def configurations(corpus: Corpus) -> None:
         if ".venv" not in path.parts:
             corpus.add("swanctl_conf", path.read_bytes())
     # The swanctl.conf files the interop harness gives strongSwan and our daemon.
-    from aioipsec.interop.harness import Topology, swanctl_conf
     from aioipsec.interop.matrix import MATRIX
+    from aioipsec.interop.peers import swanctl_conf
+    from aioipsec.interop.scenario import Topology
 
     for scenario in MATRIX:
         topology = Topology(scenario, None, None, None, "10.200.0.1", "10.200.0.2", "10.200.0.1")

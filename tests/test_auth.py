@@ -700,7 +700,8 @@ def test_charon_signatures_verify(
     from scapy.all import UDP, rdpcap
 
     from aioipsec.interop.charon import Charon, swanctl_section
-    from aioipsec.interop.harness import Scenario, build_topology
+    from aioipsec.interop.scenario import Scenario
+    from aioipsec.interop.topology import build_topology
     from aioipsec.netns import Lab
     from ikev2.crypto.prf import Prf
     from ikev2.enums import PrfId

@@ -341,7 +341,9 @@ def test_render_sas_equals_swanctl_list_sas(tmp_path: Path) -> None:
     must print what ``swanctl --list-sas`` prints (seconds normalised: they tick)."""
     if os.geteuid() != 0 or not Path("/usr/lib/ipsec/charon").exists():
         pytest.skip("needs root and strongSwan's charon")
-    from aioipsec.interop.harness import CharonPeer, Scenario, build_topology, swanctl_conf
+    from aioipsec.interop.peers import CharonPeer, swanctl_conf
+    from aioipsec.interop.scenario import Scenario
+    from aioipsec.interop.topology import build_topology
     from aioipsec.netns import Lab
 
     scenario = Scenario(name="render")

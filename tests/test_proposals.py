@@ -630,7 +630,9 @@ def test_display_and_selection_match_charon(
     ike_i: str, ike_r: str, esp_i: str, esp_r: str, succeeds: bool
 ) -> None:
     from aioipsec.interop.charon import Charon, CharonError
-    from aioipsec.interop.harness import Scenario, build_topology, swanctl_conf
+    from aioipsec.interop.peers import swanctl_conf
+    from aioipsec.interop.scenario import Scenario
+    from aioipsec.interop.topology import build_topology
     from aioipsec.netns import Lab
 
     ours = {"ike": parse_proposals(ike_r, IKE), "esp": parse_proposals(esp_r, ESP)}

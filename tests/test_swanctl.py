@@ -404,7 +404,8 @@ def test_toml_and_swanctl_together(tmp_path: Path) -> None:
 
 
 def test_the_interop_harness_swanctl_conf_drives_both_peers() -> None:
-    from aioipsec.interop.harness import Scenario, Topology, swanctl_conf
+    from aioipsec.interop.peers import swanctl_conf
+    from aioipsec.interop.scenario import Scenario, Topology
 
     scenario = Scenario()
     topology = Topology(scenario, None, None, None, "10.200.0.1", "10.200.0.2", "10.200.0.1")  # type: ignore[arg-type]

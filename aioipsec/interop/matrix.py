@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from aioipsec.interop.charon import child_sas
-from aioipsec.interop.harness import Scenario, ScenarioRun, run_scenario
+from aioipsec.interop.runner import run_scenario
+from aioipsec.interop.scenario import Scenario, ScenarioRun
 from aioipsec.netns import Lab
 
 # (IKE proposal, ESP proposal), each run in both roles against charon.

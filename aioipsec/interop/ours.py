@@ -1,4 +1,4 @@
-"""Our daemon as an interop peer (the default for harness.AIOIPSEC_PEER_FACTORY).
+"""Our daemon as an interop peer (the default ``aioipsec_factory`` of ``peers.make_peer``).
 
 It is driven exactly as a user drives it: ``python -m aioipsec.daemon`` in the namespace with a
 small TOML file for the ``[daemon]`` table and the scenario's swanctl.conf (the very text the
@@ -11,12 +11,10 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from aioipsec.interop.scenario import Scenario, Side
 from aioipsec.netns import BackgroundProcess, Lab, Namespace
-
-if TYPE_CHECKING:
-    from aioipsec.interop.harness import Scenario, Side
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,15 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from aioipsec.interop.harness import (
-    CharonPeer,
-    Scenario,
-    build_topology,
-    check_sa_pair,
-    ping_through,
-    run_scenario,
-    swanctl_conf,
-)
+from aioipsec.interop.checks import check_sa_pair
+from aioipsec.interop.peers import CharonPeer, swanctl_conf
+from aioipsec.interop.runner import run_scenario
+from aioipsec.interop.scenario import Scenario
+from aioipsec.interop.topology import build_topology
+from aioipsec.interop.traffic import ping_through
 from aioipsec.netns import Lab
 
 pytestmark = [

@@ -1,6 +1,7 @@
 """The matrix's ESP-counter check reports a side whose counters did not move."""
 
-from aioipsec.interop.harness import Scenario, esp_counter_problems
+from aioipsec.interop.checks import esp_counter_problems
+from aioipsec.interop.scenario import Scenario
 
 
 def _view(name: str, packets_in: int, packets_out: int) -> dict:

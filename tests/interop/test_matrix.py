@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from aioipsec.interop.harness import Scenario
 from aioipsec.interop.matrix import MATRIX, RowResult, run_row
+from aioipsec.interop.scenario import Scenario
 
 pytestmark = [
     pytest.mark.interop,

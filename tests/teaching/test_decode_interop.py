@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from aioipsec.decode import decode_capture
-from aioipsec.interop import harness
-from aioipsec.interop.harness import Scenario, build_topology, make_peer, ping_through, swanctl_conf
 from aioipsec.interop.ours import AioipsecPeer
+from aioipsec.interop.peers import make_peer, swanctl_conf
+from aioipsec.interop.scenario import Scenario
+from aioipsec.interop.topology import build_topology
+from aioipsec.interop.traffic import ping_through
 from aioipsec.netns import Lab
 from aioipsec.wireshark_keys import load_esp_table, load_ikev2_table
 from tests.teaching.compare import compare_frame
@@ -65,7 +67,7 @@ def _established(ike: dict[str, Any] | None) -> bool:
 
 
 @pytest.mark.parametrize("ours", ["initiator", "responder"])
-def test_interop_capture_decodes_like_tshark(ours: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interop_capture_decodes_like_tshark(ours: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="aioipsec-dx-", dir="/tmp"))
     keys = workdir / "keys"
     scenario = Scenario(
@@ -73,20 +75,18 @@ def test_interop_capture_decodes_like_tshark(ours: str, monkeypatch: pytest.Monk
         initiator="aioipsec" if ours == "initiator" else "charon",
         responder="aioipsec" if ours == "responder" else "charon",
     )
-    monkeypatch.setattr(
-        harness,
-        "AIOIPSEC_PEER_FACTORY",
-        lambda lab, namespace, directory, scenario, side: AioipsecPeer(
-            _LabWithArgs(lab, ["--save-keys", str(keys)]), namespace, directory
-        ),
-    )
+
+    def factory(lab, namespace, directory, scenario, side):
+        return AioipsecPeer(_LabWithArgs(lab, ["--save-keys", str(keys)]), namespace, directory)
+
     name = scenario.connection_name
     try:
         with Lab("dx") as lab:
             topology = build_topology(lab, scenario)
             peers = {}
             for side in ("initiator", "responder"):
-                peer = make_peer(lab, topology.namespace(side), workdir / side, scenario, side)
+                peer = make_peer(lab, topology.namespace(side), workdir / side, scenario, side,
+                                 aioipsec_factory=factory)  # fmt: skip
                 peer.start()
                 peer.load(swanctl_conf(scenario, topology, side, None))
                 peers[side] = peer
