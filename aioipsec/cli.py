@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", dest="check_config", type=Path, metavar="FILE")
     check.add_argument("--swanctl-conf", type=Path, metavar="FILE")
 
-    # Teaching and debugging tools (aioipsec/decode.py, explain.py, doctor.py): listed
+    # Teaching and debugging tools (aioipsec/decode.py, explain/, doctor.py): listed
     # here, parsed and run by their own modules (imported only when used).
     for name, helptext in TOOLS.items():
         tool = commands.add_parser(name, help=helptext, add_help=False)

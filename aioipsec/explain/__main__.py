@@ -1,0 +1,5 @@
+"""``python -m aioipsec.explain``."""
+
+from aioipsec.explain.cli import main
+
+raise SystemExit(main())
