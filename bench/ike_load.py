@@ -24,7 +24,7 @@ What it measures, for our daemon and for charon as the responder under the same 
 * **scale**: ``--scale`` concurrent IKE SAs established and kept, then the responder's
   resident memory (VmRSS of its process group) per tunnel, over its RSS before the first SA.
 
-The generator needs CPU too (about 0.7 ms per set-up, see ``python -m ikev2.bench_setup``):
+The generator needs CPU too (about 0.7 ms per set-up, see ``python -m bench.ike_setup``):
 on a 2-core machine generator and responder share the cores, which caps both responders alike.
 """
 

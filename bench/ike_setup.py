@@ -1,10 +1,10 @@
 """Benchmark (not a test): CPU time per complete IKE_SA_INIT + IKE_AUTH with one Child SA,
 PSK, x25519, aes256gcm16/prfsha256, both engines in one process, in memory.
 
-    python -m ikev2.bench_setup [--count N] [--proposal STR]
+    python -m bench.ike_setup [--count N] [--proposal STR]
 
-This is a tool run by people; it is the only module in ``ikev2`` that reads a clock
-(``time.process_time``), and only when run as a script. The engine itself never does.
+A tool run by people. It lives in ``bench/``, not in ``ikev2``, because it reads a clock
+(``time.process_time``) and the engine is sans-I/O: nothing in ``ikev2`` reads one.
 """
 
 from __future__ import annotations
