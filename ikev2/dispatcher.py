@@ -339,7 +339,6 @@ class Dispatcher:
         sa = self._sas.get(ike_sa_id)
         if sa is None or not sa.alive:
             return
-        sa.current_time = now
         sa.follow_peer((remote_addr[0], remote_addr[1]))
         self._collect(now)
 

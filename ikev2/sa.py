@@ -23,39 +23,50 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ikev2.child import ChildSa
 from ikev2.config import IkeConfig
-from ikev2.enums import (
-    EncrId,
-    ExchangeType,
-    IntegId,
-    KeId,
-    NotifyType,
-    PrfId,
-    ProtocolId,
-)
-from ikev2.errors import IntegrityError, ProtocolError
+from ikev2.crypto.keys import IkeKeys
+from ikev2.crypto.prf import Prf
+from ikev2.crypto.sk import SkCipher
+from ikev2.enums import EncrId, ExchangeType, IntegId, KeId, NotifyType, PrfId, ProtocolId
+from ikev2.errors import IntegrityError, ProtocolError, UsageError
 from ikev2.events import (
     Address,
+    AuthenticationFailed,
     ChildSaDeleted,
+    ChildSaExpiring,
     Event,
     IkeSaAddressChanged,
     IkeSaDeleted,
+    NegotiationFailed,
     PeerUnreachable,
 )
-from ikev2.message import IkeHeader, IkeMessage, decrypt_message, serialize_message
-from ikev2.payloads import NotifyPayload, Proposal
+from ikev2.fragments import Reassembler, serialize_fragments
+from ikev2.keymat import Keymat
+from ikev2.message import (
+    IkeHeader,
+    IkeMessage,
+    decrypt_message,
+    encrypted_message_length,
+    serialize_message,
+)
+from ikev2.payloads import CertReqPayload, NotifyPayload, Proposal
+from ikev2.policy import AlgorithmPolicy
 from ikev2.states import ChildState, IkeState, StateError, ike_transition
-from ikev2.tasks import Task
+from ikev2.tasks import Payload, Request, Task, TaskContext
+from ikev2.tasks.child_create import ChildCreateTask
+from ikev2.tasks.child_rekey import ChildRekeyTask
+from ikev2.tasks.context import Finish
+from ikev2.tasks.dispatch import Responders
+from ikev2.tasks.ike_auth import IkeAuthTask
+from ikev2.tasks.ike_delete import ChildDeleteTask, IkeDeleteTask
+from ikev2.tasks.ike_dpd import DpdTask
+from ikev2.tasks.ike_init import IkeInitResponder, IkeInitTask
+from ikev2.tasks.ike_rekey import IkeRekeyTask
+from ikev2.tasks.lifetimes import on_timer
 from ikev2.timers import TimerSet, retransmit_delay
-
-if TYPE_CHECKING:
-    from ikev2.crypto.keys import IkeKeys
-    from ikev2.crypto.prf import Prf
-    from ikev2.crypto.sk import SkCipher
-    from ikev2.policy import AlgorithmPolicy
 
 log = logging.getLogger("ikev2.sa")
 
@@ -219,23 +230,8 @@ class IkeSa:
         self.remote_addr = remote_addr
         self.state = IkeState.CREATED
 
-        # Negotiated algorithms and keys (set by ikev2.tasks.ike_init / ike_rekey).
-        self.encr: EncrId | None = None
-        self.encr_key_bits: int | None = None
-        self.integ: IntegId | None = None
-        self.prf_id: PrfId | None = None
-        self.ke_method: KeId | None = None
-        self.additional_ke: list[int] = []
-        self.prf: Prf | None = None
-        self.keys: IkeKeys | None = None
-        self.cipher_out: SkCipher | None = None
-        self.cipher_in: SkCipher | None = None
-        self.nonce_i = b""
-        self.nonce_r = b""
-        self.init_request = b""  # RealMessage1 (sec. 2.15)
-        self.init_response = b""  # RealMessage2
-        self.int_auth_i = b""  # RFC 9242 IntAuth chain values
-        self.int_auth_r = b""
+        # Negotiated algorithms, keys and what AUTH signs (ikev2.keymat).
+        self.keymat = Keymat(initiator, ctx.rng)
 
         # Peer capabilities and NAT state.
         self.peer_fragmentation = False
@@ -258,30 +254,23 @@ class IkeSa:
         # 760 octets against a list's 56, twice per IKE SA (10,000 SAs: 14 MiB).
         self._tasks: list[Task] = []
         self._response_cache: _CachedResponse | None = None
-        self._reassembly: Any = None  # ikev2.fragments.Reassembler for the current message
+        self._reassembly: Reassembler | None = None  # for the current fragmented message
 
         self.children: dict[int, ChildSa] = {}
         self.timers = WatchedTimerSet(self.ike_sa_id)
         self._events: list[Event] = []
         self._out: list[Datagram] = []
         self.deleted_reason: str | None = None
-        # Exchange context for the tasks (set around process()/respond()).
-        self.current_request_raw = b""
-        self.current_response_raw = b""
-        self.current_message_id = 0
         # IKE rekey: the new IKE SA that replaces this one.
         self.successor: IkeSa | None = None
-        self.rekey_collision: Any = None
-        self.chosen_proposal: Proposal | None = None
-        self.peer_certreq: list[Any] = []
-        self.intermediate_done = 0
+        self.peer_certreq: list[CertReqPayload] = []
+        # The peer's requests are answered by the responders of the routing table.
+        self._responders = Responders()
         # INITIAL_CONTACT only when no other IKE SA to this peer exists (sec. 2.4): not on
         # reauthentication or a second connection to the same peer.
         self.suppress_initial_contact = False
-        self.current_time = 0.0
         self.peer_auth_method = 0
         self.closed_children: list[str] = []
-        self.followups: dict[bytes, Any] = {}  # RFC 9370 IKE_FOLLOWUP_KE state by link
         self.initial_contact = False
         self._pending_request_digests: set[bytes] = set()
         self._after_response: Callable[[float], None] | None = None
@@ -304,6 +293,60 @@ class IkeSa:
     def our_spi(self) -> bytes:
         return self.spi_i if self.initiator else self.spi_r
 
+    # Read-only views of the key material for the engine's users (the daemon's key export,
+    # tests, fuzz targets); tasks use ``keymat`` itself.
+    @property
+    def encr(self) -> EncrId | None:
+        return self.keymat.encr
+
+    @property
+    def encr_key_bits(self) -> int | None:
+        return self.keymat.encr_key_bits
+
+    @property
+    def integ(self) -> IntegId | None:
+        return self.keymat.integ
+
+    @property
+    def prf_id(self) -> PrfId | None:
+        return self.keymat.prf_id
+
+    @property
+    def ke_method(self) -> KeId | None:
+        return self.keymat.ke_method
+
+    @property
+    def additional_ke(self) -> list[int]:
+        return self.keymat.additional_ke
+
+    @property
+    def prf(self) -> Prf | None:
+        return self.keymat.prf
+
+    @property
+    def keys(self) -> IkeKeys | None:
+        return self.keymat.keys
+
+    @property
+    def cipher_in(self) -> SkCipher | None:
+        return self.keymat.cipher_in
+
+    @property
+    def cipher_out(self) -> SkCipher | None:
+        return self.keymat.cipher_out
+
+    @property
+    def nonce_i(self) -> bytes:
+        return self.keymat.nonce_i
+
+    @property
+    def nonce_r(self) -> bytes:
+        return self.keymat.nonce_r
+
+    @property
+    def chosen_proposal(self) -> Proposal | None:
+        return self.keymat.chosen_proposal
+
     def describe(self) -> str:
         return (
             f"{self.name}[{self.ike_sa_id}] {self.spi_i.hex()}_i {self.spi_r.hex()}_r "
@@ -311,8 +354,6 @@ class IkeSa:
         )
 
     def info(self) -> IkeSaInfo:
-        from ikev2.tasks.ike_init import algorithm_summary
-
         return IkeSaInfo(
             ike_sa_id=self.ike_sa_id,
             connection=self.name,
@@ -324,7 +365,7 @@ class IkeSa:
             remote_addr=self.remote_addr,
             local_id=self.local_id,
             remote_id=self.remote_id,
-            algorithms=algorithm_summary(self),
+            algorithms=self.keymat.algorithm_summary(),
             established_at=self.established_at,
             children=[
                 {
@@ -364,21 +405,14 @@ class IkeSa:
 
     def initiate(self, child: str | None, now: float) -> None:
         """Start IKE_SA_INIT (+ IKE_AUTH with ``child`` as the first Child SA)."""
-        from ikev2.tasks.ike_auth import IkeAuthTask
-        from ikev2.tasks.ike_init import IkeInitTask
-
         self.queue_task(IkeInitTask(), now, start=False)
         self.queue_task(IkeAuthTask(child), now)
 
     def create_child(self, child: str, now: float) -> None:
-        from ikev2.tasks.child_create import ChildCreateTask
-
         self._require_established("create a Child SA")
         self.queue_task(ChildCreateTask(self.config.child(child)), now)
 
     def rekey_child(self, child_sa_id: int, now: float) -> None:
-        from ikev2.tasks.child_rekey import ChildRekeyTask
-
         self._require_established("rekey a Child SA")
         child = self.children.get(child_sa_id)
         if child is None or child.state is not ChildState.INSTALLED:
@@ -386,8 +420,6 @@ class IkeSa:
         self.queue_task(ChildRekeyTask(child), now)
 
     def delete_child(self, child_sa_id: int, now: float) -> None:
-        from ikev2.tasks.ike_delete import ChildDeleteTask
-
         child = self.children.get(child_sa_id)
         if child is None or child.state in (ChildState.DELETING, ChildState.DELETED):
             return
@@ -396,8 +428,6 @@ class IkeSa:
         self.queue_task(ChildDeleteTask(child), now)
 
     def rekey_ike(self, now: float) -> None:
-        from ikev2.tasks.ike_rekey import IkeRekeyTask
-
         self._require_established("rekey the IKE SA")
         if any(isinstance(t, IkeRekeyTask) for t in self._all_tasks()):
             return
@@ -405,8 +435,6 @@ class IkeSa:
 
     def delete_ike(self, now: float, reason: str = "deleted locally") -> None:
         """INFORMATIONAL Delete for the IKE SA (and with it all its Child SAs)."""
-        from ikev2.tasks.ike_delete import IkeDeleteTask
-
         if not self.alive:
             return
         if self.state in (IkeState.CREATED, IkeState.INIT_SENT, IkeState.INIT_DONE):
@@ -419,8 +447,6 @@ class IkeSa:
         self.queue_task(IkeDeleteTask(reason), now)
 
     def send_liveness(self, now: float) -> None:
-        from ikev2.tasks.ike_dpd import DpdTask
-
         if not self.established:
             return
         if self._outstanding is not None or self._tasks:
@@ -435,8 +461,6 @@ class IkeSa:
                 if hard:
                     self.delete_child(child.child_sa_id, now)
                 elif child.state is ChildState.INSTALLED and self.established:
-                    from ikev2.events import ChildSaExpiring
-
                     self.emit(
                         ChildSaExpiring(
                             self.ike_sa_id, self.name, child.config.name, child.child_sa_id, cause
@@ -457,7 +481,9 @@ class IkeSa:
     def active_task(self) -> Task | None:
         return self._outstanding.task if self._outstanding is not None else None
 
-    def queue_task(self, task: Task, now: float, *, start: bool = True, first: bool = False):
+    def queue_task(
+        self, task: Task, now: float, *, start: bool = True, first: bool = False
+    ) -> None:
         if first:
             self._tasks.insert(0, task)
         else:
@@ -490,7 +516,7 @@ class IkeSa:
             remote_addr=self.remote_addr,
         )
         if task.exchange == ExchangeType.IKE_SA_INIT:
-            self.init_request = datagrams[0]
+            self.keymat.init_request = datagrams[0]
         self._transmit(datagrams)
         self.timers.set(
             "retransmit",
@@ -518,52 +544,46 @@ class IkeSa:
         self, exchange: ExchangeType, response: bool, message_id: int, payloads: list[Any]
     ) -> list[bytes]:
         header = self._header(exchange, response, message_id)
-        if exchange == ExchangeType.IKE_SA_INIT or self.cipher_out is None:
+        cipher = self.keymat.cipher_out
+        if exchange == ExchangeType.IKE_SA_INIT or cipher is None:
             return [serialize_message(header, payloads)]
         if exchange == ExchangeType.IKE_INTERMEDIATE:
-            from ikev2.tasks.ike_init import record_intermediate
-
-            record_intermediate(self, payloads, outgoing=True, message_id=message_id)
-        if self._should_fragment(exchange, payloads):
-            from ikev2.fragments import serialize_fragments
-
-            return list(
-                serialize_fragments(header, payloads, self.cipher_out, self.config.fragment_size)
+            self.keymat.record_intermediate(
+                payloads, outgoing=True, message_id=message_id, spi_i=self.spi_i, spi_r=self.spi_r
             )
-        return [serialize_message(header, payloads, self.cipher_out)]
+        if self._should_fragment(exchange, payloads, cipher):
+            return list(serialize_fragments(header, payloads, cipher, self.config.fragment_size))
+        return [serialize_message(header, payloads, cipher)]
 
-    def _should_fragment(self, exchange: ExchangeType, payloads: list[Any]) -> bool:
+    def _should_fragment(
+        self, exchange: ExchangeType, payloads: list[Payload], cipher: SkCipher
+    ) -> bool:
         # RFC 7383 sec. 2.5: only messages that are encrypted and only after both sides
         # said they support it; IKE_INTERMEDIATE is fragmentable too (RFC 9242 sec. 3.4).
         if not self.peer_fragmentation or self.config.fragmentation in ("no", "accept"):
             return False
-        from ikev2.message import encrypted_message_length
-
-        assert self.cipher_out is not None
         if self.config.fragmentation == "force" and exchange == ExchangeType.IKE_AUTH:
             return True
-        return encrypted_message_length(payloads, self.cipher_out) > self.config.fragment_size
+        return encrypted_message_length(payloads, cipher) > self.config.fragment_size
 
     def _decrypt(self, msg: IkeMessage, now: float) -> IkeMessage | None:
         """The inner payloads of an SK/SKF message, or None (fragment stored / dropped)."""
-        if self.cipher_in is None:
+        cipher = self.keymat.cipher_in
+        if cipher is None:
             raise IntegrityError("no keys yet for an encrypted message")
         if msg.is_fragment:
-            return self._reassemble(msg, now)
+            return self._reassemble(msg, cipher, now)
         if msg.encrypted_payload is None:
             raise ProtocolError("message after IKE_SA_INIT without an SK payload", None)
-        return decrypt_message(msg, self.cipher_in)
+        return decrypt_message(msg, cipher)
 
-    def _reassemble(self, msg: IkeMessage, now: float) -> IkeMessage | None:
-        from ikev2.fragments import Reassembler
-
+    def _reassemble(self, msg: IkeMessage, cipher: SkCipher, now: float) -> IkeMessage | None:
         if self.config.fragmentation == "no":
             raise ProtocolError("IKE fragment received but fragmentation is disabled", None)
-        assert self.cipher_in is not None
         if self._reassembly is None:
             self._reassembly = Reassembler()
         self._reassembly.expire(now)
-        return self._reassembly.add(msg, self.cipher_in, now)
+        return self._reassembly.add(msg, cipher, now)
 
     # ------------------------------------------------------------------ input
 
@@ -573,7 +593,6 @@ class IkeSa:
         """An IKE message routed to this SA by the dispatcher (header already parsed)."""
         if not self.alive:
             return
-        self.current_time = now
         header = msg.header
         # The I flag says who sent it: a message from the original initiator has it set.
         if header.initiator == self.initiator:
@@ -603,7 +622,7 @@ class IkeSa:
             return
         if header.exchange == ExchangeType.IKE_SA_INIT:
             inner = msg
-            self.current_response_raw = msg.raw
+            self.keymat.init_response = msg.raw  # RealMessage2 (sec. 2.15)
             self.spi_r = header.spi_r
         else:
             try:
@@ -615,18 +634,13 @@ class IkeSa:
                 return
             inner = decrypted
             if header.exchange == ExchangeType.IKE_INTERMEDIATE:
-                from ikev2.tasks.ike_init import record_intermediate
-
-                record_intermediate(
-                    self, inner.payloads, outgoing=False, message_id=header.message_id, message=msg
-                )
+                self._record_intermediate(inner.payloads, header.message_id, msg)
         self.last_peer_activity = now
         self._update_addresses(
             remote_addr, local_addr, authenticated=header.exchange != ExchangeType.IKE_SA_INIT
         )
         self._outstanding = None
         self.timers.cancel("retransmit")
-        self.current_message_id = header.message_id
         task = out.task
         try:
             again = task.process(self, inner.payloads, now)
@@ -680,25 +694,30 @@ class IkeSa:
         digests = self._pending_request_digests | {_digest(msg.raw)}
         self._pending_request_digests = set()
         if header.exchange == ExchangeType.IKE_INTERMEDIATE:
-            from ikev2.tasks.ike_init import record_intermediate
-
-            record_intermediate(
-                self, decrypted.payloads, outgoing=False, message_id=header.message_id, message=msg
-            )
+            self._record_intermediate(decrypted.payloads, header.message_id, msg)
         self.last_peer_activity = now
         self._update_addresses(remote_addr, local_addr, authenticated=True)
-        self.current_request_raw = msg.raw
-        self.current_message_id = header.message_id
-        from ikev2.tasks.dispatch import respond
-
+        request = Request(header.exchange, header.message_id, decrypted.payloads, msg.raw, now)
         try:
-            payloads = respond(self, header.exchange, decrypted.payloads, now)
+            payloads = self._responders.respond(self, request)
         except ProtocolError as error:
             log.info("%s: request refused: %s", self.describe(), error.reason)
             if error.notify is None:
                 return
             payloads = [NotifyPayload(notify_type=error.notify, data=error.notify_data)]
         self._send_response(header.exchange, header.message_id, payloads, digests, now)
+
+    def _record_intermediate(
+        self, payloads: list[Payload], message_id: int, message: IkeMessage
+    ) -> None:
+        self.keymat.record_intermediate(
+            payloads,
+            outgoing=False,
+            message_id=message_id,
+            spi_i=self.spi_i,
+            spi_r=self.spi_r,
+            message=message,
+        )
 
     def _answer_error(
         self,
@@ -722,7 +741,7 @@ class IkeSa:
     ) -> None:
         datagrams = self._encode(ExchangeType(exchange), True, message_id, payloads)
         if exchange == ExchangeType.IKE_SA_INIT:
-            self.init_response = datagrams[0]
+            self.keymat.init_response = datagrams[0]
         self._response_cache = _CachedResponse(message_id, digests, datagrams)
         self.expected_request_id = message_id + 1
         self._transmit(datagrams)
@@ -747,22 +766,68 @@ class IkeSa:
 
         self._after_response = both
 
+    def register_followup(self, methods: list[int], finish: Finish, now: float) -> NotifyPayload:
+        """RFC 9370: a CREATE_CHILD_SA we answered waits for IKE_FOLLOWUP_KE exchanges;
+        returns the ADDITIONAL_KEY_EXCHANGE notify carrying the link."""
+        return self._responders.followup_ke.register(self, methods, finish, now)
+
+    # ------------------------------------------------------------------ IKE SA replacement
+
+    def reauthenticate(self, now: float) -> bool:
+        """Start make-before-break reauthentication (sec. 2.8.3) if the engine can create
+        the new IKE SA; False when this SA stands alone."""
+        reauthenticate = self.ctx.reauthenticate
+        if reauthenticate is None:
+            return False
+        reauthenticate(self, now)
+        return True
+
+    def new_rekeyed_sa(self, *, initiator: bool, spi_i: bytes, spi_r: bytes) -> IkeSa:
+        """The IKE SA that a rekey of this one creates (sec. 2.18): same peer, config,
+        identities and NAT state; keys are derived by the caller (``Keymat.derive_rekeyed``)."""
+        new = IkeSa(
+            self.ctx,
+            self.config,
+            initiator=initiator,
+            spi_i=spi_i,
+            spi_r=spi_r,
+            local_addr=self.local_addr,
+            remote_addr=self.remote_addr,
+        )
+        new.nat_local = self.nat_local
+        new.nat_remote = self.nat_remote
+        new.udp_encap = self.udp_encap
+        new.peer_fragmentation = self.peer_fragmentation
+        new.peer_signature_hashes = self.peer_signature_hashes
+        new.local_id = self.local_id
+        new.remote_id = self.remote_id
+        new.last_peer_activity = self.last_peer_activity
+        return new
+
+    def register(self) -> None:
+        """Make this (rekeyed) IKE SA known to the dispatcher."""
+        self.ctx.register_sa(self)
+
+    def replaced_by(self, new: TaskContext) -> None:
+        """A rekey moved everything to ``new`` (one of ours, from :meth:`new_rekeyed_sa`)."""
+        assert isinstance(new, IkeSa)
+        self.successor = new
+
     def respond_init(self, msg: IkeMessage, now: float) -> None:
         """Responder: answer the IKE_SA_INIT request ``msg`` (dispatcher entry point).
 
         Raises ProtocolError for stateless refusals (NO_PROPOSAL_CHOSEN,
         INVALID_KE_PAYLOAD): the dispatcher answers those without keeping this SA.
         """
-        from ikev2.tasks.ike_init import respond_ike_init
-
-        self.current_request_raw = msg.raw
-        self.init_request = msg.raw
-        self.current_message_id = 0
-        payloads = respond_ike_init(self, msg.payloads, now)
+        self.keymat.init_request = msg.raw  # RealMessage1 (sec. 2.15)
+        request = Request(ExchangeType.IKE_SA_INIT, 0, msg.payloads, msg.raw, now)
+        payloads = IkeInitResponder().respond(self, request)
         self.last_peer_activity = now
         self._send_response(ExchangeType.IKE_SA_INIT, 0, payloads, {_digest(msg.raw)}, now)
 
-    def _update_addresses(self, remote_addr: Address, local_addr: Address, *, authenticated: bool):
+    def _update_addresses(
+        self, remote_addr: Address, local_addr: Address, *, authenticated: bool
+    ) -> None:
         """RFC 7296 sec. 2.23, for an authenticated message that is new (a request with the
         expected Message ID, the response to our outstanding request; retransmissions are
         answered from the cache before this and never move the SA).
@@ -805,8 +870,6 @@ class IkeSa:
             if not self.established:
                 self.fail(now, "IKE SA not established in time (half-open timeout)")
         else:
-            from ikev2.tasks.lifetimes import on_timer
-
             on_timer(self, name, now)
 
     def _retransmit(self, now: float) -> None:
@@ -853,8 +916,6 @@ class IkeSa:
         self.state = ike_transition(self.state, trigger)
 
     def emit(self, event: Event) -> None:
-        from ikev2.events import AuthenticationFailed, NegotiationFailed
-
         if isinstance(event, AuthenticationFailed):
             log.warning(
                 "%s: authentication failed (%s): %s", self.describe(), event.check, event.reason
@@ -866,7 +927,7 @@ class IkeSa:
 
     def _require_established(self, what: str) -> None:
         if not self.established:
-            raise ProtocolError(f"cannot {what}: IKE SA {self.describe()} is not established", None)
+            raise UsageError(f"cannot {what}: IKE SA {self.describe()} is not established")
 
     def fail(self, now: float, reason: str, notify: NotifyType | None = None) -> None:
         """End the SA without any exchange (it failed or the peer is gone)."""

@@ -1,52 +1,47 @@
 """One module per exchange concern, in the shape of strongSwan's task split.
 
 An initiator-side :class:`Task` builds one request and processes its response; the
-matching responder code is a plain function ``respond_*(sa, payloads, now)`` returning the
-response payloads. Both raise :class:`ikev2.errors.ProtocolError` for anything the peer
-got wrong; the IKE SA (``ikev2.sa``) turns that into the notify RFC 7296 prescribes.
+matching responder is a :class:`Responder` object answering a :class:`Request` (the
+routing table is ``ikev2.tasks.dispatch``). Both see their IKE SA only through
+:class:`TaskContext` (``ikev2.tasks.context``) and raise
+:class:`ikev2.errors.ProtocolError` for anything the peer got wrong; the IKE SA
+(``ikev2.sa``) turns that into the notify RFC 7296 prescribes.
+
+Modules: ``ike_init`` (IKE_SA_INIT), ``ike_intermediate`` (IKE_INTERMEDIATE, RFC 9242 /
+9370), ``ike_auth`` and ``ike_certs`` (IKE_AUTH), ``ike_natd`` (NAT detection),
+``child_create`` / ``child_rekey`` (CREATE_CHILD_SA for Child SAs), ``ike_rekey``
+(CREATE_CHILD_SA for the IKE SA), ``followup_ke`` (IKE_FOLLOWUP_KE, RFC 9370),
+``ike_delete`` (INFORMATIONAL), ``ike_dpd`` (liveness), ``lifetimes`` (timers),
+``dispatch`` (the responder routing table).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ikev2.crypto.keyexchange import KeyExchange, new_key_exchange
-from ikev2.enums import ExchangeType, NotifyType, PayloadType, is_error_notify
+from ikev2.enums import NotifyType, PayloadType, is_error_notify
 from ikev2.errors import ProtocolError
 from ikev2.payloads import NoncePayload, NotifyPayload
+from ikev2.tasks.context import Payload, Request, Responder, Task, TaskContext
 
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
-
-Payload = Any  # one of the dataclasses of ikev2.payloads
-
-
-class Task(ABC):
-    """One request/response exchange we initiate (window size 1: one at a time)."""
-
-    exchange: ExchangeType = ExchangeType.INFORMATIONAL
-    name: str = "task"
-    #: Retransmissions before giving up; None: the connection's ``retransmit_tries``, and
-    #: running out of them means the peer is unreachable (a task with its own, smaller
-    #: limit expects no answer to matter).
-    retransmit_tries: int | None = None
-
-    @abstractmethod
-    def build(self, sa: IkeSa, now: float) -> list[Payload]:
-        """The request's payloads (inside SK for everything but IKE_SA_INIT)."""
-
-    @abstractmethod
-    def process(self, sa: IkeSa, payloads: list[Payload], now: float) -> bool:
-        """Handle the response. Return True to send this same task again with the same
-        Message ID (IKE_SA_INIT after COOKIE / INVALID_KE_PAYLOAD), False when done."""
-
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:  # noqa: B027 - optional hook
-        """The exchange will never complete (retransmissions exhausted, SA deleted)."""
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}>"
+__all__ = [
+    "Payload",
+    "Request",
+    "Responder",
+    "Task",
+    "TaskContext",
+    "check_nonce",
+    "find",
+    "find_all",
+    "find_notify",
+    "find_typed",
+    "first_error",
+    "new_ke",
+    "notifies",
+    "notify_name",
+]
 
 
 def find(payloads: Iterable[Payload], kind: type) -> Any:
@@ -102,7 +97,7 @@ def check_nonce(nonce: NoncePayload | None) -> bytes:
     return bytes(nonce.nonce)
 
 
-def new_ke(sa: IkeSa, method: int) -> KeyExchange:
+def new_ke(sa: TaskContext, method: int) -> KeyExchange:
     """A key exchange for any exchange of ``sa``; its private values come from the injected
     rng, if any (tests, ``explain --seed``). An unsupported method is INVALID_KE_PAYLOAD."""
     try:

@@ -8,13 +8,12 @@ Shared with ``child_rekey`` (sec. 1.3.3): proposal building, selection, key deri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from ikev2.child import ChildSa
 from ikev2.config import ChildConfig
 from ikev2.crypto.keyexchange import KeyExchange
-from ikev2.crypto.keys import derive_child_keymat, split_child_keymat
 from ikev2.enums import (
     EncrId,
     EsnId,
@@ -27,6 +26,7 @@ from ikev2.enums import (
 )
 from ikev2.errors import ProtocolError
 from ikev2.events import ChildSaEstablished, ChildSaRekeyed, NegotiationFailed
+from ikev2.keymat import additional_methods
 from ikev2.payloads import KePayload, NoncePayload, NotifyPayload, Proposal, SaPayload
 from ikev2.proposals import (
     NoProposalChosen,
@@ -40,7 +40,11 @@ from ikev2.proposals import (
 )
 from ikev2.states import ChildState
 from ikev2.tasks import (
+    Payload,
+    Request,
+    Responder,
     Task,
+    TaskContext,
     check_nonce,
     find,
     find_notify,
@@ -49,6 +53,7 @@ from ikev2.tasks import (
     new_ke,
     notify_name,
 )
+from ikev2.tasks.followup_ke import start_followups
 from ikev2.timers import jittered_rekey
 from ikev2.ts import (
     Ts,
@@ -59,9 +64,6 @@ from ikev2.ts import (
     parse_ts_list,
     to_payload,
 )
-
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
 
 # ESP/AH key sizes (RFC 4106, 4309, 7634, 3602, 3686, 4868, 2404, 3566, 4494, 4543):
 # AEAD salts are part of the encryption key material (sec. 2.17 takes them from KEYMAT).
@@ -134,14 +136,14 @@ def pfs_group(proposals: list[Proposal]) -> int | None:
     return None
 
 
-def configured_ts(sa: IkeSa, config: ChildConfig) -> tuple[list[Ts], list[Ts]]:
+def configured_ts(sa: TaskContext, config: ChildConfig) -> tuple[list[Ts], list[Ts]]:
     """(local, remote) selectors with ``dynamic`` resolved to the IKE addresses."""
     local = parse_ts_list(config.local_ts, sa.local_addr[0])
     remote = parse_ts_list(config.remote_ts, sa.remote_addr[0])
     return local, remote
 
 
-def ts_payloads(sa: IkeSa, local: list[Ts], remote: list[Ts]) -> list[Any]:
+def ts_payloads(sa: TaskContext, local: list[Ts], remote: list[Ts]) -> list[Payload]:
     """TSi/TSr from our side's point of view (TSi = the exchange initiator's)."""
     return [to_payload(PayloadType.TSi, local), to_payload(PayloadType.TSr, remote)]
 
@@ -166,8 +168,6 @@ def apply_child_proposal(child: ChildSa, chosen: Proposal) -> None:
     child.integ = IntegId(integ.id) if integ is not None and integ.id != 0 else None
     child.esn = esn is not None and esn.id == EsnId.ESN
     child.ke_method = int(ke.id) if ke is not None else 0
-    from ikev2.tasks.followup_ke import additional_methods
-
     child.addke_methods = additional_methods(chosen)
     if len(chosen.spi) != 4 or not any(chosen.spi):
         raise ProtocolError("Child SA proposal without a valid 4-octet SPI")
@@ -176,7 +176,7 @@ def apply_child_proposal(child: ChildSa, chosen: Proposal) -> None:
 
 
 def derive_child_keys(
-    sa: IkeSa,
+    sa: TaskContext,
     child: ChildSa,
     nonce_i: bytes,
     nonce_r: bytes,
@@ -187,18 +187,10 @@ def derive_child_keys(
 ) -> None:
     """KEYMAT = prf+(SK_d, [g^ir | SK(1..n) |] Ni | Nr), i->r keys first (sec. 2.17,
     RFC 9370 sec. 2.2.4)."""
-    assert sa.prf is not None and sa.keys is not None
     encr_len, integ_len = esp_key_lengths(child.encr, child.encr_key_bits, child.integ)
-    keymat = derive_child_keymat(
-        sa.prf,
-        sa.keys.sk_d,
-        nonce_i,
-        nonce_r,
-        shared_secret,
-        2 * (encr_len + integ_len),
-        additional_shared_secrets=additional or (),
+    keys = sa.keymat.child_keys(
+        nonce_i, nonce_r, shared_secret, encr_len, integ_len, additional or ()
     )
-    keys = split_child_keymat(keymat, encr_len, integ_len)
     if we_initiated:
         child.encr_key_out, child.integ_key_out = keys.encr_i2r, keys.integ_i2r
         child.encr_key_in, child.integ_key_in = keys.encr_r2i, keys.integ_r2i
@@ -210,7 +202,7 @@ def derive_child_keys(
 
 
 def install_child(
-    sa: IkeSa, child: ChildSa, now: float, *, outbound_after_delete: bool = False
+    sa: TaskContext, child: ChildSa, now: float, *, outbound_after_delete: bool = False
 ) -> ChildSaEstablished:
     """Mark installed, arm its lifetime timers, and tell the data plane."""
     child.to("installed")
@@ -261,8 +253,8 @@ class ChildSelection:
 
 
 def select_child(
-    sa: IkeSa,
-    payloads: list[Any],
+    sa: TaskContext,
+    payloads: list[Payload],
     *,
     with_ke: bool,
     configs: list[ChildConfig] | None = None,
@@ -328,7 +320,9 @@ def select_child(
     )
 
 
-def child_response_payloads(sa: IkeSa, child: ChildSa, proposal: Proposal, transport: bool):
+def child_response_payloads(
+    sa: TaskContext, child: ChildSa, proposal: Proposal, transport: bool
+) -> tuple[list[Payload], list[Payload]]:
     """SA (with our SPI), TSi, TSr for a responder (TSi = the peer's side)."""
     ours = Proposal(
         proposal.number,
@@ -336,7 +330,7 @@ def child_response_payloads(sa: IkeSa, child: ChildSa, proposal: Proposal, trans
         child.spi_in.to_bytes(4, "big"),
         list(proposal.transforms),
     )
-    payloads: list[Any] = []
+    payloads: list[Payload] = []
     if transport:
         payloads.append(NotifyPayload(notify_type=NotifyType.USE_TRANSPORT_MODE))
     if not child.config.tfc_padding:
@@ -351,7 +345,7 @@ def child_response_payloads(sa: IkeSa, child: ChildSa, proposal: Proposal, trans
 class ChildRequest:
     """Initiator-side state of one Child SA negotiation (IKE_AUTH or CREATE_CHILD_SA)."""
 
-    def __init__(self, sa: IkeSa, config: ChildConfig, *, with_ke: bool) -> None:
+    def __init__(self, sa: TaskContext, config: ChildConfig, *, with_ke: bool) -> None:
         self.config = config
         self.with_ke = with_ke
         self.child = ChildSa(child_sa_id=sa.ctx.new_child_sa_id(), config=config)
@@ -364,20 +358,20 @@ class ChildRequest:
         self.ke: KeyExchange | None = None
         self.ke_method = pfs_group(self.proposals) if with_ke else None
 
-    def payloads(self, sa: IkeSa) -> list[Any]:
-        out: list[Any] = list(mode_notifies(self.config))
+    def payloads(self, sa: TaskContext) -> list[Payload]:
+        out: list[Payload] = list(mode_notifies(self.config))
         out.append(SaPayload(proposals=self.proposals))
         return out
 
-    def ts(self, sa: IkeSa) -> list[Any]:
+    def ts(self, sa: TaskContext) -> list[Payload]:
         if not self.local_ts or not self.remote_ts:
             raise ProtocolError(f"child '{self.config.name}' has no usable traffic selectors", None)
         return ts_payloads(sa, self.local_ts, self.remote_ts)
 
     def process(
         self,
-        sa: IkeSa,
-        payloads: list[Any],
+        sa: TaskContext,
+        payloads: list[Payload],
         nonce_i: bytes,
         nonce_r: bytes,
         shared: bytes | None,
@@ -427,7 +421,13 @@ class ChildRequest:
 
 
 def child_failure(
-    sa: IkeSa, config: ChildConfig, reason: str, notify: Any, *, received: bool, exchange: str
+    sa: TaskContext,
+    config: ChildConfig,
+    reason: str,
+    notify: NotifyType | None,
+    *,
+    received: bool,
+    exchange: str,
 ) -> None:
     sa.emit(
         NegotiationFailed(
@@ -443,7 +443,7 @@ def child_failure(
 
 
 def derive_or_defer_child_keys(
-    sa: IkeSa,
+    sa: TaskContext,
     child: ChildSa,
     nonce_i: bytes,
     nonce_r: bytes,
@@ -464,7 +464,7 @@ def derive_or_defer_child_keys(
     child.pending_shared = shared  # keys after the IKE_FOLLOWUP_KE exchanges
 
 
-def received_child_error(payloads: list[Any]) -> tuple[str, NotifyType | None] | None:
+def received_child_error(payloads: list[Payload]) -> tuple[str, NotifyType | None] | None:
     error = first_error(payloads)
     if error is None:
         return None
@@ -487,7 +487,7 @@ class ChildCreateTask(Task):
         self.nonce = b""
         self.ke_retried = False
 
-    def build(self, sa: IkeSa, now: float) -> list[Any] | None:
+    def build(self, sa: TaskContext, now: float) -> list[Payload] | None:
         if not sa.established:
             return None
         if self.request is None:
@@ -502,7 +502,7 @@ class ChildCreateTask(Task):
         payloads += request.ts(sa)
         return payloads
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         assert self.request is not None
         error = received_child_error(payloads)
         if error is not None:
@@ -522,7 +522,6 @@ class ChildCreateTask(Task):
         shared = pfs_shared(self.request, payloads)
         child = self.request.process(sa, payloads, self.nonce, nonce_r, shared, now)
         if child.addke_methods:
-            from ikev2.tasks.followup_ke import start_followups
 
             def finish(secrets: list[bytes], when: float) -> None:
                 derive_child_keys(
@@ -533,21 +532,20 @@ class ChildCreateTask(Task):
             def fail(reason: str, when: float) -> None:
                 self.abort(sa, reason, when)
 
-            start_followups(sa, child.addke_methods, payloads, finish, fail, now)
+            start_followups(sa, child.addke_methods, payloads, finish, fail, now, owner=self)
             return False
         install_child(sa, child, now)
         return False
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         child_failure(sa, self.config, reason, None, received=True, exchange="CREATE_CHILD_SA")
 
 
-def check_nonce_payload(payloads: list[Any]) -> bytes:
-
+def check_nonce_payload(payloads: list[Payload]) -> bytes:
     return check_nonce(find(payloads, NoncePayload))
 
 
-def retry_group(proposals: list[Proposal], payloads: list[Any]) -> int | None:
+def retry_group(proposals: list[Proposal], payloads: list[Payload]) -> int | None:
     notify = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
     if notify is None or len(notify.data) != 2:
         return None
@@ -556,7 +554,7 @@ def retry_group(proposals: list[Proposal], payloads: list[Any]) -> int | None:
     return group if group in offered and group != 0 else None
 
 
-def pfs_shared(request: ChildRequest, payloads: list[Any]) -> bytes | None:
+def pfs_shared(request: ChildRequest, payloads: list[Payload]) -> bytes | None:
     """The PFS shared secret if the responder chose a KE method (sec. 1.3.1)."""
     ke_payload = find(payloads, KePayload)
     sa_payload = find(payloads, SaPayload)
@@ -571,7 +569,7 @@ def pfs_shared(request: ChildRequest, payloads: list[Any]) -> bytes | None:
 
 
 def responder_pfs(
-    sa: IkeSa, selection: ChildSelection, payloads: list[Any]
+    sa: TaskContext, selection: ChildSelection, payloads: list[Payload]
 ) -> tuple[bytes | None, KePayload | None]:
     """Responder side of PFS: compute with the initiator's KE if a KE method was chosen;
     INVALID_KE_PAYLOAD if its KE payload is for another group (sec. 1.3)."""
@@ -592,8 +590,8 @@ def responder_pfs(
 
 
 def respond_child(
-    sa: IkeSa,
-    payloads: list[Any],
+    sa: TaskContext,
+    payloads: list[Payload],
     nonce_i: bytes,
     nonce_r: bytes,
     now: float,
@@ -602,7 +600,7 @@ def respond_child(
     configs: list[ChildConfig] | None = None,
     rekeyed_from: ChildSa | None = None,
     exchange: str = "CREATE_CHILD_SA",
-) -> tuple[ChildSa, list[Any], list[Any], KePayload | None]:
+) -> tuple[ChildSa, list[Payload], list[Payload], KePayload | None]:
     """Negotiate a Child SA as responder; returns (child, sa+notify payloads, ts payloads,
     our KE payload). The child is installed by the caller once the response exists."""
     selection = select_child(sa, payloads, with_ke=with_ke, configs=configs)
@@ -621,8 +619,15 @@ def respond_child(
     return child, sa_payloads, ts, our_ke
 
 
-def respond_create_child(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
+class ChildCreateResponder(Responder):
     """CREATE_CHILD_SA responder for a new Child SA (no REKEY_SA notify)."""
+
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        return respond_create_child(sa, request.payloads, request.now)
+
+
+def respond_create_child(sa: TaskContext, payloads: list[Payload], now: float) -> list[Payload]:
+    """The body of :class:`ChildCreateResponder`."""
 
     nonce_i = check_nonce(find(payloads, NoncePayload))
     nonce_r = sa.ctx.rng(32)
@@ -653,10 +658,11 @@ def respond_create_child(sa: IkeSa, payloads: list[Any], now: float) -> list[Any
     return response + ts
 
 
-def defer_install(sa: IkeSa, child: ChildSa, install: Any, now: float) -> NotifyPayload:
+def defer_install(
+    sa: TaskContext, child: ChildSa, install: Callable[[float], object], now: float
+) -> NotifyPayload:
     """Responder with RFC 9370 additional key exchanges: derive the keys and install once
     the last IKE_FOLLOWUP_KE has been answered; returns the ADDITIONAL_KEY_EXCHANGE notify."""
-    from ikev2.tasks.followup_ke import register
 
     def finish(secrets: list[bytes], when: float) -> None:
         derive_child_keys(
@@ -671,10 +677,11 @@ def defer_install(sa: IkeSa, child: ChildSa, install: Any, now: float) -> Notify
         child.pending_shared = None
         install(when)
 
-    return register(sa, child.addke_methods, finish, now)
+    return sa.register_followup(child.addke_methods, finish, now)
 
 
 __all__ = [
+    "ChildCreateResponder",
     "ChildCreateTask",
     "ChildRequest",
     "ChildState",

@@ -13,28 +13,37 @@ deleting gets TEMPORARY_FAILURE, one for an unknown SPI CHILD_SA_NOT_FOUND (sec.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ikev2.child import ChildSa
 from ikev2.enums import ExchangeType, NotifyType, ProtocolId
 from ikev2.errors import ProtocolError
 from ikev2.payloads import KePayload, NoncePayload, NotifyPayload
 from ikev2.states import ChildState
-from ikev2.tasks import Task, check_nonce, find, new_ke
+from ikev2.tasks import (
+    Payload,
+    Request,
+    Responder,
+    Task,
+    TaskContext,
+    check_nonce,
+    find,
+    find_notify,
+    new_ke,
+)
 from ikev2.tasks.child_create import (
     ChildRequest,
     check_nonce_payload,
     child_failure,
+    defer_install,
+    derive_child_keys,
     install_child,
     pfs_shared,
     received_child_error,
     respond_child,
     retry_group,
 )
+from ikev2.tasks.followup_ke import start_followups
+from ikev2.tasks.ike_delete import ChildDeleteTask, delete_spis_task
 from ikev2.timers import random_fraction
-
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
 
 TEMPORARY_FAILURE_RETRY = (2.0, 8.0)  # seconds, a random delay before retrying (sec. 2.25)
 
@@ -49,7 +58,7 @@ class ChildRekeyTask(Task):
         self.nonce = b""
         self.ke_retried = False
 
-    def build(self, sa: IkeSa, now: float) -> list[Any] | None:
+    def build(self, sa: TaskContext, now: float) -> list[Payload] | None:
         old = self.old
         if old.state is not ChildState.INSTALLED or old.child_sa_id not in sa.children:
             return None  # deleted or already rekeyed by the peer meanwhile
@@ -63,7 +72,7 @@ class ChildRekeyTask(Task):
             self.request.remote_ts = list(old.remote_ts)
         request = self.request
         self.nonce = sa.ctx.rng(32)
-        payloads: list[Any] = [
+        payloads: list[Payload] = [
             NotifyPayload(
                 notify_type=NotifyType.REKEY_SA,
                 protocol=old.protocol,
@@ -78,11 +87,11 @@ class ChildRekeyTask(Task):
         payloads += request.ts(sa)
         return payloads
 
-    def _give_up(self, sa: IkeSa) -> None:
+    def _give_up(self, sa: TaskContext) -> None:
         if self.old.state is ChildState.REKEYING:
             self.old.to("rekey_failed")
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         assert self.request is not None
         old = self.old
         error = received_child_error(payloads)
@@ -125,8 +134,6 @@ class ChildRekeyTask(Task):
         shared = pfs_shared(self.request, payloads)
         new = self.request.process(sa, payloads, self.nonce, nonce_r, shared, now)
         if new.addke_methods:
-            from ikev2.tasks.child_create import derive_child_keys
-            from ikev2.tasks.followup_ke import start_followups
 
             def finish(secrets: list[bytes], when: float) -> None:
                 derive_child_keys(
@@ -137,12 +144,12 @@ class ChildRekeyTask(Task):
             def fail(reason: str, when: float) -> None:
                 self._give_up(sa)
 
-            start_followups(sa, new.addke_methods, payloads, finish, fail, now)
+            start_followups(sa, new.addke_methods, payloads, finish, fail, now, owner=self)
             return False
         self._complete(sa, new, nonce_r, now)
         return False
 
-    def _complete(self, sa: IkeSa, new: ChildSa, nonce_r: bytes, now: float) -> None:
+    def _complete(self, sa: TaskContext, new: ChildSa, nonce_r: bytes, now: float) -> None:
         """Install the new SA and delete the old one, or settle a collision (sec. 2.8.1)."""
         old = self.old
         if not old.alive:
@@ -158,8 +165,6 @@ class ChildRekeyTask(Task):
                 # it, and the peer deletes the old one. It is never installed here: the
                 # peer answered our request, so it only receives on it (it sends on the
                 # old SA until that is deleted, then on its own new one).
-                from ikev2.tasks.ike_delete import delete_spis_task
-
                 old.successor = peer_new
                 old.to("rekeyed_by_peer")
                 sa.queue_task(
@@ -174,19 +179,25 @@ class ChildRekeyTask(Task):
         install_child(sa, new, now)
         old.successor = new
         old.to("rekey_done")
-        from ikev2.tasks.ike_delete import ChildDeleteTask
-
         sa.queue_task(ChildDeleteTask(old, "rekeyed"), now, start=False, first=True)
         return
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         self._give_up(sa)
 
 
-def respond_child_rekey(
-    sa: IkeSa, payloads: list[Any], rekey: NotifyPayload, now: float
-) -> list[Any]:
+class ChildRekeyResponder(Responder):
+    """CREATE_CHILD_SA with REKEY_SA: the peer rekeys one of our Child SAs (sec. 1.3.3)."""
 
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        rekey = find_notify(request.payloads, NotifyType.REKEY_SA)
+        assert rekey is not None  # routed here because it is there
+        return respond_child_rekey(sa, request.payloads, rekey, request.now)
+
+
+def respond_child_rekey(
+    sa: TaskContext, payloads: list[Payload], rekey: NotifyPayload, now: float
+) -> list[Payload]:
     protocol = int(rekey.protocol)
     if protocol not in (ProtocolId.ESP, ProtocolId.AH):
         # libreswan CVE-2023-38710: protocol 0/1 in REKEY_SA must not reach any lookup.
@@ -228,8 +239,6 @@ def respond_child_rekey(
     if our_ke is not None:
         response.append(our_ke)
     if new.addke_methods:
-        from ikev2.tasks.child_create import defer_install
-
         response.append(defer_install(sa, new, install, now))
     else:
         sa.after_response(install)

@@ -1,78 +1,107 @@
-"""Responder-side routing of a decrypted request to the exchange handlers."""
+"""Responder-side routing of a decrypted request: one table, ``{exchange type: (responder,
+allowed IKE SA states)}`` (aioquic's handler table), instead of a chain of ifs.
+
+A request in a state its exchange is not allowed in is refused before any handler runs:
+CREATE_CHILD_SA, INFORMATIONAL and IKE_FOLLOWUP_KE only once IKE_AUTH has completed
+(libreswan CVE-2019-12312, strongSwan CVE-2014-2338; dropped), IKE_AUTH and
+IKE_INTERMEDIATE only while the SA is being set up (INVALID_SYNTAX), IKE_SA_INIT never on
+an existing SA (dropped; the dispatcher creates a new SA for it).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 from ikev2.enums import ExchangeType, NotifyType, ProtocolId
 from ikev2.errors import ProtocolError
 from ikev2.payloads import SaPayload
 from ikev2.states import IkeState
-from ikev2.tasks import find, find_notify
+from ikev2.tasks import Payload, Request, Responder, TaskContext, find, find_notify
+from ikev2.tasks.child_create import ChildCreateResponder
+from ikev2.tasks.child_rekey import ChildRekeyResponder
+from ikev2.tasks.followup_ke import FollowupKeResponder
+from ikev2.tasks.ike_auth import IkeAuthResponder
+from ikev2.tasks.ike_delete import InformationalResponder
+from ikev2.tasks.ike_intermediate import IkeIntermediateResponder
+from ikev2.tasks.ike_rekey import IkeRekeyResponder
 
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
+SETUP = frozenset({IkeState.INIT_DONE, IkeState.INTERMEDIATE})
+ESTABLISHED = frozenset(
+    {IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.REKEYED, IkeState.DELETING}
+)
 
 
-def respond(sa: IkeSa, exchange: int, payloads: list[Any], now: float) -> list[Any]:
-    """The response payloads for one request. Raises ProtocolError (notify None: drop)."""
-    if exchange == ExchangeType.IKE_AUTH:
-        from ikev2.tasks.ike_auth import respond_ike_auth
+class CreateChildSaResponder(Responder):
+    """CREATE_CHILD_SA: an IKE SA rekey (IKE proposal), a Child SA rekey (REKEY_SA notify)
+    or a new Child SA (sec. 1.3)."""
 
+    def __init__(self) -> None:
+        self.ike_rekey = IkeRekeyResponder()
+        self.child_rekey = ChildRekeyResponder()
+        self.child_create = ChildCreateResponder()
+
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        payloads = request.payloads
+        sa_payload = find(payloads, SaPayload)
+        if sa_payload is None or not sa_payload.proposals:
+            raise ProtocolError("CREATE_CHILD_SA without an SA payload")
+        protocols = {int(p.protocol) for p in sa_payload.proposals}
+        if protocols == {ProtocolId.IKE}:
+            return self.ike_rekey.respond(sa, request)
+        if sa.state is not IkeState.ESTABLISHED and sa.state is not IkeState.REKEYING:
+            # Sec. 2.25: the IKE SA is going away; the peer should retry on the new one.
+            raise ProtocolError("IKE SA is being rekeyed or deleted", NotifyType.TEMPORARY_FAILURE)
+        if find_notify(payloads, NotifyType.REKEY_SA) is not None:
+            return self.child_rekey.respond(sa, request)
+        return self.child_create.respond(sa, request)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one exchange type is answered: by which responder, in which IKE SA states, and
+    with which notify otherwise."""
+
+    responder: Responder | None  # None: never on an existing IKE SA
+    states: frozenset[IkeState]
+    #: The notify for a request in another state (None: drop it silently).
+    refusal: NotifyType | None = None
+
+
+class Responders:
+    """The routing table of one IKE SA and its responders (those with state, such as the
+    IKE_FOLLOWUP_KE links, keep it for the SA's lifetime)."""
+
+    def __init__(self) -> None:
+        self.followup_ke = FollowupKeResponder()
+        self.routes: dict[ExchangeType, Route] = {
+            ExchangeType.IKE_SA_INIT: Route(None, frozenset()),
+            ExchangeType.IKE_INTERMEDIATE: Route(
+                IkeIntermediateResponder(), SETUP, NotifyType.INVALID_SYNTAX
+            ),
+            ExchangeType.IKE_AUTH: Route(IkeAuthResponder(), SETUP, NotifyType.INVALID_SYNTAX),
+            ExchangeType.CREATE_CHILD_SA: Route(CreateChildSaResponder(), ESTABLISHED),
+            ExchangeType.INFORMATIONAL: Route(InformationalResponder(), ESTABLISHED),
+            ExchangeType.IKE_FOLLOWUP_KE: Route(self.followup_ke, ESTABLISHED),
+        }
+
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        """The response payloads for one request. Raises ProtocolError (notify None:
+        drop)."""
         try:
-            return respond_ike_auth(sa, payloads, now)
+            exchange = ExchangeType(request.exchange)
+        except ValueError:
+            exchange = None
+        route = self.routes.get(exchange) if exchange is not None else None
+        if exchange is None or route is None:
+            raise ProtocolError(f"exchange type {int(request.exchange)} not supported", None)
+        name = exchange.name
+        responder = route.responder
+        if responder is None:
+            raise ProtocolError(f"{name} request on an existing IKE SA", None)
+        try:
+            if sa.state not in route.states:
+                raise ProtocolError(f"{name} in state {sa.state.value}", route.refusal)
+            return responder.respond(sa, request)
         except ProtocolError as error:
-            notify = error.notify
-            if notify is not None and not sa.established:
-                # Sec. 2.21.2: a refused IKE_AUTH leaves no IKE SA behind.
-                reason = f"IKE_AUTH refused: {error.reason}"
-                sa.after_response(lambda when: sa.fail(when, reason, notify))
+            responder.refused(sa, error)
             raise
-    if exchange == ExchangeType.IKE_INTERMEDIATE:
-        from ikev2.tasks.ike_init import respond_intermediate
-
-        return respond_intermediate(sa, payloads, now)
-    if exchange == ExchangeType.IKE_SA_INIT:
-        raise ProtocolError("IKE_SA_INIT request on an existing IKE SA", None)
-    # CREATE_CHILD_SA and INFORMATIONAL are only valid once IKE_AUTH has completed
-    # (libreswan CVE-2019-12312, strongSwan CVE-2014-2338): before that, drop them.
-    if sa.state not in (
-        IkeState.ESTABLISHED,
-        IkeState.REKEYING,
-        IkeState.REKEYED,
-        IkeState.DELETING,
-    ):
-        raise ProtocolError(f"{ExchangeType(exchange).name} before the IKE SA is established", None)
-    if exchange == ExchangeType.INFORMATIONAL:
-        from ikev2.tasks.ike_delete import respond_informational
-
-        return respond_informational(sa, payloads, now)
-    if exchange == ExchangeType.CREATE_CHILD_SA:
-        return _respond_create_child_sa(sa, payloads, now)
-    if exchange == ExchangeType.IKE_FOLLOWUP_KE:
-        from ikev2.tasks.followup_ke import respond_followup_ke
-
-        return respond_followup_ke(sa, payloads, now)
-    raise ProtocolError(f"exchange type {exchange} not supported", None)
-
-
-def _respond_create_child_sa(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
-    sa_payload = find(payloads, SaPayload)
-    if sa_payload is None or not sa_payload.proposals:
-        raise ProtocolError("CREATE_CHILD_SA without an SA payload")
-    protocols = {int(p.protocol) for p in sa_payload.proposals}
-    if protocols == {ProtocolId.IKE}:
-        from ikev2.tasks.ike_rekey import respond_ike_rekey
-
-        return respond_ike_rekey(sa, payloads, now)
-    if sa.state is not IkeState.ESTABLISHED and sa.state is not IkeState.REKEYING:
-        # Sec. 2.25: the IKE SA is going away; the peer should retry on the new one.
-        raise ProtocolError("IKE SA is being rekeyed or deleted", NotifyType.TEMPORARY_FAILURE)
-    rekey = find_notify(payloads, NotifyType.REKEY_SA)
-    if rekey is not None:
-        from ikev2.tasks.child_rekey import respond_child_rekey
-
-        return respond_child_rekey(sa, payloads, rekey, now)
-    from ikev2.tasks.child_create import respond_create_child
-
-    return respond_create_child(sa, payloads, now)

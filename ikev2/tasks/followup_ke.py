@@ -14,30 +14,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from ikev2.crypto.keyexchange import KeyExchange
-from ikev2.enums import ExchangeType, NotifyType, TransformType
+from ikev2.enums import ExchangeType, NotifyType
 from ikev2.errors import ProtocolError
-from ikev2.payloads import KePayload, NotifyPayload, Proposal
-from ikev2.proposals import transforms_of
-from ikev2.tasks import Task, find, find_notify, first_error, new_ke, notify_name
+from ikev2.keymat import ADDKE_TYPES, additional_methods
+from ikev2.payloads import KePayload, NotifyPayload
+from ikev2.tasks import (
+    Payload,
+    Request,
+    Responder,
+    Task,
+    TaskContext,
+    find,
+    find_notify,
+    first_error,
+    new_ke,
+    notify_name,
+)
+from ikev2.tasks.context import Finish
 
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
+__all__ = ["ADDKE_TYPES", "FollowupKeResponder", "FollowupKeTask", "additional_methods"]
 
-ADDKE_TYPES = tuple(range(int(TransformType.ADDKE1), int(TransformType.ADDKE7) + 1))
 FOLLOWUP_TIMEOUT = 60.0  # a responder forgets half-done additional key exchanges after this
 
-Finish = Callable[[list[bytes], float], None]
 Fail = Callable[[str, float], None]
-
-
-def additional_methods(proposal: Proposal) -> list[int]:
-    """The negotiated ADDKE methods of a selected proposal, in transform type order."""
-    return [
-        int(t.id) for ttype in ADDKE_TYPES for t in transforms_of(proposal, ttype) if int(t.id) != 0
-    ]
 
 
 @dataclass
@@ -48,46 +49,56 @@ class PendingFollowup:
     secrets: list[bytes] = field(default_factory=list)
 
 
-def register(sa: IkeSa, methods: list[int], finish: Finish, now: float) -> NotifyPayload:
-    """Responder: remember a Child/IKE SA waiting for its additional key exchanges."""
-    link = sa.ctx.rng(16)
-    sa.followups[link] = PendingFollowup(methods, finish, now + FOLLOWUP_TIMEOUT)
-    return NotifyPayload(notify_type=NotifyType.ADDITIONAL_KEY_EXCHANGE, data=link)
+class FollowupKeResponder(Responder):
+    """Responder: the Child/IKE SAs waiting for their additional key exchanges, by the
+    opaque link we handed out in ADDITIONAL_KEY_EXCHANGE (one instance per IKE SA)."""
 
+    def __init__(self) -> None:
+        self.pending: dict[bytes, PendingFollowup] = {}
 
-def _expire(sa: IkeSa, now: float) -> None:
-    for link, pending in list(sa.followups.items()):
-        if pending.deadline < now:
-            del sa.followups[link]
-
-
-def respond_followup_ke(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
-
-    _expire(sa, now)
-    notify = find_notify(payloads, NotifyType.ADDITIONAL_KEY_EXCHANGE)
-    pending = sa.followups.pop(bytes(notify.data), None) if notify is not None else None
-    if pending is None:
-        raise ProtocolError(
-            "IKE_FOLLOWUP_KE for an exchange we do not know", NotifyType.STATE_NOT_FOUND
-        )
-    method = pending.methods[len(pending.secrets)]
-    ke_payload = find(payloads, KePayload)
-    if ke_payload is None or int(ke_payload.group) != method:
-        raise ProtocolError(
-            f"IKE_FOLLOWUP_KE without a KE payload for method {method}",
-            NotifyType.INVALID_SYNTAX,
-        )
-    ke = new_ke(sa, method)
-    pending.secrets.append(ke.compute(bytes(ke_payload.data)))
-    response: list[Any] = [KePayload(group=ke_payload.group, data=ke.our_payload())]
-    if len(pending.secrets) < len(pending.methods):
+    def register(
+        self, sa: TaskContext, methods: list[int], finish: Finish, now: float
+    ) -> NotifyPayload:
+        """Remember a CREATE_CHILD_SA waiting for its IKE_FOLLOWUP_KE exchanges; returns
+        the ADDITIONAL_KEY_EXCHANGE notify for the CREATE_CHILD_SA response."""
         link = sa.ctx.rng(16)
-        sa.followups[link] = pending
-        response.append(NotifyPayload(notify_type=NotifyType.ADDITIONAL_KEY_EXCHANGE, data=link))
-    else:
-        secrets = list(pending.secrets)
-        sa.after_response(lambda when: pending.finish(secrets, when))
-    return response
+        self.pending[link] = PendingFollowup(methods, finish, now + FOLLOWUP_TIMEOUT)
+        return NotifyPayload(notify_type=NotifyType.ADDITIONAL_KEY_EXCHANGE, data=link)
+
+    def _expire(self, now: float) -> None:
+        for link, pending in list(self.pending.items()):
+            if pending.deadline < now:
+                del self.pending[link]
+
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        payloads, now = request.payloads, request.now
+        self._expire(now)
+        notify = find_notify(payloads, NotifyType.ADDITIONAL_KEY_EXCHANGE)
+        pending = self.pending.pop(bytes(notify.data), None) if notify is not None else None
+        if pending is None:
+            raise ProtocolError(
+                "IKE_FOLLOWUP_KE for an exchange we do not know", NotifyType.STATE_NOT_FOUND
+            )
+        method = pending.methods[len(pending.secrets)]
+        ke_payload = find(payloads, KePayload)
+        if ke_payload is None or int(ke_payload.group) != method:
+            raise ProtocolError(
+                f"IKE_FOLLOWUP_KE without a KE payload for method {method}",
+                NotifyType.INVALID_SYNTAX,
+            )
+        ke = new_ke(sa, method)
+        pending.secrets.append(ke.compute(bytes(ke_payload.data)))
+        response: list[Payload] = [KePayload(group=ke_payload.group, data=ke.our_payload())]
+        if len(pending.secrets) < len(pending.methods):
+            link = sa.ctx.rng(16)
+            self.pending[link] = pending
+            response.append(
+                NotifyPayload(notify_type=NotifyType.ADDITIONAL_KEY_EXCHANGE, data=link)
+            )
+        else:
+            secrets = list(pending.secrets)
+            sa.after_response(lambda when: pending.finish(secrets, when))
+        return response
 
 
 class FollowupKeTask(Task):
@@ -103,6 +114,7 @@ class FollowupKeTask(Task):
         finish: Finish,
         fail: Fail,
         secrets: list[bytes] | None = None,
+        owner: Task | None = None,
     ) -> None:
         self.methods = methods
         self.link = link
@@ -110,8 +122,10 @@ class FollowupKeTask(Task):
         self.fail = fail
         self.secrets = list(secrets or [])
         self.ke: KeyExchange | None = None
+        #: The CREATE_CHILD_SA task whose additional key exchanges these are.
+        self.owner = owner
 
-    def build(self, sa: IkeSa, now: float) -> list[Any] | None:
+    def build(self, sa: TaskContext, now: float) -> list[Payload] | None:
 
         if not sa.established:
             return None
@@ -122,7 +136,7 @@ class FollowupKeTask(Task):
             KePayload(group=method, data=self.ke.our_payload()),
         ]
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         assert self.ke is not None
         error = first_error(payloads)
         if error is not None:
@@ -143,7 +157,12 @@ class FollowupKeTask(Task):
                 return False
             sa.queue_task(
                 FollowupKeTask(
-                    self.methods, bytes(notify.data), self.finish, self.fail, self.secrets
+                    self.methods,
+                    bytes(notify.data),
+                    self.finish,
+                    self.fail,
+                    self.secrets,
+                    owner=self.owner,
                 ),
                 now,
                 start=False,
@@ -153,12 +172,18 @@ class FollowupKeTask(Task):
         self.finish(self.secrets, now)
         return False
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         self.fail(reason, now)
 
 
 def start_followups(
-    sa: IkeSa, methods: list[int], payloads: list[Any], finish: Finish, fail: Fail, now: float
+    sa: TaskContext,
+    methods: list[int],
+    payloads: list[Payload],
+    finish: Finish,
+    fail: Fail,
+    now: float,
+    owner: Task | None = None,
 ) -> None:
     """Initiator, after the CREATE_CHILD_SA response: run the IKE_FOLLOWUP_KE chain."""
     notify = find_notify(payloads, NotifyType.ADDITIONAL_KEY_EXCHANGE)
@@ -166,5 +191,8 @@ def start_followups(
         fail("responder chose additional key exchanges but sent no ADDITIONAL_KEY_EXCHANGE", now)
         return
     sa.queue_task(
-        FollowupKeTask(methods, bytes(notify.data), finish, fail), now, start=False, first=True
+        FollowupKeTask(methods, bytes(notify.data), finish, fail, owner=owner),
+        now,
+        start=False,
+        first=True,
     )

@@ -10,16 +10,35 @@ key for the identities), ``identity-mismatch``, ``unknown-ca``, ``expired``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ikev2.config import AuthConfig, IkeConfig
-from ikev2.crypto.auth import AuthenticationError, psk_auth, signed_octets, verify_psk_auth
+from ikev2.crypto.auth import AuthenticationError, psk_auth, verify_psk_auth
 from ikev2.enums import AuthMethod, ExchangeType, NotifyType, PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed
 from ikev2.identity import Identity
-from ikev2.payloads import AuthPayload, CertPayload, IdPayload, NoncePayload, NotifyPayload
-from ikev2.tasks import Task, find, find_all, find_notify, find_typed, first_error, notify_name
+from ikev2.payloads import (
+    AuthPayload,
+    CertPayload,
+    CertReqPayload,
+    IdPayload,
+    NoncePayload,
+    NotifyPayload,
+    SaPayload,
+)
+from ikev2.proposals import to_strongswan
+from ikev2.tasks import (
+    Payload,
+    Request,
+    Responder,
+    Task,
+    TaskContext,
+    find,
+    find_all,
+    find_notify,
+    find_typed,
+    first_error,
+    notify_name,
+)
 from ikev2.tasks.child_create import (
     ChildRequest,
     child_failure,
@@ -27,12 +46,14 @@ from ikev2.tasks.child_create import (
     received_child_error,
     respond_child,
 )
+from ikev2.tasks.ike_certs import build_signature_auth, verify_signature_auth
+from ikev2.tasks.ike_delete import delete_spis_task
+from ikev2.tasks.ike_init import certreq_payload
+from ikev2.tasks.lifetimes import start_ike_timers
+from ikev2.ts import Ts, format_list
 
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
 
-
-def identity_for(sa: IkeSa, auth: AuthConfig, address: tuple[str, int]) -> Identity:
+def identity_for(sa: TaskContext, auth: AuthConfig, address: tuple[str, int]) -> Identity:
     """Our configured identity; ``%any`` defaults to our IP address (as charon does)."""
     identity = Identity.parse(auth.id)
     if identity.is_any:
@@ -45,25 +66,14 @@ def id_payload(identity: Identity, payload_type: PayloadType) -> IdPayload:
     return IdPayload(payload_type=payload_type, id_type=id_type, data=data)
 
 
-def int_auth(sa: IkeSa, message_id: int) -> bytes:
-    """RFC 9242 sec. 3.3.2: IntAuth = IntAuth_iN | IntAuth_rN | IKE_AUTH_MID, appended to
-    both sides' signed octets when IKE_INTERMEDIATE exchanges took place."""
-    if not sa.int_auth_i and not sa.int_auth_r:
-        return b""
-    return sa.int_auth_i + sa.int_auth_r + message_id.to_bytes(4, "big")
-
-
-def octets_for(sa: IkeSa, *, initiator_side: bool, id_body: bytes, message_id: int) -> bytes:
+def octets_for(sa: TaskContext, *, initiator_side: bool, id_body: bytes, message_id: int) -> bytes:
     """The signed octets of the initiator's or the responder's AUTH (sec. 2.15)."""
-    assert sa.prf is not None and sa.keys is not None
-    if initiator_side:
-        base = signed_octets(sa.init_request, sa.nonce_r, sa.prf, sa.keys.sk_pi, id_body)
-    else:
-        base = signed_octets(sa.init_response, sa.nonce_i, sa.prf, sa.keys.sk_pr, id_body)
-    return base + int_auth(sa, message_id)
+    return sa.keymat.auth_octets(
+        initiator_side=initiator_side, id_body=id_body, message_id=message_id
+    )
 
 
-def lookup_psk(sa: IkeSa, local: Identity, remote: Identity) -> bytes:
+def lookup_psk(sa: TaskContext, local: Identity, remote: Identity) -> bytes:
     psk = sa.ctx.psk_lookup(str(local), str(remote))
     if not psk:
         raise AuthenticationError(
@@ -73,33 +83,34 @@ def lookup_psk(sa: IkeSa, local: Identity, remote: Identity) -> bytes:
 
 
 def build_auth(
-    sa: IkeSa, auth: AuthConfig, local: Identity, remote: Identity, octets: bytes
-) -> list[Any]:
+    sa: TaskContext, auth: AuthConfig, local: Identity, remote: Identity, octets: bytes
+) -> list[Payload]:
     """Our AUTH payload (preceded by CERT payloads for public-key auth)."""
-    assert sa.prf is not None
+    prf = sa.keymat.prf
+    assert prf is not None
     if auth.auth == "psk":
         psk = lookup_psk(sa, local, remote)
         return [
             AuthPayload(
                 method=AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE,
-                data=psk_auth(sa.prf, psk, octets),
+                data=psk_auth(prf, psk, octets),
             )
         ]
-    from ikev2.tasks.ike_certs import build_signature_auth
-
     return build_signature_auth(sa, auth, octets)
 
 
 def verify_auth(
-    sa: IkeSa,
+    sa: TaskContext,
     auth: AuthConfig,
     local: Identity,
     remote: Identity,
-    payloads: list[Any],
+    payloads: list[Payload],
     octets: bytes,
+    now: float,
 ) -> None:
     """Check the peer's AUTH payload against ``auth`` (our config for the peer)."""
-    assert sa.prf is not None
+    prf = sa.keymat.prf
+    assert prf is not None
     auth_payload = find(payloads, AuthPayload)
     if auth_payload is None:
         raise AuthenticationError("peer sent no AUTH payload", check="bad-signature")
@@ -113,7 +124,7 @@ def verify_auth(
             )
         psk = lookup_psk(sa, local, remote)
         try:
-            verify_psk_auth(sa.prf, psk, octets, auth_payload.data, peer_id=str(remote))
+            verify_psk_auth(prf, psk, octets, auth_payload.data, peer_id=str(remote))
         except AuthenticationError as error:
             raise AuthenticationError(
                 f"{error.reason}: the AUTH payload of {remote} does not match the PSK we have "
@@ -126,13 +137,14 @@ def verify_auth(
             "peer authenticated with a pre-shared key, we expect a signature",
             check="method-mismatch",
         )
-    from ikev2.tasks.ike_certs import verify_signature_auth
-
-    verify_signature_auth(sa, auth, remote, payloads, auth_payload, octets)
+    verify_signature_auth(sa, auth, remote, payloads, auth_payload, octets, now)
 
 
-def established_event(sa: IkeSa, now: float) -> IkeSaEstablished:
+def established_event(sa: TaskContext, now: float) -> IkeSaEstablished:
     sa.established_at = now
+    keymat = sa.keymat
+    # IKE_SA_INIT chose these before any IKE_AUTH could complete.
+    assert keymat.encr is not None and keymat.prf_id is not None
     return IkeSaEstablished(
         sa.ike_sa_id,
         sa.name,
@@ -143,12 +155,12 @@ def established_event(sa: IkeSa, now: float) -> IkeSaEstablished:
         remote_addr=sa.remote_addr,
         local_id=sa.local_id,
         remote_id=sa.remote_id,
-        encr=sa.encr,  # type: ignore[arg-type]
-        encr_key_bits=sa.encr_key_bits,
-        integ=sa.integ,
-        prf=sa.prf_id,  # type: ignore[arg-type]
-        ke=int(sa.ke_method or 0),
-        additional_ke=tuple(sa.additional_ke),
+        encr=keymat.encr,
+        encr_key_bits=keymat.encr_key_bits,
+        integ=keymat.integ,
+        prf=keymat.prf_id,
+        ke=int(keymat.ke_method or 0),
+        additional_ke=tuple(keymat.additional_ke),
         nat_local=sa.nat_local,
         nat_remote=sa.nat_remote,
         udp_encap=sa.udp_encap,
@@ -156,9 +168,7 @@ def established_event(sa: IkeSa, now: float) -> IkeSaEstablished:
     )
 
 
-def on_established(sa: IkeSa, now: float) -> None:
-    from ikev2.tasks.lifetimes import start_ike_timers
-
+def on_established(sa: TaskContext, now: float) -> None:
     sa.timers.cancel("half_open")
     sa.emit(established_event(sa, now))
     start_ike_timers(sa, now)
@@ -173,15 +183,17 @@ class IkeAuthTask(Task):
         self.request: ChildRequest | None = None
         self.local: Identity | None = None
         self.remote: Identity | None = None
+        self.message_id = 0  # of our request, and so of the response (sec. 2.15 IntAuth)
 
-    def build(self, sa: IkeSa, now: float) -> list[Any]:
+    def build(self, sa: TaskContext, now: float) -> list[Payload]:
         config = sa.config
         self.local = identity_for(sa, config.local, sa.local_addr)
         self.remote = Identity.parse(config.remote.id)
         idi = id_payload(self.local, PayloadType.IDi)
-        payloads: list[Any] = [idi]
+        payloads: list[Payload] = [idi]
+        self.message_id = sa.next_request_id
         octets = octets_for(
-            sa, initiator_side=True, id_body=idi.serialize(), message_id=sa.next_request_id
+            sa, initiator_side=True, id_body=idi.serialize(), message_id=self.message_id
         )
         if not self.remote.is_any:
             payloads.append(id_payload(self.remote, PayloadType.IDr))
@@ -189,8 +201,6 @@ class IkeAuthTask(Task):
         # CERT payloads go right after IDi (sec. 1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH).
         certs = [p for p in auth_payloads if isinstance(p, CertPayload)]
         payloads[1:1] = certs
-        from ikev2.tasks.ike_init import certreq_payload
-
         certreq = certreq_payload(sa)
         if certreq is not None:
             payloads.insert(1 + len(certs), certreq)
@@ -203,13 +213,13 @@ class IkeAuthTask(Task):
             payloads += self.request.ts(sa)
         return payloads
 
-    def _psk_peer(self, sa: IkeSa) -> Identity:
+    def _psk_peer(self, sa: TaskContext) -> Identity:
         assert self.remote is not None
         if self.remote.is_any:
             return Identity.parse(sa.remote_addr[0])
         return self.remote
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         assert self.local is not None and self.remote is not None
         config = sa.config
         idr_payload = find_typed(payloads, PayloadType.IDr)
@@ -241,9 +251,9 @@ class IkeAuthTask(Task):
                 sa,
                 initiator_side=False,
                 id_body=idr_payload.serialize(),
-                message_id=sa.current_message_id,
+                message_id=self.message_id,
             )
-            verify_auth(sa, config.remote, self.local, peer, payloads, octets)
+            verify_auth(sa, config.remote, self.local, peer, payloads, octets, now)
         except ProtocolError as error:
             check = error.check if isinstance(error, AuthenticationError) else "bad-signature"
             sa.emit(
@@ -260,7 +270,7 @@ class IkeAuthTask(Task):
             self._process_child(sa, payloads, now)
         return False
 
-    def _process_child(self, sa: IkeSa, payloads: list[Any], now: float) -> None:
+    def _process_child(self, sa: TaskContext, payloads: list[Payload], now: float) -> None:
         assert self.request is not None
         error = received_child_error(payloads)
         if error is not None:
@@ -272,8 +282,6 @@ class IkeAuthTask(Task):
                     f"{_fmt(self.request.remote_ts)})"
                 )
             elif notify == NotifyType.NO_PROPOSAL_CHOSEN:
-                from ikev2.proposals import to_strongswan
-
                 reason += (
                     " (we offered "
                     + ", ".join(to_strongswan(p) for p in self.request.proposals)
@@ -284,7 +292,9 @@ class IkeAuthTask(Task):
             )
             return
         try:
-            child = self.request.process(sa, payloads, sa.nonce_i, sa.nonce_r, None, now)
+            child = self.request.process(
+                sa, payloads, sa.keymat.nonce_i, sa.keymat.nonce_r, None, now
+            )
         except ProtocolError as error:
             child_failure(
                 sa,
@@ -295,15 +305,13 @@ class IkeAuthTask(Task):
                 exchange="IKE_AUTH",
             )
             # The Child SA exists at the responder: tell it to delete it (sec. 2.9).
-            from ikev2.tasks.ike_delete import delete_spis_task
-
             spi = find_child_spi(payloads)
             if spi is not None:
                 sa.queue_task(delete_spis_task([spi]), now, start=False)
             return
         install_child(sa, child, now)
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         sa.emit(
             NegotiationFailed(
                 sa.ike_sa_id, sa.name, reason, None, received=True, exchange="IKE_AUTH"
@@ -323,26 +331,22 @@ class AuthFailedNotifyTask(Task):
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    def build(self, sa: IkeSa, now: float) -> list[Any]:
+    def build(self, sa: TaskContext, now: float) -> list[Payload]:
         return [NotifyPayload(notify_type=NotifyType.AUTHENTICATION_FAILED)]
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         sa.fail(now, self.reason, NotifyType.AUTHENTICATION_FAILED)
         return False
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         sa.fail(now, self.reason, NotifyType.AUTHENTICATION_FAILED)
 
 
-def _fmt(selectors: list[Any]) -> str:
-    from ikev2.ts import format_list
-
+def _fmt(selectors: list[Ts]) -> str:
     return format_list(selectors)
 
 
-def find_child_spi(payloads: list[Any]) -> bytes | None:
-    from ikev2.payloads import SaPayload
-
+def find_child_spi(payloads: list[Payload]) -> bytes | None:
     sa_payload = find(payloads, SaPayload)
     if sa_payload is None or len(sa_payload.proposals) != 1:
         return None
@@ -350,7 +354,7 @@ def find_child_spi(payloads: list[Any]) -> bytes | None:
     return bytes(spi) if len(spi) == 4 else None
 
 
-def _select_config(sa: IkeSa, peer: Identity, wanted: Identity | None) -> IkeConfig:
+def _select_config(sa: TaskContext, peer: Identity, wanted: Identity | None) -> IkeConfig:
     """Responder: the first candidate config (same IKE proposal choice) whose remote
     identity accepts ``peer`` and whose local identity is what the initiator asked for."""
     candidates = [sa.config] + [c for c in sa.candidate_configs if c is not sa.config]
@@ -369,17 +373,29 @@ def _select_config(sa: IkeSa, peer: Identity, wanted: Identity | None) -> IkeCon
     )
 
 
-def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
-    if sa.state.value not in ("INIT_DONE", "INTERMEDIATE"):
-        raise ProtocolError(f"IKE_AUTH in state {sa.state.value}")
-    if sa.intermediate_done < len(sa.additional_ke):
+class IkeAuthResponder(Responder):
+    """Responder side of IKE_AUTH (the router admits it in INIT_DONE / INTERMEDIATE)."""
+
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        return respond_ike_auth(sa, request.payloads, request.message_id, request.now)
+
+    def refused(self, sa: TaskContext, error: ProtocolError) -> None:
+        notify = error.notify
+        if notify is not None and not sa.established:
+            # Sec. 2.21.2: a refused IKE_AUTH leaves no IKE SA behind.
+            reason = f"IKE_AUTH refused: {error.reason}"
+            sa.after_response(lambda when: sa.fail(when, reason, notify))
+
+
+def respond_ike_auth(
+    sa: TaskContext, payloads: list[Payload], message_id: int, now: float
+) -> list[Payload]:
+    if sa.keymat.additional_ke_done < len(sa.keymat.additional_ke):
         raise ProtocolError("IKE_AUTH before the additional key exchanges completed")
     idi_payload = find_typed(payloads, PayloadType.IDi)
     if idi_payload is None or find(payloads, AuthPayload) is None:
         raise ProtocolError("IKE_AUTH request without IDi or AUTH", NotifyType.INVALID_SYNTAX)
     idr_wanted = find_typed(payloads, PayloadType.IDr)
-    from ikev2.payloads import CertReqPayload
-
     sa.peer_certreq = find_all(payloads, CertReqPayload)
     try:
         peer = Identity.from_payload(int(idi_payload.id_type), bytes(idi_payload.data))
@@ -395,9 +411,9 @@ def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
             sa,
             initiator_side=True,
             id_body=idi_payload.serialize(),
-            message_id=sa.current_message_id,
+            message_id=message_id,
         )
-        verify_auth(sa, config.remote, local, peer, payloads, octets)
+        verify_auth(sa, config.remote, local, peer, payloads, octets, now)
     except ProtocolError as error:
         check = error.check if isinstance(error, AuthenticationError) else "bad-signature"
         reason = error.reason
@@ -409,10 +425,10 @@ def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     sa.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
     idr = id_payload(local, PayloadType.IDr)
     our_octets = octets_for(
-        sa, initiator_side=False, id_body=idr.serialize(), message_id=sa.current_message_id
+        sa, initiator_side=False, id_body=idr.serialize(), message_id=message_id
     )
     auth_payloads = build_auth(sa, config.local, local, peer, our_octets)
-    response: list[Any] = [idr]
+    response: list[Payload] = [idr]
     response += [p for p in auth_payloads if isinstance(p, CertPayload)]
     response += [p for p in auth_payloads if not isinstance(p, CertPayload)]
     sa.to("recv_auth_request")
@@ -420,7 +436,13 @@ def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     if _has_child(payloads):
         try:
             child, sa_payloads, ts, _ = respond_child(
-                sa, payloads, sa.nonce_i, sa.nonce_r, now, with_ke=False, exchange="IKE_AUTH"
+                sa,
+                payloads,
+                sa.keymat.nonce_i,
+                sa.keymat.nonce_r,
+                now,
+                with_ke=False,
+                exchange="IKE_AUTH",
             )
         except ProtocolError as error:
             if error.notify is None:
@@ -443,10 +465,8 @@ def respond_ike_auth(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     return response
 
 
-def _has_child(payloads: list[Any]) -> bool:
-    from ikev2.payloads import SaPayload
-
+def _has_child(payloads: list[Payload]) -> bool:
     return find(payloads, SaPayload) is not None
 
 
-__all__ = ["IkeAuthTask", "NoncePayload", "respond_ike_auth"]
+__all__ = ["IkeAuthResponder", "IkeAuthTask", "NoncePayload", "respond_ike_auth"]

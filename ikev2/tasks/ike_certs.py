@@ -9,8 +9,6 @@ exchange and names the failed check for ``AuthenticationFailed.check``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -25,12 +23,10 @@ from ikev2.crypto.certs import validate_chain
 from ikev2.enums import CertEncoding
 from ikev2.identity import Identity
 from ikev2.payloads import AuthPayload, CertPayload
-
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
+from ikev2.tasks.context import Payload, TaskContext
 
 
-def build_signature_auth(sa: IkeSa, auth: AuthConfig, octets: bytes) -> list[Any]:
+def build_signature_auth(sa: TaskContext, auth: AuthConfig, octets: bytes) -> list[Payload]:
     """Our CERT payloads (leaf first) and the signed AUTH payload."""
     key = auth.private_key
     if key is None:
@@ -45,7 +41,7 @@ def build_signature_auth(sa: IkeSa, auth: AuthConfig, octets: bytes) -> list[Any
     method, scheme = choose_signature_scheme(
         key, peer_hashes, policy=sa.ctx.policy, rsa_pss=auth.rsa_pss
     )
-    payloads: list[Any] = []
+    payloads: list[Payload] = []
     if auth.send_cert == "always" or (auth.send_cert == "ifasked" and sa.peer_certreq):
         payloads += [
             CertPayload(
@@ -58,12 +54,13 @@ def build_signature_auth(sa: IkeSa, auth: AuthConfig, octets: bytes) -> list[Any
 
 
 def verify_signature_auth(
-    sa: IkeSa,
+    sa: TaskContext,
     auth: AuthConfig,
     remote: Identity,
-    payloads: list[Any],
+    payloads: list[Payload],
     auth_payload: AuthPayload,
     octets: bytes,
+    now: float,
 ) -> None:
     """Validate the peer's certificate chain and its AUTH signature (raises with a check)."""
     der = [
@@ -84,7 +81,7 @@ def verify_signature_auth(
         raise AuthenticationError(
             f"{remote} sent no certificate and none is configured for it", check="no-credentials"
         )
-    wall_time = sa.current_time + sa.ctx.wall_time_offset
+    wall_time = now + sa.ctx.wall_time_offset
     # A CertificateError names its check (unknown-ca, expired, identity-mismatch, ...).
     public_key, _ = validate_chain(certs[0], certs[1:], auth.cacerts, wall_time, identity=remote)
     # A failure here is an AuthenticationError with check "bad-signature" (its default).

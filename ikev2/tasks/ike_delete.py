@@ -7,19 +7,16 @@ Child SA wins (the rekey's result is then deleted as well, ``child_rekey``).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
 
 from ikev2.child import ChildSa
 from ikev2.enums import ExchangeType, NotifyType, ProtocolId
 from ikev2.errors import ProtocolError
+from ikev2.events import AuthenticationFailed
 from ikev2.payloads import DeletePayload, NotifyPayload
 from ikev2.states import ChildState, IkeState
-from ikev2.tasks import Task, find_all, notify_name
+from ikev2.tasks import Payload, Request, Responder, Task, TaskContext, find_all, notify_name
 
 log = logging.getLogger("ikev2.tasks.ike_delete")
-
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
 
 
 class IkeDeleteTask(Task):
@@ -29,18 +26,18 @@ class IkeDeleteTask(Task):
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    def build(self, sa: IkeSa, now: float) -> list[Any] | None:
+    def build(self, sa: TaskContext, now: float) -> list[Payload] | None:
         if not sa.alive:
             return None
         if sa.state is not IkeState.DELETING:
             sa.to("delete_start")
         return [DeletePayload(protocol=ProtocolId.IKE, spis=[])]
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         sa.destroy(now, self.reason)
         return False
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         # Sec. 1.4.1: without an answer the SA is gone anyway.
         sa.destroy(now, self.reason)
 
@@ -53,7 +50,7 @@ class ChildDeleteTask(Task):
         self.child = child
         self.reason = reason
 
-    def build(self, sa: IkeSa, now: float) -> list[Any] | None:
+    def build(self, sa: TaskContext, now: float) -> list[Payload] | None:
         child = self.child
         if not child.alive or child.child_sa_id not in sa.children:
             return None
@@ -61,11 +58,11 @@ class ChildDeleteTask(Task):
             child.to("delete_start")
         return [DeletePayload(protocol=child.protocol, spis=[child.spi_in.to_bytes(4, "big")])]
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         sa.child_gone(self.child, self.reason)
         return False
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         sa.child_gone(self.child, self.reason)
 
 
@@ -79,10 +76,10 @@ class _DeleteSpisTask(Task):
     def __init__(self, spis: list[bytes]) -> None:
         self.spis = spis
 
-    def build(self, sa: IkeSa, now: float) -> list[Any]:
+    def build(self, sa: TaskContext, now: float) -> list[Payload]:
         return [DeletePayload(protocol=ProtocolId.ESP, spis=list(self.spis))]
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         return False
 
 
@@ -90,16 +87,20 @@ def delete_spis_task(spis: list[bytes]) -> Task:
     return _DeleteSpisTask(spis)
 
 
-def respond_informational(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
+class InformationalResponder(Responder):
+    """INFORMATIONAL requests: Delete payloads, error notifies, empty liveness checks."""
+
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        return respond_informational(sa, request.payloads, request.now)
+
+
+def respond_informational(sa: TaskContext, payloads: list[Payload], now: float) -> list[Payload]:
     deletes = find_all(payloads, DeletePayload)
     for notify in find_all(payloads, NotifyPayload):
         if notify.is_error:
-            sa.peer_error = notify_name(int(notify.notify_type))
-            log.warning("%s: peer reports %s", sa.describe(), sa.peer_error)
+            log.warning("%s: peer reports %s", sa.describe(), notify_name(int(notify.notify_type)))
         if notify.notify_type == NotifyType.AUTHENTICATION_FAILED:
             # The initiator could not verify our AUTH (sec. 2.21.2): the SA is dead.
-            from ikev2.events import AuthenticationFailed
-
             reason = "peer could not verify our AUTH (AUTHENTICATION_FAILED after IKE_AUTH)"
             sa.emit(
                 AuthenticationFailed(sa.ike_sa_id, sa.name, "peer-rejected", reason, sa.remote_addr)

@@ -4,21 +4,16 @@ exhaustion (``ikev2.sa``) declares the peer dead and applies the Child SAs' dpd_
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ikev2.enums import ExchangeType
-from ikev2.tasks import Task
-
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
+from ikev2.tasks import Payload, Task, TaskContext
 
 
 class DpdTask(Task):
     exchange = ExchangeType.INFORMATIONAL
     name = "INFORMATIONAL(DPD)"
 
-    def build(self, sa: IkeSa, now: float) -> list[Any] | None:
+    def build(self, sa: TaskContext, now: float) -> list[Payload] | None:
         return [] if sa.established else None
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         return False

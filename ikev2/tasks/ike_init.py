@@ -9,29 +9,14 @@ INVALID_KE_PAYLOAD asks for (sec. 1.3). Responder: select a proposal, compute th
 
 from __future__ import annotations
 
-import struct
-from typing import TYPE_CHECKING, Any
-
+from ikev2.config import IkeConfig
 from ikev2.crypto.auth import build_signature_hash_algorithms, parse_signature_hash_algorithms
+from ikev2.crypto.certs import ca_key_hashes
 from ikev2.crypto.keyexchange import KeyExchange
-from ikev2.crypto.keys import derive_ike_keys, update_ike_keys_additional_ke
-from ikev2.crypto.prf import Prf
-from ikev2.crypto.sk import make_sk_cipher, sk_key_lengths
-from ikev2.enums import (
-    CertEncoding,
-    EncrId,
-    ExchangeType,
-    IntegId,
-    KeId,
-    NotifyType,
-    PayloadType,
-    PrfId,
-    ProtocolId,
-    TransformType,
-)
+from ikev2.enums import CertEncoding, ExchangeType, KeId, NotifyType, ProtocolId, TransformType
 from ikev2.errors import ProtocolError
 from ikev2.events import NegotiationFailed
-from ikev2.message import IKE_HEADER_SIZE, IkeHeader, serialize_payload_chain
+from ikev2.keymat import ADDKE_TYPES
 from ikev2.payloads import (
     CertReqPayload,
     KePayload,
@@ -45,6 +30,7 @@ from ikev2.proposals import (
     check_selected_proposal,
     chosen_transform,
     display_list,
+    explain_mismatch,
     parse_proposals,
     select_proposal,
     to_strongswan,
@@ -52,7 +38,11 @@ from ikev2.proposals import (
 )
 from ikev2.states import IkeState
 from ikev2.tasks import (
+    Payload,
+    Request,
+    Responder,
     Task,
+    TaskContext,
     check_nonce,
     find,
     find_notify,
@@ -60,66 +50,11 @@ from ikev2.tasks import (
     new_ke,
     notify_name,
 )
-from ikev2.tasks.followup_ke import ADDKE_TYPES, additional_methods
+from ikev2.tasks.ike_intermediate import IkeIntermediateTask
 from ikev2.tasks.ike_natd import evaluate, float_to_nat_t, natd_notifies
-
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
 
 NONCE_SIZE = 32
 MAX_COOKIE_RETRIES = 3
-
-
-def apply_proposal(sa: IkeSa, chosen: Proposal) -> None:
-    encr = chosen_transform(chosen, TransformType.ENCR)
-    prf = chosen_transform(chosen, TransformType.PRF)
-    ke = chosen_transform(chosen, TransformType.KE)
-    if encr is None or prf is None or ke is None:
-        raise ProtocolError("IKE proposal without ENCR, PRF or KE", NotifyType.NO_PROPOSAL_CHOSEN)
-    integ = chosen_transform(chosen, TransformType.INTEG)
-    sa.encr = EncrId(encr.id)
-    sa.encr_key_bits = encr.key_length
-    sa.integ = IntegId(integ.id) if integ is not None and integ.id != 0 else None
-    sa.prf_id = PrfId(prf.id)
-    sa.ke_method = KeId(ke.id)
-    sa.additional_ke = additional_methods(chosen)
-    sa.chosen_proposal = chosen
-
-
-def algorithm_summary(sa: IkeSa) -> str:
-    return to_strongswan(sa.chosen_proposal) if sa.chosen_proposal is not None else "-"
-
-
-def install_keys(sa: IkeSa, keys: Any) -> None:
-    """Set SK_* and build both SK ciphers (ours: SK_ei/SK_ai when we are the initiator)."""
-    assert sa.encr is not None
-    sa.keys = keys
-    if sa.initiator:
-        out_e, out_a, in_e, in_a = keys.sk_ei, keys.sk_ai, keys.sk_er, keys.sk_ar
-    else:
-        out_e, out_a, in_e, in_a = keys.sk_er, keys.sk_ar, keys.sk_ei, keys.sk_ai
-    sa.cipher_out = make_sk_cipher(
-        sa.encr, sa.encr_key_bits, sa.integ, out_e, out_a or None, rng=sa.ctx.rng
-    )
-    sa.cipher_in = make_sk_cipher(sa.encr, sa.encr_key_bits, sa.integ, in_e, in_a or None)
-
-
-def key_lengths(sa: IkeSa) -> tuple[int, int]:
-    assert sa.encr is not None
-    try:
-        return sk_key_lengths(sa.encr, sa.encr_key_bits, sa.integ)
-    except ProtocolError as error:
-        raise ProtocolError(error.reason, NotifyType.NO_PROPOSAL_CHOSEN) from None
-
-
-def derive_initial_keys(sa: IkeSa, shared_secret: bytes) -> None:
-    assert sa.prf_id is not None
-    sa.prf = Prf(sa.prf_id)
-    encr_len, integ_len = key_lengths(sa)
-    keys = derive_ike_keys(
-        sa.prf, shared_secret, sa.nonce_i, sa.nonce_r, sa.spi_i, sa.spi_r, encr_len, integ_len
-    )
-    install_keys(sa, keys)
 
 
 def signature_hashes_notify() -> NotifyPayload:
@@ -129,19 +64,21 @@ def signature_hashes_notify() -> NotifyPayload:
     )
 
 
-def parse_signature_hashes(payloads: list[Any]) -> list[int]:
+def parse_signature_hashes(payloads: list[Payload]) -> list[int]:
     notify = find_notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS)
     if notify is None:
         return []
     return parse_signature_hash_algorithms(bytes(notify.data))
 
 
-def ike_proposals(sa: IkeSa, config: Any = None) -> list[Proposal]:
+def ike_proposals(sa: TaskContext, config: IkeConfig | None = None) -> list[Proposal]:
     config = config or sa.config
     return parse_proposals(config.proposals, ProtocolId.IKE)
 
 
-def capability_notifies(sa: IkeSa, peer_payloads: list[Any] | None) -> list[NotifyPayload]:
+def capability_notifies(
+    sa: TaskContext, peer_payloads: list[Payload] | None
+) -> list[NotifyPayload]:
     """FRAGMENTATION_SUPPORTED and SIGNATURE_HASH_ALGORITHMS (the responder only echoes
     fragmentation support when the initiator announced it, RFC 7383 sec. 2.3)."""
     out: list[NotifyPayload] = []
@@ -168,7 +105,7 @@ class IkeInitTask(Task):
         self.ke_retried = False
         self.received_notify: NotifyType | None = None
 
-    def build(self, sa: IkeSa, now: float) -> list[Any]:
+    def build(self, sa: TaskContext, now: float) -> list[Payload]:
         sa.to("send_init" if sa.state is IkeState.CREATED else "retry_init")
         if self.proposals is None:
             self.proposals = ike_proposals(sa)
@@ -179,17 +116,17 @@ class IkeInitTask(Task):
             self.ke_method = int(first_ke.id)
         if self.ke is None or int(self.ke.method) != self.ke_method:
             self.ke = new_ke(sa, self.ke_method)
-        if not sa.nonce_i:
-            sa.nonce_i = sa.ctx.rng(NONCE_SIZE)
+        if not sa.keymat.nonce_i:
+            sa.keymat.nonce_i = sa.ctx.rng(NONCE_SIZE)
         sa.spi_r = bytes(8)
-        payloads: list[Any] = []
+        payloads: list[Payload] = []
         if self.cookie:
             # Sec. 2.6: the COOKIE notify is the first payload of the retried request.
             payloads.append(NotifyPayload(notify_type=NotifyType.COOKIE, data=self.cookie))
         payloads += [
             SaPayload(proposals=self.proposals),
             KePayload(group=KeId(self.ke_method), data=self.ke.our_payload()),
-            NoncePayload(nonce=sa.nonce_i),
+            NoncePayload(nonce=sa.keymat.nonce_i),
         ]
         payloads += natd_notifies(
             sa.spi_i,
@@ -204,7 +141,7 @@ class IkeInitTask(Task):
             payloads.append(NotifyPayload(notify_type=NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
         return payloads
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         assert self.proposals is not None and self.ke is not None
         cookie = find_notify(payloads, NotifyType.COOKIE)
         if cookie is not None:
@@ -248,13 +185,16 @@ class IkeInitTask(Task):
             raise ProtocolError("IKE_SA_INIT response with a zero responder SPI")
         chosen = sa_payload.proposals[0]
         check_selected_proposal(self.proposals, chosen, ProtocolId.IKE)
-        apply_proposal(sa, chosen)
-        if int(ke_payload.group) != int(sa.ke_method or 0) or sa.ke_method != self.ke_method:
+        sa.keymat.apply_proposal(chosen)
+        keymat = sa.keymat
+        if (
+            int(ke_payload.group) != int(keymat.ke_method or 0)
+            or keymat.ke_method != self.ke_method
+        ):
             raise ProtocolError("KE payload group differs from the chosen proposal")
-        sa.nonce_r = check_nonce(find(payloads, NoncePayload))
+        sa.keymat.nonce_r = check_nonce(find(payloads, NoncePayload))
         shared = self.ke.compute(bytes(ke_payload.data))
-        derive_initial_keys(sa, shared)
-        sa.init_response = sa.current_response_raw
+        sa.keymat.derive_initial(shared, sa.spi_i, sa.spi_r)
         evaluate(sa, payloads, sa.spi_i, sa.spi_r)
         float_to_nat_t(sa)
         sa.peer_fragmentation = sa.config.fragmentation != "no" and (
@@ -262,15 +202,15 @@ class IkeInitTask(Task):
         )
         sa.peer_signature_hashes = parse_signature_hashes(payloads)
         sa.peer_certreq = [p for p in payloads if isinstance(p, CertReqPayload)]
-        if sa.additional_ke:
+        if sa.keymat.additional_ke:
             sa.to("recv_init_response_intermediate")
-            for index in reversed(range(len(sa.additional_ke))):
+            for index in reversed(range(len(sa.keymat.additional_ke))):
                 sa.queue_task(IkeIntermediateTask(index), now, start=False, first=True)
         else:
             sa.to("recv_init_response")
         return False
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         notify = self.received_notify
         sa.emit(
             NegotiationFailed(
@@ -302,9 +242,16 @@ def _prefer_peer_group(ours: list[Proposal], group: int) -> list[Proposal]:
     return out
 
 
-def respond_ike_init(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
+class IkeInitResponder(Responder):
     """Responder side of IKE_SA_INIT. Raises ProtocolError for NO_PROPOSAL_CHOSEN and
     INVALID_KE_PAYLOAD (answered statelessly by the dispatcher)."""
+
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        return respond_ike_init(sa, request.payloads, request.now)
+
+
+def respond_ike_init(sa: TaskContext, payloads: list[Payload], now: float) -> list[Payload]:
+    """The body of :class:`IkeInitResponder` (selection, keys, capabilities)."""
     sa.to("recv_init_request")
     sa_payload = find(payloads, SaPayload)
     ke_payload = find(payloads, KePayload)
@@ -335,19 +282,20 @@ def respond_ike_init(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     if chosen is None:
         assert first_failure is not None
         raise first_failure
-    apply_proposal(sa, chosen)
-    if int(ke_payload.group) != sa.ke_method:
+    keymat = sa.keymat
+    keymat.apply_proposal(chosen)
+    if int(ke_payload.group) != keymat.ke_method:
         raise ProtocolError(
             f"initiator sent a KE payload for group {int(ke_payload.group)}, we chose "
-            f"{sa.ke_method.name if sa.ke_method else '?'}",
+            f"{keymat.ke_method.name if keymat.ke_method else '?'}",
             NotifyType.INVALID_KE_PAYLOAD,
-            notify_data=int(sa.ke_method or 0).to_bytes(2, "big"),
+            notify_data=int(keymat.ke_method or 0).to_bytes(2, "big"),
         )
     ke = new_ke(sa, int(ke_payload.group))
     shared = ke.compute(bytes(ke_payload.data))
-    sa.nonce_i = nonce_i
-    sa.nonce_r = sa.ctx.rng(NONCE_SIZE)
-    derive_initial_keys(sa, shared)
+    sa.keymat.nonce_i = nonce_i
+    sa.keymat.nonce_r = sa.ctx.rng(NONCE_SIZE)
+    sa.keymat.derive_initial(shared, sa.spi_i, sa.spi_r)
     evaluate(sa, payloads, sa.spi_i, bytes(8))
     sa.udp_encap = sa.nat_local or sa.nat_remote
     sa.peer_fragmentation = sa.config.fragmentation != "no" and (
@@ -357,10 +305,10 @@ def respond_ike_init(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     sa.peer_intermediate = (
         find_notify(payloads, NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is not None
     )
-    response: list[Any] = [
+    response: list[Payload] = [
         SaPayload(proposals=[chosen]),
         KePayload(group=ke_payload.group, data=ke.our_payload()),
-        NoncePayload(nonce=sa.nonce_r),
+        NoncePayload(nonce=sa.keymat.nonce_r),
     ]
     response += natd_notifies(
         sa.spi_i,
@@ -374,7 +322,7 @@ def respond_ike_init(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     certreq = certreq_payload(sa)
     if certreq is not None:
         response.append(certreq)
-    if sa.additional_ke:
+    if sa.keymat.additional_ke:
         response.append(NotifyPayload(notify_type=NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
     sa.timers.set("half_open", now + HALF_OPEN_TIMEOUT)
     return response
@@ -386,159 +334,17 @@ HALF_OPEN_TIMEOUT = 30.0
 def select_failure_text(
     ours: list[Proposal], received: list[Proposal], allowed: list[Proposal]
 ) -> str:
-    from ikev2.proposals import explain_mismatch
-
     text = explain_mismatch(ours, received, ProtocolId.IKE)
     if len(allowed) != len(received):
         text += " (some of the peer's proposals use algorithms refused by our policy)"
     return text
 
 
-def certreq_payload(sa: IkeSa) -> CertReqPayload | None:
+def certreq_payload(sa: TaskContext) -> CertReqPayload | None:
     """CERTREQ with the SHA-1 hashes of our trust anchors' public keys (sec. 3.7)."""
     auth = sa.config.remote
     if auth.auth != "pubkey" or not auth.cacerts or not sa.config.local.send_certreq:
         return None
-    try:
-        from ikev2.crypto.certs import ca_key_hashes
-    except ImportError:
-        return None
     return CertReqPayload(
         encoding=CertEncoding.X509_CERT_SIGNATURE, data=b"".join(ca_key_hashes(auth.cacerts))
     )
-
-
-# ------------------------------------------------------------------ IKE_INTERMEDIATE
-
-
-def _int_auth_octets(
-    sa: IkeSa, payloads: list[Any], outgoing: bool, message_id: int, message: Any
-) -> bytes:
-    """IntAuth_*_A | IntAuth_*_P of RFC 9242 sec. 3.3.2, computed as if the message had
-    not been fragmented: the IKE header and SK payload header with the lengths of the
-    unfragmented message, then the inner payloads in clear."""
-    from ikev2.message import encrypted_message_length
-
-    plain = serialize_payload_chain(payloads)
-    if message is not None and not message.is_fragment and message.sk_offset is not None:
-        return message.associated_data + plain
-    cipher = sa.cipher_out if outgoing else sa.cipher_in
-    assert cipher is not None
-    length = encrypted_message_length(payloads, cipher)
-    # IKE_INTERMEDIATE requests always come from the original initiator (RFC 9242 sec. 3).
-    from_initiator = sa.initiator if outgoing else not sa.initiator
-    header = IkeHeader(
-        spi_i=sa.spi_i,
-        spi_r=sa.spi_r,
-        next_payload=PayloadType.SK,
-        exchange=ExchangeType.IKE_INTERMEDIATE,
-        initiator=from_initiator,
-        response=not from_initiator,
-        message_id=message_id,
-        length=length,
-    )
-    first = int(payloads[0].TYPE) if payloads else 0
-    return header.serialize() + struct.pack("!BBH", first, 0, length - IKE_HEADER_SIZE) + plain
-
-
-def record_intermediate(
-    sa: IkeSa, payloads: list[Any], *, outgoing: bool, message_id: int, message: Any = None
-) -> None:
-    """Fold one IKE_INTERMEDIATE message into IntAuth_i / IntAuth_r (RFC 9242 sec. 3.3.2)
-    with the SK_pi / SK_pr in force for that exchange."""
-    assert sa.prf is not None and sa.keys is not None
-    octets = _int_auth_octets(sa, payloads, outgoing, message_id, message)
-    from_initiator = sa.initiator if outgoing else not sa.initiator
-    if from_initiator:
-        sa.int_auth_i = sa.prf(sa.keys.sk_pi, sa.int_auth_i + octets)
-    else:
-        sa.int_auth_r = sa.prf(sa.keys.sk_pr, sa.int_auth_r + octets)
-
-
-def update_keys_after_intermediate(sa: IkeSa, shared_secret: bytes) -> None:
-    assert sa.prf is not None and sa.keys is not None
-    encr_len, integ_len = key_lengths(sa)
-    keys = update_ike_keys_additional_ke(
-        sa.prf,
-        sa.keys,
-        shared_secret,
-        sa.nonce_i,
-        sa.nonce_r,
-        sa.spi_i,
-        sa.spi_r,
-        encr_len,
-        integ_len,
-    )
-    install_keys(sa, keys)
-
-
-class IkeIntermediateTask(Task):
-    """One RFC 9370 additional key exchange in IKE_INTERMEDIATE (initiator side)."""
-
-    exchange = ExchangeType.IKE_INTERMEDIATE
-    name = "IKE_INTERMEDIATE"
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.ke: KeyExchange | None = None
-
-    def build(self, sa: IkeSa, now: float) -> list[Any]:
-        method = sa.additional_ke[self.index]
-        self.ke = new_ke(sa, method)
-        return [KePayload(group=_as_ke(method), data=self.ke.our_payload())]
-
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
-        assert self.ke is not None
-        error = first_error(payloads)
-        if error is not None:
-            raise ProtocolError(
-                f"responder answered IKE_INTERMEDIATE with {notify_name(int(error.notify_type))}",
-                NotifyType(int(error.notify_type)),
-            )
-        ke_payload = find(payloads, KePayload)
-        if ke_payload is None or int(ke_payload.group) != sa.additional_ke[self.index]:
-            raise ProtocolError("IKE_INTERMEDIATE response without the expected KE payload")
-        shared = self.ke.compute(bytes(ke_payload.data))
-        update_keys_after_intermediate(sa, shared)
-        if self.index == len(sa.additional_ke) - 1:
-            sa.to("intermediate_done")
-        return False
-
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
-        sa.emit(
-            NegotiationFailed(
-                sa.ike_sa_id, sa.name, reason, None, received=True, exchange="IKE_INTERMEDIATE"
-            )
-        )
-        sa.fail(now, reason)
-
-
-def _as_ke(method: int) -> KeId | int:
-    try:
-        return KeId(method)
-    except ValueError:
-        return method
-
-
-def respond_intermediate(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
-    if sa.state is IkeState.INIT_DONE:
-        sa.to("recv_intermediate")
-    elif sa.state is not IkeState.INTERMEDIATE:
-        raise ProtocolError("IKE_INTERMEDIATE outside of IKE SA setup")
-    done = sa.intermediate_done
-    if done >= len(sa.additional_ke):
-        raise ProtocolError("IKE_INTERMEDIATE without a pending key exchange")
-    ke_payload = find(payloads, KePayload)
-    if ke_payload is None or int(ke_payload.group) != sa.additional_ke[done]:
-        raise ProtocolError(
-            "IKE_INTERMEDIATE KE payload does not match the negotiated additional key exchange",
-            NotifyType.INVALID_KE_PAYLOAD,
-            notify_data=sa.additional_ke[done].to_bytes(2, "big"),
-        )
-    ke = new_ke(sa, sa.additional_ke[done])
-    shared = ke.compute(bytes(ke_payload.data))
-    sa.intermediate_done = done + 1
-    # The response is still protected with the current keys; the next message uses the
-    # updated ones (RFC 9370 sec. 2.2.2).
-    sa.after_response(lambda _now: update_keys_after_intermediate(sa, shared))
-    return [KePayload(group=ke_payload.group, data=ke.our_payload())]

@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ikev2.enums import NotifyType
 from ikev2.events import Address
 from ikev2.payloads import NotifyPayload
-
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
+from ikev2.tasks.context import TaskContext
 
 NAT_T_PORT = 4500
 IKE_PORT = 500
@@ -51,7 +49,7 @@ def natd_notifies(
     ]
 
 
-def evaluate(sa: IkeSa, payloads: list[Any], spi_i: bytes, spi_r: bytes) -> None:
+def evaluate(sa: TaskContext, payloads: list[Any], spi_i: bytes, spi_r: bytes) -> None:
     """Set ``sa.nat_local`` / ``sa.nat_remote`` from the peer's NAT_DETECTION notifies
     (with the SPIs of the message they came in). No notifies: no NAT-T (sec. 2.23)."""
     sources = [
@@ -74,7 +72,7 @@ def evaluate(sa: IkeSa, payloads: list[Any], spi_i: bytes, spi_r: bytes) -> None
     sa.nat_local = expected_destination not in destinations or sa.config.encap
 
 
-def float_to_nat_t(sa: IkeSa) -> None:
+def float_to_nat_t(sa: TaskContext) -> None:
     """Initiator: after IKE_SA_INIT, move IKE to port 4500 if a NAT was detected (sec.
     2.23: "the initiator MUST ... change to port 4500"); ESP is then UDP-encapsulated."""
     if not (sa.nat_local or sa.nat_remote):

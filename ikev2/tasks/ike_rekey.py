@@ -13,14 +13,11 @@ Child SA, or after the SA was replaced, gets TEMPORARY_FAILURE (sec. 2.25.2).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ikev2.crypto.keyexchange import KeyExchange
-from ikev2.crypto.keys import derive_rekeyed_ike_keys
-from ikev2.crypto.prf import Prf
 from ikev2.enums import ExchangeType, NotifyType, ProtocolId, TransformType
 from ikev2.errors import ProtocolError
 from ikev2.events import IkeSaRekeyed, NegotiationFailed
+from ikev2.keymat import additional_methods
 from ikev2.payloads import KePayload, NoncePayload, Proposal, SaPayload
 from ikev2.proposals import (
     NoProposalChosen,
@@ -29,52 +26,32 @@ from ikev2.proposals import (
     select_proposal,
 )
 from ikev2.states import IkeState
-from ikev2.tasks import Task, check_nonce, find, first_error, new_ke, notify_name
-from ikev2.tasks.followup_ke import additional_methods, register, start_followups
-from ikev2.tasks.ike_init import (
-    _prefer_peer_group,
-    apply_proposal,
-    ike_proposals,
-    install_keys,
-    key_lengths,
+from ikev2.tasks import (
+    Payload,
+    Request,
+    Responder,
+    Task,
+    TaskContext,
+    check_nonce,
+    find,
+    first_error,
+    new_ke,
+    notify_name,
 )
+from ikev2.tasks.child_create import ChildCreateTask
+from ikev2.tasks.child_rekey import ChildRekeyTask
+from ikev2.tasks.followup_ke import FollowupKeTask, start_followups
+from ikev2.tasks.ike_delete import ChildDeleteTask, IkeDeleteTask
+from ikev2.tasks.ike_init import _prefer_peer_group, ike_proposals
+from ikev2.tasks.lifetimes import start_ike_timers
 from ikev2.timers import random_fraction
-
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
 
 REKEYED_LINGER = 60.0  # how long a replaced IKE SA waits for the peer's Delete
 
 
-def _new_sa(old: IkeSa, *, initiator: bool, spi_i: bytes, spi_r: bytes) -> IkeSa:
-    from ikev2.sa import IkeSa
-
-    new = IkeSa(
-        old.ctx,
-        old.config,
-        initiator=initiator,
-        spi_i=spi_i,
-        spi_r=spi_r,
-        local_addr=old.local_addr,
-        remote_addr=old.remote_addr,
-    )
-    for attribute in (
-        "nat_local",
-        "nat_remote",
-        "udp_encap",
-        "peer_fragmentation",
-        "peer_signature_hashes",
-        "local_id",
-        "remote_id",
-    ):
-        setattr(new, attribute, getattr(old, attribute))
-    new.last_peer_activity = old.last_peer_activity
-    return new
-
-
 def _derive(
-    old: IkeSa,
-    new: IkeSa,
+    old: TaskContext,
+    new: TaskContext,
     chosen: Proposal,
     shared: bytes,
     nonce_i: bytes,
@@ -82,35 +59,13 @@ def _derive(
     additional: list[bytes] | None = None,
 ) -> None:
     """SKEYSEED = prf(SK_d (old), g^ir (new) | SK(1..n) | Ni | Nr), sec. 2.18 / RFC 9370."""
-    assert old.prf is not None and old.keys is not None
-    apply_proposal(new, chosen)
-    # The additional key exchanges of a rekey are done already (IKE_FOLLOWUP_KE), not in
-    # IKE_INTERMEDIATE on the new SA.
-    new.additional_ke = []
-    assert new.prf_id is not None
-    new.prf = Prf(new.prf_id)
-    new.nonce_i, new.nonce_r = nonce_i, nonce_r
-    encr_len, integ_len = key_lengths(new)
-    keys = derive_rekeyed_ike_keys(
-        old.prf,
-        old.keys.sk_d,
-        new.prf,
-        shared,
-        nonce_i,
-        nonce_r,
-        new.spi_i,
-        new.spi_r,
-        encr_len,
-        integ_len,
-        additional_shared_secrets=additional or (),
+    new.keymat.derive_rekeyed(
+        old.keymat, chosen, shared, nonce_i, nonce_r, new.spi_i, new.spi_r, additional or ()
     )
-    install_keys(new, keys)
 
 
-def adopt(old: IkeSa, new: IkeSa, now: float) -> None:
+def adopt(old: TaskContext, new: TaskContext, now: float) -> None:
     """Move the Child SAs (and their timers) to ``new`` and report the rekey."""
-    from ikev2.tasks.lifetimes import start_ike_timers
-
     new.children.update(old.children)
     old.children.clear()
     for name in list(old.timers._deadlines):
@@ -120,9 +75,12 @@ def adopt(old: IkeSa, new: IkeSa, now: float) -> None:
     for name in ("ike_rekey", "ike_reauth", "ike_expire", "dpd"):
         old.timers.cancel(name)
     old.timers.set("rekeyed_linger", now + REKEYED_LINGER)
-    old.successor = new
+    old.replaced_by(new)
     new.established_at = now
     start_ike_timers(new, now)
+    keymat = new.keymat
+    # Keys exist once derived (``_derive`` ran before any adopt).
+    assert keymat.encr is not None and keymat.prf_id is not None
     old.emit(
         IkeSaRekeyed(
             new.ike_sa_id,
@@ -132,11 +90,11 @@ def adopt(old: IkeSa, new: IkeSa, now: float) -> None:
             spi_r=int.from_bytes(new.spi_r, "big"),
             old_spi_i=int.from_bytes(old.spi_i, "big"),
             old_spi_r=int.from_bytes(old.spi_r, "big"),
-            encr=new.encr,  # type: ignore[arg-type]
-            encr_key_bits=new.encr_key_bits,
-            integ=new.integ,
-            prf=new.prf_id,  # type: ignore[arg-type]
-            ke=int(new.ke_method or 0),
+            encr=keymat.encr,
+            encr_key_bits=keymat.encr_key_bits,
+            integ=keymat.integ,
+            prf=keymat.prf_id,
+            ke=int(keymat.ke_method or 0),
         )
     )
 
@@ -151,18 +109,21 @@ class IkeRekeyTask(Task):
         self.ke: KeyExchange | None = None
         self.ke_method: int | None = None
         self.proposals: list[Proposal] = []
+        #: The new IKE SA of the peer's rekey we answered while ours was in flight (sec.
+        #: 2.8.2); settled when our response arrives.
+        self.collision: TaskContext | None = None
 
-    def build(self, sa: IkeSa, now: float) -> list[Any] | None:
+    def build(self, sa: TaskContext, now: float) -> list[Payload] | None:
         if sa.state is not IkeState.ESTABLISHED:
             return None
         sa.to("rekey_start")
-        sa.rekey_collision = None
+        self.collision = None
         self.spi = sa.ctx.new_spi(8)
         self.proposals = ike_proposals(sa)
         for proposal in self.proposals:
             proposal.spi = self.spi
         if self.ke_method is None:
-            self.ke_method = int(sa.ke_method or 0)
+            self.ke_method = int(sa.keymat.ke_method or 0)
         self.ke = new_ke(sa, self.ke_method)
         self.nonce = sa.ctx.rng(32)
         return [
@@ -171,14 +132,14 @@ class IkeRekeyTask(Task):
             KePayload(group=self.ke_method, data=self.ke.our_payload()),
         ]
 
-    def _retry_later(self, sa: IkeSa, now: float) -> None:
+    def _retry_later(self, sa: TaskContext, now: float) -> None:
         if sa.state is IkeState.REKEYING:
             sa.to("rekey_failed")
         sa.timers.set("ike_rekey", now + 2.0 + 6.0 * random_fraction(sa.ctx.rng))
 
-    def process(self, sa: IkeSa, payloads: list[Any], now: float) -> bool:
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         assert self.ke is not None
-        collision = sa.rekey_collision
+        collision = self.collision
         error = first_error(payloads)
         if error is not None:
             notify = int(error.notify_type)
@@ -238,14 +199,14 @@ class IkeRekeyTask(Task):
                 if sa.state is IkeState.REKEYING:
                     sa.to("rekey_failed")
 
-            start_followups(sa, methods, payloads, finish, fail, now)
+            start_followups(sa, methods, payloads, finish, fail, now, owner=self)
             return False
         self._complete(sa, chosen, shared, nonce_r, [], now)
         return False
 
     def _complete(
         self,
-        sa: IkeSa,
+        sa: TaskContext,
         chosen: Proposal,
         shared: bytes,
         nonce_r: bytes,
@@ -254,46 +215,55 @@ class IkeRekeyTask(Task):
     ) -> None:
         if sa.state is not IkeState.REKEYING:
             return  # deleted (or replaced by the peer) while the exchanges ran
-        collision = sa.rekey_collision
-        new = _new_sa(sa, initiator=True, spi_i=self.spi, spi_r=bytes(chosen.spi))
+        collision = self.collision
+        new = sa.new_rekeyed_sa(initiator=True, spi_i=self.spi, spi_r=bytes(chosen.spi))
         _derive(sa, new, chosen, shared, self.nonce, nonce_r, additional)
         new.to("created_by_rekey")
-        sa.ctx.register_sa(new)
+        new.register()
         lost = (
             collision is not None
             and collision.alive
-            and min(self.nonce, nonce_r) < min(collision.nonce_i, collision.nonce_r)
+            and min(self.nonce, nonce_r) < min(collision.keymat.nonce_i, collision.keymat.nonce_r)
         )
         if lost:
             # Lost (sec. 2.8.2): ours is redundant, we delete it; the peer's new SA takes
             # the Child SAs and the peer deletes the old one.
             sa.to("rekeyed_by_peer")
+            assert collision is not None
             adopt(sa, collision, now)
             new.delete_ike(now, "redundant after IKE rekey collision")
             return
         # No collision, or won: the peer deletes its redundant SA (``collision``).
         sa.to("rekey_done")
         adopt(sa, new, now)
-        from ikev2.tasks.ike_delete import IkeDeleteTask
-
         sa.queue_task(IkeDeleteTask("rekeyed"), now, start=False, first=True)
         return
 
-    def abort(self, sa: IkeSa, reason: str, now: float) -> None:
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:
         if sa.state is IkeState.REKEYING:
             sa.to("rekey_failed")
 
 
-def respond_ike_rekey(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
+def our_rekey(sa: TaskContext) -> IkeRekeyTask | None:
+    """Our IKE rekey in flight (its CREATE_CHILD_SA or one of its IKE_FOLLOWUP_KE)."""
+    task = sa.active_task
+    if isinstance(task, FollowupKeTask):
+        task = task.owner
+    return task if isinstance(task, IkeRekeyTask) else None
+
+
+class IkeRekeyResponder(Responder):
+    """CREATE_CHILD_SA with an IKE proposal: the peer rekeys the IKE SA (sec. 1.3.2)."""
+
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        return respond_ike_rekey(sa, request.payloads, request.now)
+
+
+def respond_ike_rekey(sa: TaskContext, payloads: list[Payload], now: float) -> list[Payload]:
     if sa.state not in (IkeState.ESTABLISHED, IkeState.REKEYING):
         raise ProtocolError(
             "IKE SA is not established or already rekeyed", NotifyType.TEMPORARY_FAILURE
         )
-    from ikev2.tasks.child_create import ChildCreateTask
-    from ikev2.tasks.child_rekey import ChildRekeyTask
-    from ikev2.tasks.followup_ke import FollowupKeTask
-    from ikev2.tasks.ike_delete import ChildDeleteTask
-
     if isinstance(
         sa.active_task, ChildCreateTask | ChildRekeyTask | ChildDeleteTask | FollowupKeTask
     ):
@@ -353,24 +323,26 @@ def respond_ike_rekey(sa: IkeSa, payloads: list[Any], now: float) -> list[Any]:
     def switch(additional: list[bytes], when: float) -> None:
         if sa.state not in (IkeState.ESTABLISHED, IkeState.REKEYING):
             return  # deleted or replaced meanwhile
-        new = _new_sa(sa, initiator=False, spi_i=bytes(chosen.spi), spi_r=spi_r)
+        new = sa.new_rekeyed_sa(initiator=False, spi_i=bytes(chosen.spi), spi_r=spi_r)
         _derive(sa, new, chosen, shared, nonce_i, nonce_r, additional)
         new.to("created_by_rekey")
-        sa.ctx.register_sa(new)
+        new.register()
         if sa.state is IkeState.REKEYING:
-            sa.rekey_collision = new  # decided when our own rekey response arrives
+            ours = our_rekey(sa)
+            if ours is not None:
+                ours.collision = new  # decided when our own rekey response arrives
             return
         sa.to("rekeyed_by_peer")
         adopt(sa, new, when)
 
-    response: list[Any] = [
+    response: list[Payload] = [
         SaPayload(proposals=[response_proposal]),
         NoncePayload(nonce=nonce_r),
         KePayload(group=ke_payload.group, data=ke.our_payload()),
     ]
     methods = additional_methods(chosen)
     if methods:
-        response.append(register(sa, methods, switch, now))
+        response.append(sa.register_followup(methods, switch, now))
     else:
         sa.after_response(lambda when: switch([], when))
     return response

@@ -9,16 +9,13 @@ with the same config from rekeying at the same moment (fewer sec. 2.8.1 collisio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ikev2.events import ChildSaExpiring
 from ikev2.states import ChildState, IkeState
+from ikev2.tasks.context import TaskContext
 from ikev2.timers import jittered_rekey
 
-if TYPE_CHECKING:
-    from ikev2.sa import IkeSa
 
-
-def start_ike_timers(sa: IkeSa, now: float) -> None:
+def start_ike_timers(sa: TaskContext, now: float) -> None:
     config = sa.config
     rand = config.effective_rand_time()
     latest = 0.0
@@ -35,23 +32,22 @@ def start_ike_timers(sa: IkeSa, now: float) -> None:
     schedule_dpd(sa, now)
 
 
-def schedule_dpd(sa: IkeSa, now: float) -> None:
+def schedule_dpd(sa: TaskContext, now: float) -> None:
     if sa.config.dpd_delay > 0:
         sa.timers.set("dpd", max(now, sa.last_peer_activity) + sa.config.dpd_delay)
 
 
-def on_timer(sa: IkeSa, name: str, now: float) -> None:
+def on_timer(sa: TaskContext, name: str, now: float) -> None:
     if name == "ike_rekey":
         if sa.state is IkeState.ESTABLISHED:
             sa.rekey_ike(now)
         elif sa.state is IkeState.REKEYING:
             sa.timers.set("ike_rekey", now + 10.0)
     elif name == "ike_reauth":
-        if sa.established:
-            if sa.ctx.reauthenticate is not None:
-                sa.ctx.reauthenticate(sa, now)
-            else:
-                sa.delete_ike(now, "reauthentication time reached")
+        # Make-before-break reauthentication (sec. 2.8.3) when the engine can create the
+        # new IKE SA; an IKE SA on its own deletes instead.
+        if sa.established and not sa.reauthenticate(now):
+            sa.delete_ike(now, "reauthentication time reached")
     elif name == "ike_expire":
         sa.delete_ike(now, "IKE SA lifetime expired")
         # Do not wait for the peer's answer longer than one retransmission series.
@@ -71,8 +67,6 @@ def on_timer(sa: IkeSa, name: str, now: float) -> None:
     elif name.startswith("child_rekey:"):
         child = sa.children.get(int(name.split(":", 1)[1]))
         if child is not None and child.state is ChildState.INSTALLED and sa.established:
-            from ikev2.events import ChildSaExpiring
-
             sa.emit(
                 ChildSaExpiring(sa.ike_sa_id, sa.name, child.config.name, child.child_sa_id, "time")
             )

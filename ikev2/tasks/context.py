@@ -1,0 +1,186 @@
+"""The contract between an IKE SA and its tasks (strongSwan's ``task_t`` / ``ike_sa_t``
+split): what a task may read and do, and the two shapes of task.
+
+* :class:`TaskContext` is everything an exchange handler may use of its IKE SA: read the
+  SA's identity and configuration, the negotiated state, the key material
+  (:class:`ikev2.keymat.Keymat`), send (by returning payloads), emit events, queue tasks,
+  look up and install Child SAs, end the SA. ``ikev2.sa.IkeSa`` implements it; tasks never
+  import ``ikev2.sa`` (which imports them).
+* :class:`Task` is one exchange we initiate: ``build`` the request, ``process`` the
+  response (window size 1, RFC 7296 sec. 2.3).
+* :class:`Responder` answers one request of the peer; the per-receive context (Message
+  ID, raw octets, time) comes in a :class:`Request`, never stored on the SA.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ikev2.child import ChildSa
+from ikev2.config import IkeConfig
+from ikev2.enums import ExchangeType, NotifyType, ProtocolId
+from ikev2.errors import ProtocolError
+from ikev2.events import Address, Event
+from ikev2.keymat import Keymat
+from ikev2.payloads import CertReqPayload, NotifyPayload
+from ikev2.policy import AlgorithmPolicy
+from ikev2.states import IkeState
+from ikev2.timers import TimerSet
+
+Payload = Any  # one of the dataclasses of ikev2.payloads
+Rng = Callable[[int], bytes]
+#: Responder side of RFC 9370 IKE_FOLLOWUP_KE: called with the additional secrets.
+Finish = Callable[[list[bytes], float], None]
+
+
+class EngineServices(Protocol):
+    """What tasks use of the dispatcher-wide ``ikev2.sa.EngineContext``."""
+
+    @property
+    def rng(self) -> Rng: ...
+    @property
+    def key_exchange_rng(self) -> Rng | None: ...
+    @property
+    def psk_lookup(self) -> Callable[[str, str], bytes | None]: ...
+    @property
+    def policy(self) -> AlgorithmPolicy: ...
+    @property
+    def wall_time_offset(self) -> float: ...
+    def new_spi(self, size: int) -> bytes: ...
+    def new_child_sa_id(self) -> int: ...
+
+
+class TaskContext(Protocol):
+    """What a task may use of its IKE SA (``ikev2.sa.IkeSa`` implements it)."""
+
+    # -- identity and configuration (read)
+    @property
+    def ike_sa_id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def initiator(self) -> bool: ...
+    @property
+    def ctx(self) -> EngineServices: ...
+    @property
+    def candidate_configs(self) -> list[IkeConfig]: ...
+    @property
+    def keymat(self) -> Keymat: ...
+    @property
+    def state(self) -> IkeState: ...
+    @property
+    def established(self) -> bool: ...
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def next_request_id(self) -> int: ...
+    @property
+    def active_task(self) -> Task | None: ...
+    @property
+    def children(self) -> dict[int, ChildSa]: ...
+    @property
+    def timers(self) -> TimerSet: ...
+    def describe(self) -> str: ...
+
+    # -- negotiated state (tasks set these while the exchanges run)
+    config: IkeConfig
+    spi_i: bytes
+    spi_r: bytes
+    local_addr: Address
+    remote_addr: Address
+    local_id: str
+    remote_id: str
+    nat_local: bool
+    nat_remote: bool
+    udp_encap: bool
+    peer_fragmentation: bool
+    peer_signature_hashes: list[int]
+    peer_intermediate: bool
+    peer_certreq: list[CertReqPayload]
+    peer_auth_method: int
+    initial_contact: bool
+    suppress_initial_contact: bool
+    established_at: float | None
+    last_peer_activity: float
+
+    # -- actions
+    def to(self, trigger: str) -> None: ...
+    def emit(self, event: Event) -> None: ...
+    def queue_task(
+        self, task: Task, now: float, *, start: bool = True, first: bool = False
+    ) -> None: ...
+    def after_response(self, action: Callable[[float], None]) -> None: ...
+    def register_followup(
+        self, methods: list[int], finish: Finish, now: float
+    ) -> NotifyPayload: ...
+    def fail(self, now: float, reason: str, notify: NotifyType | None = None) -> None: ...
+    def destroy(self, now: float, reason: str, notify: NotifyType | None = None) -> None: ...
+    def find_child_by_spi(
+        self, spi: int, *, outbound: bool, protocol: ProtocolId = ProtocolId.ESP
+    ) -> ChildSa | None: ...
+    def child_gone(self, child: ChildSa, reason: str) -> None: ...
+    def rekey_child(self, child_sa_id: int, now: float) -> None: ...
+    def delete_child(self, child_sa_id: int, now: float) -> None: ...
+    def rekey_ike(self, now: float) -> None: ...
+    def delete_ike(self, now: float, reason: str = "deleted locally") -> None: ...
+    def send_liveness(self, now: float) -> None: ...
+    def reauthenticate(self, now: float) -> bool: ...
+
+    # -- IKE SA rekeying (sec. 2.18)
+    def new_rekeyed_sa(self, *, initiator: bool, spi_i: bytes, spi_r: bytes) -> TaskContext: ...
+    def register(self) -> None: ...
+    def replaced_by(self, new: TaskContext) -> None: ...
+
+
+class Task(ABC):
+    """One request/response exchange we initiate (window size 1: one at a time)."""
+
+    exchange: ExchangeType = ExchangeType.INFORMATIONAL
+    name: str = "task"
+    #: Retransmissions before giving up; None: the connection's ``retransmit_tries``, and
+    #: running out of them means the peer is unreachable (a task with its own, smaller
+    #: limit expects no answer to matter).
+    retransmit_tries: int | None = None
+
+    @abstractmethod
+    def build(self, sa: TaskContext, now: float) -> list[Payload] | None:
+        """The request's payloads (inside SK for everything but IKE_SA_INIT); None when
+        there is nothing to do any more (the task is dropped)."""
+
+    @abstractmethod
+    def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
+        """Handle the response. Return True to send this same task again with the same
+        Message ID (IKE_SA_INIT after COOKIE / INVALID_KE_PAYLOAD), False when done."""
+
+    def abort(self, sa: TaskContext, reason: str, now: float) -> None:  # noqa: B027 - optional
+        """The exchange will never complete (retransmissions exhausted, SA deleted)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One decrypted request of the peer, as handed to a :class:`Responder`."""
+
+    exchange: ExchangeType | int  # an int for exchange types we do not know
+    message_id: int
+    payloads: list[Payload]
+    raw: bytes  # the (first) datagram as received
+    now: float
+
+
+class Responder(ABC):
+    """Answers the peer's requests of one exchange type on one IKE SA; keeps whatever
+    state spans several of those requests (e.g. IKE_FOLLOWUP_KE links)."""
+
+    @abstractmethod
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
+        """The response payloads. Raises ProtocolError (notify None: drop silently)."""
+
+    def refused(self, sa: TaskContext, error: ProtocolError) -> None:  # noqa: B027 - optional
+        """The request was refused with ``error`` (by :meth:`respond` or by the router
+        because of the SA's state), before the error notify is sent."""
