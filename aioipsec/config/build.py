@@ -76,7 +76,7 @@ class RawSource:
         except ValueProblem as problem:
             raise self.error(key_path, problem.reason, problem.hint) from None
 
-    def resolve(self, text: str, folder: str | None) -> Path:
+    def resolve(self, text: str | Path, folder: str | None) -> Path:
         """A file named in the config: absolute, or relative to this file's folder
         (swanctl.conf: to the swanctl sub-folder for its kind, like swanctl does)."""
         path = Path(text).expanduser()
@@ -356,12 +356,12 @@ def _build_private_key(
                                "known keys: file, secret")  # fmt: skip
     if not file_text:
         raise source.error(("secrets", name), "no file given", "add file = <key file>")
-    path = source.resolve(file_text, SWANCTL_FOLDERS.get(kind))
+    key_file = source.resolve(file_text, SWANCTL_FOLDERS.get(kind))
     try:
-        key_object = load_private_key(path, passphrase)
+        key_object = load_private_key(key_file, passphrase)
     except ConfigError as error:
         raise source.error(("secrets", name, "file"), error.reason, error.hint) from None
-    return PrivateKey(name=name, file=path, key=key_object, source=source.path)
+    return PrivateKey(name=name, file=key_file, key=key_object, source=source.path)
 
 
 def _build_daemon(source: RawSource, table: Any) -> DaemonSettings:

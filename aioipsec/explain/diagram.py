@@ -120,7 +120,7 @@ def draw_state_diagrams(path: str | Path) -> None:
         raise ExplainError(
             "the state diagram needs matplotlib: pip install 'aioipsec[docs]'"
         ) from None
-    panels = [
+    panels: list[tuple[str, dict[tuple[Any, str], Any], Any, tuple[Any, ...]]] = [
         ("IKE SA: ikev2.states.IKE_TRANSITIONS", IKE_TRANSITIONS, IkeState.CREATED,
          (IkeState.ESTABLISHED, IkeState.DELETING)),
         ("Child SA: ikev2.states.CHILD_TRANSITIONS", CHILD_TRANSITIONS, ChildState.CREATING,

@@ -27,7 +27,7 @@ from typing import Any
 
 from aioipsec.interop.charon import child_sas
 from aioipsec.interop.runner import run_scenario
-from aioipsec.interop.scenario import Scenario, ScenarioRun
+from aioipsec.interop.scenario import Implementation, Scenario, ScenarioRun
 from aioipsec.netns import Lab
 
 # (IKE proposal, ESP proposal), each run in both roles against charon.
@@ -45,7 +45,7 @@ ALGORITHMS = [
 ]
 
 
-def _other(initiator: str) -> str:
+def _other(initiator: Implementation) -> Implementation:
     return "charon" if initiator == "aioipsec" else "aioipsec"
 
 
@@ -84,8 +84,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-lossy",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             # 20 % of what the initiator sends (IKE requests, ESP-in-UDP) is dropped; the SA must
             # come up and both SAs rekey (a rekey request lost is retransmitted after 1 s).
             loss_percent=20,
@@ -101,8 +101,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-rekeys-and-deletes",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             actions=(
                 "initiator:rekey-child",
                 "responder:rekey-child",
@@ -118,10 +118,10 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-cert-{key_type}",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             auth="pubkey",
-            key_type=key_type,  # type: ignore[arg-type]
+            key_type=key_type,
             # RSA-3072 certificate + signature: IKE_AUTH > 1280 octets, fragmented both ways.
             expect_ike_fragments=key_type == "rsa",
         )
@@ -131,8 +131,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-{ike.split('-')[0]}-{esp.replace('-', '_')}",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             ike_proposals=(ike,),
             esp_proposals=(esp,),
             actions=("initiator:rekey-child",) if "x25519" in esp else (),
@@ -144,8 +144,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-{kind}-lifetime-by-{side}",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             actions=(f"{side}:expire-{kind}",),
         )
         for initiator in ("aioipsec", "charon")
@@ -156,8 +156,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-reauth",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             actions=("initiator:expire-reauth",),
         )
         for initiator in ("aioipsec", "charon")
@@ -166,8 +166,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-rekeys-under-ping",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             actions=("initiator:rekey-child", "responder:rekey-ike"),
             ping_during_actions=True,
         )
@@ -177,8 +177,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-dpd-peer-gone",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             actions=("responder:vanish",),
         )
         for initiator in ("aioipsec", "charon")
@@ -187,8 +187,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-collision",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             collision=True,
         )
         for initiator in ("aioipsec", "charon")
@@ -198,8 +198,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-proposal-mismatch",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             ike_proposals=("aes256gcm16-prfsha256-x25519",),
             responder_ike_proposals=("aes128-sha256-ecp384",),
             expect_failure="NO_PROPOSAL_CHOSEN",
@@ -210,8 +210,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-ts-host-to-host",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             initiator_subnet="10.1.0.1/32",
             responder_subnet="10.2.0.1/32",
         )
@@ -220,8 +220,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-ts-narrowed",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             initiator_remote_ts="10.2.0.0/16",  # the responder allows 10.2.0.0/24 only
         )
         for initiator in ("aioipsec", "charon")
@@ -229,8 +229,8 @@ MATRIX: list[Scenario] = [
     *(
         Scenario(
             name=f"{initiator}-ts-unacceptable",
-            initiator=initiator,  # type: ignore[arg-type]
-            responder=_other(initiator),  # type: ignore[arg-type]
+            initiator=initiator,
+            responder=_other(initiator),
             initiator_remote_ts="10.9.0.0/24",  # nothing the responder protects
             expect_failure="TS_UNACCEPTABLE",
         )
@@ -297,7 +297,7 @@ def negotiated(run: ScenarioRun | None) -> str:
         return ""
 
     def algorithms(sa: dict[str, Any], keys: tuple[str, ...]) -> str:
-        parts = []
+        parts: list[str] = []
         for key in keys:
             value = sa.get(key)
             if value and key == "encr-keysize":

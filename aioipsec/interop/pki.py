@@ -64,8 +64,9 @@ class Pki:
 
     def _gen_key(self, path: Path) -> None:
         args = ["--gen", "--type", self.key_type, "--outform", "pem"]
-        if _SIZES[self.key_type]:
-            args += ["--size", _SIZES[self.key_type]]
+        size = _SIZES[self.key_type]
+        if size:
+            args += ["--size", size]
         self._run(*args, output=path)
 
     def credentials(self, identity: str) -> Credentials:
