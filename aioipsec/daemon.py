@@ -25,6 +25,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import structlog
@@ -177,7 +178,7 @@ class Daemon:
             (signal.SIGHUP, self._request_reload),
         ):
             self.loop.add_signal_handler(signal_number, handler)
-            self._cleanups.append(lambda s=signal_number: self.loop.remove_signal_handler(s))
+            self._cleanups.append(partial(self.loop.remove_signal_handler, signal_number))
 
         # Sockets, TUN device and control socket are open: keep only what later steps need.
         _drop_capabilities()
@@ -326,8 +327,8 @@ class Daemon:
             self._publish(event_record(event))
         bound = log.bind(connection=event.connection, ike_sa_id=event.ike_sa_id)
         if isinstance(event, ev.IkeSaEstablished):
-            state = IkeSaState(event, time.time())
-            self.ike_sas[event.ike_sa_id] = state
+            new_state = IkeSaState(event, time.time())
+            self.ike_sas[event.ike_sa_id] = new_state
             self.datapath.nat_local[event.ike_sa_id] = event.nat_local
             bound.info(
                 "IKE SA established",
@@ -339,7 +340,7 @@ class Daemon:
                 encap=event.udp_encap,
             )
             if event.nat_local and event.udp_encap:
-                state.keepalive = self.loop.create_task(self._keepalive(event.ike_sa_id))
+                new_state.keepalive = self.loop.create_task(self._keepalive(event.ike_sa_id))
             self._export_ike_keys(event)
         elif isinstance(event, ev.IkeSaRekeyed):
             # The Child SAs move to the new IKE SA unchanged (RFC 7296 sec. 2.18).
@@ -373,9 +374,10 @@ class Daemon:
         elif isinstance(event, ev.ChildSaDeleted):
             if event.reason == "deleted by peer":
                 # close_action = trap: the peer closed it; the next packet renegotiates.
+                name = event.child
                 self._trap_children(
                     event.connection,
-                    lambda c, name=event.child: c.name == name and c.close_action == "trap",
+                    lambda c: c.name == name and c.close_action == "trap",
                 )
             state = self.ike_sas.get(event.ike_sa_id)
             if state is not None:
@@ -451,7 +453,7 @@ class Daemon:
         # The Child SAs of one IKE SA share one PeerAddressTracker (datapath._peer_tracker).
         for entry in self.datapath.children.values():
             if entry.ike_sa_id == event.ike_sa_id and entry.peer.address != event.remote_addr:
-                entry.peer.address = tuple(event.remote_addr)
+                entry.peer.address = (event.remote_addr[0], event.remote_addr[1])
                 entry.peer.updates += 1
 
     def _trap_children(self, connection: str, wanted: Callable[[Any], bool]) -> None:

@@ -690,6 +690,9 @@ def _read_frames(path: str | Path) -> Iterator[tuple[float, bytes | None]]:
         reader = RawPcapReader(str(path))
     except (OSError, Scapy_Exception) as error:
         raise DecodeError(f"cannot read {path}: {error}") from None
+    # RawPcapReader(path) returns a RawPcapNgReader for pcapng (scapy's metaclass), whose
+    # metadata has other fields (tshigh, tslow, tsresol) than the pcap type it is typed with.
+    meta: Any
     with reader:
         for frame, meta in reader:
             linktype = getattr(meta, "linktype", None)

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 from ikev2.crypto import auth, sk
 from ikev2.crypto.keyexchange import MontgomeryKeyExchange, new_key_exchange
 from ikev2.crypto.keys import (
+    IkeKeys,
     compute_skeyseed,
     derive_child_keymat,
     derive_ike_keys,
@@ -220,7 +221,7 @@ def run_rekey_skeyseed(record: Record) -> str:
     return "ikev2.crypto.keys"
 
 
-def _derive_from_record(record: Record):  # type: ignore[no-untyped-def]
+def _derive_from_record(record: Record) -> IkeKeys:
     return derive_ike_keys(
         _prf(record),
         _hex(record, "shared_secret"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -129,7 +130,7 @@ def _split_dn(text: str) -> list[str]:
 
 def dn_from_string(text: str) -> x509.Name:
     """``"C=CH, O=x, CN=y"`` -> x509.Name with RDNs in that (ASN.1) order."""
-    attributes: list[x509.NameAttribute] = []
+    attributes: list[x509.NameAttribute[str]] = []
     for part in _split_dn(text):
         if "=" not in part:
             raise IdentitySyntaxError(f"DN component {part.strip()!r} has no '=' in {text!r}")
@@ -344,7 +345,7 @@ def _keyid(text: str) -> Identity:
     return Identity(IdType.ID_KEY_ID, text.encode())
 
 
-_PREFIXES = {
+_PREFIXES: dict[str, Callable[[str], Identity]] = {
     "ipv4:": _ipv4,
     "ipv6:": _ipv6,
     "fqdn:": lambda t: Identity(IdType.ID_FQDN, t.encode()),

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import ClassVar, Self
+from enum import IntEnum
+from typing import ClassVar, Self, get_args
 
 from ikev2.enums import (
     AuthMethod,
@@ -55,7 +56,7 @@ def _syntax(reason: str) -> ProtocolError:
     return ProtocolError(reason, NotifyType.INVALID_SYNTAX)
 
 
-def as_enum(enum_type: type, value: int) -> int:
+def as_enum(enum_type: type[IntEnum], value: int) -> int:
     """``enum_type(value)`` when the registry knows it, else the plain int (kept as is)."""
     try:
         return enum_type(value)
@@ -397,7 +398,7 @@ class KePayload:
 
 
 # Fixed address sizes of the ID types that are addresses (RFC 7296 sec. 3.5).
-_ID_ADDRESS_SIZES = {IdType.ID_IPV4_ADDR: 4, IdType.ID_IPV6_ADDR: 16}
+_ID_ADDRESS_SIZES: dict[int, int] = {IdType.ID_IPV4_ADDR: 4, IdType.ID_IPV6_ADDR: 16}
 
 
 @dataclass
@@ -1090,10 +1091,10 @@ class UnknownPayload:
         return self.body
 
 
-Payload = (
+# The payload classes whose parse() takes only the body.
+SimplePayload = (
     SaPayload
     | KePayload
-    | IdPayload
     | CertPayload
     | CertReqPayload
     | AuthPayload
@@ -1101,30 +1102,15 @@ Payload = (
     | NotifyPayload
     | DeletePayload
     | VendorIdPayload
-    | TsPayload
     | CpPayload
     | EapPayload
-    | SkPayload
-    | SkfPayload
-    | UnknownPayload
 )
+# Every payload; the parse() of the others also takes the payload type or the first inner one.
+Payload = SimplePayload | IdPayload | TsPayload | SkPayload | SkfPayload | UnknownPayload
 
-# The payload classes whose parse() takes only the body, by type.
-SIMPLE_PAYLOAD_CLASSES: dict[int, type] = {
-    cls.TYPE: cls
-    for cls in (
-        SaPayload,
-        KePayload,
-        CertPayload,
-        CertReqPayload,
-        AuthPayload,
-        NoncePayload,
-        NotifyPayload,
-        DeletePayload,
-        VendorIdPayload,
-        CpPayload,
-        EapPayload,
-    )
+# The simple payload classes by payload type.
+SIMPLE_PAYLOAD_CLASSES: dict[int, type[SimplePayload]] = {
+    cls.TYPE: cls for cls in get_args(SimplePayload)
 }
 
 

@@ -132,8 +132,9 @@ def _build_keywords() -> tuple[dict[str, _Keyword], dict[tuple[int, int, int | N
     """All keywords, plus the canonical keyword for each (type, id, key length)."""
     table: dict[str, _Keyword] = {}
     canonical: dict[tuple[int, int, int | None], str] = {}
+    ident: int  # the loops below bind it to ids of four registries
 
-    def add(name: str, ttype: TransformType, ident: int, bits: int | None, *, canon: bool):
+    def add(name: str, ttype: TransformType, ident: int, bits: int | None, *, canon: bool) -> None:
         table[name] = _Keyword(ttype, ident, bits)
         if canon:
             canonical.setdefault((int(ttype), int(ident), bits), name)
@@ -275,7 +276,7 @@ _STRONGSWAN_PRIVATE = frozenset(
 
 # RFC 7296 sec. 2.14 / strongSwan: an IKE proposal without PRF takes the PRF built on the
 # same primitive as each of its integrity algorithms.
-_PRF_FOR_INTEG = {
+_PRF_FOR_INTEG: dict[int, PrfId] = {
     IntegId.AUTH_HMAC_SHA1_96: PrfId.PRF_HMAC_SHA1,
     IntegId.AUTH_HMAC_SHA1_160: PrfId.PRF_HMAC_SHA1,
     IntegId.AUTH_HMAC_SHA2_256_128: PrfId.PRF_HMAC_SHA2_256,

@@ -20,7 +20,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import Sequence
-from typing import Self
+from typing import Any, Self
 
 TUN_CLONE_DEVICE = "/dev/net/tun"
 
@@ -69,17 +69,17 @@ def run_ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def link_info(name: str) -> dict | None:
+def link_info(name: str) -> dict[str, Any] | None:
     """``ip -d -j link show NAME`` as a dict, or None when no interface has that name."""
     result = run_ip("-d", "-j", "link", "show", "dev", name, check=False)
     if result.returncode != 0:
         return None
-    links = json.loads(result.stdout or "[]")
+    links: list[dict[str, Any]] = json.loads(result.stdout or "[]")
     return links[0] if links else None
 
 
-def is_tun_device(info: dict) -> bool:
-    return info.get("linkinfo", {}).get("info_kind") == "tun"
+def is_tun_device(info: dict[str, Any]) -> bool:
+    return bool(info.get("linkinfo", {}).get("info_kind") == "tun")
 
 
 def remove_stale_device(name: str) -> bool:
@@ -185,7 +185,8 @@ class TunDevice:
     @property
     def mtu(self) -> int:
         answer = self._ioctl(SIOCGIFMTU, b"")
-        return struct.unpack_from("i", answer, IFNAMSIZ)[0]
+        mtu: int = struct.unpack_from("i", answer, IFNAMSIZ)[0]
+        return mtu
 
     def set_up(self, up: bool = True) -> None:
         flags = struct.unpack_from("H", self._ioctl(SIOCGIFFLAGS, b""), IFNAMSIZ)[0]
@@ -301,10 +302,11 @@ class TunDevice:
             routed.append(net)
         return routed
 
-    def routes(self, family: int = 4) -> list[dict]:
+    def routes(self, family: int = 4) -> list[dict[str, Any]]:
         """This device's routes in the main table as ``ip -j route`` dicts."""
         result = run_ip(f"-{family}", "-j", "route", "show", "dev", self.name)
-        return json.loads(result.stdout or "[]")
+        routes: list[dict[str, Any]] = json.loads(result.stdout or "[]")
+        return routes
 
     # --- packets -------------------------------------------------------------------------------
 

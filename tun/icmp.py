@@ -44,7 +44,7 @@ def internet_checksum(data: bytes | bytearray | memoryview) -> int:
     """RFC 1071 one's-complement checksum (the value to put in the checksum field)."""
     if len(data) % 2:
         data = bytes(data) + b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total > 0xFFFF:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -118,17 +118,17 @@ class EcpKeyExchange(KeyExchange):
         self._curve = _EC_CURVES[method]()
         self._coordinate_length = (self._curve.key_size + 7) // 8
         self.payload_length = self.peer_payload_length = 2 * self._coordinate_length
-        if private is None and rng is None:
-            self._private_key = ec.generate_private_key(self._curve)
-        elif private is None:
-            self._private_key = self._scalar_from(rng)
-        else:
+        if private is not None:
             try:
                 self._private_key = ec.derive_private_key(
                     int.from_bytes(private, "big"), self._curve
                 )
             except ValueError as exc:
                 raise ValueError(f"invalid {method.name} private value: {exc}") from None
+        elif rng is not None:
+            self._private_key = self._scalar_from(rng)
+        else:
+            self._private_key = ec.generate_private_key(self._curve)
         numbers = self._private_key.public_key().public_numbers()
         self._public = numbers.x.to_bytes(self._coordinate_length, "big") + numbers.y.to_bytes(
             self._coordinate_length, "big"
@@ -170,13 +170,12 @@ class MontgomeryKeyExchange(KeyExchange):
 
     def __init__(self, method: KeId, private: bytes | None = None, rng: Rng | None = None) -> None:
         self.method = method
+        self._private_type: type[x25519.X25519PrivateKey] | type[x448.X448PrivateKey]
         if method == KeId.CURVE25519:
-            self._private_type: type = x25519.X25519PrivateKey
-            self._public_type: type = x25519.X25519PublicKey
+            self._private_type = x25519.X25519PrivateKey
             self.payload_length = self.peer_payload_length = 32
         else:
             self._private_type = x448.X448PrivateKey
-            self._public_type = x448.X448PublicKey
             self.payload_length = self.peer_payload_length = 56
         if private is None and rng is not None:
             private = rng(self.payload_length)  # RFC 7748 sec. 5: any 32/56 octets
@@ -196,8 +195,15 @@ class MontgomeryKeyExchange(KeyExchange):
     def compute(self, peer_payload: bytes) -> bytes:
         self._check_length(peer_payload)
         try:
-            peer_key = self._public_type.from_public_bytes(peer_payload)
-            shared = self._private_key.exchange(peer_key)
+            # One branch per curve: each private key takes only its own curve's public key.
+            if isinstance(self._private_key, x25519.X25519PrivateKey):
+                shared = self._private_key.exchange(
+                    x25519.X25519PublicKey.from_public_bytes(peer_payload)
+                )
+            else:
+                shared = self._private_key.exchange(
+                    x448.X448PublicKey.from_public_bytes(peer_payload)
+                )
         except ValueError:
             # cryptography refuses the all-zero result itself (small-order input).
             raise invalid_key_exchange_data(

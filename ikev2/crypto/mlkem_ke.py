@@ -42,7 +42,10 @@ _PARAMETER_SETS = {
     KeId.ML_KEM_1024: pure_mlkem.ML_KEM_1024,
 }
 
-_OPENSSL_KEYS = {
+_OpenSslPrivateKey = openssl_mlkem.MLKEM768PrivateKey | openssl_mlkem.MLKEM1024PrivateKey
+_OpenSslPublicKey = openssl_mlkem.MLKEM768PublicKey | openssl_mlkem.MLKEM1024PublicKey
+
+_OPENSSL_KEYS: dict[KeId, tuple[type[_OpenSslPrivateKey], type[_OpenSslPublicKey]]] = {
     KeId.ML_KEM_768: (openssl_mlkem.MLKEM768PrivateKey, openssl_mlkem.MLKEM768PublicKey),
     KeId.ML_KEM_1024: (openssl_mlkem.MLKEM1024PrivateKey, openssl_mlkem.MLKEM1024PublicKey),
 }
@@ -71,7 +74,8 @@ class MlKemKeyExchange(KeyExchange):
         self._rng = rng
         self._role: str | None = None
         self._payload: bytes | None = None
-        self._decapsulation_key: object = None
+        # The pure-Python dk (octets) or OpenSSL's key; set by our_payload().
+        self._decapsulation_key: bytes | _OpenSslPrivateKey | None = None
         # Lengths as seen before the role is known: an initiator sends ek, expects c.
         self.payload_length = self._ek_length
         self.peer_payload_length = self._ct_length
@@ -116,10 +120,12 @@ class MlKemKeyExchange(KeyExchange):
     def _decapsulate(self, ciphertext: bytes) -> bytes:
         self._check_length(ciphertext)
         key = self._decapsulation_key
+        if key is None:
+            raise RuntimeError("ML-KEM initiator has no key pair: our_payload() failed")
         if isinstance(key, bytes):
             return pure_mlkem.decaps(self._params, key, ciphertext)
         try:
-            return key.decapsulate(ciphertext)  # type: ignore[attr-defined]
+            return key.decapsulate(ciphertext)
         except ValueError:
             # FIPS 203 decapsulation has implicit rejection: any well-sized ciphertext gives
             # a (pseudorandom) key; only a malformed one can fail here.

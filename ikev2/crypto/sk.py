@@ -131,7 +131,8 @@ class AeadSkCipher(SkCipher):
         self.icv_size = icv_size
         self._salt = salt
         self._counter = 0
-        self._truncated_gcm_key: bytes | None = None
+        self._truncated_gcm_key = b""  # GCM-8/12 only (then self._aead is None)
+        self._aead: AESGCM | AESCCM | ChaCha20Poly1305 | None
         if encr in _GCM:
             if icv_size == 16:
                 self._aead = AESGCM(key)
@@ -309,6 +310,6 @@ def make_sk_cipher(
         return AeadSkCipher(
             EncrId(encr), sk_e[: encr_len - salt_size], sk_e[encr_len - salt_size :], icv_size
         )
-    if sk_a is None or len(sk_a) != integ_len:
+    if integ is None or sk_a is None or len(sk_a) != integ_len:
         raise ValueError(f"SK_a must be {integ_len} octets")
     return CbcHmacSkCipher(sk_e, IntegId(integ), sk_a, rng)
