@@ -391,7 +391,9 @@ class Dispatcher:
         # Timers set before registration (IKE rekey moves them onto the new SA) count too.
         self._timers_changed.add(sa.ike_sa_id)
 
-    def _route(self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float):
+    def _route(
+        self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
+    ) -> None:
         header = msg.header
         our_spi = header.spi_r if header.initiator else header.spi_i
         sa = self._by_spi.get(our_spi)

@@ -273,7 +273,7 @@ class IkeSa:
         self.closed_children: list[str] = []
         self.initial_contact = False
         self._pending_request_digests: set[bytes] = set()
-        self._after_response: Callable[[float], None] | None = None
+        self._after_response: Callable[[float], object] | None = None
 
     # ------------------------------------------------------------------ public: info
 
@@ -651,8 +651,9 @@ class IkeSa:
             return
         if again:
             # Same Message ID again (IKE_SA_INIT with COOKIE or another KE group).
-            payloads = task.build(self, now)
-            self._send_request(task, payloads, now)
+            retry = task.build(self, now)
+            if retry is not None:
+                self._send_request(task, retry, now)
             return
         self.next_request_id += 1
 
@@ -752,7 +753,7 @@ class IkeSa:
             self._after_response = None
             after(now)
 
-    def after_response(self, action: Callable[[float], None]) -> None:
+    def after_response(self, action: Callable[[float], object]) -> None:
         """Run ``action(now)`` right after the current response has been encoded (actions
         accumulate in order)."""
         previous = self._after_response

@@ -112,10 +112,10 @@ def mermaid() -> str:
     lines.append("    DELETED --> [*]")
     lines += ["```", "", "```mermaid", "stateDiagram-v2", "    %% Child SA"]
     lines.append("    [*] --> CREATING")
-    for (source, trigger), target in CHILD_TRANSITIONS.items():
-        if trigger in ("fail", "deleted") and source not in (C.INSTALLED, C.DELETING):
+    for (child_source, trigger), child_target in CHILD_TRANSITIONS.items():
+        if trigger in ("fail", "deleted") and child_source not in (C.INSTALLED, C.DELETING):
             continue
-        lines.append(f"    {source.value} --> {target.value}: {trigger}")
+        lines.append(f"    {child_source.value} --> {child_target.value}: {trigger}")
     lines.append("    DELETED --> [*]")
     lines.append("```")
     return "\n".join(lines)

@@ -272,9 +272,9 @@ class IkeAuthTask(Task):
 
     def _process_child(self, sa: TaskContext, payloads: list[Payload], now: float) -> None:
         assert self.request is not None
-        error = received_child_error(payloads)
-        if error is not None:
-            name, notify = error
+        refused = received_child_error(payloads)
+        if refused is not None:
+            name, notify = refused
             reason = f"responder refused Child SA '{self.request.config.name}': {name}"
             if notify == NotifyType.TS_UNACCEPTABLE:
                 reason += (

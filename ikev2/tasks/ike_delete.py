@@ -7,6 +7,7 @@ Child SA wins (the rekey's result is then deleted as well, ``child_rekey``).
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from ikev2.child import ChildSa
 from ikev2.enums import ExchangeType, NotifyType, ProtocolId
@@ -106,7 +107,7 @@ def respond_informational(sa: TaskContext, payloads: list[Payload], now: float) 
                 AuthenticationFailed(sa.ike_sa_id, sa.name, "peer-rejected", reason, sa.remote_addr)
             )
             sa.after_response(
-                lambda when, why=reason: sa.destroy(when, why, NotifyType.AUTHENTICATION_FAILED)
+                partial(sa.destroy, reason=reason, notify=NotifyType.AUTHENTICATION_FAILED)
             )
             return []
     if any(int(d.protocol) == ProtocolId.IKE for d in deletes):
@@ -133,9 +134,12 @@ def respond_informational(sa: TaskContext, payloads: list[Payload], now: float) 
                 # Simultaneous deletes (sec. 1.4.1): a Child SA we are deleting ourselves
                 # is not listed in our answer; our own request completes the job.
                 response_spis.setdefault(protocol, []).append(child.spi_in.to_bytes(4, "big"))
-            gone = child
-            sa.after_response(lambda when, c=gone: sa.child_gone(c, "deleted by peer"))
+            sa.after_response(partial(_child_gone, sa, child, "deleted by peer"))
     return [
         DeletePayload(protocol=ProtocolId(protocol), spis=spis)
         for protocol, spis in response_spis.items()
     ]
+
+
+def _child_gone(sa: TaskContext, child: ChildSa, reason: str, now: float) -> None:
+    sa.child_gone(child, reason)
