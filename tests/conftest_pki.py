@@ -17,6 +17,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.components import require_component
+
 PKI_TOOL = shutil.which("pki") or "/usr/bin/pki"
 DN = "C=CH, O=aioipsec test"
 
@@ -105,8 +107,7 @@ def _issue(
 
 @pytest.fixture(scope="session", name="pki")
 def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if not os.path.exists(PKI_TOOL):
-        pytest.skip("strongSwan's pki tool is not installed (apt-get install strongswan-pki)")
+    require_component("pki")
     d = tmp_path_factory.mktemp("pki")
     e: dict[str, Entity] = {}
     e["ca"] = _self_signed_ca(d, "ca", "rsa", 3072, "aioipsec Root CA")

@@ -1,6 +1,6 @@
 """AUTH payload computation (RFC 7296 sec. 2.15) and signatures (RFC 7427, RFC 4754).
 
-PSK: the worked example in shared/reference/vectors/ikev2_worked_example_psk_auth.txt
+PSK: the worked example in tests/data/reference/vectors/ikev2_worked_example_psk_auth.txt
 (record C2: initiator PSK AUTH, PRF_HMAC_SHA1, with its expected AUTH value).
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import shutil
 import subprocess
@@ -41,9 +40,9 @@ from ikev2.enums import AuthMethod, HashAlgorithm, NotifyType
 from ikev2.errors import ProtocolError
 from ikev2.policy import AlgorithmPolicy
 from tests.conftest_pki import Pki, pki_fixture  # noqa: F401
+from tests.reference_data import REFERENCE_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vectors"
-PSK_FILE = VECTORS / "ikev2_worked_example_psk_auth.txt"
+PSK_FILE = REFERENCE_VECTORS / "ikev2_worked_example_psk_auth.txt"
 
 
 def _record(name: str) -> dict[str, str]:
@@ -109,10 +108,10 @@ def test_psk_auth_worked_example(c2: dict[str, str]) -> None:
 
 
 def test_psk_auth_with_the_project_prf(c2: dict[str, str]) -> None:
-    prf_module = pytest.importorskip("ikev2.crypto.prf")
+    from ikev2.crypto.prf import Prf
     from ikev2.enums import PrfId
 
-    prf = prf_module.Prf(PrfId.PRF_HMAC_SHA1)
+    prf = Prf(PrfId.PRF_HMAC_SHA1)
     sk_pi = _derive_sk_pi(c2)
     octets = signed_octets(
         bytes.fromhex(c2["IKE_SA_INIT_request"]),
@@ -680,10 +679,7 @@ CHARON_AUTH_CASES = [
 
 @pytest.mark.interop
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/usr/lib/ipsec/charon"),
-    reason="needs root and strongSwan's charon (Debian strongswan-charon)",
-)
+@pytest.mark.needs("root", "charon")
 @pytest.mark.parametrize(
     ("init_key", "init_auth", "resp_key", "resp_auth", "schemes"), CHARON_AUTH_CASES
 )
@@ -818,10 +814,7 @@ OUR_SIGNING_CASES = [
 @pytest.mark.interop
 @pytest.mark.netns
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/usr/lib/ipsec/charon"),
-    reason="needs root and strongSwan's charon (Debian strongswan-charon)",
-)
+@pytest.mark.needs("root", "charon")
 @pytest.mark.parametrize(("our_key", "charon_scheme"), OUR_SIGNING_CASES)
 def test_charon_accepts_our_signatures(pki: Pki, our_key: str, charon_scheme: str) -> None:
     from aioipsec.interop.charon import Charon, swanctl_section

@@ -22,6 +22,7 @@ import pytest
 from aioipsec.cli import main, render_conns, render_mapping, render_sas
 from aioipsec.control import ControlServer, RequestError
 from aioipsec.log import REDACTED, RateLimitedLogger, configure_logging, get_logger, sa_logger
+from tests.components import require_component
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "aioipsec" / "examples"
@@ -339,8 +340,7 @@ def _normalise_seconds(text: str) -> str:
 def test_render_sas_equals_swanctl_list_sas(tmp_path: Path) -> None:
     """Two real charons establish an SA; our renderer fed with charon's VICI list-sas
     must print what ``swanctl --list-sas`` prints (seconds normalised: they tick)."""
-    if os.geteuid() != 0 or not Path("/usr/lib/ipsec/charon").exists():
-        pytest.skip("needs root and strongSwan's charon")
+    require_component("root", "charon")
     from aioipsec.interop.peers import CharonPeer, swanctl_conf
     from aioipsec.interop.scenario import Scenario
     from aioipsec.interop.topology import build_topology

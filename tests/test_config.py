@@ -21,6 +21,7 @@ from aioipsec.config import (
     to_engine_configs,
 )
 from ikev2.config import ChildConfig, IkeConfig
+from tests.components import require_component
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "aioipsec" / "examples"
 
@@ -385,8 +386,7 @@ def _pki(*args: str, stdin: bytes | None = None) -> bytes:
 @pytest.fixture(scope="module")
 def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA and a host certificate made by strongSwan's pki tool."""
-    if shutil.which("pki") is None:
-        pytest.skip("strongSwan's pki tool is not installed (apt-get install strongswan-pki)")
+    require_component("pki")
     base = tmp_path_factory.mktemp("pki")
     ca_key = _pki("--gen", "--type", "ed25519", "--outform", "pem")
     (base / "ca.key").write_bytes(ca_key)

@@ -22,6 +22,7 @@ from aioipsec.control import (
     RequestError,
     Stream,
 )
+from tests.components import require_component
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -110,8 +111,7 @@ async def test_socket_mode_is_0600_and_removed_on_close(socket_path: Path) -> No
 
 
 async def test_group_socket_is_0660_with_that_group(socket_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("chown to another group needs root")
+    require_component("root")  # chown to another group
     import grp
 
     group = grp.getgrnam("nogroup") if "nogroup" in {g.gr_name for g in grp.getgrall()} else None
@@ -150,8 +150,7 @@ def open_folder() -> Any:
 async def test_peer_credentials_are_checked(open_folder: Path) -> None:
     """SO_PEERCRED: a process of another uid is refused even when the file mode would let
     it in (defence in depth; here the test opens the file mode on purpose)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a client as another uid")
+    require_component("root")  # a client of another uid
     socket_path = open_folder / "ctl.sock"
     async with ControlServer(socket_path, HANDLERS):
         os.chmod(socket_path, 0o666)

@@ -3,8 +3,6 @@ IKE_SA_INIT exchange, keepalive timing and peer address updates."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from scapy.contrib.ikev2 import IKEv2, IKEv2_Notify
 from scapy.layers.inet import IP, UDP
@@ -25,8 +23,8 @@ from nat_t import (
     ike_datagram,
     natd_hash,
 )
+from tests.reference_data import CAPTURES
 
-CAPTURES = Path("/work/shared/reference/captures")
 NAT_T_CAPTURE = CAPTURES / "scapy_ikev2_nat_t.pcapng"
 INIT_CAPTURE = CAPTURES / "wireshark_ikev2-decrypt-aes128ccm12_4frames_from_scapy.pcap"
 

@@ -23,7 +23,7 @@ from aioipsec.netns import (
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.needs("root"),
 ]
 
 

@@ -8,7 +8,6 @@ parsed proposal (``%P``) and which proposal charon selects. ``None`` = charon re
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -621,10 +620,7 @@ def _log_values(log: str, label: str) -> list[str]:
 
 @pytest.mark.interop
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/usr/lib/ipsec/charon"),
-    reason="needs root and strongSwan's charon (Debian strongswan-charon)",
-)
+@pytest.mark.needs("root", "charon")
 @pytest.mark.parametrize(("ike_i", "ike_r", "esp_i", "esp_r", "succeeds"), CHARON_CASES)
 def test_display_and_selection_match_charon(
     ike_i: str, ike_r: str, esp_i: str, esp_r: str, succeeds: bool

@@ -14,13 +14,11 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-
-scapy_ikev2 = pytest.importorskip("scapy.contrib.ikev2")
-from scapy.all import UDP, rdpcap  # noqa: E402
-from scapy.contrib.ikev2 import (  # noqa: E402
+from scapy.all import UDP, rdpcap
+from scapy.contrib.ikev2 import (
     ConfigurationAttribute as ScapyCpAttribute,
 )
-from scapy.contrib.ikev2 import (  # noqa: E402
+from scapy.contrib.ikev2 import (
     IKEv2,
     IKEv2_AUTH,
     IKEv2_CERT,
@@ -41,15 +39,15 @@ from scapy.contrib.ikev2 import (  # noqa: E402
     IKEv2_TSr,
     IKEv2_VendorID,
 )
-from scapy.contrib.ikev2 import (  # noqa: E402
+from scapy.contrib.ikev2 import (
     IPv4TrafficSelector as ScapyTs4,
 )
-from scapy.contrib.ikev2 import (  # noqa: E402
+from scapy.contrib.ikev2 import (
     IPv6TrafficSelector as ScapyTs6,
 )
-from scapy.packet import NoPayload  # noqa: E402
+from scapy.packet import NoPayload
 
-from ikev2.enums import (  # noqa: E402
+from ikev2.enums import (
     AuthMethod,
     CertEncoding,
     CfgType,
@@ -66,9 +64,9 @@ from ikev2.enums import (  # noqa: E402
     TransformType,
     TsType,
 )
-from ikev2.fragments import serialize_fragments  # noqa: E402
-from ikev2.message import IkeHeader, parse_message, serialize_message  # noqa: E402
-from ikev2.payloads import (  # noqa: E402
+from ikev2.fragments import serialize_fragments
+from ikev2.message import IkeHeader, parse_message, serialize_message
+from ikev2.payloads import (
     AuthPayload,
     CertPayload,
     CertReqPayload,
@@ -88,8 +86,8 @@ from ikev2.payloads import (  # noqa: E402
     TsPayload,
     VendorIdPayload,
 )
-
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "captures"
+from tests.components import require_component
+from tests.reference_data import CAPTURES
 
 SPI_I, SPI_R = bytes.fromhex("a1a2a3a4a5a6a7a8"), bytes.fromhex("b1b2b3b4b5b6b7b8")
 
@@ -484,8 +482,6 @@ def test_scapy_encrypted_fragment_parses() -> None:
 
 def udp_payloads(name: str) -> list[bytes]:
     path = CAPTURES / name
-    if not path.exists():
-        pytest.skip(f"capture {path} not available")
     return [bytes(packet[UDP].payload) for packet in rdpcap(str(path)) if UDP in packet]
 
 
@@ -598,15 +594,13 @@ TSHARK_ALGORITHMS = [
 
 @pytest.mark.timeout(120)
 def test_tshark_decrypts_and_verifies_our_sk_and_skf(tmp_path: Path) -> None:
-    import shutil
     import subprocess
 
     from scapy.all import IP, Ether, Raw, wrpcap
 
     from ikev2.crypto.sk import make_sk_cipher, sk_key_lengths
 
-    if shutil.which("tshark") is None:
-        pytest.skip("tshark not installed")
+    require_component("tshark")
     frames: list[bytes] = []
     expected: list[str] = []  # per frame: "ok", "bad" (ICV must fail) or "fragment"
     table: list[str] = []

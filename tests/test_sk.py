@@ -18,9 +18,7 @@ from ikev2.enums import EncrId, ExchangeType, IntegId, NotifyType, PayloadType
 from ikev2.errors import IntegrityError, ProtocolError
 from ikev2.message import IkeHeader, decrypt_message, parse_message, serialize_message
 from ikev2.payloads import DeletePayload, NotifyPayload
-
-# The shared reference material sits at ../shared next to the project root.
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+from tests.reference_data import REFERENCE
 
 
 def read_vector_file(name: str) -> dict[str, dict[str, str]]:

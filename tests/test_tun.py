@@ -31,9 +31,7 @@ from tun import (
 )
 from tun.icmp import internet_checksum
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/dev/net/tun"), reason="needs root and /dev/net/tun"
-)
+needs_root = pytest.mark.needs("root", "tun")
 
 # --- MTU --------------------------------------------------------------------------------------
 

@@ -16,16 +16,14 @@ from pathlib import Path
 import pytest
 
 from aioipsec.netns import list_namespaces
+from tests.components import require_component
 
 pytestmark = [pytest.mark.netns]
 
 
 def _require(*tools: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the benchmark needs root (network namespaces, TUN)")
-    for tool in tools:
-        if shutil.which(tool) is None and not os.path.exists(tool):
-            pytest.skip(f"{tool} is not installed")
+    """Root (network namespaces, TUN) and the named components; see tests/components.py."""
+    require_component("root", "tun", *tools)
 
 
 @pytest.fixture

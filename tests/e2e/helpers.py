@@ -8,8 +8,6 @@ removed on exit, also on failure) and starts our daemon as a separate process wi
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,23 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from aioipsec.netns import BackgroundProcess, Lab, Namespace
+from tests.components import require_component
 
 REPO = Path(__file__).resolve().parents[2]
 PSK = "e2e-secret-not-for-production-0123456789"
 
 
 def requirements_or_skip(*tools: str) -> None:
-    """Skip unless we are root with namespaces and the named tools."""
-    if os.geteuid() != 0:
-        pytest.skip("end-to-end tests need root (network namespaces, TUN)")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun")
-    for tool in ("ip", *tools):
-        if shutil.which(tool) is None and not os.path.exists(tool):
-            pytest.skip(f"{tool} is not installed")
+    """Root with namespaces and TUN, plus the named components (tests/components.py):
+    skipped when one is missing, a failure under CI=true."""
+    require_component("root", "tun", "ip", *tools)
 
 
 @dataclass

@@ -99,7 +99,6 @@ class Pair:
 @pytest.fixture
 def pair(lab, workdir):
     requirements_or_skip("tcpdump", "tshark")
-    pytest.importorskip("ikev2.dispatcher")
     left_ns, right_ns = lab.namespace("left"), lab.namespace("right")
     left_dev, right_dev = lab.veth(left_ns, f"{LEFT.outer}/24", right_ns, f"{RIGHT.outer}/24")
     left_ns.add_address("lo", f"{LEFT.inner}/32")
@@ -245,7 +244,6 @@ def make_pki(directory: Path) -> dict[str, dict[str, str]]:
 
 @pytest.mark.timeout(90)
 def test_certificate_tunnel(pair):
-    pytest.importorskip("ikev2.tasks.ike_certs", reason="the engine's certificate AUTH")
     pki = make_pki(pair.workdir)
     pair.start(
         left={"auth": "pubkey", "certs": pki["left.example"]},

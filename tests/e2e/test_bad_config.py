@@ -115,7 +115,6 @@ def test_start_failure_leaves_nothing_and_spares_the_running_daemon(lab, workdir
     """A second daemon in a namespace where the IKE ports are taken: a clear error, exit
     status 1, no TUN device of its own, and the first daemon's rule and socket untouched."""
     requirements_or_skip()
-    pytest.importorskip("ikev2.dispatcher")
     from .helpers import OurDaemon, Side, toml_config
 
     namespace = lab.namespace("two")

@@ -29,7 +29,6 @@ RIGHT = Side(
 @pytest.mark.parametrize("encap", [False, True], ids=["raw-esp6", "udp-encap6"])
 def test_ipv6_tunnel(lab, workdir, encap):
     requirements_or_skip("tcpdump", "tshark")
-    pytest.importorskip("ikev2.dispatcher")
     left, right = lab.namespace("left"), lab.namespace("right")
     left_dev, _ = lab.veth(left, "fd00::1/64", right, "fd00::2/64")
     left.ip("-6", "address", "add", "fd01::1/128", "dev", "lo", "nodad")

@@ -9,7 +9,6 @@ The IKE table is checked on a real IKE exchange in the daemon tests.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 
@@ -23,7 +22,7 @@ from scapy.utils import wrpcap
 from aioipsec.keyexport import EspKeyRow, IkeKeyRow, KeyExporter
 from ikev2.enums import EncrId, IntegId
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+pytestmark = pytest.mark.needs("tshark")
 
 
 def tshark_fields(pcap, keys_dir, *fields):

@@ -44,7 +44,6 @@ RIGHT = Side(
 
 def test_through_masquerading_nat_with_keepalives_and_mapping_change(lab, workdir):
     requirements_or_skip("nft", "tcpdump", "tshark")
-    pytest.importorskip("ikev2.dispatcher")
     left, nat, right = lab.namespace("left"), lab.namespace("nat"), lab.namespace("right")
     lab.veth(left, "192.168.1.2/24", nat, "192.168.1.1/24")
     _, nat_out = lab.veth(right, "192.168.2.2/24", nat, "192.168.2.1/24")

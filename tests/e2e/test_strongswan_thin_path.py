@@ -13,7 +13,6 @@ ESP-in-UDP (no ICMP in clear).
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
@@ -26,9 +25,7 @@ pytestmark = [
     pytest.mark.netns,
     pytest.mark.interop,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not os.path.exists("/usr/lib/ipsec/charon"), reason="strongSwan's charon not installed"
-    ),
+    pytest.mark.needs("charon"),
 ]
 
 MOON = Side(

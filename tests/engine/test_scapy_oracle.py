@@ -8,10 +8,9 @@ import hashlib
 import ipaddress
 
 import pytest
+import scapy.contrib.ikev2 as scapy_ikev2
 
-scapy_ikev2 = pytest.importorskip("scapy.contrib.ikev2")
-
-from tests.engine.harness import ADDR_A, ADDR_B, make_pair  # noqa: E402
+from tests.engine.harness import ADDR_A, ADDR_B, make_pair
 
 
 def layers(packet) -> list:

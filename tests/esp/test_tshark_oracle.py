@@ -4,7 +4,6 @@ authenticates the packets we produce, given the keys in its ``esp_sa`` table."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -17,7 +16,7 @@ from ikev2.enums import EncrId, IntegId
 from tests.esp.helpers import ipv4_packet, ipv6_packet
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed"),
+    pytest.mark.needs("tshark"),
     pytest.mark.timeout(120),
 ]
 

@@ -26,10 +26,7 @@ from aioipsec.netns import Lab
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not os.path.exists("/usr/lib/ipsec/charon"),
-        reason="needs root and strongSwan's charon (Debian strongswan-charon)",
-    ),
+    pytest.mark.needs("root", "charon"),
 ]
 
 

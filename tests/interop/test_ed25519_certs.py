@@ -5,7 +5,6 @@ checked signature by signature; a wrong CA, a forged signature and an expired le
 from __future__ import annotations
 
 import datetime
-import shutil
 
 import pytest
 from cryptography import x509
@@ -14,7 +13,7 @@ from aioipsec.interop.pki import Pki
 from ikev2.crypto.certs import CertificateError, validate_chain
 from ikev2.identity import Identity
 
-pytestmark = pytest.mark.skipif(shutil.which("pki") is None, reason="needs strongSwan's pki")
+pytestmark = pytest.mark.needs("pki")
 
 
 def _load(path) -> x509.Certificate:

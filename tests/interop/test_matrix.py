@@ -22,10 +22,7 @@ from aioipsec.interop.scenario import Scenario
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.netns,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not os.path.exists("/usr/lib/ipsec/charon"),
-        reason="needs root and strongSwan's charon (Debian strongswan-charon)",
-    ),
+    pytest.mark.needs("root", "charon"),
 ]
 
 JOBS = int(os.environ.get("AIOIPSEC_INTEROP_JOBS", "3"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-CAPTURES = Path("/work/shared/reference/captures")
+from tests.reference_data import CAPTURES
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -24,7 +24,6 @@ def test_help_lists_the_tools() -> None:
         assert f"    {name} " in out.stdout
 
 
-@pytest.mark.skipif(not CAPTURES.is_dir(), reason="reference captures not present")
 def test_decode_json_through_the_cli() -> None:
     capture = CAPTURES / "wireshark_ikev2-decrypt-aes128ccm12_4frames_from_scapy.pcap"
     table = CAPTURES / "wireshark_ikev2_decryption_table.csv"
@@ -47,7 +46,6 @@ def test_explain_and_doctor_through_the_cli() -> None:
     assert {c["name"] for c in json.loads(doctor.stdout)} >= {"privileges", "tun", "firewall"}
 
 
-@pytest.mark.skipif(not CAPTURES.is_dir(), reason="reference captures not present")
 def test_decode_brief_and_verbose_text() -> None:
     capture = CAPTURES / "wireshark_ikev2-decrypt-aes128ccm12_4frames_from_scapy.pcap"
     table = CAPTURES / "wireshark_ikev2_decryption_table.csv"

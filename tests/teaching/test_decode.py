@@ -12,10 +12,10 @@ import pytest
 
 from aioipsec.decode import decode_capture, json_record
 from aioipsec.wireshark_keys import load_esp_table, load_ikev2_table
+from tests.reference_data import CAPTURES
 from tests.teaching.compare import compare_frame
-from tests.teaching.tshark_oracle import TSHARK, tshark_frames
+from tests.teaching.tshark_oracle import tshark_frames
 
-CAPTURES = Path("/work/shared/reference/captures")
 CCM = CAPTURES / "wireshark_ikev2-decrypt-aes128ccm12_4frames_from_scapy.pcap"
 IKE_TABLE = CAPTURES / "wireshark_ikev2_decryption_table.csv"
 NAT_T = CAPTURES / "scapy_ikev2_nat_t.pcapng"
@@ -24,8 +24,7 @@ XFRM = CAPTURES / "linux_xfrm_esp.pcap"
 XFRM_SA = CAPTURES / "linux_xfrm_esp_sa"
 
 pytestmark = [
-    pytest.mark.skipif(TSHARK is None, reason="tshark not installed"),
-    pytest.mark.skipif(not CAPTURES.is_dir(), reason="reference captures not present"),
+    pytest.mark.needs("tshark"),
     pytest.mark.timeout(120),
 ]
 

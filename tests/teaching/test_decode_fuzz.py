@@ -3,16 +3,14 @@ and ESP packets, with keys loaded (so the decryption paths run too)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aioipsec.decode import EspDecryptor, IkeDecryptor, decode_ike
 from aioipsec.wireshark_keys import parse_esp_table, parse_ikev2_table
+from tests.reference_data import CAPTURES
 
-CAPTURES = Path("/work/shared/reference/captures")
 ESP_ROWS = "\n".join([
     '"IPv4","*","*","0x00000001","AES-CBC [RFC3602]","0x' + "11" * 16
     + '","HMAC-SHA-256-128 [RFC4868]","0x' + "22" * 32 + '"',
@@ -76,7 +74,6 @@ def test_ike_any_bytes(which: bytes, next_payload: int, flags: int, body: bytes)
     assert record["kind"] == "ike"
 
 
-@pytest.mark.skipif(not CAPTURES.is_dir(), reason="reference captures not present")
 @settings(max_examples=300, deadline=None)
 @given(position=st.integers(0, 60), value=st.integers(0, 255))
 def test_ike_mutated_real_message(position: int, value: int) -> None:

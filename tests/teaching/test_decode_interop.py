@@ -6,7 +6,6 @@ payloads, notifies, ESP SPIs/sequence numbers and the decrypted inner packets.""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -24,16 +23,13 @@ from aioipsec.interop.traffic import ping_through
 from aioipsec.netns import Lab
 from aioipsec.wireshark_keys import load_esp_table, load_ikev2_table
 from tests.teaching.compare import compare_frame
-from tests.teaching.tshark_oracle import TSHARK, tshark_frames
+from tests.teaching.tshark_oracle import tshark_frames
 
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.netns,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not os.path.exists("/usr/lib/ipsec/charon") or TSHARK is None,
-        reason="needs root, strongSwan's charon and tshark",
-    ),
+    pytest.mark.needs("root", "charon", "tshark"),
 ]
 
 

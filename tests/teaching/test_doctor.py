@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +17,7 @@ from aioipsec.doctor import FAIL, OK, WARN, iptables_problems, run_checks
 pytestmark = pytest.mark.timeout(60)
 ROOT = os.geteuid() == 0
 REPO = Path(__file__).resolve().parents[2]
-_skip_unless_root = pytest.mark.skipif(
-    not ROOT or shutil.which("unshare") is None, reason="needs root and unshare"
-)
+_skip_unless_root = pytest.mark.needs("root", "unshare")
 
 
 def needs_root(test):  # type: ignore[no-untyped-def]
@@ -104,7 +101,7 @@ def test_port_in_use_fails_and_names_the_holder() -> None:
 
 
 @needs_root
-@pytest.mark.skipif(shutil.which("nft") is None, reason="nft missing")
+@pytest.mark.needs("nftables")
 def test_nftables_drop_rule_and_drop_policy_are_found() -> None:
     setup = (
         "nft add table inet f; nft add chain inet f input "
@@ -142,7 +139,7 @@ def test_gateway_config_needs_forwarding_and_checks_path_mtu(tmp_path: Path) -> 
     assert checks["forwarding"]["status"] == OK
 
 
-@pytest.mark.skipif(not ROOT or shutil.which("setpriv") is None, reason="needs root+setpriv")
+@pytest.mark.needs("root", "setpriv")
 def test_without_privileges_fails_with_advice() -> None:
     out = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",

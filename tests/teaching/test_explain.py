@@ -185,7 +185,6 @@ def test_without_seed_still_checks_out_including_cbc() -> None:
 
 
 def test_state_diagram_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     out = tmp_path / "states.png"
     result = _explain("--state-diagram", str(out))
     assert result.returncode == 0, result.stderr

@@ -16,11 +16,9 @@ from aioipsec.wireshark_keys import (
     parse_ikev2_table,
 )
 from ikev2.enums import EncrId, IntegId
+from tests.reference_data import CAPTURES
 
-CAPTURES = Path("/work/shared/reference/captures")
 
-
-@pytest.mark.skipif(not CAPTURES.is_dir(), reason="reference captures not present")
 def test_wireshark_test_tables_parse() -> None:
     ike = load_ikev2_table(CAPTURES / "wireshark_ikev2_decryption_table.csv")
     assert len(ike) == 9
