@@ -27,12 +27,14 @@ import collections
 import hashlib
 import hmac
 import struct
+from typing import Any
 
 from esp import ip
+from esp.constants import IpProto
 from esp.errors import DropReason, EspDrop, InvalidKey, UnsupportedAlgorithm
 from esp.events import Lifetime
-from esp.sa import Direction, Mode, SaBase
 from esp.selectors import Selector
+from esp.state import Direction, Mode, SaBase
 from esp.transforms import INTEG_INFO, integ_info
 from ikev2.enums import IntegId
 
@@ -116,7 +118,7 @@ class AhSa(SaBase):
         selectors: tuple[Selector, ...] | list[Selector] = (),
         lifetime: Lifetime | None = None, reqid: int = 0,
         seq_soft_limit: int | None = None, now: float = 0.0,
-        events: collections.deque | None = None,
+        events: collections.deque[Any] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(
             spi, direction, esn=esn, replay_window=replay_window, mode=mode, src=src, dst=dst,
@@ -161,24 +163,24 @@ class AhSa(SaBase):
 
     def protect(self, packet: bytes | bytearray | memoryview) -> bytes:
         seq = self.seq + 1
-        if seq >= self._seq_check:
-            self._outbound_limit(seq)
+        if seq >= self.seq_check:
+            self.outbound_limit(seq)
         if self.mode is Mode.TUNNEL:
             if self.src is None or self.dst is None:
                 raise ValueError("tunnel-mode AH needs src and dst")
             version = packet[0] >> 4
             if version not in (4, 6):
                 raise ValueError("tunnel mode needs an IPv4/IPv6 inner packet")
-            header = bytearray(ip.ip_header(self.src, self.dst, ip.IPPROTO_AH, 0))
+            header = bytearray(ip.ip_header(self.src, self.dst, IpProto.AH, 0))
             field = 6 if header[0] >> 4 == 6 else 9
-            next_header = 4 if version == 4 else 41
+            next_header: int = IpProto.IPV4 if version == 4 else IpProto.IPV6
             payload = bytes(packet)
         else:
             offset, field = ip.transport_split(packet)
             header = bytearray(packet[:offset])
             next_header = header[field]
             payload = bytes(packet[offset:])
-        header[field] = ip.IPPROTO_AH
+        header[field] = IpProto.AH
         ah_length = self._ah_length(header[0] >> 4)
         ah = _AH_FIXED.pack(next_header, ah_length // 4 - 2, 0, self.spi, seq & 0xFFFFFFFF)
         result = header + ah + bytes(ah_length - 12) + payload
@@ -187,8 +189,8 @@ class AhSa(SaBase):
         result[len(header) + 12 : len(header) + 12 + self._icv_size] = icv
         self.seq = seq
         self.bytes_out += len(payload)
-        if self.bytes_out >= self._bytes_check:
-            self._limit_reached()
+        if self.bytes_out >= self.bytes_check:
+            self.limit_reached()
         return bytes(result)
 
     def unprotect(self, packet: bytes | bytearray | memoryview) -> bytes:
@@ -197,7 +199,7 @@ class AhSa(SaBase):
             raise EspDrop(DropReason.EXPIRED, "SA reached a hard limit")
         data = bytearray(packet)
         try:
-            offset, field = ip.find_ipsec_header(data, ip.IPPROTO_AH)
+            offset, field = ip.find_ipsec_header(data, IpProto.AH)
         except ValueError as err:
             return self._malformed(str(err))
         if offset + 12 > len(data):
@@ -231,13 +233,14 @@ class AhSa(SaBase):
             ip.set_lengths(result)
         self.packets_in += 1
         self.bytes_in += len(payload)
-        if self.packets_in >= self._packets_check or self.bytes_in >= self._bytes_check:
-            self._limit_reached()
+        if self.packets_in >= self.packets_check or self.bytes_in >= self.bytes_check:
+            self.limit_reached()
         return bytes(result)
 
     def _tunnel_inner(self, payload: bytearray, next_header: int) -> bytearray:
         version = payload[0] >> 4 if payload else 0
-        if (next_header, version) not in ((4, 4), (41, 6)) or len(payload) < 20:
+        inside = ((IpProto.IPV4, 4), (IpProto.IPV6, 6))
+        if (next_header, version) not in inside or len(payload) < 20:
             self._malformed("tunnel-mode AH without an IP packet inside")
         if self.selectors and not self._selectors_match(memoryview(payload)):
             self.policy_drops += 1

@@ -10,9 +10,11 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-IPPROTO_ESP = 50
-IPPROTO_AH = 51
-IPPROTO_UDP = 17
+from esp.constants import IpProto
+
+IPPROTO_ESP = IpProto.ESP
+IPPROTO_AH = IpProto.AH
+IPPROTO_UDP = IpProto.UDP
 _ipv4 = struct.Struct("!BBHHHBBH4s4s")
 _ipv6 = struct.Struct("!IHBB16s16s")
 

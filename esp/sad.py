@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from esp.events import Event
 from esp.sa import Direction, EspSa, SaBase
@@ -32,7 +33,7 @@ class UnknownSpi:
 
 class Sad:
     def __init__(self) -> None:
-        self.events: collections.deque = collections.deque()
+        self.events: collections.deque[Any] = collections.deque()
         self._inbound: dict[str, dict[int, SaBase]] = {"esp": {}, "ah": {}}
         self._outbound: dict[int, list[SaBase]] = {}
         self._states: list[SaBase] = []

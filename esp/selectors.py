@@ -13,16 +13,20 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
-IPPROTO_SCTP = 132
-IPPROTO_UDPLITE = 136
+from esp.constants import IpProto
+
+IPPROTO_ICMP = int(IpProto.ICMP)
+IPPROTO_TCP = int(IpProto.TCP)
+IPPROTO_UDP = int(IpProto.UDP)
+IPPROTO_ICMPV6 = int(IpProto.ICMPV6)
+IPPROTO_SCTP = int(IpProto.SCTP)
+IPPROTO_UDPLITE = int(IpProto.UDPLITE)
 _PORT_PROTOCOLS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_UDPLITE})
 # IPv6 extension headers that are walked to find the upper-layer protocol (RFC 8200 sec. 4).
-_IPV6_EXTENSIONS = frozenset({0, 43, 60, 51})  # hop-by-hop, routing, destination opts, AH
-_IPV6_FRAGMENT = 44
+_IPV6_EXTENSIONS = frozenset(
+    int(p) for p in (IpProto.HOPOPT, IpProto.IPV6_ROUTE, IpProto.IPV6_OPTS, IpProto.AH)
+)
+_IPV6_FRAGMENT = int(IpProto.IPV6_FRAG)
 
 ANY_PORT = (0, 65535)
 

@@ -51,8 +51,11 @@ def _inbound(record: Record) -> EspSa:
 
 def _equal(what: str, got: bytes | int, expected: bytes | int) -> None:
     if got != expected:
-        shown = lambda v: v.hex() if isinstance(v, bytes) else v  # noqa: E731
-        raise AssertionError(f"{what}: got {shown(got)}, expected {shown(expected)}")
+        raise AssertionError(f"{what}: got {_shown(got)}, expected {_shown(expected)}")
+
+
+def _shown(value: bytes | int) -> str | int:
+    return value.hex() if isinstance(value, bytes) else value
 
 
 def _expect_drop(sa: EspSa, packet: bytes, reason: DropReason, what: str) -> None:

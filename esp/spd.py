@@ -109,7 +109,7 @@ class Spd:
         self.acquire_retry = acquire_retry
         self._policies: list[Policy] = []
         self._next_index = 1
-        self._held: dict[int, collections.deque] = {}
+        self._held: dict[int, collections.deque[tuple[float, bytes]]] = {}
         self._acquired_at: dict[int, float] = {}
         # Counters: packets dropped by policy (discard, no policy, unparsable), held,
         # dropped from a full hold queue or after hold_seconds.
@@ -227,7 +227,7 @@ class Spd:
                 )
             )
 
-    def _drop_stale(self, queue: collections.deque, now: float) -> None:
+    def _drop_stale(self, queue: collections.deque[tuple[float, bytes]], now: float) -> None:
         while queue and now - queue[0][0] > self.hold_seconds:
             queue.popleft()
             self.held_dropped += 1
