@@ -593,8 +593,8 @@ class Dispatcher:
                 self._events.append(event)
                 self._on_event(sa, event, now)
             self._out.extend(sa.datagrams_to_send(now))
-            if sa.initial_contact:
-                sa.initial_contact = False
+            if sa.peer.initial_contact:
+                sa.peer.initial_contact = False
                 self._initial_contact(sa, now)
             if not sa.alive:
                 self._forget(sa)

@@ -73,6 +73,30 @@ class Keymat:
     are then SK_ei/SK_ai). ``rng`` supplies the AES-CBC IVs of the outbound SK cipher.
     """
 
+    # One per IKE SA (10,000s of them in the daemon): no instance dictionary.
+    __slots__ = (
+        "_rng",
+        "additional_ke",
+        "additional_ke_done",
+        "chosen_proposal",
+        "cipher_in",
+        "cipher_out",
+        "encr",
+        "encr_key_bits",
+        "init_request",
+        "init_response",
+        "initiator",
+        "int_auth_i",
+        "int_auth_r",
+        "integ",
+        "ke_method",
+        "keys",
+        "nonce_i",
+        "nonce_r",
+        "prf",
+        "prf_id",
+    )
+
     def __init__(self, initiator: bool, rng: Rng) -> None:
         self.initiator = initiator
         self._rng = rng

@@ -52,14 +52,15 @@ from ikev2.message import (
     encrypted_message_length,
     serialize_message,
 )
-from ikev2.payloads import CertReqPayload, NotifyPayload, Proposal
+from ikev2.payloads import NotifyPayload, Proposal
 from ikev2.policy import AlgorithmPolicy
 from ikev2.states import ChildState, IkeState, StateError, ike_transition
 from ikev2.tasks import Payload, Request, Task, TaskContext
 from ikev2.tasks.child_create import ChildCreateTask
 from ikev2.tasks.child_rekey import ChildRekeyTask
-from ikev2.tasks.context import Finish
-from ikev2.tasks.dispatch import Responders
+from ikev2.tasks.context import PeerState
+from ikev2.tasks.dispatch import respond
+from ikev2.tasks.followup_ke import FollowupKeResponder
 from ikev2.tasks.ike_auth import IkeAuthTask
 from ikev2.tasks.ike_delete import ChildDeleteTask, IkeDeleteTask
 from ikev2.tasks.ike_dpd import DpdTask
@@ -234,12 +235,7 @@ class IkeSa:
         self.keymat = Keymat(initiator, ctx.rng)
 
         # Peer capabilities and NAT state.
-        self.peer_fragmentation = False
-        self.peer_signature_hashes: list[int] = []
-        self.peer_intermediate = False
-        self.nat_local = False
-        self.nat_remote = False
-        self.udp_encap = False
+        self.peer = PeerState()
 
         self.local_id = config.local.id
         self.remote_id = config.remote.id
@@ -263,15 +259,11 @@ class IkeSa:
         self.deleted_reason: str | None = None
         # IKE rekey: the new IKE SA that replaces this one.
         self.successor: IkeSa | None = None
-        self.peer_certreq: list[CertReqPayload] = []
-        # The peer's requests are answered by the responders of the routing table.
-        self._responders = Responders()
+        self._followup_ke: FollowupKeResponder | None = None  # see followup_responder()
         # INITIAL_CONTACT only when no other IKE SA to this peer exists (sec. 2.4): not on
         # reauthentication or a second connection to the same peer.
         self.suppress_initial_contact = False
-        self.peer_auth_method = 0
         self.closed_children: list[str] = []
-        self.initial_contact = False
         self._pending_request_digests: set[bytes] = set()
         self._after_response: Callable[[float], object] | None = None
 
@@ -560,7 +552,7 @@ class IkeSa:
     ) -> bool:
         # RFC 7383 sec. 2.5: only messages that are encrypted and only after both sides
         # said they support it; IKE_INTERMEDIATE is fragmentable too (RFC 9242 sec. 3.4).
-        if not self.peer_fragmentation or self.config.fragmentation in ("no", "accept"):
+        if not self.peer.fragmentation or self.config.fragmentation in ("no", "accept"):
             return False
         if self.config.fragmentation == "force" and exchange == ExchangeType.IKE_AUTH:
             return True
@@ -700,7 +692,7 @@ class IkeSa:
         self._update_addresses(remote_addr, local_addr, authenticated=True)
         request = Request(header.exchange, header.message_id, decrypted.payloads, msg.raw, now)
         try:
-            payloads = self._responders.respond(self, request)
+            payloads = respond(self, request)
         except ProtocolError as error:
             log.info("%s: request refused: %s", self.describe(), error.reason)
             if error.notify is None:
@@ -767,10 +759,12 @@ class IkeSa:
 
         self._after_response = both
 
-    def register_followup(self, methods: list[int], finish: Finish, now: float) -> NotifyPayload:
-        """RFC 9370: a CREATE_CHILD_SA we answered waits for IKE_FOLLOWUP_KE exchanges;
-        returns the ADDITIONAL_KEY_EXCHANGE notify carrying the link."""
-        return self._responders.followup_ke.register(self, methods, finish, now)
+    def followup_responder(self) -> FollowupKeResponder:
+        """The responder keeping this SA's RFC 9370 IKE_FOLLOWUP_KE links (created on first
+        use: most IKE SAs never negotiate additional key exchanges)."""
+        if self._followup_ke is None:
+            self._followup_ke = FollowupKeResponder()
+        return self._followup_ke
 
     # ------------------------------------------------------------------ IKE SA replacement
 
@@ -795,11 +789,7 @@ class IkeSa:
             local_addr=self.local_addr,
             remote_addr=self.remote_addr,
         )
-        new.nat_local = self.nat_local
-        new.nat_remote = self.nat_remote
-        new.udp_encap = self.udp_encap
-        new.peer_fragmentation = self.peer_fragmentation
-        new.peer_signature_hashes = self.peer_signature_hashes
+        new.peer = self.peer.carried_over()
         new.local_id = self.local_id
         new.remote_id = self.remote_id
         new.last_peer_activity = self.last_peer_activity
@@ -840,7 +830,7 @@ class IkeSa:
         if not authenticated or (remote_addr, local_addr) == (self.remote_addr, self.local_addr):
             return
         if not self.established:
-            if self.nat_local or self.nat_remote:
+            if self.peer.nat_local or self.peer.nat_remote:
                 self.remote_addr = remote_addr
                 self.local_addr = local_addr
             return
@@ -852,7 +842,7 @@ class IkeSa:
         SHOULD send to the address of the latest such packet from a peer behind a NAT; a
         host behind a NAT SHOULD NOT (a single spoofed packet could steer it). Emits
         IkeSaAddressChanged and returns True when the SA moved."""
-        if not self.nat_remote or self.nat_local or remote_addr == self.remote_addr:
+        if not self.peer.nat_remote or self.peer.nat_local or remote_addr == self.remote_addr:
             return False
         old = self.remote_addr
         self.remote_addr = remote_addr

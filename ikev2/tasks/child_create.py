@@ -221,7 +221,7 @@ def install_child(
     event = child.established_event(
         sa.ike_sa_id,
         sa.name,
-        udp_encap=sa.udp_encap,
+        udp_encap=sa.peer.udp_encap,
         local_addr=sa.local_addr,
         remote_addr=sa.remote_addr,
     )
@@ -677,7 +677,7 @@ def defer_install(
         child.pending_shared = None
         install(when)
 
-    return sa.register_followup(child.addke_methods, finish, now)
+    return sa.followup_responder().register(sa, child.addke_methods, finish, now)
 
 
 __all__ = [

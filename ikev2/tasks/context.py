@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ikev2.child import ChildSa
@@ -34,6 +34,15 @@ Payload = Any  # one of the dataclasses of ikev2.payloads
 Rng = Callable[[int], bytes]
 #: Responder side of RFC 9370 IKE_FOLLOWUP_KE: called with the additional secrets.
 Finish = Callable[[list[bytes], float], None]
+
+
+class FollowupLinks(Protocol):
+    """The IKE SA's IKE_FOLLOWUP_KE responder (``ikev2.tasks.followup_ke``)."""
+
+    def register(
+        self, sa: TaskContext, methods: list[int], finish: Finish, now: float
+    ) -> NotifyPayload: ...
+    def respond(self, sa: TaskContext, request: Request) -> list[Payload]: ...
 
 
 class EngineServices(Protocol):
@@ -70,6 +79,8 @@ class TaskContext(Protocol):
     @property
     def keymat(self) -> Keymat: ...
     @property
+    def peer(self) -> PeerState: ...
+    @property
     def state(self) -> IkeState: ...
     @property
     def established(self) -> bool: ...
@@ -93,15 +104,6 @@ class TaskContext(Protocol):
     remote_addr: Address
     local_id: str
     remote_id: str
-    nat_local: bool
-    nat_remote: bool
-    udp_encap: bool
-    peer_fragmentation: bool
-    peer_signature_hashes: list[int]
-    peer_intermediate: bool
-    peer_certreq: list[CertReqPayload]
-    peer_auth_method: int
-    initial_contact: bool
     suppress_initial_contact: bool
     established_at: float | None
     last_peer_activity: float
@@ -113,9 +115,7 @@ class TaskContext(Protocol):
         self, task: Task, now: float, *, start: bool = True, first: bool = False
     ) -> None: ...
     def after_response(self, action: Callable[[float], object]) -> None: ...
-    def register_followup(
-        self, methods: list[int], finish: Finish, now: float
-    ) -> NotifyPayload: ...
+    def followup_responder(self) -> FollowupLinks: ...
     def fail(self, now: float, reason: str, notify: NotifyType | None = None) -> None: ...
     def destroy(self, now: float, reason: str, notify: NotifyType | None = None) -> None: ...
     def find_child_by_spi(
@@ -133,6 +133,31 @@ class TaskContext(Protocol):
     def new_rekeyed_sa(self, *, initiator: bool, spi_i: bytes, spi_r: bytes) -> TaskContext: ...
     def register(self) -> None: ...
     def replaced_by(self, new: TaskContext) -> None: ...
+
+
+@dataclass(slots=True)
+class PeerState:
+    """What the exchanges learned about the peer and the path to it (one per IKE SA)."""
+
+    nat_local: bool = False  # we are behind a NAT (or fake one: ``encap``), sec. 2.23
+    nat_remote: bool = False  # the peer is behind a NAT
+    udp_encap: bool = False  # ESP in UDP for the Child SAs (RFC 3948)
+    fragmentation: bool = False  # both sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
+    signature_hashes: list[int] = field(default_factory=list)  # RFC 7427 sec. 4
+    intermediate: bool = False  # INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)
+    certreq: list[CertReqPayload] = field(default_factory=list)  # sec. 3.7
+    auth_method: int = 0  # of the peer's AUTH payload
+    initial_contact: bool = False  # the peer sent INITIAL_CONTACT (sec. 2.4)
+
+    def carried_over(self) -> PeerState:
+        """What a rekeyed IKE SA inherits (sec. 2.18: same peer, same path)."""
+        return PeerState(
+            nat_local=self.nat_local,
+            nat_remote=self.nat_remote,
+            udp_encap=self.udp_encap,
+            fragmentation=self.fragmentation,
+            signature_hashes=self.signature_hashes,
+        )
 
 
 class Task(ABC):

@@ -19,7 +19,6 @@ from ikev2.states import IkeState
 from ikev2.tasks import Payload, Request, Responder, TaskContext, find, find_notify
 from ikev2.tasks.child_create import ChildCreateResponder
 from ikev2.tasks.child_rekey import ChildRekeyResponder
-from ikev2.tasks.followup_ke import FollowupKeResponder
 from ikev2.tasks.ike_auth import IkeAuthResponder
 from ikev2.tasks.ike_delete import InformationalResponder
 from ikev2.tasks.ike_intermediate import IkeIntermediateResponder
@@ -67,41 +66,46 @@ class Route:
     refusal: NotifyType | None = None
 
 
-class Responders:
-    """The routing table of one IKE SA and its responders (those with state, such as the
-    IKE_FOLLOWUP_KE links, keep it for the SA's lifetime)."""
-
-    def __init__(self) -> None:
-        self.followup_ke = FollowupKeResponder()
-        self.routes: dict[ExchangeType, Route] = {
-            ExchangeType.IKE_SA_INIT: Route(None, frozenset()),
-            ExchangeType.IKE_INTERMEDIATE: Route(
-                IkeIntermediateResponder(), SETUP, NotifyType.INVALID_SYNTAX
-            ),
-            ExchangeType.IKE_AUTH: Route(IkeAuthResponder(), SETUP, NotifyType.INVALID_SYNTAX),
-            ExchangeType.CREATE_CHILD_SA: Route(CreateChildSaResponder(), ESTABLISHED),
-            ExchangeType.INFORMATIONAL: Route(InformationalResponder(), ESTABLISHED),
-            ExchangeType.IKE_FOLLOWUP_KE: Route(self.followup_ke, ESTABLISHED),
-        }
+class FollowupKeRoute(Responder):
+    """IKE_FOLLOWUP_KE goes to the IKE SA's own :class:`FollowupKeResponder` (it keeps the
+    links of that SA; created on first use, most IKE SAs never need one)."""
 
     def respond(self, sa: TaskContext, request: Request) -> list[Payload]:
-        """The response payloads for one request. Raises ProtocolError (notify None:
-        drop)."""
-        try:
-            exchange = ExchangeType(request.exchange)
-        except ValueError:
-            exchange = None
-        route = self.routes.get(exchange) if exchange is not None else None
-        if exchange is None or route is None:
-            raise ProtocolError(f"exchange type {int(request.exchange)} not supported", None)
-        name = exchange.name
-        responder = route.responder
-        if responder is None:
-            raise ProtocolError(f"{name} request on an existing IKE SA", None)
-        try:
-            if sa.state not in route.states:
-                raise ProtocolError(f"{name} in state {sa.state.value}", route.refusal)
-            return responder.respond(sa, request)
-        except ProtocolError as error:
-            responder.refused(sa, error)
-            raise
+        return sa.followup_responder().respond(sa, request)
+
+
+#: The routing table. The responders here keep no state of their own (state spanning
+#: requests lives in the IKE SA's FollowupKeResponder or in our tasks), so one table
+#: serves every IKE SA.
+ROUTES: dict[ExchangeType, Route] = {
+    ExchangeType.IKE_SA_INIT: Route(None, frozenset()),
+    ExchangeType.IKE_INTERMEDIATE: Route(
+        IkeIntermediateResponder(), SETUP, NotifyType.INVALID_SYNTAX
+    ),
+    ExchangeType.IKE_AUTH: Route(IkeAuthResponder(), SETUP, NotifyType.INVALID_SYNTAX),
+    ExchangeType.CREATE_CHILD_SA: Route(CreateChildSaResponder(), ESTABLISHED),
+    ExchangeType.INFORMATIONAL: Route(InformationalResponder(), ESTABLISHED),
+    ExchangeType.IKE_FOLLOWUP_KE: Route(FollowupKeRoute(), ESTABLISHED),
+}
+
+
+def respond(sa: TaskContext, request: Request) -> list[Payload]:
+    """The response payloads for one request. Raises ProtocolError (notify None: drop)."""
+    try:
+        exchange = ExchangeType(request.exchange)
+    except ValueError:
+        exchange = None
+    route = ROUTES.get(exchange) if exchange is not None else None
+    if exchange is None or route is None:
+        raise ProtocolError(f"exchange type {int(request.exchange)} not supported", None)
+    name = exchange.name
+    responder = route.responder
+    if responder is None:
+        raise ProtocolError(f"{name} request on an existing IKE SA", None)
+    try:
+        if sa.state not in route.states:
+            raise ProtocolError(f"{name} in state {sa.state.value}", route.refusal)
+        return responder.respond(sa, request)
+    except ProtocolError as error:
+        responder.refused(sa, error)
+        raise

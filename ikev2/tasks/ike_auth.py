@@ -115,7 +115,7 @@ def verify_auth(
     if auth_payload is None:
         raise AuthenticationError("peer sent no AUTH payload", check="bad-signature")
     method = int(auth_payload.method)
-    sa.peer_auth_method = method
+    sa.peer.auth_method = method
     if auth.auth == "psk":
         if method != AuthMethod.SHARED_KEY_MESSAGE_INTEGRITY_CODE:
             raise AuthenticationError(
@@ -161,10 +161,10 @@ def established_event(sa: TaskContext, now: float) -> IkeSaEstablished:
         prf=keymat.prf_id,
         ke=int(keymat.ke_method or 0),
         additional_ke=tuple(keymat.additional_ke),
-        nat_local=sa.nat_local,
-        nat_remote=sa.nat_remote,
-        udp_encap=sa.udp_encap,
-        fragmentation=sa.peer_fragmentation,
+        nat_local=sa.peer.nat_local,
+        nat_remote=sa.peer.nat_remote,
+        udp_encap=sa.peer.udp_encap,
+        fragmentation=sa.peer.fragmentation,
     )
 
 
@@ -396,7 +396,7 @@ def respond_ike_auth(
     if idi_payload is None or find(payloads, AuthPayload) is None:
         raise ProtocolError("IKE_AUTH request without IDi or AUTH", NotifyType.INVALID_SYNTAX)
     idr_wanted = find_typed(payloads, PayloadType.IDr)
-    sa.peer_certreq = find_all(payloads, CertReqPayload)
+    sa.peer.certreq = find_all(payloads, CertReqPayload)
     try:
         peer = Identity.from_payload(int(idi_payload.id_type), bytes(idi_payload.data))
         wanted = (
@@ -422,7 +422,7 @@ def respond_ike_auth(
         return [NotifyPayload(notify_type=NotifyType.AUTHENTICATION_FAILED)]
     sa.local_id = str(local)
     sa.remote_id = str(peer)
-    sa.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
+    sa.peer.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
     idr = id_payload(local, PayloadType.IDr)
     our_octets = octets_for(
         sa, initiator_side=False, id_body=idr.serialize(), message_id=message_id

@@ -35,14 +35,14 @@ def build_signature_auth(sa: TaskContext, auth: AuthConfig, octets: bytes) -> li
         )
     peer_hashes = (
         None
-        if auth.signature_auth == "classic" or not sa.peer_signature_hashes
-        else sa.peer_signature_hashes
+        if auth.signature_auth == "classic" or not sa.peer.signature_hashes
+        else sa.peer.signature_hashes
     )
     method, scheme = choose_signature_scheme(
         key, peer_hashes, policy=sa.ctx.policy, rsa_pss=auth.rsa_pss
     )
     payloads: list[Payload] = []
-    if auth.send_cert == "always" or (auth.send_cert == "ifasked" and sa.peer_certreq):
+    if auth.send_cert == "always" or (auth.send_cert == "ifasked" and sa.peer.certreq):
         payloads += [
             CertPayload(
                 encoding=CertEncoding.X509_CERT_SIGNATURE, data=cert.public_bytes(Encoding.DER)

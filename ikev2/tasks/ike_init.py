@@ -197,11 +197,11 @@ class IkeInitTask(Task):
         sa.keymat.derive_initial(shared, sa.spi_i, sa.spi_r)
         evaluate(sa, payloads, sa.spi_i, sa.spi_r)
         float_to_nat_t(sa)
-        sa.peer_fragmentation = sa.config.fragmentation != "no" and (
+        sa.peer.fragmentation = sa.config.fragmentation != "no" and (
             find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         )
-        sa.peer_signature_hashes = parse_signature_hashes(payloads)
-        sa.peer_certreq = [p for p in payloads if isinstance(p, CertReqPayload)]
+        sa.peer.signature_hashes = parse_signature_hashes(payloads)
+        sa.peer.certreq = [p for p in payloads if isinstance(p, CertReqPayload)]
         if sa.keymat.additional_ke:
             sa.to("recv_init_response_intermediate")
             for index in reversed(range(len(sa.keymat.additional_ke))):
@@ -297,12 +297,12 @@ def respond_ike_init(sa: TaskContext, payloads: list[Payload], now: float) -> li
     sa.keymat.nonce_r = sa.ctx.rng(NONCE_SIZE)
     sa.keymat.derive_initial(shared, sa.spi_i, sa.spi_r)
     evaluate(sa, payloads, sa.spi_i, bytes(8))
-    sa.udp_encap = sa.nat_local or sa.nat_remote
-    sa.peer_fragmentation = sa.config.fragmentation != "no" and (
+    sa.peer.udp_encap = sa.peer.nat_local or sa.peer.nat_remote
+    sa.peer.fragmentation = sa.config.fragmentation != "no" and (
         find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
     )
-    sa.peer_signature_hashes = parse_signature_hashes(payloads)
-    sa.peer_intermediate = (
+    sa.peer.signature_hashes = parse_signature_hashes(payloads)
+    sa.peer.intermediate = (
         find_notify(payloads, NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is not None
     )
     response: list[Payload] = [

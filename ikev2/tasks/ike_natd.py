@@ -50,7 +50,7 @@ def natd_notifies(
 
 
 def evaluate(sa: TaskContext, payloads: list[Any], spi_i: bytes, spi_r: bytes) -> None:
-    """Set ``sa.nat_local`` / ``sa.nat_remote`` from the peer's NAT_DETECTION notifies
+    """Set ``sa.peer.nat_local`` / ``sa.peer.nat_remote`` from the peer's NAT_DETECTION notifies
     (with the SPIs of the message they came in). No notifies: no NAT-T (sec. 2.23)."""
     sources = [
         p.data
@@ -63,21 +63,21 @@ def evaluate(sa: TaskContext, payloads: list[Any], spi_i: bytes, spi_r: bytes) -
         if isinstance(p, NotifyPayload) and p.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP
     ]
     if not sources or not destinations:
-        sa.nat_local = sa.config.encap
-        sa.nat_remote = False
+        sa.peer.nat_local = sa.config.encap
+        sa.peer.nat_remote = False
         return
     expected_source = natd_hash(spi_i, spi_r, sa.remote_addr)
     expected_destination = natd_hash(spi_i, spi_r, sa.local_addr)
-    sa.nat_remote = expected_source not in sources
-    sa.nat_local = expected_destination not in destinations or sa.config.encap
+    sa.peer.nat_remote = expected_source not in sources
+    sa.peer.nat_local = expected_destination not in destinations or sa.config.encap
 
 
 def float_to_nat_t(sa: TaskContext) -> None:
     """Initiator: after IKE_SA_INIT, move IKE to port 4500 if a NAT was detected (sec.
     2.23: "the initiator MUST ... change to port 4500"); ESP is then UDP-encapsulated."""
-    if not (sa.nat_local or sa.nat_remote):
+    if not (sa.peer.nat_local or sa.peer.nat_remote):
         return
-    sa.udp_encap = True
+    sa.peer.udp_encap = True
     local_host, local_port = sa.local_addr
     remote_host, remote_port = sa.remote_addr
     if remote_port == IKE_PORT:

@@ -342,7 +342,7 @@ def respond_ike_rekey(sa: TaskContext, payloads: list[Payload], now: float) -> l
     ]
     methods = additional_methods(chosen)
     if methods:
-        response.append(sa.register_followup(methods, switch, now))
+        response.append(sa.followup_responder().register(sa, methods, switch, now))
     else:
         sa.after_response(lambda when: switch([], when))
     return response

@@ -131,7 +131,7 @@ def _peer_auth_method(net: Network, side: str) -> int:
     dispatcher = net.a if side == "a" else net.b
     (info,) = dispatcher.sas()
     sa = dispatcher.ike_sa(info.ike_sa_id)
-    return int(sa.peer_auth_method)
+    return int(sa.peer.auth_method)
 
 
 def test_classic_ecdsa_method_without_rfc7427() -> None:
