@@ -95,7 +95,7 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"
 KEEPALIVE = b"\xff"
 
 # Short forms RFC 7296 uses in its exchange diagrams (sec. 1.2).
-PAYLOAD_SHORT = {
+PAYLOAD_SHORT: dict[int, str] = {
     PayloadType.SA: "SA",
     PayloadType.KE: "KE",
     PayloadType.IDi: "IDi",
@@ -138,7 +138,7 @@ def short_name(payload: Payload, *, hide_nonce_role: bool = False) -> str:
         return f"N({_name(NotifyType, int(payload.notify_type))})"
     if isinstance(payload, UnknownPayload):
         return f"?{payload.payload_type}"
-    return PAYLOAD_SHORT.get(int(payload.TYPE), payload_name(payload))  # type: ignore[call-overload]
+    return PAYLOAD_SHORT.get(int(payload.TYPE), payload_name(payload))
 
 
 # ---------------------------------------------------------------------------- payloads

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aioipsec.netns import Lab, Namespace, ensure_root
+from aioipsec.netns import BackgroundProcess, Lab, Namespace, ensure_root
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 LEFT_OUTER, RIGHT_OUTER = "192.168.100.1", "192.168.100.2"
@@ -77,12 +77,14 @@ def prepare_config(example: Path, workdir: Path, side: str) -> tuple[Path, Path]
     return config, socket_path
 
 
-def wait_for_socket(path: Path, process: object, log: Path, timeout: float = 30.0) -> None:
+def wait_for_socket(
+    path: Path, process: BackgroundProcess, log: Path, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
             return
-        if not process.running():  # type: ignore[attr-defined]
+        if not process.running():
             raise DemoFailed(f"the daemon exited:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
     raise DemoFailed(f"the daemon did not open {path} within {timeout} s")

@@ -558,7 +558,7 @@ def to_strongswan(proposal: Proposal) -> str:
     return "-".join(keyword_for(t) for t in transforms)
 
 
-_ENCR_DISPLAY = {
+_ENCR_DISPLAY: dict[int, str] = {
     EncrId.ENCR_DES_IV64: "DES_IV64",
     EncrId.ENCR_DES: "DES_CBC",
     EncrId.ENCR_3DES: "3DES_CBC",
@@ -586,7 +586,7 @@ _ENCR_DISPLAY = {
     EncrId.ENCR_CHACHA20_POLY1305: "CHACHA20_POLY1305",
 }
 
-_KE_DISPLAY = {
+_KE_DISPLAY: dict[int, str] = {
     KeId.NONE: "KE_NONE",
     KeId.MODP_768: "MODP_768",
     KeId.MODP_1024: "MODP_1024",
@@ -617,13 +617,15 @@ _KE_DISPLAY = {
     KeId.ML_KEM_1024: "ML_KEM_1024",
 }
 
+_ESN_DISPLAY: dict[int, str] = {EsnId.NO_ESN: "NO_EXT_SEQ", EsnId.ESN: "EXT_SEQ"}
+
 
 def _display_name(transform: Transform) -> str:
     """strongSwan's enum name of one algorithm (``AES_GCM_16``, ``HMAC_SHA2_256_128``...)."""
     ttype, ident = int(transform.type), int(transform.id)
     name: str | None = None
     if ttype == ENCR:
-        name = _ENCR_DISPLAY.get(ident)  # type: ignore[call-overload]
+        name = _ENCR_DISPLAY.get(ident)
     elif ttype == INTEG:
         # strongSwan drops the AUTH_ prefix of the IANA names.
         try:
@@ -638,9 +640,9 @@ def _display_name(transform: Transform) -> str:
         except ValueError:
             name = None
     elif _is_ke_type(ttype):
-        name = _KE_DISPLAY.get(ident)  # type: ignore[call-overload]
+        name = _KE_DISPLAY.get(ident)
     elif ttype == ESN:
-        name = {EsnId.NO_ESN: "NO_EXT_SEQ", EsnId.ESN: "EXT_SEQ"}.get(ident)  # type: ignore[call-overload]
+        name = _ESN_DISPLAY.get(ident)
     if name is None:
         name = f"UNKNOWN_{ttype}_{ident}"
     if _is_ke_type(ttype) and ttype != KE:

@@ -316,9 +316,12 @@ def coalesce(packets: Iterable[bytes | bytearray]) -> list[bytes]:
 
 def _merge(run: list[bytes | bytearray]) -> bytes:
     first = run[0]
-    if len(run) == 1:
+    # A run of two or more holds only TCP data segments (coalesce), so flow is None only
+    # for a run of one, which goes out as it is.
+    flow = _tcp_flow(first) if len(run) > 1 else None
+    if flow is None:
         return PLAIN_HEADER + bytes(first)
-    _key, l4, headers, mss, _sequence = _tcp_flow(first)  # type: ignore[misc]
+    _key, l4, headers, mss, _sequence = flow
     merged = bytearray(first)
     for packet in run[1:]:
         merged += memoryview(packet)[headers:]

@@ -321,7 +321,8 @@ def _check_validity(
         )
 
 
-def _check_end_entity(cert: x509.Certificate) -> None:
+def _check_end_entity(cert: x509.Certificate) -> PublicKey:
+    """The end-entity checks; returns its public key, of a type that can sign AUTH."""
     try:
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -347,6 +348,7 @@ def _check_end_entity(cert: x509.Certificate) -> None:
         raise CertificateError(
             f"certificate {_describe(cert)} has an unsupported key type {type(public).__name__}"
         )
+    return public
 
 
 _EDWARDS_KEYS = (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
@@ -419,7 +421,7 @@ def validate_chain(
         )
     now = _utc(wall_time)
     skew = datetime.timedelta(seconds=clock_skew)
-    _check_end_entity(leaf)
+    leaf_key = _check_end_entity(leaf)
     _check_validity(leaf, now, skew, "the peer's")
 
     # Find a path by issuer names first, for a clear "unknown CA" message.
@@ -455,7 +457,7 @@ def validate_chain(
         _verify_path_directly(chain)
         if identity is not None:
             check_identity(leaf, identity)
-        return leaf.public_key(), chain  # type: ignore[return-value]
+        return leaf_key, chain
 
     # The skew was applied above; the verifier checks validity at one instant, which we
     # move into the leaf's window when we are within the allowance.
@@ -478,4 +480,4 @@ def validate_chain(
         ) from None
     if identity is not None:
         check_identity(leaf, identity)
-    return leaf.public_key(), list(verified.chain)  # type: ignore[return-value]
+    return leaf_key, list(verified.chain)
