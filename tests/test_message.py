@@ -1,5 +1,5 @@
 """IKE header and payload chain (RFC 7296 sec. 3.1-3.2): parse/serialize and the message-level
-bad inputs of /work/shared/reference/bad-inputs.md."""
+bad inputs of tests/data/reference/bad-inputs.md."""
 
 from __future__ import annotations
 

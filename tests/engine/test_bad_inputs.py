@@ -1,4 +1,4 @@
-"""The IKE classes of ../shared/reference/bad-inputs.md, sent to a real engine: each gets
+"""The IKE classes of tests/data/reference/bad-inputs.md, sent to a real engine: each gets
 its defined reaction (a notify or a silent drop) and the engine keeps working afterwards.
 
 Hostile messages are built with the wire-format code and, where they must pass the

@@ -1,4 +1,4 @@
-"""Every ESP class of ../shared/reference/bad-inputs.md: a defined drop with a counter,
+"""Every ESP class of tests/data/reference/bad-inputs.md: a defined drop with a counter,
 never an unhandled exception, never a window update before the ICV verified."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every class of /work/shared/reference/bad-inputs.md sent to the running daemon over a real
+"""Every class of tests/data/reference/bad-inputs.md sent to the running daemon over a real
 socket (UDP 500, UDP 4500, raw ESP), from a hostile host with its own namespace.
 
 For each input the daemon must give the defined reaction (a notify RFC 7296 names, or
