@@ -151,6 +151,10 @@ class WatchedTimerSet(TimerSet):
             self.changed.add(self.ike_sa_id)
         return due
 
+    def names(self) -> list[str]:
+        """The names of the deadlines set (an IKE rekey moves the Child SAs' ones)."""
+        return list(self._deadlines)
+
     def clear(self) -> None:
         super().clear()
         if self.changed is not None:

@@ -28,12 +28,20 @@ from ikev2.keymat import Keymat
 from ikev2.payloads import CertReqPayload, NotifyPayload
 from ikev2.policy import AlgorithmPolicy
 from ikev2.states import IkeState
-from ikev2.timers import TimerSet
 
 Payload = Any  # one of the dataclasses of ikev2.payloads
 Rng = Callable[[int], bytes]
 #: Responder side of RFC 9370 IKE_FOLLOWUP_KE: called with the additional secrets.
 Finish = Callable[[list[bytes], float], None]
+
+
+class Timers(Protocol):
+    """The IKE SA's named deadlines (``ikev2.sa.WatchedTimerSet``)."""
+
+    def set(self, name: str, deadline: float | None) -> None: ...
+    def cancel(self, name: str) -> None: ...
+    def get(self, name: str) -> float | None: ...
+    def names(self) -> list[str]: ...
 
 
 class FollowupLinks(Protocol):
@@ -93,7 +101,7 @@ class TaskContext(Protocol):
     @property
     def children(self) -> dict[int, ChildSa]: ...
     @property
-    def timers(self) -> TimerSet: ...
+    def timers(self) -> Timers: ...
     def describe(self) -> str: ...
 
     # -- negotiated state (tasks set these while the exchanges run)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Callable
-from typing import Any
 
 from ikev2.enums import NotifyType
 from ikev2.events import Address
 from ikev2.payloads import NotifyPayload
-from ikev2.tasks.context import TaskContext
+from ikev2.tasks.context import Payload, TaskContext
 
 NAT_T_PORT = 4500
 IKE_PORT = 500
@@ -49,7 +48,7 @@ def natd_notifies(
     ]
 
 
-def evaluate(sa: TaskContext, payloads: list[Any], spi_i: bytes, spi_r: bytes) -> None:
+def evaluate(sa: TaskContext, payloads: list[Payload], spi_i: bytes, spi_r: bytes) -> None:
     """Set ``sa.peer.nat_local`` / ``sa.peer.nat_remote`` from the peer's NAT_DETECTION notifies
     (with the SPIs of the message they came in). No notifies: no NAT-T (sec. 2.23)."""
     sources = [

@@ -68,7 +68,7 @@ def adopt(old: TaskContext, new: TaskContext, now: float) -> None:
     """Move the Child SAs (and their timers) to ``new`` and report the rekey."""
     new.children.update(old.children)
     old.children.clear()
-    for name in list(old.timers._deadlines):
+    for name in old.timers.names():
         if name.startswith("child_"):
             new.timers.set(name, old.timers.get(name))
             old.timers.cancel(name)
