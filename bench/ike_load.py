@@ -310,7 +310,7 @@ class Generator:
         """Receive what arrived (waiting up to TIMEOUT), run due timers, send, collect events."""
         wall = time.time()
         for key, _ in self.selector.select(max(0.0, timeout)):
-            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]  # only sockets registered
             local = key.data
             while True:
                 try:

@@ -38,11 +38,11 @@ from typing import Any
 
 from aioipsec.interop.ours import AioipsecPeer
 from aioipsec.interop.peers import InteropPeer, make_peer, swanctl_conf
-from aioipsec.interop.scenario import Scenario, Side, Topology
+from aioipsec.interop.scenario import Implementation, Scenario, Side, Topology
 from aioipsec.interop.topology import build_topology
 from aioipsec.netns import BackgroundProcess, Lab, Namespace
 
-STACKS: dict[str, tuple[str, str] | None] = {
+STACKS: dict[str, tuple[Implementation, Implementation] | None] = {
     "strongswan": ("charon", "charon"),
     "aioipsec": ("aioipsec", "aioipsec"),
     "mixed": ("aioipsec", "charon"),
@@ -222,8 +222,8 @@ class Tunnel:
         implementations = STACKS[stack] or ("charon", "charon")
         self.scenario = Scenario(
             name="bench",
-            initiator=implementations[0],  # type: ignore[arg-type]
-            responder=implementations[1],  # type: ignore[arg-type]
+            initiator=implementations[0],
+            responder=implementations[1],
             encap=True,  # kernel-libipsec always encapsulates: so do we, for a fair race
         )
         self.topology: Topology = build_topology(lab, self.scenario)
@@ -244,21 +244,21 @@ class Tunnel:
             self._plain_routes()
             return
         for side in ("initiator", "responder"):
-            namespace = self.topology.namespace(side)  # type: ignore[arg-type]
+            namespace = self.topology.namespace(side)
             workdir = self.workdir / side
             peer: InteropPeer
-            if self.scenario.implementation(side) == "aioipsec":  # type: ignore[arg-type]
+            if self.scenario.implementation(side) == "aioipsec":
                 peer = QuietAioipsecPeer(
                     self.lab, namespace, workdir, self.settings.daemon_log_level
                 )
             else:
-                peer = make_peer(self.lab, namespace, workdir, self.scenario, side)  # type: ignore[arg-type]
+                peer = make_peer(self.lab, namespace, workdir, self.scenario, side)
             peer.start()
-            peer.load(swanctl_conf(self.scenario, self.topology, side))  # type: ignore[arg-type]
-            self.peers[side] = peer  # type: ignore[index]
+            peer.load(swanctl_conf(self.scenario, self.topology, side))
+            self.peers[side] = peer
             process = peer_process(peer)
             if process is not None:
-                self.pgids[side] = process.pid  # type: ignore[index]
+                self.pgids[side] = process.pid
         name = self.scenario.connection_name
         started = time.monotonic()
         self.peers["initiator"].initiate(name, name)
@@ -274,10 +274,9 @@ class Tunnel:
             )
         self.establish_seconds = time.monotonic() - started
         # The inner MTU of the comparison is kernel-libipsec's 1400 on every TUN device.
-        for side in ("initiator", "responder"):
-            self.topology.namespace(side).ip(  # type: ignore[arg-type]
-                "link", "set", "dev", "ipsec0", "mtu", str(INNER_MTU)
-            )
+        sides: tuple[Side, Side] = ("initiator", "responder")
+        for side in sides:
+            self.topology.namespace(side).ip("link", "set", "dev", "ipsec0", "mtu", str(INNER_MTU))
         self._wait_ping()
 
     def _plain_routes(self) -> None:
@@ -305,7 +304,7 @@ class Tunnel:
     def tun_mtus(self) -> dict[str, int]:
         mtus = {}
         for side in ("initiator", "responder"):
-            namespace = self.topology.namespace(side)  # type: ignore[arg-type]
+            namespace = self.topology.namespace(side)
             out = namespace.run("cat", "/sys/class/net/ipsec0/mtu", check=False).stdout.strip()
             if out.isdigit():
                 mtus[side] = int(out)

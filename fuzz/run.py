@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -58,7 +59,7 @@ def _child(target: str, libfuzzer_args: list[str]) -> None:
     atheris.Fuzz()
 
 
-def run_target(target: str, args: argparse.Namespace) -> dict[str, object]:
+def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work) / target
     work.mkdir(parents=True, exist_ok=True)
     seeds = ROOT / "corpus" / target
@@ -90,7 +91,7 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, object]:
         for path in crashes.glob(f"{target}-*")
         if path.stat().st_mtime >= time.time() - (time.monotonic() - started) - 1
     )
-    summary = {
+    summary: dict[str, Any] = {
         "target": target,
         "seconds": round(time.monotonic() - started, 1),
         "executions": executions,
@@ -142,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         summaries.append(summary)
         print(
             f"{target:14} {summary['executions']:>10} executions in {summary['seconds']:>6} s, "
-            f"corpus {summary['corpus']:>5}, crashes: {len(summary['crashes'])}"  # type: ignore[arg-type]
-            + "".join(f"\n    {path}" for path in summary["crashes"]),  # type: ignore[attr-defined]
+            f"corpus {summary['corpus']:>5}, crashes: {len(summary['crashes'])}"
+            + "".join(f"\n    {path}" for path in summary["crashes"]),
             flush=True,
         )
     (ROOT / "last-run.json").write_text(json.dumps(summaries, indent=2) + "\n")

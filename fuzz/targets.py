@@ -482,11 +482,11 @@ def _no_name_resolution() -> Iterator[None]:
         raise socket.gaierror(socket.EAI_NONAME, "name resolution disabled while fuzzing")
 
     original = socket.getaddrinfo
-    socket.getaddrinfo = refuse  # type: ignore[assignment]
+    socket.getaddrinfo = refuse
     try:
         yield
     finally:
-        socket.getaddrinfo = original  # type: ignore[assignment]
+        socket.getaddrinfo = original
 
 
 def _text(data: bytes) -> str:

@@ -170,7 +170,7 @@ ALL_HASHES = [
 SHA1_OK = AlgorithmPolicy(allow_weak=frozenset({"sha1_signatures"}))
 
 
-def _signature_algorithm_der(cert) -> bytes:  # type: ignore[no-untyped-def]
+def _signature_algorithm_der(cert: x509.Certificate) -> bytes:
     """The raw signatureAlgorithm TLV of a certificate (2nd element of the outer SEQUENCE)."""
     der = cert.public_bytes(serialization.Encoding.DER)
 
@@ -423,7 +423,7 @@ def test_pss_with_a_shorter_salt_verifies(pki: Pki) -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    signature = key.sign(  # type: ignore[union-attr]
+    signature = key.sign(  # type: ignore[attr-defined]  # Entity.key is typed object: RSA here
         OCTETS, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=20), hashes.SHA256()
     )
     identifier = _pss_identifier(20)
@@ -491,9 +491,9 @@ def test_key_type_mismatch(pki: Pki) -> None:
 
 def test_tiny_rsa_modulus_is_refused(pki: Pki) -> None:
     small = pki["small_rsa"]
-    assert small.cert.public_key().key_size == 1024  # type: ignore[union-attr]
+    assert small.cert.public_key().key_size == 1024  # type: ignore[union-attr]  # an RSA key
     with pytest.raises(AuthenticationError, match="1024 bits"):
-        choose_signature_scheme(small.key, ALL_HASHES)  # type: ignore[arg-type]
+        choose_signature_scheme(small.key, ALL_HASHES)  # type: ignore[arg-type]  # Entity.key: object
     with pytest.raises(AuthenticationError, match="1024 bits"):
         verify_signature_auth(
             small.cert.public_key(), AuthMethod.DIGITAL_SIGNATURE, b"\x00", OCTETS
@@ -617,7 +617,7 @@ def _auth_payloads(events: list[tuple[str, object]], verb: str) -> list[tuple[in
             elif section and method == -1 and "=> " in text:
                 method = int(text.rsplit("=> ", 1)[1])
         if section and kind == "dump":
-            data = value[1]  # type: ignore[index]
+            data = value[1]  # type: ignore[index]  # a dump event is (label, octets)
             if method is not None and method > 0 and len(data) > 8:
                 found.append((method, data))
                 section = False
@@ -631,7 +631,7 @@ def _octets(events: list[tuple[str, object]]) -> list[tuple[bytes, bytes]]:
     for kind, value in events:
         if kind != "dump":
             continue
-        label, data = value  # type: ignore[misc]
+        label, data = value  # type: ignore[misc]  # a dump event is (label, octets)
         if label == "SK_p":
             sk_p = data
         elif label == "octets = message + nonce + prf(Sk_px, IDx')":
@@ -651,7 +651,7 @@ def _id_bodies(events: list[tuple[str, object]]) -> dict[str, bytes]:
             elif text.endswith("generating payload of type ID_RESPONDER"):
                 want = "IDr"
         elif want is not None:
-            label, data = value  # type: ignore[misc]
+            label, data = value  # type: ignore[misc]  # a dump event is (label, octets)  # a dump event is (label, octets)
             if label in ("parsing payload from", "generated data for this payload"):
                 length = int.from_bytes(data[2:4], "big")
                 bodies.setdefault(want, data[4:length])

@@ -8,6 +8,7 @@ import datetime
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -84,7 +85,7 @@ def test_load_private_keys_made_by_pki(pki: Pki, name: str) -> None:
         .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         == expected_public
     )
-    pkcs8_der = entity.key.private_bytes(  # type: ignore[attr-defined]
+    pkcs8_der = entity.key.private_bytes(  # type: ignore[attr-defined]  # Entity.key: object
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
@@ -97,7 +98,7 @@ def test_load_private_keys_made_by_pki(pki: Pki, name: str) -> None:
     )
 
 
-def test_key_file_permissions(pki: Pki, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_key_file_permissions(pki: Pki, tmp_path: Path) -> None:
     exposed = tmp_path / "exposed.key"
     exposed.write_bytes(pki["ecdsa256"].key_path.read_bytes())
     os.chmod(exposed, 0o640)
@@ -116,7 +117,7 @@ def test_key_file_permissions(pki: Pki, tmp_path) -> None:  # type: ignore[no-un
 def test_bad_private_keys(pki: Pki) -> None:
     with pytest.raises(KeyFileError, match="1024 bits"):
         load_private_key(pki["small_rsa"].key_path.read_bytes())
-    encrypted = pki["ecdsa256"].key.private_bytes(  # type: ignore[attr-defined]
+    encrypted = pki["ecdsa256"].key.private_bytes(  # type: ignore[attr-defined]  # Entity.key: object
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"hunter2-secret"),
@@ -132,7 +133,7 @@ def test_bad_private_keys(pki: Pki) -> None:
 # ---- CERTREQ -------------------------------------------------------------------------
 
 
-def _pki_keyids(path) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+def _pki_keyids(path: Path) -> dict[str, bytes]:
     """``pki --keyid --type x509``: SHA-1 of subjectPublicKey ("subjkey") and of
     subjectPublicKeyInfo ("keyid")."""
     out = subprocess.run(
@@ -168,7 +169,7 @@ def test_certreq_hash_is_strongswans_keyid(pki: Pki) -> None:
 def test_valid_chain(pki: Pki, name: str) -> None:
     public, chain = validate_chain(pki[name].cert, [], [pki["ca"].cert], _now())
     assert chain == [pki[name].cert, pki["ca"].cert]
-    assert public.public_bytes(  # type: ignore[union-attr]
+    assert public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) == pki[name].cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def test_full_selftest_passes_and_table_lists_every_kind() -> None:
     assert "selftest OK" in table
 
 
-def _copy_with(tmp_path: Path, file_name: str, change) -> Path:  # type: ignore[no-untyped-def]
+def _copy_with(tmp_path: Path, file_name: str, change: Callable[[list[dict]], None]) -> Path:
     document = json.loads(VECTORS_DIR.joinpath(file_name).read_text())
     change(document["records"])
     (tmp_path / file_name).write_text(json.dumps(document))

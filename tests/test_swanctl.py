@@ -409,10 +409,10 @@ def test_the_interop_harness_swanctl_conf_drives_both_peers() -> None:
     from aioipsec.interop.scenario import Scenario, Topology
 
     scenario = Scenario()
-    topology = Topology(scenario, None, None, None, "10.200.0.1", "10.200.0.2", "10.200.0.1")  # type: ignore[arg-type]
+    topology = Topology(scenario, None, None, None, "10.200.0.1", "10.200.0.2", "10.200.0.1")  # type: ignore[arg-type]  # addresses only: no namespaces
     models = {}
     for side in ("initiator", "responder"):
-        text = swanctl_conf(scenario, topology, side)  # type: ignore[arg-type]
+        text = swanctl_conf(scenario, topology, side)
         folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"aioipsec-h6-{os.getpid()}-{side}"
         folder.mkdir(exist_ok=True)
         try:

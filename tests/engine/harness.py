@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ikev2.config import AuthConfig, ChildConfig, IkeConfig
+from ikev2.config import AuthConfig, AuthMethodName, ChildConfig, IkeConfig
 from ikev2.dispatcher import Dispatcher
 from ikev2.events import Event
 
@@ -36,7 +36,7 @@ def make_config(
     remote: str,
     local_id: str,
     remote_id: str,
-    auth: str = "psk",
+    auth: AuthMethodName = "psk",
     proposals: list[str] | None = None,
     esp: list[str] | None = None,
     local_ts: list[str] | None = None,
@@ -65,8 +65,8 @@ def make_config(
         local_addrs=[local],
         remote_addrs=[remote],
         proposals=proposals or ["aes256gcm16-prfsha256-x25519"],
-        local=AuthConfig(auth=auth, id=local_id),  # type: ignore[arg-type]
-        remote=AuthConfig(auth=auth, id=remote_id),  # type: ignore[arg-type]
+        local=AuthConfig(auth=auth, id=local_id),
+        remote=AuthConfig(auth=auth, id=remote_id),
         children=[
             ChildConfig(
                 name="net",

@@ -115,7 +115,7 @@ def test_real_nat_detected_from_addresses() -> None:
                     net.a.receive_datagram(d.data, d.local_addr, inside, net.now)
             net._drain_events()
 
-    net.pump = nat_pump  # type: ignore[method-assign]
+    net.pump = nat_pump  # type: ignore[method-assign]  # this network rewrites like a NAT
     net.a.initiate("conn", "net", now=0.0)
     net.pump()
     del original_pump

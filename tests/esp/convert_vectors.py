@@ -44,7 +44,7 @@ def gcm_draft(reference: Path) -> dict:
     name = "draft-mcgrew-gcm-test-01_aes_gcm_esp.txt"
     records = []
     for title, v, _ in parse_sections(reference / name):
-        number = int(re.match(r"case (\d+)", title).group(1))  # type: ignore[union-attr]
+        number = int(re.match(r"case (\d+)", title).group(1))  # type: ignore[union-attr]  # all match
         seq_hex = v["seq"]
         plaintext = bytes.fromhex(v["plaintext"])
         payload, next_header = _trailer(plaintext)
@@ -103,7 +103,7 @@ def cbc_rfc3602(reference: Path) -> dict:
     name = "rfc3602_aes_cbc_esp.txt"
     records = []
     for title, v, _ in parse_sections(reference / name):
-        number = int(re.match(r"Case #(\d+)", title).group(1))  # type: ignore[union-attr]
+        number = int(re.match(r"Case #(\d+)", title).group(1))  # type: ignore[union-attr]  # all match
         if number < 5:
             continue  # cases 1-4 are raw AES-CBC blocks, in cipher_strongswan_kat.json
         next_header = int(v["next_header"], 16)
@@ -156,7 +156,7 @@ def linux_xfrm(reference: Path) -> dict:
     records = []
     for title, v, comments in parse_sections(reference / name):
         command = " ".join(comments)
-        algo, key = re.search(r"(?:enc|aead) '([^']+)' '0x([0-9a-f]+)'", command).groups()  # type: ignore[union-attr]
+        algo, key = re.search(r"(?:enc|aead) '([^']+)' '0x([0-9a-f]+)'", command).groups()  # type: ignore[union-attr]  # all match
         ours, theirs = _LINUX_ALGOS[algo]
         esn = title.endswith("-- ESN")
         # Both ESN packets use sequence-number high half 1 ('replay-oseq-hi 0x1'; the GCM

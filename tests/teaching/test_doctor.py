@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 _skip_unless_root = pytest.mark.needs("root", "unshare")
 
 
-def needs_root(test):  # type: ignore[no-untyped-def]
+def needs_root(test: Callable[..., None]) -> Callable[..., None]:
     """Root + a fresh network namespace (unshare --net): the ``netns`` marker too."""
     return pytest.mark.netns(_skip_unless_root(test))
 
