@@ -21,12 +21,20 @@ What counts as an import (decided here, documented in docs/architecture.md):
   runs a package's ``__init__`` before its submodules, which is not a cycle.
 
 Run ``python -m tests.test_layering`` to print the import cycles found.
+
+One typing rule is checked here too, on every Python file of the packages and the tests: a
+``# type: ignore`` names its error code and is followed by a comment saying why
+(``# type: ignore[attr-defined]  # scapy adds fields at runtime``). mypy checks the codes
+and the unused ones in the packages; nothing else checks the reasons.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import re
 import sys
+import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +45,8 @@ PROTOCOL_PACKAGES = ("ikev2", "esp", "nat_t", "tun")
 PRODUCT_PACKAGES = (*PROTOCOL_PACKAGES, "aioipsec")
 SANS_IO_FORBIDDEN = ("asyncio", "socket", "time", "selectors", "threading")
 CYCLE_MARK = "# cycle:"
+# "type: ignore[code, ...]" then, in the same comment, "# " and a reason.
+IGNORE_WITH_REASON = re.compile(r"type:\s*ignore\[[a-z0-9-]+(?:,\s*[a-z0-9-]+)*\]\s+#\s*\S")
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,24 @@ def test_cycle_comments_name_a_real_cycle() -> None:
     assert stale_cycle_marks(REPO, imports, set(source_modules(REPO))) == []
 
 
+def type_ignores_without_reason(root: Path, packages: tuple[str, ...]) -> list[str]:
+    """``file:line`` of every ``type: ignore`` comment without an error code and a reason."""
+    bad = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+            for token in tokens:
+                if token.type != tokenize.COMMENT or not re.search(r"type:\s*ignore", token.string):
+                    continue
+                if not IGNORE_WITH_REASON.search(token.string):
+                    bad.append(f"{path.relative_to(root)}:{token.start[0]}: {token.string}")
+    return bad
+
+
+def test_every_type_ignore_names_its_code_and_reason() -> None:
+    assert type_ignores_without_reason(REPO, (*PACKAGES, "tests")) == []
+
+
 # -- the checker itself, on small made-up trees (so that the rules above can fail) ----------
 
 
@@ -310,6 +338,20 @@ def test_checker_finds_cycles_and_honours_cycle_marks(tmp_path: Path) -> None:
     assert import_cycles(root) == [["ikev2.a", "ikev2.b", "ikev2.c"], ["ikev2.g", "ikev2.h"]]
     stale = stale_cycle_marks(root, imports, known)
     assert len(stale) == 1 and "ikev2/f.py:2" in stale[0]
+
+
+def test_checker_finds_type_ignores_without_reason(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "ikev2/a.py": "x = f()  # type: ignore\n"
+            "y = g()  # type: ignore[attr-defined]\n"
+            "z = h()  # type: ignore[attr-defined]  # scapy adds fields at runtime\n"
+            "w = '# type: ignore'\n",
+        },
+    )
+    bad = type_ignores_without_reason(root, ("ikev2",))
+    assert [entry.split(": ", 1)[0] for entry in bad] == ["ikev2/a.py:1", "ikev2/a.py:2"]
 
 
 if __name__ == "__main__":
