@@ -102,19 +102,22 @@ class TaskContext(Protocol):
     def children(self) -> dict[int, ChildSa]: ...
     @property
     def timers(self) -> Timers: ...
+    @property
+    def spi_i(self) -> bytes: ...
+    @property
+    def suppress_initial_contact(self) -> bool: ...  # set by the dispatcher (sec. 2.4)
+    @property
+    def last_peer_activity(self) -> float: ...
     def describe(self) -> str: ...
 
     # -- negotiated state (tasks set these while the exchanges run)
-    config: IkeConfig
-    spi_i: bytes
-    spi_r: bytes
-    local_addr: Address
+    config: IkeConfig  # the responder picks among candidate_configs
+    spi_r: bytes  # zero until the IKE_SA_INIT response
+    local_addr: Address  # NAT-T float to port 4500 (sec. 2.23)
     remote_addr: Address
-    local_id: str
+    local_id: str  # the identities as authenticated in IKE_AUTH
     remote_id: str
-    suppress_initial_contact: bool
     established_at: float | None
-    last_peer_activity: float
 
     # -- actions
     def to(self, trigger: str) -> None: ...
