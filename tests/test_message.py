@@ -217,7 +217,7 @@ def test_message_get_all() -> None:
 
 
 def test_worked_example_ike_sa_init_request() -> None:
-    # The IKE_SA_INIT request of the PSK AUTH worked example (vectors/
+    # The IKE_SA_INIT request of the PSK AUTH worked example (tests/data/reference/vectors/
     # ikev2_worked_example_psk_auth.txt, C2): parsed, and re-serialized byte for byte (it is
     # part of the AUTH signed octets, RFC 7296 sec. 2.15).
     from tests.test_sk import read_vector_file

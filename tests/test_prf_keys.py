@@ -1,8 +1,8 @@
 """PRF, prf+ and key derivation (RFC 7296 sec. 2.13-2.18, RFC 9370 sec. 2.2.2).
 
-The known-answer vectors of vectors/*.json run in test_vectors.py; this file checks the rules
-around them: the prf+ iteration limit, key splitting order, the AES-PRF nonce rule, and
-RFC 9370 key updates, against values computed independently with hmac/hashlib or the RFC text.
+The known-answer vectors of aioipsec/vectors/*.json run in test_vectors.py; this file checks
+the rules around them: the prf+ iteration limit, key splitting order, the AES-PRF nonce rule,
+and RFC 9370 key updates, against values computed independently with hmac/hashlib or the RFC text.
 """
 
 from __future__ import annotations
