@@ -32,6 +32,7 @@ import structlog
 
 from aioipsec.control import RequestError
 from aioipsec.log import RateLimitedLogger
+from aioipsec.runtime.children import ChildSpec
 from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
 from aioipsec.runtime.engine import EngineDriver
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing
@@ -43,7 +44,9 @@ from aioipsec.runtime.sockets import (
     RawEspSocket,
     open_udp_socket,
 )
+from esp.events import Lifetime
 from ikev2 import events as ev
+from ikev2.enums import IntegId
 from nat_t.demux import Udp4500Kind, classify
 from nat_t.keepalive import KeepaliveTimer
 
@@ -55,6 +58,52 @@ SHUTDOWN_DELETE_WAIT = 2.0
 
 
 _FAILURE_EVENTS = (ev.AuthenticationFailed, ev.NegotiationFailed, ev.IkeSaDeleted)
+
+
+def child_spec(event: ev.ChildSaEstablished, rekey_of: int | None = None) -> ChildSpec:
+    """What the data path installs for an engine's ChildSaEstablished (``rekey_of``: the
+    child_sa_id it replaces, from ChildSaRekeyed)."""
+    # The engine gives rekey (soft) and life (hard) limits; a hard limit below the soft one
+    # would be refused by Lifetime, so it is raised to the soft one.
+    soft_bytes, hard_bytes = event.rekey_bytes or None, event.life_bytes or None
+    soft_packets, hard_packets = event.rekey_packets or None, event.life_packets or None
+    if hard_bytes is not None and soft_bytes is not None:
+        hard_bytes = max(hard_bytes, soft_bytes)
+    if hard_packets is not None and soft_packets is not None:
+        hard_packets = max(hard_packets, soft_packets)
+    if event.encr is None:
+        raise ValueError("the data path installs ESP Child SAs only")
+    return ChildSpec(
+        child_sa_id=event.child_sa_id,
+        ike_sa_id=event.ike_sa_id,
+        connection=event.connection,
+        child=event.child,
+        mode=event.mode,
+        spi_in=event.spi_in,
+        spi_out=event.spi_out,
+        encr=event.encr,
+        integ=event.integ if event.integ is not None else IntegId.NONE,
+        esn=event.esn,
+        encr_key_in=event.encr_key_in,
+        encr_key_out=event.encr_key_out,
+        integ_key_in=event.integ_key_in,
+        integ_key_out=event.integ_key_out,
+        local_ts=tuple(event.local_ts),
+        remote_ts=tuple(event.remote_ts),
+        udp_encap=event.udp_encap,
+        local_addr=(event.local_addr[0], event.local_addr[1]),
+        remote_addr=(event.remote_addr[0], event.remote_addr[1]),
+        replay_window=event.replay_window,
+        lifetime=Lifetime(
+            soft_bytes=soft_bytes,
+            hard_bytes=hard_bytes,
+            soft_packets=soft_packets,
+            hard_packets=hard_packets,
+        ),
+        rekey_of=rekey_of,
+        # Rekey responder: keep sending on the old SA until the initiator deletes it.
+        defer_outbound=rekey_of is not None and not event.initiator,
+    )
 
 
 class StartupError(RuntimeError):
@@ -154,6 +203,7 @@ class Daemon:
             on_limit=self._on_limit,
             exporter=self.exporter,
             on_peer_moved=self._on_esp_peer_moved,
+            clock=self.driver.now,
         )
 
         self._start_sockets(bound)
@@ -472,7 +522,7 @@ class Daemon:
         state = self.ike_sas.get(event.ike_sa_id)
         if state is not None:
             state.children[event.child_sa_id] = event
-        routes = self.datapath.install_child(event, rekey_of=rekey_of)
+        routes = self.datapath.install_child(child_spec(event, rekey_of))
         bound.info(
             "CHILD SA rekeyed" if rekey_of is not None else "CHILD SA established",
             child=event.child,

@@ -36,6 +36,8 @@ class Sad:
         self.events: collections.deque[Any] = collections.deque()
         self._inbound: dict[str, dict[int, SaBase]] = {"esp": {}, "ah": {}}
         self._outbound: dict[int, list[SaBase]] = {}
+        # reqid -> the newest outbound SA (the last of its list): what the SPD protects with.
+        self.current_outbound: dict[int, SaBase] = {}
         self._states: list[SaBase] = []
         self.unknown_spi = 0
         self._last_unknown_report = float("-inf")
@@ -51,6 +53,7 @@ class Sad:
             table[sa.spi] = sa
         else:
             self._outbound.setdefault(sa.reqid, []).append(sa)
+            self.current_outbound[sa.reqid] = sa
         sa.events = self.events
         self._states.append(sa)
 
@@ -68,8 +71,11 @@ class Sad:
             candidates = self._outbound.get(sa.reqid, [])
             if sa in candidates:
                 candidates.remove(sa)
-            if not candidates:
+            if candidates:
+                self.current_outbound[sa.reqid] = candidates[-1]
+            else:
                 self._outbound.pop(sa.reqid, None)
+                self.current_outbound.pop(sa.reqid, None)
         if sa in self._states:
             self._states.remove(sa)
 

@@ -17,13 +17,25 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
 from esp.events import Acquire
 from esp.sa import SaBase
 from esp.sad import Sad
 from esp.selectors import ANY_PORT, Selector, fixed_header_fields, packet_fields
+
+
+class Protector(Protocol):
+    """What protects a PROTECT policy's packets: an SA, or a daemon's entry holding one."""
+
+    @property
+    def expired(self) -> bool: ...
+
+
+P = TypeVar("P", bound=Protector)
 
 
 class Action(StrEnum):
@@ -186,23 +198,35 @@ class Spd:
         packet was dropped (DISCARD, no matching policy) or held for an SA being
         negotiated (an ``Acquire`` event is in the SAD's queue).
         """
+        return self.decide(packet, now, self.sad.current_outbound)
+
+    def decide(
+        self, packet: bytes | bytearray | memoryview, now: float, protectors: Mapping[int, P]
+    ) -> P | Action | None:
+        """``outbound`` with the caller's table from reqid to what protects the packets of
+        a PROTECT policy (``outbound`` uses the SAD's newest SA per reqid; the daemon its
+        Child SA entries, so that one lookup after the policy gives all a packet needs).
+        A reqid missing from ``protectors``, or whose protector is ``expired``, holds the
+        packet and raises an ``Acquire``: it never leaves in clear."""
         policy = self.lookup(packet)
         if policy is None:
             # RFC 4301 sec. 4.4.1: traffic that matches no policy is discarded.
             self.no_policy += 1
             return None
         if policy.action is Action.PROTECT:
-            sa = self.sad.lookup_outbound(policy.reqid)
-            if sa is not None and not sa.expired:
-                return sa
-            self._hold(policy, packet, now)
+            protector = protectors.get(policy.reqid)
+            if protector is not None and not protector.expired:
+                return protector
+            self.hold(policy, packet, now)
             return None
         if policy.action is Action.BYPASS:
             return BYPASS
         self.policy_drops += 1
         return None
 
-    def _hold(self, policy: Policy, packet: bytes | bytearray | memoryview, now: float) -> None:
+    def hold(self, policy: Policy, packet: bytes | bytearray | memoryview, now: float) -> None:
+        """Keep ``packet`` (bounded, newest kept) until an SA for ``policy`` is there;
+        an ``Acquire`` at most every ``acquire_retry`` seconds."""
         queue = self._held.setdefault(policy.reqid, collections.deque())
         self._drop_stale(queue, now)
         if len(queue) >= self.max_held:

@@ -1,8 +1,8 @@
 """Driving the sans-I/O engine from asyncio: datagrams in and out, one timer task.
 
 The engine (``ikev2.dispatcher.Dispatcher``) never reads a clock and never sleeps: it is
-told the time (``time.time()``, wall-clock seconds) with every call, and says when it next
-wants to be woken (``get_timer()``). :class:`EngineDriver` owns that contract:
+told the time with every call, and says when it next wants to be woken (``get_timer()``).
+:class:`EngineDriver` owns that contract:
 
 * :meth:`feed` hands one received IKE message to the engine and then :meth:`pump`\\ s:
   everything the engine wants to send goes out, every event goes to the event handler,
@@ -11,6 +11,13 @@ wants to be woken (``get_timer()``). :class:`EngineDriver` owns that contract:
   because a new deadline may be earlier) and calls ``handle_timer``. Retransmission,
   rekey/reauth/expiry and DPD deadlines all come through this one timer: the engine keeps
   them ordered, so one task is enough and cannot drift from the engine's own view.
+
+The daemon's one time base is :func:`now`: POSIX seconds (``time.time()``). The engine
+gets it as ``now`` and uses it for its timers *and* for certificate validity periods
+(RFC 5280), which need the real date; so the daemon leaves the dispatcher's
+``wall_time_offset`` at 0. The data path (``aioipsec.runtime.datapath``) takes the same
+clock for the SAs' install times and the SPD's hold timers, and the listings subtract
+from it. A clock step moves all deadlines with it; that is the price of one time base.
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ SendFunction = Callable[[bytes, Address, Address], None]
 EventHandler = Callable[[Event], None]
 
 
+def now() -> float:
+    """The daemon's time base: POSIX seconds (see the module doc)."""
+    return time.time()
+
+
 class EngineDriver:
     def __init__(
         self,
@@ -49,10 +61,8 @@ class EngineDriver:
         self.messages_out = 0
 
     def now(self) -> float:
-        # Wall-clock seconds: the engine uses ``now`` for its timers *and* to check
-        # certificate validity periods (RFC 5280), which need the real date. A clock step
-        # moves the engine's deadlines with it; that is the price of one time base.
-        return time.time()
+        """The daemon's time base, :func:`now` (what the engine is told)."""
+        return now()
 
     def feed(self, data: bytes, remote_addr: Address, local_addr: Address) -> None:
         """One IKE message (marker already stripped) from REMOTE_ADDR to LOCAL_ADDR."""

@@ -27,10 +27,12 @@ from collections.abc import Callable
 import asyncio_dgram
 import asyncio_dgram.aio
 
+from esp.constants import IpProto
+
 # Packets marked with this value bypass the tunnel routing table (see routes.py).
 BYPASS_MARK = 0x2200
 SO_MARK = getattr(socket, "SO_MARK", 36)
-IPPROTO_ESP = 50
+IPPROTO_ESP = int(IpProto.ESP)
 # Large enough for any UDP datagram; one buffer per socket, reused for every read.
 RECV_BUFFER_SIZE = 65536
 # Socket buffers: bursts of ESP from a fast sender must not be dropped by the kernel

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import signal
 import socket
 
+from aioipsec.runtime.children import ChildSpec
 from aioipsec.runtime.datapath import DataPath
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import DrainingSocket, RawEspSocket, open_udp_socket
-from ikev2.enums import EncrId, IntegId, ProtocolId
-from ikev2.events import ChildSaEstablished, TrafficSelectorRange
+from esp.events import Lifetime
+from ikev2.enums import EncrId, IntegId
+from ikev2.events import TrafficSelectorRange
 from nat_t.demux import Udp4500Kind, classify
 from tun.device import TunDevice
 
@@ -27,27 +30,23 @@ SPI_I_TO_R = 0xC0DE0001
 SPI_R_TO_I = 0xC0DE0002
 
 
-def child_event(args: argparse.Namespace) -> ChildSaEstablished:
+def child_spec(args: argparse.Namespace) -> ChildSpec:
     initiator = args.side == "left"
     local_net, remote_net = args.local_ts, args.remote_ts
 
     def ts(network: str) -> TrafficSelectorRange:
-        import ipaddress
-
         net = ipaddress.ip_network(network)
         return TrafficSelectorRange(str(net.network_address), str(net.broadcast_address))
 
-    return ChildSaEstablished(
+    return ChildSpec(
+        child_sa_id=1,
         ike_sa_id=1,
         connection="static",
         child="net",
-        child_sa_id=1,
-        protocol=ProtocolId.ESP,
         mode="tunnel",
         spi_in=SPI_R_TO_I if initiator else SPI_I_TO_R,
         spi_out=SPI_I_TO_R if initiator else SPI_R_TO_I,
         encr=EncrId.ENCR_AES_GCM_16,
-        encr_key_bits=256,
         integ=IntegId.NONE,
         esn=False,
         encr_key_in=KEY_R_TO_I if initiator else KEY_I_TO_R,
@@ -60,13 +59,7 @@ def child_event(args: argparse.Namespace) -> ChildSaEstablished:
         local_addr=(args.local, 4500 if args.encap else 500),
         remote_addr=(args.remote, 4500 if args.encap else 500),
         replay_window=1024,
-        rekey_time=3600,
-        life_time=3960,
-        rekey_bytes=0,
-        life_bytes=0,
-        rekey_packets=0,
-        life_packets=0,
-        initiator=initiator,
+        lifetime=Lifetime(),
     )
 
 
@@ -95,7 +88,7 @@ async def main() -> None:
     raw.start(loop)
     datapath.set_sockets([udp], [raw])
     datapath.start(loop)
-    routes_text = datapath.install_child(child_event(args))
+    routes_text = datapath.install_child(child_spec(args))
     print("static tunnel up", routes_text, "mtu", datapath.tun_mtu, flush=True)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

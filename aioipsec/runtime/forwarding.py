@@ -1,0 +1,285 @@
+"""Forwarding: the per-packet functions of the data path, TUN -> ESP -> socket and back.
+
+Outbound (:meth:`Forwarder.tun_readable`, ``loop.add_reader`` on the TUN descriptor,
+drained until empty, at most 256 packets a turn):
+    read one inner packet -> :meth:`ChildTable.outbound` (``Spd.decide``: the first
+    matching policy, then ONE dictionary lookup, reqid -> :class:`ChildEntry`, which holds
+    everything the packet needs) -> :meth:`Forwarder.send_protected`: too big for the
+    tunnel and DF set? answer ICMP "fragmentation needed" / "packet too big" with the
+    tunnel MTU into the TUN (RFC 1191, RFC 4443, RFC 4301 sec. 8) -> ``EspSa.encrypt_into``
+    -> UDP 4500 (ESP-in-UDP, RFC 3948) through the :class:`GsoBatch`, or the raw
+    protocol-50 socket. A packet matching a policy with no SA yet (``start_action =
+    trap``, or an SA that went away) is held by the SPD (bounded, a few seconds) and an
+    ``Acquire`` starts the negotiation: it is sent once the SA is there, never in clear.
+
+Inbound (:meth:`Forwarder.esp_received_udp` / ``esp_received_raw``, called by the socket
+readers for every ESP datagram):
+    SPI -> ``ChildTable.by_spi_in`` (one lookup: SA, peer tracker, names) ->
+    ``EspSa.decrypt_into`` (ICV, anti-replay, padding, and the policy check of the inner
+    packet against the SA's selectors, RFC 4301 sec. 5.2) -> ``os.write`` to the TUN. An
+    authenticated packet from a new outer address/port is a NAT mapping change: outbound
+    traffic follows it (RFC 3948 sec. 3.5 / RFC 7296 sec. 2.23).
+
+Events the SAs and the SPD queue on the way (lifetimes, acquires) are handed to
+:meth:`ChildTable.handle_events` at the end of each call.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from aioipsec.log import RateLimitedLogger
+from esp.errors import EspDrop
+from esp.sa import EspSa
+from tun.icmp import build_too_big, needs_frag_needed
+
+from .children import ChildEntry, ChildTable
+from .sockets import GSO_MAX_BYTES, GSO_MAX_SEGMENTS, DrainingSocket, RawEspSocket
+
+log = structlog.get_logger("aioipsec.datapath")
+
+Address = tuple[str, int]
+BUFFER_SIZE = 65536 + 512
+
+
+@dataclass
+class ForwardingCounters:
+    """What is not counted per SA (the SAD/SPD count unknown SPIs, held packets...)."""
+
+    esp_drops: int = 0
+    bypass_dropped: int = 0
+    too_big_sent: int = 0
+    keepalives_in: int = 0
+    keepalives_out: int = 0
+    nat_mapping_changes: int = 0
+    send_failures: int = 0
+
+
+class GsoBatch:
+    """ESP packets for one socket and peer laid end to end in one buffer, sent with one
+    ``sendmsg`` and ``UDP_SEGMENT`` (UDP GSO) instead of one ``sendto`` each.
+
+    A bulk TCP flow hands us runs of equal-sized packets: their ESP packets are
+    equal-sized too. GSO allows only the last segment to be shorter, so a batch ends at a
+    change of socket or peer, at a shorter packet, before a longer one, and at GSO's
+    limits (segments, octets). ``buffer[start:end]`` holds ``count`` packets, all
+    ``segment`` octets long but the last.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(GSO_MAX_BYTES + BUFFER_SIZE)
+        self.view = memoryview(self.buffer)
+        self.socket: DrainingSocket | None = None
+        self.address: Address = ("", 0)
+        self.start = 0
+        self.end = 0
+        self.segment = 0
+        self.count = 0
+
+    def add(self, sock: DrainingSocket, address: Address, sa: EspSa, packet: memoryview) -> None:
+        """Encrypt PACKET with SA into the batch (``EspDrop`` passes through: nothing
+        added); send what must leave before or because of it."""
+        if self.count and (
+            sock is not self.socket
+            or address != self.address
+            or self.end + BUFFER_SIZE > len(self.buffer)
+        ):
+            self.flush()
+        start = self.end
+        length = sa.encrypt_into(packet, self.buffer, start)
+        if not self.count:
+            self.socket, self.address = sock, address
+            self.start, self.segment = start, length
+        elif length > self.segment:
+            # Longer than the batch's segments: what came before leaves now; this packet
+            # starts the next batch where it lies.
+            sock.send_segments(self.view[self.start : start], self.segment, self.count, address)
+            self.start, self.segment, self.count = start, length, 0
+        self.end = start + length
+        self.count += 1
+        if (
+            length < self.segment
+            or self.count >= GSO_MAX_SEGMENTS
+            or self.end - self.start + self.segment > GSO_MAX_BYTES
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.count and self.socket is not None:
+            self.socket.send_segments(
+                self.view[self.start : self.end], self.segment, self.count, self.address
+            )
+        self.start = self.end = self.count = 0
+        self.socket = None
+
+
+class Forwarder:
+    """The hot functions; ``clock()`` is the daemon's time base (``engine.now``)."""
+
+    def __init__(
+        self,
+        tun: Any,
+        table: ChildTable,
+        clock: Callable[[], float],
+        *,
+        on_peer_moved: Callable[[int, Address], None] | None = None,
+    ) -> None:
+        self.tun = tun
+        self.table = table
+        self._clock = clock
+        # (ike_sa_id, new address) after authenticated ESP from a new NAT mapping: the
+        # daemon tells the engine, so that IKE follows too (RFC 7296 sec. 2.23).
+        self._on_peer_moved = on_peer_moved
+        self.counters = ForwardingCounters()
+        self.udp: list[DrainingSocket] = []
+        self.raw: list[RawEspSocket] = []
+        self.batch = GsoBatch()
+        self._tun_buffer = bytearray(BUFFER_SIZE)
+        self._tun_view = memoryview(self._tun_buffer)
+        self._out_buffer = bytearray(BUFFER_SIZE)
+        self._out_view = memoryview(self._out_buffer)
+        self._in_buffer = bytearray(BUFFER_SIZE)
+        self._in_view = memoryview(self._in_buffer)
+        # Per-packet problems are logged at most once per 10 s per (SPI, reason).
+        self._drop_log = RateLimitedLogger(log, interval=10.0)
+
+    def _socket_for(self, host: str, udp_encap: bool) -> DrainingSocket | None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for candidate in self.udp if udp_encap else self.raw:
+            if candidate.sock.family == family:
+                return candidate
+        return None
+
+    # ------------------------------------------------------------------ outbound
+
+    def tun_readable(self) -> None:
+        fd = self.tun.fileno()
+        buffer = self._tun_buffer
+        view = self._tun_view
+        outbound = self.table.outbound
+        send = self.send_protected
+        now = self._clock()
+        for _ in range(256):  # bounded: the sockets and timers get their turn
+            try:
+                length = os.readv(fd, [buffer])
+            except (BlockingIOError, InterruptedError):
+                break
+            if length == 0:
+                break
+            packet = view[:length]
+            entry = outbound(packet, now)
+            if type(entry) is ChildEntry:
+                send(entry, packet)
+            elif entry is not None:
+                # BYPASS: only routes we installed lead into the TUN device, nothing is
+                # sent in clear from here.
+                self.counters.bypass_dropped += 1
+            # None: dropped (no policy), or held for an SA being negotiated
+        self.batch.flush()
+        if self.table.events:
+            self.table.handle_events()
+
+    def send_protected(self, child: ChildEntry, packet: memoryview) -> None:
+        """Encrypt PACKET for CHILD and send it; UDP-encapsulated ESP goes into the GSO batch
+        (the caller flushes it with ``batch.flush()`` when its drain loop ends)."""
+        if len(packet) > child.mtu and needs_frag_needed(packet, child.mtu):
+            error = build_too_big(packet, child.mtu)
+            if error is not None:
+                self.counters.too_big_sent += 1
+                try:
+                    os.write(self.tun.fileno(), error)
+                except OSError:
+                    pass
+            return
+        address = child.peer.address
+        udp_encap = child.spec.udp_encap
+        sock = self._socket_for(address[0], udp_encap)
+        if sock is None:
+            self.counters.send_failures += 1
+            return
+        try:
+            if udp_encap:
+                self.batch.add(sock, address, child.sa_out, packet)
+            else:
+                length = child.sa_out.encrypt_into(packet, self._out_buffer)
+                sock.sendto(self._out_view[:length], address)
+        except EspDrop:
+            self.counters.esp_drops += 1
+
+    def send_held(self, child: ChildEntry, packets: list[bytes]) -> None:
+        """Packets the SPD held for CHILD's policy while it was negotiated."""
+        for packet in packets:
+            self.send_protected(child, memoryview(packet))
+        self.batch.flush()
+
+    # ------------------------------------------------------------------ inbound
+
+    def esp_received_udp(self, packet: memoryview, remote: Address) -> None:
+        self._inbound_packet(packet, remote, udp=True)
+
+    def esp_received_raw(self, packet: memoryview, remote: Address) -> None:
+        self._inbound_packet(packet, remote, udp=False)
+
+    def _inbound_packet(self, packet: memoryview, remote: Address, udp: bool) -> None:
+        if len(packet) < 8:
+            self.counters.esp_drops += 1
+            return
+        spi = int.from_bytes(packet[:4], "big")
+        table = self.table
+        entry = table.by_spi_in.get(spi)
+        if entry is None:
+            table.sad.lookup_inbound(spi, now=self._clock())  # counts it
+            self._drop_log.info(
+                "ESP packet for an unknown SPI", key=remote[0], spi=f"{spi:08x}", remote=remote
+            )
+            return
+        sa = entry.sa_in
+        replay = sa.replay
+        assert replay is not None  # an inbound SA
+        highest = replay.highest
+        try:
+            length = sa.decrypt_into(packet, self._in_buffer)
+        except EspDrop as drop:
+            self.counters.esp_drops += 1
+            if not drop.silent:
+                self._drop_log.warning(
+                    "ESP packet dropped",
+                    key=(spi, drop.reason),
+                    reason=drop.reason.value,
+                    spi=f"{spi:08x}",
+                    remote=remote,
+                    connection=entry.connection,
+                    ike_sa_id=entry.ike_sa_id,
+                )
+            if table.events:
+                table.handle_events()
+            return
+        try:
+            os.write(self.tun.fileno(), self._in_view[:length])
+        except OSError:
+            self.counters.send_failures += 1
+        if udp and remote != entry.peer.address:
+            new = replay.highest > highest
+            if entry.peer.authenticated_packet_from(remote, new=new):
+                self._peer_moved(entry, remote)
+        if table.events:
+            table.handle_events()
+
+    def _peer_moved(self, entry: ChildEntry, remote: Address) -> None:
+        """An authenticated ESP packet came from a new address/port: the peer's NAT mapping
+        changed (RFC 3948 sec. 3.5). Send to where it comes from now."""
+        self.counters.nat_mapping_changes += 1
+        log.info(
+            "peer address changed (NAT mapping)",
+            connection=entry.connection,
+            ike_sa_id=entry.ike_sa_id,
+            new=remote,
+        )
+        if self._on_peer_moved is not None:
+            self._on_peer_moved(entry.ike_sa_id, remote)
