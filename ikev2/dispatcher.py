@@ -98,8 +98,10 @@ class Dispatcher:
     ``configs``: the connections (first match wins for responders). ``psk_lookup(local_id,
     remote_id)`` returns the pre-shared key for a pair of identities or None. ``rng(n)``
     returns n random octets (injectable for deterministic tests and ``explain --seed``).
-    ``wall_time_offset``: added to ``now`` to get POSIX time for certificate validity
-    (the daemon passes ``time.time() - loop.time()``; nothing here reads a clock).
+    ``wall_time_offset``: added to ``now`` to get POSIX time for certificate validity.
+    The daemon's ``now`` is POSIX time already (``aioipsec.runtime.engine.now``), so it
+    leaves the offset at 0; a caller on another clock passes POSIX time minus that clock.
+    Nothing here reads a clock.
     """
 
     def __init__(

@@ -101,8 +101,9 @@ class EngineContext:
     # Make-before-break reauthentication (RFC 7296 sec. 2.8.3) needs a new IKE SA, which
     # only the dispatcher can create; None (an IKE SA on its own) deletes instead.
     reauthenticate: Callable[[IkeSa, float], None] | None = None
-    # Certificates are checked against wall-clock time: now + wall_time_offset (the daemon
-    # sets it to time.time() - loop.time(); nothing in ikev2 reads a clock).
+    # Certificates are checked against wall-clock time: now + wall_time_offset. The
+    # daemon's now is POSIX time (aioipsec.runtime.engine.now): its offset stays 0.
+    # Nothing in ikev2 reads a clock.
     wall_time_offset: float = 0.0
     # IKE SA ids with queued datagrams or events (the dispatcher drains only those).
     dirty: set[int] = field(default_factory=set)
