@@ -293,6 +293,10 @@ def build_inbound(sa: SaBase, transform: Transform) -> tuple[DecryptInto, Decryp
     match = sa.inner_match
     paddings = _PADDINGS
     open_transform = transform.open
+    unpack_seq_iv = _unpack_seq_iv
+    # Cells, not module globals, for the per-packet constants (a cell load is cheaper).
+    header_len, trailer_len = _HEADER_LEN, TRAILER_FIXED_LEN
+    ipv4, no_next_header = _IPV4, _NO_NEXT_HEADER
 
     # Direct path buffer: SPI | Seq (low, or high || low with ESN) | salt | IV
     salt = direct.salt if direct is not None else b""
@@ -315,7 +319,7 @@ def build_inbound(sa: SaBase, transform: Transform) -> tuple[DecryptInto, Decryp
         if check_blocks and plaintext_len % align:
             sa.malformed += 1
             raise EspDrop(DropReason.MALFORMED, "ciphertext not a multiple of the block size")
-        seq, iv = _unpack_seq_iv(mv, 4)
+        seq, iv = unpack_seq_iv(mv, 4)
         if esn:
             seq = infer_esn(seq)
             if seq < 0:
@@ -330,7 +334,7 @@ def build_inbound(sa: SaBase, transform: Transform) -> tuple[DecryptInto, Decryp
             # memory (a packet with another SPI fails the ICV, which covers the SPI).
             pack(buf, 0, spi, seq, salt, iv)
             try:
-                plaintext = open_(nonce, mv[_HEADER_LEN:], aad)
+                plaintext = open_(nonce, mv[header_len:], aad)
             except InvalidTag:
                 sa.icv_failures += 1
                 raise EspDrop(DropReason.ICV_FAILURE, "MAC mismatch") from None
@@ -350,18 +354,18 @@ def build_inbound(sa: SaBase, transform: Transform) -> tuple[DecryptInto, Decryp
 
         pad_len = plaintext[-2]
         next_header = plaintext[-1]
-        data_len = plaintext_len - TRAILER_FIXED_LEN - pad_len
+        data_len = plaintext_len - trailer_len - pad_len
         if data_len < 0:
             sa.malformed += 1
             raise EspDrop(DropReason.MALFORMED, "pad length beyond the payload")
         if pad_len and plaintext[data_len : data_len + pad_len] != paddings[pad_len]:
             sa.malformed += 1
             raise EspDrop(DropReason.MALFORMED, "padding bytes are not 1, 2, 3, ...")
-        if next_header == _NO_NEXT_HEADER:
+        if next_header == no_next_header:
             sa.dummy += 1
             raise EspDrop(DropReason.DUMMY)
         if tunnel:
-            if next_header == _IPV4 and data_len >= 20 and plaintext[0] >> 4 == 4:
+            if next_header == ipv4 and data_len >= 20 and plaintext[0] >> 4 == 4:
                 total = (plaintext[2] << 8) | plaintext[3]  # drops TFC padding (sec. 2.7)
                 if total < 20 or total > data_len:
                     _bad_inner(sa, next_header)
@@ -378,11 +382,19 @@ def build_inbound(sa: SaBase, transform: Transform) -> tuple[DecryptInto, Decryp
             sa.limit_reached()
         return memoryview(plaintext)[:data_len]
 
-    def decrypt_into(packet: Buffer, out: bytearray | memoryview, offset: int = 0) -> int:
-        inner = decrypt_view(packet, out, offset)
-        length = len(inner)
-        if open_ is not None:  # direct: the plaintext is the AEAD's buffer
+    if open_ is not None:
+
+        def decrypt_into(packet: Buffer, out: bytearray | memoryview, offset: int = 0) -> int:
+            # Direct: the plaintext is the AEAD's own buffer, copied into the caller's.
+            inner = decrypt_view(packet)
+            length = len(inner)
             out[offset : offset + length] = inner
-        return length
+            return length
+
+    else:
+
+        def decrypt_into(packet: Buffer, out: bytearray | memoryview, offset: int = 0) -> int:
+            # Transform: Transform.open decrypted straight into the caller's buffer.
+            return len(decrypt_view(packet, out, offset))
 
     return decrypt_into, decrypt_view
