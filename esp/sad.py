@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from esp.ah import AhSa
 from esp.events import Event
 from esp.sa import Direction, EspSa, SaBase
 
@@ -101,11 +103,11 @@ class Sad:
         candidates = self._outbound.get(reqid)
         return candidates[-1] if candidates else None
 
-    def inbound_esp_table(self) -> dict[int, EspSa]:
+    def inbound_esp_table(self) -> dict[int, SaBase]:
         """The SPI -> SA dictionary itself, for a receive loop that wants ``dict.get``."""
-        return self._inbound["esp"]  # type: ignore[return-value]
+        return self._inbound["esp"]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[SaBase]:
         return iter(list(self._states))
 
     def __len__(self) -> int:
@@ -179,9 +181,9 @@ def state_json(sa: SaBase) -> dict[str, object]:
             if sa.udp_encap
             else None
         )
-    else:
-        info["integ"] = sa.integ.name  # type: ignore[attr-defined]
-        info["icv_bytes"] = sa.icv_size  # type: ignore[attr-defined]
+    elif isinstance(sa, AhSa):
+        info["integ"] = sa.integ.name
+        info["icv_bytes"] = sa.icv_size
     return info
 
 
@@ -204,8 +206,8 @@ def state_text(sa: SaBase) -> str:
             lines.append(f"\tencap type espinudp sport {sa.udp_encap[0]} dport {sa.udp_encap[1]}")
         if sa.tfc_pad_to:
             lines.append(f"\ttfcpad {sa.tfc_pad_to}")
-    else:
-        lines.append(f"\tauth-trunc {sa.integ_name} (key not shown) {sa.icv_size * 8}")  # type: ignore[attr-defined]
+    elif isinstance(sa, AhSa):
+        lines.append(f"\tauth-trunc {sa.integ_name} (key not shown) {sa.icv_size * 8}")
     for selector in sa.selectors:
         lines.append(f"\tsel {selector.text()}")
     highest = sa.replay.highest if sa.replay else 0

@@ -128,6 +128,11 @@ def _range_text(version: int, first: int, last: int) -> str:
     return f"{_address(version, first)}-{_address(version, last)}"
 
 
+def _pair(ports: tuple[int, int] | list[int]) -> tuple[int, int]:
+    low, high = ports
+    return (low, high)
+
+
 @dataclass(frozen=True, slots=True)
 class Selector:
     """One traffic selector; build it with ``Selector.make("10.0.0.0/24", "10.1.0.0/16")``."""
@@ -150,14 +155,14 @@ class Selector:
         dst_v, dst_first, dst_last = _parse_range(dst)
         if src_v != dst_v:
             raise ValueError("source and destination of a selector must be one family")
-        sp = (src_ports, src_ports) if isinstance(src_ports, int) else tuple(src_ports)
-        dp = (dst_ports, dst_ports) if isinstance(dst_ports, int) else tuple(dst_ports)
+        sp = (src_ports, src_ports) if isinstance(src_ports, int) else _pair(src_ports)
+        dp = (dst_ports, dst_ports) if isinstance(dst_ports, int) else _pair(dst_ports)
         for low, high in (sp, dp):
             if not 0 <= low <= high <= 65535:
                 raise ValueError(f"bad port range {low}-{high}")
         if not 0 <= protocol <= 255:
             raise ValueError(f"bad protocol {protocol}")
-        return cls(src_v, src_first, src_last, dst_first, dst_last, protocol, sp, dp)  # type: ignore[arg-type]
+        return cls(src_v, src_first, src_last, dst_first, dst_last, protocol, sp, dp)
 
     def matches(self, fields: PacketFields) -> bool:
         if fields.version != self.version:

@@ -49,12 +49,12 @@ def _inbound(record: Record) -> EspSa:
     return sa
 
 
-def _equal(what: str, got: bytes | int, expected: bytes | int) -> None:
+def _equal(what: str, got: bytes | int | str, expected: bytes | int | str) -> None:
     if got != expected:
         raise AssertionError(f"{what}: got {_shown(got)}, expected {_shown(expected)}")
 
 
-def _shown(value: bytes | int) -> str | int:
+def _shown(value: bytes | int | str) -> str | int:
     return value.hex() if isinstance(value, bytes) else value
 
 
@@ -62,7 +62,7 @@ def _expect_drop(sa: EspSa, packet: bytes, reason: DropReason, what: str) -> Non
     try:
         sa.decrypt(packet)
     except EspDrop as drop:
-        _equal(what, drop.reason.value, reason.value)  # type: ignore[arg-type]
+        _equal(what, drop.reason.value, reason.value)
         return
     raise AssertionError(f"{what}: packet accepted")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeVar
@@ -148,7 +148,7 @@ class Spd:
         self._held.clear()
         self._acquired_at.clear()
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Policy]:
         return iter(list(self._policies))
 
     def __len__(self) -> int:

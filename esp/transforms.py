@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
 from esp.errors import InvalidKey, UnsupportedAlgorithm
@@ -300,13 +300,15 @@ class _AesGmac(Transform):
         self._aead = AESGCM(key)
         self._nonce = bytearray(salt + bytes(8))
 
-    def _aad(self, buf: memoryview, start: int, end: int, seq: int, esn: bool) -> bytes:
+    def _aad(
+        self, buf: memoryview, start: int, end: int, seq: int, esn: bool
+    ) -> bytes | memoryview:
         if esn:  # RFC 4543 sec. 3.3: SPI || Seq high || Seq low || IV || payload
             return b"".join(
                 (buf[start : start + 4], struct.pack("!II", seq >> 32, seq & 0xFFFFFFFF),
                  buf[start + 8 : end])
             )  # fmt: skip
-        return buf[start:end]  # type: ignore[return-value]
+        return buf[start:end]
 
     def seal(
         self, out: memoryview, off: int, plaintext: memoryview, seq: int, esn: bool,
@@ -353,16 +355,19 @@ class _CipherThenMac(Transform):
             hmac.new(integ_key, digestmod=getattr(hashlib, integ.digest)) if integ else None
         )
 
-    def _cipher(self, iv: bytes | memoryview, encrypt: bool):  # type: ignore[no-untyped-def]
+    def _cipher(self, iv: bytes | memoryview, encrypt: bool) -> CipherContext:
+        assert self._key is not None  # ENCR_NULL never gets here (no IV, no cipher)
+        mode: modes.CBC | modes.CTR
         if self._encr == EncrId.ENCR_AES_CBC:
-            cipher = Cipher(self._key, modes.CBC(bytes(iv)))  # type: ignore[arg-type]
+            mode = modes.CBC(bytes(iv))
         else:  # RFC 3686 sec. 4: counter block = nonce || IV || 00000001
-            block = self._ctr_nonce + bytes(iv) + b"\x00\x00\x00\x01"
-            cipher = Cipher(self._key, modes.CTR(block))  # type: ignore[arg-type]
+            mode = modes.CTR(self._ctr_nonce + bytes(iv) + b"\x00\x00\x00\x01")
+        cipher = Cipher(self._key, mode)
         return cipher.encryptor() if encrypt else cipher.decryptor()
 
     def _icv(self, data: memoryview, seq: int, esn: bool) -> bytes:
-        mac = self._hmac.copy()  # type: ignore[union-attr]
+        assert self._hmac is not None  # only called when the SA has integrity
+        mac = self._hmac.copy()
         mac.update(data)
         if esn:
             mac.update(_SEQ_HIGH.pack(seq >> 32))

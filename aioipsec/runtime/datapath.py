@@ -223,11 +223,13 @@ class DataPath:
         listing = []
         traps = {index for table in self.table.trap_policies.values() for index in table.values()}
         for item in self.table.spd.to_json():
-            names = self.table.reqid_names.get(int(item["reqid"]))  # type: ignore[call-overload]
+            reqid = item["reqid"]
+            assert isinstance(reqid, int)  # Policy.to_json
+            names = self.table.reqid_names.get(reqid)
             if names is not None:
                 item["connection"], item["child"] = names
             item["trap"] = item["index"] in traps
-            sa = self.table.sad.lookup_outbound(int(item["reqid"]))  # type: ignore[call-overload]
+            sa = self.table.sad.lookup_outbound(reqid)
             if sa is not None:
                 item["spi"] = f"{sa.spi:08x}"
             listing.append(item)

@@ -52,8 +52,8 @@ def our_address_in(
         end = ipaddress.ip_address(selector.end)
         if start.version != version:
             continue
-        for address in sorted(a for a in ours if a.version == version):
-            if start <= address <= end:
+        for address in sorted((a for a in ours if a.version == version), key=int):
+            if int(start) <= int(address) <= int(end):
                 return address
     return None
 

@@ -327,6 +327,8 @@ class IkePort500:
             sock.close()
             raise OSError(exc.errno, f"cannot bind UDP {host} port {port}: {exc.strerror}") from exc
         server = await asyncio_dgram.from_socket(sock)
+        # An unconnected socket: from_socket gives a DatagramServer.
+        assert isinstance(server, asyncio_dgram.aio.DatagramServer)
         return cls(server, f"ike{port}")
 
     @property
@@ -343,7 +345,9 @@ class IkePort500:
                 # Letting it end this loop left port 500 deaf for good.
                 self.send_errors += 1
                 continue
-            handler(memoryview(data), (addr[0], addr[1]))
+            # AF_INET/AF_INET6 addresses are (host, port, ...) tuples.
+            assert isinstance(addr, tuple)
+            handler(memoryview(data), (str(addr[0]), int(addr[1])))
 
     def sendto(self, data: bytes, addr: Address) -> None:
         # DatagramServer.send is a coroutine (it waits for flow control); the engine glue
