@@ -45,7 +45,7 @@ PROTOCOL_PACKAGES = ("ikev2", "esp", "nat_t", "tun")
 PRODUCT_PACKAGES = (*PROTOCOL_PACKAGES, "aioipsec")
 SANS_IO_FORBIDDEN = ("asyncio", "socket", "time", "selectors", "threading")
 CYCLE_MARK = "# cycle:"
-# "type: ignore[code, ...]" then, in the same comment, "# " and a reason.
+# An ignore comment with its [code, ...] list, then, in the same comment, "# " and a reason.
 IGNORE_WITH_REASON = re.compile(r"type:\s*ignore\[[a-z0-9-]+(?:,\s*[a-z0-9-]+)*\]\s+#\s*\S")
 
 

@@ -9,7 +9,7 @@ import concurrent.futures
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aioipsec.interop.charon import child_sas
 from aioipsec.interop.checks import (
@@ -32,6 +32,13 @@ from aioipsec.interop.traffic import (
     ping_through,
 )
 from aioipsec.netns import Lab, add_random_loss
+
+
+def _side(name: str) -> Side:
+    """An action's side prefix ("initiator:rekey-ike"), checked instead of trusted."""
+    if name not in ("initiator", "responder"):
+        raise ValueError(f"action side must be 'initiator' or 'responder', not {name!r}")
+    return cast(Side, name)
 
 
 def _wait_established(peer: InteropPeer, name: str, timeout: float) -> dict[str, Any]:
@@ -71,7 +78,7 @@ def _run_action(
     scenario = run.scenario
     name = scenario.connection_name
     side, _, verb = action.partition(":")
-    actor = peers[side]  # type: ignore[index]
+    actor = peers[_side(side)]
     before = {s: _sa_keys(p.list_sas(), name) for s, p in peers.items()}
     started = time.monotonic()
     if verb.startswith("expire-") or verb == "vanish":
@@ -137,7 +144,7 @@ def _run_passive_action(
     side, _, verb = action.partition(":")
     survivor: Side = "responder" if side == "initiator" else "initiator"
     if verb == "vanish":
-        gone = topology.namespace(side)  # type: ignore[arg-type]
+        gone = topology.namespace(_side(side))
         for hook in ("input", "output"):
             add_random_loss(gone, 100, udp_ports=(500, 4500), hook=hook, table=f"gone_{hook}")
     # Lifetimes are 4 s (+ jitter); DPD: 1 s delay plus the retransmissions (~7 s).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from aioipsec.interop.scenario import NAT_REBIND_TIMEOUT, Scenario, Topology
+from aioipsec.interop.scenario import NAT_REBIND_TIMEOUT, Scenario, Side, Topology
 from aioipsec.netns import Lab, Namespace, add_masquerade, add_random_loss, set_udp_mapping_timeout
 
 
@@ -85,8 +85,9 @@ def build_topology(lab: Lab, scenario: Scenario) -> Topology:
         interfaces.update(initiator=initiator_if, responder=responder_if)
     if not initiator.wait_reachable(responder_outer):
         raise RuntimeError(f"the responder's outer address {responder_outer} does not answer")
-    for side, namespace in (("initiator", initiator), ("responder", responder)):
-        inner = ipaddress.ip_address(scenario.inner_address(side))  # type: ignore[arg-type]
+    sides: tuple[tuple[Side, Namespace], ...] = (("initiator", initiator), ("responder", responder))
+    for side, namespace in sides:
+        inner = ipaddress.ip_address(scenario.inner_address(side))
         namespace.add_address("lo", f"{inner}/{inner.max_prefixlen}")
     return Topology(
         scenario,
