@@ -18,8 +18,15 @@ instances are). Verification failures raise :class:`AuthenticationError`, a
 
 Signatures, our side::
 
-    method, scheme = choose_signature_scheme(private_key, sa.peer_signature_hashes)
-    AuthPayload(method=method, data=sign_auth(private_key, octets, method, scheme))
+    method, scheme = choose_signature_scheme(signer, sa.peer_signature_hashes)
+    AuthPayload(method=method, data=sign_auth(signer, octets, method, scheme))
+
+``signer`` is a :class:`Signer`: an in-memory ``cryptography`` private key (wrapped by
+:func:`as_signer` in :class:`InMemorySigner`), or a key that never leaves a token
+(``aioipsec.tokens``: PKCS#11, TPM 2.0). The engine only asks it for its public key and
+for one signature; how it signs is the signer's business. Signing is a synchronous call
+inside the engine call (docs/keys-in-hardware.md says why); a signer that cannot sign
+raises :class:`SignerError`, which fails this AUTH with a clear reason.
 
 (``peer_signature_hashes``: the peer's SIGNATURE_HASH_ALGORITHMS, ``None``/empty when it
 sent none: then RFC 4754 ECDSA methods, or RSA method 1 if the policy allows SHA-1.)
@@ -33,7 +40,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -52,11 +59,18 @@ __all__ = [
     "MIN_RSA_BITS",
     "SUPPORTED_SIGNATURE_HASHES",
     "AuthenticationError",
+    "InMemorySigner",
     "SignatureScheme",
+    "Signer",
+    "SignerError",
+    "as_signer",
     "build_signature_hash_algorithms",
     "choose_signature_scheme",
+    "ecdsa_der_to_raw",
+    "ecdsa_raw_to_der",
     "parse_signature_hash_algorithms",
     "psk_auth",
+    "pss_salt_length",
     "sign_auth",
     "signed_octets",
     "verify_psk_auth",
@@ -79,6 +93,17 @@ class AuthenticationError(ProtocolError):
     def __init__(self, reason: str, check: str = "bad-signature") -> None:
         super().__init__(reason, notify=NotifyType.AUTHENTICATION_FAILED)
         self.check = check
+
+
+class SignerError(AuthenticationError):
+    """Our own key could not sign (token removed, TPM unreachable, PIN no longer accepted).
+
+    ``check`` is ``signer-unavailable``. The reason names the key and the failure, never a
+    PIN. The IKE SA being authenticated fails; established SAs are not touched, and the
+    next attempt asks the signer again (it reconnects to its token)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, check="signer-unavailable")
 
 
 def signed_octets(
@@ -353,14 +378,85 @@ def _check_rsa_size(key: rsa.RSAPublicKey | rsa.RSAPrivateKey, whose: str) -> No
         )
 
 
+# ---- signers -------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """A private key the engine may ask for signatures, wherever the key lives.
+
+    ``public_key()``: the matching public key (``cryptography`` object), from which the
+    engine picks the AUTH method. ``sign(octets, scheme)``: the signature of ``octets``
+    (the signer hashes, or its token does) in X.509 conventions: RSA the octet string of
+    RFC 8017, ECDSA the DER ``Ecdsa-Sig-Value`` (RFC 3279), EdDSA the raw signature.
+    ``sign`` raises :class:`SignerError` when the key cannot be used just now.
+    ``description``: names the key for logs (``pkcs11:softhsm/slot 0/id 01``), no secret."""
+
+    description: str
+
+    def public_key(self) -> PublicKey: ...
+
+    def sign(self, octets: bytes, scheme: SignatureScheme) -> bytes: ...
+
+
+class InMemorySigner:
+    """A ``cryptography`` private key held in this process (the behaviour before tokens)."""
+
+    __slots__ = ("_key", "description")
+
+    def __init__(self, key: PrivateKey, description: str = "in-memory key") -> None:
+        self._key = key
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"InMemorySigner({self.description!r})"  # never the key
+
+    def public_key(self) -> PublicKey:
+        return self._key.public_key()
+
+    def sign(self, octets: bytes, scheme: SignatureScheme) -> bytes:
+        return _sign_raw(self._key, scheme, octets)
+
+
+def as_signer(key: PrivateKey | Signer) -> Signer:
+    """``key`` itself when it is a Signer, else an :class:`InMemorySigner` around it."""
+    if isinstance(
+        key,
+        rsa.RSAPrivateKey
+        | ec.EllipticCurvePrivateKey
+        | ed25519.Ed25519PrivateKey
+        | ed448.Ed448PrivateKey,
+    ):
+        return InMemorySigner(key)
+    if isinstance(key, Signer):
+        return key
+    raise AuthenticationError(f"unsupported private key type {type(key).__name__}")
+
+
+def ecdsa_raw_to_der(raw: bytes) -> bytes:
+    """r || s (fixed length, as PKCS#11 CKM_ECDSA and RFC 4754 write it) -> DER."""
+    if not raw or len(raw) % 2:
+        raise ValueError(f"raw ECDSA signature of odd length {len(raw)}")
+    half = len(raw) // 2
+    return encode_dss_signature(
+        int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
+    )
+
+
+def ecdsa_der_to_raw(der: bytes, size: int) -> bytes:
+    """DER Ecdsa-Sig-Value -> r || s, each ``size`` octets (RFC 4754 sec. 7)."""
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
 def choose_signature_scheme(
-    private_key: PrivateKey,
+    private_key: PrivateKey | Signer,
     peer_hashes: Sequence[int] | None,
     *,
     policy: AlgorithmPolicy = DEFAULT_POLICY,
     rsa_pss: bool = False,
 ) -> tuple[AuthMethod, SignatureScheme]:
-    """Pick the AUTH method and scheme for our key.
+    """Pick the AUTH method and scheme for our key (in memory or a :class:`Signer`).
 
     With the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 sec. 4) we use method 14 and the
     first hash of our preference the peer supports: ECDSA the hash matching the curve
@@ -368,16 +464,17 @@ def choose_signature_scheme(
     notify we fall back to the classic methods (RFC 4754 for ECDSA; RSA method 1, which
     means SHA-1 and needs ``sha1_signatures``).
     """
-    key_type = _key_type(private_key)
-    if isinstance(private_key, rsa.RSAPrivateKey):
-        _check_rsa_size(private_key, "our")
+    public = as_signer(private_key).public_key()
+    key_type = _key_type(public)
+    if isinstance(public, rsa.RSAPublicKey):
+        _check_rsa_size(public, "our")
     if peer_hashes is not None:
         offered = set(peer_hashes)
         if key_type in ("ed25519", "ed448"):
             preference: list[HashAlgorithm] = [HashAlgorithm.IDENTITY]
         elif key_type == "ecdsa":
-            assert isinstance(private_key, ec.EllipticCurvePrivateKey)
-            first = _CURVE_HASH.get(private_key.curve.name, HashAlgorithm.SHA2_256)
+            assert isinstance(public, ec.EllipticCurvePublicKey)
+            first = _CURVE_HASH.get(public.curve.name, HashAlgorithm.SHA2_256)
             preference = [first] + [
                 h
                 for h in (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512)
@@ -397,9 +494,9 @@ def choose_signature_scheme(
                 )
     # No usable RFC 7427 hash: classic methods.
     if key_type == "ecdsa":
-        assert isinstance(private_key, ec.EllipticCurvePrivateKey)
+        assert isinstance(public, ec.EllipticCurvePublicKey)
         for method, (curve, hash_id, _) in _CLASSIC_ECDSA.items():
-            if private_key.curve.name == curve:
+            if public.curve.name == curve:
                 return method, SignatureScheme("ecdsa", hash_id)
     if key_type == "rsa" and policy.auth_method_allowed(AuthMethod.RSA_DIGITAL_SIGNATURE):
         return AuthMethod.RSA_DIGITAL_SIGNATURE, SignatureScheme("rsa", HashAlgorithm.SHA1, "pkcs1")
@@ -422,13 +519,19 @@ def _hash_name(value: int) -> str:
         return str(value)
 
 
+def pss_salt_length(scheme: SignatureScheme) -> int:
+    """The RSA-PSS salt we sign with: the hash length (RFC 7427 sec. 3 examples, RFC 8017),
+    the value written in our AlgorithmIdentifier; token backends pass it explicitly."""
+    return _HASH_LEN[scheme.hash]
+
+
 def _sign_raw(private_key: PrivateKey, scheme: SignatureScheme, octets: bytes) -> bytes:
     if isinstance(private_key, rsa.RSAPrivateKey):
         hash_obj = _HASH_OBJECTS[scheme.hash]()
         if scheme.rsa_padding == "pss":
             pad: padding.AsymmetricPadding = padding.PSS(
                 mgf=padding.MGF1(_HASH_OBJECTS[scheme.hash]()),
-                salt_length=_HASH_LEN[scheme.hash],
+                salt_length=pss_salt_length(scheme),
             )
         else:
             pad = padding.PKCS1v15()
@@ -439,18 +542,27 @@ def _sign_raw(private_key: PrivateKey, scheme: SignatureScheme, octets: bytes) -
 
 
 def sign_auth(
-    private_key: PrivateKey, octets: bytes, method: AuthMethod, scheme: SignatureScheme
+    private_key: PrivateKey | Signer, octets: bytes, method: AuthMethod, scheme: SignatureScheme
 ) -> bytes:
-    """AUTH payload data for ``method`` (from :func:`choose_signature_scheme`)."""
-    signature = _sign_raw(private_key, scheme, octets)
+    """AUTH payload data for ``method`` (from :func:`choose_signature_scheme`).
+
+    A :class:`Signer` that fails raises :class:`SignerError`; any other exception of a
+    token library is turned into one here, so a token's trouble never escapes as a bug."""
+    signer = as_signer(private_key)
+    try:
+        signature = signer.sign(octets, scheme)
+    except SignerError:
+        raise
+    except Exception as error:  # a token library's own exception types
+        raise SignerError(
+            f"our key {signer.description} could not sign: {type(error).__name__}: {error}"
+        ) from None
     if method == AuthMethod.DIGITAL_SIGNATURE:
         identifier = scheme.algorithm_identifier()
         return bytes([len(identifier)]) + identifier + signature
     if method in _CLASSIC_ECDSA:
         # RFC 4754 sec. 7: r and s as fixed-length big-endian integers, concatenated.
-        size = _CLASSIC_ECDSA[AuthMethod(method)][2]
-        r, s = decode_dss_signature(signature)
-        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+        return ecdsa_der_to_raw(signature, _CLASSIC_ECDSA[AuthMethod(method)][2])
     if method == AuthMethod.RSA_DIGITAL_SIGNATURE:
         return signature
     raise AuthenticationError(f"cannot sign with AUTH method {method}")

@@ -11,7 +11,7 @@ key for the identities), ``identity-mismatch``, ``unknown-ca``, ``expired``,
 from __future__ import annotations
 
 from ikev2.config import AuthConfig, IkeConfig
-from ikev2.crypto.auth import AuthenticationError, psk_auth, verify_psk_auth
+from ikev2.crypto.auth import AuthenticationError, SignerError, psk_auth, verify_psk_auth
 from ikev2.enums import AuthMethod, ExchangeType, NotifyType, PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed
@@ -427,7 +427,14 @@ def respond_ike_auth(
     our_octets = octets_for(
         sa, initiator_side=False, id_body=idr.serialize(), message_id=message_id
     )
-    auth_payloads = build_auth(sa, config.local, local, peer, our_octets)
+    try:
+        auth_payloads = build_auth(sa, config.local, local, peer, our_octets)
+    except SignerError as error:
+        # Our key (a token) could not sign: this SA fails, established ones are untouched.
+        reason = error.reason
+        sa.emit(AuthenticationFailed(sa.ike_sa_id, sa.name, error.check, reason, sa.remote_addr))
+        sa.after_response(lambda when: sa.fail(when, reason, NotifyType.AUTHENTICATION_FAILED))
+        return [NotifyPayload(notify_type=NotifyType.AUTHENTICATION_FAILED)]
     response: list[Payload] = [idr]
     response += [p for p in auth_payloads if isinstance(p, CertPayload)]
     response += [p for p in auth_payloads if not isinstance(p, CertPayload)]
