@@ -139,5 +139,14 @@ class DispatcherConfig:
     cookie_threshold_ip: int = 3  # half-open SAs from one address above which COOKIE
     block_threshold: int = 5  # half-open SAs from one address above which we drop
     half_open_timeout: float = 30.0
-    init_limit_half_open: int = 1000  # hard cap: drop new IKE_SA_INIT above this
+    # Size of the half-open table. Not a lock-out: when it is full, a new request evicts
+    # the oldest half-open SA of the most-represented prefix (ikev2.dispatcher).
+    init_limit_half_open: int = 1000
+    # Half-open SAs from one /24 (IPv4) or /64 (IPv6); above it the prefix's oldest goes.
+    half_open_per_prefix: int = 100
+    prefix_v4: int = 24
+    prefix_v6: int = 64
+    # Decrypted IKE fragments held by all IKE SAs together (RFC 7383 sec. 2.6; one SA
+    # holds at most ikev2.fragments.DEFAULT_MAX_BYTES per direction).
+    reassembly_total_bytes: int = 4 << 20
     cookie_secret_lifetime: float = 120.0

@@ -10,6 +10,22 @@ Half-open SAs (IKE_SA_INIT answered, IKE_AUTH pending) are bounded with strongSw
 defaults: above ``cookie_threshold`` half-open SAs in total, or ``cookie_threshold_ip``
 from one address, a valid COOKIE is demanded; above ``block_threshold`` from one address
 new requests are dropped; each half-open SA dies after ``half_open_timeout``.
+
+No limit locks everyone out (issue 13, F2: an attacker with 200 addresses that answer
+COOKIEs filled a global cap and every IKE_SA_INIT, a configured peer's included, was
+dropped). Instead:
+
+* at most ``half_open_per_prefix`` half-open SAs per /24 (IPv4) or /64 (IPv6): above it,
+  the prefix's oldest half-open SA is evicted, so a prefix can only crowd out itself;
+* when the table (``init_limit_half_open``) is full, a new request evicts the oldest
+  half-open SA of the most-represented prefix;
+* addresses a connection names in ``remote_addrs`` (anything narrower than %any) are
+  preferred: outside the prefix buckets, never evicted for an unconfigured address;
+* fragment reassembly memory is bounded for all SAs together
+  (``reassembly_total_bytes``, :class:`ikev2.fragments.ReassemblyBudget`).
+
+A legitimate initiator needs its half-open SA for one round trip (IKE_AUTH); eviction
+shortens how long the attacker's SAs live, it does not keep anyone out.
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ from ikev2.events import (
     NegotiationFailed,
     PeerUnreachable,
 )
+from ikev2.fragments import ReassemblyBudget
 from ikev2.message import IkeHeader, IkeMessage, parse_message, serialize_message
 from ikev2.payloads import NoncePayload, NotifyPayload
 from ikev2.policy import DEFAULT_POLICY, AlgorithmPolicy
@@ -125,6 +142,7 @@ class Dispatcher:
         )
         self.ctx.register_sa = self._register
         self.ctx.reauthenticate = self._reauthenticate
+        self.ctx.reassembly_budget = ReassemblyBudget(self.limits.reassembly_total_bytes)
         self._by_spi: dict[bytes, IkeSa] = {}
         # Responder SAs by (initiator SPI, peer address) for as long as they live: a late
         # copy of an IKE_SA_INIT request must reach its SA, not open a new one.
@@ -132,13 +150,19 @@ class Dispatcher:
         # Responder SAs not yet through IKE_AUTH, per peer address (cookie/block limits).
         self._pending_by_host: dict[str, set[int]] = {}
         self._pending_host: dict[int, str] = {}
+        # The same SAs by prefix (/24, /64), oldest first (dicts keep insertion order), and
+        # those from configured peers' addresses apart (never in a prefix bucket).
+        self._pending_by_prefix: dict[str, dict[int, None]] = {}
+        self._pending_prefix: dict[int, str | None] = {}  # None: a preferred address
+        self._pending_preferred: dict[int, None] = {}
         self._sas: dict[int, IkeSa] = {}
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
         self._cookie_secrets: list[tuple[int, bytes, float]] = []
         self._reauth: dict[int, IkeSa] = {}  # new IKE SA id -> the SA it replaces
         self._pending_children: dict[int, list[str]] = {}
-        self.counters: dict[str, int] = {}
+        # Shared with the SAs (they count ICV failures under valid SPIs).
+        self.counters: dict[str, int] = self.ctx.counters
         # Timers: a heap of (deadline, ike_sa_id) entries, the current earliest deadline
         # per SA (entries that do not match it are stale and skipped), and the SAs whose
         # timers changed since the last look (filled by their WatchedTimerSet).
@@ -408,17 +432,90 @@ class Dispatcher:
     def _half_open_count(self, host: str | None = None) -> int:
         """Responder SAs that answered IKE_SA_INIT and wait for IKE_AUTH (O(1))."""
         if host is None:
-            return sum(len(ids) for ids in self._pending_by_host.values())
+            return len(self._pending_host)
         return len(self._pending_by_host.get(host, ()))
 
+    def half_open_by_prefix(self) -> dict[str, int]:
+        """Half-open SAs per prefix ("preferred": configured peers' addresses)."""
+        counts = {prefix: len(ids) for prefix, ids in self._pending_by_prefix.items()}
+        if self._pending_preferred:
+            counts["preferred"] = len(self._pending_preferred)
+        return counts
+
+    def _prefix(self, host: str) -> str:
+        address = ipaddress.ip_address(host)
+        bits = self.limits.prefix_v4 if address.version == 4 else self.limits.prefix_v6
+        return str(ipaddress.ip_network(f"{host}/{bits}", strict=False))
+
+    def _preferred(self, host: str) -> bool:
+        """A connection names this address (or a network holding it) as its peer: a
+        configured peer, whose half-open SAs unconfigured addresses cannot evict."""
+        address = ipaddress.ip_address(host)
+        for config in self.ctx.configs:
+            for pattern in config.remote_addrs:
+                pattern = pattern.strip()
+                if pattern.startswith("%"):
+                    continue
+                try:
+                    network = ipaddress.ip_network(pattern, strict=False)
+                except ValueError:
+                    continue
+                if network.prefixlen and address in network:
+                    return True
+        return False
+
+    def _make_room(self, host: str, preferred: bool, now: float) -> bool:
+        """Evict what a new half-open SA from ``host`` displaces; False: drop the request
+        (only when every half-open SA is a configured peer's and ``host`` is not one)."""
+        limits = self.limits
+        if not preferred:
+            bucket = self._pending_by_prefix.get(self._prefix(host))
+            if bucket and len(bucket) >= limits.half_open_per_prefix:
+                self._evict(next(iter(bucket)), now)
+        if len(self._pending_host) < limits.init_limit_half_open:
+            return True
+        victim: int | None = None
+        if self._pending_by_prefix:
+            # Most-represented prefix first, its oldest SA: the attacker's, when one
+            # attacker fills the table.
+            bucket = max(self._pending_by_prefix.values(), key=len)
+            victim = next(iter(bucket))
+        elif preferred and self._pending_preferred:
+            victim = next(iter(self._pending_preferred))
+        if victim is None:
+            self._count("init_blocked")
+            return False
+        self._evict(victim, now)
+        return True
+
+    def _evict(self, ike_sa_id: int, now: float) -> None:
+        sa = self._sas.get(ike_sa_id)
+        if sa is None:  # never: _forget removes it from the buckets
+            self._pending_host.pop(ike_sa_id, None)
+            return
+        self._count("half_open_evicted")
+        self._no_longer_half_open(sa)
+        sa.fail(now, "half-open IKE SA evicted to make room (RFC 7296 sec. 2.6)")
+
     def _no_longer_half_open(self, sa: IkeSa) -> None:
-        host = self._pending_host.pop(sa.ike_sa_id, None)
+        ike_sa_id = sa.ike_sa_id
+        host = self._pending_host.pop(ike_sa_id, None)
         if host is not None:
             ids = self._pending_by_host.get(host)
             if ids is not None:
-                ids.discard(sa.ike_sa_id)
+                ids.discard(ike_sa_id)
                 if not ids:
                     del self._pending_by_host[host]
+        if ike_sa_id in self._pending_prefix:
+            prefix = self._pending_prefix.pop(ike_sa_id)
+            if prefix is None:
+                self._pending_preferred.pop(ike_sa_id, None)
+            else:
+                bucket = self._pending_by_prefix.get(prefix)
+                if bucket is not None:
+                    bucket.pop(ike_sa_id, None)
+                    if not bucket:
+                        del self._pending_by_prefix[prefix]
 
     def _receive_init_request(
         self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
@@ -435,9 +532,8 @@ class Dispatcher:
         host = remote_addr[0]
         limits = self.limits
         half_open_ip = self._half_open_count(host)
-        if half_open_ip >= limits.block_threshold or (
-            self._half_open_count() >= limits.init_limit_half_open
-        ):
+        if half_open_ip >= limits.block_threshold:
+            # One address crowds out only itself.
             self._count("init_blocked")
             return
         if (
@@ -500,10 +596,20 @@ class Dispatcher:
                 log.info("IKE_SA_INIT from %s refused: %s", remote_addr, error.reason)
             self._stateless_reply(msg, local_addr, remote_addr, error.notify, error.notify_data)
             return
+        preferred = self._preferred(host)
+        if not self._make_room(host, preferred, now):
+            return
         self._register(sa)
         self._half_open[key] = sa
         self._pending_by_host.setdefault(host, set()).add(sa.ike_sa_id)
         self._pending_host[sa.ike_sa_id] = host
+        if preferred:
+            self._pending_prefix[sa.ike_sa_id] = None
+            self._pending_preferred[sa.ike_sa_id] = None
+        else:
+            prefix = self._prefix(host)
+            self._pending_prefix[sa.ike_sa_id] = prefix
+            self._pending_by_prefix.setdefault(prefix, {})[sa.ike_sa_id] = None
         sa.timers.set("half_open", now + limits.half_open_timeout)
 
     def _refuse_critical(
@@ -603,6 +709,8 @@ class Dispatcher:
 
     def _forget(self, sa: IkeSa) -> None:
         self._no_longer_half_open(sa)
+        if self.ctx.reassembly_budget is not None:
+            self.ctx.reassembly_budget.release(sa.ike_sa_id)
         self._sas.pop(sa.ike_sa_id, None)
         self._deadlines.pop(sa.ike_sa_id, None)
         if self._by_spi.get(sa.our_spi) is sa:

@@ -27,7 +27,11 @@ bounded memory):
   octets per message, at most one message per direction (request / response) being
   collected at a time, and a message not completed within ``timeout`` seconds is dropped
   (time is passed in; nothing here reads a clock);
-* an older Message ID than the one being collected is ignored; a newer one replaces it.
+* an older Message ID than the one being collected is ignored; a newer one replaces it;
+* memory is bounded in total too: every IKE SA's reassembler draws on one
+  :class:`ReassemblyBudget` (the dispatcher's), so a thousand half-open SAs whose keys an
+  attacker knows cannot each hold ``max_bytes`` (issue 13, F2); the dispatcher releases
+  an SA's share when the SA is forgotten.
 
 ``add`` raises ``ProtocolError`` with ``notify=None`` (drop silently) for a fragment it
 refuses, ``IntegrityError`` (also ``notify=None``) when the ICV does not verify, and
@@ -152,6 +156,29 @@ class ReassemblyStats:
     expired: int = 0
 
 
+class ReassemblyBudget:
+    """Decrypted fragment octets held by all the reassemblers that share it.
+
+    A fragment that would take ``held`` above ``max_bytes`` is refused (dropped, counted in
+    ``refused``): the sender retransmits, and by then expired or completed messages have
+    given their share back. ``release(owner)`` empties the reassembler of a dead IKE SA.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+        self.refused = 0
+        self._holders: dict[int, Reassembler] = {}
+
+    def register(self, owner: int, reassembler: Reassembler) -> None:
+        self._holders[owner] = reassembler
+
+    def release(self, owner: int) -> None:
+        reassembler = self._holders.pop(owner, None)
+        if reassembler is not None:
+            reassembler.clear()
+
+
 def _drop(reason: str) -> ProtocolError:
     return ProtocolError(reason, notify=None)
 
@@ -170,12 +197,17 @@ class Reassembler:
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout: float = DEFAULT_TIMEOUT,
+        budget: ReassemblyBudget | None = None,
+        owner: int = 0,
     ) -> None:
         self.max_fragments = max_fragments
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.stats = ReassemblyStats()
         self._pending: dict[bool, _PendingMessage] = {}  # key: header.response
+        self._budget = budget
+        if budget is not None:
+            budget.register(owner, self)
 
     @property
     def pending_octets(self) -> int:
@@ -186,12 +218,18 @@ class Reassembler:
         """Drop messages whose first fragment is older than ``timeout``; returns how many."""
         stale = [k for k, p in self._pending.items() if now - p.started_at > self.timeout]
         for key in stale:
-            del self._pending[key]
+            self._discard(key)
         self.stats.expired += len(stale)
         return len(stale)
 
     def clear(self) -> None:
-        self._pending.clear()
+        for key in list(self._pending):
+            self._discard(key)
+
+    def _discard(self, key: bool) -> None:
+        pending = self._pending.pop(key, None)
+        if pending is not None and self._budget is not None:
+            self._budget.held -= pending.octets
 
     def add(self, msg: IkeMessage, cipher: SkCipher, now: float) -> IkeMessage | None:
         """Verify and store one fragment; the reassembled message once all have arrived.
@@ -233,6 +271,7 @@ class Reassembler:
                 self.stats.refused += 1
                 raise _drop("fragments of one message with different exchange types")
         if pending is None:
+            self._discard(key)  # an older or restarted message: its octets go back
             pending = _PendingMessage(
                 message_id=msg.header.message_id, total=total, started_at=now, header=msg.header
             )
@@ -241,9 +280,18 @@ class Reassembler:
             self.stats.duplicates += 1
             return None
         if pending.octets + len(chunk) > self.max_bytes:
-            del self._pending[key]
+            self._discard(key)
             self.stats.refused += 1
             raise _drop(f"reassembled message would exceed {self.max_bytes} octets")
+        budget = self._budget
+        if budget is not None:
+            if budget.held + len(chunk) > budget.max_bytes:
+                # Keep what this message has (it may complete on a retransmission once
+                # others gave octets back); refuse only this fragment.
+                budget.refused += 1
+                self.stats.refused += 1
+                raise _drop(f"all reassembly buffers together hold {budget.max_bytes} octets")
+            budget.held += len(chunk)
         pending.chunks[number] = chunk
         pending.octets += len(chunk)
         if number == 1:
@@ -252,7 +300,7 @@ class Reassembler:
         if len(pending.chunks) < pending.total:
             return None
 
-        del self._pending[key]
+        self._discard(key)
         data = b"".join(pending.chunks[i] for i in range(1, pending.total + 1))
         payloads, _ = parse_payload_chain(data, pending.first_inner, inside_sk=True)
         self.stats.completed += 1

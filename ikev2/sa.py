@@ -43,7 +43,7 @@ from ikev2.events import (
     NegotiationFailed,
     PeerUnreachable,
 )
-from ikev2.fragments import Reassembler, serialize_fragments
+from ikev2.fragments import Reassembler, ReassemblyBudget, serialize_fragments
 from ikev2.keymat import Keymat
 from ikev2.message import (
     IkeHeader,
@@ -107,6 +107,11 @@ class EngineContext:
     wall_time_offset: float = 0.0
     # IKE SA ids with queued datagrams or events (the dispatcher drains only those).
     dirty: set[int] = field(default_factory=set)
+    # Fragment reassembly memory shared by all IKE SAs (the dispatcher sets it; RFC 7383).
+    reassembly_budget: ReassemblyBudget | None = None
+    # The dispatcher's counters (``stats``): the SAs add what only they see, such as
+    # messages dropped for a bad ICV under valid SPIs (sec. 2.21.1: dropped silently).
+    counters: dict[str, int] = field(default_factory=dict)
     _next_ike_id: int = 0
     _next_child_id: int = 0
 
@@ -574,11 +579,16 @@ class IkeSa:
             raise ProtocolError("message after IKE_SA_INIT without an SK payload", None)
         return decrypt_message(msg, cipher)
 
+    def _count_drop(self, error: ProtocolError) -> None:
+        if isinstance(error, IntegrityError):
+            counters = self.ctx.counters
+            counters["icv_failures"] = counters.get("icv_failures", 0) + 1
+
     def _reassemble(self, msg: IkeMessage, cipher: SkCipher, now: float) -> IkeMessage | None:
         if self.config.fragmentation == "no":
             raise ProtocolError("IKE fragment received but fragmentation is disabled", None)
         if self._reassembly is None:
-            self._reassembly = Reassembler()
+            self._reassembly = Reassembler(budget=self.ctx.reassembly_budget, owner=self.ike_sa_id)
         self._reassembly.expire(now)
         return self._reassembly.add(msg, cipher, now)
 
@@ -625,6 +635,7 @@ class IkeSa:
             try:
                 decrypted = self._decrypt(msg, now)
             except ProtocolError as error:
+                self._count_drop(error)
                 log.info("%s: response dropped: %s", self.describe(), error.reason)
                 return
             if decrypted is None:
@@ -682,6 +693,7 @@ class IkeSa:
             # ICV failures and garbage inside SK: drop silently (sec. 2.21.1, 3.14); a
             # syntax error in an authenticated message gets its notify.
             if error.notify is None or isinstance(error, IntegrityError):
+                self._count_drop(error)
                 log.info("%s: request dropped: %s", self.describe(), error.reason)
                 return
             self._answer_error(header.exchange, header.message_id, error, msg, now)
