@@ -42,6 +42,7 @@ import socket
 import stat
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +55,17 @@ __all__ = [
     "DaemonUnreachable",
     "Handler",
     "RequestError",
+    "SaSelector",
     "Stream",
+    "sa_selector",
 ]
 
 # A handler gets the request's "args" object and returns something JSON can encode.
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 MAX_LINE = 1 << 20  # a request or response line longer than this is refused
+# The deepest JSON a request may nest (objects and arrays): the commands need 3.
+MAX_DEPTH = 32
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 _log = get_logger("control")
@@ -91,9 +96,101 @@ class Stream:
         self.on_close = on_close
 
 
+@dataclass(frozen=True)
+class SaSelector:
+    """Which SAs ``terminate``/``rekey`` act on: :func:`sa_selector` checked it."""
+
+    ike: str | None = None
+    child: str | None = None
+    ike_id: int | None = None
+    child_id: int | None = None
+    all: bool = False
+
+
+SELECTOR_KEYS = ("ike", "child", "ike_id", "child_id", "all")
+_MAX_ID = (1 << 63) - 1
+
+
+def sa_selector(verb: str, args: Mapping[str, Any]) -> SaSelector:
+    """The selector of a ``terminate``/``rekey`` request, or a RequestError saying what is
+    wrong with it. Acting on every SA must be asked for (``"all": true``): an empty, null
+    or misspelt selector once meant "every SA" (issue 13, F5), and an id that is not a
+    whole number raised a traceback (F6)."""
+    known = ", ".join(SELECTOR_KEYS)
+    unknown = sorted(str(key) for key in args if key not in SELECTOR_KEYS)
+    if unknown:
+        raise RequestError(f"{verb}: unknown selector key {unknown[0]!r} (known: {known})")
+    for key, value in args.items():
+        if value is None:
+            raise RequestError(
+                f"{verb}: {key} is null; give a value, or leave the key out ({known})"
+            )
+    names: dict[str, str] = {}
+    for key in ("ike", "child"):
+        if key in args:
+            value = args[key]
+            if not isinstance(value, str) or not value:
+                raise RequestError(f"{verb}: {key} must be a connection or child name (a string)")
+            names[key] = value
+    ids: dict[str, int] = {}
+    for key in ("ike_id", "child_id"):
+        if key in args:
+            value = args[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_ID:
+                shown = repr(value) if not isinstance(value, str | int | float) else str(value)
+                raise RequestError(
+                    f"{verb}: {key} must be a whole number from 1 up (the #N that "
+                    f"'aioipsec sas' shows), not {shown[:40]}"
+                )
+            ids[key] = value
+    everything = args.get("all", False)
+    if not isinstance(everything, bool):
+        raise RequestError(f"{verb}: all must be true or false")
+    if everything and (names or ids):
+        raise RequestError(f"{verb}: all=true acts on every SA; leave out ike, child and the ids")
+    if not everything and not names and not ids:
+        raise RequestError(
+            f"{verb} needs a selector: ike, child, ike_id or child_id; "
+            f'to {verb} every SA say so with "all": true (aioipsec {verb} --all)'
+        )
+    return SaSelector(
+        ike=names.get("ike"),
+        child=names.get("child"),
+        ike_id=ids.get("ike_id"),
+        child_id=ids.get("child_id"),
+        all=everything,
+    )
+
+
 def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     return _UCRED.unpack(data)  # pid, uid, gid
+
+
+def _nesting_depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and dicts, without recursion (a hostile request
+    may nest as deep as the parser allowed)."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return depth
+            deepest = max(deepest, depth)
+            pending.extend((child, depth) for child in item)
+    return deepest
+
+
+def _too_deep() -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": f"the request nests JSON more than {MAX_DEPTH} levels deep; "
+        "no command needs that: send a flat args object",
+    }
 
 
 def _resolve_group(group: str | int | None) -> int | None:
@@ -272,6 +369,14 @@ class ControlServer:
             request = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return {"ok": False, "error": "the request is not valid JSON"}
+        except RecursionError:
+            # json's decoder recurses once per level: deeper than the interpreter's
+            # limit it raises, and nothing else may see that (a traceback, no answer).
+            return _too_deep()
+        if _nesting_depth(request) > MAX_DEPTH:
+            # Shallower than the interpreter's limit but deeper than any command needs:
+            # handlers, repr() in messages and _scrub would recurse on it.
+            return _too_deep()
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'the request needs {"command": NAME, "args": {...}}'}
         command = request["command"]
