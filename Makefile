@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins \
 	libstrongswan-extra-plugins libstrongswan-standard-plugins strongswan-pki \
-	iperf3 nftables tcpdump tshark iproute2 iputils-ping
+	iperf3 nftables tcpdump tshark iproute2 iputils-ping \
+	softhsm2 swtpm swtpm-tools tpm2-tools libtss2-dev libtpm2-pkcs11-1
 
 .PHONY: test demo lint format bench fuzz debian-deps venv clean selftest
 
@@ -28,7 +29,8 @@ debian-deps:
 
 # -rs: every skip is listed with its reason. Under CI=true a test whose component (charon,
 # tshark, pki, nftables, iperf3, root, TUN...) is missing fails instead (tests/components.py).
-test: venv debian-deps
+# debian-deps first: tpm2-pytss (extra tokens) builds against libtss2-dev.
+test: debian-deps venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -30,6 +30,16 @@ class Component:
     hint: str  # how to get it
 
 
+# Debian's softhsm2 installs its PKCS#11 module here.
+SOFTHSM2_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def _tool(name: str) -> Callable[[], bool]:
     return lambda: shutil.which(name) is not None
 
@@ -47,9 +57,23 @@ COMPONENTS: dict[str, Component] = {
     "nftables": Component(_tool("nft"), _DEBIAN.format("nftables")),
     "iperf3": Component(_tool("iperf3"), _DEBIAN.format("iperf3")),
     "ip": Component(_tool("ip"), _DEBIAN.format("iproute2")),
+    "ss": Component(_tool("ss"), _DEBIAN.format("iproute2")),
     "ping": Component(_tool("ping"), _DEBIAN.format("iputils-ping")),
     "unshare": Component(_tool("unshare"), "util-linux (essential on Debian)"),
     "setpriv": Component(_tool("setpriv"), "util-linux (essential on Debian)"),
+    "softhsm2": Component(
+        lambda: os.path.exists(SOFTHSM2_MODULE) and shutil.which("softhsm2-util") is not None,
+        _DEBIAN.format("softhsm2"),
+    ),
+    "swtpm": Component(_tool("swtpm"), _DEBIAN.format("swtpm and swtpm-tools")),
+    "tpm2-tools": Component(_tool("tpm2_createprimary"), _DEBIAN.format("tpm2-tools")),
+    "python-pkcs11": Component(
+        lambda: _importable("pkcs11"), "PyPI python-pkcs11 (pip install -e '.[test]')"
+    ),
+    "tpm2-pytss": Component(
+        lambda: _importable("tpm2_pytss"),
+        "PyPI tpm2-pytss, built against Debian's libtss2-dev (make debian-deps venv)",
+    ),
 }
 
 # Names callers used before this module: an executable or path maps to its component.
