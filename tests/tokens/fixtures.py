@@ -292,10 +292,16 @@ class Swtpm:
         run("tpm2_flushcontext", "-t", env=env)
         return out
 
-    def create_key(self, handle: int, algorithm: str = "ecc256") -> bytes:
+    def create_key(self, handle: int, algorithm: str = "ecc256", restricted: bool = False) -> bytes:
         """A signing key under the owner's primary, made persistent at ``handle``;
-        returns its public key as PEM (tpm2_readpublic)."""
+        returns its public key as PEM (tpm2_readpublic). ``restricted``: a restricted
+        signing key (needs a scheme in ``algorithm``, e.g. ``ecc256:ecdsa-sha256``)."""
         work = self.folder.parent
+        attributes = (
+            ["-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign"]
+            if restricted
+            else []
+        )
         self.tools(
             "tpm2_createprimary",
             "-Q",
@@ -315,6 +321,7 @@ class Swtpm:
             str(work / "primary.ctx"),
             "-G",
             algorithm,
+            *attributes,
             "-u",
             str(work / "key.pub"),
             "-r",

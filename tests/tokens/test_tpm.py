@@ -1,0 +1,88 @@
+"""Keys in a TPM 2.0 (one swtpm simulator per test, keys made with tpm2-tools and
+persisted with tpm2_evictcontrol): IKE_AUTH between two engines with the initiator's key
+in the TPM, a restricted key (the TPM hashes), the TPM unreachable while SAs run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ikev2.enums import AuthMethod
+from ikev2.events import ChildSaEstablished, IkeSaEstablished
+from tests.tokens.engine_pair import cert_network
+from tests.tokens.fixtures import Pki, Swtpm, swtpm
+
+__all__ = ["swtpm"]  # the fixture, imported for pytest
+
+HANDLE = 0x81010003
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    return Pki(folder)
+
+
+def _signer(tpm: Swtpm, handle: int = HANDLE):  # type: ignore[no-untyped-def]
+    from aioipsec.tokens.tpm import TpmKeySpec, TpmSigner
+
+    return TpmSigner(TpmKeySpec(tpm.tcti, handle))
+
+
+@pytest.mark.parametrize(
+    "algorithm,classic,method",
+    [
+        ("ecc256", False, AuthMethod.DIGITAL_SIGNATURE),
+        ("ecc256", True, AuthMethod.ECDSA_SHA256_P256),
+        ("rsa2048", False, AuthMethod.DIGITAL_SIGNATURE),
+        # A restricted signing key with a fixed scheme: the TPM hashes the octets itself.
+        (
+            "ecc256:ecdsa-sha256:null",
+            False,
+            AuthMethod.DIGITAL_SIGNATURE,
+        ),
+    ],
+)
+def test_ike_auth_with_the_key_in_the_tpm(
+    swtpm: Swtpm, pki: Pki, algorithm: str, classic: bool, method: AuthMethod
+) -> None:
+    restricted = ":" in algorithm
+    public = swtpm.create_key(HANDLE, algorithm, restricted=restricted)
+    cert = pki.issue(public, "a.example")
+    signer = _signer(swtpm)
+    assert signer._restricted == restricted
+    net = cert_network(pki, signer, cert, signature_auth="classic" if classic else "rfc7427")
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    assert net.events("a", ChildSaEstablished) and net.events("b", IkeSaEstablished)
+    (info,) = net.b.sas()
+    assert int(net.b.ike_sa(info.ike_sa_id).peer.auth_method) == method
+
+
+def test_tpm_unreachable_while_running(swtpm: Swtpm, pki: Pki) -> None:
+    """AUTH fails while the TPM is gone, the established SA stays, and the next attempt
+    works once the TPM answers again."""
+    from ikev2.crypto.auth import SignatureScheme, SignerError
+    from ikev2.enums import HashAlgorithm
+
+    cert = pki.issue(swtpm.create_key(HANDLE), "a.example")
+    signer = _signer(swtpm)
+    net = cert_network(pki, signer, cert)
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    (first,) = net.events("a", IkeSaEstablished)
+
+    swtpm.stop()
+    net.a.initiate("conn", "net", now=net.now)
+    net.pump()
+    assert len(net.events("a", IkeSaEstablished)) == 1
+    assert first.ike_sa_id in {info.ike_sa_id for info in net.a.sas()}
+    with pytest.raises(SignerError, match="tpm:swtpm"):
+        signer.sign(b"x", SignatureScheme("ecdsa", HashAlgorithm.SHA2_256))
+
+    swtpm.start()  # same state folder: the persistent key is still there
+    net.a.initiate("conn", "net", now=net.now)
+    net.pump()
+    assert len(net.events("a", IkeSaEstablished)) == 2
