@@ -6,13 +6,15 @@ or unsupported key is a :class:`ConfigError` naming its file, line and key path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aioipsec.config.credentials import SWANCTL_FOLDERS, load_private_key
 from aioipsec.config.model import (
+    AuthoritySettings,
     AuthSettings,
     ChildSettings,
     ConfigError,
@@ -21,19 +23,25 @@ from aioipsec.config.model import (
     DaemonSettings,
     PrivateKey,
     SharedSecret,
+    raise_collected,
 )
 from aioipsec.config.values import (
     _AUTH_KEYS,
+    _AUTHORITY_KEYS,
     _CHILD_KEYS,
     _CONNECTION_KEYS,
     _DAEMON_KEYS,
     _FIXED_CHILD_KEYS,
     _FIXED_CONNECTION_KEYS,
+    _KERNEL_ONLY_CHILD_KEYS,
+    _KERNEL_ONLY_CONNECTION_KEYS,
     _PRIVATE_KEY_TYPES,
     _UNSUPPORTED_AUTH_KEYS,
+    _UNSUPPORTED_AUTHORITY_KEYS,
     _UNSUPPORTED_CHILD_KEYS,
     _UNSUPPORTED_CONNECTION_KEYS,
     _UNSUPPORTED_SECRET_TYPES,
+    RUNTIME_PENDING,
     ValueProblem,
     as_text,
     check_proposal_syntax,
@@ -56,6 +64,24 @@ class RawSource:
     kind: str  # "toml" or "swanctl"
     allow_weak: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
+    # Every problem found so far: `check` reports them all, not only the first.
+    problems: list[ConfigError] = field(default_factory=list)
+    # Files (an include, for swanctl.conf) that hold a PSK or a key's passphrase.
+    secret_files: dict[str, str] = field(default_factory=dict)
+    # Top-level sections other sections are based on (swanctl.conf templates).
+    templates: frozenset[str] = frozenset()
+
+    @contextmanager
+    def collecting(self) -> Iterator[None]:
+        """Record a ConfigError raised inside and carry on with the next item."""
+        try:
+            yield
+        except ConfigError as error:
+            self.problems.extend(error.errors)
+
+    def note_secret(self, key_path: tuple[str, ...]) -> None:
+        """Remember the file holding this secret (and the first secret's key path)."""
+        self.secret_files.setdefault(self.locate(key_path)[0], ".".join(key_path))
 
     def error(self, key_path: tuple[str, ...], reason: str, hint: str | None = None) -> ConfigError:
         file, line = self.locate(key_path) if key_path else (self.path, None)
@@ -98,6 +124,18 @@ def _expect_table(
     return value
 
 
+def _same_value(value: Any, wanted: str) -> bool:
+    """``value`` as strongSwan reads it equals ``wanted`` (yes/no, a number or a word)."""
+    try:
+        return parse_bool(value) == parse_bool(wanted)
+    except ValueProblem:
+        pass
+    try:
+        return as_text(value).lower() == wanted
+    except ValueProblem:
+        return False
+
+
 def _apply_keys(
     source: RawSource,
     table: Mapping[str, Any],
@@ -105,51 +143,82 @@ def _apply_keys(
     parsers: Mapping[str, Callable[[Any], Any]],
     target: Any,
     *,
-    fixed: Mapping[str, str] | None = None,
+    fixed: Mapping[str, tuple[str, str]] | None = None,
     unsupported: Iterable[str] = (),
+    kernel_only: Iterable[str] = (),
     skip: Iterable[str] = (),
     section_name: str,
 ) -> None:
+    """Every key of ``table`` onto ``target``; each bad key is recorded, not only the first."""
     unsupported = set(unsupported)
+    kernel_only = set(kernel_only)
     skip = set(skip)
     for key, value in table.items():
-        path = (*key_path, key)
         if key in skip:
             continue
-        if fixed and key in fixed:
-            try:
-                ok = parse_bool(value) == parse_bool(fixed[key])
-            except ValueProblem:
-                ok = False
-            if not ok:
-                raise source.error(
-                    path,
-                    f"aioipsec supports only {key} = {fixed[key]}",
-                    f"remove the key or set it to {fixed[key]}",
-                )
-            continue
-        if key in unsupported:
+        with source.collecting():
+            _apply_key(
+                source, key, value, (*key_path, key), parsers, target, fixed or {},
+                unsupported, kernel_only, section_name,
+            )  # fmt: skip
+
+
+def _apply_key(
+    source: RawSource,
+    key: str,
+    value: Any,
+    path: tuple[str, ...],
+    parsers: Mapping[str, Callable[[Any], Any]],
+    target: Any,
+    fixed: Mapping[str, tuple[str, str]],
+    unsupported: set[str],
+    kernel_only: set[str],
+    section_name: str,
+) -> None:
+    if key in fixed:
+        wanted, why = fixed[key]
+        if not _same_value(value, wanted):
             raise source.error(
                 path,
-                f"strongSwan's {key!r} is not supported by aioipsec",
-                "remove it; see docs/configuration.md for the keys aioipsec implements",
+                f"aioipsec supports only {key} = {wanted}: {why}",
+                f"remove the key or set it to {wanted}",
             )
-        parser = parsers.get(key)
-        if parser is None:
-            known = ", ".join(sorted(parsers))
-            raise source.error(
-                path, f"unknown key {key!r} in {section_name}", f"known keys: {known}"
-            )
-        if isinstance(value, dict):
-            raise source.error(path, "expected a value, found a section")
-        if value is None:
-            # swanctl.conf's `key =` with nothing after it: the key stays at its default.
-            continue
-        try:
-            parsed = parser(value)
-        except ValueProblem as problem:
-            raise source.error(path, problem.reason, problem.hint) from None
-        setattr(target, key, parsed)
+        return
+    if key in kernel_only:
+        raise source.error(
+            path,
+            f"{key!r} is a setting of strongSwan's kernel interface (XFRM): aioipsec's "
+            "data path is in userspace, so it has no meaning here",
+            "remove it",
+        )
+    if key in unsupported:
+        raise source.error(
+            path,
+            f"strongSwan's {key!r} is not supported by aioipsec",
+            "remove it; see docs/configuration.md for the keys aioipsec implements",
+        )
+    parser = parsers.get(key)
+    if parser is None:
+        known = ", ".join(sorted(parsers))
+        raise source.error(path, f"unknown key {key!r} in {section_name}", f"known keys: {known}")
+    if isinstance(value, dict):
+        raise source.error(path, "expected a value, found a section")
+    if value is None:
+        # swanctl.conf's `key =` with nothing after it: the key stays at its default.
+        return
+    try:
+        parsed = parser(value)
+    except ValueProblem as problem:
+        raise source.error(path, problem.reason, problem.hint) from None
+    except RecursionError:
+        raise source.error(path, "the value is nested too deeply") from None
+    setattr(target, key, parsed)
+    if key in RUNTIME_PENDING and not (key == "hostaccess" and parsed is False):
+        raise source.error(
+            path,
+            f"{key} is read, but {RUNTIME_PENDING[key]}: refusing it rather than ignoring it",
+            "remove it for now; see docs/configuration.md",
+        )
 
 
 def _split_suffix(name: str, prefixes: Iterable[str]) -> str | None:
@@ -171,11 +240,13 @@ def _build_connection(source: RawSource, name: str, table: Any) -> ConnectionSet
         connection,
         fixed=_FIXED_CONNECTION_KEYS,
         unsupported=_UNSUPPORTED_CONNECTION_KEYS,
+        kernel_only=_KERNEL_ONLY_CONNECTION_KEYS,
         skip={k for k, v in table.items() if isinstance(v, dict)},
         section_name="a connection",
     )
-    if "proposals" in table:
-        source.check_proposals((*key_path, "proposals"), connection.proposals, "ike")
+    with source.collecting():
+        if "proposals" in table and table["proposals"] is not None:
+            source.check_proposals((*key_path, "proposals"), connection.proposals, "ike")
     if connection.version == 1:
         raise source.error(
             (*key_path, "version"), "IKEv1 is not supported", "use version = 2 (or 0: any)"
@@ -184,48 +255,65 @@ def _build_connection(source: RawSource, name: str, table: Any) -> ConnectionSet
     for key, value in table.items():
         if not isinstance(value, dict):
             continue
-        path = (*key_path, key)
-        if key in ("local", "remote"):
-            auth = AuthSettings()
-            _apply_keys(
-                source,
-                value,
-                path,
-                _AUTH_KEYS,
-                auth,
-                unsupported=_UNSUPPORTED_AUTH_KEYS,
-                section_name=f"the {key} section",
-            )
-            if "auth" in value:
-                auth.rsa_pss = parse_auth(value["auth"])[1]
-            if key == "local" and auth.cacerts:
-                raise source.error(
-                    (*path, "cacerts"),
-                    "cacerts belongs in the remote section",
-                    "move it to remote: the CA certificates that vouch for the peer",
-                )
-            auth.certs = [source.resolve(c, SWANCTL_FOLDERS["certs"]) for c in auth.certs]
-            auth.cacerts = [source.resolve(c, SWANCTL_FOLDERS["cacerts"]) for c in auth.cacerts]
-            setattr(connection, key, auth)
-        elif key.startswith(("local", "remote")):
+        with source.collecting():
+            _build_section(source, connection, (*key_path, key), key, value)
+    with source.collecting():
+        _check_connection(source, connection, key_path, table)
+    return connection
+
+
+def _build_section(
+    source: RawSource,
+    connection: ConnectionSettings,
+    path: tuple[str, ...],
+    key: str,
+    value: dict[str, Any],
+) -> None:
+    """One subsection of a connection: local, remote or children."""
+    if key in ("local", "remote"):
+        auth = AuthSettings()
+        _apply_keys(
+            source,
+            value,
+            path,
+            _AUTH_KEYS,
+            auth,
+            unsupported=_UNSUPPORTED_AUTH_KEYS,
+            section_name=f"the {key} section",
+        )
+        if "auth" in value and value["auth"] is not None:
+            with source.collecting():
+                try:
+                    auth.rsa_pss = parse_auth(value["auth"])[1]
+                except ValueProblem:
+                    pass  # recorded with its location by _apply_keys
+        if key == "local" and auth.cacerts:
             raise source.error(
-                path,
-                "more than one authentication round is not supported",
-                "use a single 'local' and 'remote' section",
+                (*path, "cacerts"),
+                "cacerts belongs in the remote section",
+                "move it to remote: the CA certificates that vouch for the peer",
             )
-        elif key == "children":
-            for child_name, child_table in value.items():
+        auth.certs = [source.resolve(c, SWANCTL_FOLDERS["certs"]) for c in auth.certs]
+        auth.cacerts = [source.resolve(c, SWANCTL_FOLDERS["cacerts"]) for c in auth.cacerts]
+        setattr(connection, key, auth)
+    elif key.startswith(("local", "remote")):
+        raise source.error(
+            path,
+            "more than one authentication round is not supported",
+            "use a single 'local' and 'remote' section",
+        )
+    elif key == "children":
+        for child_name, child_table in value.items():
+            with source.collecting():
                 connection.children[child_name] = _build_child(
                     source, (*path, child_name), child_name, child_table
                 )
-        else:
-            raise source.error(
-                path,
-                f"unknown section {key!r} in a connection",
-                "a connection has the sections local, remote and children",
-            )
-    _check_connection(source, connection, key_path, table)
-    return connection
+    else:
+        raise source.error(
+            path,
+            f"unknown section {key!r} in a connection",
+            "a connection has the sections local, remote and children",
+        )
 
 
 def _build_child(
@@ -241,11 +329,13 @@ def _build_child(
         child,
         fixed=_FIXED_CHILD_KEYS,
         unsupported=_UNSUPPORTED_CHILD_KEYS,
+        kernel_only=_KERNEL_ONLY_CHILD_KEYS,
         section_name="a child SA",
     )
     for key in ("esp_proposals", "ah_proposals"):
         if key in table and table[key] is not None:
-            source.check_proposals((*key_path, key), getattr(child, key), key.split("_")[0])
+            with source.collecting():
+                source.check_proposals((*key_path, key), getattr(child, key), key.split("_")[0])
     if child.esp_proposals and "esp_proposals" in table and child.ah_proposals:
         raise source.error(
             (*key_path, "ah_proposals"),
@@ -271,12 +361,8 @@ def _check_connection(
     key_path: tuple[str, ...],
     table: Mapping[str, Any],
 ) -> None:
-    if not connection.children:
-        raise source.error(
-            key_path,
-            "the connection has no children",
-            "add a children section with at least one child SA (local_ts/remote_ts)",
-        )
+    # A connection without children is an IKE SA only (strongSwan allows it: the peer's
+    # children, or a later `initiate --child`, come from other connections).
     for side in ("local", "remote"):
         if side not in table:
             raise source.error(
@@ -284,7 +370,7 @@ def _check_connection(
                 f"the connection has no {side} section",
                 f"add {side} with auth = psk or pubkey and an id",
             )
-    if connection.local.auth == "pubkey" and not connection.local.certs:
+    if connection.local.auth == "pubkey" and not connection.local.certs and source.kind == "toml":
         raise source.error(
             (*key_path, "local"),
             "auth = pubkey needs our certificate",
@@ -295,21 +381,26 @@ def _check_connection(
 def _build_secrets(source: RawSource, table: Any, configuration: Configuration) -> None:
     table = _expect_table(source, table, ("secrets",), "secrets")
     for name, value in table.items():
-        path = ("secrets", name)
-        value = _expect_table(source, value, path, "one secret")
-        kind = _split_suffix(name, ("ike", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES))
-        if kind is None:
-            raise source.error(
-                path,
-                f"unknown secret type {name!r}",
-                "name it ike<suffix> (a PSK) or private<suffix> (a private key file)",
-            )
-        if kind in _UNSUPPORTED_SECRET_TYPES:
-            raise source.error(path, f"{kind} secrets are not supported by aioipsec")
-        if kind == "ike":
-            configuration.shared_secrets.append(_build_shared_secret(source, name, value))
-        else:
-            configuration.private_keys.append(_build_private_key(source, name, kind, value))
+        with source.collecting():
+            _build_secret(source, name, value, configuration)
+
+
+def _build_secret(source: RawSource, name: str, value: Any, configuration: Configuration) -> None:
+    path = ("secrets", name)
+    value = _expect_table(source, value, path, "one secret")
+    kind = _split_suffix(name, ("ike", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES))
+    if kind is None:
+        raise source.error(
+            path,
+            f"unknown secret type {name!r}",
+            "name it ike<suffix> (a PSK) or private<suffix> (a private key file)",
+        )
+    if kind in _UNSUPPORTED_SECRET_TYPES:
+        raise source.error(path, f"{kind} secrets are not supported by aioipsec")
+    if kind == "ike":
+        configuration.shared_secrets.append(_build_shared_secret(source, name, value))
+    else:
+        configuration.private_keys.append(_build_private_key(source, name, kind, value))
 
 
 def _build_shared_secret(source: RawSource, name: str, table: dict[str, Any]) -> SharedSecret:
@@ -325,6 +416,7 @@ def _build_shared_secret(source: RawSource, name: str, table: dict[str, Any]) ->
             except ValueProblem as problem:
                 raise source.error(path, problem.reason) from None
         elif key == "secret":
+            source.note_secret(path)
             try:
                 secret = decode_secret(as_text(value))
             except ValueProblem as problem:
@@ -350,6 +442,7 @@ def _build_private_key(
         if key == "file":
             file_text = as_text(value)
         elif key == "secret":
+            source.note_secret(path)
             passphrase = as_text(value).encode()
         else:
             raise source.error(path, f"unknown key {key!r} in a private key secret",
@@ -357,11 +450,72 @@ def _build_private_key(
     if not file_text:
         raise source.error(("secrets", name), "no file given", "add file = <key file>")
     key_file = source.resolve(file_text, SWANCTL_FOLDERS.get(kind))
+    where = ("secrets", name, "secret" if passphrase is not None else "file")
     try:
         key_object = load_private_key(key_file, passphrase)
     except ConfigError as error:
-        raise source.error(("secrets", name, "file"), error.reason, error.hint) from None
+        raise source.error(where, error.reason, error.hint) from None
     return PrivateKey(name=name, file=key_file, key=key_object, source=source.path)
+
+
+def named_key_files(source: RawSource) -> set[Path]:
+    """The files the ``secrets.rsa|ecdsa|pkcs8|private<suffix>`` entries name (resolved):
+    they are loaded there, with their passphrase, so the folder scan skips them."""
+    named: set[Path] = set()
+    table = source.data.get("secrets")
+    if not isinstance(table, dict):
+        return named
+    for name, value in table.items():
+        kind = _split_suffix(name, _PRIVATE_KEY_TYPES)
+        if kind is None or not isinstance(value, dict) or not isinstance(value.get("file"), str):
+            continue
+        named.add(source.resolve(value["file"].strip(), SWANCTL_FOLDERS.get(kind)).resolve())
+    return named
+
+
+def _build_authorities(source: RawSource, table: Any, configuration: Configuration) -> None:
+    """swanctl.conf's ``authorities``: a CA certificate is a trust anchor, as it is for
+    strongSwan; its revocation sources are read and refused until they are enforced."""
+    table = _expect_table(source, table, ("authorities",), "authorities")
+    for name, value in table.items():
+        path = ("authorities", name)
+        with source.collecting():
+            value = _expect_table(source, value, path, "one certification authority")
+            authority = AuthoritySettings(name=name, source=source.path)
+            settings = _RawAuthority()
+            _apply_keys(
+                source,
+                value,
+                path,
+                _AUTHORITY_KEYS,
+                settings,
+                unsupported=_UNSUPPORTED_AUTHORITY_KEYS,
+                section_name="an authority",
+            )
+            if settings.cert_uri_base is not None:
+                raise source.error(
+                    (*path, "cert_uri_base"),
+                    "hash-and-URL certificate lookup (RFC 7296 sec. 3.6) is not implemented",
+                    "remove cert_uri_base",
+                )
+            cacert = settings.cacert or settings.file
+            if cacert is None:
+                raise source.error(path, "the authority has no cacert", "add cacert = <file>")
+            authority.cacert = source.resolve(cacert, SWANCTL_FOLDERS["cacerts"])
+            authority.crl_uris = settings.crl_uris
+            authority.ocsp_uris = settings.ocsp_uris
+            configuration.authority_sections[name] = authority
+            if authority.cacert not in configuration.authorities:
+                configuration.authorities.append(authority.cacert)
+
+
+@dataclass
+class _RawAuthority:
+    cacert: str | None = None
+    file: str | None = None
+    crl_uris: list[str] = field(default_factory=list)
+    ocsp_uris: list[str] = field(default_factory=list)
+    cert_uri_base: str | None = None
 
 
 def _build_daemon(source: RawSource, table: Any) -> DaemonSettings:
@@ -372,35 +526,65 @@ def _build_daemon(source: RawSource, table: Any) -> DaemonSettings:
 
 
 def build_configuration(
-    source: RawSource, configuration: Configuration | None = None
+    source: RawSource, configuration: Configuration | None = None, *, finish: bool = True
 ) -> Configuration:
-    """Validate one raw source into ``configuration`` (a new one when None)."""
+    """Validate one raw source into ``configuration`` (a new one when None).
+
+    Every problem is collected; with ``finish`` (the default) they are raised at the end,
+    all at once (:class:`ConfigErrors` when there are several). Without it the caller
+    adds its own and calls :func:`raise_collected` on ``source.problems``.
+    """
     configuration = configuration or Configuration()
     configuration.sources.append(source.path)
     allowed = ("daemon", "connections", "secrets") if source.kind == "toml" else (
-        "connections", "secrets")  # fmt: skip
+        "connections", "secrets", "authorities")  # fmt: skip
     for key, value in source.data.items():
-        if key not in allowed:
-            if source.kind == "swanctl" and key in ("pools", "authorities") and not value:
-                continue
-            hint = f"top-level sections are {', '.join(allowed)}"
-            if key == "daemon":
-                hint = "put the [daemon] table in the TOML file given with -c"
-            raise source.error((key,), f"unknown or unsupported section {key!r}", hint)
+        if key in allowed:
+            continue
+        if source.kind == "swanctl" and key in source.templates:
+            # strongSwan ignores a top-level section other than its four, except as a
+            # base for others (`name : base-conn { }`): its settings live on in those.
+            continue
+        if source.kind == "swanctl" and key == "pools" and not value:
+            continue
+        hint = f"top-level sections are {', '.join(allowed)}"
+        if key == "daemon":
+            hint = "put the [daemon] table in the TOML file given with -c"
+        elif source.kind == "swanctl":
+            hint += " (or a template other sections are based on)"
+        source.problems.append(
+            source.error((key,), f"unknown or unsupported section {key!r}", hint)
+        )
     if "daemon" in source.data:
-        configuration.daemon = _build_daemon(source, source.data["daemon"])
+        with source.collecting():
+            configuration.daemon = _build_daemon(source, source.data["daemon"])
     if "secrets" in source.data:
-        _build_secrets(source, source.data["secrets"], configuration)
-    connections = source.data.get("connections", {})
-    connections = _expect_table(source, connections, ("connections",), "connections")
+        with source.collecting():
+            _build_secrets(source, source.data["secrets"], configuration)
+    if "authorities" in source.data and source.kind == "swanctl":
+        with source.collecting():
+            _build_authorities(source, source.data["authorities"], configuration)
+    connections: Any = source.data.get("connections", {})
+    with source.collecting():
+        connections = _expect_table(source, connections, ("connections",), "connections")
+    if not isinstance(connections, dict):
+        connections = {}
     for name, table in connections.items():
-        if name in configuration.connections:
-            other = configuration.connections[name].source
-            raise source.error(
-                ("connections", name),
-                f"connection {name!r} is also defined in {other}",
-                "give one of them another name",
-            )
-        configuration.connections[name] = _build_connection(source, name, table)
+        with source.collecting():
+            if name in configuration.connections:
+                other = configuration.connections[name].source
+                raise source.error(
+                    ("connections", name),
+                    f"connection {name!r} is also defined in {other}",
+                    "give one of them another name",
+                )
+            before = len(source.problems)
+            connection = _build_connection(source, name, table)
+            # A connection with a refused key is not checked further (its credentials
+            # would be checked against defaults standing in for the refused values).
+            if len(source.problems) == before:
+                configuration.connections[name] = connection
     configuration.warnings.extend(source.warnings)
+    if finish:
+        raise_collected(source.problems)
     return configuration

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aioipsec.config.build import RawSource, build_configuration
-from aioipsec.config.credentials import check_credentials
-from aioipsec.config.model import ConfigError, Configuration
+from aioipsec.config.credentials import check_credentials, check_secret_file_modes
+from aioipsec.config.model import ConfigError, Configuration, raise_collected
 from aioipsec.config.swanctl import load_swanctl
 from aioipsec.config.values import ValueProblem, parse_list
 
@@ -64,11 +64,21 @@ def load_toml(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         line_match = re.search(r"line (\d+)", str(error))
+        line = int(line_match.group(1)) if line_match else None
         raise ConfigError(
-            f"not valid TOML: {error}",
-            file=path,
-            line=int(line_match.group(1)) if line_match else None,
+            f"not valid TOML: {error}", file=path, line=line, hint=_toml_hint(str(error))
         ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"not valid TOML: values nested too deeply (aioipsec reads at most "
+            f"{_MAX_TOML_DEPTH} levels)",
+            file=path,
+        ) from None
+    if _depth(data) > _MAX_TOML_DEPTH:
+        raise ConfigError(
+            f"values nested deeper than {_MAX_TOML_DEPTH} levels", file=path,
+            hint="no aioipsec setting nests arrays or tables that deep",
+        )  # fmt: skip
     key_lines = _toml_key_lines(text)
 
     def locate(key_path: tuple[str, ...]) -> tuple[str, int | None]:
@@ -87,21 +97,32 @@ def load_toml(
     source = RawSource(
         path=str(path), data=data, locate=locate, kind="toml", allow_weak=tuple(allow_weak)
     )
-    configuration = build_configuration(source, configuration)
-    if any(s.source == str(path) for s in configuration.shared_secrets):
-        warn_if_readable(path, configuration)
+    configuration = build_configuration(source, configuration, finish=False)
+    check_secret_file_modes(source.secret_files, configuration, source.problems)
+    raise_collected(source.problems)
     return configuration
 
 
-def warn_if_readable(path: Path, configuration: Configuration) -> None:
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        configuration.warnings.append(
-            f"{path} holds a pre-shared key and is readable by group/others: chmod 600 {path}"
-        )
+# The deepest aioipsec TOML is three tables deep; deeper data is refused before the walker
+# (and Python's recursion limit) sees it.
+_MAX_TOML_DEPTH = 32
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """How deep ``value`` nests (stops counting past the limit)."""
+    if level > _MAX_TOML_DEPTH:
+        return level
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
+    return max((_depth(child, level + 1) for child in children), default=level)
+
+
+def _toml_hint(message: str) -> str | None:
+    """The likely fix for tomllib's terse messages."""
+    if message.startswith("Invalid value"):
+        return 'a text value must be quoted: write key = "value"'
+    return None
 
 
 # --------------------------------------------------------------------------- loading
@@ -121,11 +142,21 @@ def load_configuration(
             "no configuration given", hint="use -c FILE.toml and/or --swanctl-conf FILE"
         )
     configuration = Configuration()
-    if toml_path is not None:
-        load_toml(toml_path, configuration)
-    if swanctl_path is not None:
-        load_swanctl(swanctl_path, configuration)
-    check_credentials(configuration)
+    # Every problem of every file, in one run (`check` prints them all).
+    problems: list[ConfigError] = []
+    for loader, file in ((load_toml, toml_path), (load_swanctl, swanctl_path)):
+        if file is None:
+            continue
+        try:
+            loader(file, configuration)
+        except ConfigError as error:
+            problems.extend(error.errors)
+    try:
+        secrets_refused = any((e.key or "").startswith("secrets") for e in problems)
+        check_credentials(configuration, secrets_refused)
+    except ConfigError as error:
+        problems.extend(error.errors)
+    raise_collected(problems)
     if not configuration.connections:
         configuration.warnings.append("no connections configured: the daemon will only listen")
     return configuration

@@ -53,6 +53,9 @@ class ConfigError(ValueError):
         self.key = key
         self.line = line
         self.hint = hint
+        if not hasattr(self, "errors"):
+            # Every problem this error stands for (ConfigErrors: more than one).
+            self.errors: list[ConfigError] = [self]
         super().__init__(self._format())
 
     def _format(self) -> str:
@@ -63,6 +66,33 @@ class ConfigError(ValueError):
         if self.hint:
             text += f" ({self.hint})"
         return text
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration problems found in one run (``check`` reports them all).
+
+    Its attributes are those of the first problem; ``errors`` lists every one, and
+    ``str()`` gives one ``FILE:LINE: KEY.PATH: reason`` line per problem.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        flat = [single for error in errors for single in error.errors]
+        self.errors = flat
+        first = flat[0]
+        super().__init__(
+            first.reason, file=first.file, key=first.key, line=first.line, hint=first.hint
+        )
+
+    def _format(self) -> str:
+        return "\n".join(ConfigError._format(error) for error in self.errors)
+
+
+def raise_collected(errors: list[ConfigError]) -> None:
+    """Raise what was collected: nothing, the one error, or :class:`ConfigErrors`."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
 
 
 # --------------------------------------------------------------------------- model
@@ -91,6 +121,8 @@ class DaemonSettings:
     # Keyword names (as in proposals: "3des", "md5", "modp1024", "sha1", ...) that the
     # algorithm policy lets through although RFC 8247/8221 refuse them by default.
     allow_weak_algorithms: list[str] = field(default_factory=list)
+    # A file holding a PSK or passphrase that group/others may read: refused unless true.
+    allow_readable_secret_files: bool = False
 
 
 @dataclass
@@ -103,6 +135,8 @@ class AuthSettings:
     id: str | None = None
     certs: list[Path] = field(default_factory=list)
     cacerts: list[Path] = field(default_factory=list)
+    # strongSwan's revocation policy for the peer's chain (refused until it is enforced).
+    revocation: str = "relaxed"
 
 
 @dataclass
@@ -126,6 +160,9 @@ class ChildSettings:
     rekey_packets: int | None = None
     life_packets: int | None = None
     replay_window: int = 1024
+    # strongSwan's updown script (command line) and hostaccess (refused until run).
+    updown: str | None = None
+    hostaccess: bool = False
 
 
 @dataclass
@@ -150,6 +187,8 @@ class ConnectionSettings:
     fragmentation: FragmentationMode = "yes"
     send_certreq: bool = True
     send_cert: SendCert = "ifasked"
+    # Attempts to establish the IKE SA before giving up; 0: forever (with a back-off).
+    keyingtries: int = 1
     local: AuthSettings = field(default_factory=AuthSettings)
     remote: AuthSettings = field(default_factory=AuthSettings)
     children: dict[str, ChildSettings] = field(default_factory=dict)
@@ -186,6 +225,18 @@ class PrivateKey:
 
 
 @dataclass
+class AuthoritySettings:
+    """``authorities.NAME`` (swanctl.conf): a CA certificate and its revocation sources."""
+
+    name: str
+    cacert: Path | None = None
+    crl_uris: list[str] = field(default_factory=list)
+    ocsp_uris: list[str] = field(default_factory=list)
+    cert_uri_base: str | None = None
+    source: str = ""
+
+
+@dataclass
 class Configuration:
     """Everything loaded from the TOML file and/or swanctl.conf, validated."""
 
@@ -195,6 +246,11 @@ class Configuration:
     private_keys: list[PrivateKey] = field(default_factory=list)
     # Trust anchors loaded without being named by a connection (swanctl's x509ca/ folder).
     authorities: list[Path] = field(default_factory=list)
+    # swanctl.conf's `authorities` sections (their cacert is also in ``authorities``).
+    authority_sections: dict[str, AuthoritySettings] = field(default_factory=dict)
+    # End-entity certificates loaded without being named (swanctl's x509/ folder): a
+    # local `auth = pubkey` without `certs` uses the one whose subject or SAN is its id.
+    certificates: list[Path] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     # Things worth a log line at start (e.g. a PSK in a world-readable file).
     warnings: list[str] = field(default_factory=list)

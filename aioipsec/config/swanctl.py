@@ -30,9 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aioipsec.config.build import RawSource, build_configuration
-from aioipsec.config.credentials import SWANCTL_FOLDERS, load_private_key
-from aioipsec.config.model import ConfigError, Configuration, PrivateKey
+from aioipsec.config.build import RawSource, build_configuration, named_key_files
+from aioipsec.config.credentials import (
+    SWANCTL_FOLDERS,
+    check_secret_file_modes,
+    load_private_key,
+)
+from aioipsec.config.model import ConfigError, Configuration, PrivateKey, raise_collected
 
 __all__ = [
     "Section",
@@ -47,6 +51,8 @@ _NAME_STOP = set('#{}:.,="\r\n\t ')
 _VALUE_STOP = set('#}"\r\n\t ')
 _INCLUDE_STOP = set('"\\#}\r\n\t ')
 _MAX_INCLUDE_DEPTH = 10
+# strongSwan's own files nest four or five levels; 64 keeps Python's recursion far away.
+_MAX_SECTION_DEPTH = 64
 
 
 @dataclass
@@ -64,6 +70,8 @@ class Section:
     settings: dict[str, Setting] = field(default_factory=dict)
     sections: dict[str, Section] = field(default_factory=dict)
     references: list[str] = field(default_factory=list)
+    # On the root: every section path another section is based on (templates).
+    bases: set[str] = field(default_factory=set)
 
     def merge(self, other: Section) -> None:
         """Fold ``other`` (a later definition of the same section) into this one."""
@@ -80,13 +88,25 @@ class _Scanner:
     """strongSwan's settings lexer, one file; the states (main, ref, val, inc, str)
     are methods. Line numbers count the newlines consumed so far."""
 
-    def __init__(self, text: str, file: str) -> None:
+    def __init__(self, text: str, file: str, included: bool = False) -> None:
+        self.included = included
         self.text = text
         self.file = file
         self.pos = 0
         self.line = 1
+        # Until one statement has parsed, the file may be anything (an include of
+        # /etc/shadow): its text is then never quoted in an error.
+        self.statements = 0
 
     def error(self, reason: str, line: int | None = None) -> ConfigError:
+        if self.included and not self.statements:
+            return ConfigError(
+                "not in swanctl.conf syntax (its content is not shown: is this a "
+                "configuration file?)",
+                file=self.file,
+                line=line or self.line,
+                hint="include only swanctl.conf files",
+            )
         return ConfigError(reason, file=self.file, line=line or self.line)
 
     def peek(self) -> str:
@@ -219,10 +239,16 @@ class _Parser:
         self.parse_text(text, str(path), into, depth)
 
     def parse_text(self, text: str, file: str, into: Section, depth: int = 0) -> None:
-        scanner = _Scanner(text, file)
+        scanner = _Scanner(text, file, included=depth > 0)
         self._statements(scanner, into, depth, top=True)
 
-    def _statements(self, scanner: _Scanner, section: Section, depth: int, top: bool) -> None:
+    def _statements(
+        self, scanner: _Scanner, section: Section, depth: int, top: bool, level: int = 0
+    ) -> None:
+        if level > _MAX_SECTION_DEPTH:
+            raise scanner.error(
+                f"sections nested deeper than {_MAX_SECTION_DEPTH} levels",
+            )
         while True:
             scanner.skip_blank()
             char = scanner.peek()
@@ -243,6 +269,7 @@ class _Parser:
                 scanner.pos += len("include")
                 pattern = scanner.include_pattern()
                 self._include(scanner, pattern, section, depth, line)
+                scanner.statements += 1
                 continue
             if char == '"':
                 raise scanner.error("unexpected string: quotes are allowed only in values")
@@ -256,6 +283,7 @@ class _Parser:
                 scanner.advance()
                 value = scanner.value()
                 section.settings[name] = Setting(value=value, file=scanner.file, line=line)
+                scanner.statements += 1
             elif follow in ("{", ":"):
                 child = Section(name=name, file=scanner.file, line=line)
                 if follow == ":":
@@ -264,7 +292,8 @@ class _Parser:
                     if scanner.peek() != "{":
                         raise scanner.error(f"expected '{{' after the references of {name!r}")
                 scanner.advance()
-                self._statements(scanner, child, depth, top=False)
+                scanner.statements += 1
+                self._statements(scanner, child, depth, top=False, level=level + 1)
                 if name in section.sections:
                     section.sections[name].merge(child)
                 else:
@@ -296,14 +325,18 @@ class _Parser:
         self, scanner: _Scanner, pattern: str, section: Section, depth: int, line: int
     ) -> None:
         if depth >= _MAX_INCLUDE_DEPTH:
-            raise scanner.error(f"includes nested deeper than {_MAX_INCLUDE_DEPTH}", line)
+            raise ConfigError(
+                f"includes nested deeper than {_MAX_INCLUDE_DEPTH}", file=scanner.file, line=line
+            )
         if not pattern:
-            raise scanner.error("include without a file pattern", line)
+            raise ConfigError("include without a file pattern", file=scanner.file, line=line)
         base = Path(scanner.file).parent if scanner.file != "<string>" else Path.cwd()
         full = pattern if os.path.isabs(pattern) else str(base / pattern)
         matches = sorted(glob.glob(full))
         if not matches and not glob.has_magic(pattern):
-            raise scanner.error(f"include {pattern!r}: {full} does not exist", line)
+            raise ConfigError(
+                f"include {pattern!r}: {full} does not exist", file=scanner.file, line=line
+            )
         for match in matches:
             if Path(match).is_file():
                 self.parse_file(Path(match), section, depth + 1)
@@ -348,6 +381,7 @@ def _resolve_references(root: Section, section: Section, active: tuple[int, ...]
                 line=section.line,
                 hint="name the base section by its full path, e.g. connections.base",
             )
+        root.bases.add(reference)
         _resolve_references(root, base, active)
         _inherit(section, base)
     section.references = []
@@ -384,10 +418,16 @@ def section_to_data(
     return walk(section, ()), locations
 
 
-def _auto_credentials(base: Path, configuration: Configuration, source_path: str) -> None:
+def _auto_credentials(
+    base: Path,
+    configuration: Configuration,
+    source: RawSource,
+    named: set[Path],
+) -> None:
     """What ``swanctl --load-creds`` loads without being told: every private key in
-    private/, rsa/, ecdsa/, pkcs8/ and every CA certificate in x509ca/."""
-    known = {p.file.resolve() for p in configuration.private_keys}
+    private/, rsa/, ecdsa/, pkcs8/ (one a ``secrets`` entry names, with its passphrase,
+    is loaded there), every certificate in x509/ and CA certificate in x509ca/."""
+    known = {p.file.resolve() for p in configuration.private_keys} | named
     for kind in ("private", "rsa", "ecdsa", "pkcs8"):
         folder = base / SWANCTL_FOLDERS[kind]
         if not folder.is_dir():
@@ -395,28 +435,34 @@ def _auto_credentials(base: Path, configuration: Configuration, source_path: str
         for path in sorted(folder.iterdir()):
             if not path.is_file() or path.resolve() in known:
                 continue
-            try:
-                key = load_private_key(path)
-            except ConfigError as error:
-                raise ConfigError(
-                    error.reason + " (swanctl loads every key in this folder)",
-                    file=path,
-                    hint=error.hint,
-                ) from None
-            configuration.private_keys.append(
-                PrivateKey(name=f"{kind}/{path.name}", file=path, key=key, source=source_path)
+            with source.collecting():
+                try:
+                    key = load_private_key(path)
+                except ConfigError as error:
+                    raise ConfigError(
+                        error.reason + " (swanctl loads every key in this folder)",
+                        file=path,
+                        key=f"secrets ({kind}/{path.name})",
+                        hint=error.hint,
+                    ) from None
+                configuration.private_keys.append(
+                    PrivateKey(name=f"{kind}/{path.name}", file=path, key=key, source=source.path)
+                )
+    for kind, target in (("cacerts", configuration.authorities),
+                         ("certs", configuration.certificates)):  # fmt: skip
+        folder = base / SWANCTL_FOLDERS[kind]
+        if folder.is_dir():
+            target.extend(
+                path for path in sorted(folder.iterdir()) if path.is_file() and path not in target
             )
-    folder = base / SWANCTL_FOLDERS["cacerts"]
-    if folder.is_dir():
-        configuration.authorities.extend(
-            path for path in sorted(folder.iterdir()) if path.is_file()
-        )
 
 
 def load_swanctl(
     path: str | os.PathLike[str], configuration: Configuration | None = None
 ) -> Configuration:
-    """Read strongSwan's swanctl.conf (and its includes, keys and CA certificates)."""
+    """Read strongSwan's swanctl.conf (and its includes, keys and certificates).
+
+    Every problem found is reported at once (:class:`ConfigErrors` for several)."""
     path = Path(path)
     tree = parse_settings_file(path)
     data, locations = section_to_data(tree)
@@ -428,13 +474,19 @@ def load_swanctl(
         return str(path), None
 
     configuration = configuration or Configuration()
-    # Keys first: a pubkey connection needs its private key to validate.
-    _auto_credentials(path.resolve().parent, configuration, str(path))
     source = RawSource(
         path=str(path),
         data=data,
         locate=locate,
         kind="swanctl",
         allow_weak=tuple(configuration.daemon.allow_weak_algorithms),
+        templates=frozenset(base for base in tree.bases if "." not in base),
     )
-    return build_configuration(source, configuration)
+    # The keys named in `secrets` first (with their passphrases), then the rest of the
+    # key folders, which may need a passphrase given there too; then connections, whose
+    # credentials are checked once everything is loaded.
+    build_configuration(source, configuration, finish=False)
+    _auto_credentials(path.resolve().parent, configuration, source, named_key_files(source))
+    check_secret_file_modes(source.secret_files, configuration, source.problems)
+    raise_collected(source.problems)
+    return configuration

@@ -220,15 +220,18 @@ def parse_traffic_selectors(value: Any) -> list[str]:
                 "address range or 'dynamic'",
                 "write e.g. 10.1.0.0/16",
             )
-        if "/" in net:
-            try:
-                ipaddress.ip_network(net, strict=True)
-            except ValueError:
-                raise ValueProblem(
-                    f"{net!r} has host bits set",
-                    f"write {ipaddress.ip_network(net, strict=False)}",
-                ) from None
-    return selectors or ["dynamic"]
+    return [mask_host_bits(selector) for selector in selectors] or ["dynamic"]
+
+
+def mask_host_bits(selector: str) -> str:
+    """``10.1.0.0/10`` is ``10.0.0.0/10``: strongSwan masks a subnet's host bits
+    (traffic_selector_create_from_cidr), so we do too, before anything uses it."""
+    match = _TS_RE.match(selector)
+    net = (match.group("net") or "").strip() if match else ""
+    if "/" not in net:
+        return selector
+    masked = str(ipaddress.ip_network(net, strict=False))
+    return selector.replace(net, masked, 1) if masked != net else selector
 
 
 def parse_proposal_list(value: Any) -> list[str]:
@@ -237,6 +240,13 @@ def parse_proposal_list(value: Any) -> list[str]:
     if not proposals:
         raise ValueProblem("no proposal given", "write e.g. aes256gcm16-prfsha256-x25519")
     return proposals
+
+
+# RFC 7296 sec. 3.3.1: the proposal number and the number of transforms are one octet
+# each, so a proposal list longer than 255, or a proposal with more than 255 transforms,
+# cannot be sent.
+MAX_PROPOSALS = 255
+MAX_TRANSFORMS = 255
 
 
 def check_proposal_syntax(
@@ -261,6 +271,20 @@ def check_proposal_syntax(
                     "e.g. aes256gcm16-prfsha256-x25519" if protocol == "ike" else "e.g. aes256gcm16"
                 ),
             ) from None
+    if len(parsed) > MAX_PROPOSALS:
+        raise ValueProblem(
+            f"{len(parsed)} proposals: at most {MAX_PROPOSALS} fit in an SA payload "
+            "(RFC 7296 sec. 3.3.1, the proposal number is one octet)",
+            "remove proposals; a handful is plenty",
+        )
+    for proposal in parsed:
+        transforms = len(getattr(proposal, "transforms", ()))
+        if transforms > MAX_TRANSFORMS:
+            raise ValueProblem(
+                f"a proposal with {transforms} transforms: at most {MAX_TRANSFORMS} fit "
+                "(RFC 7296 sec. 3.3.1, the transform count is one octet)",
+                "split it into several proposals",
+            )
     try:
         policy = AlgorithmPolicy(allow_weak=frozenset(allow_weak))
     except ValueError as error:
@@ -275,25 +299,61 @@ def check_proposal_syntax(
 
 # Keys swanctl.conf knows that aioipsec accepts only with the value it implements anyway
 # (e.g. `mobike = no`, present in most strongSwan test scenarios): any other value is an
-# error naming the key.
-_FIXED_CONNECTION_KEYS = {"mobike": "no", "aggressive": "no"}
-_FIXED_CHILD_KEYS = {"hostaccess": "no", "ipcomp": "no", "policies": "yes", "sha256_96": "no"}
+# error naming the key. The value is compared as strongSwan reads it (yes/no, a number, a
+# word); the text after the value says why the others are refused.
+_FIXED_CONNECTION_KEYS = {
+    "mobike": ("no", "MOBIKE (RFC 4555) is not implemented"),
+    "aggressive": ("no", "aggressive mode is IKEv1 only"),
+    # RFC 7296 sec. 2.4: INITIAL_CONTACT deletes the peer's older IKE SAs, which is
+    # strongSwan's `unique = no`; never/keep/replace need duplicate checks not built yet.
+    "unique": ("no", "only INITIAL_CONTACT (strongSwan's unique = no) replaces old IKE SAs"),
+    # RFC 6023: we initiate with a Child SA in IKE_AUTH when the connection has one and
+    # accept a peer's childless IKE_AUTH, which is what `allow` does; `never` (refuse the
+    # peer's) and `force` (always childless) are not built.
+    "childless": ("allow", "childless = never and force are not implemented"),
+}
+_FIXED_CHILD_KEYS = {
+    "ipcomp": ("no", "IPComp is not implemented"),
+    "policies": ("yes", "aioipsec always installs the child's policies"),
+    "sha256_96": ("no", "the truncated HMAC-SHA-256 of old Linux kernels is not supported"),
+    # strongSwan's default is 0: no TFC padding is added to outbound ESP (RFC 4303 sec. 2.7).
+    "tfc_padding": ("0", "aioipsec adds no TFC padding"),
+    # The outer header of ESP-in-UDP is the kernel's UDP socket's; nothing is copied yet.
+    "copy_df": ("no", "the DF bit is not copied to the outer header yet"),
+    "copy_ecn": ("no", "ECN is not copied between inner and outer headers yet"),
+    "copy_dscp": ("no", "DSCP is not copied between inner and outer headers yet"),
+}
+
+# Keys of strongSwan's kernel interface (XFRM): marks, interface ids, SELinux labels,
+# offload, per-CPU SAs. aioipsec's data path is in userspace: they have no meaning here.
+_KERNEL_ONLY_CONNECTION_KEYS = {"if_id_in", "if_id_out"}
+_KERNEL_ONLY_CHILD_KEYS = {
+    "mark_in", "mark_in_sa", "mark_out", "set_mark_in", "set_mark_out", "if_id_in",
+    "if_id_out", "label", "label_mode", "per_cpu_sas", "hw_offload", "interface",
+    "policies_fwd_out",
+}  # fmt: skip
 
 # Keys swanctl.conf knows and aioipsec does not implement (error: "not supported").
 _UNSUPPORTED_CONNECTION_KEYS = {
-    "vips", "pull", "dscp", "childless", "ocsp", "ppk_id", "ppk_required", "keyingtries",
-    "unique", "pools", "if_id_in", "if_id_out", "mediation", "mediated_by", "mediation_peer",
+    "vips", "pull", "dscp", "ocsp", "ppk_id", "ppk_required", "pools", "mediation",
+    "mediated_by", "mediation_peer",
 }  # fmt: skip
 _UNSUPPORTED_AUTH_KEYS = {
     "round", "pubkeys", "eap_id", "aaa_id", "xauth_id", "groups", "cert_policy", "ca_id",
-    "revocation",
 }  # fmt: skip
 _UNSUPPORTED_CHILD_KEYS = {
-    "rand_bytes", "rand_packets", "updown", "policies_fwd_out", "inactivity", "reqid",
-    "priority", "interface", "mark_in", "mark_in_sa", "mark_out", "set_mark_in",
-    "set_mark_out", "if_id_in", "if_id_out", "label", "label_mode", "tfc_padding",
-    "per_cpu_sas", "hw_offload", "copy_df", "copy_ecn", "copy_dscp", "icmp",
+    "rand_bytes", "rand_packets", "inactivity", "reqid", "priority", "icmp",
 }  # fmt: skip
+
+# Keys that are read into the model but refused until the runtime does what strongSwan
+# does with them (key -> what is missing). The runtime that implements one removes it here.
+RUNTIME_PENDING: dict[str, str] = {
+    "updown": "aioipsec does not run updown scripts yet",
+    "hostaccess": "hostaccess belongs to the updown script, which aioipsec does not run yet",
+    "revocation": "CRL and OCSP revocation checks are not implemented yet",
+    "crl_uris": "CRL fetching is not implemented yet",
+    "ocsp_uris": "OCSP checks are not implemented yet",
+}
 
 _ACTIONS = {"none": "none", "clear": "none", "start": "start", "restart": "start",
             "trap": "trap", "route": "trap"}  # fmt: skip
@@ -317,6 +377,9 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
     "fragmentation": _choice({"yes": "yes", "no": "no", "accept": "accept", "force": "force"}),
     "send_certreq": parse_bool,
     "send_cert": _choice({"always": "always", "ifasked": "ifasked", "never": "never"}),
+    # How many times to try to establish the IKE SA before giving up: 0 is forever
+    # (strongSwan's keyingtries; the daemon retries start_action = start with a back-off).
+    "keyingtries": _int_range(0, 1 << 31),
 }
 
 # strongSwan's auth = values for signatures (swanctl.conf, "auth"): a key type, optionally
@@ -359,6 +422,7 @@ _AUTH_KEYS: dict[str, Callable[[Any], Any]] = {
     "id": parse_string,
     "certs": parse_list,
     "cacerts": parse_list,
+    "revocation": _choice({"strict": "strict", "ifuri": "ifuri", "relaxed": "relaxed"}),
 }
 
 _CHILD_KEYS: dict[str, Callable[[Any], Any]] = {
@@ -378,7 +442,20 @@ _CHILD_KEYS: dict[str, Callable[[Any], Any]] = {
     "rekey_packets": parse_count,
     "life_packets": parse_count,
     "replay_window": _int_range(0, 1 << 20),
+    "updown": parse_string,
+    "hostaccess": parse_bool,
 }
+
+# A top-level ``authorities.NAME`` section (swanctl.conf): a CA and where its revocation
+# information is found.
+_AUTHORITY_KEYS: dict[str, Callable[[Any], Any]] = {
+    "cacert": parse_string,
+    "file": parse_string,
+    "crl_uris": parse_list,
+    "ocsp_uris": parse_list,
+    "cert_uri_base": parse_string,
+}
+_UNSUPPORTED_AUTHORITY_KEYS = {"handle", "slot", "module"}
 
 _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "control_socket": parse_string,
@@ -393,6 +470,7 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "log_level": _choice({level: level for level in LOG_LEVELS}),
     "log_format": _choice({fmt: fmt for fmt in LOG_FORMATS}),
     "allow_weak_algorithms": parse_list,
+    "allow_readable_secret_files": parse_bool,
 }
 
 _UNSUPPORTED_SECRET_TYPES = ("eap", "xauth", "ntlm", "ppk", "pkcs12", "token")

@@ -246,6 +246,7 @@ class Charon:
     def load(self, swanctl_conf: str) -> str:
         """Write swanctl.conf into the work directory and load everything in it."""
         self.swanctl_conf_path.write_text(swanctl_conf)
+        self.swanctl_conf_path.chmod(0o600)  # it holds the PSK
         return self.swanctl("--load-all", "--file", str(self.swanctl_conf_path))
 
     def initiate(self, child: str, ike: str | None = None, timeout: int = 20) -> str:

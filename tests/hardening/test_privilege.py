@@ -63,11 +63,31 @@ def test_private_key_readable_by_others_is_refused(hosts: Hosts) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_psk_file_readable_by_others_is_warned(hosts: Hosts) -> None:
-    """Through the user's entry point (``aioipsec daemon``), which logs config warnings."""
+def test_psk_file_readable_by_others_is_refused(hosts: Hosts) -> None:
+    """Issue 13 F9: a PSK in a file group or others may read stops the daemon before it
+    starts (nothing is set up), saying which file and what to do."""
+    directory = hosts.workdir / "gw-refused"
+    directory.mkdir(exist_ok=True)
+    config = gw_config(directory)
+    config.chmod(0o644)
+    result = run_daemon_once(hosts, config)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert str(config) in output and "chmod 600" in output, output
+    assert "allow_readable_secret_files" in output, output
+    assert "ipsec0" not in hosts.gw_ns.run("ip", "-o", "link").stdout
+
+
+@pytest.mark.timeout(60)
+def test_psk_file_readable_by_others_is_warned_when_allowed(hosts: Hosts) -> None:
+    """With ``allow_readable_secret_files = true``, through the user's entry point
+    (``aioipsec daemon``), which logs config warnings."""
     directory = hosts.workdir / "gw"
     directory.mkdir(exist_ok=True)
-    config = gw_config(directory, daemon={"log_format": "json", "log_level": "debug"})
+    config = gw_config(
+        directory,
+        daemon={"log_format": "json", "log_level": "debug", "allow_readable_secret_files": True},
+    )
     config.chmod(0o644)
     argv = [sys.executable, "-u", "-m", "aioipsec", "daemon", "-c", str(config), "--foreground"]
     process = hosts.lab.start(hosts.gw_ns, argv, log=directory / "cli.log", cwd=REPO_ROOT,
