@@ -30,6 +30,7 @@ import errno
 import ipaddress
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -193,11 +194,46 @@ def check_aes_ni(cpuinfo: str = "/proc/cpuinfo") -> Check:
     )
 
 
-def _port_holder(port: int) -> str:
+_SS_USER = re.compile(r'\("(?P<name>[^"]*)",pid=(?P<pid>\d+)')
+
+
+def port_holders(port: int) -> list[tuple[str, int]]:
+    """The processes (name, pid) holding UDP ``port``, as ``ss -lunp`` names them (empty
+    when ss is missing or shows no owner, e.g. without root)."""
     out = _run(["ss", "-H", "-lunp", f"sport = :{port}"])
-    if out is None or not out.stdout.strip():
+    if out is None:
+        return []
+    holders: list[tuple[str, int]] = []
+    for match in _SS_USER.finditer(out.stdout):
+        holder = (match["name"], int(match["pid"]))
+        if holder not in holders:
+            holders.append(holder)
+    return holders
+
+
+def is_aioipsec_daemon(pid: int) -> bool:
+    """Whether process ``pid`` is an aioipsec daemon (``aioipsec daemon``, ``python -m
+    aioipsec daemon`` or ``python -m aioipsec.daemon``), from its command line."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [Path(a.decode(errors="replace")).name for a in argv if a]
+    if "aioipsec.daemon" in words:
+        return True
+    return any(w in ("aioipsec", "aioipsec.__main__") for w in words) and "daemon" in words
+
+
+def describe_port_holders(port: int) -> str:
+    """' (held by charon pid 123)', or '' when the holder is unknown: for error messages."""
+    holders = port_holders(port)
+    if not holders:
         return ""
-    return " (" + " ".join(out.stdout.split()[-1:]) + ")"
+    names = ", ".join(
+        f"{'aioipsec daemon' if is_aioipsec_daemon(pid) else name} pid {pid}"
+        for name, pid in holders
+    )
+    return f" (held by {names})"
 
 
 def check_udp_port(port: int) -> Check:
@@ -214,11 +250,17 @@ def check_udp_port(port: int) -> Check:
             sock.bind((address, port))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
-                holder = _port_holder(port)
+                holders = port_holders(port)
+                ours = [pid for _, pid in holders if is_aioipsec_daemon(pid)]
+                if holders and len(ours) == len(holders):
+                    # Our own running daemon: the port is used as it should be.
+                    pids = ", ".join(str(pid) for pid in ours)
+                    return Check(name, OK, f"UDP port {port} is held by the aioipsec daemon "
+                                 f"(pid {pids})")  # fmt: skip
                 return Check(
                     name,
                     FAIL,
-                    f"UDP {address} port {port} is in use{holder}",
+                    f"UDP {address} port {port} is in use{describe_port_holders(port)}",
                     "stop the other IKE daemon (systemctl stop strongswan / ipsec / "
                     "charon-systemd) or set ike_port / nat_t_port in [daemon]",
                 )

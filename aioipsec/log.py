@@ -3,11 +3,15 @@
 * :func:`configure_logging` sets structlog up once per process (``--log-format``,
   ``--log-level``); output goes to stderr (or the stream given).
 * :func:`sa_logger` binds the connection name and IKE SA id, so every line about an SA
-  carries them (``conn=site ike_sa=3``).
+  carries them (``connection=site ike_sa_id=3``: the names the control protocol and the
+  ``subscribe`` stream use too).
 * :func:`redact_secrets` is a processor that refuses to print any value whose key looks
   like key material (``key``, ``secret``, ``psk``, ``password``, ``passphrase``,
   ``private``, ``sk_*``, ``keymat``, ...) — defence in depth: the code never logs keys,
   and if a future line tries, it prints ``<redacted>`` instead.
+* :class:`LogFile` is ``--log-file``: created 0600, opened with ``O_NOFOLLOW``, and
+  reopened by :func:`reopen_log_file` (SIGHUP, ``aioipsec reopen-logs``) so logrotate can
+  move it away (docs/daemon.md, "Log files and rotation").
 * :class:`RateLimitedLogger` for per-packet problems (bad ICV, unknown SPI): at most one
   line per key per interval, with the number of lines suppressed in between.
 """
@@ -15,21 +19,26 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any, TextIO
+from pathlib import Path
+from typing import Any, TextIO, cast
 
 import structlog
 
 __all__ = [
     "REDACTED",
+    "LogFile",
     "RateLimitedLogger",
     "configure_logging",
     "get_logger",
     "redact_secrets",
     "redact_value",
+    "reopen_log_file",
     "sa_logger",
 ]
 
@@ -84,6 +93,79 @@ def redact_secrets(
     return event_dict
 
 
+class LogFile:
+    """The daemon's ``--log-file``: a text stream that can be reopened at the same path.
+
+    The file is created mode 0600 (log lines name peers, identities and addresses) and
+    opened with ``O_NOFOLLOW``, so a symlink planted at the path does not make the daemon
+    append to (or create) another file. An existing file readable by group or others is
+    narrowed to 0600. :meth:`reopen` opens the path anew: after ``mv`` (logrotate), the
+    lines go to the new file; if the new open fails, the old file stays in use.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._file = self._open()
+
+    def _open(self) -> TextIO:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as error:
+            if error.errno == 40:  # ELOOP: the path is a symlink
+                raise OSError(
+                    error.errno,
+                    f"{self.path} is a symbolic link: the log file must be a regular file "
+                    "(remove the link or give another --log-file)",
+                ) from None
+            raise
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+            return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            return self._file.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def reopen(self) -> None:
+        """Open the path again and switch to it (the old file is closed)."""
+        new = self._open()
+        with self._lock:
+            old, self._file = self._file, new
+        old.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+_log_file: LogFile | None = None
+
+
+def reopen_log_file() -> str | None:
+    """Reopen the ``--log-file`` this process logs to (SIGHUP, ``reopen-logs``): its
+    path, or None when the process logs to stderr. Raises OSError when it cannot."""
+    if _log_file is None:
+        return None
+    _log_file.reopen()
+    return str(_log_file.path)
+
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -93,7 +175,7 @@ _LEVELS = {
 
 
 def configure_logging(
-    level: str = "info", fmt: str = "console", stream: TextIO | None = None
+    level: str = "info", fmt: str = "console", stream: TextIO | LogFile | None = None
 ) -> None:
     """Set structlog up: ``fmt`` is "console" (key=value lines) or "json" (one object a
     line, for journald/Loki/jq). Safe to call again (e.g. after a reload)."""
@@ -101,7 +183,9 @@ def configure_logging(
         raise ValueError(f"unknown log level {level!r}: use one of {', '.join(_LEVELS)}")
     if fmt not in ("console", "json"):
         raise ValueError(f"unknown log format {fmt!r}: use console or json")
+    global _log_file
     stream = stream or sys.stderr
+    _log_file = stream if isinstance(stream, LogFile) else None
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
@@ -120,7 +204,8 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # A LogFile has the write/flush a TextIO has, which is all PrintLogger uses.
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, stream)),
         cache_logger_on_first_use=False,
     )
 
@@ -135,7 +220,7 @@ def get_logger(name: str | None = None, **bound: Any) -> Any:
 
 def sa_logger(logger: Any, connection: str, ike_sa_id: int | str, **extra: Any) -> Any:
     """``logger`` with the connection name and IKE SA id bound (every SA line has them)."""
-    return logger.bind(conn=connection, ike_sa=ike_sa_id, **extra)
+    return logger.bind(connection=connection, ike_sa_id=ike_sa_id, **extra)
 
 
 class RateLimitedLogger:

@@ -100,10 +100,19 @@ def test_render_sas_swanctl_format() -> None:
     assert render_sas(SAS[0]) == SAS_TEXT
 
 
-def test_render_conns_and_mappings() -> None:
+def installed_example(tmp_path: Path, name: str = "demo-left.toml") -> Path:
+    """A shipped example holding a PSK, installed 0600 as the docs say (git keeps no
+    modes: the checkout's copy is 0644, which the loader refuses for a file with a PSK)."""
+    copy = tmp_path / name
+    copy.write_bytes((EXAMPLES / name).read_bytes())
+    copy.chmod(0o600)
+    return copy
+
+
+def test_render_conns_and_mappings(tmp_path: Path) -> None:
     from aioipsec.config import connection_listing, load_configuration
 
-    text = render_conns(connection_listing(load_configuration(EXAMPLES / "demo-left.toml")))
+    text = render_conns(connection_listing(load_configuration(installed_example(tmp_path))))
     assert text.splitlines()[:3] == [
         "demo: IKEv2, no reauthentication, rekeying every 14400s, dpd delay 30s",
         "  local:  192.168.100.1",
@@ -191,7 +200,7 @@ async def test_client_commands_against_a_control_socket(tmp_path: Path) -> None:
         assert out == "src 10.1.0.0/24 dst 10.2.0.0/24 out\n"
         # the socket from the environment, and from the TOML's [daemon] table
         code, out, _ = await run_cli("stats", env={"AIOIPSEC_SOCKET": str(path)})
-        assert (code, out) == (0, "ike_sas: 1\n")
+        assert (code, out) == (0, "ike:\n  sas: 1\n")
         toml = tmp_path / "a.toml"
         toml.write_text(f'[daemon]\ncontrol_socket = "{path}"\n')
         code, out, _ = await run_cli("reload", "-c", str(toml))
@@ -216,7 +225,7 @@ async def test_unreachable_daemon_exit_code(tmp_path: Path) -> None:
 
 
 def test_check_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["check", "-c", str(EXAMPLES / "demo-left.toml")]) == 0
+    assert main(["check", "-c", str(installed_example(tmp_path))]) == 0
     assert "configuration OK: 1 connection(s)" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text('[connections.x]\nlocal_addrs = "192.0.2.1"\nrekey_tim = "1h"\n')
@@ -278,7 +287,7 @@ def test_json_logs_with_sa_context_and_no_secrets() -> None:
     log.debug("not shown at info")
     (line,) = _json_lines(stream)
     assert line["event"] == "child_sa_established" and line["level"] == "info"
-    assert line["conn"] == "demo" and line["ike_sa"] == 3 and line["logger"] == "test"
+    assert line["connection"] == "demo" and line["ike_sa_id"] == 3 and line["logger"] == "test"
     assert line["spi_in"] == "cb3a8f01" and line["encr_keysize"] == 256
     assert line["psk"] == line["sk_ei"] == line["private_key"] == REDACTED
     assert line["keys"] == REDACTED
@@ -300,7 +309,7 @@ def test_console_format() -> None:
     sa_logger(get_logger(), "site", 7).warning("dpd_timeout", psk="x")
     get_logger().info("hidden")
     text = stream.getvalue()
-    assert "dpd_timeout" in text and "conn=site" in text and "ike_sa=7" in text
+    assert "dpd_timeout" in text and "connection=site" in text and "ike_sa_id=7" in text
     assert "psk=<redacted>" in text and "hidden" not in text
     assert "\x1b[" not in text  # no colours when not writing to a terminal
 
@@ -369,7 +378,7 @@ async def test_unwritable_log_file_is_a_clear_error(tmp_path: Path) -> None:
     log_file = tmp_path / "not-a-folder"
     log_file.write_text("")
     code, _, err = await run_cli(
-        "daemon", "-c", str(EXAMPLES / "demo-left.toml"), "--foreground",
+        "daemon", "-c", str(installed_example(tmp_path)), "--foreground",
         "--log-file", str(log_file / "x.log"),
     )  # fmt: skip
     assert code == 1
@@ -382,4 +391,27 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out.strip() == f"aioipsec {version('aioipsec')}"
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"aioipsec {version('aioipsec')}"
+    # What the crypto runs on, as an administrator asks for it in a bug report.
+    text = "\n".join(lines[1:])
+    assert re.search(r"^Python 3\.\d+\.\d+$", text, re.M), text
+    assert re.search(r"^cryptography \d+\.\d+", text, re.M), text
+    assert re.search(r"^OpenSSL \d+\.\d+", text, re.M), text
+    assert re.search(r"^AES-NI: (used|not used)", text, re.M), text
+
+
+def test_log_field_names_agree_with_the_docs() -> None:
+    """docs/cli.md names the two fields every SA line carries; the daemon's lines (bound
+    by sa_logger), the control protocol and the subscribe stream use the same names."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    match = re.search(
+        r"Every line about an SA carries `(\w+)` \(connection name\) and `(\w+)`", text
+    )
+    assert match, "docs/cli.md no longer names the SA fields of log lines"
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    sa_logger(get_logger("test"), "site", 7).info("IKE SA established")
+    (line,) = _json_lines(stream)
+    assert (line[match[1]], line[match[2]]) == ("site", 7)
+    assert match.groups() == ("connection", "ike_sa_id")  # as in event_record / ike_sa_id args

@@ -38,10 +38,11 @@ def render_follow_record(record: dict[str, Any]) -> list[str]:
     kind = record.get("type")
     if kind == "subscribed":
         lines = [f"aioipsec explain --follow: live IKE of the daemon (pid {record.get('pid')})"]
-        if record.get("key_files"):
+        tables = record.get("decryption_tables")
+        if tables:
             lines.append(
                 "session keys: the daemon runs with --save-keys and writes them to "
-                + ", ".join(record["key_files"])
+                + (", ".join(tables) if isinstance(tables, list) else str(tables))
                 + " (for Wireshark / aioipsec decode; never sent here)"
             )
         lines += ["", "  This daemon".ljust(WIDTH - 10) + "Peer".rjust(10)]

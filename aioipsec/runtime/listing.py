@@ -118,10 +118,23 @@ def ike_sa_listing(info: Any, state: Any, now_wall: float) -> dict[str, Any]:
         entry["nat-remote"] = "yes"
     if established.nat_local or established.nat_remote:
         entry["nat-any"] = "yes"
-    rekey_at = getattr(info, "rekey_at", None)
-    if rekey_at is not None:
-        entry["rekey-time"] = str(max(0, int(rekey_at)))
     return entry
+
+
+def ike_sa_timers(deadline: Any, now: float) -> dict[str, str]:
+    """VICI's ``rekey-time``, ``reauth-time`` and ``life-time`` of an IKE SA: seconds until
+    the engine's ``ike_rekey``/``ike_reauth``/``ike_expire`` deadlines (``deadline(name)``
+    gives one, or None when it is not set)."""
+    timers: dict[str, str] = {}
+    for key, name in (
+        ("rekey-time", "ike_rekey"),
+        ("reauth-time", "ike_reauth"),
+        ("life-time", "ike_expire"),
+    ):
+        at = deadline(name)
+        if at is not None:
+            timers[key] = str(max(0, int(at - now)))
+    return timers
 
 
 def child_sa_listing(
@@ -156,4 +169,10 @@ def child_sa_listing(
         entry["integ-alg"] = integ
     if child.esn:
         entry["esn"] = "1"
+    if counters.get("reqid") is not None:
+        entry["reqid"] = str(counters["reqid"])
+    for direction in ("in", "out"):
+        # Seconds since the last packet (VICI use-in/use-out); absent before the first.
+        if counters.get(f"use_{direction}") is not None:
+            entry[f"use-{direction}"] = str(max(0, int(counters[f"use_{direction}"])))
     return entry

@@ -232,7 +232,9 @@ def test_follow_record_rendering_points_to_key_files_and_never_shows_keys() -> N
     from aioipsec.explain import render_follow_record
 
     header = "\n".join(
-        render_follow_record({"type": "subscribed", "pid": 7, "key_files": ["/k/ikev2", "/k/esp"]})
+        render_follow_record(
+            {"type": "subscribed", "pid": 7, "decryption_tables": ["/k/ikev2", "/k/esp"]}
+        )
     )
     assert "/k/ikev2, /k/esp" in header and "--save-keys" in header
     out = render_follow_record(
