@@ -17,7 +17,7 @@ import hashlib
 from ikev2.crypto.auth import PublicKey, SignatureScheme, SignerError
 from ikev2.enums import HashAlgorithm
 
-__all__ = ["TokenError", "TokenSigner", "digest"]
+__all__ = ["TokenError", "TokenSigner", "describe_key", "digest"]
 
 _DIGESTS = {
     HashAlgorithm.SHA1: hashlib.sha1,
@@ -25,6 +25,18 @@ _DIGESTS = {
     HashAlgorithm.SHA2_384: hashlib.sha384,
     HashAlgorithm.SHA2_512: hashlib.sha512,
 }
+
+
+def describe_key(public: object) -> str:
+    """``RSA-3072``, ``ECDSA P-256``: a key's type and size for listings and messages."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(public, rsa.RSAPublicKey):
+        return f"RSA-{public.key_size}"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        names = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+        return f"ECDSA {names.get(public.curve.name, public.curve.name)}"
+    return "unknown key type" if public is None else type(public).__name__
 
 
 def digest(scheme: SignatureScheme, octets: bytes) -> bytes:

@@ -41,7 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from aioipsec.tokens import TokenError, TokenSigner, digest
+from aioipsec.tokens import TokenError, TokenSigner, describe_key, digest
 from ikev2.crypto.auth import (
     PublicKey,
     SignatureScheme,
@@ -241,16 +241,6 @@ def _objects(session: Any, object_class: Any, key_id: bytes | None = None) -> It
     return iter(session.get_objects(attrs))
 
 
-def _describe_key(public: PublicKey | None) -> str:
-    if isinstance(public, rsa.RSAPublicKey):
-        return f"RSA-{public.key_size}"
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        return {"secp256r1": "ECDSA P-256", "secp384r1": "ECDSA P-384"}.get(
-            public.curve.name, f"ECDSA {public.curve.name}"
-        )
-    return "unknown key type"
-
-
 class Pkcs11Signer(TokenSigner):
     """An IKE AUTH signer whose key stays in a PKCS#11 token (``ikev2.crypto.auth.Signer``).
 
@@ -332,7 +322,7 @@ class Pkcs11Signer(TokenSigner):
     @property
     def key_description(self) -> str:
         """``RSA-3072``, ``ECDSA P-256``: for messages naming both key and certificate."""
-        return _describe_key(self._public)
+        return describe_key(self._public)
 
     def certificate(self) -> x509.Certificate | None:
         """The X.509 certificate stored on the token under the key's CKA_ID, if any."""
@@ -391,6 +381,17 @@ if _HAVE_PKCS11:
 # ---- listing (aioipsec token list) ---------------------------------------------------
 
 
+def _key_entry(obj: Any, kind: str, public: PublicKey | None) -> dict[str, str]:
+    if public is None and kind == "private" and obj[Attribute.KEY_TYPE] == KeyType.RSA:
+        public = _public_from_object(obj)
+    return {
+        "id": bytes(obj[Attribute.ID] or b"").hex(),
+        "label": str(obj[Attribute.LABEL] or ""),
+        "class": kind,
+        "type": describe_key(public),
+    }
+
+
 @dataclass
 class TokenListing:
     """One slot with a token: what ``aioipsec token list`` prints (no secrets)."""
@@ -421,29 +422,18 @@ def list_module(path: str, pin: str | None = None) -> list[TokenListing]:
         spec = Pkcs11KeySpec("listing", path, b"", int(slot.slot_id), pin)
         session = _login(slot, spec) if pin else token.open()
         with session:
-            seen: set[bytes] = set()
-            for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-                for obj in _objects(session, object_class):
-                    key_id = bytes(obj[Attribute.ID] or b"")
-                    kind = "private" if object_class == ObjectClass.PRIVATE_KEY else "public"
-                    if kind == "public" and key_id in seen:
-                        continue
-                    seen.add(key_id)
-                    public = None
-                    try:
-                        public = _public_from_object(obj)
-                    except p11e.PKCS11Error:
-                        pass
-                    entry.keys.append(
-                        {
-                            "id": key_id.hex(),
-                            "label": str(obj[Attribute.LABEL] or ""),
-                            "class": kind,
-                            "type": _describe_key(public)
-                            if public is not None
-                            else ("EC" if obj[Attribute.KEY_TYPE] == KeyType.EC else "RSA"),
-                        }
-                    )
+            publics: dict[bytes, PublicKey | None] = {}
+            for obj in _objects(session, ObjectClass.PUBLIC_KEY):
+                publics[bytes(obj[Attribute.ID] or b"")] = _public_from_object(obj)
+            private_ids: set[bytes] = set()
+            for obj in _objects(session, ObjectClass.PRIVATE_KEY):
+                key_id = bytes(obj[Attribute.ID] or b"")
+                private_ids.add(key_id)
+                entry.keys.append(_key_entry(obj, "private", publics.get(key_id)))
+            for obj in _objects(session, ObjectClass.PUBLIC_KEY):
+                key_id = bytes(obj[Attribute.ID] or b"")
+                if key_id not in private_ids:
+                    entry.keys.append(_key_entry(obj, "public", publics.get(key_id)))
             for obj in _objects(session, ObjectClass.CERTIFICATE):
                 subject = ""
                 try:

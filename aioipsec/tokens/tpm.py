@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from aioipsec.tokens import TokenError, TokenSigner, digest
+from aioipsec.tokens import TokenError, TokenSigner, describe_key, digest
 from ikev2.crypto.auth import SignatureScheme, SignerError
 from ikev2.enums import HashAlgorithm
 
@@ -203,10 +203,7 @@ def list_persistent(tcti: str | None) -> list[dict[str, str]]:
             try:
                 public, _, _ = ctx.read_public(ctx.tr_from_tpmpublic(int(handle)))
                 key = serialization.load_pem_public_key(public.publicArea.to_pem())
-                if isinstance(key, rsa.RSAPublicKey):
-                    entry["type"] = f"RSA-{key.key_size}"
-                elif isinstance(key, ec.EllipticCurvePublicKey):
-                    entry["type"] = f"ECDSA {key.curve.name}"
+                entry["type"] = describe_key(key)
                 attrs = public.publicArea.objectAttributes
                 entry["sign"] = "yes" if attrs & TPMA_OBJECT.SIGN_ENCRYPT else "no"
                 entry["restricted"] = "yes" if attrs & TPMA_OBJECT.RESTRICTED else "no"
