@@ -6,9 +6,9 @@ interval; when the key is a source address, spoofed sources make every packet a 
 and tripled the CPU per packet. Any line the network can trigger (unknown SPI, bad ICV,
 half-open SAs failing, refused IKE_SA_INIT, IKE SAs deleted) therefore also draws on one
 token bucket for the whole process: ``burst`` lines at once, ``rate`` lines per second
-after that. A line without a token is dropped and counted; once per ``summary_interval``
-seconds while lines are dropped (and before the next line that passes) one summary line
-says how many::
+after that. A line without a token is dropped and counted; every ``summary_interval``
+seconds in which lines were dropped ends with one summary line saying how many (it takes
+no token)::
 
     log lines suppressed by the global log budget  suppressed=49731 budget_per_s=20.0
 
@@ -64,8 +64,6 @@ class LogBudget:
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             self.passed += 1
-            if self._unreported:
-                self.report()
             return True
         self.suppressed += 1
         self._unreported += 1
@@ -100,7 +98,12 @@ class LogBudget:
     # --- logging (the ikev2 package logs through the standard library)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.take()
+        # One record may reach several handlers: it takes one token, decided once.
+        verdict = getattr(record, _EXEMPT, None)
+        if verdict is None:
+            verdict = self.take()
+            setattr(record, _EXEMPT, verdict)
+        return bool(verdict)
 
 
 def _summary_writer(budget: LogBudget) -> Callable[[int], None]:
