@@ -27,7 +27,16 @@ from aioipsec.config import (
 )
 from aioipsec.control import ControlClient, ControlError, DaemonUnreachable
 
-__all__ = ["build_parser", "main", "render_conns", "render_mapping", "render_sas"]
+__all__ = [
+    "build_parser",
+    "main",
+    "render_conns",
+    "render_mapping",
+    "render_reload",
+    "render_sas",
+    "render_stats",
+    "version_text",
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_LOG_FILE = "/var/log/aioipsec.log"
@@ -220,6 +229,94 @@ def render_mapping(value: Any, indent: int = 0) -> str:
     return "\n".join(line for line in lines if line != "")
 
 
+# Units of the stats counters in text (docs/cli.md has the legend); the rest are counts.
+_STATS_UNITS = {"uptime": "s", "bytes_in": "bytes", "bytes_out": "bytes", "tun_mtu": "bytes"}
+# Drops and refusals, explained once in the text (the same words as docs/cli.md).
+_STATS_LEGEND = {
+    "no_policy": "outbound packets on the TUN device that match no policy: dropped",
+    "unknown_spi": "ESP packets for an SPI we do not have (old SA, or not for us)",
+    "held": "packets held while a trap negotiates their SA",
+    "held_dropped": "held packets dropped (queue full, or the negotiation failed)",
+    "bypass_dropped": "packets dropped by a DROP/bypass policy",
+    "esp_drops": "ESP packets dropped before an SA was found (malformed, too short)",
+    "too_big_sent": "ICMP 'fragmentation needed' sent back for packets over the MTU",
+}
+
+
+def _stats_key(key: str) -> str:
+    """One style for every key: snake_case (the daemon's JSON mixes ike-sas/bytes_in)."""
+    return key.replace("-", "_")
+
+
+def _stats_value(key: str, value: Any) -> str:
+    unit = _STATS_UNITS.get(key)
+    return f"{value} {unit}" if unit else str(value)
+
+
+def render_stats(stats: Any) -> str:
+    """``aioipsec stats`` text: groups, one key style (snake_case), units, empty groups
+    left out, and a short note after the drop counters that are not zero."""
+    if not isinstance(stats, dict):
+        return render_mapping(stats)
+    lines: list[str] = []
+    top = {_stats_key(k): v for k, v in stats.items() if not isinstance(v, dict)}
+    daemon = [f"{k}: {_stats_value(k, top.pop(k))}" for k in ("pid", "uptime") if k in top]
+    if daemon:
+        lines.append("daemon: " + ", ".join(daemon))
+    ike = {k.removeprefix("ike_"): v for k, v in top.items() if k.startswith("ike")}
+    ike = {("send_errors_500" if k == "ike500_send_errors" else k): v for k, v in ike.items()}
+    ike.update({_stats_key(k): v for k, v in (stats.get("ike") or {}).items()})
+    if ike:
+        lines.append("ike:")
+        lines += [f"  {k}: {_stats_value(k, v)}" for k, v in ike.items()]
+    sockets = stats.get("sockets") or {}
+    if sockets:
+        lines.append("sockets:")
+        for name, counters in sockets.items():
+            text = ", ".join(f"{_stats_key(k)} {v}" for k, v in (counters or {}).items())
+            lines.append(f"  {_stats_key(name)}: {text}")
+    esp = {_stats_key(k): v for k, v in (stats.get("esp") or {}).items()}
+    if esp:
+        lines.append("esp:")
+        for key, value in esp.items():
+            note = _STATS_LEGEND.get(key) if value else None
+            lines.append(f"  {key}: {_stats_value(key, value)}" + (f"  ({note})" if note else ""))
+    for key, value in top.items():
+        if not key.startswith("ike"):
+            lines.append(f"{key}: {_stats_value(key, value)}")
+    for key, value in stats.items():
+        # Any other group, in the same style; an empty one is left out (no "name: -").
+        if isinstance(value, dict) and value and key not in ("ike", "sockets", "esp"):
+            lines.append(f"{_stats_key(key)}:")
+            lines += [
+                f"  {_stats_key(str(k))}: {_text(v) if not isinstance(v, dict) else _flat(v)}"
+                for k, v in value.items()
+            ]
+    return "\n".join(lines) if lines else "no stats"
+
+
+def _flat(value: dict[str, Any]) -> str:
+    return ", ".join(f"{_stats_key(str(k))} {_text(v)}" for k, v in value.items())
+
+
+def render_reload(result: Any) -> str:
+    """``aioipsec reload`` text: what was added, removed and changed, and what that did
+    to the running SAs."""
+    if not isinstance(result, dict) or "added" not in result:
+        return render_mapping(result) if result else "configuration reloaded"
+    counts = ", ".join(
+        f"{len(result.get(key) or [])} {key}" for key in ("added", "removed", "changed")
+    )
+    lines = [f"configuration reloaded: {counts}, {len(result.get('unchanged') or [])} unchanged"]
+    for key in ("added", "removed", "changed", "unchanged"):
+        if result.get(key):
+            lines.append(f"  {key + ':':<10} {', '.join(result[key])}")
+    lines += [f"  {effect}" for effect in result.get("effects") or []]
+    if not any(result.get(key) for key in ("added", "removed", "changed")):
+        lines.append("  nothing changed; running SAs untouched")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- parser
 
 _DESCRIPTION = f"""\
@@ -242,6 +339,48 @@ def _version() -> str:
         return version("aioipsec")
     except PackageNotFoundError:
         return "(not installed)"
+
+
+def version_text() -> str:
+    """``--version``: ours, and what the crypto runs on (as ``charon --version`` and
+    ``openssl version`` together would say): Python, cryptography, OpenSSL, AES-NI."""
+    import platform
+
+    lines = [f"aioipsec {_version()}", f"Python {platform.python_version()}"]
+    try:
+        import cryptography
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        lines.append(f"cryptography {cryptography.__version__}")
+        lines.append(backend.openssl_version_text())
+    except ImportError as error:  # pragma: no cover - cryptography is a dependency
+        lines.append(f"cryptography not available ({error})")
+    from aioipsec.doctor import check_aes_ni
+
+    aes = check_aes_ni()
+    # OpenSSL uses AES-NI when the CPU has it, unless OPENSSL_ia32cap clears the AES bit
+    # (bit 57 of the first word: "~0x200000000000000").
+    mask = os.environ.get("OPENSSL_ia32cap", "")  # noqa: SIM112 (OpenSSL spells it so)
+    try:
+        masked = mask.startswith("~") and bool(int(mask[1:].split(":")[0], 0) & (1 << 57))
+    except ValueError:
+        masked = False
+    if aes.status == "OK" and masked:
+        lines.append("AES-NI: not used (the CPU has it; OPENSSL_ia32cap turns it off)")
+    elif aes.status == "OK":
+        lines.append("AES-NI: used (the CPU has AES instructions; OpenSSL uses them)")
+    else:
+        lines.append(f"AES-NI: not used ({aes.detail})")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version_text())
+        parser.exit()
 
 
 def _add_socket_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -290,7 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_socket_options(parser, top=True)
-    parser.add_argument("--version", action="version", version=f"aioipsec {_version()}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions of aioipsec, Python, cryptography and OpenSSL, and "
+        "whether AES-NI is used, and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     daemon = commands.add_parser(
@@ -402,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
         "does). A configuration with errors is refused and the old one stays.",
     )
     _add_socket_options(reload_cmd)
+
+    reopen = commands.add_parser(
+        "reopen-logs",
+        help="reopen the --log-file (log rotation)",
+        description="Ask the daemon to reopen its --log-file (as SIGHUP does, without "
+        "the reload): after logrotate (or mv) has moved the file, new lines go to a new "
+        "file at the same path. See docs/daemon.md for a logrotate example.",
+    )
+    _add_socket_options(reopen)
 
     commands.add_parser(
         "selftest",
@@ -530,7 +683,14 @@ def _cmd_client(args: argparse.Namespace) -> int:
             text = render_conns(result)
             print(text if text else "no connections loaded")
         return EXIT_OK
-    if command in ("policies", "stats"):
+    if command == "stats":
+        result = _call(args, command, {})
+        if args.json:
+            _print_json(result)
+        else:
+            print(render_stats(result))
+        return EXIT_OK
+    if command == "policies":
         result = _call(args, command, {})
         if args.json:
             _print_json(result)
@@ -540,7 +700,11 @@ def _cmd_client(args: argparse.Namespace) -> int:
         return EXIT_OK
     if command == "reload":
         result = _call(args, "reload", {})
-        print(render_mapping(result) if result else "configuration reloaded")
+        print(render_reload(result))
+        return EXIT_OK
+    if command == "reopen-logs":
+        result = _call(args, "reopen-logs", {})
+        print(_message(result, "log file reopened"))
         return EXIT_OK
     raise AssertionError(command)
 
@@ -594,7 +758,7 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
     except ImportError as error:
         _error(f"the daemon runtime is not available in this installation ({error})")
         return EXIT_FAILED
-    from aioipsec.log import configure_logging, get_logger
+    from aioipsec.log import LogFile, configure_logging, get_logger
 
     log_file = args.log_file
     if not options.foreground:
@@ -605,7 +769,8 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
     log_stream = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_stream = open(log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        # 0600, O_NOFOLLOW; reopened on SIGHUP and 'aioipsec reopen-logs' (logrotate).
+        log_stream = LogFile(log_file)
     configure_logging(
         configuration.daemon.log_level, configuration.daemon.log_format, stream=log_stream
     )
@@ -635,32 +800,78 @@ def _detach() -> int:
 
 
 def _wait_for_daemon(pid: int, socket_path: str, log_file: Path, limit: float = 60.0) -> int:
+    """Wait until our child answers on the control socket. The answer must come from
+    the child itself (its pid in ``stats``): another daemon already listening on the same
+    socket would answer too, while our child fails and exits."""
     deadline = time.monotonic() + limit
+    other: Any = None
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
+            why = ""
+            if other is not None:
+                why = (f": another daemon (pid {other}) already answers on {socket_path}; "
+                       "stop it first or give this one another control_socket")  # fmt: skip
             _error(
                 f"the daemon exited during start-up (status {os.waitstatus_to_exitcode(status)})"
-                f"; see {log_file}"
+                f"{why}; see {log_file}"
             )
             return EXIT_FAILED
         try:
             with ControlClient(socket_path, timeout=2.0) as client:
-                client.call("stats")
+                answer = client.call("stats")
+        except ControlError:
+            time.sleep(0.1)
+            continue
+        answering = answer.get("pid") if isinstance(answer, dict) else None
+        if answering == pid:
             print(f"aioipsec daemon running (pid {pid}), control socket {socket_path}, "
                   f"log {log_file}")  # fmt: skip
             return EXIT_OK
-        except ControlError:
-            time.sleep(0.1)
+        other = answering if answering is not None else "unknown"
+        time.sleep(0.1)
     _error(f"the daemon (pid {pid}) did not answer on {socket_path} within {limit:g}s; "
            f"see {log_file}")  # fmt: skip
     return EXIT_FAILED
 
 
+def _tool_with_global_options(arguments: list[str]) -> tuple[str, list[str]] | None:
+    """``aioipsec [--socket X] [-c FILE] [--timeout S] TOOL ARGS...``: the tool and its
+    arguments, the global options handed over (argparse's REMAINDER cannot take a tool's
+    own options after global ones). None when no tool is named."""
+    index = 0
+    while index < len(arguments) and arguments[index] not in TOOLS:
+        word = arguments[index]
+        if word in ("--socket", "-c", "--config", "--timeout"):
+            index += 2
+        elif word.startswith(("--socket=", "--config=", "--timeout=")):
+            index += 1
+        else:
+            return None
+    if index >= len(arguments):
+        return None
+    tool, rest = arguments[index], arguments[index + 1 :]
+    top = argparse.ArgumentParser(add_help=False)
+    _add_socket_options(top, top=True)
+    options, _ = top.parse_known_args(arguments[:index])
+    if tool == "doctor":
+        if options.config is not None:
+            rest = ["-c", str(options.config), *rest]
+    elif options.socket or options.config is not None:
+        # explain --follow (the only other tool that talks to a daemon) reads it here.
+        os.environ["AIOIPSEC_SOCKET"] = _socket_path(options)
+    return tool, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments and arguments[0] in TOOLS:
-        return _run_tool(arguments[0], arguments[1:])
+    try:
+        tool = _tool_with_global_options(arguments)
+    except ConfigError as error:
+        _error(f"configuration error: {error}")
+        return EXIT_USAGE
+    if tool is not None:
+        return _run_tool(*tool)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

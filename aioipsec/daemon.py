@@ -12,13 +12,15 @@ undone in reverse if a later one fails, so a bad start leaves nothing behind:
 5. the control socket, the engine timer task, ``start_action = start`` / ``trap``.
 
 SIGTERM/SIGINT: every IKE SA is deleted (DELETE sent, answers awaited briefly), routes and
-the TUN device removed, exit status 0. SIGHUP: the configuration is reloaded.
+the TUN device removed, exit status 0. SIGHUP: the ``--log-file`` is reopened (log
+rotation) and the configuration reloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -31,12 +33,12 @@ from typing import Any
 import structlog
 
 from aioipsec.control import RequestError, sa_selector
-from aioipsec.log import RateLimitedLogger
+from aioipsec.log import RateLimitedLogger, sa_logger
 from aioipsec.ratelimit import LogBudget, install_log_budget
 from aioipsec.runtime.children import ChildSpec
 from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
 from aioipsec.runtime.engine import EngineDriver
-from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing
+from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import (
     DrainingSocket,
@@ -159,6 +161,10 @@ class Daemon:
         # Control connections following the daemon (``subscribe``): one bounded queue each.
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.subscriber_drops = 0
+        # child_sa_id -> [packets in, wall time they last grew, packets out, time]: the
+        # "N s ago" of ``sas`` (swanctl's use-in/use-out), sampled once a second by
+        # _track_use rather than timed on the per-packet path.
+        self._last_use: dict[int, list[float]] = {}
 
     # ------------------------------------------------------------------ start / stop
 
@@ -213,6 +219,7 @@ class Daemon:
         self._cleanups.append(self.datapath.close)
 
         self._tasks.append(self.loop.create_task(self.driver.run_timer(), name="ike-timer"))
+        self._tasks.append(self.loop.create_task(self._track_use(), name="use-tracker"))
 
         from aioipsec.control import ControlServer
 
@@ -227,7 +234,7 @@ class Daemon:
         for signal_number, handler in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self.request_stop),
-            (signal.SIGHUP, self._request_reload),
+            (signal.SIGHUP, self._on_sighup),
         ):
             self.loop.add_signal_handler(signal_number, handler)
             self._cleanups.append(partial(self.loop.remove_signal_handler, signal_number))
@@ -257,9 +264,11 @@ class Daemon:
             families.append(("::", socket.AF_INET6))
         bound = []
         for host, family in families:
-            port500 = await IkePort500.bind(host, self.ike_port)
+            with _port_in_use(host, self.ike_port, "ike_port"):
+                port500 = await IkePort500.bind(host, self.ike_port)
             self._cleanups.append(port500.close)
-            udp_socket = open_udp_socket(host, self.nat_t_port)
+            with _port_in_use(host, self.nat_t_port, "nat_t_port"):
+                udp_socket = open_udp_socket(host, self.nat_t_port)
             self._cleanups.append(udp_socket.close)
             bound.append((family, port500, udp_socket))
         return bound
@@ -377,7 +386,7 @@ class Daemon:
         assert self.datapath is not None
         if self._subscribers:
             self._publish(event_record(event))
-        bound = log.bind(connection=event.connection, ike_sa_id=event.ike_sa_id)
+        bound = sa_logger(log, event.connection, event.ike_sa_id)
         if isinstance(event, ev.IkeSaEstablished):
             new_state = IkeSaState(event, time.time())
             self.ike_sas[event.ike_sa_id] = new_state
@@ -579,6 +588,24 @@ class Daemon:
         assert self.driver is not None
         self.driver.call(self.driver.dispatcher.child_sa_limit_reached, spi_in, cause, hard)
 
+    async def _track_use(self, interval: float = 1.0) -> None:
+        """Record when each Child SA last carried a packet in each direction (to the
+        second): the packet counters are read once per interval, nothing per packet."""
+        assert self.datapath is not None
+        while True:
+            now_wall = time.time()
+            children = self.datapath.children
+            for child_sa_id in [c for c in self._last_use if c not in children]:
+                del self._last_use[child_sa_id]
+            for child_sa_id, entry in children.items():
+                packets_in, packets_out = entry.sa_in.packets_in, entry.sa_out.packets_out
+                seen = self._last_use.setdefault(child_sa_id, [0, -1.0, 0, -1.0])
+                if packets_in != seen[0]:
+                    seen[0], seen[1] = packets_in, now_wall
+                if packets_out != seen[2]:
+                    seen[2], seen[3] = packets_out, now_wall
+            await asyncio.sleep(interval)
+
     async def _keepalive(self, ike_sa_id: int) -> None:
         """NAT keepalives (RFC 3948 sec. 2.3) while a NAT is in front of us, as their own
         task. ESP sent to the peer refreshes the NAT mapping too: the SA's packet counter is
@@ -623,6 +650,31 @@ class Daemon:
     def _request_reload(self) -> None:
         self.loop.create_task(self.reload())
 
+    def _on_sighup(self) -> None:
+        """SIGHUP, as for charon and most daemons: reopen the log file (logrotate moved
+        it), then re-read the configuration."""
+        with contextlib.suppress(RequestError):  # logged: the old file stays in use
+            self._reopen_logs()
+        self._request_reload()
+
+    def _reopen_logs(self) -> str | None:
+        from aioipsec.log import reopen_log_file
+
+        try:
+            path = reopen_log_file()
+        except OSError as exc:
+            log.error("cannot reopen the log file: still writing to the old one", error=str(exc))
+            raise RequestError(f"cannot reopen the log file: {exc}") from exc
+        if path is not None:
+            log.info("log file reopened", path=path)
+        return path
+
+    async def _cmd_reopen_logs(self, args: dict[str, Any]) -> dict[str, Any]:
+        path = self._reopen_logs()
+        if path is None:
+            return {"message": "the daemon logs to stderr: no log file to reopen", "path": None}
+        return {"message": f"log file {path} reopened", "path": path}
+
     async def reload(self) -> dict[str, Any]:
         """Re-read the configuration files (SIGHUP, ``aioipsec reload``).
 
@@ -638,7 +690,8 @@ class Daemon:
         except Exception as exc:
             log.error("reload failed, keeping the running configuration", error=str(exc))
             return {"reloaded": False, "error": str(exc)}
-        old_names = {c.name for c in self.engine_configs}
+        old_configs = {c.name: c for c in self.engine_configs}
+        old_names = set(old_configs)
         self.settings = settings
         self.engine_configs = configs
         self.psk_lookup = psk_lookup
@@ -650,8 +703,60 @@ class Daemon:
                 for child in config.children:
                     if child.start_action == "trap":
                         self.datapath.add_trap(config, child)
-        log.info("configuration reloaded", connections=[c.name for c in configs])
-        return {"reloaded": True, "connections": [c.name for c in configs]}
+        summary = self._reload_summary(old_configs, configs)
+        log.info(
+            "configuration reloaded",
+            added=summary["added"],
+            removed=summary["removed"],
+            changed=summary["changed"],
+            unchanged=summary["unchanged"],
+        )
+        return {"reloaded": True, "connections": [c.name for c in configs], **summary}
+
+    def _reload_summary(self, old: dict[str, Any], configs: list[Any]) -> dict[str, Any]:
+        """What a reload changed, and what that did to the running SAs (``reload``'s
+        answer): SAs are never torn down by a reload; a change applies to the next
+        negotiation, as with ``swanctl --load-conns``."""
+        new = {c.name: c for c in configs}
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        changed = sorted(n for n in set(new) & set(old) if not _same_config(old[n], new[n]))
+        unchanged = sorted(n for n in set(new) & set(old) if n not in changed)
+        running: dict[str, int] = {}
+        for state in self.ike_sas.values():
+            name = state.established.connection
+            running[name] = running.get(name, 0) + 1
+        effects: list[str] = []
+        for name in added:
+            starts = [c.name for c in new[name].children if c.start_action == "start"]
+            traps = [c.name for c in new[name].children if c.start_action == "trap"]
+            if starts:
+                effects.append(f"{name}: added, initiating {', '.join(starts)} (start_action)")
+            elif traps:
+                effects.append(f"{name}: added, trap policies for {', '.join(traps)}")
+            else:
+                effects.append(f"{name}: added (start it with 'aioipsec initiate --ike {name}')")
+        kept = {
+            "removed": "{n} IKE SA(s) keep running until they end or you run 'aioipsec "
+            "terminate --ike {name}'",
+            "changed": "{n} IKE SA(s) keep what they negotiated, the change applies from the "
+            "next rekey or initiate (terminate and initiate --ike {name} to apply it now)",
+        }
+        for what, names in (("removed", removed), ("changed", changed)):
+            for name in names:
+                n = running.get(name, 0)
+                effects.append(
+                    f"{name}: {what}; its " + kept[what].format(n=n, name=name)
+                    if n
+                    else f"{name}: {what} (no SA was up)"
+                )
+        return {
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+            "unchanged": unchanged,
+            "effects": effects,
+        }
 
     # ------------------------------------------------------------------ control socket
 
@@ -666,6 +771,7 @@ class Daemon:
             "terminate": self._cmd_terminate,
             "rekey": self._cmd_rekey,
             "reload": self._cmd_reload,
+            "reopen-logs": self._cmd_reopen_logs,
             "subscribe": self._cmd_subscribe,
         }
 
@@ -687,12 +793,14 @@ class Daemon:
         from aioipsec.control import Stream
 
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
-        key_files = None
+        # Not "key_files": the control socket's secret filter redacts any "key" field, and
+        # these are file names, not keys.
+        tables = None
         if self.exporter is not None:
-            key_files = [str(self.exporter.ike_table_path), str(self.exporter.esp_table_path)]
+            tables = [str(self.exporter.ike_table_path), str(self.exporter.esp_table_path)]
         queue.put_nowait(
             {"type": "subscribed", "time": time.time(), "pid": os.getpid(),
-             "key_files": key_files}
+             "decryption_tables": tables}
         )  # fmt: skip
         self._subscribers.add(queue)
 
@@ -703,7 +811,9 @@ class Daemon:
         return Stream(items(), on_close=lambda: self._subscribers.discard(queue))
 
     async def _cmd_sas(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        """``swanctl --list-sas`` / VICI ``list-sas``: one ``{name: ike_sa}`` dict per SA."""
+        """``swanctl --list-sas`` / VICI ``list-sas``: one ``{name: ike_sa}`` dict per SA,
+        with the IKE SA's rekey/reauth/expiry timers and each Child SA's reqid and the
+        seconds since its last packet in and out, as charon lists them."""
         assert self.driver is not None and self.datapath is not None
         wanted_ike = args.get("ike")
         result = []
@@ -713,10 +823,21 @@ class Daemon:
             if wanted_ike and info.connection != wanted_ike:
                 continue
             entry = ike_sa_listing(info, state, now_wall)
+            if state is not None:
+                timers = self.driver.dispatcher.ike_sa(info.ike_sa_id).timers
+                entry.update(ike_sa_timers(timers.get, self.driver.now()))
             children: dict[str, dict[str, Any]] = {}
             if state is not None:
                 for child in state.children.values():
                     counters = self.datapath.child_counters(child.child_sa_id)
+                    installed = self.datapath.children.get(child.child_sa_id)
+                    if installed is not None:
+                        counters["reqid"] = installed.reqid
+                    use = self._last_use.get(child.child_sa_id)
+                    if use is not None:
+                        for direction, at in (("in", use[1]), ("out", use[3])):
+                            if at >= 0:
+                                counters[f"use_{direction}"] = now_wall - at
                     key = f"{child.child}-{child.child_sa_id}"
                     children[key] = child_sa_listing(child, counters, now_wall)
             entry["child-sas"] = children
@@ -738,6 +859,7 @@ class Daemon:
     async def _cmd_stats(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.driver is not None and self.datapath is not None
         return {
+            "pid": os.getpid(),
             "uptime": round(time.time() - self.started_at, 1),
             "ike-sas": len(self.ike_sas),
             "ike-messages-in": self.driver.messages_in,
@@ -757,44 +879,73 @@ class Daemon:
         }
 
     async def _cmd_initiate(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Start a Child SA (and its IKE SA when there is none) and wait for that Child SA,
+        as ``swanctl --initiate`` does: an IKE SA whose Child SA the peer refused (e.g.
+        NO_PROPOSAL_CHOSEN in IKE_AUTH, RFC 7296 sec. 1.2) is a failure, not a success."""
         assert self.driver is not None
         child = args.get("child")
         ike = args.get("ike")
         if ike is None:
             ike = self._connection_of_child(child)
-        if ike not in {config.name for config in self.engine_configs}:
+        config = next((c for c in self.engine_configs if c.name == ike), None)
+        if config is None:
             raise RequestError(f"no connection named {ike!r}")
+        if child is not None and not any(c.name == child for c in config.children):
+            raise RequestError(f"connection {ike!r} has no child named {child!r}")
+        # The engine negotiates the first child in IKE_AUTH when none is named.
+        wanted = child if child is not None else (
+            config.children[0].name if config.children else None
+        )  # fmt: skip
         timeout = float(args.get("timeout", 10.0))
-        waiter = self._wait_for(
-            lambda e: (
-                isinstance(e, ev.ChildSaEstablished | ev.IkeSaEstablished)
-                and e.connection == ike
-                and (child is None or getattr(e, "child", child) == child)
-            ),
-            lambda e: (
-                isinstance(e, ev.AuthenticationFailed | ev.NegotiationFailed | ev.IkeSaDeleted)
-                and e.connection == ike
-            ),
-        )
         existing = next((s for s in self.ike_sas.values() if s.established.connection == ike), None)
-        if existing is not None and child is not None:
+        # Only events of the IKE SA this request started (or the one it uses) count.
+        target: list[int] = [] if existing is None else [existing.established.ike_sa_id]
+
+        def ours(e: ev.Event) -> bool:
+            return e.connection == ike and (not target or e.ike_sa_id == target[0])
+
+        def succeeded(e: ev.Event) -> bool:
+            if not ours(e):
+                return False
+            if wanted is None:
+                return isinstance(e, ev.IkeSaEstablished)
+            return isinstance(e, ev.ChildSaEstablished) and e.child == wanted
+
+        def failed(e: ev.Event) -> bool:
+            if not ours(e):
+                return False
+            if isinstance(e, ev.NegotiationFailed):
+                return e.child is None or e.child == wanted
+            return isinstance(e, ev.AuthenticationFailed | ev.IkeSaDeleted | ev.PeerUnreachable)
+
+        waiter = self._wait_for(succeeded, failed)
+        if existing is not None and wanted is not None:
             self.driver.call(
-                self.driver.dispatcher.create_child, existing.established.ike_sa_id, child
+                self.driver.dispatcher.create_child, existing.established.ike_sa_id, wanted
             )
         else:
-            self.driver.call(self.driver.dispatcher.initiate, ike, child=child)
+            target.append(self.driver.call(self.driver.dispatcher.initiate, ike, child=child))
+        what = f"{ike}/{wanted}" if wanted else ike
         try:
             event = await asyncio.wait_for(waiter, timeout)
         except TimeoutError as exc:
-            raise RequestError(f"initiating {ike}/{child or '-'} timed out") from exc
+            raise RequestError(
+                f"{what}: timed out after {timeout:g}s without an answer from the peer "
+                "(see the log; 'aioipsec doctor' checks ports and firewall)"
+            ) from exc
+        if isinstance(event, ev.PeerUnreachable):
+            raise RequestError(f"{what}: peer {event.remote_addr} unreachable")
         if isinstance(event, _FAILURE_EVENTS):
-            raise RequestError(f"initiating {ike} failed: {event.reason}")
+            raise RequestError(f"{what}: {event.reason}")
         return {
-            "message": f"initiated {ike}"
-            + (f"/{child}" if child else "")
-            + f" (IKE SA #{event.ike_sa_id})",
+            "message": f"initiated {what} (IKE SA #{event.ike_sa_id}"
+            + (
+                f", CHILD SA #{event.child_sa_id})"
+                if isinstance(event, ev.ChildSaEstablished)
+                else ")"
+            ),
             "ike": ike,
-            "child": child,
+            "child": wanted,
             "ike_sa_id": event.ike_sa_id,
         }
 
@@ -1040,6 +1191,32 @@ def _drop_capabilities(keep: tuple[int, ...] = (CAP_NET_ADMIN,)) -> None:
         return
     log.info("capabilities dropped", kept=["CAP_NET_ADMIN" if c == CAP_NET_ADMIN else c
                                             for c in keep])  # fmt: skip
+
+
+@contextlib.contextmanager
+def _port_in_use(host: str, port: int, setting: str) -> Any:
+    """Turn EADDRINUSE into a StartupError that names the process holding the port (as
+    ``aioipsec doctor`` does) and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        from aioipsec.doctor import describe_port_holders
+
+        raise StartupError(
+            f"UDP {host} port {port} is already in use{describe_port_holders(port)}: stop "
+            f"that IKE daemon, or set {setting} in [daemon] to another port"
+        ) from None
+
+
+def _same_config(old: Any, new: Any) -> bool:
+    """Whether two engine connection configs are equal (dataclass equality; repr when a
+    field does not compare)."""
+    try:
+        return bool(old == new)
+    except Exception:
+        return repr(old) == repr(new)
 
 
 def _ipv6_enabled() -> bool:
