@@ -25,6 +25,7 @@ from aioipsec.config.model import (
     SharedSecret,
     raise_collected,
 )
+from aioipsec.config.tokens import TOKEN_SECTIONS, build_token_key, build_token_sections
 from aioipsec.config.values import (
     _AUTH_KEYS,
     _AUTHORITY_KEYS,
@@ -388,7 +389,7 @@ def _build_secrets(source: RawSource, table: Any, configuration: Configuration) 
 def _build_secret(source: RawSource, name: str, value: Any, configuration: Configuration) -> None:
     path = ("secrets", name)
     value = _expect_table(source, value, path, "one secret")
-    kind = _split_suffix(name, ("ike", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES))
+    kind = _split_suffix(name, ("ike", "token", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES))
     if kind is None:
         raise source.error(
             path,
@@ -399,6 +400,8 @@ def _build_secret(source: RawSource, name: str, value: Any, configuration: Confi
         raise source.error(path, f"{kind} secrets are not supported by aioipsec")
     if kind == "ike":
         configuration.shared_secrets.append(_build_shared_secret(source, name, value))
+    elif kind == "token":  # a key that stays in a PKCS#11 token or the TPM
+        configuration.tokens.keys.append(build_token_key(source, name, value))
     else:
         configuration.private_keys.append(_build_private_key(source, name, kind, value))
 
@@ -536,7 +539,7 @@ def build_configuration(
     """
     configuration = configuration or Configuration()
     configuration.sources.append(source.path)
-    allowed = ("daemon", "connections", "secrets") if source.kind == "toml" else (
+    allowed = ("daemon", "connections", "secrets", *TOKEN_SECTIONS) if source.kind == "toml" else (
         "connections", "secrets", "authorities")  # fmt: skip
     for key, value in source.data.items():
         if key in allowed:
@@ -561,6 +564,9 @@ def build_configuration(
     if "secrets" in source.data:
         with source.collecting():
             _build_secrets(source, source.data["secrets"], configuration)
+    if source.kind == "toml" and any(key in source.data for key in TOKEN_SECTIONS):
+        with source.collecting():
+            build_token_sections(source, configuration)
     if "authorities" in source.data and source.kind == "swanctl":
         with source.collecting():
             _build_authorities(source, source.data["authorities"], configuration)

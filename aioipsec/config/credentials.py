@@ -27,6 +27,7 @@ from aioipsec.config.model import (
     identity_matches,
     raise_collected,
 )
+from aioipsec.config.tokens import find_token_signer
 
 # Where swanctl looks for files named relatively (relative to swanctl.conf's folder).
 SWANCTL_FOLDERS = {
@@ -332,6 +333,9 @@ def find_private_key(configuration: Configuration, connection: ConnectionSetting
     for private in configuration.private_keys:
         if _public_bytes(private.key.public_key()) == wanted:
             return private.key
+    signer = find_token_signer(configuration, connection, leaf)
+    if signer is not None:
+        return signer
     raise ConfigError(
         f"no private key matches certificate {connection.local.certs[0]}",
         file=connection.source,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from aioipsec.tokens.spec import TokenSettings
 from ikev2.config import AuthMethodName, CloseAction, DpdAction, FragmentationMode, StartAction
 from ikev2.identity import Identity
 
@@ -244,6 +245,8 @@ class Configuration:
     connections: dict[str, ConnectionSettings] = field(default_factory=dict)
     shared_secrets: list[SharedSecret] = field(default_factory=list)
     private_keys: list[PrivateKey] = field(default_factory=list)
+    # Keys in PKCS#11 tokens and the TPM, the modules and the TCTI (config/tokens.py).
+    tokens: TokenSettings = field(default_factory=TokenSettings)
     # Trust anchors loaded without being named by a connection (swanctl's x509ca/ folder).
     authorities: list[Path] = field(default_factory=list)
     # swanctl.conf's `authorities` sections (their cacert is also in ``authorities``).

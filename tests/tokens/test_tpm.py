@@ -25,7 +25,7 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(folder)
 
 
-def _signer(tpm: Swtpm, handle: int = HANDLE):  # noqa: ANN202
+def _signer(tpm: Swtpm, handle: int = HANDLE):
     from aioipsec.tokens.tpm import TpmKeySpec, TpmSigner
 
     return TpmSigner(TpmKeySpec(tpm.tcti, handle))
