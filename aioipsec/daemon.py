@@ -132,6 +132,9 @@ class Daemon:
         self.options = options
         self.settings = settings
         self.loop = loop
+        # keyingtries: attempts so far, and connections with a retry scheduled.
+        self._keying_attempts: dict[str, int] = {}
+        self._keying_pending: set[str] = set()
         self._config_module = config_module
         daemon_table = settings.daemon
         self.ike_port: int = daemon_table.ike_port
@@ -390,6 +393,7 @@ class Daemon:
         if isinstance(event, ev.IkeSaEstablished):
             new_state = IkeSaState(event, time.time())
             self.ike_sas[event.ike_sa_id] = new_state
+            self._keying_attempts.pop(event.connection, None)
             self.datapath.nat_local[event.ike_sa_id] = event.nat_local
             bound.info(
                 "IKE SA established",
@@ -486,6 +490,7 @@ class Daemon:
             if event.action == "trap":
                 # dpd_action = trap: the next packet renegotiates (strongSwan semantics).
                 self._trap_children(event.connection, lambda c: c.dpd_action == "trap")
+            self._retry_keying(event)
         elif isinstance(event, ev.IkeSaAddressChanged):
             self._follow_peer(event)
             bound.info(
@@ -632,6 +637,40 @@ class Daemon:
                 if udp.sock.family == family:
                     udp.sendto(keepalive, remote)
                     self.datapath.keepalives_out += 1
+
+    def _retry_keying(self, event: ev.PeerUnreachable) -> None:
+        """strongSwan's keyingtries: a ``start_action = start`` connection whose IKE SA
+        never came up (the peer did not answer) is tried again, with a back-off, until
+        keyingtries attempts (0: forever). An SA that was up follows its dpd_action."""
+        connection = self.settings.connections.get(event.connection)
+        if event.ike_sa_id in self.ike_sas or connection is None:
+            return
+        starts = [c.name for c in connection.children.values() if c.start_action == "start"]
+        if not starts or event.connection in self._keying_pending:
+            return
+        attempts = self._keying_attempts.get(event.connection, 1)
+        delay = connection.keying_retry_delay(attempts)
+        if delay is None:
+            self._keying_attempts.pop(event.connection, None)
+            log.warning("giving up after keyingtries attempts", connection=event.connection,
+                        attempts=attempts)  # fmt: skip
+            return
+        self._keying_attempts[event.connection] = attempts + 1
+        self._keying_pending.add(event.connection)
+        log.info("peer unreachable: trying again (keyingtries)", connection=event.connection,
+                 attempt=attempts + 1, keyingtries=connection.keyingtries, delay=delay)  # fmt: skip
+
+        def retry() -> None:
+            self._keying_pending.discard(event.connection)
+            current = self.settings.connections.get(event.connection)
+            if current is None or self.driver is None or any(
+                state.established.connection == event.connection for state in self.ike_sas.values()
+            ):
+                return
+            self.driver.call(self.driver.dispatcher.initiate, event.connection, child=starts[0],
+                             children=starts[1:])  # fmt: skip
+
+        self.loop.call_later(delay, retry)
 
     def _apply_start_actions(self, configs: list[Any]) -> None:
         assert self.driver is not None and self.datapath is not None

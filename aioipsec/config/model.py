@@ -26,6 +26,9 @@ SendCert = Literal["always", "ifasked", "never"]
 
 
 DEFAULT_CONTROL_SOCKET = "/run/aioipsec.sock"
+# keyingtries: the wait before retry n is FIRST * 2**(n-1) seconds, at most MAX.
+KEYING_RETRY_FIRST = 5.0
+KEYING_RETRY_MAX = 300.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("console", "json")
 
@@ -193,6 +196,15 @@ class ConnectionSettings:
     local: AuthSettings = field(default_factory=AuthSettings)
     remote: AuthSettings = field(default_factory=AuthSettings)
     children: dict[str, ChildSettings] = field(default_factory=dict)
+
+    def keying_retry_delay(self, attempts: int) -> float | None:
+        """After ``attempts`` failed tries to establish the IKE SA (the peer did not
+        answer): seconds to wait before the next, or None to give up (``keyingtries``;
+        0: never give up). The wait starts at 5 s and doubles up to 5 min, so a peer that
+        stays down costs one retransmission cycle per few minutes, not a busy loop."""
+        if self.keyingtries and attempts >= self.keyingtries:
+            return None
+        return float(min(KEYING_RETRY_FIRST * 2 ** max(0, attempts - 1), KEYING_RETRY_MAX))
 
 
 @dataclass
