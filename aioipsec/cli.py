@@ -585,13 +585,15 @@ TOOLS = {
     "explain": "one IKEv2 negotiation byte by byte and key by key (--seed, --keys)",
     "doctor": "check prerequisites: privileges, TUN, ports, firewall, MTU, clock",
     "interop": "run interop scenarios against strongSwan in namespaces (--list, --all)",
+    "token": "list the keys and certificates of a PKCS#11 module or the TPM (no secrets)",
 }
 
 
 def _run_tool(name: str, tool_args: Sequence[str]) -> int:
     import importlib
 
-    return int(importlib.import_module(f"aioipsec.{name}").main(list(tool_args)))
+    module = {"token": "tokens.cli"}.get(name, name)  # aioipsec/tokens/cli.py
+    return int(importlib.import_module(f"aioipsec.{module}").main(list(tool_args)))
 
 
 # --------------------------------------------------------------------------- commands

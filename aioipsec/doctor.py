@@ -512,7 +512,15 @@ def run_checks(
     checks = [check_privileges(), check_tun(), check_forwarding(configuration), check_aes_ni()]
     checks += [check_udp_port(port) for port in ports]
     checks += [check_clock(), check_mtu(configuration), check_firewall(), check_kernel_ipsec()]
+    checks += check_tokens(configuration)
     return checks
+
+
+def check_tokens(configuration: Any | None) -> list[Check]:
+    """Each token key: module loads, slot present, PIN accepted, test signature verifies."""
+    from aioipsec.tokens.doctor import token_checks
+
+    return [Check(*result) for result in token_checks(configuration)]
 
 
 def render(checks: list[Check]) -> str:
@@ -565,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="aioipsec doctor",
         description="Check the prerequisites: root or CAP_NET_ADMIN, /dev/net/tun, IP "
         "forwarding (gateways), AES-NI, UDP 500/4500 free, clock synchronised, path MTU, "
-        "firewall rules for IKE and ESP, kernel IPsec policies. Each check prints OK, WARN "
+        "firewall rules for IKE and ESP, kernel IPsec policies, and with -c each token key "
+        "(module, slot, PIN, a test signature). Each check prints OK, WARN "
         "or FAIL and what to do; exit status 1 if any FAILs.",
     )
     add_arguments(parser)
