@@ -865,6 +865,14 @@ def _tool_with_global_options(arguments: list[str]) -> tuple[str, list[str]] | N
     return tool, rest
 
 
+def _config_errors(error: ConfigError) -> None:
+    """Every problem the loaders found, one line each (``check`` reports them all)."""
+    for problem in error.errors:
+        _error(f"configuration error: {problem}")
+    if len(error.errors) > 1:
+        _error(f"{len(error.errors)} configuration errors")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -890,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args)
         return _cmd_client(args)
     except ConfigError as error:
-        _error(f"configuration error: {error}")
+        _config_errors(error)
         return EXIT_USAGE
     except DaemonUnreachable as error:
         _error(str(error))

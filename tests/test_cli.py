@@ -232,6 +232,21 @@ def test_check_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     assert main(["check", "-c", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:3: connections.x.rekey_tim: unknown key 'rekey_tim'" in err
+    # Every error in one run (issue 21 item 5), one line each, then the count.
+    bad.write_text(
+        '[connections.x]\nlocal_addrs = "192.0.2.1"\nrekey_tim = "1h"\nmobike = "yes"\n'
+        "[connections.x.children.c]\nmark_in = 1\n"
+    )
+    assert main(["check", "-c", str(bad)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2] for line in lines[:3]] == [
+        f"{bad}:3",
+        f"{bad}:4",
+        f"{bad}:6",
+    ], lines
+    assert all(line.startswith("aioipsec: configuration error: ") for line in lines[:-1])
+    # ... and the missing local section: four in all.
+    assert lines[-1] == "aioipsec: 4 configuration errors" and len(lines) == 5, lines
 
 
 @pytest.mark.timeout(60)
