@@ -260,7 +260,7 @@ def render_stats(stats: Any) -> str:
         return render_mapping(stats)
     lines: list[str] = []
     top = {_stats_key(k): v for k, v in stats.items() if not isinstance(v, dict)}
-    daemon = [f"{k}: {_stats_value(k, top.pop(k))}" for k in ("pid", "uptime") if k in top]
+    daemon = [f"{k} {_stats_value(k, top.pop(k))}" for k in ("pid", "uptime") if k in top]
     if daemon:
         lines.append("daemon: " + ", ".join(daemon))
     ike = {k.removeprefix("ike_"): v for k, v in top.items() if k.startswith("ike")}

@@ -168,6 +168,10 @@ class Daemon:
         # "N s ago" of ``sas`` (swanctl's use-in/use-out), sampled once a second by
         # _track_use rather than timed on the per-packet path.
         self._last_use: dict[int, list[float]] = {}
+        # IKE SAs negotiated under a connection's settings that a reload has changed since:
+        # they keep running, but ``initiate`` does not add Child SAs to them (their config
+        # is the old one) and starts a new IKE SA instead.
+        self._outdated_ike_sas: set[int] = set()
 
     # ------------------------------------------------------------------ start / stop
 
@@ -419,10 +423,14 @@ class Daemon:
                     old.keepalive.cancel()
                     old.keepalive = self.loop.create_task(self._keepalive(event.ike_sa_id))
             self.datapath.rebind_ike_sa(event.old_ike_sa_id, event.ike_sa_id)
+            if event.old_ike_sa_id in self._outdated_ike_sas:  # the new SA has the old config
+                self._outdated_ike_sas.discard(event.old_ike_sa_id)
+                self._outdated_ike_sas.add(event.ike_sa_id)
             bound.info("IKE SA rekeyed", old_ike_sa_id=event.old_ike_sa_id)
             self._export_ike_keys(event)
         elif isinstance(event, ev.IkeSaDeleted):
             state = self.ike_sas.pop(event.ike_sa_id, None)
+            self._outdated_ike_sas.discard(event.ike_sa_id)
             self.datapath.nat_local.pop(event.ike_sa_id, None)
             if state is not None:
                 if state.keepalive is not None:
@@ -663,8 +671,13 @@ class Daemon:
         def retry() -> None:
             self._keying_pending.discard(event.connection)
             current = self.settings.connections.get(event.connection)
-            if current is None or self.driver is None or any(
-                state.established.connection == event.connection for state in self.ike_sas.values()
+            if (
+                current is None
+                or self.driver is None
+                or any(
+                    state.established.connection == event.connection
+                    for state in self.ike_sas.values()
+                )
             ):
                 return
             self.driver.call(self.driver.dispatcher.initiate, event.connection, child=starts[0],
@@ -743,6 +756,9 @@ class Daemon:
                     if child.start_action == "trap":
                         self.datapath.add_trap(config, child)
         summary = self._reload_summary(old_configs, configs)
+        for state in self.ike_sas.values():
+            if state.established.connection in summary["changed"]:
+                self._outdated_ike_sas.add(state.established.ike_sa_id)
         log.info(
             "configuration reloaded",
             added=summary["added"],
@@ -778,8 +794,9 @@ class Daemon:
         kept = {
             "removed": "{n} IKE SA(s) keep running until they end or you run 'aioipsec "
             "terminate --ike {name}'",
-            "changed": "{n} IKE SA(s) keep what they negotiated, the change applies from the "
-            "next rekey or initiate (terminate and initiate --ike {name} to apply it now)",
+            "changed": "{n} IKE SA(s) keep running with the old settings; 'aioipsec initiate' "
+            "negotiates a new IKE SA with the new ones ('aioipsec terminate --ike {name}' "
+            "closes the old)",
         }
         for what, names in (("removed", removed), ("changed", changed)):
             for name in names:
@@ -936,7 +953,15 @@ class Daemon:
             config.children[0].name if config.children else None
         )  # fmt: skip
         timeout = float(args.get("timeout", 10.0))
-        existing = next((s for s in self.ike_sas.values() if s.established.connection == ike), None)
+        existing = next(
+            (
+                s
+                for s in self.ike_sas.values()
+                if s.established.connection == ike
+                and s.established.ike_sa_id not in self._outdated_ike_sas
+            ),
+            None,
+        )
         # Only events of the IKE SA this request started (or the one it uses) count.
         target: list[int] = [] if existing is None else [existing.established.ike_sa_id]
 
