@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aioipsec.interop.charon import child_sas
 from aioipsec.interop.runner import run_scenario
@@ -43,6 +43,14 @@ ALGORITHMS = [
     ("aes256gcm16-prfsha256-ecp256", "aes256gcm16-x25519"),
     ("aes128ccm16-prfsha256-x25519", "aes128ccm16"),
 ]
+
+
+# (token, key type) of the rows whose key stays in a token, each in both roles.
+TOKEN_ROWS: tuple[tuple[Literal["softhsm", "tpm"], Literal["ecdsa", "rsa"]], ...] = (
+    ("softhsm", "ecdsa"),
+    ("softhsm", "rsa"),
+    ("tpm", "ecdsa"),
+)
 
 
 def _other(initiator: Implementation) -> Implementation:
@@ -126,6 +134,22 @@ MATRIX: list[Scenario] = [
             expect_ike_fragments=key_type == "rsa",
         )
         for key_type in ("ecdsa", "rsa", "ed25519")
+        for initiator in ("aioipsec", "charon")
+    ),
+    # Our key never leaves a token (issue 16): ECDSA P-256 and RSA-3072 in SoftHSM2, ECDSA
+    # P-256 in a TPM (swtpm in our namespace), in both roles; the certificate is issued by
+    # the harness's CA for the token's public key.
+    *(
+        Scenario(
+            name=f"{initiator}-{token}-{key_type}",
+            initiator=initiator,
+            responder=_other(initiator),
+            auth="pubkey",
+            key_type=key_type,
+            token=token,
+            expect_ike_fragments=key_type == "rsa",
+        )
+        for token, key_type in TOKEN_ROWS
         for initiator in ("aioipsec", "charon")
     ),
     *(

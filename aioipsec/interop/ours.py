@@ -35,6 +35,8 @@ class AioipsecPeer:
         self.log_path = self.workdir / "daemon.log"
         self.keep_alive = keep_alive
         self.process: BackgroundProcess | None = None
+        # More environment for the daemon (a token peer: SOFTHSM2_CONF).
+        self.env: dict[str, str] = {}
 
     def start(self) -> None:
         """Nothing to do yet: the daemon reads its whole configuration at start (load())."""
@@ -80,7 +82,11 @@ class AioipsecPeer:
         self.toml_path.chmod(0o600)
         argv = self.daemon_argv()
         self.process = self.lab.start(
-            self.namespace, argv, log=self.log_path, cwd=REPO, env={"PYTHONPATH": str(REPO)}
+            self.namespace,
+            argv,
+            log=self.log_path,
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), **self.env},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

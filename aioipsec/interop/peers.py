@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aioipsec.interop.charon import Charon, swanctl_section
 from aioipsec.interop.ours import aioipsec_peer
 from aioipsec.interop.scenario import DPD_DELAY, LIFETIME, OVER_TIME, Scenario, Side, Topology
+from aioipsec.interop.tokens import token_peer
 from aioipsec.netns import Lab, Namespace
 
 
@@ -198,4 +199,6 @@ def make_peer(
         )
     if implementation != "aioipsec":
         raise PeerUnavailable(f"unknown implementation {implementation!r}")
+    if scenario.token and aioipsec_factory is aioipsec_peer:
+        aioipsec_factory = token_peer  # our key in a SoftHSM2 token or an swtpm
     return aioipsec_factory(lab, namespace, workdir, scenario, side)

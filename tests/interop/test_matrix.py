@@ -18,6 +18,12 @@ import pytest
 
 from aioipsec.interop.matrix import MATRIX, RowResult, run_row
 from aioipsec.interop.scenario import Scenario
+from tests.components import require_component
+
+TOKEN_COMPONENTS = {
+    "softhsm": ("softhsm2", "python-pkcs11"),
+    "tpm": ("swtpm", "tpm2-tools", "tpm2-pytss"),
+}
 
 pytestmark = [
     pytest.mark.interop,
@@ -71,6 +77,8 @@ def matrix_pool(request):
 @pytest.mark.timeout(ROW_TIMEOUT * 3)
 @pytest.mark.parametrize("scenario", MATRIX, ids=[s.name for s in MATRIX])
 def test_matrix(scenario, matrix_pool):
+    if scenario.token:  # our key in a token (issue 16): the token's components too
+        require_component(*TOKEN_COMPONENTS[scenario.token])
     _, run, error, workdir, _ = matrix_pool.result(scenario.name)
     assert run is not None, f"{error}\nlogs, wire.pcap, keys kept in {workdir}"
     report = "\n".join(f"--- {side} ---\n{text}" for side, text in run.logs.items())
