@@ -448,6 +448,22 @@ def _auto_credentials(
                 configuration.private_keys.append(
                     PrivateKey(name=f"{kind}/{path.name}", file=path, key=key, source=source.path)
                 )
+    for folder_name in ("x509crl", "x509ocsp"):
+        folder = base / folder_name
+        files = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        if files:
+            # strongSwan checks peers' certificates against these: accepting them
+            # without that check would ignore them.
+            source.problems.append(
+                ConfigError(
+                    f"{folder_name}/ holds {', '.join(files)}: strongSwan checks "
+                    "revocation with it, and aioipsec's CRL and OCSP checks are not "
+                    "implemented yet: refusing it rather than ignoring it",
+                    file=folder,
+                    key=f"{folder_name}/",
+                    hint=f"empty {folder_name}/ for now; see docs/configuration.md",
+                )
+            )
     for kind, target in (("cacerts", configuration.authorities),
                          ("certs", configuration.certificates)):  # fmt: skip
         folder = base / SWANCTL_FOLDERS[kind]

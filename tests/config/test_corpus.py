@@ -23,11 +23,12 @@ pytestmark = pytest.mark.skipif(
     "(../shared/reference/swanctl-corpus; not redistributed in this repository)",
 )
 
-# Measured: 117 of 713 before issue 19's configuration work, 122 now. The rest wait on
+# Measured: 117 of 713 before issue 19's configuration work, 120 now (122 before CRLs in
+# x509crl/ were refused: nothing checks them yet). The rest wait on
 # updown scripts (477 hosts: read, refused until the runtime runs them; 326 hosts would
 # load with them), revocation checks, and remote access (vips, pools, EAP). Raise this
 # as those land: the issue's target is 60 %, then 85 % with remote access.
-MIN_ACCEPTED = 122
+MIN_ACCEPTED = 120
 MAX_SECONDS = 5.0
 
 

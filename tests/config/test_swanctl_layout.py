@@ -263,3 +263,12 @@ def test_secret_file_modes_same_rule_as_toml(tmp_path: Path) -> None:
     allow = write(tmp_path / "a.toml", "[daemon]\nallow_readable_secret_files = true\n")
     configuration = load_configuration(allow, tmp_path / "swanctl.conf")
     assert any("secrets.conf" in w and "chmod 600" in w for w in configuration.warnings)
+
+
+def test_crls_in_x509crl_are_refused_until_they_are_checked(pki: Path) -> None:
+    """strongSwan checks peers' certificates against x509crl/: not checking them would
+    ignore them, so the folder is refused, by its name, until revocation checks exist."""
+    write(pki / "x509crl" / "ca.crl", b"-----BEGIN X509 CRL-----\n")
+    write(pki / "swanctl.conf", PUBKEY_CONF.replace("ID", "moon.example"))
+    error = error_of(pki)
+    assert error.key == "x509crl/" and "ca.crl" in error.reason
