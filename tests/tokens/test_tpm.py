@@ -86,3 +86,18 @@ def test_tpm_unreachable_while_running(swtpm: Swtpm, pki: Pki) -> None:
     net.a.initiate("conn", "net", now=net.now)
     net.pump()
     assert len(net.events("a", IkeSaEstablished)) == 2
+
+
+def test_rsa_pss_in_the_tpm_verifies_with_our_algorithm_identifier(swtpm: Swtpm) -> None:
+    """The TPM picks the PSS salt itself (TPM 2.0 Part 1 sec. B.7): the signature must
+    verify with the salt length our RFC 7427 AlgorithmIdentifier announces."""
+    from ikev2.crypto.auth import choose_signature_scheme, sign_auth, verify_signature_auth
+    from ikev2.enums import HashAlgorithm
+
+    swtpm.create_key(HANDLE, "rsa2048")
+    signer = _signer(swtpm)
+    hashes_ = [HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384]
+    method, scheme = choose_signature_scheme(signer, hashes_, rsa_pss=True)
+    octets = b"IKE_AUTH octets" * 80  # > 1024: the digest is ours, not a TPM sequence
+    data = sign_auth(signer, octets, method, scheme)
+    assert verify_signature_auth(signer.public_key(), method, data, octets).rsa_padding == "pss"
