@@ -9,14 +9,12 @@
 A connection with ``auth = pubkey`` whose certificate matches no key file gets the token
 key whose public key matches the certificate (strongSwan finds keys the same way). The
 tokens are opened here, at load: a wrong PIN or a missing module fails the start with
-its reason. A file holding a PIN follows the rule of PSK files (group/others may not
-read it: a warning, as for a PSK).
+its reason. A file holding a PIN follows the rule of PSK files: group/others may not
+read it (refused, unless ``[daemon] allow_readable_secret_files``).
 """
 
 from __future__ import annotations
 
-import os
-import stat
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -72,7 +70,7 @@ def build_token_key(source: Any, name: str, table: dict[str, Any]) -> TokenKey:
                 key.module = text
             elif item == "pin":
                 key.pin = text
-                _check_pin_file(source, path)
+                source.note_secret(path)  # the rule of PSK files: chmod 600, or refused
             else:
                 raise source.error(
                     path, f"unknown key {item!r} in a token secret", f"known keys: {_TOKEN_KEYS}"
@@ -90,18 +88,6 @@ def build_token_key(source: Any, name: str, table: dict[str, Any]) -> TokenKey:
             "aioipsec token list --module NAME shows the keys and their IDs",
         )
     return key
-
-
-def _check_pin_file(source: Any, path: tuple[str, ...]) -> None:
-    file, _ = source.locate(path)
-    try:
-        mode = os.stat(file).st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        source.warnings.append(
-            f"{file} holds a token PIN and is readable by group/others: chmod 600 {file}"
-        )
 
 
 def build_token_sections(source: Any, configuration: Configuration) -> None:

@@ -70,15 +70,15 @@ def test_swanctl_token_secret_with_softhsm(softhsm: SoftHsm, pki: Pki, tmp_path:
     secret = f"handle = 0102\n slot = {softhsm.slot_id}\n module = softhsm\n pin = {PIN}"
     toml, conf = _write(tmp_path, cert, pki.ca_cert, secret, _softhsm_toml(softhsm))
     configuration = load_configuration(toml, conf)
-    assert not any("PIN" in warning for warning in configuration.warnings)
     (engine,) = to_engine_configs(configuration)
     signer = engine.local.private_key
     assert isinstance(signer, Signer) and "pkcs11:softhsm" in signer.description
     assert PIN not in repr(configuration.tokens) and PIN not in repr(engine)
-    # A readable file holding a PIN: the PSK rule (a warning saying what to do).
+    # A readable file holding a PIN: the PSK rule (refused, saying what to do).
     os.chmod(conf, 0o644)
-    configuration = load_configuration(toml, conf)
-    assert any(f"chmod 600 {conf}" in warning for warning in configuration.warnings)
+    with pytest.raises(ConfigError) as caught:
+        load_configuration(toml, conf)
+    assert f"chmod 600 {conf}" in str(caught.value) and PIN not in str(caught.value)
 
 
 def test_wrong_pin_fails_the_load_with_the_reason(
