@@ -58,6 +58,7 @@ COMPONENTS: dict[str, Component] = {
     "iperf3": Component(_tool("iperf3"), _DEBIAN.format("iperf3")),
     "ip": Component(_tool("ip"), _DEBIAN.format("iproute2")),
     "ss": Component(_tool("ss"), _DEBIAN.format("iproute2")),
+    "logrotate": Component(_tool("logrotate"), _DEBIAN.format("logrotate")),
     "ping": Component(_tool("ping"), _DEBIAN.format("iputils-ping")),
     "unshare": Component(_tool("unshare"), "util-linux (essential on Debian)"),
     "setpriv": Component(_tool("setpriv"), "util-linux (essential on Debian)"),

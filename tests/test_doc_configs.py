@@ -67,3 +67,28 @@ def test_configuration_block_loads(tmp_path: Path, where: str, tag: str, text: s
     options = DaemonOptions(config_file=path if toml else None, swanctl_conf=None if toml else path)
     configuration = options.load()  # a ConfigError here names the block's file:line
     assert configuration.connections or configuration.daemon, where
+
+
+# Notes that lived beside the project while it was built, not in it: a user of the
+# repository cannot open them, so the docs must carry what they said.
+NOT_IN_THE_REPOSITORY = ("strongswan-here.md", "performance-notes.md", "bad-inputs.md")
+
+
+def test_docs_cite_no_file_outside_the_repository() -> None:
+    shipped = {p.name for p in ROOT.rglob("*.md") if ".venv" not in p.parts}
+    cited = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in DOCS
+        for name in NOT_IN_THE_REPOSITORY
+        if name in path.read_text(encoding="utf-8") and name not in shipped
+    ]
+    assert not cited, f"docs cite files that are not in the repository: {cited}"
+
+
+def test_running_charon_beside_aioipsec_is_documented() -> None:
+    """What the cited note said, now in docs/daemon.md: kernel-libipsec, the load line,
+    /run in a private mount namespace."""
+    text = (ROOT / "docs" / "daemon.md").read_text(encoding="utf-8")
+    section = text.split("## strongSwan's charon beside aioipsec", 1)[1].split("\n## ", 1)[0]
+    for needle in ("kernel-libipsec", "load = ", "unshare -m", "tmpfs /run", "STRONGSWAN_CONF"):
+        assert needle in section, needle

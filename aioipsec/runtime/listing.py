@@ -122,15 +122,11 @@ def ike_sa_listing(info: Any, state: Any, now_wall: float) -> dict[str, Any]:
 
 
 def ike_sa_timers(deadline: Any, now: float) -> dict[str, str]:
-    """VICI's ``rekey-time``, ``reauth-time`` and ``life-time`` of an IKE SA: seconds until
-    the engine's ``ike_rekey``/``ike_reauth``/``ike_expire`` deadlines (``deadline(name)``
-    gives one, or None when it is not set)."""
+    """VICI's ``rekey-time`` and ``reauth-time`` of an IKE SA: seconds until the engine's
+    ``ike_rekey``/``ike_reauth`` deadlines (``deadline(name)`` gives one, or None when it
+    is not set). As in VICI, an IKE SA has no ``life-time``."""
     timers: dict[str, str] = {}
-    for key, name in (
-        ("rekey-time", "ike_rekey"),
-        ("reauth-time", "ike_reauth"),
-        ("life-time", "ike_expire"),
-    ):
+    for key, name in (("rekey-time", "ike_rekey"), ("reauth-time", "ike_reauth")):
         at = deadline(name)
         if at is not None:
             timers[key] = str(max(0, int(at - now)))

@@ -202,6 +202,12 @@ def test_first_hour(lab, workdir):
         assert re.search(r"^daemon: pid \d+, uptime \d+(\.\d+)? s$", stats, re.M), stats
         assert not re.search(r": -$", stats, re.M), stats
         assert "-" not in "".join(re.findall(r"^\s*([\w-]+):", stats, re.M)), stats
+        # Every counter printed is in docs/cli.md's legend.
+        docs = (REPO / "docs" / "cli.md").read_text().split("### `aioipsec stats", 1)[1]
+        docs = docs.split("\n### ", 1)[0]
+        for key in re.findall(r"^\s*([a-z]\w*):", stats, re.M):
+            if not key.startswith(("udp", "esp_v")):  # socket names
+                assert f"`{key}`" in docs or f"`{key.removesuffix('out')}" in docs, key
         # doctor may FAIL on other checks here (no firewall rules...): read its udp lines.
         doctor = run(moon.exec_argv([sys.executable, "-m", "aioipsec", "doctor"])).stdout
         assert re.search(r"^OK +udp-500 +UDP port 500 is held by the aioipsec daemon", doctor,

@@ -4,8 +4,9 @@ started by mistake, doctor next to a running daemon.
 One namespace, one real daemon started the way docs/daemon.md says
 (``aioipsec daemon --foreground --log-file FILE -c FILE``), then:
 
-* log rotation: the log file is 0600; after ``mv`` and SIGHUP, and after ``mv`` and
-  ``aioipsec reopen-logs``, new lines go to a new file at the old path;
+* log rotation: the log file is 0600; after ``mv`` and SIGHUP, after ``mv`` and
+  ``aioipsec reopen-logs``, and after logrotate with the shipped example
+  (aioipsec/examples/aioipsec.logrotate), new lines go to a new file at the old path;
 * ``aioipsec doctor`` says UDP 500/4500 are held by the aioipsec daemon (not FAIL);
 * a second daemon on the same ports fails naming the process that holds them;
 * a second daemon started detached with other ports but the same control socket reports
@@ -59,7 +60,7 @@ def text_of(path: Path) -> str:
 
 @pytest.mark.timeout(90)
 def test_log_rotation_second_daemon_and_doctor(lab, workdir):
-    requirements_or_skip("ss")
+    requirements_or_skip("ss", "logrotate")
     gw = lab.namespace("gw")
     other = lab.namespace("peer")
     lab.veth(gw, f"{GW.outer}/24", other, f"{GW.peer_outer}/24")
@@ -97,6 +98,26 @@ def test_log_rotation_second_daemon_and_doctor(lab, workdir):
     rotated = text_of(log_file.with_suffix(".log.2"))
     cli("stats", "--socket", socket_path)  # something to log after the rotation
     assert text_of(log_file.with_suffix(".log.2")) == rotated, "the moved file still grows"
+
+    # --- the shipped logrotate example, run by logrotate itself ---------------------------
+    example = (REPO / "aioipsec" / "examples" / "aioipsec.logrotate").read_text()
+    assert "/var/log/aioipsec.log {" in example and "aioipsec reopen-logs" in example
+    rotate = workdir / "logrotate.conf"
+    rotate.write_text(
+        example.replace("/var/log/aioipsec.log", str(log_file)).replace(
+            "aioipsec reopen-logs",
+            f"{sys.executable} -m aioipsec reopen-logs --socket {socket_path}",
+        )
+    )
+    before = text_of(log_file)
+    result = subprocess.run(
+        ["logrotate", "-f", "-s", str(workdir / "logrotate.state"), str(rotate)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert text_of(Path(f"{log_file}.1")) == before  # moved (compressed at the next run)
+    assert wait_for(lambda: "log file reopened" in text_of(log_file)), result.stderr
+    assert log_file.stat().st_mode & 0o777 == 0o600
 
     # --- doctor recognises our own daemon on 500/4500 ---------------------------------------
     result = cli("doctor", "--json")
