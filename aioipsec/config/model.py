@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+# The defaults the command line needs live in a module of their own (fast CLI start).
+from aioipsec.defaults import DEFAULT_CONTROL_SOCKET
+from aioipsec.defaults import LOG_FORMATS as LOG_FORMATS
+from aioipsec.defaults import LOG_LEVELS as LOG_LEVELS
 from aioipsec.tokens.spec import TokenSettings
 from ikev2.config import AuthMethodName, CloseAction, DpdAction, FragmentationMode, StartAction
 from ikev2.identity import Identity
@@ -25,12 +29,9 @@ ChildMode = Literal["tunnel", "transport"]
 SendCert = Literal["always", "ifasked", "never"]
 
 
-DEFAULT_CONTROL_SOCKET = "/run/aioipsec.sock"
 # keyingtries: the wait before retry n is FIRST * 2**(n-1) seconds, at most MAX.
 KEYING_RETRY_FIRST = 5.0
 KEYING_RETRY_MAX = 300.0
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("console", "json")
 
 
 # --------------------------------------------------------------------------- errors

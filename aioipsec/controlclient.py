@@ -1,0 +1,207 @@
+"""The control socket's client: light enough for a command that only asks the daemon.
+
+``aioipsec sas`` (and every other command that talks to a running daemon) imports this
+module and not :mod:`aioipsec.control`: the server side pulls in asyncio and the logging
+stack (structlog), about 60-80 ms of imports here, for a command that should answer in
+well under 40 ms (issue 17). The protocol is described in :mod:`aioipsec.control`,
+which re-exports everything below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MAX_LINE", "ControlClient", "ControlError", "DaemonUnreachable"]
+
+MAX_LINE = 1 << 20  # a request or response line longer than this is refused
+
+
+class ControlError(Exception):
+    """The daemon answered ``ok: false`` (``str(error)`` is its message)."""
+
+
+class DaemonUnreachable(ControlError):
+    """No daemon listens at the socket path (or it does not answer)."""
+
+
+def _unreachable(path: Path, reason: str) -> DaemonUnreachable:
+    return DaemonUnreachable(
+        f"cannot reach the daemon at {path} ({reason}): is it running? "
+        "start it with 'aioipsec daemon -c FILE', or give its socket with --socket PATH"
+    )
+
+
+def _decode_response(line: bytes, path: Path) -> Any:
+    if not line:
+        raise _unreachable(path, "the daemon closed the connection")
+    try:
+        response = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ControlError(f"the daemon at {path} sent something that is not JSON") from None
+    if not isinstance(response, dict) or "ok" not in response:
+        raise ControlError(f"the daemon at {path} sent an unexpected response")
+    if not response["ok"]:
+        raise ControlError(str(response.get("error", "unknown error")))
+    return response.get("result")
+
+
+def _encode_request(command: str, args: Mapping[str, Any] | None) -> bytes:
+    return json.dumps({"command": command, "args": dict(args or {})}).encode() + b"\n"
+
+
+class ControlClient:
+    """Talk to a daemon's control socket, blocking (:meth:`call`) or in asyncio
+    (:meth:`acall`). Raises :class:`DaemonUnreachable` when nothing listens and
+    :class:`ControlError` when the daemon answers with an error."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    # ---- blocking
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except FileNotFoundError:
+            sock.close()
+            raise _unreachable(self.path, "no such socket") from None
+        except PermissionError:
+            sock.close()
+            raise DaemonUnreachable(
+                f"permission denied on {self.path}: run as root or as a member of the "
+                "daemon's control_group"
+            ) from None
+        except OSError as error:
+            sock.close()
+            raise _unreachable(self.path, error.strerror or str(error)) from None
+        self._sock = sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            self._buffer = b""
+
+    def __enter__(self) -> ControlClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def call(self, command: str, args: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Send one request and return its result (``args`` and keyword args merge)."""
+        merged = {**(args or {}), **kwargs}
+        self.connect()
+        assert self._sock is not None
+        try:
+            self._sock.sendall(_encode_request(command, merged))
+            while b"\n" not in self._buffer:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    break
+                self._buffer += chunk
+                if len(self._buffer) > MAX_LINE * 64:
+                    raise ControlError("response too long")
+        except TimeoutError:
+            self.close()
+            raise DaemonUnreachable(
+                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
+            ) from None
+        except OSError as error:
+            self.close()
+            raise _unreachable(self.path, error.strerror or str(error)) from None
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return _decode_response(line, self.path)
+
+    def stream(
+        self, command: str, args: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Send a streaming request (``subscribe``) and yield its items as they come,
+        without a timeout between them, until the daemon closes the stream. The connection
+        is used up: call :meth:`close` (or leave the ``with`` block) to end it."""
+        merged = {**(args or {}), **kwargs}
+        self.connect()
+        assert self._sock is not None
+        try:
+            self._sock.sendall(_encode_request(command, merged))
+            first = True
+            while True:
+                while b"\n" not in self._buffer:
+                    chunk = self._sock.recv(65536)
+                    if not chunk:
+                        if first:
+                            raise _unreachable(self.path, "the daemon closed the connection")
+                        return
+                    self._buffer += chunk
+                    if len(self._buffer) > MAX_LINE * 64:
+                        raise ControlError("stream line too long")
+                line, _, self._buffer = self._buffer.partition(b"\n")
+                if first:
+                    result = _decode_response(line, self.path)
+                    if not (isinstance(result, dict) and result.get("stream")):
+                        raise ControlError(f"{command!r} is not a streaming command")
+                    first = False
+                    self._sock.settimeout(None)  # events come when they come
+                    continue
+                try:
+                    response = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise ControlError(f"the daemon at {self.path} sent non-JSON") from None
+                if isinstance(response, dict) and "event" in response:
+                    yield response["event"]
+        except TimeoutError:
+            self.close()
+            raise DaemonUnreachable(
+                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
+            ) from None
+        except OSError as error:
+            self.close()
+            raise _unreachable(self.path, error.strerror or str(error)) from None
+
+    # ---- asyncio
+
+    async def acall(
+        self, command: str, args: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Any:
+        """One request on its own connection, from asyncio code."""
+        # Here, not at the top: only asyncio code calls this, and the blocking client
+        # must not pay for importing asyncio (see the module doc).
+        import asyncio
+        import contextlib
+
+        merged = {**(args or {}), **kwargs}
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.path), limit=MAX_LINE * 64),
+                self.timeout,
+            )
+        except FileNotFoundError:
+            raise _unreachable(self.path, "no such socket") from None
+        except (OSError, TimeoutError) as error:
+            raise _unreachable(self.path, str(error) or "timeout") from None
+        try:
+            writer.write(_encode_request(command, merged))
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), self.timeout)
+        except TimeoutError:
+            raise DaemonUnreachable(
+                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
+            ) from None
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        return _decode_response(line, self.path)
