@@ -12,8 +12,8 @@ aioipsec to strongSwan *per round*. See :mod:`bench.netbench` for what one stack
 daemon with py-spy during a TCP run and puts the hottest functions into the report.
 
 The raw figures go to ``bench/results/latest.json`` (the report can be re-rendered from it).
-Needs root, iperf3, strongSwan (see docs/daemon.md, "strongSwan's charon beside aioipsec") and, for the
-chart, matplotlib (the ``bench`` extra).
+Needs root, iperf3, strongSwan (see docs/daemon.md, "strongSwan's charon beside aioipsec")
+and, for the chart, matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations

@@ -356,7 +356,8 @@ def test_syntax_errors_have_file_and_line(text: str, line: int, words: str) -> N
 
 
 def test_one_line_section_is_a_value_not_three_settings(tmp_path: Path) -> None:
-    """A strongSwan settings pitfall (docs/daemon.md): `local { auth = psk id = a }` is one value."""
+    """A strongSwan settings pitfall (docs/daemon.md): `local { auth = psk id = a }` is one
+    value."""
     text = NET2NET_PSK_MOON.replace(
         "      local {\n         auth = psk\n         id = moon.strongswan.org\n      }",
         "      local { auth = psk id = moon.strongswan.org }",

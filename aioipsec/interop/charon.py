@@ -1,9 +1,10 @@
 """A real strongSwan charon in a network namespace, driven through swanctl and VICI.
 
-This follows docs/daemon.md ("strongSwan's charon beside aioipsec"): without ESP in the kernel, charon
-runs its userspace ESP (the ``kernel-libipsec`` plugin: TUN device ``ipsec0``, ESP always in UDP
-on port 4500); each charon gets its own ``strongswan.conf`` through ``STRONGSWAN_CONF``, a
-private mount namespace with a tmpfs on ``/run`` (for its pid file), its VICI socket and log in
+This follows docs/daemon.md ("strongSwan's charon beside aioipsec"): without ESP in the
+kernel, charon runs its userspace ESP (the ``kernel-libipsec`` plugin: TUN device
+``ipsec0``, ESP always in UDP on port 4500); each charon gets its own ``strongswan.conf``
+through ``STRONGSWAN_CONF``, a private mount namespace with a tmpfs on ``/run`` (for its
+pid file), its VICI socket and log in
 a work directory, and an explicit plugin list::
 
     with Lab("x") as lab:
