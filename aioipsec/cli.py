@@ -487,8 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file",
         type=Path,
         metavar="FILE",
-        help="log to FILE (appending) instead of stderr; a detached daemon logs to "
-        f"{DEFAULT_LOG_FILE} unless this is given",
+        help="log to FILE (appending; created mode 0600, never through a symlink) instead "
+        f"of stderr; a detached daemon logs to {DEFAULT_LOG_FILE} unless this is given. "
+        "SIGHUP or 'aioipsec reopen-logs' reopens it (log rotation)",
     )
 
     initiate = commands.add_parser(
@@ -496,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a connection",
         description="Initiate an IKE SA and a Child SA. --child NAME starts that child "
         "(with the IKE SA of its connection); --ike NAME starts the connection's IKE SA "
-        "and all its children. Waits until the SA is established or failed.",
+        "and all its children. Like swanctl --initiate it waits for the Child SA (with "
+        "--ike: the first one): exit 0 when it is installed, exit 1 with the reason when "
+        "the peer refuses it (e.g. NO_PROPOSAL_CHOSEN), even if the IKE SA came up.",
     )
     _add_socket_options(initiate)
     initiate.add_argument("--ike", metavar="NAME", help="connection to initiate")

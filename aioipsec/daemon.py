@@ -988,7 +988,13 @@ class Daemon:
                 self.driver.dispatcher.create_child, existing.established.ike_sa_id, wanted
             )
         else:
-            target.append(self.driver.call(self.driver.dispatcher.initiate, ike, child=child))
+            # --ike NAME: all the connection's children, the first in IKE_AUTH (waited for).
+            others = [c.name for c in config.children[1:]] if child is None else []
+            target.append(
+                self.driver.call(
+                    self.driver.dispatcher.initiate, ike, child=child, children=others or None
+                )
+            )
         what = f"{ike}/{wanted}" if wanted else ike
         try:
             event = await asyncio.wait_for(waiter, timeout)

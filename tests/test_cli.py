@@ -430,3 +430,26 @@ def test_log_field_names_agree_with_the_docs() -> None:
     (line,) = _json_lines(stream)
     assert (line[match[1]], line[match[2]]) == ("site", 7)
     assert match.groups() == ("connection", "ike_sa_id")  # as in event_record / ike_sa_id args
+
+
+def test_global_options_before_a_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``aioipsec --socket X explain --follow``: the global option reaches the tool (it
+    used to be refused with 'unrecognized arguments: --follow')."""
+    missing = tmp_path / "no-daemon.sock"
+    code = main(["--socket", str(missing), "explain", "--follow", "--count", "1"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" not in err
+    assert str(missing) in err and code != 0, err
+
+
+def test_follow_header_survives_the_control_sockets_secret_filter() -> None:
+    """The subscribe record names the key files; the control socket redacts any field named
+    like a key, which once turned the pointer into '<, r, e, d, a, c, t, e, d, >'."""
+    from aioipsec.control import _scrub
+    from aioipsec.explain import render_follow_record
+
+    record = {"type": "subscribed", "pid": 7, "time": 0.0,
+              "decryption_tables": ["/k/ikev2_decryption_table", "/k/esp_sa"]}  # fmt: skip
+    header = "\n".join(render_follow_record(_scrub(record)))
+    assert "/k/ikev2_decryption_table, /k/esp_sa" in header, header
+    assert "<, r" not in header and "redacted" not in header
