@@ -301,6 +301,18 @@ class Prober:
         return ike_sa_id, child
 
 
+def init_request(namespace: Namespace) -> bytes:
+    """The IKE_SA_INIT request our engine sends for the probe connection (not sent): the
+    template of the floods and of the half-open attacker."""
+    prober = Prober(namespace)
+    captured: list[bytes] = []
+    prober.hook = lambda data: captured.append(data) or []
+    prober.initiate()
+    prober.run(lambda: bool(captured), timeout=5)
+    prober.close()
+    return captured[0]
+
+
 def raw_socket(namespace: Namespace, protocol: int) -> socket.socket:
     with namespace.entered():
         return socket.socket(socket.AF_INET, socket.SOCK_RAW, protocol)

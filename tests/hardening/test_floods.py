@@ -32,6 +32,7 @@ from .lab import (
     Prober,
     daemon_healthy,
     daemon_pid,
+    init_request,
     rss_kib,
 )
 
@@ -104,12 +105,7 @@ def test_ike_sa_init_flood_from_spoofed_sources(hosts: Hosts) -> None:
     while gw.sas().get("legit") and time.monotonic() < deadline:
         time.sleep(0.1)
 
-    prober = Prober(hosts.evil_ns)
-    captured: list[bytes] = []
-    prober.hook = lambda data: captured.append(data) or []
-    prober.initiate()
-    prober.run(lambda: bool(captured), timeout=5)
-    prober.close()
+    template = init_request(hosts.evil_ns)
 
     pid = daemon_pid(gw)
     rss_before = rss_kib(gw)
@@ -118,7 +114,7 @@ def test_ike_sa_init_flood_from_spoofed_sources(hosts: Hosts) -> None:
     ike_before = stats_before["ike"]
     lines_before = len(gw.log_text().splitlines())
     cpu_before = cpu_seconds(pid)
-    flood = start_flood(hosts, "ike-init", captured[0], GW_EVIL_SIDE, rate=IKE_FLOOD_RATE)
+    flood = start_flood(hosts, "ike-init", template, GW_EVIL_SIDE, rate=IKE_FLOOD_RATE)
     time.sleep(1.0)  # the flood is running at full rate
     under_flood = setup_time(peer, gw)
     # The tunnel came up while the flood was still on (not after it).
@@ -226,14 +222,9 @@ def test_ike_flood_from_unconfigured_sources_is_not_logged_per_packet(hosts: Hos
     """A site-to-site gateway (no connection for 198.18.0.0/15) flooded from there: the
     stateless NO_PROPOSAL_CHOSEN answers are counted, not logged one line per packet."""
     gw = hosts.gw()
-    prober = Prober(hosts.evil_ns)
-    captured: list[bytes] = []
-    prober.hook = lambda data: captured.append(data) or []
-    prober.initiate()
-    prober.run(lambda: bool(captured), timeout=5)
-    prober.close()
+    template = init_request(hosts.evil_ns)
     lines_before = len(gw.log_text().splitlines())
-    flood = start_flood(hosts, "ike-init", captured[0], GW_EVIL_SIDE, rate=1000, seconds=3,
+    flood = start_flood(hosts, "ike-init", template, GW_EVIL_SIDE, rate=1000, seconds=3,
                         packets=3000)  # fmt: skip
     sent, _ = flood_result(flood)
     time.sleep(1.0)

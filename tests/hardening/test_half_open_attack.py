@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .lab import EVIL, GW_EVIL_SIDE, Hosts, Prober, daemon_healthy, initiate, rss_kib
+from .lab import EVIL, GW_EVIL_SIDE, Hosts, daemon_healthy, init_request, initiate, rss_kib
 from .test_floods import record
 
 pytestmark = [pytest.mark.netns]
@@ -58,16 +58,11 @@ def test_configured_peer_establishes_while_the_half_open_table_is_full(hosts: Ho
     hosts.gw_ns.ip("route", "add", "10.77.0.0/16", "via", EVIL)
 
     # The attacker's IKE_SA_INIT: what our engine sends for the "rw" proposals.
-    prober = Prober(hosts.evil_ns)
-    captured: list[bytes] = []
-    prober.hook = lambda data: captured.append(data) or []
-    prober.initiate()
-    prober.run(lambda: bool(captured), timeout=5)
-    prober.close()
+    template = init_request(hosts.evil_ns)
 
     rss_before = rss_kib(gw)
     argv = [
-        sys.executable, "-m", "tests.hardening.half_open_attacker", captured[0].hex(),
+        sys.executable, "-m", "tests.hardening.half_open_attacker", template.hex(),
         GW_EVIL_SIDE, str(PREFIXES), str(PER_PREFIX), str(PER_ADDRESS), str(ATTACK_SECONDS),
         "1000",
     ]  # fmt: skip
