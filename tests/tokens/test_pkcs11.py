@@ -123,3 +123,32 @@ def test_token_removed_while_running(softhsm: SoftHsm, pki: Pki) -> None:
     net.pump()
     assert len(net.events("a", IkeSaEstablished)) == 2
     assert not net.events("b", AuthenticationFailed)
+
+
+def test_responder_token_removed_answers_authentication_failed(softhsm: SoftHsm, pki: Pki) -> None:
+    """B (the responder) signs with a token key that is gone: B reports the failed check
+    naming its key and answers AUTHENTICATION_FAILED; B's established SA stays, and with
+    the token back A's next attempt succeeds."""
+    from cryptography.hazmat.primitives import serialization
+
+    key_a, cert_a = pki.issue_key("a.example")
+    signer_a = serialization.load_pem_private_key(key_a.read_bytes(), None)
+    cert_b = pki.issue(softhsm.generate("ec384", b"\xb2"), "b.example")
+    net = cert_network(pki, signer_a, cert_a, signer_b=_signer(softhsm, b"\xb2"), cert_b=cert_b)
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    (first,) = net.events("b", IkeSaEstablished)
+
+    softhsm.remove()
+    net.a.initiate("conn", "net", now=net.now)
+    net.pump()
+    (failure,) = net.events("b", AuthenticationFailed)
+    assert failure.check == "signer-unavailable"
+    assert "pkcs11:softhsm" in failure.reason and "could not sign" in failure.reason
+    assert [e.check for e in net.events("a", AuthenticationFailed)] == ["peer-rejected"]
+    assert first.ike_sa_id in {info.ike_sa_id for info in net.b.sas()}
+
+    softhsm.reinsert()
+    net.a.initiate("conn", "net", now=net.now)
+    net.pump()
+    assert len(net.events("b", IkeSaEstablished)) == 2
