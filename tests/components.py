@@ -32,6 +32,9 @@ class Component:
 
 # Debian's softhsm2 installs its PKCS#11 module here.
 SOFTHSM2_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+# Debian's libtpm2-pkcs11-1 (the TPM as a PKCS#11 module) and tpm2-abrmd's TCTI.
+TPM2_PKCS11_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so"
+TABRMD_TCTI = "/usr/lib/x86_64-linux-gnu/libtss2-tcti-tabrmd.so.0"
 
 
 def _importable(module: str) -> bool:
@@ -68,6 +71,16 @@ COMPONENTS: dict[str, Component] = {
     ),
     "swtpm": Component(_tool("swtpm"), _DEBIAN.format("swtpm and swtpm-tools")),
     "tpm2-tools": Component(_tool("tpm2_createprimary"), _DEBIAN.format("tpm2-tools")),
+    "tpm2-pkcs11": Component(
+        lambda: (
+            os.path.exists(TPM2_PKCS11_MODULE)
+            and all(shutil.which(tool) for tool in ("tpm2_ptool", "tpm2-abrmd", "dbus-daemon"))
+            and os.path.exists(TABRMD_TCTI)
+        ),
+        _DEBIAN.format(
+            "libtpm2-pkcs11-1, libtpm2-pkcs11-tools, tpm2-abrmd, libtss2-tcti-tabrmd0 and dbus"
+        ),
+    ),
     "python-pkcs11": Component(
         lambda: _importable("pkcs11"), "PyPI python-pkcs11 (pip install -e '.[test]')"
     ),

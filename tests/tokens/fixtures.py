@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.components import SOFTHSM2_MODULE, require_component
+from tests.components import SOFTHSM2_MODULE, TPM2_PKCS11_MODULE, require_component
 
 PIN = "4711"
 SO_PIN = "0815"
@@ -357,3 +357,77 @@ def swtpm(tmp_path: Path) -> Iterator[Swtpm]:
     yield tpm
     registry.close_all()
     tpm.stop()
+
+
+# ---- the TPM as a PKCS#11 module (tpm2-pkcs11) ------------------------------------------
+
+
+@dataclass
+class TpmPkcs11:
+    """swtpm behind tpm2-abrmd (on its own D-Bus session bus: tpm2-pkcs11 and tpm2_ptool
+    open many transient objects, which a bare simulator cannot hold), and a tpm2-pkcs11
+    store with one token."""
+
+    store: Path
+    label: str = "ike"
+    slot_id: int = 1
+    module: str = TPM2_PKCS11_MODULE
+
+    def add_key(self, algorithm: str, key_id: str, label: str) -> None:
+        """``tpm2_ptool addkey``: the key is made by the TPM; its CKA_ID is ``key_id``'s
+        octets (tpm2_ptool takes the text as it is)."""
+        run("tpm2_ptool", "addkey", "--algorithm", algorithm, "--label", self.label,
+            "--userpin", PIN, "--key-label", label, "--id", key_id, "--path", str(self.store),
+            env=os.environ.copy())  # fmt: skip
+
+
+@pytest.fixture
+def tpm_pkcs11(
+    tmp_path: Path, swtpm: Swtpm, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TpmPkcs11]:
+    require_component("tpm2-pkcs11", "python-pkcs11")
+    from aioipsec.tokens import registry
+    from aioipsec.tokens.pkcs11 import reset_modules
+
+    bus = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert bus.stdout is not None
+    address = bus.stdout.readline().decode().strip()
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
+    abrmd = subprocess.Popen(
+        ["tpm2-abrmd", "--session", "--allow-root", f"--tcti={swtpm.tcti}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    tcti = "tabrmd:bus_type=session"
+    store = tmp_path / "tpm2-pkcs11"
+    store.mkdir()
+    monkeypatch.setenv("TPM2TOOLS_TCTI", tcti)
+    monkeypatch.setenv("TPM2_PKCS11_TCTI", tcti)
+    monkeypatch.setenv("TPM2_PKCS11_STORE", str(store))
+    monkeypatch.setenv("TSS2_LOG", "all+NONE")
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # tpm2-abrmd takes its bus name once it has reached the TPM
+            try:
+                run("tpm2_ptool", "init", "--path", str(store), env=os.environ.copy())
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        run("tpm2_ptool", "addtoken", "--pid", "1", "--label", "ike", "--userpin", PIN,
+            "--sopin", SO_PIN, "--path", str(store), env=os.environ.copy())  # fmt: skip
+        registry.close_all()
+        reset_modules()
+        yield TpmPkcs11(store)
+    finally:
+        registry.close_all()
+        reset_modules()
+        abrmd.terminate()
+        abrmd.wait(timeout=10)
+        bus.terminate()
+        bus.wait(timeout=10)
