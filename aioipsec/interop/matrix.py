@@ -46,13 +46,16 @@ ALGORITHMS = [
 
 
 # (token, key type) of the certificate rows, each in both roles ("": a key file).
-CERT_ROWS: tuple[tuple[Literal["", "softhsm", "tpm"], Literal["ecdsa", "rsa", "ed25519"]], ...] = (
+CERT_ROWS: tuple[
+    tuple[Literal["", "softhsm", "tpm", "tpm-pkcs11"], Literal["ecdsa", "rsa", "ed25519"]], ...
+] = (
     ("", "ecdsa"),
     ("", "rsa"),
     ("", "ed25519"),
     ("softhsm", "ecdsa"),
     ("softhsm", "rsa"),
     ("tpm", "ecdsa"),
+    ("tpm-pkcs11", "ecdsa"),
 )
 
 
@@ -127,8 +130,8 @@ MATRIX: list[Scenario] = [
     Scenario.ipv6(name="ours-to-charon-v6", initiator="aioipsec", responder="charon"),
     Scenario.ipv6(name="charon-to-ours-v6", initiator="charon", responder="aioipsec"),
     # Certificates; with a token (issue 16) our key never leaves it: ECDSA P-256 and RSA-3072
-    # in SoftHSM2, ECDSA P-256 in a TPM (swtpm in our namespace); the harness's CA certifies
-    # the token's public key.
+    # in SoftHSM2, ECDSA P-256 in a TPM (swtpm in our namespace) and in the TPM used as a
+    # PKCS#11 module; the harness's CA certifies the token's public key.
     *(
         Scenario(
             name=f"{initiator}-{token or 'cert'}-{key_type}",

@@ -57,9 +57,10 @@ class Scenario:
     responder: Implementation = "charon"
     auth: Literal["psk", "pubkey"] = "psk"
     key_type: Literal["rsa", "ecdsa", "ed25519"] = "ecdsa"  # with auth="pubkey" (pki --gen)
-    # With auth="pubkey": our daemon's key is made inside a SoftHSM2 token or an swtpm
-    # (ecdsa: P-256, rsa: RSA-3072) and never leaves it (aioipsec/interop/tokens.py).
-    token: Literal["", "softhsm", "tpm"] = ""
+    # With auth="pubkey": our daemon's key is made inside a SoftHSM2 token, an swtpm, or
+    # an swtpm used as a PKCS#11 module (libtpm2-pkcs11) (ecdsa: P-256, rsa: RSA-3072) and
+    # never leaves it (aioipsec/interop/tokens.py).
+    token: Literal["", "softhsm", "tpm", "tpm-pkcs11"] = ""
     psk: str = "aioipsec-interop-psk-0123456789"
     initiator_id: str = "initiator.example"
     responder_id: str = "responder.example"

@@ -31,6 +31,8 @@ PIN = "246810"
 KEY_ID = "a1"
 TPM_HANDLE = 0x81010003
 SWTPM_PORT = 2321
+TPM2_PKCS11_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so"
+TPM2_PKCS11_ID = "ike1"  # tpm2_ptool addkey --id: the CKA_ID is these octets
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> bytes:
@@ -58,7 +60,8 @@ class TokenAioipsecPeer(AioipsecPeer):
         return super().daemon_table() + self.token_toml
 
     def load(self, swanctl_conf_text: str, timeout: float = 30.0) -> None:
-        public = self._softhsm() if self.scenario.token == "softhsm" else self._tpm()
+        make = {"softhsm": self._softhsm, "tpm": self._tpm, "tpm-pkcs11": self._tpm_pkcs11}
+        public = make[self.scenario.token]()
         self._certify(public)
         super().load(swanctl_conf_text + self.secrets_text, timeout)
 
@@ -92,18 +95,7 @@ class TokenAioipsecPeer(AioipsecPeer):
         return public
 
     def _tpm(self) -> bytes:
-        state = self.workdir / "swtpm"
-        state.mkdir(parents=True, exist_ok=True)
-        tcti = f"swtpm:host=127.0.0.1,port={SWTPM_PORT}"
-        swtpm = self.lab.start(
-            self.namespace,
-            ["swtpm", "socket", "--tpm2",
-             "--server", f"type=tcp,port={SWTPM_PORT},bindaddr=127.0.0.1",
-             "--ctrl", f"type=tcp,port={SWTPM_PORT + 1},bindaddr=127.0.0.1",
-             "--tpmstate", f"dir={state}", "--flags", "not-need-init,startup-clear"],
-            log=self.workdir / "swtpm.log",
-        )  # fmt: skip
-        del swtpm  # stopped with the Lab
+        state, tcti = self._start_swtpm()
         script = " && ".join(
             f"{command} && tpm2_flushcontext -t"
             for command in (
@@ -128,6 +120,76 @@ class TokenAioipsecPeer(AioipsecPeer):
             f"secrets {{\n    token-ours {{\n        handle = {TPM_HANDLE:#x}\n    }}\n}}\n"
         )
         return (state / "key.pem").read_bytes()
+
+    def _start_swtpm(self) -> tuple[Path, str]:
+        """An swtpm in our namespace (stopped with the Lab); its state folder and TCTI."""
+        state = self.workdir / "swtpm"
+        state.mkdir(parents=True, exist_ok=True)
+        self.lab.start(
+            self.namespace,
+            ["swtpm", "socket", "--tpm2",
+             "--server", f"type=tcp,port={SWTPM_PORT},bindaddr=127.0.0.1",
+             "--ctrl", f"type=tcp,port={SWTPM_PORT + 1},bindaddr=127.0.0.1",
+             "--tpmstate", f"dir={state}", "--flags", "not-need-init,startup-clear"],
+            log=self.workdir / "swtpm.log",
+        )  # fmt: skip
+        return state, f"swtpm:host=127.0.0.1,port={SWTPM_PORT}"
+
+    def _tpm_pkcs11(self) -> bytes:
+        """The TPM as a PKCS#11 module: tpm2-pkcs11 over tpm2-abrmd (on a D-Bus session bus
+        of our own) over swtpm; the key made by tpm2_ptool."""
+        _, tcti = self._start_swtpm()
+        bus = f"unix:path={self.workdir / 'dbus.sock'}"
+        store = self.workdir / "tpm2-pkcs11"
+        store.mkdir(parents=True, exist_ok=True)
+        self.lab.start(
+            self.namespace,
+            ["dbus-daemon", "--session", "--nofork", f"--address={bus}"],
+            log=self.workdir / "dbus.log",
+        )
+        env = {
+            "DBUS_SESSION_BUS_ADDRESS": bus,
+            "TPM2_PKCS11_TCTI": "tabrmd:bus_type=session",
+            "TPM2_PKCS11_STORE": str(store),
+            "TSS2_LOG": "all+NONE",
+        }
+        self.namespace.sh(  # the bus socket, then swtpm listening, before tpm2-abrmd
+            f"for i in $(seq 50); do [ -S {self.workdir / 'dbus.sock'} ] && "
+            f"TPM2TOOLS_TCTI={tcti} tpm2_getcap properties-fixed >/dev/null 2>&1 && break; "
+            "sleep 0.1; done",
+            timeout=30,
+        )
+        self.lab.start(
+            self.namespace,
+            ["tpm2-abrmd", "--session", "--allow-root", f"--tcti={tcti}"],
+            log=self.workdir / "abrmd.log",
+            env=env,
+        )
+        kind = "ecc256" if self.scenario.key_type == "ecdsa" else "rsa3072"
+        exports = " ".join(f"{key}={value}" for key, value in env.items())
+        self.namespace.sh(
+            f"export {exports} TPM2TOOLS_TCTI=tabrmd:bus_type=session && "
+            f"for i in $(seq 50); do tpm2_ptool init --path {store} >/dev/null 2>&1 && break; "
+            "sleep 0.1; done && "
+            f"tpm2_ptool addtoken --pid 1 --label interop --userpin {PIN} --sopin {PIN} "
+            f"--path {store} && tpm2_ptool addkey --algorithm {kind} --label interop "
+            f"--userpin {PIN} --key-label interop --id {TPM2_PKCS11_ID} --path {store}",
+            timeout=60,
+        )
+        public = _run(
+            [sys.executable, "-m", "aioipsec.interop.tokens", "pkcs11-public",
+             "--module", TPM2_PKCS11_MODULE, "--id", TPM2_PKCS11_ID.encode().hex(),
+             "--slot", "1"],
+            {**os.environ, **env},
+        )  # fmt: skip
+        self.env = env
+        self.token_toml = f'\n[pkcs11.modules.tpm2]\npath = "{TPM2_PKCS11_MODULE}"\n'
+        self.secrets_text = (
+            "secrets {\n    token-ours {\n"
+            f"        handle = {TPM2_PKCS11_ID.encode().hex()}\n        slot = 1\n"
+            f"        module = tpm2\n        pin = {PIN}\n    }}\n}}\n"
+        )
+        return public
 
     def _certify(self, public: bytes) -> None:
         """Replace the file key the harness installed with a certificate for the token key."""
@@ -161,11 +223,10 @@ def token_peer(
 
 def _softhsm_keygen(kind: str, key_id: bytes, slot: int) -> bytes:
     """A key pair generated inside the token in SOFTHSM2_CONF; the public key as PEM."""
-    from cryptography.hazmat.primitives import serialization
     from pkcs11 import Attribute, KeyType, Mechanism
     from pkcs11.util.ec import encode_named_curve_parameters
 
-    from aioipsec.tokens.pkcs11 import Pkcs11KeySpec, Pkcs11Signer, load_module
+    from aioipsec.tokens.pkcs11 import load_module
 
     (slot_object,) = [s for s in load_module(SOFTHSM2_MODULE).get_slots() if s.slot_id == slot]
     with slot_object.get_token().open(rw=True, user_pin=PIN) as session:
@@ -181,7 +242,16 @@ def _softhsm_keygen(kind: str, key_id: bytes, slot: int) -> bytes:
             session.generate_keypair(
                 KeyType.RSA, 3072, mechanism=Mechanism.RSA_PKCS_KEY_PAIR_GEN, **common
             )
-    signer = Pkcs11Signer(Pkcs11KeySpec("softhsm", SOFTHSM2_MODULE, key_id, slot, PIN))
+    return _public_pem(SOFTHSM2_MODULE, key_id, slot)
+
+
+def _public_pem(module: str, key_id: bytes, slot: int) -> bytes:
+    """The public key of the token key ``key_id`` (read through our PKCS#11 backend)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from aioipsec.tokens.pkcs11 import Pkcs11KeySpec, Pkcs11Signer
+
+    signer = Pkcs11Signer(Pkcs11KeySpec("interop", module, key_id, slot, PIN))
     public = signer.public_key()
     signer.close()
     return public.public_bytes(
@@ -191,12 +261,17 @@ def _softhsm_keygen(kind: str, key_id: bytes, slot: int) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aioipsec.interop.tokens")
-    parser.add_argument("command", choices=["softhsm-keygen"])
-    parser.add_argument("--kind", choices=["ec256", "rsa3072"], required=True)
+    parser.add_argument("command", choices=["softhsm-keygen", "pkcs11-public"])
+    parser.add_argument("--kind", choices=["ec256", "rsa3072"], default="ec256")
+    parser.add_argument("--module", default=SOFTHSM2_MODULE)
     parser.add_argument("--id", required=True, help="CKA_ID in hex")
     parser.add_argument("--slot", type=int, required=True)
     args = parser.parse_args(argv)
-    sys.stdout.buffer.write(_softhsm_keygen(args.kind, bytes.fromhex(args.id), args.slot))
+    key_id = bytes.fromhex(args.id)
+    if args.command == "softhsm-keygen":
+        sys.stdout.buffer.write(_softhsm_keygen(args.kind, key_id, args.slot))
+    else:
+        sys.stdout.buffer.write(_public_pem(args.module, key_id, args.slot))
     return 0
 
 

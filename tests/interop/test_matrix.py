@@ -23,6 +23,7 @@ from tests.components import require_component
 TOKEN_COMPONENTS = {
     "softhsm": ("softhsm2", "python-pkcs11"),
     "tpm": ("swtpm", "tpm2-tools", "tpm2-pytss"),
+    "tpm-pkcs11": ("swtpm", "tpm2-pkcs11", "python-pkcs11"),
 }
 
 pytestmark = [
