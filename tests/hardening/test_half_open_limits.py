@@ -81,6 +81,17 @@ def test_one_prefix_crowds_out_only_itself() -> None:
     assert net.b.half_open_by_prefix()["192.0.2.0/24"] == 3
 
 
+def test_an_ipv6_64_is_one_prefix() -> None:
+    """IPv6 addresses cost nothing: 50 addresses of one /64 count as one prefix."""
+    net = roadwarrior_pair()
+    flood(net, [f"2001:db8:0:7::{n:x}" for n in range(1, 51)], per_host=5)
+    flood(net, ["2001:db8:0:8::1"], per_host=2, first_spi=10_000)
+    assert net.b.half_open_by_prefix() == {
+        "2001:db8:0:7::/64": LIMITS.half_open_per_prefix,
+        "2001:db8:0:8::/64": 2,
+    }
+
+
 def test_full_table_evicts_the_most_represented_prefix_first() -> None:
     net = roadwarrior_pair()
     big = [f"198.18.0.{n}" for n in range(1, 5)]  # 4 addresses x 5 = 20 (its prefix limit)
