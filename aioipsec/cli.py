@@ -743,6 +743,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         f"configuration OK: {len(configuration.connections)} connection(s), "
         f"{len(configuration.shared_secrets)} shared secret(s), "
         f"{len(configuration.private_keys)} private key(s)"
+        + (f", {len(configuration.tokens.keys)} token key(s)" if configuration.tokens.keys else "")
     )
     return EXIT_OK
 
