@@ -135,7 +135,7 @@ def find_token_signer(
             signer = open_signer(key, settings)
         except TokenError as error:
             raise ConfigError(
-                f"token key {describe(key)}: {error.reason}",
+                f"token key {key.name}: {error.reason}",
                 file=key.source,
                 key=f"secrets.{key.name}",
                 hint=error.hint or None,
