@@ -35,7 +35,8 @@ class AuthConfig:
     (DER_ASN1_DN), ``"keyid:#0102..."`` or ``"@#0102..."`` (KEY_ID with those octets, in
     hex; ``"keyid:text"``: the text's octets), or ``"%any"`` (remote: accept any).
     ``certs``: our certificate chain (leaf first), ``cryptography.x509.Certificate``.
-    ``cacerts``: trust anchors for the peer's chain. ``private_key``: our signing key.
+    ``cacerts``: trust anchors for the peer's chain. ``private_key``: our signing key, a
+    ``cryptography`` private key or an ``ikev2.crypto.auth.Signer`` (a key kept in a token).
     """
 
     auth: AuthMethodName = "psk"
