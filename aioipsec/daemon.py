@@ -208,7 +208,9 @@ class Daemon:
 
         # The PSK lookup goes through the current settings, so a reload changes it too.
         dispatcher = Dispatcher(
-            self.engine_configs, lambda local, remote: self.psk_lookup(local, remote)
+            self.engine_configs,
+            lambda local, remote: self.psk_lookup(local, remote),
+            source_address=self._source_address,
         )
         self.driver = EngineDriver(dispatcher, self._send_ike, self._on_event, self.loop)
         self.datapath = DataPath(
@@ -345,6 +347,13 @@ class Daemon:
                 log.exception("cleanup step failed")
 
     # ------------------------------------------------------------------ IKE datagrams
+
+    def _source_address(self, remote_host: str) -> str | None:
+        """The address our IKE sockets (bound to the wildcard) send from to reach
+        REMOTE_HOST: the engine hashes it into NAT_DETECTION_SOURCE_IP (RFC 7296 sec. 2.23)
+        whatever local_addrs says. None when no route leads there."""
+        local = self.local_addresses.local_for(remote_host)
+        return None if local in ("0.0.0.0", "::") else local
 
     def _received_on_500(self, data: memoryview, remote: tuple[str, int]) -> None:
         assert self.driver is not None

@@ -37,6 +37,7 @@ import ipaddress
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,8 @@ class Dispatcher:
     ``wall_time_offset``: added to ``now`` to get POSIX time for certificate validity.
     The daemon's ``now`` is POSIX time already (``aioipsec.runtime.engine.now``), so it
     leaves the offset at 0; a caller on another clock passes POSIX time minus that clock.
-    Nothing here reads a clock.
+    Nothing here reads a clock. ``source_address(remote_host)``: the local address the host
+    sends from to reach that peer (the daemon asks the routing table), or None.
     """
 
     def __init__(
@@ -130,8 +132,14 @@ class Dispatcher:
         policy: AlgorithmPolicy | None = None,
         rng: Rng | None = None,
         wall_time_offset: float = 0.0,
+        source_address: Callable[[str], str | None] | None = None,
     ) -> None:
         self.limits = limits or DispatcherConfig()
+        # The host's answer to "which of our addresses reaches this peer" (a routing lookup
+        # the daemon makes; no packet is sent). Our IKE_SA_INIT leaves from that address,
+        # so NAT_DETECTION_SOURCE_IP must hash it (RFC 7296 sec. 2.23), whatever local_addrs
+        # says (%any, a subnet, a range or an address). None: the first literal local address.
+        self.source_address = source_address
         self.ctx = EngineContext(
             rng=rng or os.urandom,
             key_exchange_rng=rng,
@@ -300,10 +308,12 @@ class Dispatcher:
         """Start an IKE SA for ``connection`` with ``child`` (default: its first child) in
         IKE_AUTH and ``children`` after it via CREATE_CHILD_SA. Returns the ike_sa_id."""
         config = self.config(connection)
-        if local_addr is None:
-            local_addr = (_first_address(config.local_addrs, "0.0.0.0"), config.local_port)
         if remote_addr is None:
             remote_addr = (_first_address(config.remote_addrs, None), config.remote_port)
+        if local_addr is None:
+            source = self.source_address(remote_addr[0]) if self.source_address else None
+            host = source or _first_address(config.local_addrs, "0.0.0.0")
+            local_addr = (host, config.local_port)
         if child is None and config.children:
             child = config.children[0].name
         sa = IkeSa(
