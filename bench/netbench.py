@@ -70,6 +70,9 @@ class Settings:
     ping_count: int = 20
     ping_interval: float = 0.05
     daemon_log_level: str = "warning"
+    # Run our daemons from this source tree (an exported commit) instead of the checkout:
+    # bench.ab compares two versions this way.
+    source_tree: str | None = None
 
 
 @dataclass
@@ -172,9 +175,13 @@ class QuietAioipsecPeer(AioipsecPeer):
     """Our daemon as the interop harness starts it, but logging at LOG_LEVEL (the harness's
     peer logs at debug level, which a benchmark should not pay for)."""
 
-    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path, log_level: str) -> None:
+    def __init__(
+        self, lab: Lab, namespace: Namespace, workdir: Path, log_level: str,
+        source_tree: str | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(lab, namespace, workdir)
         self.log_level = log_level
+        self.source_tree = source_tree
 
     def daemon_table(self) -> str:
         return (
@@ -185,10 +192,13 @@ class QuietAioipsecPeer(AioipsecPeer):
         )
 
     def daemon_argv(self) -> list[str]:
+        start = [sys.executable, "-m", "aioipsec.daemon"]
+        if self.source_tree is not None:
+            # The checkout is installed in editable mode: its import finder would win over
+            # PYTHONPATH, so it is taken out before the tree is put first.
+            start = [sys.executable, "-c", _FROM_TREE, self.source_tree]
         return [
-            sys.executable,
-            "-m",
-            "aioipsec.daemon",
+            *start,
             "-c",
             str(self.toml_path),
             "--swanctl-conf",
@@ -196,6 +206,14 @@ class QuietAioipsecPeer(AioipsecPeer):
             "--log-level",
             self.log_level,
         ]
+
+
+_FROM_TREE = (
+    "import runpy, sys; "
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+    "sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module('aioipsec.daemon', run_name='__main__', alter_sys=True)"
+)
 
 
 def peer_process(peer: InteropPeer) -> BackgroundProcess | None:
@@ -249,8 +267,9 @@ class Tunnel:
             peer: InteropPeer
             if self.scenario.implementation(side) == "aioipsec":
                 peer = QuietAioipsecPeer(
-                    self.lab, namespace, workdir, self.settings.daemon_log_level
-                )
+                    self.lab, namespace, workdir, self.settings.daemon_log_level,
+                    self.settings.source_tree,
+                )  # fmt: skip
             else:
                 peer = make_peer(self.lab, namespace, workdir, self.scenario, side)
             peer.start()

@@ -93,7 +93,12 @@ class DecryptInto(Protocol):
 
 
 class DecryptView(Protocol):
-    def __call__(self, packet: Buffer) -> memoryview: ...
+    # ``out``: where the transform path decrypts to (a new buffer when None); the direct
+    # AEAD path returns a view of the AEAD's own output and ignores it. Either way one
+    # call, no copy (the daemon's inbound path: view -> os.write to the TUN).
+    def __call__(
+        self, packet: Buffer, out: bytearray | memoryview | None = None, offset: int = 0
+    ) -> memoryview: ...
 
 
 # ---------------------------------------------------------------- trailer

@@ -11,7 +11,8 @@ are built once per SA by ``esp.processing`` (the one definition of RFC 4303 proc
   buffer, for ``sendmsg([header, body])``;
 * ``decrypt_into(packet, out, offset=0) -> int``: verifies and decrypts a packet (SPI ..
   ICV) and writes the inner packet into a caller-owned buffer;
-* ``decrypt_view(packet) -> memoryview``: the same, returning a view.
+* ``decrypt_view(packet, out=None, offset=0) -> memoryview``: the same, returning a view
+  (of the AEAD's output on the direct path, of ``out`` or a new buffer otherwise).
 
 ``encrypt``/``decrypt`` are the bytes-in/bytes-out wrappers; ``protect_transport``,
 ``encapsulate`` and their inverses add the outer headers.

@@ -68,8 +68,7 @@ class DataPath:
     # ------------------------------------------------------------------ lifecycle
 
     def set_sockets(self, udp: list[DrainingSocket], raw: list[RawEspSocket]) -> None:
-        self.forwarder.udp = udp
-        self.forwarder.raw = raw
+        self.forwarder.set_sockets(udp, raw)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

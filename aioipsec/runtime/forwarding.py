@@ -27,7 +27,7 @@ Events the SAs and the SPD queue on the way (lifetimes, acquires) are handed to
 from __future__ import annotations
 
 import os
-import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,12 +40,19 @@ from esp.sa import EspSa
 from tun.icmp import build_too_big, needs_frag_needed
 
 from .children import ChildEntry, ChildTable
-from .sockets import GSO_MAX_BYTES, GSO_MAX_SEGMENTS, DrainingSocket, RawEspSocket
+from .sockets import (
+    ESP_MIN_LENGTH,
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
+    DrainingSocket,
+    RawEspSocket,
+)
 
 log = structlog.get_logger("aioipsec.datapath")
 
 Address = tuple[str, int]
 BUFFER_SIZE = 65536 + 512
+_unpack_spi = struct.Struct("!I").unpack_from
 
 
 @dataclass
@@ -139,41 +146,59 @@ class Forwarder:
         self.counters = ForwardingCounters()
         self.udp: list[DrainingSocket] = []
         self.raw: list[RawEspSocket] = []
+        # The socket for a peer by (UDP encapsulation?, IPv6?): see set_sockets.
+        self._sockets: dict[tuple[bool, bool], DrainingSocket] = {}
+        # The TUN descriptor, looked up once (TunDevice.fileno is a Python call).
+        self._tun_fd = tun.fileno()
+        self._tun_buffers = [bytearray(BUFFER_SIZE)]  # os.readv's list, made once
         self.batch = GsoBatch()
-        self._tun_buffer = bytearray(BUFFER_SIZE)
-        self._tun_view = memoryview(self._tun_buffer)
+        self._tun_view = memoryview(self._tun_buffers[0])
         self._out_buffer = bytearray(BUFFER_SIZE)
         self._out_view = memoryview(self._out_buffer)
         self._in_buffer = bytearray(BUFFER_SIZE)
-        self._in_view = memoryview(self._in_buffer)
         # Per-packet problems are logged at most once per 10 s per (SPI, reason).
         self._drop_log = RateLimitedLogger(log, interval=10.0)
 
+    def set_sockets(self, udp: list[DrainingSocket], raw: list[RawEspSocket]) -> None:
+        """The sockets ESP leaves by. ESP arriving on the UDP ones (port 4500) comes
+        straight to :meth:`esp_received_udp` (``DrainingSocket.esp_handler``), not through
+        the daemon's demultiplexer, which keeps IKE and keepalives."""
+        self.udp, self.raw = udp, raw
+        for sock in udp:
+            sock.esp_handler = self.esp_received_udp
+        # One dictionary lookup per packet instead of a scan that reads ``sock.family``
+        # (a Python property converting to an IntEnum: ~2 % of the sender's time).
+        self._sockets = {}
+        for encap, sockets in ((True, udp), (False, raw)):
+            for candidate in sockets:
+                self._sockets.setdefault((encap, candidate.ipv6), candidate)
+
     def _socket_for(self, host: str, udp_encap: bool) -> DrainingSocket | None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        for candidate in self.udp if udp_encap else self.raw:
-            if candidate.sock.family == family:
-                return candidate
-        return None
+        return self._sockets.get((udp_encap, ":" in host))
 
     # ------------------------------------------------------------------ outbound
 
     def tun_readable(self) -> None:
-        fd = self.tun.fileno()
-        buffer = self._tun_buffer
+        # Per packet: one readv, one SPD decision, one send_protected; everything else is
+        # looked up once here (locals are the cheapest names in CPython). A packet that
+        # arrives alone leaves at once: the next readv finds nothing and the batch is
+        # flushed before we return to the event loop (no timer, no batching delay).
+        fd = self._tun_fd
+        buffers = self._tun_buffers
         view = self._tun_view
-        outbound = self.table.outbound
+        decide = self.table.spd.decide  # ChildTable.outbound without its extra call
+        forwarding = self.table.forwarding  # reqid -> ChildEntry, updated in place
         send = self.send_protected
         now = self._clock()
         for _ in range(256):  # bounded: the sockets and timers get their turn
             try:
-                length = os.readv(fd, [buffer])
+                length = os.readv(fd, buffers)
             except (BlockingIOError, InterruptedError):
                 break
             if length == 0:
                 break
             packet = view[:length]
-            entry = outbound(packet, now)
+            entry = decide(packet, now, forwarding)
             if type(entry) is ChildEntry:
                 send(entry, packet)
             elif entry is not None:
@@ -193,7 +218,7 @@ class Forwarder:
             if error is not None:
                 self.counters.too_big_sent += 1
                 try:
-                    os.write(self.tun.fileno(), error)
+                    os.write(self._tun_fd, error)
                 except OSError:
                     pass
             return
@@ -221,16 +246,18 @@ class Forwarder:
     # ------------------------------------------------------------------ inbound
 
     def esp_received_udp(self, packet: memoryview, remote: Address) -> None:
-        self._inbound_packet(packet, remote, udp=True)
-
-    def esp_received_raw(self, packet: memoryview, remote: Address) -> None:
-        self._inbound_packet(packet, remote, udp=False)
-
-    def _inbound_packet(self, packet: memoryview, remote: Address, udp: bool) -> None:
-        if len(packet) < 8:
+        if len(packet) < ESP_MIN_LENGTH:
             self.counters.esp_drops += 1
             return
-        spi = int.from_bytes(packet[:4], "big")
+        self._inbound_packet(packet, remote, _unpack_spi(packet)[0], True)
+
+    def esp_received_raw(self, packet: memoryview, remote: Address) -> None:
+        if len(packet) < ESP_MIN_LENGTH:
+            self.counters.esp_drops += 1
+            return
+        self._inbound_packet(packet, remote, _unpack_spi(packet)[0], False)
+
+    def _inbound_packet(self, packet: memoryview, remote: Address, spi: int, udp: bool) -> None:
         table = self.table
         entry = table.by_spi_in.get(spi)
         if entry is None:
@@ -244,7 +271,9 @@ class Forwarder:
         assert replay is not None  # an inbound SA
         highest = replay.highest
         try:
-            length = sa.decrypt_into(packet, self._in_buffer)
+            # A view of the inner packet: the AEAD's own output (no copy), or, on the
+            # transform path, our buffer it was decrypted into.
+            inner = sa.decrypt_view(packet, self._in_buffer)
         except EspDrop as drop:
             self.counters.esp_drops += 1
             if not drop.silent:
@@ -261,7 +290,7 @@ class Forwarder:
                 table.handle_events()
             return
         try:
-            os.write(self.tun.fileno(), self._in_view[:length])
+            os.write(self._tun_fd, inner)
         except OSError:
             self.counters.send_failures += 1
         if udp and remote != entry.peer.address:

@@ -51,6 +51,12 @@ _SEGMENT_SIZE = struct.Struct("=H")  # the UDP_SEGMENT control message: a u16
 _GRO_SIZE = struct.Struct("=i")  # the UDP_GRO control message we receive: an int
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(_GRO_SIZE.size)
 
+# RFC 3948 sec. 2.2: ESP on port 4500 is at least SPI + Seq (8 octets) with a non-zero
+# SPI; IKE starts with the 4-octet zero "non-ESP marker", a keepalive is the octet 0xFF.
+# The same decision as nat_t.demux.classify, made in the drain loop itself.
+ESP_MIN_LENGTH = 8
+_unpack_spi = struct.Struct("!I").unpack_from
+
 Address = tuple[str, int]
 # Called with (buffer view of one datagram, source address); the view is only valid
 # during the call: the buffer is reused for the next datagram.
@@ -123,6 +129,10 @@ class DrainingSocket:
         self._buffer = bytearray(RECV_BUFFER_SIZE)
         self._view = memoryview(self._buffer)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Port 4500 carries IKE and ESP (RFC 3948): with an esp_handler, ESP goes there
+        # straight from the drain loop and only the rest to ``handler``.
+        self.esp_handler: DatagramHandler | None = None
+        self.ipv6 = sock.family == socket.AF_INET6
         self.datagrams_in = 0
         self.send_errors = 0
         # UDP GSO for send_segments(); cleared if the kernel refuses it.
@@ -151,6 +161,7 @@ class DrainingSocket:
         recv = self.sock.recvfrom_into
         view = self._view
         handler = self._handler
+        esp = self.esp_handler or handler
         count = 0
         # Bounded so one busy socket cannot starve the others (and the IKE timers).
         while count < 256:
@@ -164,7 +175,10 @@ class DrainingSocket:
                     continue
                 raise
             count += 1
-            handler(view[:length], (addr[0], addr[1]))
+            if length >= ESP_MIN_LENGTH and _unpack_spi(view)[0]:
+                esp(view[:length], (addr[0], addr[1]))
+            else:
+                handler(view[:length], (addr[0], addr[1]))
         self.datagrams_in += count
 
     def _drain_gro(self) -> None:
@@ -174,6 +188,7 @@ class DrainingSocket:
         buffers = [self._buffer]
         view = self._view
         handler = self._handler
+        esp = self.esp_handler or handler
         count = 0
         reads = 0
         while reads < 256:
@@ -191,13 +206,22 @@ class DrainingSocket:
             for level, kind, data in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO:
                     segment = _GRO_SIZE.unpack_from(data)[0]
+            # GRO coalesces only datagrams of one flow and one size: ESP of one SA. A
+            # segment is ESP when long enough and its SPI is not the zero marker.
             if segment >= length:
                 count += 1
-                handler(view[:length], source)
+                if length >= ESP_MIN_LENGTH and _unpack_spi(view)[0]:
+                    esp(view[:length], source)
+                else:
+                    handler(view[:length], source)
                 continue
             for start in range(0, length, segment):
                 count += 1
-                handler(view[start : min(start + segment, length)], source)
+                end = min(start + segment, length)
+                if end - start >= ESP_MIN_LENGTH and _unpack_spi(view, start)[0]:
+                    esp(view[start:end], source)
+                else:
+                    handler(view[start:end], source)
         self.datagrams_in += count
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Address) -> None:
