@@ -18,6 +18,11 @@ from typing import Any, Literal
 
 AuthMethodName = Literal["psk", "pubkey"]
 FragmentationMode = Literal["yes", "no", "accept", "force"]
+# RFC 6023 childless IKE SAs, strongSwan's `childless`: allow (initiate childless only
+# when no Child SA is asked for; accept a peer's childless IKE_AUTH), force (always
+# initiate childless, the first Child SA follows in CREATE_CHILD_SA; fail when the peer
+# does not support it; accept only childless IKE_AUTH), never (refuse it as responder).
+ChildlessMode = Literal["allow", "force", "never"]
 StartAction = Literal["none", "start", "trap"]
 CloseAction = Literal["none", "start", "trap"]
 DpdAction = Literal["clear", "restart", "trap", "none"]
@@ -116,6 +121,7 @@ class IkeConfig:
     # string ("...-x25519-ke1_mlkem768"); nothing extra to configure here.
     send_initial_contact: bool = True
     mobike: bool = False
+    childless: ChildlessMode = "allow"
 
     def effective_over_time(self) -> float:
         if self.over_time is not None:

@@ -329,6 +329,11 @@ class Dispatcher:
             other.alive and other.remote_addr[0] == remote_addr[0] for other in self._sas.values()
         )
         self._register(sa)
+        if child is not None and config.childless == "force":
+            # RFC 6023 sec. 4: IKE_AUTH without a Child SA; the first one follows in
+            # CREATE_CHILD_SA, like the others, once the IKE SA is up.
+            children = [child, *(c for c in children or [] if c != child)]
+            child = None
         if children:
             self._pending_children[sa.ike_sa_id] = [c for c in children if c != child]
         sa.initiate(child, now)

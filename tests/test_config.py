@@ -222,9 +222,12 @@ def test_connection_keys_strongswan_semantics(tmp_path: Path) -> None:
     )
     site = load_configuration(write(tmp_path, text)).connections["site"]
     assert site.keyingtries == 0 and site.dpd_timeout == 60 and site.rand_time == 300
+    text = PSK_SITE.replace("[connections.site]\n", '[connections.site]\nchildless = "force"\n')
+    (ike,) = to_engine_configs(load_configuration(write(tmp_path, text)))
+    assert ike.childless == "force"  # RFC 6023, carried to the engine
     for key, words in (
         ('unique = "replace"', "only unique = no"),
-        ('childless = "force"', "only childless = allow"),
+        ('childless = "sometimes"', "not one of allow, force, never"),
         ("keyingtries = -1", "out of range"),
     ):
         text = PSK_SITE.replace("[connections.site]\n", f"[connections.site]\n{key}\n")

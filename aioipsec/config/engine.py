@@ -139,6 +139,7 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
                 over_time=connection.over_time,
                 rand_time=connection.rand_time,
                 fragmentation=connection.fragmentation,
+                childless=connection.childless,
                 local=_auth_to_engine(configuration, connection, "local"),
                 remote=_auth_to_engine(configuration, connection, "remote"),
                 children=[_child_to_engine(c) for c in connection.children.values()],

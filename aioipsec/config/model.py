@@ -20,7 +20,14 @@ from aioipsec.defaults import DEFAULT_CONTROL_SOCKET
 from aioipsec.defaults import LOG_FORMATS as LOG_FORMATS
 from aioipsec.defaults import LOG_LEVELS as LOG_LEVELS
 from aioipsec.tokens.spec import TokenSettings
-from ikev2.config import AuthMethodName, CloseAction, DpdAction, FragmentationMode, StartAction
+from ikev2.config import (
+    AuthMethodName,
+    ChildlessMode,
+    CloseAction,
+    DpdAction,
+    FragmentationMode,
+    StartAction,
+)
 from ikev2.identity import Identity
 
 # The model's choices are the engine's (``ikev2.config``), so the conversion copies them
@@ -194,6 +201,7 @@ class ConnectionSettings:
     send_cert: SendCert = "ifasked"
     # Attempts to establish the IKE SA before giving up; 0: forever (with a back-off).
     keyingtries: int = 1
+    childless: ChildlessMode = "allow"  # RFC 6023
     local: AuthSettings = field(default_factory=AuthSettings)
     remote: AuthSettings = field(default_factory=AuthSettings)
     children: dict[str, ChildSettings] = field(default_factory=dict)

@@ -307,10 +307,6 @@ _FIXED_CONNECTION_KEYS = {
     # RFC 7296 sec. 2.4: INITIAL_CONTACT deletes the peer's older IKE SAs, which is
     # strongSwan's `unique = no`; never/keep/replace need duplicate checks not built yet.
     "unique": ("no", "only INITIAL_CONTACT (strongSwan's unique = no) replaces old IKE SAs"),
-    # RFC 6023: we initiate with a Child SA in IKE_AUTH when the connection has one and
-    # accept a peer's childless IKE_AUTH, which is what `allow` does; `never` (refuse the
-    # peer's) and `force` (always childless) are not built.
-    "childless": ("allow", "childless = never and force are not implemented"),
 }
 _FIXED_CHILD_KEYS = {
     "ipcomp": ("no", "IPComp is not implemented"),
@@ -377,6 +373,8 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
     "fragmentation": _choice({"yes": "yes", "no": "no", "accept": "accept", "force": "force"}),
     "send_certreq": parse_bool,
     "send_cert": _choice({"always": "always", "ifasked": "ifasked", "never": "never"}),
+    # RFC 6023 childless IKE SAs (ikev2.config.ChildlessMode).
+    "childless": _choice({"allow": "allow", "force": "force", "never": "never"}),
     # How many times to try to establish the IKE SA before giving up: 0 is forever
     # (strongSwan's keyingtries; the daemon retries start_action = start with a back-off).
     "keyingtries": _int_range(0, 1 << 31),

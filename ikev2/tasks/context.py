@@ -159,6 +159,7 @@ class PeerState:
     certreq: list[CertReqPayload] = field(default_factory=list)  # sec. 3.7
     auth_method: int = 0  # of the peer's AUTH payload
     initial_contact: bool = False  # the peer sent INITIAL_CONTACT (sec. 2.4)
+    childless: bool = False  # the peer sent CHILDLESS_IKEV2_SUPPORTED (RFC 6023 sec. 3)
 
     def carried_over(self) -> PeerState:
         """What a rekeyed IKE SA inherits (sec. 2.18: same peer, same path)."""

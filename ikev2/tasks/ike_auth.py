@@ -187,6 +187,15 @@ class IkeAuthTask(Task):
 
     def build(self, sa: TaskContext, now: float) -> list[Payload]:
         config = sa.config
+        if self.child_name is None and not sa.peer.childless:
+            # RFC 6023 sec. 4.1: no IKE_AUTH without a Child SA unless the responder
+            # said it supports that (strongSwan fails such an initiation too).
+            raise ProtocolError(
+                "an IKE SA without a Child SA, but the peer did not send "
+                "CHILDLESS_IKEV2_SUPPORTED (RFC 6023)"
+                + (" and childless = force" if config.childless == "force" else ""),
+                None,
+            )
         self.local = identity_for(sa, config.local, sa.local_addr)
         self.remote = Identity.parse(config.remote.id)
         idi = id_payload(self.local, PayloadType.IDi)
@@ -435,6 +444,17 @@ def respond_ike_auth(
         sa.emit(AuthenticationFailed(sa.ike_sa_id, sa.name, error.check, reason, sa.remote_addr))
         sa.after_response(lambda when: sa.fail(when, reason, NotifyType.AUTHENTICATION_FAILED))
         return [NotifyPayload(notify_type=NotifyType.AUTHENTICATION_FAILED)]
+    childless_refusal = _childless_refusal(config.childless, _has_child(payloads))
+    if childless_refusal is not None:
+        # strongSwan answers INVALID_SYNTAX and the IKE SA ends (RFC 6023 leaves it open).
+        sa.emit(
+            NegotiationFailed(
+                sa.ike_sa_id, sa.name, childless_refusal, NotifyType.INVALID_SYNTAX,
+                received=False, exchange="IKE_AUTH",
+            )
+        )  # fmt: skip
+        sa.after_response(lambda when: sa.fail(when, childless_refusal, NotifyType.INVALID_SYNTAX))
+        return [NotifyPayload(notify_type=NotifyType.INVALID_SYNTAX)]
     response: list[Payload] = [idr]
     response += [p for p in auth_payloads if isinstance(p, CertPayload)]
     response += [p for p in auth_payloads if not isinstance(p, CertPayload)]
@@ -470,6 +490,15 @@ def respond_ike_auth(
         response += sa_payloads + ts
         sa.after_response(lambda when: install_child(sa, child, when))
     return response
+
+
+def _childless_refusal(mode: str, has_child: bool) -> str | None:
+    """Why an IKE_AUTH request is refused under ``childless`` (None: it is not)."""
+    if mode == "never" and not has_child:
+        return "the peer initiated a childless IKE SA (RFC 6023), and childless = never"
+    if mode == "force" and has_child:
+        return "the peer did not initiate a childless IKE SA, and childless = force"
+    return None
 
 
 def _has_child(payloads: list[Payload]) -> bool:

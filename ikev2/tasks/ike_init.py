@@ -89,6 +89,11 @@ def capability_notifies(
         out.append(NotifyPayload(notify_type=NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
     if sa.config.local.signature_auth != "classic" and sa.config.remote.signature_auth != "classic":
         out.append(signature_hashes_notify())
+    # RFC 6023 sec. 3: the responder's IKE_SA_INIT response says whether it accepts an
+    # IKE_AUTH without a Child SA (charon's initiator sends nothing; we announce it both
+    # ways, which is allowed); `childless = never` announces nothing.
+    if sa.config.childless != "never":
+        out.append(NotifyPayload(notify_type=NotifyType.CHILDLESS_IKEV2_SUPPORTED))
     return out
 
 
@@ -201,6 +206,7 @@ class IkeInitTask(Task):
             find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         )
         sa.peer.signature_hashes = parse_signature_hashes(payloads)
+        sa.peer.childless = find_notify(payloads, NotifyType.CHILDLESS_IKEV2_SUPPORTED) is not None
         sa.peer.certreq = [p for p in payloads if isinstance(p, CertReqPayload)]
         if sa.keymat.additional_ke:
             sa.to("recv_init_response_intermediate")
@@ -302,6 +308,7 @@ def respond_ike_init(sa: TaskContext, payloads: list[Payload], now: float) -> li
         find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
     )
     sa.peer.signature_hashes = parse_signature_hashes(payloads)
+    sa.peer.childless = find_notify(payloads, NotifyType.CHILDLESS_IKEV2_SUPPORTED) is not None
     sa.peer.intermediate = (
         find_notify(payloads, NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is not None
     )
