@@ -168,6 +168,8 @@ class Daemon:
         # "N s ago" of ``sas`` (swanctl's use-in/use-out), sampled once a second by
         # _track_use rather than timed on the per-packet path.
         self._last_use: dict[int, list[float]] = {}
+        # Child SAs closed for inactivity (their DELETE is under way).
+        self._closed_inactive: set[int] = set()
         # IKE SAs negotiated under a connection's settings that a reload has changed since:
         # they keep running, but ``initiate`` does not add Child SAs to them (their config
         # is the old one) and starts a new IKE SA instead.
@@ -619,6 +621,7 @@ class Daemon:
             children = self.datapath.children
             for child_sa_id in [c for c in self._last_use if c not in children]:
                 del self._last_use[child_sa_id]
+                self._closed_inactive.discard(child_sa_id)
             for child_sa_id, entry in children.items():
                 packets_in, packets_out = entry.sa_in.packets_in, entry.sa_out.packets_out
                 seen = self._last_use.setdefault(child_sa_id, [0, -1.0, 0, -1.0])
@@ -626,7 +629,28 @@ class Daemon:
                     seen[0], seen[1] = packets_in, now_wall
                 if packets_out != seen[2]:
                     seen[2], seen[3] = packets_out, now_wall
+                self._close_if_inactive(entry, seen, now_wall)
             await asyncio.sleep(interval)
+
+    def _close_if_inactive(self, entry: Any, seen: list[float], now_wall: float) -> None:
+        """strongSwan's ``inactivity``: a Child SA that carried no packet in either
+        direction for that long is closed (deleted with the peer; the IKE SA stays)."""
+        connection = self.settings.connections.get(entry.connection)
+        child = connection.children.get(entry.child) if connection is not None else None
+        if child is None or not child.inactivity or self.driver is None:
+            return
+        if entry.child_sa_id in self._closed_inactive:
+            return
+        last = max(seen[1], seen[3], entry.installed_at)
+        if now_wall - last < child.inactivity:
+            return
+        self._closed_inactive.add(entry.child_sa_id)
+        sa_logger(log, entry.connection, entry.ike_sa_id).info(
+            "closing the CHILD SA after inactivity", child=entry.child,
+            inactivity=child.inactivity, idle=round(now_wall - last),
+        )  # fmt: skip
+        terminate = self.driver.dispatcher.terminate_child
+        self.driver.call(terminate, entry.ike_sa_id, entry.child_sa_id)
 
     async def _keepalive(self, ike_sa_id: int) -> None:
         """NAT keepalives (RFC 3948 sec. 2.3) while a NAT is in front of us, as their own

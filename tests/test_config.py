@@ -204,7 +204,7 @@ def test_host_bits_are_masked_as_strongswan_does(tmp_path: Path) -> None:
         ('label = "system_u"', "kernel interface"),
         ("copy_df = true", "only copy_df = no"),
         ("tfc_padding = 1500", "only tfc_padding = 0"),
-        ("inactivity = 60", "not supported"),
+        ("reqid = 5", "not supported"),
     ],
 )
 def test_child_keys_refused_with_the_reason(tmp_path: Path, key: str, words: str) -> None:
@@ -212,6 +212,12 @@ def test_child_keys_refused_with_the_reason(tmp_path: Path, key: str, words: str
     error = error_for(tmp_path, text)
     assert error.key == "connections.site.children.net." + key.split()[0]
     assert words in str(error)
+
+
+def test_inactivity_is_read(tmp_path: Path) -> None:
+    text = PSK_SITE.replace('rekey_time = "30m"', 'rekey_time = "30m"\ninactivity = "5m"')
+    site = load_configuration(write(tmp_path, text)).connections["site"]
+    assert site.children["net"].inactivity == 300  # the daemon closes it (tests/e2e)
 
 
 def test_connection_keys_strongswan_semantics(tmp_path: Path) -> None:

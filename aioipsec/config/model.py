@@ -175,6 +175,9 @@ class ChildSettings:
     # strongSwan's updown script (command line) and hostaccess (refused until run).
     updown: str | None = None
     hostaccess: bool = False
+    # strongSwan's inactivity: seconds without a packet either way before the Child SA is
+    # closed (0: never); the daemon reads the SA's packet counters once a second.
+    inactivity: float = 0.0
 
 
 @dataclass

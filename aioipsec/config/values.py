@@ -338,7 +338,7 @@ _UNSUPPORTED_AUTH_KEYS = {
     "round", "pubkeys", "eap_id", "aaa_id", "xauth_id", "groups", "cert_policy", "ca_id",
 }  # fmt: skip
 _UNSUPPORTED_CHILD_KEYS = {
-    "rand_bytes", "rand_packets", "inactivity", "reqid", "priority", "icmp",
+    "rand_bytes", "rand_packets", "reqid", "priority", "icmp",
 }  # fmt: skip
 
 # Keys that are read into the model but refused until the runtime does what strongSwan
@@ -442,6 +442,8 @@ _CHILD_KEYS: dict[str, Callable[[Any], Any]] = {
     "replay_window": _int_range(0, 1 << 20),
     "updown": parse_string,
     "hostaccess": parse_bool,
+    # Close the Child SA after this long without a packet in either direction (0: never).
+    "inactivity": parse_duration,
 }
 
 # A top-level ``authorities.NAME`` section (swanctl.conf): a CA and where its revocation
