@@ -18,6 +18,11 @@ from typing import Any, Literal
 
 AuthMethodName = Literal["psk", "pubkey"]
 FragmentationMode = Literal["yes", "no", "accept", "force"]
+# strongSwan's `unique`: what a new IKE SA between the same identities does to older
+# ones: no (only an INITIAL_CONTACT from the peer replaces them, RFC 7296 sec. 2.4),
+# never (not even that), replace (the new one replaces them), keep (the older stays, the
+# new one is deleted).
+UniqueMode = Literal["no", "never", "replace", "keep"]
 # RFC 6023 childless IKE SAs, strongSwan's `childless`: allow (initiate childless only
 # when no Child SA is asked for; accept a peer's childless IKE_AUTH), force (always
 # initiate childless, the first Child SA follows in CREATE_CHILD_SA; fail when the peer
@@ -122,6 +127,7 @@ class IkeConfig:
     send_initial_contact: bool = True
     mobike: bool = False
     childless: ChildlessMode = "allow"
+    unique: UniqueMode = "no"
 
     def effective_over_time(self) -> float:
         if self.over_time is not None:

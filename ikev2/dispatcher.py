@@ -718,7 +718,8 @@ class Dispatcher:
             self._out.extend(sa.datagrams_to_send(now))
             if sa.peer.initial_contact:
                 sa.peer.initial_contact = False
-                self._initial_contact(sa, now)
+                if sa.config.unique != "never":
+                    self._initial_contact(sa, now)
             if not sa.alive:
                 self._forget(sa)
 
@@ -741,6 +742,8 @@ class Dispatcher:
     def _on_event(self, sa: IkeSa, event: Event, now: float) -> None:
         if isinstance(event, IkeSaEstablished):
             self._no_longer_half_open(sa)
+            if sa.config.unique in ("replace", "keep"):
+                self._check_unique(sa, now)
             for child in self._pending_children.pop(sa.ike_sa_id, []):
                 sa.create_child(child, now)
             old = self._reauth.pop(sa.ike_sa_id, None)
@@ -790,6 +793,34 @@ class Dispatcher:
             children=children,
         )
         self._reauth[new_id] = sa
+
+    def _duplicates(self, sa: IkeSa) -> list[IkeSa]:
+        """Other established IKE SAs of the same connection between the same identities
+        (not the one being rekeyed or reauthenticated into ``sa``)."""
+        return [
+            other
+            for other in self._sas.values()
+            if other is not sa
+            and other.alive
+            and other.established
+            and other.config.name == sa.config.name
+            and other.remote_id == sa.remote_id
+            and other.local_id == sa.local_id
+            and other.state is not IkeState.REKEYED
+            and other.successor is None
+            and self._reauth.get(sa.ike_sa_id) is not other
+        ]
+
+    def _check_unique(self, sa: IkeSa, now: float) -> None:
+        """strongSwan's ``unique = replace | keep`` once a new IKE SA is up."""
+        duplicates = self._duplicates(sa)
+        if not duplicates:
+            return
+        if sa.config.unique == "replace":
+            for other in duplicates:
+                other.delete_ike(now, "unique = replace: a new IKE SA with the same identities")
+        else:
+            sa.delete_ike(now, "unique = keep: an IKE SA with the same identities exists")
 
     def _initial_contact(self, sa: IkeSa, now: float) -> None:
         """RFC 7296 sec. 2.4 INITIAL_CONTACT: older IKE SAs between the same identities

@@ -231,8 +231,11 @@ def test_connection_keys_strongswan_semantics(tmp_path: Path) -> None:
     text = PSK_SITE.replace("[connections.site]\n", '[connections.site]\nchildless = "force"\n')
     (ike,) = to_engine_configs(load_configuration(write(tmp_path, text)))
     assert ike.childless == "force"  # RFC 6023, carried to the engine
+    text = PSK_SITE.replace("[connections.site]\n", '[connections.site]\nunique = "replace"\n')
+    (ike,) = to_engine_configs(load_configuration(write(tmp_path, text)))
+    assert ike.unique == "replace"  # tests/engine/test_unique.py
     for key, words in (
-        ('unique = "replace"', "only unique = no"),
+        ('unique = "twice"', "not one of keep, never, no, replace"),
         ('childless = "sometimes"', "not one of allow, force, never"),
         ("keyingtries = -1", "out of range"),
     ):

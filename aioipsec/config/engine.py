@@ -140,6 +140,7 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
                 rand_time=connection.rand_time,
                 fragmentation=connection.fragmentation,
                 childless=connection.childless,
+                unique=connection.unique,
                 local=_auth_to_engine(configuration, connection, "local"),
                 remote=_auth_to_engine(configuration, connection, "remote"),
                 children=[_child_to_engine(c) for c in connection.children.values()],

@@ -27,6 +27,7 @@ from ikev2.config import (
     DpdAction,
     FragmentationMode,
     StartAction,
+    UniqueMode,
 )
 from ikev2.identity import Identity
 
@@ -205,6 +206,7 @@ class ConnectionSettings:
     # Attempts to establish the IKE SA before giving up; 0: forever (with a back-off).
     keyingtries: int = 1
     childless: ChildlessMode = "allow"  # RFC 6023
+    unique: UniqueMode = "no"  # strongSwan's uniqueness policy
     local: AuthSettings = field(default_factory=AuthSettings)
     remote: AuthSettings = field(default_factory=AuthSettings)
     children: dict[str, ChildSettings] = field(default_factory=dict)

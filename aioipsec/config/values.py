@@ -304,9 +304,6 @@ def check_proposal_syntax(
 _FIXED_CONNECTION_KEYS = {
     "mobike": ("no", "MOBIKE (RFC 4555) is not implemented"),
     "aggressive": ("no", "aggressive mode is IKEv1 only"),
-    # RFC 7296 sec. 2.4: INITIAL_CONTACT deletes the peer's older IKE SAs, which is
-    # strongSwan's `unique = no`; never/keep/replace need duplicate checks not built yet.
-    "unique": ("no", "only INITIAL_CONTACT (strongSwan's unique = no) replaces old IKE SAs"),
 }
 _FIXED_CHILD_KEYS = {
     "ipcomp": ("no", "IPComp is not implemented"),
@@ -373,6 +370,8 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
     "fragmentation": _choice({"yes": "yes", "no": "no", "accept": "accept", "force": "force"}),
     "send_certreq": parse_bool,
     "send_cert": _choice({"always": "always", "ifasked": "ifasked", "never": "never"}),
+    # strongSwan's uniqueness policy (ikev2.config.UniqueMode).
+    "unique": _choice({"no": "no", "never": "never", "replace": "replace", "keep": "keep"}),
     # RFC 6023 childless IKE SAs (ikev2.config.ChildlessMode).
     "childless": _choice({"allow": "allow", "force": "force", "never": "never"}),
     # How many times to try to establish the IKE SA before giving up: 0 is forever
