@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aioipsec.config.credentials import SWANCTL_FOLDERS, load_private_key
+from aioipsec.config.credentials import SWANCTL_FOLDERS, load_pkcs12, load_private_key
 from aioipsec.config.model import (
     AuthoritySettings,
     AuthSettings,
@@ -389,7 +389,9 @@ def _build_secrets(source: RawSource, table: Any, configuration: Configuration) 
 def _build_secret(source: RawSource, name: str, value: Any, configuration: Configuration) -> None:
     path = ("secrets", name)
     value = _expect_table(source, value, path, "one secret")
-    kind = _split_suffix(name, ("ike", "token", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES))
+    kind = _split_suffix(
+        name, ("ike", "token", "pkcs12", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES)
+    )
     if kind is None:
         raise source.error(
             path,
@@ -403,7 +405,9 @@ def _build_secret(source: RawSource, name: str, value: Any, configuration: Confi
     elif kind == "token":  # a key that stays in a PKCS#11 token or the TPM
         configuration.tokens.keys.append(build_token_key(source, name, value))
     else:
-        configuration.private_keys.append(_build_private_key(source, name, kind, value))
+        configuration.private_keys.append(
+            _build_private_key(source, name, kind, value, configuration)
+        )
 
 
 def _build_shared_secret(source: RawSource, name: str, table: dict[str, Any]) -> SharedSecret:
@@ -436,7 +440,7 @@ def _build_shared_secret(source: RawSource, name: str, table: dict[str, Any]) ->
 
 
 def _build_private_key(
-    source: RawSource, name: str, kind: str, table: dict[str, Any]
+    source: RawSource, name: str, kind: str, table: dict[str, Any], configuration: Configuration
 ) -> PrivateKey:
     file_text: str | None = None
     passphrase: bytes | None = None
@@ -455,10 +459,24 @@ def _build_private_key(
     key_file = source.resolve(file_text, SWANCTL_FOLDERS.get(kind))
     where = ("secrets", name, "secret" if passphrase is not None else "file")
     try:
-        key_object = load_private_key(key_file, passphrase)
+        if kind == "pkcs12":
+            key_object = add_pkcs12(configuration, key_file, passphrase)
+        else:
+            key_object = load_private_key(key_file, passphrase)
     except ConfigError as error:
         raise source.error(where, error.reason, error.hint) from None
     return PrivateKey(name=name, file=key_file, key=key_object, source=source.path)
+
+
+def add_pkcs12(configuration: Configuration, path: Path, passphrase: bytes | None) -> Any:
+    """A PKCS#12 container's key; its CA certificates become trust anchors and the others
+    certificates to choose ours from, as swanctl loads them."""
+    key, certificates = load_pkcs12(path, passphrase)
+    for name, is_ca in certificates:
+        target = configuration.authorities if is_ca else configuration.certificates
+        if name not in target:
+            target.append(name)
+    return key
 
 
 def named_key_files(source: RawSource) -> set[Path]:
@@ -469,7 +487,7 @@ def named_key_files(source: RawSource) -> set[Path]:
     if not isinstance(table, dict):
         return named
     for name, value in table.items():
-        kind = _split_suffix(name, _PRIVATE_KEY_TYPES)
+        kind = _split_suffix(name, (*_PRIVATE_KEY_TYPES, "pkcs12"))
         if kind is None or not isinstance(value, dict) or not isinstance(value.get("file"), str):
             continue
         named.add(source.resolve(value["file"].strip(), SWANCTL_FOLDERS.get(kind)).resolve())

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import padding, serialization
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from aioipsec.config.model import (
     AuthSettings,
@@ -38,7 +39,12 @@ SWANCTL_FOLDERS = {
     "ecdsa": "ecdsa",
     "pkcs8": "pkcs8",
     "pubkeys": "pubkey",
+    "pkcs12": "pkcs12",
 }
+
+# Certificates that come out of a PKCS#12 container have no file of their own: they are
+# known as "<container>#<n>" and load_certificate returns them from here.
+_CONTAINED: dict[Path, Any] = {}
 
 
 # --------------------------------------------------------------------------- credentials
@@ -190,8 +196,12 @@ def _load_plain(loader: Any, data: bytes, path: Path) -> Any:
 
 
 def load_certificate(path: Path) -> Any:
-    """A ``cryptography`` X.509 certificate from a PEM or DER file."""
+    """A ``cryptography`` X.509 certificate from a PEM or DER file (or from a PKCS#12
+    container loaded before, ``<container>#<n>``)."""
 
+    contained = _CONTAINED.get(path)
+    if contained is not None:
+        return contained
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -204,6 +214,43 @@ def load_certificate(path: Path) -> Any:
         return x509.load_der_x509_certificate(data)
     except ValueError as error:
         raise ConfigError(f"{path} is not an X.509 certificate ({error})") from None
+
+
+def load_pkcs12(path: Path, passphrase: bytes | None) -> tuple[Any, list[tuple[Path, bool]]]:
+    """A PKCS#12 container (RFC 7292) as swanctl reads it from pkcs12/: its private key,
+    and its certificates, each known as ``<container>#<n>`` with whether it is a CA."""
+    _check_key_file_mode(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        key, certificate, others = pkcs12.load_key_and_certificates(data, passphrase)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # cryptography says "Invalid password or PKCS12 data" for both.
+        if passphrase is None:
+            raise ConfigError(
+                f"{path} is encrypted and no passphrase is given for it (or it is not "
+                "a PKCS#12 container)",
+                hint=f"add a secrets entry: pkcs12-NAME {{ file = {path.name}  "
+                "secret = <passphrase> }",
+            ) from None
+        raise ConfigError(
+            f"{path}: the passphrase is wrong, or the file is not a PKCS#12 container",
+            hint="correct the secret of this container",
+        ) from None
+    if key is None:
+        raise ConfigError(f"{path} holds no private key", hint="export it with its key")
+    certificates: list[tuple[Path, bool]] = []
+    for number, cert in enumerate([c for c in (certificate, *others) if c is not None]):
+        name = Path(f"{path}#{number}")
+        _CONTAINED[name] = cert
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        certificates.append((name, is_ca))
+    return key, certificates
 
 
 def _public_bytes(key: Any) -> bytes:

@@ -30,7 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aioipsec.config.build import RawSource, build_configuration, named_key_files
+from aioipsec.config.build import (
+    RawSource,
+    add_pkcs12,
+    build_configuration,
+    named_key_files,
+)
 from aioipsec.config.credentials import (
     SWANCTL_FOLDERS,
     check_secret_file_modes,
@@ -428,7 +433,7 @@ def _auto_credentials(
     private/, rsa/, ecdsa/, pkcs8/ (one a ``secrets`` entry names, with its passphrase,
     is loaded there), every certificate in x509/ and CA certificate in x509ca/."""
     known = {p.file.resolve() for p in configuration.private_keys} | named
-    for kind in ("private", "rsa", "ecdsa", "pkcs8"):
+    for kind in ("private", "rsa", "ecdsa", "pkcs8", "pkcs12"):
         folder = base / SWANCTL_FOLDERS[kind]
         if not folder.is_dir():
             continue
@@ -437,7 +442,10 @@ def _auto_credentials(
                 continue
             with source.collecting():
                 try:
-                    key = load_private_key(path)
+                    if kind == "pkcs12":
+                        key = add_pkcs12(configuration, path, None)
+                    else:
+                        key = load_private_key(path)
                 except ConfigError as error:
                     raise ConfigError(
                         error.reason + " (swanctl loads every key in this folder)",

@@ -472,7 +472,7 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "allow_readable_secret_files": parse_bool,
 }
 
-_UNSUPPORTED_SECRET_TYPES = ("eap", "xauth", "ntlm", "ppk", "pkcs12")
+_UNSUPPORTED_SECRET_TYPES = ("eap", "xauth", "ntlm", "ppk")
 _PRIVATE_KEY_TYPES = ("private", "rsa", "ecdsa", "pkcs8")
 
 

@@ -272,3 +272,34 @@ def test_crls_in_x509crl_are_refused_until_they_are_checked(pki: Path) -> None:
     write(pki / "swanctl.conf", PUBKEY_CONF.replace("ID", "moon.example"))
     error = error_of(pki)
     assert error.key == "x509crl/" and "ca.crl" in error.reason
+
+
+def test_pkcs12_container_with_its_passphrase_in_secrets(tmp_path: Path) -> None:
+    """A PKCS#12 container in pkcs12/ (key, certificate and CA, as strongSwan's
+    net2net-pkcs12): the key signs, our certificate is found by identity, the CA in it is
+    a trust anchor."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = x509.load_pem_x509_certificate(_certificate("test CA", ca_key, ca_key, True, None))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = x509.load_pem_x509_certificate(
+        _certificate("moon gateway", key, ca_key, False, "moon.example")
+    )
+    container = pkcs12.serialize_key_and_certificates(
+        b"moon", key, cert, [ca], serialization.BestAvailableEncryption(b"p12 passphrase")
+    )
+    write(tmp_path / "pkcs12" / "moon.p12", container)
+    entry = 'secrets {\n   pkcs12-1 {\n      file = moon.p12\n      secret = "PASS"\n   }\n}\n'
+    conf = PUBKEY_CONF.replace("ID", "moon.example")
+    write(tmp_path / "swanctl.conf", conf + entry.replace("PASS", "p12 passphrase"))
+    (ike,) = to_engine_configs(load(tmp_path))
+    assert ike.local.certs[0].subject.rfc4514_string() == "CN=moon gateway"
+    assert ike.local.private_key is not None
+    assert [c.subject.rfc4514_string() for c in ike.remote.cacerts] == ["CN=test CA"]
+    write(tmp_path / "swanctl.conf", conf + entry.replace("PASS", "not it"))
+    error = error_of(tmp_path)
+    assert error.key == "secrets.pkcs12-1.secret" and "passphrase is wrong" in error.reason
+    write(tmp_path / "swanctl.conf", conf)
+    error = error_of(tmp_path)
+    assert "moon.p12 is encrypted and no passphrase" in error.reason
