@@ -530,6 +530,7 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("pki")
     ca_key = _pki("--gen", "--type", "ed25519", "--outform", "pem")
     (base / "ca.key").write_bytes(ca_key)
+    (base / "ca.key").chmod(0o600)  # a private key: as the docs say to keep one
     ca = _pki(
         "--self",
         "--ca",

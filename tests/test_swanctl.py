@@ -446,6 +446,7 @@ def test_swanctl_folders_for_credentials(tmp_path: Path) -> None:
         (tmp_path / folder).mkdir()
     ca_key = tmp_path / "ca.key"
     ca_key.write_bytes(pki("--gen", "--type", "ed25519", "--outform", "pem"))
+    ca_key.chmod(0o600)  # a private key: as the docs say to keep one
     (tmp_path / "x509ca" / "caCert.pem").write_bytes(
         pki(
             "--self",
@@ -733,6 +734,7 @@ def test_charon_and_we_read_certificate_folders_alike(tmp_path: Path) -> None:
         base = charon.workdir
         ca_key = tmp_path / "caKey.pem"
         ca_key.write_bytes(pki("--gen", "--type", "ecdsa", "--size", "256", "--outform", "pem"))
+        ca_key.chmod(0o600)
         (base / "x509ca" / "caCert.pem").write_bytes(
             pki("--self", "--ca", "--in", str(ca_key), "--type", "ecdsa",
                 "--dn", "C=CH, O=aioipsec test, CN=Oracle CA", "--outform", "pem")
