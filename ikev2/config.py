@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # the protocol only; the module loads cryptography
+    from ikev2.crypto.certs import RevocationCheck
 
 AuthMethodName = Literal["psk", "pubkey"]
 FragmentationMode = Literal["yes", "no", "accept", "force"]
@@ -60,6 +63,10 @@ class AuthConfig:
     rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS instead of PKCS#1 v1.5
     send_certreq: bool = True
     send_cert: Literal["always", "ifasked", "never"] = "ifasked"
+    # Remote rounds: asks whether the peer's chain is revoked (CRL, OCSP), after the AUTH
+    # signature verified; an ikev2.crypto.certs.RevocationCheck the daemon supplies
+    # (aioipsec.revocation), as this package does no I/O. None: no revocation check.
+    revocation: RevocationCheck | None = field(default=None, repr=False)
 
 
 @dataclass

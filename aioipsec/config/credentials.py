@@ -216,6 +216,22 @@ def load_certificate(path: Path) -> Any:
         raise ConfigError(f"{path} is not an X.509 certificate ({error})") from None
 
 
+def load_crl_file(path: Path) -> x509.CertificateRevocationList:
+    """A CRL from a PEM or DER file (swanctl's x509crl/); its signature is checked against
+    its CA when it is used (aioipsec/revocation.py), as the CA may be loaded later."""
+    try:
+        data = path.read_bytes()
+        loader = x509.load_pem_x509_crl if b"-----BEGIN" in data else x509.load_der_x509_crl
+        return loader(data)
+    except OSError as error:
+        raise ConfigError(f"cannot read CRL {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise ConfigError(
+            f"{path} is not an X.509 CRL ({error})",
+            hint="write a CRL as strongSwan's pki --signcrl or openssl ca -gencrl makes it",
+        ) from None
+
+
 def load_pkcs12(path: Path, passphrase: bytes | None) -> tuple[Any, list[tuple[Path, bool]]]:
     """A PKCS#12 container (RFC 7292) as swanctl reads it from pkcs12/: its private key,
     and its certificates, each known as ``<container>#<n>`` with whether it is a CA."""

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import socket
 
-from aioipsec.config.credentials import find_private_key, load_certificate, strongswan_dn
+from aioipsec.config.credentials import (
+    find_private_key,
+    load_certificate,
+    load_crl_file,
+    strongswan_dn,
+)
 from aioipsec.config.model import (
     AuthSettings,
     ChildSettings,
@@ -17,6 +22,7 @@ from aioipsec.config.model import (
     ConnectionSettings,
 )
 from aioipsec.config.values import ip_ok
+from aioipsec.revocation import Authority, RevocationChecker, RevocationStore
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig
 
 # --------------------------------------------------------------------------- engine configs
@@ -55,8 +61,30 @@ def _child_to_engine(child: ChildSettings) -> ChildConfig:
     )
 
 
+def revocation_store(configuration: Configuration) -> RevocationStore:
+    """The revocation store of one loaded configuration (aioipsec/revocation.py): the
+    ``authorities`` with their CRL and OCSP URIs, the CRLs of x509crl/, the OCSP signers of
+    x509ocsp/ (each file was read once at load, where a broken one was named)."""
+    authorities = [
+        Authority(
+            name=name,
+            cacert=load_certificate(section.cacert),
+            crl_uris=list(section.crl_uris),
+            ocsp_uris=list(section.ocsp_uris),
+        )
+        for name, section in configuration.authority_sections.items()
+        if section.cacert is not None
+    ]
+    crls = [(load_crl_file(path), f"CRL file {path}") for path in configuration.crls]
+    signers = [load_certificate(path) for path in configuration.ocsp_signers]
+    return RevocationStore(authorities=authorities, crls=crls, ocsp_signers=signers)
+
+
 def _auth_to_engine(
-    configuration: Configuration, connection: ConnectionSettings, side: str
+    configuration: Configuration,
+    connection: ConnectionSettings,
+    side: str,
+    revocation: RevocationStore | None = None,
 ) -> AuthConfig:
 
     settings: AuthSettings = getattr(connection, side)
@@ -80,6 +108,10 @@ def _auth_to_engine(
     )
     if side == "local" and settings.auth == "pubkey":
         auth.private_key = find_private_key(configuration, connection)
+    if side == "remote" and settings.auth == "pubkey" and revocation is not None:
+        # Every policy checks (strongSwan's relaxed still refuses a certificate a CRL or
+        # OCSP responder says is revoked); the store is shared by all connections.
+        auth.revocation = RevocationChecker(revocation, settings.revocation)
     return auth
 
 
@@ -114,9 +146,11 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
     rekey_time nor reauth_time set, rekey every 4 h; with only reauth_time, no rekeying.
     The ``[daemon]`` retransmission settings apply to every connection (strongSwan's are
     daemon-wide too). PSKs are not copied in: give ``configuration.psk_lookup`` to the
-    dispatcher.
+    dispatcher. Remote ``pubkey`` rounds get one shared revocation store
+    (aioipsec.revocation: CRLs and OCSP, answers cached until their nextUpdate).
     """
 
+    revocation = revocation_store(configuration)
     engine_configs: list[IkeConfig] = []
     for connection in configuration.connections.values():
         rekey_time, reauth_time = connection.rekey_time, connection.reauth_time
@@ -142,7 +176,7 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
                 childless=connection.childless,
                 unique=connection.unique,
                 local=_auth_to_engine(configuration, connection, "local"),
-                remote=_auth_to_engine(configuration, connection, "remote"),
+                remote=_auth_to_engine(configuration, connection, "remote", revocation),
                 children=[_child_to_engine(c) for c in connection.children.values()],
                 retransmit_timeout=configuration.daemon.retransmit_timeout,
                 retransmit_base=configuration.daemon.retransmit_base,

@@ -148,7 +148,7 @@ class AuthSettings:
     id: str | None = None
     certs: list[Path] = field(default_factory=list)
     cacerts: list[Path] = field(default_factory=list)
-    # strongSwan's revocation policy for the peer's chain (refused until it is enforced).
+    # strongSwan's revocation policy for the peer's chain (aioipsec/revocation.py).
     revocation: str = "relaxed"
 
 
@@ -280,6 +280,10 @@ class Configuration:
     # End-entity certificates loaded without being named (swanctl's x509/ folder): a
     # local `auth = pubkey` without `certs` uses the one whose subject or SAN is its id.
     certificates: list[Path] = field(default_factory=list)
+    # CRL files (swanctl's x509crl/) and trusted OCSP signer certificates (x509ocsp/),
+    # used by the revocation checks (aioipsec/revocation.py).
+    crls: list[Path] = field(default_factory=list)
+    ocsp_signers: list[Path] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     # Things worth a log line at start (e.g. a PSK in a world-readable file).
     warnings: list[str] = field(default_factory=list)

@@ -39,6 +39,8 @@ from aioipsec.config.build import (
 from aioipsec.config.credentials import (
     SWANCTL_FOLDERS,
     check_secret_file_modes,
+    load_certificate,
+    load_crl_file,
     load_private_key,
 )
 from aioipsec.config.model import ConfigError, Configuration, PrivateKey, raise_collected
@@ -456,22 +458,7 @@ def _auto_credentials(
                 configuration.private_keys.append(
                     PrivateKey(name=f"{kind}/{path.name}", file=path, key=key, source=source.path)
                 )
-    for folder_name in ("x509crl", "x509ocsp"):
-        folder = base / folder_name
-        files = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-        if files:
-            # strongSwan checks peers' certificates against these: accepting them
-            # without that check would ignore them.
-            source.problems.append(
-                ConfigError(
-                    f"{folder_name}/ holds {', '.join(files)}: strongSwan checks "
-                    "revocation with it, and aioipsec's CRL and OCSP checks are not "
-                    "implemented yet: refusing it rather than ignoring it",
-                    file=folder,
-                    key=f"{folder_name}/",
-                    hint=f"empty {folder_name}/ for now; see docs/configuration.md",
-                )
-            )
+    _revocation_files(base, configuration, source)
     for kind, target in (("cacerts", configuration.authorities),
                          ("certs", configuration.certificates)):  # fmt: skip
         folder = base / SWANCTL_FOLDERS[kind]
@@ -479,6 +466,34 @@ def _auto_credentials(
             target.extend(
                 path for path in sorted(folder.iterdir()) if path.is_file() and path not in target
             )
+
+
+def _revocation_files(base: Path, configuration: Configuration, source: RawSource) -> None:
+    """swanctl's x509crl/ (CRLs, checked against the peer's chain) and x509ocsp/ (OCSP
+    signer certificates): read now so that a broken file is named at load, used by
+    aioipsec/revocation.py."""
+    for folder_name, target in (("x509crl", configuration.crls),
+                                ("x509ocsp", configuration.ocsp_signers)):  # fmt: skip
+        folder = base / folder_name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not path.is_file() or path in target:
+                continue
+            with source.collecting():
+                try:
+                    if folder_name == "x509crl":
+                        load_crl_file(path)
+                    else:
+                        load_certificate(path)
+                except ConfigError as error:
+                    raise ConfigError(
+                        error.reason + f" (swanctl loads every file in {folder_name}/)",
+                        file=path,
+                        key=f"{folder_name}/{path.name}",
+                        hint=error.hint,
+                    ) from None
+                target.append(path)
 
 
 def load_swanctl(

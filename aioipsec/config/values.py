@@ -343,9 +343,6 @@ _UNSUPPORTED_CHILD_KEYS = {
 RUNTIME_PENDING: dict[str, str] = {
     "updown": "aioipsec does not run updown scripts yet",
     "hostaccess": "hostaccess belongs to the updown script, which aioipsec does not run yet",
-    "revocation": "CRL and OCSP revocation checks are not implemented yet",
-    "crl_uris": "CRL fetching is not implemented yet",
-    "ocsp_uris": "OCSP checks are not implemented yet",
 }
 
 _ACTIONS = {"none": "none", "clear": "none", "start": "start", "restart": "start",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -69,8 +70,18 @@ class Pki:
             args += ["--size", size]
         self._run(*args, output=path)
 
-    def credentials(self, identity: str) -> Credentials:
-        """Key and certificate for IDENTITY (an FQDN, e-mail or IP address), made once."""
+    def credentials(
+        self,
+        identity: str,
+        *,
+        crl_uris: Sequence[str] = (),
+        ocsp_uris: Sequence[str] = (),
+        flags: Sequence[str] = (),
+    ) -> Credentials:
+        """Key and certificate for IDENTITY (an FQDN, e-mail or IP address), made once.
+
+        ``crl_uris``/``ocsp_uris``: CRL distribution points and OCSP responders written
+        into the certificate; ``flags``: extendedKeyUsage names (``ocspSigning``...)."""
         if identity in self._issued:
             return self._issued[identity]
         safe = "".join(ch if ch.isalnum() or ch in ".-_" else "_" for ch in identity)
@@ -82,6 +93,9 @@ class Pki:
             "--issue", "--lifetime", "30", "--cacert", str(self.ca_cert), "--cakey",
             str(self.ca_key), "--type", "pub", "--dn",
             f"C=CH, O=aioipsec interop, CN={identity}", "--san", identity, "--outform", "pem",
+            *(arg for uri in crl_uris for arg in ("--crl", uri)),
+            *(arg for uri in ocsp_uris for arg in ("--ocsp", uri)),
+            *(arg for flag in flags for arg in ("--flag", flag)),
             output=cert, stdin=public,
         )  # fmt: skip
         credentials = Credentials(self.ca_cert, cert, key)
@@ -101,3 +115,26 @@ class Pki:
         shutil.copy(credentials.key, key_copy)
         key_copy.chmod(0o600)
         return credentials.cert.name
+
+    def sign_crl(
+        self,
+        revoked: Sequence[str | Path],
+        output: str | os.PathLike[str],
+        *,
+        lifetime_days: int = 15,
+    ) -> Path:
+        """A CRL of this CA (``pki --signcrl``, DER) revoking (key-compromise) the
+        certificates of the identities in REVOKED, or the certificate files given as Paths,
+        valid for LIFETIME_DAYS."""
+        files = [
+            item if isinstance(item, Path) else self.credentials(item).cert for item in revoked
+        ]
+        revocations = [
+            arg for cert in files for arg in ("--reason", "key-compromise", "--cert", str(cert))
+        ]
+        path = Path(output)
+        self._run(
+            "--signcrl", "--cacert", str(self.ca_cert), "--cakey", str(self.ca_key),
+            "--lifetime", str(lifetime_days), *revocations, "--outform", "der", output=path,
+        )  # fmt: skip
+        return path

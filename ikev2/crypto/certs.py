@@ -25,6 +25,7 @@ import os
 import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_CLOCK_SKEW",
     "CertificateError",
     "KeyFileError",
+    "RevocationCheck",
     "build_certreq_data",
     "ca_key_hashes",
     "certificate_identities",
@@ -69,6 +71,19 @@ class CertificateError(AuthenticationError):
 
     def __init__(self, reason: str, check: str = "bad-certificate") -> None:
         super().__init__(reason, check)
+
+
+class RevocationCheck(Protocol):
+    """Asks whether the peer's certificates are revoked (CRL, OCSP): supplied by the
+    daemon in ``AuthConfig.revocation`` (aioipsec.revocation), as this package does no
+    I/O. ``check`` raises :class:`CertificateError` (check ``revoked`` or
+    ``revocation-unknown``) for a chain the configured policy refuses.
+
+    It is called inside the engine call and may block while it fetches an answer, as a
+    token's ``Signer.sign`` does (docs/revocation.md says why and what bounds it)."""
+
+    def check(self, chain: Sequence[x509.Certificate], wall_time: float) -> None:
+        """``chain``: leaf first, trust anchor last; ``wall_time``: POSIX seconds."""
 
 
 class KeyFileError(ValueError):

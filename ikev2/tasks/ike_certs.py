@@ -1,5 +1,6 @@
 """Public-key authentication inside IKE_AUTH: CERT payloads, RFC 7427 signatures (method
-14) and the classic methods 1 and 9-11, chain validation against the configured CAs.
+14) and the classic methods 1 and 9-11, chain validation against the configured CAs, and
+the revocation check the daemon supplies (``AuthConfig.revocation``).
 
 The cryptographic checks are ``ikev2.crypto.auth`` (signatures) and
 ``ikev2.crypto.certs`` (X.509 path validation with ``cryptography``'s verifier, validity
@@ -83,7 +84,9 @@ def verify_signature_auth(
         )
     wall_time = now + sa.ctx.wall_time_offset
     # A CertificateError names its check (unknown-ca, expired, identity-mismatch, ...).
-    public_key, _ = validate_chain(certs[0], certs[1:], auth.cacerts, wall_time, identity=remote)
+    public_key, chain = validate_chain(
+        certs[0], certs[1:], auth.cacerts, wall_time, identity=remote
+    )
     # A failure here is an AuthenticationError with check "bad-signature" (its default).
     verify_signature(
         public_key,
@@ -93,3 +96,7 @@ def verify_signature_auth(
         policy=sa.ctx.policy,
         peer_id=str(remote),
     )
+    # Revocation last: only a peer that proved it holds the key of a valid certificate
+    # makes the daemon ask a CRL server or OCSP responder (RFC 5280 sec. 6.3, RFC 6960).
+    if auth.revocation is not None:
+        auth.revocation.check(chain, wall_time)

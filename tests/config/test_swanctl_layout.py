@@ -214,7 +214,7 @@ def test_connection_without_children_is_an_ike_sa_only(pki: Path) -> None:
     assert ike.children == []
 
 
-def test_authorities_cacert_is_a_trust_anchor_revocation_is_refused(pki: Path) -> None:
+def test_authorities_cacert_is_a_trust_anchor_with_its_revocation_sources(pki: Path) -> None:
     (pki / "x509ca" / "caCert.pem").rename(pki / "theCA.pem")
     authority = "authorities {\n   ca {\n      cacert = ../theCA.pem\n   }\n}\n"
     write(pki / "swanctl.conf", PUBKEY_CONF.replace("ID", "moon.example") + authority)
@@ -222,8 +222,11 @@ def test_authorities_cacert_is_a_trust_anchor_revocation_is_refused(pki: Path) -
     assert [c.subject.rfc4514_string() for c in ike.remote.cacerts] == ["CN=test CA"]
     crl = authority.replace("../theCA.pem", "../theCA.pem\n      crl_uris = http://crl/ca.crl")
     write(pki / "swanctl.conf", PUBKEY_CONF.replace("ID", "moon.example") + crl)
-    error = error_of(pki)
-    assert error.key == "authorities.ca.crl_uris" and "not implemented yet" in error.reason
+    (ike,) = to_engine_configs(load(pki))
+    (authority,) = ike.remote.revocation.store.authorities
+    assert authority.crl_uris == ["http://crl/ca.crl"] and authority.cacert.subject == (
+        ike.remote.cacerts[0].subject
+    )
 
 
 # --------------------------------------------------------------------------- F8, F9
@@ -265,13 +268,13 @@ def test_secret_file_modes_same_rule_as_toml(tmp_path: Path) -> None:
     assert any("secrets.conf" in w and "chmod 600" in w for w in configuration.warnings)
 
 
-def test_crls_in_x509crl_are_refused_until_they_are_checked(pki: Path) -> None:
-    """strongSwan checks peers' certificates against x509crl/: not checking them would
-    ignore them, so the folder is refused, by its name, until revocation checks exist."""
+def test_a_file_in_x509crl_that_is_no_crl_is_named(pki: Path) -> None:
+    """strongSwan checks peers' certificates against x509crl/ (aioipsec/revocation.py
+    does too): a file there that is no CRL is an error naming it."""
     write(pki / "x509crl" / "ca.crl", b"-----BEGIN X509 CRL-----\n")
     write(pki / "swanctl.conf", PUBKEY_CONF.replace("ID", "moon.example"))
     error = error_of(pki)
-    assert error.key == "x509crl/" and "ca.crl" in error.reason
+    assert error.key == "x509crl/ca.crl" and "not an X.509 CRL" in error.reason
 
 
 def test_pkcs12_container_with_its_passphrase_in_secrets(tmp_path: Path) -> None:

@@ -106,7 +106,12 @@ def cert_pair(kind_a: str, kind_b: str, **overrides) -> Network:
         private_key=key_b,
         rsa_pss=kind_b == "rsa-pss",
     )
-    b_conf.remote = AuthConfig(auth="pubkey", id="%any", cacerts=[ca("Test CA")[1]])
+    b_conf.remote = AuthConfig(
+        auth="pubkey",
+        id="%any",
+        cacerts=[ca("Test CA")[1]],
+        revocation=overrides.get("revocation_b"),
+    )
     a = Dispatcher([a_conf], psk_lookup_for(), rng=seeded_rng(1), wall_time_offset=NOW)
     b = Dispatcher([b_conf], psk_lookup_for(), rng=seeded_rng(2), wall_time_offset=NOW)
     return Network(a, b)

@@ -1,0 +1,261 @@
+"""Revocation checks (aioipsec/revocation.py) against real sources: CRLs signed by
+strongSwan's ``pki --signcrl``, read from swanctl's x509crl/ and served over HTTP by
+``python -m http.server`` on a namespace address, and ``openssl ocsp`` as the responder on
+a namespace address; every policy (strict, ifuri, relaxed) on good, revoked, unreachable
+and absent sources."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from aioipsec.config import load_configuration, to_engine_configs
+from aioipsec.interop.pki import Pki
+from aioipsec.netns import Lab, Namespace
+from aioipsec.revocation import (
+    Authority,
+    RevocationChecker,
+    RevocationStore,
+    Status,
+)
+from ikev2.crypto.certs import CertificateError
+from tests.components import require_component
+
+pytestmark = pytest.mark.needs("root", "ip", "pki")
+
+SERVER = "10.77.0.2"
+CLIENT = "10.77.0.1"
+HTTP = f"http://{SERVER}:8080"
+OCSP = f"http://{SERVER}:8888"
+OCSP_NOT_SIGNER = f"http://{SERVER}:8889"
+DEAD = f"http://{SERVER}:9"  # nothing listens: connection refused at once
+
+
+@dataclass
+class World:
+    pki: Pki
+    client: Namespace
+    lab: Lab
+    http: object
+    base: Path
+
+    def chain(self, identity: str) -> list[x509.Certificate]:
+        credentials = self.pki.credentials(identity)
+        return [_load(credentials.cert), _load(credentials.ca_cert)]
+
+    def check(self, store: RevocationStore, policy: str, identity: str) -> None:
+        with self.client.entered():
+            RevocationChecker(store, policy).check(self.chain(identity), time.time())
+
+
+def _load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _ocsp_index(pki: Pki, entries: dict[str, bool], path: Path) -> None:
+    """openssl ca's index.txt: V (valid) or R (revoked) lines for the identities."""
+    lines = []
+    for identity, revoked in entries.items():
+        cert = _load(pki.credentials(identity).cert)
+        expiry = cert.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
+        serial = format(cert.serial_number, "X")
+        serial = serial if len(serial) % 2 == 0 else "0" + serial
+        when = (
+            (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)).strftime(
+                "%y%m%d%H%M%SZ"
+            )
+            + ",keyCompromise"
+            if revoked
+            else ""
+        )
+        subject = "/" + "/".join(a.rfc4514_string() for a in cert.subject)
+        lines.append("\t".join(("R" if revoked else "V", expiry, when, serial, "unknown", subject)))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _wait_port(namespace: Namespace, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    with namespace.entered():
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((SERVER, port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {SERVER}:{port}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    require_component("root", "ip", "pki")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (Debian: openssl)")
+    base = tmp_path_factory.mktemp("revocation")
+    pki = Pki(base / "pki", "ecdsa")
+    for identity in ("valid.crl.example", "revoked.crl.example"):
+        pki.credentials(identity, crl_uris=[f"{HTTP}/ca.crl"])
+    for identity in ("valid.ocsp.example", "revoked.ocsp.example"):
+        pki.credentials(identity, ocsp_uris=[OCSP])
+    pki.credentials("dead.example", crl_uris=[f"{DEAD}/ca.crl"], ocsp_uris=[DEAD])
+    pki.credentials("ocsp.responder", flags=["ocspSigning"])
+    for identity in ("plain.example", "revoked.nocdp.example"):
+        pki.credentials(identity)
+    www = base / "www"
+    www.mkdir()
+    pki.sign_crl(["revoked.crl.example", "revoked.nocdp.example"], www / "ca.crl")
+    index = base / "index.txt"
+    _ocsp_index(
+        pki,
+        {"valid.ocsp.example": False, "revoked.ocsp.example": True, "plain.example": False},
+        index,
+    )
+    with Lab("rv") as lab:
+        server, client = lab.namespace("srv"), lab.namespace("cli")
+        lab.veth(client, f"{CLIENT}/24", server, f"{SERVER}/24")
+        http = lab.start(
+            server,
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                "--bind",
+                SERVER,
+                "8080",
+                "--directory",
+                str(www),
+            ],
+            log=base / "http.log",
+        )
+        responder = pki.credentials("ocsp.responder")
+        not_signer = pki.credentials("plain.example")
+        for port, signer in ((8888, responder), (8889, not_signer)):
+            ocsp = lab.start(
+                server,
+                ["openssl", "ocsp", "-index", str(index), "-port", str(port),
+                 "-CA", str(pki.ca_cert), "-rsigner", str(signer.cert), "-rkey", str(signer.key),
+                 "-ndays", "1"],
+                log=base / f"ocsp-{port}.log",
+            )  # fmt: skip
+            # openssl ocsp serves one connection at a time: no probe connection, its log.
+            assert ocsp.wait_for_log("waiting for OCSP client connections"), ocsp.log_text()
+        _wait_port(client, 8080)
+        yield World(pki, client, lab, http, base)
+
+
+def _expect_refused(world: World, store: RevocationStore, policy: str, identity: str) -> str:
+    with pytest.raises(CertificateError) as caught:
+        world.check(store, policy, identity)
+    return f"{caught.value.check}: {caught.value}"
+
+
+def test_crl_file_in_x509crl_refuses_the_revoked_certificate(world: World) -> None:
+    """swanctl's x509crl/ holds a pki --signcrl CRL: the revoked certificate is refused with
+    its serial and the file named; the valid one passes, also under strict."""
+    swanctl = world.base / "swanctl"
+    world.pki.install("moon.example", swanctl)
+    (swanctl / "x509crl").mkdir()
+    shutil.copy(world.base / "www" / "ca.crl", swanctl / "x509crl" / "ca.crl")
+    (swanctl / "swanctl.conf").write_text(
+        "connections {\n gw {\n  remote_addrs = 192.0.2.2\n"
+        "  local {\n   auth = pubkey\n   certs = moon.example.pem\n  }\n"
+        "  remote {\n   auth = pubkey\n   id = %any\n   revocation = strict\n  }\n"
+        "  children {\n   net {\n    local_ts = 10.1.0.0/16\n   }\n  }\n }\n}\n"
+    )
+    configuration = load_configuration(None, swanctl / "swanctl.conf")
+    assert configuration.crls == [swanctl / "x509crl" / "ca.crl"]
+    (ike,) = to_engine_configs(configuration)
+    checker = ike.remote.revocation
+    assert isinstance(checker, RevocationChecker) and checker.policy == "strict"
+    revoked = world.chain("revoked.nocdp.example")
+    with pytest.raises(CertificateError) as caught:
+        checker.check(revoked, time.time())
+    assert caught.value.check == "revoked"
+    assert format(revoked[0].serial_number, "x") in str(caught.value)
+    assert "CRL file" in str(caught.value) and "ca.crl" in str(caught.value)
+    assert "keyCompromise" in str(caught.value)
+    checker.check(world.chain("plain.example"), time.time())
+
+
+def test_http_crl_from_the_distribution_point_is_fetched_and_cached(world: World) -> None:
+    store = RevocationStore()
+    message = _expect_refused(world, store, "relaxed", "revoked.crl.example")
+    assert message.startswith("revoked:") and f"CRL {HTTP}/ca.crl" in message
+    world.check(store, "strict", "valid.crl.example")
+    assert "GET /ca.crl" in world.http.log_text()  # type: ignore[attr-defined]  # BackgroundProcess
+    requests = world.http.log_text().count("GET /ca.crl")  # type: ignore[attr-defined]  # same
+    # Cached until its nextUpdate (15 days): no second request.
+    world.check(store, "strict", "valid.crl.example")
+    assert world.http.log_text().count("GET /ca.crl") == requests  # type: ignore[attr-defined]  # same
+
+
+def test_authority_crl_uris_cover_certificates_without_a_distribution_point(
+    world: World,
+) -> None:
+    ca = _load(world.pki.ca_cert)
+    store = RevocationStore(authorities=[Authority("ca", ca, crl_uris=[f"{HTTP}/ca.crl"])])
+    message = _expect_refused(world, store, "relaxed", "revoked.nocdp.example")
+    assert message.startswith("revoked:") and f"{HTTP}/ca.crl" in message
+    world.check(store, "strict", "plain.example")
+
+
+def test_ocsp_responder_with_a_delegated_signer(world: World) -> None:
+    """openssl ocsp signs with a certificate the CA issued with id-kp-OCSPSigning."""
+    store = RevocationStore()
+    message = _expect_refused(world, store, "relaxed", "revoked.ocsp.example")
+    chain = world.chain("revoked.ocsp.example")
+    assert message.startswith("revoked:") and f"OCSP responder {OCSP}" in message
+    assert format(chain[0].serial_number, "x") in message and "keyCompromise" in message
+    world.check(store, "strict", "valid.ocsp.example")
+    with world.client.entered():
+        result = store.status(chain[0], chain[1], time.time())  # cached answer
+    assert result.status is Status.REVOKED
+
+
+def test_ocsp_response_signed_without_ocsp_signing_is_not_an_answer(world: World) -> None:
+    """A responder certificate from the CA but without id-kp-OCSPSigning (RFC 6960 sec.
+    4.2.2.2): no answer, so strict refuses and relaxed lets the peer in."""
+    ca = _load(world.pki.ca_cert)
+    store = RevocationStore(authorities=[Authority("ca", ca, ocsp_uris=[OCSP_NOT_SIGNER])])
+    message = _expect_refused(world, store, "strict", "plain.example")
+    assert message.startswith("revocation-unknown:") and "id-kp-OCSPSigning" in message
+    message = _expect_refused(world, store, "ifuri", "plain.example")
+    assert message.startswith("revocation-unknown:")
+    world.check(store, "relaxed", "plain.example")
+
+
+def test_policies_when_nobody_answers_or_nobody_is_named(world: World) -> None:
+    """strongSwan's policies: strict needs a good status, ifuri fails only when a URI was
+    given and gave no answer, relaxed only refuses a certificate known to be revoked."""
+    store = RevocationStore()
+    world.check(store, "relaxed", "dead.example")
+    for policy in ("ifuri", "strict"):
+        message = _expect_refused(world, store, policy, "dead.example")
+        assert message.startswith("revocation-unknown:") and DEAD in message
+    world.check(store, "relaxed", "plain.example")
+    world.check(store, "ifuri", "plain.example")
+    message = _expect_refused(world, store, "strict", "plain.example")
+    assert "no CRL and no OCSP responder" in message
+
+
+def test_a_crl_not_signed_by_the_issuer_is_ignored(world: World) -> None:
+    """A CRL with our CA's name, revoking our certificate, signed by another key (a second
+    throw-away PKI has the same CA name) revokes nothing (RFC 5280 sec. 6.3.3 (f))."""
+    other = Pki(world.base / "other", "ecdsa")
+    target = world.pki.credentials("revoked.nocdp.example").cert
+    forged = other.sign_crl([target], world.base / "forged.crl")
+    crl = x509.load_der_x509_crl(forged.read_bytes())
+    assert crl.issuer == _load(world.pki.ca_cert).subject
+    assert crl.get_revoked_certificate_by_serial_number(_load(target).serial_number)
+    store = RevocationStore(crls=[(crl, "CRL file forged.crl")])
+    world.check(store, "relaxed", "revoked.nocdp.example")
+    message = _expect_refused(world, store, "strict", "revoked.nocdp.example")
+    assert message.startswith("revocation-unknown:")
