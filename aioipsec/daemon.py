@@ -47,6 +47,7 @@ from aioipsec.runtime.sockets import (
     RawEspSocket,
     open_udp_socket,
 )
+from aioipsec.runtime.updown import UpdownRunner, calls_for
 from esp.events import Lifetime
 from ikev2 import events as ev
 from ikev2.enums import IntegId
@@ -147,6 +148,7 @@ class Daemon:
         self.engine_configs = engine_configs(config_module, settings)
         self.psk_lookup = settings.psk_lookup
         self.local_addresses = LocalAddressCache()
+        self.updown = UpdownRunner()
         self.ike_sas: dict[int, IkeSaState] = {}
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -227,6 +229,7 @@ class Daemon:
 
         self._start_sockets(bound)
         self.datapath.start(self.loop)
+        self.updown.start(self.loop)
         self._cleanups.append(self.datapath.close)
 
         self._tasks.append(self.loop.create_task(self.driver.run_timer(), name="ike-timer"))
@@ -326,6 +329,11 @@ class Daemon:
                 await asyncio.sleep(0.05)
             if self.ike_sas:
                 log.warning("peers did not answer our DELETE in time", ike_sas=len(self.ike_sas))
+        # Every Child SA still up goes down for the updown script too (strongSwan does).
+        for state in self.ike_sas.values():
+            for child_sa_id in state.children:
+                self.updown.child_down(child_sa_id)
+        await self.updown.close()
         await self._teardown()
         log.info("daemon stopped")
 
@@ -448,13 +456,16 @@ class Daemon:
                     state.keepalive.cancel()
                 for child in list(state.children.values()):
                     self.datapath.remove_child(child.child_sa_id)
+                    self.updown.child_down(child.child_sa_id)
             bound.info("IKE SA deleted", reason=event.reason)
             if self.exporter is not None:
                 self.exporter.remove_ike_sa(event.spi_i, event.spi_r)
         elif isinstance(event, ev.ChildSaEstablished):
             self._install_child(event, bound)
+            self._updown_up(event)
         elif isinstance(event, ev.ChildSaRekeyed):
             self._install_child(event.new, bound, rekey_of=event.old_child_sa_id)
+            self.updown.child_rekeyed(event.old_child_sa_id, event.new.child_sa_id)
         elif isinstance(event, ev.ChildSaDeleted):
             if event.reason == "deleted by peer":
                 # close_action = trap: the peer closed it; the next packet renegotiates.
@@ -467,6 +478,7 @@ class Daemon:
             if state is not None:
                 state.children.pop(event.child_sa_id, None)
             self.datapath.remove_child(event.child_sa_id)
+            self.updown.child_down(event.child_sa_id)
             bound.info(
                 "CHILD SA deleted",
                 child=event.child,
@@ -570,6 +582,25 @@ class Daemon:
             routes=routes,
             mtu=self.datapath.tun_mtu,
         )
+
+    def _updown_up(self, event: ev.ChildSaEstablished) -> None:
+        """strongSwan's updown = COMMAND of the child, once per policy (runtime/updown.py).
+        PLUTO_INTERFACE is our TUN device: the tunnel's traffic leaves and arrives there
+        (docs/daemon.md, "updown scripts")."""
+        assert self.datapath is not None
+        connection = self.settings.connections.get(event.connection)
+        child = connection.children.get(event.child) if connection is not None else None
+        if child is None or not child.updown:
+            return
+        state = self.ike_sas.get(event.ike_sa_id)
+        calls = calls_for(
+            state.established if state is not None else None,
+            event,
+            interface=self.tun_name,
+            reqid=self.datapath.table.reqid_for(event.connection, event.child),
+            host_access=child.hostaccess,
+        )
+        self.updown.child_up(event.child_sa_id, child.updown, calls)
 
     def _export_ike_keys(self, event: ev.IkeSaEstablished | ev.IkeSaRekeyed) -> None:
         if self.exporter is None or self.driver is None:

@@ -215,6 +215,32 @@ def esp_seeds(corpus: Corpus) -> None:
     corpus.add("udp4500", b"\xff")
 
 
+def updown_seeds(corpus: Corpus) -> None:
+    """The policies of the Child SAs our tests negotiate (tests/e2e/test_updown.py, the
+    interop rows' subnets in both IP versions, ports and ICMP type/code selectors)."""
+    any_port = (0, 65535)
+    v4 = ("10.200.0.1", "10.200.0.2")
+    cases = [
+        (False, ("10.1.0.0", "10.1.0.255", 0, *any_port),
+         ("10.2.0.0", "10.2.0.255", 0, *any_port), v4),
+        (False, ("10.200.0.1", "10.200.0.1", 6, 80, 80),
+         ("10.200.0.2", "10.200.0.2", 6, 1024, 65535), v4),
+        (False, ("10.1.0.1", "10.1.0.9", 1, 0x0800, 0x0800),
+         ("10.2.0.0", "10.2.255.255", 1, 0, 0), ("192.168.100.1", "10.200.0.2")),
+        (True, ("fd00:1::", "fd00:1::ffff:ffff:ffff:ffff", 0, *any_port),
+         ("fd00:2::", "fd00:2::ffff:ffff:ffff:ffff", 58, 0x8000, 0x80FF),
+         ("fd00:200::1", "fd00:200::2")),
+    ]  # fmt: skip
+    texts = ("net", "C=CH, O=strongSwan, CN=moon", "carol@strongswan.org")
+    for ipv6, my, peer, (me, them) in cases:
+        for up in (True, False):
+            octets = T.updown_call_octets(
+                up=up, ipv6=ipv6, my=my, peer=peer, me=me, them=them, texts=texts,
+                udp_encap=up, host_access=not up,
+            )  # fmt: skip
+            corpus.add("updown_environment", octets)
+
+
 def configurations(corpus: Corpus) -> None:
     for path in sorted((REPO / "aioipsec" / "examples").glob("*.toml")):
         corpus.add("toml_config", path.read_bytes())
@@ -253,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = sorted((ROOT / "captures").glob("*.pcap*"))
     captures(corpus, ours + sorted(CAPTURES.glob("*.pcap*")) + args.pcap)
     esp_seeds(corpus)
+    updown_seeds(corpus)
     configurations(corpus)
     counts = corpus.write()
     for target, count in counts.items():

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from aioipsec.config import ConfigError, load_configuration, to_engine_configs
 from aioipsec.config.swanctl import load_swanctl, parse_settings_text
+from aioipsec.updown_env import UpdownCall, build_environment, subnet_of
 from esp.errors import DropReason, EspDrop
 from esp.sa import EspSa
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig
@@ -51,6 +52,7 @@ from ikev2.message import (
     serialize_payload_chain,
 )
 from ikev2.payloads import KNOWN_PAYLOAD_TYPES, parse_payload_body
+from ikev2.ts_range import TrafficSelectorRange
 from nat_t.demux import Udp4500Kind, classify, demux, esp_spi
 
 Target = Callable[[bytes], None]
@@ -522,6 +524,89 @@ def toml_config(data: bytes) -> None:
             assert str(error)
 
 
+def updown_call_octets(
+    *,
+    up: bool,
+    ipv6: bool,
+    my: tuple[str, str, int, int, int],
+    peer: tuple[str, str, int, int, int],
+    me: str,
+    them: str,
+    texts: tuple[str, str, str] = ("net", "a.example", "b.example"),
+    udp_encap: bool = False,
+    host_access: bool = False,
+) -> bytes:
+    """The input of :func:`updown_environment` for one call (make_corpus' seeds)."""
+    import ipaddress
+
+    flags = up | ipv6 << 1 | udp_encap << 2 | host_access << 3
+    out = bytes([flags, my[2], peer[2]])
+    for address in (my[0], my[1], peer[0], peer[1], me, them):
+        out += ipaddress.ip_address(address).packed
+    out += struct.pack("!4H", my[3], my[4], peer[3], peer[4])
+    return out + "\0".join(texts).encode()
+
+
+def updown_environment(data: bytes) -> None:
+    """The updown script's environment (``aioipsec.updown_env.build_environment``) for any
+    Child SA the engine could report. Octet 0: flags (1 up, 2 IPv6, 4 UDP encapsulation,
+    8 hostaccess, 16 IPComp, 32 AH); octets 1-2: the two selectors' protocols; then six
+    addresses (my range, the peer's range, me, the peer; each range put in order), four
+    ports (each range in order) and NUL-separated texts (child name, my ID, the peer's ID,
+    DNS servers as text that may not be addresses). Nothing but a dict of printable
+    strings may come back; MY_CLIENT must hold my selector."""
+    import ipaddress
+
+    flags = _u8(data, 0)
+    size = 16 if flags & 2 else 4
+    body = data[3:]
+    need = 6 * size + 8
+    body = body + bytes(max(0, need - len(body)))
+    raw = [body[i * size : (i + 1) * size] for i in range(6)]
+    addresses = [str(ipaddress.ip_address(octets)) for octets in raw]
+    ports = struct.unpack("!4H", body[6 * size : 6 * size + 8])
+    texts = _text(body[need:]).split("\0")
+    texts += [""] * (3 - len(texts))
+
+    def ordered(a: str, b: str) -> tuple[str, str]:
+        pair = sorted((ipaddress.ip_address(a), ipaddress.ip_address(b)))
+        return str(pair[0]), str(pair[1])
+
+    my_start, my_end = ordered(addresses[0], addresses[1])
+    peer_start, peer_end = ordered(addresses[2], addresses[3])
+    my_ts = TrafficSelectorRange(my_start, my_end, _u8(data, 1), *sorted(ports[:2]))
+    peer_ts = TrafficSelectorRange(peer_start, peer_end, _u8(data, 2), *sorted(ports[2:]))
+    dns = []
+    for text in texts[3:]:
+        with contextlib.suppress(ValueError):
+            dns.append(str(ipaddress.ip_address(text)))
+    call = UpdownCall(
+        up=bool(flags & 1),
+        connection=texts[0],
+        interface="ipsec0",
+        reqid=1,
+        protocol="ah" if flags & 32 else "esp",
+        unique_id=1,
+        me=addresses[4],
+        my_id=texts[1],
+        peer=addresses[5],
+        peer_id=texts[2],
+        my_ts=my_ts,
+        peer_ts=peer_ts,
+        udp_encap_port=4500 if flags & 4 else None,
+        ipcomp=bool(flags & 16),
+        host_access=bool(flags & 8),
+        dns=tuple(dns),
+    )
+    env = build_environment(call, "/usr/bin:/bin")
+    for key, value in env.items():
+        assert isinstance(value, str) and value.isprintable(), (key, value)
+    assert env["PLUTO_VERB"].split("-")[0] == ("up" if flags & 1 else "down")
+    network = ipaddress.ip_network(env["PLUTO_MY_CLIENT"])
+    assert env["PLUTO_MY_CLIENT"] == subnet_of(my_ts)
+    assert ipaddress.ip_address(my_start) in network and ipaddress.ip_address(my_end) in network
+
+
 TARGETS: dict[str, Target] = {
     "ike_message": ike_message,
     "ike_payload": ike_payload,
@@ -532,4 +617,5 @@ TARGETS: dict[str, Target] = {
     "udp4500": udp4500,
     "swanctl_conf": swanctl_conf,
     "toml_config": toml_config,
+    "updown_environment": updown_environment,
 }

@@ -58,6 +58,12 @@ COMPONENTS: dict[str, Component] = {
     "tshark": Component(_tool("tshark"), _DEBIAN.format("tshark")),
     "tcpdump": Component(_tool("tcpdump"), _DEBIAN.format("tcpdump")),
     "nftables": Component(_tool("nft"), _DEBIAN.format("nftables")),
+    "iptables": Component(_tool("iptables"), _DEBIAN.format("iptables")),
+    # strongSwan's default updown script (Debian's strongswan-libcharon, which
+    # strongswan-charon depends on).
+    "updown": Component(
+        lambda: os.access("/usr/lib/ipsec/_updown", os.X_OK), _DEBIAN.format("strongswan-charon")
+    ),
     "iperf3": Component(_tool("iperf3"), _DEBIAN.format("iperf3")),
     "ip": Component(_tool("ip"), _DEBIAN.format("iproute2")),
     "ss": Component(_tool("ss"), _DEBIAN.format("iproute2")),

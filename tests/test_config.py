@@ -176,16 +176,13 @@ def test_unsupported_strongswan_key_is_an_error_not_ignored(tmp_path: Path) -> N
     assert error.line == line_of(text, "ppk_id")
 
 
-def test_updown_is_read_and_refused_until_it_runs(tmp_path: Path) -> None:
-    """updown is parsed into the model (the runtime runs it once that lands); until then
-    an accepted updown would be a silently ignored key, so it is refused, by its key."""
-    text = PSK_SITE.replace('rekey_time = "30m"', 'rekey_time = "30m"\nupdown = "/bin/true"')
-    error = error_for(tmp_path, text)
-    assert error.key == "connections.site.children.net.updown"
-    assert "does not run updown scripts" in error.reason
-    assert error.line == line_of(text, "updown")
-    text = PSK_SITE.replace('rekey_time = "30m"', 'rekey_time = "30m"\nhostaccess = "no"')
-    load_configuration(write(tmp_path, text))  # hostaccess = no is what we do
+def test_updown_and_hostaccess_are_read(tmp_path: Path) -> None:
+    """updown is kept as the command line the daemon runs (aioipsec/runtime/updown.py)."""
+    text = PSK_SITE.replace(
+        'rekey_time = "30m"', 'rekey_time = "30m"\nupdown = "/bin/true x"\nhostaccess = "yes"'
+    )
+    child = load_configuration(write(tmp_path, text)).connections["site"].children["net"]
+    assert child.updown == "/bin/true x" and child.hostaccess is True
 
 
 def test_host_bits_are_masked_as_strongswan_does(tmp_path: Path) -> None:

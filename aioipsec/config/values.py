@@ -341,8 +341,6 @@ _UNSUPPORTED_CHILD_KEYS = {
 # Keys that are read into the model but refused until the runtime does what strongSwan
 # does with them (key -> what is missing). The runtime that implements one removes it here.
 RUNTIME_PENDING: dict[str, str] = {
-    "updown": "aioipsec does not run updown scripts yet",
-    "hostaccess": "hostaccess belongs to the updown script, which aioipsec does not run yet",
 }
 
 _ACTIONS = {"none": "none", "clear": "none", "start": "start", "restart": "start",
