@@ -170,3 +170,12 @@ class DispatcherConfig:
     # holds at most ikev2.fragments.DEFAULT_MAX_BYTES per direction).
     reassembly_total_bytes: int = 4 << 20
     cookie_secret_lifetime: float = 120.0
+    # RFC 5685, as a client: follow a gateway's REDIRECT (strongSwan's
+    # charon.follow_redirects); only to these gateways when the list is not empty
+    # (addresses, networks, host names, ".suffix" for a domain: libreswan's
+    # accept-redirect-to); at most redirect_limit redirects of one connection within
+    # redirect_period seconds (strongSwan and libreswan: 5 in 300 s).
+    follow_redirects: bool = True
+    accept_redirect_to: list[str] = field(default_factory=list)
+    redirect_limit: int = 5
+    redirect_period: float = 300.0

@@ -43,7 +43,7 @@ from typing import Any
 
 from ikev2.config import DispatcherConfig, IkeConfig
 from ikev2.enums import EncrId, ExchangeType, IntegId, NotifyType
-from ikev2.errors import ProtocolError
+from ikev2.errors import ProtocolError, UsageError
 from ikev2.events import (
     Address,
     Event,
@@ -56,6 +56,8 @@ from ikev2.fragments import ReassemblyBudget
 from ikev2.message import IkeHeader, IkeMessage, parse_message, serialize_message
 from ikev2.payloads import NoncePayload, NotifyPayload
 from ikev2.policy import DEFAULT_POLICY, AlgorithmPolicy
+from ikev2.redirect import GatewayIdentity
+from ikev2.redirects import Redirects
 from ikev2.sa import (
     Datagram,
     EngineContext,
@@ -66,6 +68,7 @@ from ikev2.sa import (
     WatchedTimerSet,
 )
 from ikev2.states import IkeState
+from ikev2.tasks.ike_redirect import RedirectTask
 
 log = logging.getLogger("ikev2.dispatcher")
 
@@ -151,6 +154,9 @@ class Dispatcher:
         self.ctx.register_sa = self._register
         self.ctx.reauthenticate = self._reauthenticate
         self.ctx.reassembly_budget = ReassemblyBudget(self.limits.reassembly_total_bytes)
+        # RFC 5685: both roles; the daemon sets ``redirects.placement`` on a gateway.
+        self.redirects = Redirects(self.limits, self.initiate, self._emit)
+        self.ctx.redirects = self.redirects
         self._by_spi: dict[bytes, IkeSa] = {}
         # Responder SAs by (initiator SPI, peer address) for as long as they live: a late
         # copy of an IKE_SA_INIT request must reach its SA, not open a new one.
@@ -383,6 +389,29 @@ class Dispatcher:
         sa.follow_peer((remote_addr[0], remote_addr[1]))
         self._collect(now)
 
+    def redirect(self, ike_sa_id: int, gateway: str, now: float) -> None:
+        """Gateway: send the client of this established IKE SA to ``gateway`` (an address
+        or an FQDN) with an INFORMATIONAL REDIRECT (RFC 5685 sec. 5). UsageError when the
+        SA is not established or its client did not announce REDIRECT_SUPPORTED; ValueError
+        for a ``gateway`` that is neither an address nor a host name."""
+        target = GatewayIdentity.from_text(gateway)
+        sa = self._sa(ike_sa_id)
+        if not sa.established:
+            raise UsageError(f"cannot redirect {sa.describe()}: it is not established")
+        if not sa.peer.redirect:
+            raise UsageError(
+                f"cannot redirect {sa.describe()}: the client did not announce "
+                "REDIRECT_SUPPORTED in IKE_SA_INIT (RFC 5685 sec. 3)"
+            )
+        sa.queue_task(RedirectTask(target), now)
+        self._collect(now)
+
+    def redirect_resolved(self, ike_sa_id: int, address: str | None, now: float) -> None:
+        """The daemon resolved the FQDN of an ``IkeSaRedirected`` event (None: it does not
+        resolve; the redirect is refused and an established SA stays)."""
+        self.redirects.resolved(ike_sa_id, address, now)
+        self._collect(now)
+
     def sas(self) -> list[IkeSaInfo]:
         return [sa.info() for sa in self._sas.values() if sa.alive]
 
@@ -419,6 +448,9 @@ class Dispatcher:
             raise KeyError(f"no IKE SA with id {ike_sa_id}") from None
 
     # ------------------------------------------------------------------ internals
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -581,6 +613,13 @@ class Dispatcher:
             )
             self._stateless_reply(msg, local_addr, remote_addr, NotifyType.NO_PROPOSAL_CHOSEN)
             return
+        redirect = self.redirects.at_init(msg.payloads, remote_addr)
+        if redirect is not None:  # RFC 5685 sec. 4.2: stateless, carrying the client's Ni
+            self._count("redirected_at_init")
+            self._stateless_reply(
+                msg, local_addr, remote_addr, NotifyType.REDIRECT, bytes(redirect.data)
+            )
+            return
         sa = IkeSa(
             self.ctx,
             candidates[0],
@@ -740,6 +779,7 @@ class Dispatcher:
                     del self._half_open[other_key]
 
     def _on_event(self, sa: IkeSa, event: Event, now: float) -> None:
+        self.redirects.on_event(sa, event, now)
         if isinstance(event, IkeSaEstablished):
             self._no_longer_half_open(sa)
             if sa.config.unique in ("replace", "keep"):

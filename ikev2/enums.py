@@ -392,3 +392,12 @@ class NotifyType(IntEnum):
 def is_error_notify(value: int) -> bool:
     """True for an error notify type, known or not (RFC 7296 sec. 3.10.1)."""
     return 0 < value < 16384
+
+
+class GatewayIdType(IntEnum):
+    """IANA "IKEv2 Gateway Identity Types" (RFC 5685 sec. 10), in REDIRECT and
+    REDIRECTED_FROM."""
+
+    IPV4 = 1
+    IPV6 = 2
+    FQDN = 3

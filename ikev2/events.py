@@ -188,3 +188,29 @@ class IkeSaAddressChanged(Event):
     old_remote_addr: Address
     remote_addr: Address
     local_addr: Address
+
+
+@dataclass(frozen=True)
+class IkeSaRedirected(Event):
+    """The gateway redirected this IKE SA (RFC 5685) and we follow: ``exchange`` is where
+    ("IKE_SA_INIT", "IKE_AUTH", "INFORMATIONAL"), ``gateway`` what the REDIRECT named.
+    ``address`` None: ``gateway`` is an FQDN that the engine does not resolve; the daemon
+    resolves it and calls ``Dispatcher.redirect_resolved(ike_sa_id, address, now)`` (None
+    when it does not resolve). Established SAs move make-before-break: the old IKE SA is
+    deleted once the new one (``IkeSaEstablished`` to ``address``) is up."""
+
+    gateway: str
+    exchange: str
+    address: str | None
+    old_remote_addr: Address
+
+
+@dataclass(frozen=True)
+class RedirectRefused(Event):
+    """A REDIRECT we did not follow (``reason`` says why: outside accept_redirect_to, a
+    redirect loop, an FQDN that does not resolve, the new gateway failed...). An
+    established IKE SA stays as it was; one still being set up fails with it."""
+
+    gateway: str
+    exchange: str
+    reason: str

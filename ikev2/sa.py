@@ -58,7 +58,7 @@ from ikev2.states import ChildState, IkeState, StateError, ike_transition
 from ikev2.tasks import Payload, Request, Task, TaskContext
 from ikev2.tasks.child_create import ChildCreateTask
 from ikev2.tasks.child_rekey import ChildRekeyTask
-from ikev2.tasks.context import PeerState
+from ikev2.tasks.context import PeerState, RedirectHooks
 from ikev2.tasks.dispatch import respond
 from ikev2.tasks.followup_ke import FollowupKeResponder
 from ikev2.tasks.ike_auth import IkeAuthTask
@@ -112,6 +112,8 @@ class EngineContext:
     # The dispatcher's counters (``stats``): the SAs add what only they see, such as
     # messages dropped for a bad ICV under valid SPIs (sec. 2.21.1: dropped silently).
     counters: dict[str, int] = field(default_factory=dict)
+    # RFC 5685 redirects (the dispatcher's ikev2.redirects.Redirects; None: not handled).
+    redirects: RedirectHooks | None = None
     _next_ike_id: int = 0
     _next_child_id: int = 0
 
@@ -454,6 +456,15 @@ class IkeSa:
         if self._outstanding is not None or self._tasks:
             return  # something is in flight already: it doubles as a liveness check
         self.queue_task(DpdTask(), now)
+
+    def wanted_children(self) -> list[str]:
+        """The children this SA has or is about to create (RFC 5685: what a redirected
+        client asks the new gateway for)."""
+        names = [c.config.name for c in self.children.values() if c.alive]
+        for task in self._all_tasks():
+            if isinstance(task, IkeAuthTask) and task.child_name and task.child_name not in names:
+                names.insert(0, task.child_name)
+        return names
 
     def child_limit_reached(self, spi_in: int, cause: str, hard: bool, now: float) -> None:
         """The data plane says a Child SA hit its byte/packet limit (soft: rekey, hard:

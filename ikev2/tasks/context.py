@@ -27,6 +27,7 @@ from ikev2.events import Address, Event
 from ikev2.keymat import Keymat
 from ikev2.payloads import CertReqPayload, NotifyPayload
 from ikev2.policy import AlgorithmPolicy
+from ikev2.redirect import GatewayIdentity
 from ikev2.states import IkeState
 
 Payload = Any  # one of the dataclasses of ikev2.payloads
@@ -53,6 +54,24 @@ class FollowupLinks(Protocol):
     def respond(self, sa: TaskContext, request: Request) -> list[Payload]: ...
 
 
+class RedirectHooks(Protocol):
+    """RFC 5685 as the engine's owner runs it (``ikev2.redirects.Redirects``): whether
+    and where a client goes, and where a gateway sends a client at IKE_AUTH."""
+
+    @property
+    def follow_redirects(self) -> bool: ...
+    def redirected_from(self, sa: TaskContext) -> GatewayIdentity | None: ...
+    def placement_at_auth(self, sa: TaskContext) -> GatewayIdentity | None: ...
+    def follow(
+        self,
+        sa: TaskContext,
+        gateway: GatewayIdentity,
+        exchange: str,
+        now: float,
+        children: list[str] | None,
+    ) -> None: ...
+
+
 class EngineServices(Protocol):
     """What tasks use of the dispatcher-wide ``ikev2.sa.EngineContext``."""
 
@@ -66,6 +85,8 @@ class EngineServices(Protocol):
     def policy(self) -> AlgorithmPolicy: ...
     @property
     def wall_time_offset(self) -> float: ...
+    @property
+    def redirects(self) -> RedirectHooks | None: ...  # None: an IKE SA on its own
     def new_spi(self, size: int) -> bytes: ...
     def new_child_sa_id(self) -> int: ...
 
@@ -159,6 +180,7 @@ class PeerState:
     certreq: list[CertReqPayload] = field(default_factory=list)  # sec. 3.7
     auth_method: int = 0  # of the peer's AUTH payload
     initial_contact: bool = False  # the peer sent INITIAL_CONTACT (sec. 2.4)
+    redirect: bool = False  # the client announced RFC 5685 redirects (REDIRECT_SUPPORTED)
     childless: bool = False  # the peer sent CHILDLESS_IKEV2_SUPPORTED (RFC 6023 sec. 3)
 
     def carried_over(self) -> PeerState:
@@ -169,6 +191,7 @@ class PeerState:
             udp_encap=self.udp_encap,
             fragmentation=self.fragmentation,
             signature_hashes=self.signature_hashes,
+            redirect=self.redirect,
         )
 
 

@@ -49,6 +49,7 @@ from ikev2.tasks.child_create import (
 from ikev2.tasks.ike_certs import build_signature_auth, verify_signature_auth
 from ikev2.tasks.ike_delete import delete_spis_task
 from ikev2.tasks.ike_init import certreq_payload
+from ikev2.tasks.ike_redirect import auth_redirect, process_auth_redirect
 from ikev2.tasks.lifetimes import start_ike_timers
 from ikev2.ts import Ts, format_list
 
@@ -273,6 +274,8 @@ class IkeAuthTask(Task):
             return False
         sa.local_id = str(self.local)
         sa.remote_id = str(peer)
+        if process_auth_redirect(sa, payloads, self.child_name, now):
+            return False  # RFC 5685 sec. 4.3: authenticated, redirected, no Child SA
         sa.to("recv_auth_response")
         on_established(sa, now)
         if self.request is not None:
@@ -458,6 +461,13 @@ def respond_ike_auth(
     response: list[Payload] = [idr]
     response += [p for p in auth_payloads if isinstance(p, CertPayload)]
     response += [p for p in auth_payloads if not isinstance(p, CertPayload)]
+    redirect = auth_redirect(sa)
+    if redirect is not None:
+        # RFC 5685 sec. 4.3: authenticated, sent elsewhere; no Child SA, and the IKE SA
+        # never comes up here (the client drops it without a Delete, as charon does).
+        reason = f"{sa.remote_id} redirected to another gateway (IKE_AUTH)"
+        sa.after_response(lambda when: sa.destroy(when, reason))
+        return [*response, redirect]
     sa.to("recv_auth_request")
     on_established(sa, now)
     if _has_child(payloads):

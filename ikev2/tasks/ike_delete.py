@@ -16,6 +16,7 @@ from ikev2.events import AuthenticationFailed
 from ikev2.payloads import DeletePayload, NotifyPayload
 from ikev2.states import ChildState, IkeState
 from ikev2.tasks import Payload, Request, Responder, Task, TaskContext, find_all, notify_name
+from ikev2.tasks.ike_redirect import process_informational_redirect
 
 log = logging.getLogger("ikev2.tasks.ike_delete")
 
@@ -100,6 +101,8 @@ def respond_informational(sa: TaskContext, payloads: list[Payload], now: float) 
     for notify in find_all(payloads, NotifyPayload):
         if notify.is_error:
             log.warning("%s: peer reports %s", sa.describe(), notify_name(int(notify.notify_type)))
+        if notify.notify_type == NotifyType.REDIRECT:  # RFC 5685 sec. 5
+            process_informational_redirect(sa, notify)
         if notify.notify_type == NotifyType.AUTHENTICATION_FAILED:
             # The initiator could not verify our AUTH (sec. 2.21.2): the SA is dead.
             reason = "peer could not verify our AUTH (AUTHENTICATION_FAILED after IKE_AUTH)"

@@ -52,6 +52,7 @@ from ikev2.tasks import (
 )
 from ikev2.tasks.ike_intermediate import IkeIntermediateTask
 from ikev2.tasks.ike_natd import evaluate, float_to_nat_t, natd_notifies
+from ikev2.tasks.ike_redirect import init_notifies, peer_announced, process_init_redirect
 
 NONCE_SIZE = 32
 MAX_COOKIE_RETRIES = 3
@@ -144,10 +145,14 @@ class IkeInitTask(Task):
         payloads += capability_notifies(sa, None)
         if any(transforms_of(p, t) for p in self.proposals for t in ADDKE_TYPES):
             payloads.append(NotifyPayload(notify_type=NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
+        payloads += init_notifies(sa)  # RFC 5685 sec. 3, 6
         return payloads
 
     def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         assert self.proposals is not None and self.ke is not None
+        redirect = find_notify(payloads, NotifyType.REDIRECT)
+        if redirect is not None:  # RFC 5685 sec. 4.2 (True: ignored, sent again)
+            return process_init_redirect(sa, redirect, now)
         cookie = find_notify(payloads, NotifyType.COOKIE)
         if cookie is not None:
             self.cookie_retries += 1
@@ -312,6 +317,7 @@ def respond_ike_init(sa: TaskContext, payloads: list[Payload], now: float) -> li
     sa.peer.intermediate = (
         find_notify(payloads, NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is not None
     )
+    sa.peer.redirect = peer_announced(payloads)  # RFC 5685 sec. 3
     response: list[Payload] = [
         SaPayload(proposals=[chosen]),
         KePayload(group=ke_payload.group, data=ke.our_payload()),
