@@ -204,7 +204,8 @@ class Daemon:
         # before we touch the TUN device or the routing rules another daemon may use.
         bound = await self._bind_ports()
 
-        tun = TunDevice.create(self.tun_name, mtu=self._initial_tun_mtu())
+        # vnet_hdr: decrypted TCP goes back to the kernel coalesced (runtime/forwarding.py).
+        tun = TunDevice.create(self.tun_name, mtu=self._initial_tun_mtu(), vnet_hdr=True)
         self._cleanups.append(tun.close)
         self.routes = RouteManager(tun)
         self.routes.install_rules()

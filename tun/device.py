@@ -139,8 +139,9 @@ class TunDevice:
     ) -> Self:
         """Create (or take over after removing a stale one) the TUN device NAME.
 
-        ``vnet_hdr`` prefixes every packet with a ``struct virtio_net_hdr`` (10 bytes); it is
-        only useful together with offloads (``TUNSETOFFLOAD``), which this module does not set yet.
+        ``vnet_hdr`` prefixes every packet with a ``struct virtio_net_hdr`` (10 bytes). The
+        daemon sets it to write coalesced TCP super packets (tun.offload.coalesce); reading
+        super packets would also need ``set_offload`` (TUNSETOFFLOAD), which it does not ask.
         """
         _ifreq(name)  # validate the name before touching anything
         if remove_stale:

@@ -234,7 +234,7 @@ def _complete_partial_checksum(packet: bytearray, header: VnetHeader) -> None:
 # --- writing: wire packets -> super packets ---------------------------------------------------
 
 
-def _tcp_flow(packet: bytes | bytearray) -> tuple[bytes, int, int, int, int] | None:
+def _tcp_flow(packet: bytes | bytearray | memoryview) -> tuple[bytes, int, int, int, int] | None:
     """(flow key, L4 offset, headers length, payload length, sequence) of a plain TCP data
     segment that may be merged, or None."""
     if not packet:
@@ -275,11 +275,11 @@ def _tcp_flow(packet: bytes | bytearray) -> tuple[bytes, int, int, int, int] | N
     return key, l4, headers, payload, sequence
 
 
-def coalesce(packets: Iterable[bytes | bytearray]) -> list[bytes]:
+def coalesce(packets: Iterable[bytes | bytearray | memoryview]) -> list[bytes]:
     """Frames (virtio header + packet) to write: runs of in-order TCP segments of one flow
     with equal segment size become one GSO super packet (the last segment may be shorter)."""
     frames: list[bytes] = []
-    run: list[bytes | bytearray] = []
+    run: list[bytes | bytearray | memoryview] = []
     run_key: bytes | None = None
     run_mss = 0
     next_sequence = 0
@@ -314,7 +314,7 @@ def coalesce(packets: Iterable[bytes | bytearray]) -> list[bytes]:
     return frames
 
 
-def _merge(run: list[bytes | bytearray]) -> bytes:
+def _merge(run: list[bytes | bytearray | memoryview]) -> bytes:
     first = run[0]
     # A run of two or more holds only TCP data segments (coalesce), so flow is None only
     # for a run of one, which goes out as it is.

@@ -38,6 +38,7 @@ from aioipsec.log import RateLimitedLogger
 from esp.errors import EspDrop
 from esp.sa import EspSa
 from tun.icmp import build_too_big, needs_frag_needed
+from tun.offload import PLAIN_HEADER, VNET_HDR_SIZE, coalesce
 
 from .children import ChildEntry, ChildTable
 from .sockets import (
@@ -150,6 +151,15 @@ class Forwarder:
         self._sockets: dict[tuple[bool, bool], DrainingSocket] = {}
         # The TUN descriptor, looked up once (TunDevice.fileno is a Python call).
         self._tun_fd = tun.fileno()
+        # A TUN device with IFF_VNET_HDR (tun.offload): every packet read or written has a
+        # virtio_net_hdr first. We read plain packets after it (no TUNSETOFFLOAD: the kernel
+        # never hands us super packets) and write decrypted TCP segments coalesced into
+        # GSO super packets, one write and one pass of the kernel's receive path for a run
+        # of a flow instead of one per segment. The run ends with the socket's drain loop
+        # (``flush_tun``), so a packet that arrives alone is written at once.
+        self._vnet = bool(getattr(tun, "vnet_hdr", False))
+        self._read_offset = VNET_HDR_SIZE if self._vnet else 0
+        self._to_tun: list[memoryview] = []
         self._tun_buffers = [bytearray(BUFFER_SIZE)]  # os.readv's list, made once
         self.batch = GsoBatch()
         self._tun_view = memoryview(self._tun_buffers[0])
@@ -166,6 +176,9 @@ class Forwarder:
         self.udp, self.raw = udp, raw
         for sock in udp:
             sock.esp_handler = self.esp_received_udp
+        if self._vnet:
+            for sock in [*udp, *raw]:
+                sock.drained = self.flush_tun
         # One dictionary lookup per packet instead of a scan that reads ``sock.family``
         # (a Python property converting to an IntEnum: ~2 % of the sender's time).
         self._sockets = {}
@@ -186,6 +199,7 @@ class Forwarder:
         fd = self._tun_fd
         buffers = self._tun_buffers
         view = self._tun_view
+        offset = self._read_offset  # the virtio_net_hdr, when there is one
         decide = self.table.spd.decide  # ChildTable.outbound without its extra call
         forwarding = self.table.forwarding  # reqid -> ChildEntry, updated in place
         send = self.send_protected
@@ -197,7 +211,7 @@ class Forwarder:
                 break
             if length == 0:
                 break
-            packet = view[:length]
+            packet = view[offset:length]
             entry = decide(packet, now, forwarding)
             if type(entry) is ChildEntry:
                 send(entry, packet)
@@ -218,7 +232,7 @@ class Forwarder:
             if error is not None:
                 self.counters.too_big_sent += 1
                 try:
-                    os.write(self._tun_fd, error)
+                    os.write(self._tun_fd, PLAIN_HEADER + error if self._vnet else error)
                 except OSError:
                     pass
             return
@@ -273,7 +287,12 @@ class Forwarder:
         try:
             # A view of the inner packet: the AEAD's own output (no copy), or, on the
             # transform path, our buffer it was decrypted into.
-            inner = sa.decrypt_view(packet, self._in_buffer)
+            if self._vnet:
+                # Kept until flush_tun: a buffer of its own (the AEAD's output, or a new one
+                # on the transform path), never our reused one.
+                inner = sa.decrypt_view(packet)
+            else:
+                inner = sa.decrypt_view(packet, self._in_buffer)
         except EspDrop as drop:
             self.counters.esp_drops += 1
             if not drop.silent:
@@ -289,16 +308,33 @@ class Forwarder:
             if table.events:
                 table.handle_events()
             return
-        try:
-            os.write(self._tun_fd, inner)
-        except OSError:
-            self.counters.send_failures += 1
+        if self._vnet:
+            self._to_tun.append(inner)
+        else:
+            try:
+                os.write(self._tun_fd, inner)
+            except OSError:
+                self.counters.send_failures += 1
         if udp and remote != entry.peer.address:
             new = replay.highest > highest
             if entry.peer.authenticated_packet_from(remote, new=new):
                 self._peer_moved(entry, remote)
         if table.events:
             table.handle_events()
+
+    def flush_tun(self) -> None:
+        """Write what the drain loop decrypted: runs of TCP segments of one flow as GSO
+        super packets (tun.offload.coalesce), everything else one by one."""
+        packets = self._to_tun
+        if not packets:
+            return
+        self._to_tun = []
+        fd = self._tun_fd
+        for frame in coalesce(packets):
+            try:
+                os.write(fd, frame)
+            except OSError:
+                self.counters.send_failures += 1
 
     def _peer_moved(self, entry: ChildEntry, remote: Address) -> None:
         """An authenticated ESP packet came from a new address/port: the peer's NAT mapping

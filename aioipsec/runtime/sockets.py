@@ -132,6 +132,9 @@ class DrainingSocket:
         # Port 4500 carries IKE and ESP (RFC 3948): with an esp_handler, ESP goes there
         # straight from the drain loop and only the rest to ``handler``.
         self.esp_handler: DatagramHandler | None = None
+        # Called after a drain loop that handled datagrams (the forwarder writes what it
+        # decrypted, coalesced: Forwarder.flush_tun).
+        self.drained: Callable[[], None] | None = None
         self.ipv6 = sock.family == socket.AF_INET6
         self.datagrams_in = 0
         self.send_errors = 0
@@ -180,6 +183,8 @@ class DrainingSocket:
             else:
                 handler(view[:length], (addr[0], addr[1]))
         self.datagrams_in += count
+        if count and self.drained is not None:
+            self.drained()
 
     def _drain_gro(self) -> None:
         """:meth:`_drain` for a socket with UDP GRO: a read may hold several datagrams of
@@ -223,6 +228,8 @@ class DrainingSocket:
                 else:
                     handler(view[start:end], source)
         self.datagrams_in += count
+        if count and self.drained is not None:
+            self.drained()
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Address) -> None:
         try:
@@ -322,6 +329,8 @@ class RawEspSocket(DrainingSocket):
             else:
                 handler(view[:length], (addr[0], 0))
         self.datagrams_in += count
+        if count and self.drained is not None:
+            self.drained()
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Address) -> None:
         # The port is meaningless for a raw socket; the kernel writes the IP header.
