@@ -241,6 +241,20 @@ def updown_seeds(corpus: Corpus) -> None:
             corpus.add("updown_environment", octets)
 
 
+def redirect_seeds(corpus: Corpus) -> None:
+    """REDIRECT and REDIRECTED_FROM data for each gateway identity type (RFC 5685 sec. 8),
+    with and without a nonce, as codec inputs and as INFORMATIONAL requests (bit 1)."""
+    from ikev2.redirect import GatewayIdentity, RedirectData, RedirectedFromData
+
+    for text in ("192.0.2.3", "2001:db8::3", "gw3.example.net"):
+        gateway = GatewayIdentity.from_text(text)
+        for mode in (0, 2):
+            corpus.add("redirect_notify", bytes([mode]) + RedirectData(gateway).serialize())
+            with_nonce = RedirectData(gateway, bytes(range(32))).serialize()
+            corpus.add("redirect_notify", bytes([mode]) + with_nonce)
+        corpus.add("redirect_notify", b"\x01" + RedirectedFromData(gateway).serialize())
+
+
 def configurations(corpus: Corpus) -> None:
     for path in sorted((REPO / "aioipsec" / "examples").glob("*.toml")):
         corpus.add("toml_config", path.read_bytes())
@@ -280,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     captures(corpus, ours + sorted(CAPTURES.glob("*.pcap*")) + args.pcap)
     esp_seeds(corpus)
     updown_seeds(corpus)
+    redirect_seeds(corpus)
     configurations(corpus)
     counts = corpus.write()
     for target, count in counts.items():

@@ -39,7 +39,7 @@ from esp.sa import EspSa
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig
 from ikev2.crypto.sk import AeadSkCipher, make_sk_cipher
 from ikev2.dispatcher import Dispatcher
-from ikev2.enums import EncrId, ExchangeType, IntegId, PayloadType
+from ikev2.enums import EncrId, ExchangeType, IntegId, NotifyType, PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.fragments import Reassembler
 from ikev2.message import (
@@ -51,7 +51,8 @@ from ikev2.message import (
     serialize_message,
     serialize_payload_chain,
 )
-from ikev2.payloads import KNOWN_PAYLOAD_TYPES, parse_payload_body
+from ikev2.payloads import KNOWN_PAYLOAD_TYPES, NotifyPayload, parse_payload_body
+from ikev2.redirect import RedirectData, RedirectedFromData
 from ikev2.ts_range import TrafficSelectorRange
 from nat_t.demux import Udp4500Kind, classify, demux, esp_spi
 
@@ -429,15 +430,22 @@ def engine_sk(data: bytes) -> None:
         _engine = _EnginePair()
     pair = _engine
     pair.uses += 1
-    sa = pair.sa_a
     exchange = _ENGINE_EXCHANGES[_u8(data, 0) % len(_ENGINE_EXCHANGES)]
     first_inner = FIRST_INNER_TYPES[_u8(data, 1) % len(FIRST_INNER_TYPES)]
     response = bool(_u8(data, 2) & 1)
-    inner = data[3:]
+    _send_sealed(pair, exchange, first_inner, data[3:], response=response)
+    assert pair.b.counters.get("internal_error", 0) == 0, "the engine raised on peer input"
+
+
+def _send_sealed(
+    pair: _EnginePair, exchange: int, first_inner: int, inner: bytes, *, response: bool
+) -> None:
+    """``inner`` sealed with A's real SK keys under the next Message ID, delivered to B
+    (whose output and events are then drained)."""
+    sa = pair.sa_a
     cipher = sa.cipher_out
     assert cipher is not None
-    sealed_length = cipher.sealed_length(len(inner))
-    sk_length = 4 + sealed_length
+    sk_length = 4 + cipher.sealed_length(len(inner))
     if IKE_HEADER_SIZE + sk_length > 0xFFFF:
         return
     header = IkeHeader(
@@ -451,14 +459,45 @@ def engine_sk(data: bytes) -> None:
         length=IKE_HEADER_SIZE + sk_length,
     ).serialize()
     aad = header + struct.pack("!BBH", first_inner, 0, sk_length)
-    wire = aad + cipher.seal(aad, inner)
-    pair.b.receive_datagram(wire, pair.addr_a, pair.addr_b, pair.now)
+    pair.b.receive_datagram(aad + cipher.seal(aad, inner), pair.addr_a, pair.addr_b, pair.now)
     if not response:
         sa.next_request_id += 1
     pair.b.datagrams_to_send(pair.now)
     while pair.b.next_event() is not None:
         pass
-    assert pair.b.counters.get("internal_error", 0) == 0, "the engine raised on peer input"
+
+
+def redirect_notify(data: bytes) -> None:
+    """REDIRECT / REDIRECTED_FROM notify data (RFC 5685 sec. 8) and the client's handling.
+
+    Octet 0 bit 0 picks the codec (REDIRECT with optional Nonce Data, REDIRECTED_FROM);
+    an accepted value round-trips (``parse . serialize`` is the identity on it). With bit 1
+    set the rest is also sent, as the data of a REDIRECT notify in an authenticated
+    INFORMATIONAL request, to the established engine of :func:`engine_sk`: whatever it
+    names, the engine answers or logs, never raises, and the IKE SA it arrived on stays
+    (a redirect is followed make-before-break; the new SA never comes up here)."""
+    if not data:
+        return
+    body = data[1:]
+    codec = RedirectedFromData if data[0] & 1 else RedirectData
+    try:
+        parsed = codec.parse(body)
+    except ProtocolError:
+        pass
+    else:
+        assert codec.parse(parsed.serialize()) == parsed
+        assert len(parsed.gateway.encode()) <= 2 + 255
+    if not data[0] & 2:
+        return
+    global _engine
+    if _engine is None or _engine.uses >= 200:
+        _engine = _EnginePair()
+    pair = _engine
+    pair.uses += 1
+    inner = serialize_payload_chain([NotifyPayload(notify_type=NotifyType.REDIRECT, data=body)])
+    _send_sealed(pair, ExchangeType.INFORMATIONAL, PayloadType.NOTIFY, inner, response=False)
+    assert pair.b.counters.get("internal_error", 0) == 0, "the engine raised on a REDIRECT"
+    assert any(info.state == "ESTABLISHED" for info in pair.b.sas()), "the tunnel went away"
 
 
 # --------------------------------------------------------------------------- configuration
@@ -612,6 +651,7 @@ TARGETS: dict[str, Target] = {
     "ike_payload": ike_payload,
     "sk_payload": sk_payload,
     "engine_sk": engine_sk,
+    "redirect_notify": redirect_notify,
     "fragments": fragments,
     "esp_decap": esp_decap,
     "udp4500": udp4500,
