@@ -340,8 +340,7 @@ _UNSUPPORTED_CHILD_KEYS = {
 
 # Keys that are read into the model but refused until the runtime does what strongSwan
 # does with them (key -> what is missing). The runtime that implements one removes it here.
-RUNTIME_PENDING: dict[str, str] = {
-}
+RUNTIME_PENDING: dict[str, str] = {}
 
 _ACTIONS = {"none": "none", "clear": "none", "start": "start", "restart": "start",
             "trap": "trap", "route": "trap"}  # fmt: skip
