@@ -6,9 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins \
 	libstrongswan-extra-plugins libstrongswan-standard-plugins strongswan-pki \
-	iperf3 nftables iptables tcpdump tshark iproute2 iputils-ping logrotate \
+	iperf3 nftables iptables systemd tcpdump tshark iproute2 iputils-ping logrotate \
 	softhsm2 swtpm swtpm-tools tpm2-tools libtss2-dev libtpm2-pkcs11-1 \
-	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc
+	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc openssl
 
 .PHONY: test demo lint format bench fuzz debian-deps venv clean selftest
 

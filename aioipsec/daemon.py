@@ -491,6 +491,8 @@ class Daemon:
             bound.error(
                 "authentication failed",
                 check=event.check,
+                # sent to the peer, or (check peer-rejected) received from it
+                notify="AUTHENTICATION_FAILED",
                 reason=event.reason,
                 remote=event.remote_addr,
             )

@@ -512,8 +512,8 @@ class RevocationChecker:
                     f"none answered: {result.detail}",
                     check="revocation-unknown",
                 )
-            _log.debug(
-                "revocation status",
+            _log.info(
+                "revocation checked",
                 certificate=_describe(cert),
                 status=result.status.value,
                 source=result.source,

@@ -140,7 +140,8 @@ class ChildSaDeleted(Event):
 @dataclass(frozen=True)
 class AuthenticationFailed(Event):
     """``check`` names what failed: "psk-mismatch", "unknown-ca", "expired",
-    "identity-mismatch", "bad-signature", "no-credentials", "peer-rejected"."""
+    "identity-mismatch", "bad-signature", "no-credentials", "revoked",
+    "revocation-unknown" (``AuthConfig.revocation``), "peer-rejected"."""
 
     check: str
     reason: str

@@ -55,10 +55,12 @@ COMPONENTS: dict[str, Component] = {
     "charon": Component(lambda: os.path.exists(CHARON_BINARY), _DEBIAN.format("strongswan-charon")),
     "swanctl": Component(_tool("swanctl"), _DEBIAN.format("strongswan-swanctl")),
     "pki": Component(_tool("pki"), _DEBIAN.format("strongswan-pki")),
+    "openssl": Component(_tool("openssl"), _DEBIAN.format("openssl")),
     "tshark": Component(_tool("tshark"), _DEBIAN.format("tshark")),
     "tcpdump": Component(_tool("tcpdump"), _DEBIAN.format("tcpdump")),
     "nftables": Component(_tool("nft"), _DEBIAN.format("nftables")),
     "iptables": Component(_tool("iptables"), _DEBIAN.format("iptables")),
+    "systemd-analyze": Component(_tool("systemd-analyze"), _DEBIAN.format("systemd")),
     # strongSwan's default updown script (Debian's strongswan-libcharon, which
     # strongswan-charon depends on).
     "updown": Component(

@@ -30,7 +30,7 @@ from aioipsec.revocation import (
 from ikev2.crypto.certs import CertificateError
 from tests.components import require_component
 
-pytestmark = pytest.mark.needs("root", "ip", "pki")
+pytestmark = pytest.mark.needs("root", "ip", "pki", "openssl")
 
 SERVER = "10.77.0.2"
 CLIENT = "10.77.0.1"
@@ -96,9 +96,7 @@ def _wait_port(namespace: Namespace, port: int, timeout: float = 10.0) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    require_component("root", "ip", "pki")
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed (Debian: openssl)")
+    require_component("root", "ip", "pki", "openssl")
     base = tmp_path_factory.mktemp("revocation")
     pki = Pki(base / "pki", "ecdsa")
     for identity in ("valid.crl.example", "revoked.crl.example"):

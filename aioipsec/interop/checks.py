@@ -224,7 +224,11 @@ def full_log(peer: InteropPeer) -> str:
     return Path(path).read_text(errors="replace") if path and Path(path).exists() else ""
 
 
-_CHARON_NOTIFY_NAMES = {"NO_PROPOSAL_CHOSEN": "N(NO_PROP)", "TS_UNACCEPTABLE": "N(TS_UNACCEPT)"}
+_CHARON_NOTIFY_NAMES = {
+    "NO_PROPOSAL_CHOSEN": "N(NO_PROP)",
+    "TS_UNACCEPTABLE": "N(TS_UNACCEPT)",
+    "AUTHENTICATION_FAILED": "N(AUTH_FAILED)",
+}
 
 
 def _check_expected_failure(run: ScenarioRun, peers: Mapping[Side, InteropPeer]) -> None:

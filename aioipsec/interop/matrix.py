@@ -59,6 +59,13 @@ CERT_ROWS: tuple[
 )
 
 
+# (initiator, source) of the revocation rows; the strongSwan peer's certificate is checked.
+REVOCATION_ROWS: tuple[tuple[Implementation, Literal["crl", "ocsp"]], ...] = (
+    ("charon", "crl"),
+    ("aioipsec", "ocsp"),
+)
+
+
 def _other(initiator: Implementation) -> Implementation:
     return "charon" if initiator == "aioipsec" else "aioipsec"
 
@@ -145,6 +152,24 @@ MATRIX: list[Scenario] = [
         )
         for token, key_type in CERT_ROWS
         for initiator in ("aioipsec", "charon")
+    ),
+    # Revocation (issue 19): the strongSwan peer's certificate names a CRL (pki --signcrl,
+    # over HTTP) or an OCSP responder (openssl ocsp) in its namespace; our daemon checks it
+    # with revocation = strict: a valid certificate establishes, a revoked one is refused
+    # with AUTHENTICATION_FAILED. Each source in one role: CRL with charon initiating, OCSP
+    # with charon responding.
+    *(
+        Scenario(
+            name=f"{initiator}-{source}-{'revoked' if revoked else 'valid'}",
+            initiator=initiator,
+            responder=_other(initiator),
+            auth="pubkey",
+            revocation=source,
+            revoked=revoked,
+            expect_failure="AUTHENTICATION_FAILED" if revoked else None,
+        )
+        for initiator, source in REVOCATION_ROWS
+        for revoked in (False, True)
     ),
     *(
         Scenario(

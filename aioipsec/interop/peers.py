@@ -80,6 +80,10 @@ def swanctl_conf(
         if cert_file is None:
             raise ValueError("auth = pubkey needs the certificate file name")
         connection["local"]["certs"] = cert_file
+        if scenario.revocation and scenario.implementation(side) == "aioipsec":
+            # The strongSwan peer's certificate names its CRL or OCSP responder: a good
+            # status is required (aioipsec/interop/revocation.py serves them).
+            connection["remote"]["revocation"] = "strict"
         secrets_text = ""
     else:
         secrets = {

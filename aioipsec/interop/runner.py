@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from aioipsec.interop import revocation
 from aioipsec.interop.charon import child_sas
 from aioipsec.interop.checks import (
     _check_expected_failure,
     _fragment_problems,
     check_sa_pair,
     esp_counter_problems,
+    full_log,
 )
 from aioipsec.interop.ours import aioipsec_peer
 from aioipsec.interop.peers import InteropPeer, PeerFactory, make_peer, swanctl_conf
@@ -217,6 +219,11 @@ def run_scenario(
     topology = build_topology(lab, scenario)
     peers: dict[Side, InteropPeer] = {}
     pki = Pki(workdir / "pki", scenario.key_type) if scenario.auth == "pubkey" else None
+    if pki is not None and scenario.revocation:
+        revocation.prepare_certificate(scenario, topology, pki)
+        run.notes.append(
+            f"revocation source: {revocation.serve(lab, scenario, topology, pki, workdir)}"
+        )
     for side in ("initiator", "responder"):
         peer = make_peer(
             lab,
@@ -313,6 +320,14 @@ def run_scenario(
                 run.problems.append(
                     f"echoes lost during the actions: icmp_seq {lost} ({replies} replies)"
                 )
+    if scenario.revocation and not scenario.revoked and not run.problems:
+        ours = peers["initiator" if scenario.initiator == "aioipsec" else "responder"]
+        url = revocation.source_url(scenario, topology)
+        if not any(
+            "revocation checked" in line and "good" in line and url in line
+            for line in full_log(ours).splitlines()
+        ):
+            run.problems.append(f"our daemon did not log a good status from {url}")
     for side, peer in peers.items():
         run.logs[side] = peer.log_tail(60)
     wire.stop()

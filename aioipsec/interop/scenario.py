@@ -111,6 +111,12 @@ class Scenario:
     collision: bool = False
     # A ping (every 0.1 s) runs through all the actions: no echo may be lost.
     ping_during_actions: bool = False
+    # With auth="pubkey": the strongSwan peer's certificate names a CRL distribution point
+    # ("crl") or an OCSP responder ("ocsp") served from its namespace
+    # (aioipsec/interop/revocation.py); our daemon checks it with revocation = strict.
+    # revoked=True: that certificate is revoked, and our daemon must refuse it.
+    revocation: Literal["", "crl", "ocsp"] = ""
+    revoked: bool = False
     encap: bool = False  # force UDP encapsulation (kernel-libipsec always does it anyway)
     ping_count: int = 3
     establish_timeout: float = 20.0
@@ -133,6 +139,13 @@ class Scenario:
             raise ValueError("keep_alive must be positive")
         if self.nat_rebind and not self.nat:
             raise ValueError("nat_rebind needs nat=True")
+        if self.revocation and (
+            self.auth != "pubkey"
+            or sorted((self.initiator, self.responder)) != ["aioipsec", "charon"]
+        ):
+            raise ValueError("revocation rows need auth=pubkey, our daemon and charon")
+        if self.revoked and not self.revocation:
+            raise ValueError("revoked needs revocation = crl or ocsp")
         if self.nat and outer_version == 6:
             raise ValueError("the NAT topology is IPv4 only (NAT66 is not a thing to test)")
 

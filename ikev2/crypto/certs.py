@@ -66,8 +66,9 @@ _SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 
 
 class CertificateError(AuthenticationError):
-    """The peer's certificate is not acceptable (unknown CA, expired, wrong identity...);
-    ``check`` is ``unknown-ca``, ``expired``, ``identity-mismatch`` or ``bad-certificate``."""
+    """The peer's certificate is not acceptable (unknown CA, expired, wrong identity,
+    revoked...); ``check`` is ``unknown-ca``, ``expired``, ``identity-mismatch``,
+    ``bad-certificate``, ``revoked`` or ``revocation-unknown``."""
 
     def __init__(self, reason: str, check: str = "bad-certificate") -> None:
         super().__init__(reason, check)
