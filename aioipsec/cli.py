@@ -587,13 +587,14 @@ TOOLS = {
     "doctor": "check prerequisites: privileges, TUN, ports, firewall, MTU, clock",
     "interop": "run interop scenarios against strongSwan in namespaces (--list, --all)",
     "token": "list the keys and certificates of a PKCS#11 module or the TPM (no secrets)",
+    "install-service": "write the systemd unit aioipsec.service (Type=notify, sandboxed)",
 }
 
 
 def _run_tool(name: str, tool_args: Sequence[str]) -> int:
     import importlib
 
-    module = {"token": "tokens.cli"}.get(name, name)  # aioipsec/tokens/cli.py
+    module = {"token": "tokens.cli", "install-service": "service"}.get(name, name)
     return int(importlib.import_module(f"aioipsec.{module}").main(list(tool_args)))
 
 

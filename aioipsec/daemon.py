@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from aioipsec.control import RequestError, sa_selector
+from aioipsec import revocation
 from aioipsec.log import RateLimitedLogger, sa_logger
 from aioipsec.ratelimit import LogBudget, install_log_budget
 from aioipsec.runtime.children import ChildSpec
@@ -48,6 +49,7 @@ from aioipsec.runtime.sockets import (
     open_udp_socket,
 )
 from aioipsec.runtime.updown import UpdownRunner, calls_for
+from aioipsec.sdnotify import notify
 from esp.events import Lifetime
 from ikev2 import events as ev
 from ikev2.enums import IntegId
@@ -235,6 +237,13 @@ class Daemon:
 
         self._tasks.append(self.loop.create_task(self.driver.run_timer(), name="ike-timer"))
         self._tasks.append(self.loop.create_task(self._track_use(), name="use-tracker"))
+        # CRLs of the authorities' crl_uris fetched ahead of their nextUpdate (docs/revocation.md).
+        self._tasks.append(
+            self.loop.create_task(
+                revocation.keep_fresh(lambda: revocation.stores_of(self.engine_configs)),
+                name="revocation-refresh",
+            )
+        )
 
         from aioipsec.control import ControlServer
 
@@ -320,6 +329,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Delete every IKE SA (RFC 7296 sec. 1.4.1), then undo everything start() did."""
+        notify("STOPPING=1", "STATUS=deleting the IKE SAs and stopping")
         driver = self.driver
         if driver is not None and self.ike_sas:
             for ike_sa_id in list(self.ike_sas):
@@ -767,7 +777,15 @@ class Daemon:
     # ------------------------------------------------------------------ reload
 
     def _request_reload(self) -> None:
-        self.loop.create_task(self.reload())
+        self.loop.create_task(self._reload_notified())
+
+    async def _reload_notified(self) -> None:
+        """A reload systemd hears about (sd_notify: RELOADING=1, then READY=1 again)."""
+        notify("RELOADING=1", "STATUS=reloading the configuration")
+        try:
+            await self.reload()
+        finally:
+            notify("READY=1", "STATUS=" + _status(self))
 
     def _on_sighup(self) -> None:
         """SIGHUP, as for charon and most daemons: reopen the log file (logrotate moved
@@ -1400,12 +1418,22 @@ async def run_daemon(options: Any) -> int:
         return 1
     # From here on the network can make lines: one budget over all of them (issue 13, F3).
     daemon.log_budget, uninstall_budget = install_log_budget(loop)
+    # The self-test passed and every socket is bound: systemd's Type=notify may go on.
+    notify("READY=1", "STATUS=" + _status(daemon))
     try:
         await daemon.wait_stopped()
         await daemon.stop()
     finally:
         uninstall_budget()
     return 0
+
+
+def _status(daemon: Daemon) -> str:
+    """systemctl status' one line: what runs."""
+    return (
+        f"{len(daemon.engine_configs)} connection(s), {len(daemon.ike_sas)} IKE SA(s); "
+        f"control socket {daemon.control_path}"
+    )
 
 
 def _configure_logging(options: Any) -> None:
