@@ -121,7 +121,7 @@ def _depth(value: Any, level: int = 0) -> int:
 def _toml_hint(message: str) -> str | None:
     """The likely fix for tomllib's terse messages."""
     if message.startswith("Invalid value"):
-        return 'a text value must be quoted: write key = "value"'
+        return 'a text value must be quoted: write key = "value" (yes/no: true or false)'
     return None
 
 
