@@ -8,7 +8,8 @@ DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins 
 	libstrongswan-extra-plugins libstrongswan-standard-plugins strongswan-pki \
 	iperf3 nftables iptables systemd tcpdump tshark iproute2 iputils-ping logrotate \
 	softhsm2 swtpm swtpm-tools tpm2-tools libtss2-dev libtpm2-pkcs11-1 \
-	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc openssl
+	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc openssl \
+	wireguard-go wireguard-tools
 
 .PHONY: test demo lint format bench fuzz debian-deps venv clean selftest
 
@@ -53,7 +54,8 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Side-by-side comparison with strongSwan (root, about 15 minutes): writes docs/performance.md.
+# Side-by-side comparison with strongSwan and wireguard-go (root, about 20 minutes): writes
+# docs/performance.md.
 # `$(PY) -m bench.esp_micro` alone is the ESP micro-benchmark (seconds, no root).
 bench: venv debian-deps
 	$(PY) -m pip install -q -e '.[bench]'

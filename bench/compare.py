@@ -41,6 +41,8 @@ DEFAULT_CHART = REPO / "docs" / "images" / "performance.png"
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 TCP_TESTS = ((1, False), (1, True), (4, False), (4, True))
 TARGET_TCP_RATIO = 3.0
+TARGET_WIREGUARD_RATIO = 1.5  # issue 17: TCP against wireguard-go
+TARGET_CPU_PER_GB = 3.0  # issue 17: CPU seconds per GB per daemon
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -278,17 +280,33 @@ def render_report(data: dict[str, Any], chart_name: str | None) -> str:
     add("- **strongswan**: charon + kernel-libipsec on both ends (the baseline);")
     add("- **aioipsec**: our daemon on both ends;")
     add("- **mixed**: our daemon (initiator) <-> charon + kernel-libipsec (responder);")
+    if "wireguard-go" in grouped:
+        add(
+            "- **wireguard-go**: Debian's userspace WireGuard on both ends (no IKE; "
+            "ChaCha20-Poly1305; what a user who wants a userspace VPN would pick instead);"
+        )
     add("- **plain**: no IPsec, the inner subnets routed over the veth (the ceiling).")
     add("")
     add(
         "Each round runs every stack once in this order, so the stacks alternate "
         "(A B C D A B C D ...); figures are the **median (min-max)** over the rounds. "
         f"iperf3 TCP runs last {settings['tcp_seconds']:g} s; `i->r` is initiator to "
-        "responder, `r->i` the reverse (`iperf3 -R`). UDP: iperf3 at rising packet rates "
-        f"(x{settings['udp_growth']:g} per {settings['udp_step_seconds']:g} s step) until "
-        f"the loss passes {settings['loss_limit_percent']:g} %; the figure is the highest "
-        "received rate of a step within the limit. CPU: utime + stime of each daemon's "
-        "process group from `/proc/PID/stat`, over all TCP runs, per GB received."
+        "responder, `r->i` the reverse (`iperf3 -R`). "
+        + (
+            "UDP: `bench.udpgen` (a UDP GSO sender, up to 64 datagrams per `sendmsg`, and "
+            "a UDP GRO receiver) at doubling rates from "
+            f"{settings.get('udp_start_pps', 20000):,} packets/s "
+            f"({settings['udp_step_seconds']:g} s steps) until the loss passes "
+            f"{settings['loss_limit_percent']:g} %, then bisection to 5 %; the figure is the "
+            "highest received rate of a step within the limit. "
+            if settings.get("udp_growth", 0) >= 2
+            else "UDP: iperf3 at rising packet rates "
+            f"(x{settings['udp_growth']:g} per {settings['udp_step_seconds']:g} s step) until "
+            f"the loss passes {settings['loss_limit_percent']:g} %; the figure is the highest "
+            "received rate of a step within the limit. "
+        )
+        + "CPU: utime + stime of each daemon's process group from `/proc/PID/stat` (all "
+        "threads and processes), over all TCP runs, per GB received."
     )
     add("")
     if chart_name:
@@ -316,7 +334,23 @@ def render_report(data: dict[str, Any], chart_name: str | None) -> str:
             per_round = ", ".join("n/a" if r is None else f"{r:.2f}" for r in ratios)
             cells.append(f"{fmt_spread(ratios, 2, 'x')} [{per_round}]")
         add(f"| {stack} / strongswan | " + " | ".join(cells) + " |")
+    if "wireguard-go" in grouped and "aioipsec" in grouped:
+        cells = []
+        for n, rev in TCP_TESTS:
+            ratios = round_ratios(runs, "aioipsec", "wireguard-go", tcp_metric(n, rev))
+            per_round = ", ".join("n/a" if r is None else f"{r:.2f}" for r in ratios)
+            cells.append(f"{fmt_spread(ratios, 2, 'x')} [{per_round}]")
+        add("| aioipsec / wireguard-go | " + " | ".join(cells) + " |")
     add("")
+    busy = [t.machine_busy for r in runs if r.stack == "aioipsec" for t in r.tcp
+            if t.streams == 1 and not t.reverse and t.machine_busy is not None]  # fmt: skip
+    if busy:
+        add(
+            f"During the aioipsec 1-stream i->r runs the machine's cores were "
+            f"{statistics.median(busy):.0%} busy (median; /proc/stat): the room a "
+            "data-plane worker process could use."
+        )
+        add("")
 
     add("## UDP packet rate at <= {:g} % loss (packets/s, initiator -> responder)".format(
         settings["loss_limit_percent"]
@@ -325,10 +359,21 @@ def render_report(data: dict[str, Any], chart_name: str | None) -> str:
     sizes = settings["udp_packet_sizes"]
     add("| stack | " + " | ".join(f"{s}-octet packets" for s in sizes) + " |")
     add("| --- | " + " | ".join("---" for _ in sizes) + " |")
+    limited = False
     for stack in stacks:
-        cells = [fmt_spread([udp_best(r, s) for r in grouped[stack]]) for s in sizes]
+        cells = []
+        for size in sizes:
+            cell = fmt_spread([udp_best(r, size) for r in grouped[stack]])
+            if any(u.generator_limited for r in grouped[stack] for u in r.udp
+                   if u.packet_size == size):  # fmt: skip
+                cell += " (s)"
+                limited = True
+            cells.append(cell)
         add(f"| {stack} | " + " | ".join(cells) + " |")
     add("")
+    if limited:
+        add("(s): in some round the sender could not offer more: the generator's limit there.")
+        add("")
 
     add("## Latency and CPU")
     add("")
@@ -447,6 +492,34 @@ def render_targets(data: dict[str, Any], runs: list[StackRun]) -> list[str]:
                 f"{'met' if ours_rtt[0] <= theirs_rtt[0] else '**not met**'} "
                 f"(idle median {ours_rtt[0]:.3f} ms vs {theirs_rtt[0]:.3f} ms)."
             )
+    if "aioipsec" in grouped and "wireguard-go" in grouped:
+        versus = round_ratios(runs, "aioipsec", "wireguard-go", tcp_metric(1, False))
+        middle = spread(versus)
+        if middle is not None:
+            lines.append(
+                f"- TCP throughput >= {TARGET_WIREGUARD_RATIO:g}x wireguard-go's: "
+                f"{'met' if middle[0] >= TARGET_WIREGUARD_RATIO else '**not met**'}; "
+                f"1 stream i->r {fmt_spread(versus, 2, 'x')}."
+            )
+        ours_rtt = spread([r.ping_idle_ms for r in grouped["aioipsec"]])
+        theirs_rtt = spread([r.ping_idle_ms for r in grouped["wireguard-go"]])
+        if ours_rtt and theirs_rtt:
+            lines.append(
+                f"- Ping RTT no higher than wireguard-go's: "
+                f"{'met' if ours_rtt[0] <= theirs_rtt[0] else '**not met**'} "
+                f"(idle median {ours_rtt[0]:.3f} ms vs {theirs_rtt[0]:.3f} ms)."
+            )
+    if "aioipsec" in grouped:
+        cpu = [
+            cpu_per_gb(r, side) for r in grouped["aioipsec"] for side in ("initiator", "responder")
+        ]
+        middle = spread(cpu)
+        if middle is not None:
+            lines.append(
+                f"- CPU per GB <= {TARGET_CPU_PER_GB:g} s per daemon: "
+                f"{'met' if middle[0] <= TARGET_CPU_PER_GB else '**not met**'} "
+                f"({fmt_spread(cpu, 1)} s, both daemons, every round)."
+            )
     if data.get("ike"):
         from bench.ike_load import target_lines
 
@@ -471,6 +544,7 @@ def render_chart(data: dict[str, Any], path: Path) -> bool:
     grouped = by_stack(runs)
     stacks = [s for s in STACKS if s in grouped]
     colours = {"strongswan": "#1f77b4", "aioipsec": "#d62728", "mixed": "#9467bd",
+               "wireguard-go": "#2ca02c",
                "plain": "#7f7f7f"}  # fmt: skip
     figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
 

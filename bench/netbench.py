@@ -5,6 +5,7 @@ One *stack* is a pair of implementations (or none, for the plain veth ceiling)::
     strongswan   charon + kernel-libipsec  <->  charon + kernel-libipsec   (the baseline)
     aioipsec     aioipsec daemon           <->  aioipsec daemon
     mixed        aioipsec daemon           <->  charon + kernel-libipsec
+    wireguard-go wireguard-go              <->  wireguard-go  (Debian's userspace WireGuard)
     plain        no IPsec: the inner subnets routed over the veth (the ceiling)
 
 :func:`measure_stack` builds the topology of the interop harness (initiator and responder
@@ -13,8 +14,11 @@ joined by a veth, inner addresses 10.1.0.1 and 10.2.0.1 on loopback), establishe
 as kernel-libipsec does, inner MTU 1400) and measures from the initiator's side:
 
 * iperf3 TCP, 1 and 4 streams, each direction (``-R`` is responder -> initiator);
-* iperf3 UDP at rising packet rates until the loss passes ``loss_limit_percent``, for 1400-
-  and 64-octet IP packets: the highest rate with loss at or below the limit;
+* UDP packet rate for 1400- and 64-octet IP packets: :mod:`bench.udpgen` (UDP GSO sender,
+  GRO receiver: it saturates the tunnels, unlike iperf3's one ``send`` per datagram) at
+  doubling rates until the loss passes ``loss_limit_percent`` or the sender cannot offer
+  more, then halving the interval between the last rate within the limit and the first
+  above it: the highest received rate with loss at or below the limit;
 * ping RTT idle, and under load (during the 1-stream TCP run);
 * CPU seconds per GB moved, for each daemon, from ``/proc/PID/stat`` (utime + stime of every
   process in the daemon's process group, so a helper process would be counted too).
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -46,10 +51,14 @@ STACKS: dict[str, tuple[Implementation, Implementation] | None] = {
     "strongswan": ("charon", "charon"),
     "aioipsec": ("aioipsec", "aioipsec"),
     "mixed": ("aioipsec", "charon"),
+    "wireguard-go": None,  # not IKE: set up by Tunnel._wireguard
     "plain": None,
 }
+# One interface name per side: every namespace sees /var/run/wireguard/NAME.sock (the
+# namespaces share the file system), so two "wg0" would collide.
+WIREGUARD_NAMES = {"initiator": "wgi", "responder": "wgr"}
+WIREGUARD_PORT = 51820
 INNER_MTU = 1400
-IPV4_UDP_HEADERS = 28  # what iperf3 -l leaves out of an IPv4 UDP packet
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 _RECEIVED = re.compile(r"(\d+) packets transmitted, (\d+) received")
@@ -62,10 +71,10 @@ class Settings:
     tcp_seconds: float = 5.0  # iperf3 takes whole seconds (0 would mean "forever")
     tcp_streams: tuple[int, ...] = (1, 4)
     udp_packet_sizes: tuple[int, ...] = (1400, 64)  # IP packet sizes
-    udp_step_seconds: float = 2.0
-    udp_start_pps: int = 5000
-    udp_growth: float = 1.6
-    udp_max_steps: int = 10
+    udp_step_seconds: float = 1.5
+    udp_start_pps: int = 20000
+    udp_growth: float = 2.0
+    udp_max_steps: int = 9
     loss_limit_percent: float = 0.1
     ping_count: int = 20
     ping_interval: float = 0.05
@@ -84,6 +93,9 @@ class TcpResult:
     bytes: int
     cpu_initiator_s: float | None
     cpu_responder_s: float | None
+    # Busy share of all the machine's cores during the run (/proc/stat): how much room
+    # was left for another process (a data-plane worker) to use.
+    machine_busy: float | None = None
 
     @property
     def direction(self) -> str:
@@ -101,6 +113,10 @@ class UdpStep:
     offered_pps: int
     received_pps: float
     lost_percent: float
+    sent_pps: float | None = None  # what the generator managed to offer
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -108,6 +124,7 @@ class UdpResult:
     packet_size: int
     best_pps: float  # highest received rate of a step with loss <= the limit (0: none)
     steps: list[UdpStep] = field(default_factory=list)
+    generator_limited: bool = False  # the sender could not offer more (not the tunnel)
 
 
 @dataclass
@@ -140,13 +157,27 @@ class StackRun:
         run = cls(**{k: v for k, v in data.items() if k not in ("tcp", "udp")})
         run.tcp = [TcpResult(**t) for t in data.get("tcp", [])]
         run.udp = [
-            UdpResult(u["packet_size"], u["best_pps"], [UdpStep(**s) for s in u.get("steps", [])])
+            UdpResult(
+                u["packet_size"],
+                u["best_pps"],
+                [UdpStep(**s) for s in u.get("steps", [])],
+                u.get("generator_limited", False),
+            )
             for u in data.get("udp", [])
         ]
         return run
 
 
 # --- CPU accounting ---------------------------------------------------------------------------
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores from /proc/stat's first line."""
+    with open("/proc/stat") as stat_file:
+        values = [int(v) for v in stat_file.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already in user
+    return total - idle, total
 
 
 def process_group_cpu_seconds(pgid: int) -> float:
@@ -258,6 +289,9 @@ class Tunnel:
         return self.scenario.inner_address("responder")
 
     def up(self) -> None:
+        if self.stack == "wireguard-go":
+            self._wireguard()
+            return
         if STACKS[self.stack] is None:
             self._plain_routes()
             return
@@ -310,6 +344,59 @@ class Tunnel:
         )  # fmt: skip
         self._wait_ping()
 
+    def _wireguard(self) -> None:
+        """One wireguard-go per namespace (foreground, so the Lab stops it), keys made by
+        ``wg``, the peer's inner subnet routed into the interface; inner MTU as the others."""
+        for tool in ("wireguard-go", "wg"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"{tool} is not installed (make debian-deps installs it)")
+        sides: tuple[Side, Side] = ("initiator", "responder")
+        keys: dict[str, tuple[Path, str]] = {}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for side in sides:
+            private = subprocess.run(
+                ["wg", "genkey"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            public = subprocess.run(
+                ["wg", "pubkey"], input=private, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            path = self.workdir / f"wireguard-{side}.key"
+            path.write_text(private + "\n")
+            path.chmod(0o600)
+            keys[side] = (path, public)
+        outer = {"initiator": self.topology.initiator_outer,
+                 "responder": self.topology.responder_outer}  # fmt: skip
+        subnet = {"initiator": self.scenario.initiator_subnet,
+                  "responder": self.scenario.responder_subnet}  # fmt: skip
+        started = time.monotonic()
+        for side in sides:
+            namespace = self.topology.namespace(side)
+            name = WIREGUARD_NAMES[side]
+            process = self.lab.start(
+                namespace, ["wireguard-go", "-f", name],
+                log=self.workdir / f"wireguard-go-{side}.log",
+            )  # fmt: skip
+            self.pgids[side] = process.pid
+            for _ in range(100):
+                if namespace.ip("link", "show", name, check=False).returncode == 0:
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError(f"wireguard-go made no interface {name}")
+            other: Side = "responder" if side == "initiator" else "initiator"
+            namespace.run(
+                "wg", "set", name, "private-key", str(keys[side][0]),
+                "listen-port", str(WIREGUARD_PORT), "peer", keys[other][1],
+                "allowed-ips", subnet[other], "endpoint", f"{outer[other]}:{WIREGUARD_PORT}",
+            )  # fmt: skip
+            namespace.ip("link", "set", "dev", name, "mtu", str(INNER_MTU), "up")
+            namespace.ip("route", "add", subnet[other], "dev", name)
+        self._wait_ping()
+        self.establish_seconds = time.monotonic() - started
+
+    def tun_device(self, side: Side) -> str:
+        return WIREGUARD_NAMES[side] if self.stack == "wireguard-go" else "ipsec0"
+
     def _wait_ping(self) -> None:
         for _ in range(20):
             result = self.topology.initiator.run(
@@ -321,10 +408,12 @@ class Tunnel:
         raise RuntimeError(f"{self.stack}: no ping through the tunnel")
 
     def tun_mtus(self) -> dict[str, int]:
-        mtus = {}
-        for side in ("initiator", "responder"):
+        mtus: dict[str, int] = {}
+        sides: tuple[Side, Side] = ("initiator", "responder")
+        for side in sides:
             namespace = self.topology.namespace(side)
-            out = namespace.run("cat", "/sys/class/net/ipsec0/mtu", check=False).stdout.strip()
+            device = self.tun_device(side)
+            out = namespace.run("cat", f"/sys/class/net/{device}/mtu", check=False).stdout.strip()
             if out.isdigit():
                 mtus[side] = int(out)
         return mtus
@@ -365,9 +454,11 @@ class Tunnel:
 
     def tcp(self, streams: int, reverse: bool) -> TcpResult:
         before = self.cpu_seconds()
+        busy_before, total_before = machine_cpu_ticks()
         args = ["-P", str(streams)] + (["-R"] if reverse else [])
         data = self._iperf(*args, seconds=self.settings.tcp_seconds)
         after = self.cpu_seconds()
+        busy_after, total_after = machine_cpu_ticks()
         if "error" in data:
             raise RuntimeError(f"iperf3 TCP {args}: {data['error']}")
         end = data["end"]
@@ -381,40 +472,78 @@ class Tunnel:
             bytes=int(received["bytes"]),
             cpu_initiator_s=cpu.get("initiator"),
             cpu_responder_s=cpu.get("responder"),
+            machine_busy=(busy_after - busy_before) / max(1, total_after - total_before),
         )
 
+    def _udpgen(self, namespace: Namespace, *args: str) -> list[str]:
+        return namespace.exec_argv([sys.executable, "-m", "bench.udpgen", *args])
+
     def udp_step(self, packet_size: int, pps: int) -> UdpStep:
-        payload = packet_size - IPV4_UDP_HEADERS
-        bits_per_second = pps * payload * 8
-        data = self._iperf(
-            "-u", "-l", str(payload), "-b", str(bits_per_second),
-            seconds=self.settings.udp_step_seconds,
+        """bench.udpgen at PPS for udp_step_seconds: the receiver in the responder's
+        namespace counts until 0.5 s pass without a datagram."""
+        seconds = self.settings.udp_step_seconds
+        environment = {**os.environ, "PYTHONPATH": str(REPO)}
+        receiver = subprocess.Popen(
+            self._udpgen(self.topology.responder, "receive", "--bind", self.responder_inner,
+                         "--idle", "0.5", "--limit", str(seconds + 30)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
         )  # fmt: skip
-        if "error" in data:
-            raise RuntimeError(f"iperf3 UDP {packet_size} B at {pps} pps: {data['error']}")
-        summary = data["end"]["sum"]
-        seconds = summary.get("seconds") or self.settings.udp_step_seconds
-        packets = summary.get("packets", 0)
-        lost = summary.get("lost_packets", 0)
+        try:
+            assert receiver.stdout is not None
+            receiver.stdout.readline()  # {"listening": true}
+            sent = subprocess.run(
+                self._udpgen(self.topology.initiator, "send", "--dst", self.responder_inner,
+                             "--src", self.initiator_inner, "--size", str(packet_size),
+                             "--pps", str(pps), "--seconds", str(seconds)),
+                capture_output=True, text=True, env=environment, timeout=seconds + 30,
+                check=False,
+            )  # fmt: skip
+            out, err = receiver.communicate(timeout=seconds + 40)
+        finally:
+            if receiver.poll() is None:
+                receiver.kill()
+        try:
+            offered = json.loads(sent.stdout.strip().splitlines()[-1])
+            counted = json.loads(out.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError):
+            raise RuntimeError(
+                f"udpgen {packet_size} B at {pps} pps: {(sent.stderr + err).strip()[-300:]}"
+            ) from None
+        total = offered["sent"]
+        elapsed = offered["seconds"] or seconds
+        received = min(counted["received"], total)
         return UdpStep(
             offered_pps=pps,
-            received_pps=(packets - lost) / seconds,
-            lost_percent=float(summary.get("lost_percent", 100.0)),
+            received_pps=received / elapsed,
+            lost_percent=100.0 * (total - received) / total if total else 100.0,
+            sent_pps=total / elapsed,
         )
 
     def udp_sweep(self, packet_size: int) -> UdpResult:
+        """Doubling rates until the loss passes the limit, then bisection between the last
+        good and the first bad rate (to 5 %); stops early when the sender cannot offer the
+        rate asked (then the figure is the generator's, and says so)."""
         settings = self.settings
         result = UdpResult(packet_size, 0.0)
+        good, bad = 0.0, 0.0
         pps = float(settings.udp_start_pps)
         for _ in range(settings.udp_max_steps):
             step = self.udp_step(packet_size, int(pps))
             result.steps.append(step)
-            if step.lost_percent > settings.loss_limit_percent:
+            if step.lost_percent <= settings.loss_limit_percent:
+                result.best_pps = max(result.best_pps, step.received_pps)
+                good = pps
+                if step.sent_pps is not None and step.sent_pps < 0.9 * pps:
+                    result.generator_limited = True
+                    break
+            else:
+                bad = pps
+            if not bad:
+                pps *= settings.udp_growth
+            elif bad - good <= 0.05 * bad:
                 break
-            result.best_pps = max(result.best_pps, step.received_pps)
-            if step.received_pps < 0.8 * step.offered_pps:
-                break  # the sender (iperf3 itself) cannot go faster
-            pps *= settings.udp_growth
+            else:
+                pps = (good + bad) / 2
         return result
 
     # --- ping ----------------------------------------------------------------------------------
