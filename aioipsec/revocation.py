@@ -27,11 +27,13 @@ REVOKED (strongSwan's swanctl.conf documentation of ``revocation``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import enum
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,8 @@ __all__ = [
     "RevocationStore",
     "Status",
     "StatusResult",
+    "keep_fresh",
+    "stores_of",
 ]
 
 POLICIES = ("strict", "ifuri", "relaxed")
@@ -66,6 +70,11 @@ MAX_RESPONSE = 8 * 1024 * 1024
 RETRY_AFTER = 30.0
 # A CRL or OCSP answer without nextUpdate is kept this long (seconds).
 DEFAULT_LIFETIME = 3600.0
+# The daemon fetches a CRL again this long before its nextUpdate, and sleeps between
+# refreshes at least MIN_SLEEP and at most MAX_SLEEP (seconds).
+REFRESH_AHEAD = 300.0
+MIN_SLEEP = 30.0
+MAX_SLEEP = 3600.0
 # Clock difference allowed with the CA's thisUpdate/nextUpdate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
@@ -254,11 +263,10 @@ class RevocationStore:
     ) -> StatusResult:
         """OCSP first, then CRLs (strongSwan's revocation plugin does the same)."""
         ocsp_uris, crl_uris = self.uris(cert, issuer)
-        with self._lock:
-            ocsp_result = self._ocsp_status(cert, issuer, ocsp_uris, wall_time)
-            if ocsp_result.status in (Status.GOOD, Status.REVOKED):
-                return ocsp_result
-            crl_result = self._crl_status(cert, issuer, crl_uris, wall_time)
+        ocsp_result = self._ocsp_status(cert, issuer, ocsp_uris, wall_time)
+        if ocsp_result.status in (Status.GOOD, Status.REVOKED):
+            return ocsp_result
+        crl_result = self._crl_status(cert, issuer, crl_uris, wall_time)
         if crl_result.status in (Status.GOOD, Status.REVOKED, Status.STALE):
             return crl_result
         if Status.FAILED in (ocsp_result.status, crl_result.status):
@@ -279,20 +287,20 @@ class RevocationStore:
             return cached.result
         problems = []
         for uri in uris:
-            retry = self._failed.get(uri)
-            if retry is not None and wall_time < retry[0]:
-                problems.append(f"OCSP responder {uri}: {retry[1]} (not asked again yet)")
+            recent = self._recently_failed(uri, wall_time)
+            if recent is not None:
+                problems.append(f"OCSP responder {uri}: {recent} (not asked again yet)")
                 continue
             try:
                 result, expires = self._ask_ocsp(uri, cert, issuer, wall_time)
             except ValueError as error:
-                self._failed[uri] = (wall_time + RETRY_AFTER, str(error))
-                problems.append(f"OCSP responder {uri}: {error}")
-                _log.warning("OCSP request failed", uri=uri, error=str(error))
+                problems.append(self._failure(f"OCSP responder {uri}", uri, error, wall_time))
                 continue
-            self._failed.pop(uri, None)
+            with self._lock:
+                self._failed.pop(uri, None)
+                if result.status in (Status.GOOD, Status.REVOKED):
+                    self._ocsp[key] = _CachedOcsp(result, expires)
             if result.status in (Status.GOOD, Status.REVOKED):
-                self._ocsp[key] = _CachedOcsp(result, expires)
                 return result
             problems.append(result.detail)
         return StatusResult(Status.FAILED, detail="; ".join(problems))
@@ -396,6 +404,53 @@ class RevocationStore:
             "responder certificate it issued for OCSP signing (nor one in x509ocsp/)"
         )
 
+    # ---- fetching, failures, refreshing -------------------------------------------
+
+    def _recently_failed(self, uri: str, wall_time: float) -> str | None:
+        """Why URI failed, when it did less than RETRY_AFTER ago (it is not asked again)."""
+        retry = self._failed.get(uri)
+        return retry[1] if retry is not None and wall_time < retry[0] else None
+
+    def _failure(self, what: str, uri: str, error: Exception, wall_time: float) -> str:
+        with self._lock:
+            self._failed[uri] = (wall_time + RETRY_AFTER, str(error))
+        _log.warning("revocation source failed", source=what, error=str(error))
+        return f"{what}: {error}"
+
+    def fetch_crl(self, uri: str, wall_time: float) -> str | None:
+        """Fetch the CRL at URI into the cache (kept until its nextUpdate); returns the
+        problem, or None. The fetch runs without the lock: the engine's check and the
+        daemon's refresher may fetch at once, and then one CRL replaces the other."""
+        try:
+            crl = _parse_crl(self._fetch(uri))
+        except ValueError as error:
+            return self._failure(f"CRL {uri}", uri, error, wall_time)
+        next_update = crl.next_update_utc
+        expires = next_update.timestamp() if next_update else wall_time + DEFAULT_LIFETIME
+        with self._lock:
+            self._failed.pop(uri, None)
+            self._fetched[uri] = _CachedCrl(crl, f"CRL {uri}", expires)
+        _log.info("CRL fetched", uri=uri, entries=len(crl), next_update=str(next_update))
+        return None
+
+    def refresh(self, wall_time: float) -> float:
+        """Fetch the CRLs of the authorities' ``crl_uris`` and every cached CRL due within
+        REFRESH_AHEAD of its nextUpdate, so that a peer's check rarely waits for a fetch.
+        Returns the seconds until the next one is due (the daemon sleeps that long)."""
+        with self._lock:
+            uris = list(
+                dict.fromkeys([*(u for a in self.authorities for u in a.crl_uris), *self._fetched])
+            )
+        for uri in uris:
+            cached = self._fetched.get(uri)
+            due = cached is None or cached.expires - REFRESH_AHEAD <= wall_time
+            if due and self._recently_failed(uri, wall_time) is None:
+                self.fetch_crl(uri, wall_time)
+        with self._lock:
+            times = [c.expires - REFRESH_AHEAD for c in self._fetched.values()]
+            times += [retry for retry, _ in self._failed.values()]
+        return min(max(min(times, default=wall_time + MAX_SLEEP) - wall_time, MIN_SLEEP), MAX_SLEEP)
+
     # ---- CRLs (RFC 5280 sec. 5) --------------------------------------------------
 
     def _usable_crls(
@@ -437,22 +492,13 @@ class RevocationStore:
                 cached = self._fetched.get(uri)
                 if cached is not None and fresh(cached):
                     continue
-                retry = self._failed.get(uri)
-                if retry is not None and wall_time < retry[0]:
-                    problems.append(f"CRL {uri}: {retry[1]} (not fetched again yet)")
+                recent = self._recently_failed(uri, wall_time)
+                if recent is not None:
+                    problems.append(f"CRL {uri}: {recent} (not fetched again yet)")
                     continue
-                try:
-                    crl = _parse_crl(self._fetch(uri))
-                except ValueError as error:
-                    self._failed[uri] = (wall_time + RETRY_AFTER, str(error))
-                    problems.append(f"CRL {uri}: {error}")
-                    _log.warning("CRL fetch failed", uri=uri, error=str(error))
-                    continue
-                self._failed.pop(uri, None)
-                next_update = crl.next_update_utc
-                expires = next_update.timestamp() if next_update else wall_time + DEFAULT_LIFETIME
-                self._fetched[uri] = _CachedCrl(crl, f"CRL {uri}", expires)
-                _log.info("CRL fetched", uri=uri, entries=len(crl), next_update=str(next_update))
+                problem = self.fetch_crl(uri, wall_time)
+                if problem is not None:
+                    problems.append(problem)
             usable = self._usable_crls(
                 issuer, (self._fetched[u] for u in uris if u in self._fetched)
             )
@@ -518,3 +564,24 @@ class RevocationChecker:
                 status=result.status.value,
                 source=result.source,
             )
+
+
+def stores_of(engine_configs: Iterable[Any]) -> list[RevocationStore]:
+    """The revocation stores the remote rounds of these ``ikev2.config.IkeConfig`` use."""
+    stores = {
+        id(config.remote.revocation.store): config.remote.revocation.store
+        for config in engine_configs
+        if isinstance(config.remote.revocation, RevocationChecker)
+    }
+    return list(stores.values())
+
+
+async def keep_fresh(stores: Callable[[], Iterable[RevocationStore]]) -> None:
+    """The daemon's task: refresh every store ``stores()`` returns (the current
+    configuration's, also after a reload) in a worker thread, until cancelled."""
+    while True:
+        delays = [
+            await asyncio.to_thread(store.refresh, time.time())
+            for store in stores()
+        ]
+        await asyncio.sleep(min(delays, default=MAX_SLEEP))

@@ -257,3 +257,48 @@ def test_a_crl_not_signed_by_the_issuer_is_ignored(world: World) -> None:
     world.check(store, "relaxed", "revoked.nocdp.example")
     message = _expect_refused(world, store, "strict", "revoked.nocdp.example")
     assert message.startswith("revocation-unknown:")
+
+
+def test_refresh_fetches_the_authorities_crls_ahead_of_any_peer(world: World) -> None:
+    """The daemon's refresher (revocation.keep_fresh) fetches crl_uris before a peer asks;
+    the check then needs no fetch, even with the CRL server unreachable."""
+    ca = _load(world.pki.ca_cert)
+    uri = f"{HTTP}/ca.crl?refresh"  # its own cache entry and its own line in the server log
+    store = RevocationStore(authorities=[Authority("ca", ca, crl_uris=[uri])])
+    before = world.http.log_text().count("GET /ca.crl?refresh")  # type: ignore[attr-defined]  # BackgroundProcess
+    with world.client.entered():
+        delay = store.refresh(time.time())
+    assert world.http.log_text().count("GET /ca.crl?refresh") == before + 1  # type: ignore[attr-defined]  # same
+    # 15 days of CRL validity: the next refresh is capped at an hour.
+    assert delay == 3600.0
+    # Checked from the root namespace, where the server's address is not reachable.
+    message = _expect_refused_here(store, "relaxed", world.chain("revoked.nocdp.example"))
+    assert message.startswith("revoked:") and uri in message
+
+
+def _expect_refused_here(store: RevocationStore, policy: str, chain: list[x509.Certificate]) -> str:
+    with pytest.raises(CertificateError) as caught:
+        RevocationChecker(store, policy).check(chain, time.time())
+    return f"{caught.value.check}: {caught.value}"
+
+
+def test_keep_fresh_is_the_daemons_task(world: World) -> None:
+    """keep_fresh refreshes every store it is given in a worker thread, then sleeps."""
+    import asyncio
+
+    from aioipsec.revocation import keep_fresh
+
+    ca = _load(world.pki.ca_cert)
+    uri = f"{HTTP}/ca.crl?task"
+    store = RevocationStore(authorities=[Authority("ca", ca, crl_uris=[uri])])
+
+    async def two_seconds() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(keep_fresh(lambda: [store]), timeout=2.0)
+
+    with world.client.entered():  # the executor's threads start in here: they inherit it
+        asyncio.run(two_seconds())
+    assert world.http.log_text().count("GET /ca.crl?task") == 1  # type: ignore[attr-defined]  # BackgroundProcess
+    assert "revoked:" in _expect_refused_here(
+        store, "relaxed", world.chain("revoked.nocdp.example")
+    )
