@@ -456,6 +456,20 @@ def render_profile(profile: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rtt_target(grouped: dict[str, list[StackRun]], other: str, whose: str) -> list[str]:
+    if "aioipsec" not in grouped or other not in grouped:
+        return []
+    ours = spread([r.ping_idle_ms for r in grouped["aioipsec"]])
+    theirs = spread([r.ping_idle_ms for r in grouped[other]])
+    if not (ours and theirs):
+        return []
+    return [
+        f"- Ping RTT no higher than {whose}: "
+        f"{'met' if ours[0] <= theirs[0] else '**not met**'} "
+        f"(idle median {ours[0]:.3f} ms vs {theirs[0]:.3f} ms)."
+    ]
+
+
 def render_targets(data: dict[str, Any], runs: list[StackRun]) -> list[str]:
     lines = ["## Targets", ""]
     ours = round_ratios(runs, "aioipsec", "strongswan", tcp_metric(1, False))
@@ -483,15 +497,7 @@ def render_targets(data: dict[str, Any], runs: list[StackRun]) -> list[str]:
             f"all TCP tests and rounds {statistics.median(mixed):.2f}x, lowest {worst:.2f}x)."
         )
     grouped = by_stack(runs)
-    if "aioipsec" in grouped and "strongswan" in grouped:
-        ours_rtt = spread([r.ping_idle_ms for r in grouped["aioipsec"]])
-        theirs_rtt = spread([r.ping_idle_ms for r in grouped["strongswan"]])
-        if ours_rtt and theirs_rtt:
-            lines.append(
-                f"- Ping RTT no higher than strongSwan's: "
-                f"{'met' if ours_rtt[0] <= theirs_rtt[0] else '**not met**'} "
-                f"(idle median {ours_rtt[0]:.3f} ms vs {theirs_rtt[0]:.3f} ms)."
-            )
+    lines.extend(_rtt_target(grouped, "strongswan", "strongSwan's"))
     if "aioipsec" in grouped and "wireguard-go" in grouped:
         versus = round_ratios(runs, "aioipsec", "wireguard-go", tcp_metric(1, False))
         middle = spread(versus)
@@ -501,14 +507,7 @@ def render_targets(data: dict[str, Any], runs: list[StackRun]) -> list[str]:
                 f"{'met' if middle[0] >= TARGET_WIREGUARD_RATIO else '**not met**'}; "
                 f"1 stream i->r {fmt_spread(versus, 2, 'x')}."
             )
-        ours_rtt = spread([r.ping_idle_ms for r in grouped["aioipsec"]])
-        theirs_rtt = spread([r.ping_idle_ms for r in grouped["wireguard-go"]])
-        if ours_rtt and theirs_rtt:
-            lines.append(
-                f"- Ping RTT no higher than wireguard-go's: "
-                f"{'met' if ours_rtt[0] <= theirs_rtt[0] else '**not met**'} "
-                f"(idle median {ours_rtt[0]:.3f} ms vs {theirs_rtt[0]:.3f} ms)."
-            )
+    lines.extend(_rtt_target(grouped, "wireguard-go", "wireguard-go's"))
     if "aioipsec" in grouped:
         cpu = [
             cpu_per_gb(r, side) for r in grouped["aioipsec"] for side in ("initiator", "responder")
