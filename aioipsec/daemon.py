@@ -34,7 +34,6 @@ import structlog
 
 from aioipsec import revocation
 from aioipsec.control import RequestError, sa_selector
-from aioipsec import revocation
 from aioipsec.log import RateLimitedLogger, sa_logger
 from aioipsec.ratelimit import LogBudget, install_log_budget
 from aioipsec.runtime.children import ChildSpec
@@ -238,13 +237,6 @@ class Daemon:
 
         self._tasks.append(self.loop.create_task(self.driver.run_timer(), name="ike-timer"))
         self._tasks.append(self.loop.create_task(self._track_use(), name="use-tracker"))
-        # CRLs of the authorities' crl_uris fetched ahead of their nextUpdate (docs/revocation.md).
-        self._tasks.append(
-            self.loop.create_task(
-                revocation.keep_fresh(lambda: revocation.stores_of(self.engine_configs)),
-                name="revocation-refresh",
-            )
-        )
         # CRLs of the authorities' crl_uris fetched ahead of their nextUpdate (docs/revocation.md).
         self._tasks.append(
             self.loop.create_task(
