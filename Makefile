@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins 
 	iperf3 nftables iptables systemd tcpdump tshark iproute2 iputils-ping logrotate \
 	softhsm2 swtpm swtpm-tools tpm2-tools libtss2-dev libtpm2-pkcs11-1 \
 	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc openssl \
-	wireguard-go wireguard-tools
+	wireguard-go wireguard-tools redis-server
 
 .PHONY: test demo lint format bench fuzz debian-deps venv clean selftest
 

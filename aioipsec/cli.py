@@ -514,6 +514,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_socket_options(terminate)
     _add_sa_selection(terminate, "terminate")
 
+    redirect = commands.add_parser(
+        "redirect",
+        help="send clients to another gateway (RFC 5685)",
+        description="Send the clients of the selected IKE SAs to another gateway with an "
+        "INFORMATIONAL REDIRECT (RFC 5685 sec. 5), like swanctl --redirect. A client "
+        "that follows sets up its new IKE SA there before deleting this one, so its "
+        "traffic keeps flowing. Clients that did not announce REDIRECT_SUPPORTED are "
+        "listed and stay. docs/cluster.md",
+    )
+    _add_socket_options(redirect)
+    redirect.add_argument("--ike", metavar="NAME", help="the IKE SAs of connection NAME")
+    redirect.add_argument("--ike-id", type=int, metavar="N", help="the IKE SA with id N")
+    redirect.add_argument("--peer-ip", metavar="ADDR", help="the IKE SAs with this peer address")
+    redirect.add_argument("--peer-id", metavar="ID", help="the IKE SAs with this peer identity")
+    redirect.add_argument(
+        "--gateway", required=True, metavar="ADDR|FQDN", help="where the clients go"
+    )
+
+    drain = commands.add_parser(
+        "drain",
+        help="move every client to other gateways of the cluster",
+        description="Take no new IKE SAs here (new clients are redirected at IKE_SA_INIT) "
+        "and redirect every established IKE SA, at the [cluster] drain_rate, to the "
+        "least-loaded other member or to --to GW. Returns at once; --status shows the "
+        "progress, --cancel ends the drain. docs/cluster.md",
+    )
+    _add_socket_options(drain)
+    drain.add_argument("--to", metavar="GW", help="send every client to this gateway")
+    drain.add_argument("--status", action="store_true", help="show the drain's progress")
+    drain.add_argument("--cancel", action="store_true", help="stop draining")
+
     rekey = commands.add_parser(
         "rekey", help="rekey SAs now", description="Rekey an IKE SA or a Child SA now."
     )
@@ -674,6 +705,24 @@ def _cmd_client(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         result = _call(args, command, selection)
         print(_message(result, f"{command} done"))
+        return EXIT_OK
+    if command == "redirect":
+        selection = {"ike": args.ike, "ike_id": args.ike_id, "peer_ip": args.peer_ip,
+                     "peer_id": args.peer_id}  # fmt: skip
+        selection = {k: v for k, v in selection.items() if v is not None}
+        if not selection:
+            _error("redirect needs --ike NAME, --ike-id N, --peer-ip ADDR or --peer-id ID")
+            return EXIT_USAGE
+        result = _call(args, "redirect", {**selection, "gateway": args.gateway})
+        print(_message(result, "redirected"))
+        return EXIT_OK
+    if command == "drain":
+        result = _call(args, "drain", {"to": args.to, "status": args.status,
+                                       "cancel": args.cancel})  # fmt: skip
+        if args.status:
+            _print_json(result)
+        else:
+            print(_message(result, "draining"))
         return EXIT_OK
     if command == "sas":
         result = _call(args, "sas", {"ike": args.ike})

@@ -33,6 +33,8 @@ from typing import Any
 import structlog
 
 from aioipsec import revocation
+from aioipsec.cluster.runtime import ClusterRuntime, redirect_limits
+from aioipsec.cluster.runtime import Engine as ClusterEngine
 from aioipsec.control import RequestError, sa_selector
 from aioipsec.log import RateLimitedLogger, sa_logger
 from aioipsec.ratelimit import LogBudget, install_log_budget
@@ -218,8 +220,13 @@ class Daemon:
             self.engine_configs,
             lambda local, remote: self.psk_lookup(local, remote),
             source_address=self._source_address,
+            limits=redirect_limits(self.settings.daemon),
         )
         self.driver = EngineDriver(dispatcher, self._send_ike, self._on_event, self.loop)
+        # RFC 5685 and [cluster] (aioipsec/cluster/runtime.py, docs/cluster.md).
+        self.cluster = ClusterRuntime(self.settings.cluster, self._cluster_engine())
+        await self.cluster.start()
+        self._cleanups.append(self.cluster.close)
         self.datapath = DataPath(
             tun,
             self.routes,
@@ -423,6 +430,7 @@ class Daemon:
         assert self.datapath is not None
         if self._subscribers:
             self._publish(event_record(event))
+        self.cluster.on_event(event)  # resolves a REDIRECT's FQDN
         bound = sa_logger(log, event.connection, event.ike_sa_id)
         if isinstance(event, ev.IkeSaEstablished):
             new_state = IkeSaState(event, time.time())
@@ -914,7 +922,19 @@ class Daemon:
             "reload": self._cmd_reload,
             "reopen-logs": self._cmd_reopen_logs,
             "subscribe": self._cmd_subscribe,
+            "redirect": self.cluster.cmd_redirect,
+            "drain": self.cluster.cmd_drain,
         }
+
+    def _cluster_engine(self) -> ClusterEngine:
+        driver = self.driver
+        assert driver is not None
+        return ClusterEngine(
+            call=driver.call,
+            dispatcher=driver.dispatcher,
+            established=lambda: [state.established for state in self.ike_sas.values()],
+            child_sas=lambda: sum(len(state.children) for state in self.ike_sas.values()),
+        )
 
     # ------------------------------------------------------------------ event stream
 

@@ -45,7 +45,7 @@ class RedirectPlacement(Protocol):
     """Where a gateway sends a client (the cluster's placement): a gateway as text (an
     address or an FQDN), or None to serve it here. Never this gateway itself."""
 
-    def at_init(self, remote_addr: Address) -> str | None: ...
+    def at_init(self, remote_addr: Address, redirected_from: str | None) -> str | None: ...
     def at_auth(self, remote_id: str, remote_addr: Address) -> str | None: ...
 
 
@@ -170,7 +170,8 @@ class Redirects:
             log.info("IKE_SA_INIT from %s, redirected here by %s", remote_addr, origin)
         if self.placement is None or not peer_announced(payloads):
             return None
-        gateway = _gateway_or_none(self.placement.at_init(remote_addr))
+        came_from = origin.value if origin is not None else None
+        gateway = _gateway_or_none(self.placement.at_init(remote_addr, came_from))
         if gateway is None:
             return None
         nonce = next((bytes(p.nonce) for p in payloads if hasattr(p, "nonce")), b"")
@@ -257,6 +258,11 @@ class Redirects:
             )
         finally:
             self._initiating = None
+        replaced = self._replaces.pop(old.ike_sa_id, None)
+        if replaced is not None:
+            # The new IKE SA of a make-before-break was itself redirected (at IKE_SA_INIT
+            # or IKE_AUTH): the SA it was to replace waits for this one instead.
+            self._replaces[new_id] = replaced
         if pending.exchange == INFORMATIONAL and old.alive:
             self._replaces[new_id] = old
         elif old.alive:

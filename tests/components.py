@@ -92,6 +92,10 @@ COMPONENTS: dict[str, Component] = {
     "python-pkcs11": Component(
         lambda: _importable("pkcs11"), "PyPI python-pkcs11 (pip install -e '.[test]')"
     ),
+    # The cluster store (tests/cluster, docs/cluster.md): Debian's redis-server, started
+    # by the tests on a Unix socket, and redis-py's asyncio client.
+    "redis-server": Component(_tool("redis-server"), _DEBIAN.format("redis-server")),
+    "redis-py": Component(lambda: _importable("redis"), "PyPI redis (pip install -e '.[test]')"),
     "tpm2-pytss": Component(
         lambda: _importable("tpm2_pytss"),
         "PyPI tpm2-pytss, built against Debian's libtss2-dev (make debian-deps venv)",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aioipsec.cluster.settings import ClusterSettings, ClusterSettingsError
 from aioipsec.config.credentials import SWANCTL_FOLDERS, load_pkcs12, load_private_key
 from aioipsec.config.model import (
     AuthoritySettings,
@@ -30,6 +31,7 @@ from aioipsec.config.values import (
     _AUTH_KEYS,
     _AUTHORITY_KEYS,
     _CHILD_KEYS,
+    _CLUSTER_KEYS,
     _CONNECTION_KEYS,
     _DAEMON_KEYS,
     _FIXED_CHILD_KEYS,
@@ -546,6 +548,17 @@ def _build_daemon(source: RawSource, table: Any) -> DaemonSettings:
     return settings
 
 
+def _build_cluster(source: RawSource, table: Any) -> ClusterSettings:
+    table = _expect_table(source, table, ("cluster",), "cluster settings")
+    settings = ClusterSettings()
+    _apply_keys(source, table, ("cluster",), _CLUSTER_KEYS, settings, section_name="[cluster]")
+    try:
+        settings.check()
+    except ClusterSettingsError as error:
+        raise source.error(("cluster", error.key), str(error), "see docs/cluster.md") from None
+    return settings
+
+
 def build_configuration(
     source: RawSource, configuration: Configuration | None = None, *, finish: bool = True
 ) -> Configuration:
@@ -557,8 +570,11 @@ def build_configuration(
     """
     configuration = configuration or Configuration()
     configuration.sources.append(source.path)
-    allowed = ("daemon", "connections", "secrets", *TOKEN_SECTIONS) if source.kind == "toml" else (
-        "connections", "secrets", "authorities")  # fmt: skip
+    allowed = (
+        ("daemon", "cluster", "connections", "secrets", *TOKEN_SECTIONS)
+        if source.kind == "toml"
+        else ("connections", "secrets", "authorities")
+    )
     for key, value in source.data.items():
         if key in allowed:
             continue
@@ -579,6 +595,9 @@ def build_configuration(
     if "daemon" in source.data:
         with source.collecting():
             configuration.daemon = _build_daemon(source, source.data["daemon"])
+    if "cluster" in source.data and source.kind == "toml":
+        with source.collecting():
+            configuration.cluster = _build_cluster(source, source.data["cluster"])
     if "secrets" in source.data:
         with source.collecting():
             _build_secrets(source, source.data["secrets"], configuration)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 # The defaults the command line needs live in a module of their own (fast CLI start).
+from aioipsec.cluster.settings import ClusterSettings
 from aioipsec.defaults import DEFAULT_CONTROL_SOCKET
 from aioipsec.defaults import LOG_FORMATS as LOG_FORMATS
 from aioipsec.defaults import LOG_LEVELS as LOG_LEVELS
@@ -136,6 +137,13 @@ class DaemonSettings:
     allow_weak_algorithms: list[str] = field(default_factory=list)
     # A file holding a PSK or passphrase that group/others may read: refused unless true.
     allow_readable_secret_files: bool = False
+    # RFC 5685 as a client (docs/cluster.md): follow a gateway's REDIRECT (strongSwan's
+    # charon.follow_redirects); only to these gateways when not empty (libreswan's
+    # accept-redirect-to); at most redirect_limit redirects within redirect_period.
+    follow_redirects: bool = True
+    accept_redirect_to: list[str] = field(default_factory=list)
+    redirect_limit: int = 5
+    redirect_period: float = 300.0
 
 
 @dataclass
@@ -268,6 +276,8 @@ class Configuration:
     """Everything loaded from the TOML file and/or swanctl.conf, validated."""
 
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    # [cluster] (docs/cluster.md); None: a gateway on its own.
+    cluster: ClusterSettings | None = None
     connections: dict[str, ConnectionSettings] = field(default_factory=dict)
     shared_secrets: list[SharedSecret] = field(default_factory=list)
     private_keys: list[PrivateKey] = field(default_factory=list)

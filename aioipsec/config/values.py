@@ -464,6 +464,24 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "log_format": _choice({fmt: fmt for fmt in LOG_FORMATS}),
     "allow_weak_algorithms": parse_list,
     "allow_readable_secret_files": parse_bool,
+    "follow_redirects": parse_bool,
+    "accept_redirect_to": parse_list,
+    "redirect_limit": _int_range(1, 1000),
+    "redirect_period": _positive_duration,
+}
+
+# [cluster] (aioipsec/cluster/settings.py checks the combination).
+_CLUSTER_KEYS: dict[str, Callable[[Any], Any]] = {
+    "name": parse_string,
+    "member": parse_string,
+    "store": parse_string,
+    "password_file": parse_string,
+    "policy": parse_string,
+    "max_ike_sas": _int_range(0, 10_000_000),
+    "members": parse_list,
+    "heartbeat": _positive_duration,
+    "ttl": _positive_duration,
+    "drain_rate": _int_range(1, 100_000),
 }
 
 _UNSUPPORTED_SECRET_TYPES = ("eap", "xauth", "ntlm", "ppk")

@@ -48,7 +48,7 @@ class Placement:
     init: str | None = None
     auth: str | None = None
 
-    def at_init(self, remote_addr: tuple[str, int]) -> str | None:
+    def at_init(self, remote_addr: tuple[str, int], redirected_from: str | None) -> str | None:
         return self.init
 
     def at_auth(self, remote_id: str, remote_addr: tuple[str, int]) -> str | None:
@@ -454,3 +454,18 @@ def test_failed_new_gateway_keeps_the_old_tunnel() -> None:
     assert net.established_with(GW1)
     refused = net.of("client", RedirectRefused)
     assert refused and "staying on 192.0.2.1" in refused[-1].reason
+
+
+def test_redirect_of_the_new_sa_keeps_make_before_break() -> None:
+    """The gateway we are sent to redirects us on at IKE_SA_INIT: the old IKE SA waits for
+    the SA that finally comes up, and only then goes (one SA in the end, no gap)."""
+    net = mesh((GW1, GW2, GW3))
+    placement(net, GW2, init=GW3)
+    old = connect(net)
+    net.nodes[GW1].redirect(net.nodes[GW1].sas()[0].ike_sa_id, GW2, net.now)
+    net.pump()
+    assert [sa.remote_addr[0] for sa in net.nodes["client"].sas()] == [GW3]
+    assert [
+        e.ike_sa_id for e in net.of("client", IkeSaDeleted) if e.reason == f"redirected to {GW3}"
+    ] == [old]
+    assert net.of("client", RedirectRefused) == []
