@@ -580,8 +580,5 @@ async def keep_fresh(stores: Callable[[], Iterable[RevocationStore]]) -> None:
     """The daemon's task: refresh every store ``stores()`` returns (the current
     configuration's, also after a reload) in a worker thread, until cancelled."""
     while True:
-        delays = [
-            await asyncio.to_thread(store.refresh, time.time())
-            for store in stores()
-        ]
+        delays = [await asyncio.to_thread(store.refresh, time.time()) for store in stores()]
         await asyncio.sleep(min(delays, default=MAX_SLEEP))
