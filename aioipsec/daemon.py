@@ -42,6 +42,7 @@ from aioipsec.runtime.children import ChildSpec
 from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
 from aioipsec.runtime.engine import EngineDriver
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
+from aioipsec.runtime.pmtu import PathMtu, dont_fragment
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import (
     DrainingSocket,
@@ -327,6 +328,12 @@ class Daemon:
             self.raw_esp.append(raw)
             self._cleanups.append(raw.close)
         self.datapath.set_sockets(self.port4500, self.raw_esp)
+        # copy_df: DF on every outer packet; the tunnel MTU follows the path MTU.
+        self.pmtu = PathMtu(self.datapath.table, self.datapath.update_tun_mtu)
+        for outer in (*self.port4500, *self.raw_esp):
+            dont_fragment(outer.sock)
+            outer.on_too_big = self.pmtu.too_big
+        self._tasks.append(self.loop.create_task(self.pmtu.run(), name="path-mtu"))
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -199,7 +199,7 @@ def test_host_bits_are_masked_as_strongswan_does(tmp_path: Path) -> None:
         ("hw_offload = true", "kernel interface"),
         ("per_cpu_sas = true", "kernel interface"),
         ('label = "system_u"', "kernel interface"),
-        ("copy_df = true", "only copy_df = no"),
+        ("copy_df = false", "only copy_df = yes"),
         ("tfc_padding = 1500", "only tfc_padding = 0"),
         ("reqid = 5", "not supported"),
     ],

@@ -311,8 +311,13 @@ _FIXED_CHILD_KEYS = {
     "sha256_96": ("no", "the truncated HMAC-SHA-256 of old Linux kernels is not supported"),
     # strongSwan's default is 0: no TFC padding is added to outbound ESP (RFC 4303 sec. 2.7).
     "tfc_padding": ("0", "aioipsec adds no TFC padding"),
-    # The outer header of ESP-in-UDP is the kernel's UDP socket's; nothing is copied yet.
-    "copy_df": ("no", "the DF bit is not copied to the outer header yet"),
+    # The outer header is the kernel's UDP/raw socket's, DF set per socket: always DF (path
+    # MTU discovery, aioipsec/runtime/pmtu.py); inner IPv4 without DF is fragmented first.
+    "copy_df": (
+        "yes",
+        "the outer header always carries DF (path MTU discovery); an inner "
+        "IPv4 packet without DF is fragmented before encryption instead",
+    ),
     "copy_ecn": ("no", "ECN is not copied between inner and outer headers yet"),
     "copy_dscp": ("no", "DSCP is not copied between inner and outer headers yet"),
 }

@@ -400,6 +400,28 @@ class ChildTable:
         if old_ike_sa_id in self.nat_local:
             self.nat_local[new_ike_sa_id] = self.nat_local.pop(old_ike_sa_id)
 
+    def set_outer_mtu(self, host: str, outer_mtu: int) -> int:
+        """The outer path MTU towards HOST is OUTER_MTU now (aioipsec.runtime.pmtu): the
+        tunnel MTU of every Child SA sending there follows. Returns how many changed."""
+        changed = 0
+        for entry in self.children.values():
+            if entry.peer.address[0] != host:
+                continue
+            spec = entry.spec
+            sizes = esp_sizes(spec.encr, spec.integ)
+            try:
+                mtu = tunnel_mtu(outer_mtu, sizes, outer_ipv6=":" in host, udp_encap=spec.udp_encap)
+            except ValueError:
+                continue  # a path MTU too small for ESP: keep the old one (RFC 1191 floor)
+            if mtu != entry.mtu:
+                self.mtu_counts[entry.mtu] -= 1
+                if not self.mtu_counts[entry.mtu]:
+                    del self.mtu_counts[entry.mtu]
+                self.mtu_counts[mtu] += 1
+                entry.mtu = mtu
+                changed += 1
+        return changed
+
     def children_of(self, ike_sa_id: int) -> dict[int, ChildEntry]:
         return self._children_of_ike.get(ike_sa_id, {})
 

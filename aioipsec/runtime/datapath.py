@@ -155,6 +155,10 @@ class DataPath:
             return entry.peer.address
         return None
 
+    def update_tun_mtu(self) -> None:
+        """The TUN device's MTU: the smallest tunnel MTU (after a path MTU change too)."""
+        self._update_tun_mtu()
+
     def _update_tun_mtu(self) -> None:
         if not self.children:
             return
@@ -279,6 +283,7 @@ class DataPath:
             "esp_drops": counters.esp_drops,
             "bypass_dropped": counters.bypass_dropped,
             "too_big_sent": counters.too_big_sent,
+            "fragmented_before_encryption": counters.fragmented,
             "keepalives_in": counters.keepalives_in,
             "keepalives_out": counters.keepalives_out,
             "nat_mapping_changes": counters.nat_mapping_changes,

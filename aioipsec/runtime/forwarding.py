@@ -37,6 +37,7 @@ import structlog
 from aioipsec.log import RateLimitedLogger
 from esp.errors import EspDrop
 from esp.sa import EspSa
+from tun.fragment import fragment_ipv4
 from tun.icmp import build_too_big, needs_frag_needed
 from tun.offload import PLAIN_HEADER, VNET_HDR_SIZE, coalesce
 
@@ -63,6 +64,7 @@ class ForwardingCounters:
     esp_drops: int = 0
     bypass_dropped: int = 0
     too_big_sent: int = 0
+    fragmented: int = 0  # inner IPv4 packets without DF cut to the tunnel MTU
     keepalives_in: int = 0
     keepalives_out: int = 0
     nat_mapping_changes: int = 0
@@ -227,15 +229,24 @@ class Forwarder:
     def send_protected(self, child: ChildEntry, packet: memoryview) -> None:
         """Encrypt PACKET for CHILD and send it; UDP-encapsulated ESP goes into the GSO batch
         (the caller flushes it with ``batch.flush()`` when its drain loop ends)."""
-        if len(packet) > child.mtu and needs_frag_needed(packet, child.mtu):
-            error = build_too_big(packet, child.mtu)
-            if error is not None:
-                self.counters.too_big_sent += 1
-                try:
-                    os.write(self._tun_fd, PLAIN_HEADER + error if self._vnet else error)
-                except OSError:
-                    pass
-            return
+        if len(packet) > child.mtu:
+            if needs_frag_needed(packet, child.mtu):
+                error = build_too_big(packet, child.mtu)
+                if error is not None:
+                    self.counters.too_big_sent += 1
+                    try:
+                        os.write(self._tun_fd, PLAIN_HEADER + error if self._vnet else error)
+                    except OSError:
+                        pass
+                return
+            # IPv4 without DF: fragmented before encryption; the outer packets carry DF
+            # and are never fragmented (aioipsec.runtime.pmtu).
+            fragments = fragment_ipv4(packet, child.mtu)
+            if fragments is not None and len(fragments) > 1:
+                self.counters.fragmented += 1
+                for fragment in fragments:
+                    self.send_protected(child, memoryview(fragment))
+                return
         address = child.peer.address
         udp_encap = child.spec.udp_encap
         sock = self._socket_for(address[0], udp_encap)

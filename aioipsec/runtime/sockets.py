@@ -141,6 +141,9 @@ class DrainingSocket:
         # UDP GSO for send_segments(); cleared if the kernel refuses it.
         self.gso = sock.type == socket.SOCK_DGRAM
         self.gro = False
+        # Called with the peer's address when a send fails with EMSGSIZE: the kernel learnt
+        # a smaller path MTU towards it (aioipsec.runtime.pmtu).
+        self.on_too_big: Callable[[str], None] | None = None
         if self.gso:
             self.enable_gro()
 
@@ -238,8 +241,10 @@ class DrainingSocket:
             # Socket buffer full: drop, as a router would (ESP is datagram traffic and
             # IKE retransmits).
             self.send_errors += 1
-        except OSError:
+        except OSError as exc:
             self.send_errors += 1
+            if exc.errno == errno.EMSGSIZE and self.on_too_big is not None:
+                self.on_too_big(addr[0])
 
     def send_segments(self, data: memoryview, segment: int, count: int, addr: Address) -> None:
         """Send COUNT datagrams laid end to end in DATA, each SEGMENT octets but the last
@@ -258,6 +263,8 @@ class DrainingSocket:
                 self.send_errors += count
                 return
             except OSError as exc:
+                if exc.errno == errno.EMSGSIZE and self.on_too_big is not None:
+                    self.on_too_big(addr[0])
                 if exc.errno not in _GSO_UNSUPPORTED:
                     self.send_errors += count
                     return
