@@ -284,6 +284,53 @@ def configurations(corpus: Corpus) -> None:
             corpus.add("swanctl_conf", text.encode())
 
 
+def vici_seeds(corpus: Corpus) -> None:
+    """What swanctl sends (src/swanctl/commands/*.c), encoded by the `vici` package, the
+    Python client strongSwan ships: registrations, commands with their arguments, and a
+    load-conn / load-shared built from a swanctl.conf of the interop harness."""
+    from vici.protocol import Message, Packet
+
+    from aioipsec.config.swanctl import parse_settings_text, section_to_data
+
+    def segment(packet: bytes) -> bytes:
+        return struct.pack("!I", len(packet)) + packet
+
+    requests: list[tuple[str, dict]] = [
+        ("version", {}), ("stats", {}), ("reload-settings", {}),
+        ("list-sas", {"noblock": "yes", "ike": "site", "ike-id": "1"}),
+        ("list-conns", {}), ("list-policies", {"drop": "yes", "pass": "yes", "trap": "yes"}),
+        ("list-certs", {"type": "ANY", "flag": "ANY"}), ("list-authorities", {}),
+        ("get-conns", {}), ("get-algorithms", {}), ("get-counters", {"all": "yes"}),
+        ("initiate", {"child": "net", "ike": "site", "timeout": "10000", "loglevel": "1"}),
+        ("terminate", {"ike": "site", "force": "yes", "loglevel": "1"}),
+        ("rekey", {"child-id": "3", "reauth": "yes"}),
+        ("unload-conn", {"name": "site"}), ("unload-shared", {"id": "ike-site"}),
+        ("load-shared", {"id": "ike-site", "type": "IKE", "data": b"0123456789",
+                         "owners": ["left.example", "right.example"]}),
+    ]  # fmt: skip
+    from aioipsec.interop.matrix import MATRIX
+    from aioipsec.interop.peers import swanctl_conf
+    from aioipsec.interop.scenario import Topology
+
+    topology = Topology(MATRIX[0], None, None, None, "10.200.0.1", "10.200.0.2", "10.200.0.1")
+    text = swanctl_conf(MATRIX[0], topology, "initiator", "peer.pem")
+    data, _ = section_to_data(parse_settings_text(text))
+
+    def present(tree: dict) -> dict:
+        return {k: present(v) if isinstance(v, dict) else v for k, v in tree.items() if v}
+
+    for name, conn in data.get("connections", {}).items():
+        requests.append(("load-conn", {name: present(conn)}))
+    for event in ("control-log", "list-sa", "list-conn", "log", "ike-updown", "child-rekey"):
+        stream = segment(Packet.register_event(event))
+        corpus.add("vici_stream", stream)
+        corpus.add("vici_stream", stream + segment(Packet.unregister_event(event)))
+    for command, message in requests:
+        packet = segment(Packet.request(command, Message.serialize(message)))
+        corpus.add("vici_stream", packet)
+        corpus.add("vici_stream", segment(Packet.register_event("control-log")) + packet)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fuzz.make_corpus")
     parser.add_argument("--pcap", type=Path, action="append", default=[])
@@ -296,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     updown_seeds(corpus)
     redirect_seeds(corpus)
     configurations(corpus)
+    vici_seeds(corpus)
     counts = corpus.write()
     for target, count in counts.items():
         print(f"{target:14} {count:4} seeds")

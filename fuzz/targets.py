@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from aioipsec.config import ConfigError, load_configuration, to_engine_configs
 from aioipsec.config.swanctl import load_swanctl, parse_settings_text
 from aioipsec.updown_env import UpdownCall, build_environment, subnet_of
+from aioipsec.vici.codec import FrameBuffer, ViciError, decode_packet, encode_packet
 from esp.errors import DropReason, EspDrop
 from esp.sa import EspSa
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig
@@ -646,6 +647,26 @@ def updown_environment(data: bytes) -> None:
     assert ipaddress.ip_address(my_start) in network and ipaddress.ip_address(my_end) in network
 
 
+def vici_stream(data: bytes) -> None:
+    """What a VICI client sends on the socket (``aioipsec.vici``): the transport framing,
+    then each segment's packet and message, as the server reads them. Every input is
+    accepted or refused with ``ViciError``; an accepted packet re-encodes to a segment that
+    decodes to the same packet (names and values survive the round trip)."""
+    frames = FrameBuffer()
+    frames.feed(data)
+    try:
+        for segment in frames:
+            try:
+                packet = decode_packet(segment)
+            except ViciError as error:
+                assert str(error)
+                continue
+            again = encode_packet(packet.type, packet.name, packet.message)
+            assert decode_packet(again[4:]) == packet
+    except ViciError as error:  # a segment longer than the limit: the stream is dropped
+        assert str(error)
+
+
 TARGETS: dict[str, Target] = {
     "ike_message": ike_message,
     "ike_payload": ike_payload,
@@ -658,4 +679,5 @@ TARGETS: dict[str, Target] = {
     "swanctl_conf": swanctl_conf,
     "toml_config": toml_config,
     "updown_environment": updown_environment,
+    "vici_stream": vici_stream,
 }
