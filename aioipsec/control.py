@@ -231,12 +231,15 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
+    # The [daemon] setting naming this socket (error messages; the VICI server's differs).
+    socket_setting = "control_socket"
+
     async def start(self) -> None:
         if self.path.exists() or self.path.is_symlink():
             if _socket_answers(self.path):
                 raise OSError(
                     f"another daemon is already listening on {self.path}: stop it first "
-                    "or give this one another control_socket"
+                    f"or give this one another {self.socket_setting}"
                 )
             self.path.unlink()
         self.path.parent.mkdir(parents=True, exist_ok=True)

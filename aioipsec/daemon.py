@@ -9,7 +9,9 @@ undone in reverse if a later one fails, so a bad start leaves nothing behind:
 3. optional key export (``--save-keys``), with a warning;
 4. the TUN device, the tunnel routing rule, the IKE sockets (UDP 500 via asyncio-dgram,
    UDP 4500 and raw ESP as plain non-blocking sockets, see docs/daemon.md);
-5. the control socket, the engine timer task, ``start_action = start`` / ``trap``.
+5. the control socket and the VICI socket (``[daemon] vici_socket``, strongSwan's protocol
+   for swanctl, see docs/vici.md: the same command handlers), the engine timer task,
+   ``start_action = start`` / ``trap``.
 
 SIGTERM/SIGINT: every IKE SA is deleted (DELETE sent, answers awaited briefly), routes and
 the TUN device removed, exit status 0. SIGHUP: the ``--log-file`` is reopened (log
@@ -35,7 +37,9 @@ import structlog
 from aioipsec import revocation
 from aioipsec.cluster.runtime import ClusterRuntime, redirect_limits
 from aioipsec.cluster.runtime import Engine as ClusterEngine
+from aioipsec.commands import DaemonCommands
 from aioipsec.control import RequestError, sa_selector
+from aioipsec.counters import IkeCounters
 from aioipsec.log import RateLimitedLogger, sa_logger
 from aioipsec.ratelimit import LogBudget, install_log_budget
 from aioipsec.runtime.children import ChildSpec
@@ -129,8 +133,11 @@ class IkeSaState:
     keepalive: asyncio.Task[None] | None = None
 
 
-class Daemon:
-    """The running daemon. ``settings`` is the loaded configuration (aioipsec.config)."""
+class Daemon(DaemonCommands):
+    """The running daemon. ``settings`` is the loaded configuration (aioipsec.config).
+
+    Commands (JSON control socket and VICI socket alike) are the handlers of
+    :meth:`control_handlers`; those that came with VICI are in :mod:`aioipsec.commands`."""
 
     def __init__(self, options: Any, settings: Any, loop: asyncio.AbstractEventLoop) -> None:
         from aioipsec import config as config_module
@@ -181,6 +188,9 @@ class Daemon:
         # they keep running, but ``initiate`` does not add Child SAs to them (their config
         # is the old one) and starts a new IKE SA instead.
         self._outdated_ike_sas: set[int] = set()
+        self.counters = IkeCounters()
+        self.vici: Any = None
+        self._init_commands()
 
     # ------------------------------------------------------------------ start / stop
 
@@ -262,6 +272,17 @@ class Daemon:
         )
         await self.control.start()
         self._cleanups.append(self.control.close)
+        self._cleanups.append(self._remove_creds_directory)
+
+        vici_path = self._config_module.vici_socket_path(self.settings.daemon)
+        if vici_path is not None:
+            from aioipsec.vici.commands import ViciFrontend
+
+            self.vici = ViciFrontend(
+                vici_path, self.control_handlers(), group=self.settings.daemon.control_group
+            )
+            await self.vici.start()
+            self._cleanups.append(self.vici.close)
 
         for signal_number, handler in (
             (signal.SIGTERM, self.request_stop),
@@ -281,6 +302,7 @@ class Daemon:
             ike_port=self.ike_port,
             nat_t_port=self.nat_t_port,
             control=str(self.control_path),
+            vici=vici_path,
             connections=[c.name for c in self.engine_configs],
         )
 
@@ -393,6 +415,7 @@ class Daemon:
     def _received_on_500(self, data: memoryview, remote: tuple[str, int]) -> None:
         assert self.driver is not None
         local = (self.local_addresses.local_for(remote[0]), self.ike_port)
+        self.counters.message(data, incoming=True)
         if self._subscribers:
             self._publish(ike_message_record(bytes(data), "in", local, remote))
         self.driver.feed(bytes(data), remote, local)
@@ -405,6 +428,7 @@ class Daemon:
             self.datapath.esp_received_udp(data, remote)
         elif kind is Udp4500Kind.IKE:
             local = (self.local_addresses.local_for(remote[0]), self.nat_t_port)
+            self.counters.message(data[4:], incoming=True)
             if self._subscribers:
                 self._publish(ike_message_record(bytes(data[4:]), "in", local, remote))
             self.driver.feed(bytes(data[4:]), remote, local)
@@ -414,6 +438,7 @@ class Daemon:
             self.datapath.esp_drops += 1
 
     def _send_ike(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
+        self.counters.message(data, incoming=False)
         if self._subscribers:
             self._publish(ike_message_record(data, "out", local, remote))
         family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
@@ -435,6 +460,7 @@ class Daemon:
 
     def _on_event(self, event: ev.Event) -> None:
         assert self.datapath is not None
+        self._count_event(event)
         if self._subscribers:
             self._publish(event_record(event))
         self.cluster.on_event(event)  # resolves a REDIRECT's FQDN
@@ -559,6 +585,24 @@ class Daemon:
             )
         else:
             bound.info(type(event).__name__, **_public_fields(event))
+
+    def _count_event(self, event: ev.Event) -> None:
+        """The IKE counters (swanctl --counters) that follow engine events."""
+        if isinstance(event, ev.IkeSaEstablished):
+            self.counters.ike_sa_up(event.connection, event.spi_i)
+        elif isinstance(event, ev.IkeSaDeleted):
+            self.counters.ike_sa_down(event.spi_i)
+        elif isinstance(event, ev.IkeSaRekeyed):
+            # RFC 7296 sec. 2.18: who rekeyed is the new IKE SA's original initiator.
+            assert self.driver is not None
+            initiator = any(
+                info.initiator
+                for info in self.driver.dispatcher.sas()
+                if info.ike_sa_id == event.ike_sa_id
+            )
+            self.counters.ike_rekeyed(event.connection, event.old_spi_i, event.spi_i, initiator)
+        elif isinstance(event, ev.ChildSaRekeyed):
+            self.counters.child_rekeyed(event.connection)
 
     def _on_esp_peer_moved(self, ike_sa_id: int, remote: tuple[str, int]) -> None:
         """ESP followed the peer to a new NAT mapping: let the IKE SA follow too (the engine
@@ -837,24 +881,14 @@ class Daemon:
         assert self.driver is not None and self.datapath is not None
         try:
             settings = self.options.load()
+            # What was loaded over the sockets (load-conn, load-shared, ...) stays.
+            self._overlay(settings)
             configs = engine_configs(self._config_module, settings)
-            psk_lookup = settings.psk_lookup
         except Exception as exc:
             log.error("reload failed, keeping the running configuration", error=str(exc))
             return {"reloaded": False, "error": str(exc)}
         old_configs = {c.name: c for c in self.engine_configs}
-        old_names = set(old_configs)
-        self.settings = settings
-        self.engine_configs = configs
-        self.psk_lookup = psk_lookup
-        self.driver.dispatcher.set_configs(configs)
-        self.datapath.clear_traps()
-        self._apply_start_actions([c for c in configs if c.name not in old_names])
-        for config in configs:
-            if config.name in old_names:
-                for child in config.children:
-                    if child.start_action == "trap":
-                        self.datapath.add_trap(config, child)
+        self._apply_settings(settings, configs)
         summary = self._reload_summary(old_configs, configs)
         for state in self.ike_sas.values():
             if state.established.connection in summary["changed"]:
@@ -867,6 +901,27 @@ class Daemon:
             unchanged=summary["unchanged"],
         )
         return {"reloaded": True, "connections": [c.name for c in configs], **summary}
+
+    def _apply_settings(self, settings: Any, configs: list[Any] | None = None) -> list[Any]:
+        """Make SETTINGS the running configuration: engine configs (CONFIGS when already
+        converted), PSK lookup, traps, and the start actions of connections that are new.
+        Raises ConfigError (nothing changed) when SETTINGS do not convert."""
+        assert self.driver is not None and self.datapath is not None
+        if configs is None:
+            configs = engine_configs(self._config_module, settings)
+        old_names = {c.name for c in self.engine_configs}
+        self.settings = settings
+        self.engine_configs = configs
+        self.psk_lookup = settings.psk_lookup
+        self.driver.dispatcher.set_configs(configs)
+        self.datapath.clear_traps()
+        self._apply_start_actions([c for c in configs if c.name not in old_names])
+        for config in configs:
+            if config.name in old_names:
+                for child in config.children:
+                    if child.start_action == "trap":
+                        self.datapath.add_trap(config, child)
+        return configs
 
     def _reload_summary(self, old: dict[str, Any], configs: list[Any]) -> dict[str, Any]:
         """What a reload changed, and what that did to the running SAs (``reload``'s
@@ -917,20 +972,45 @@ class Daemon:
     # ------------------------------------------------------------------ control socket
 
     def control_handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+        """The one command table: the JSON control socket serves it as it is, the VICI
+        socket through aioipsec.vici.commands (which maps VICI's commands onto these)."""
         return {
             "sas": self._cmd_sas,
             "list-sas": self._cmd_sas,
             "conns": self._cmd_conns,
+            "list-conns": self._cmd_list_conns,
             "policies": self._cmd_policies,
+            "list-policies": self._cmd_list_policies,
             "stats": self._cmd_stats,
+            "version": self._cmd_version,
             "initiate": self._cmd_initiate,
             "terminate": self._cmd_terminate,
             "rekey": self._cmd_rekey,
+            "install": self._cmd_install,
+            "uninstall": self._cmd_uninstall,
             "reload": self._cmd_reload,
             "reopen-logs": self._cmd_reopen_logs,
             "subscribe": self._cmd_subscribe,
             "redirect": self.cluster.cmd_redirect,
             "drain": self.cluster.cmd_drain,
+            "get-counters": self._cmd_get_counters,
+            "reset-counters": self._cmd_reset_counters,
+            "get-algorithms": self._cmd_get_algorithms,
+            "load-conn": self._cmd_load_conn,
+            "unload-conn": self._cmd_unload_conn,
+            "get-conns": self._cmd_get_conns,
+            "load-shared": self._cmd_load_shared,
+            "unload-shared": self._cmd_unload_shared,
+            "get-shared": self._cmd_get_shared,
+            "load-key": self._cmd_load_key,
+            "unload-key": self._cmd_unload_key,
+            "get-keys": self._cmd_get_keys,
+            "load-cert": self._cmd_load_cert,
+            "clear-creds": self._cmd_clear_creds,
+            "list-certs": self._cmd_list_certs,
+            "list-authorities": self._cmd_list_authorities,
+            "get-authorities": self._cmd_get_authorities,
+            "get-pools": self._cmd_get_pools,
         }
 
     def _cluster_engine(self) -> ClusterEngine:
@@ -983,12 +1063,15 @@ class Daemon:
         with the IKE SA's rekey/reauth/expiry timers and each Child SA's reqid and the
         seconds since its last packet in and out, as charon lists them."""
         assert self.driver is not None and self.datapath is not None
-        wanted_ike = args.get("ike")
+        wanted_ike, wanted_ike_id = args.get("ike"), args.get("ike_id")
+        wanted_child, wanted_child_id = args.get("child"), args.get("child_id")
         result = []
         now_wall = time.time()
         for info in self.driver.dispatcher.sas():
             state = self.ike_sas.get(info.ike_sa_id)
             if wanted_ike and info.connection != wanted_ike:
+                continue
+            if wanted_ike_id and info.ike_sa_id != int(wanted_ike_id):
                 continue
             entry = ike_sa_listing(info, state, now_wall)
             if state is not None:
@@ -997,6 +1080,10 @@ class Daemon:
             children: dict[str, dict[str, Any]] = {}
             if state is not None:
                 for child in state.children.values():
+                    if wanted_child and child.child != wanted_child:
+                        continue
+                    if wanted_child_id and child.child_sa_id != int(wanted_child_id):
+                        continue
                     counters = self.datapath.child_counters(child.child_sa_id)
                     installed = self.datapath.children.get(child.child_sa_id)
                     if installed is not None:
@@ -1008,9 +1095,18 @@ class Daemon:
                                 counters[f"use_{direction}"] = now_wall - at
                     key = f"{child.child}-{child.child_sa_id}"
                     children[key] = child_sa_listing(child, counters, now_wall)
+                    reqid = self._reqid_of(child.child_sa_id)
+                    if reqid is not None:
+                        children[key]["reqid"] = str(reqid)
             entry["child-sas"] = children
             result.append({info.connection: entry})
         return result
+
+    def _reqid_of(self, child_sa_id: int) -> int | None:
+        """The data path's reqid of a Child SA (swanctl prints it)."""
+        assert self.datapath is not None
+        row = self.datapath.children.get(child_sa_id)
+        return getattr(row, "reqid", None)
 
     async def _cmd_conns(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         """``swanctl --list-conns`` / VICI ``list-conns`` (never contains secrets)."""
@@ -1026,10 +1122,15 @@ class Daemon:
 
     async def _cmd_stats(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.driver is not None and self.datapath is not None
+        sas = self.driver.dispatcher.sas()
         return {
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started_at, 1),
+            "started": self.started_at,
             "ike-sas": len(self.ike_sas),
+            # strongSwan's "half-open": IKE SAs not yet established (IKE_SA_INIT/IKE_AUTH).
+            "ike-sas-total": len(sas),
+            "ike-sas-half-open": sum(1 for info in sas if info.ike_sa_id not in self.ike_sas),
             "ike-messages-in": self.driver.messages_in,
             "ike-messages-out": self.driver.messages_out,
             # The engine's responder counters (cookie_demanded, init_blocked, no_config,
@@ -1165,11 +1266,31 @@ class Daemon:
             self.driver.call(dispatcher.terminate_child, ike_sa_id, child_sa_id)
         for ike_sa_id in ike_sas:
             self.driver.call(dispatcher.terminate_ike, ike_sa_id)
+        # wait = seconds to wait for the SAs to be gone (VICI terminate waits; 0: not).
+        wait = float(args.get("wait") or 0)
+        deadline = self.loop.time() + wait
+        while wait and self.loop.time() < deadline and self._remaining(ike_sas, children):
+            await asyncio.sleep(0.05)
+        remaining = self._remaining(ike_sas, children) if wait else 0
+        if remaining:
+            raise RequestError(
+                f"terminate timed out: {remaining} of {len(ike_sas) + len(children)} SA(s) "
+                f"still there after {wait:g} s (the peer does not answer the DELETE?)"
+            )
         return {
             "message": f"terminating {len(ike_sas)} IKE SA(s), {len(children)} CHILD SA(s)",
             "ike_sas": ike_sas,
             "child_sas": [c for _, c in children],
+            "terminated": len(ike_sas) + len(children) if wait else 0,
         }
+
+    def _remaining(self, ike_sas: list[int], children: list[tuple[int, int]]) -> int:
+        """How many of these SAs still exist."""
+        alive = sum(1 for ike_sa_id in ike_sas if ike_sa_id in self.ike_sas)
+        for ike_sa_id, child_sa_id in children:
+            state = self.ike_sas.get(ike_sa_id)
+            alive += state is not None and child_sa_id in state.children
+        return alive
 
     async def _cmd_rekey(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.driver is not None

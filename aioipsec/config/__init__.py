@@ -44,6 +44,7 @@ from aioipsec.config.listing import connection_listing
 from aioipsec.config.load import DaemonOptions, load_configuration, load_toml
 from aioipsec.config.model import (
     DEFAULT_CONTROL_SOCKET,
+    DEFAULT_VICI_SOCKET,
     LOG_FORMATS,
     LOG_LEVELS,
     AuthSettings,
@@ -56,11 +57,13 @@ from aioipsec.config.model import (
     SharedSecret,
     identity_matches,
     normalise_identity,
+    vici_socket_path,
 )
 from aioipsec.config.swanctl import load_swanctl, parse_settings_file, parse_settings_text
 
 __all__ = [
     "DEFAULT_CONTROL_SOCKET",
+    "DEFAULT_VICI_SOCKET",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "SWANCTL_FOLDERS",
@@ -87,4 +90,5 @@ __all__ = [
     "parse_settings_text",
     "strongswan_dn",
     "to_engine_configs",
+    "vici_socket_path",
 ]

@@ -41,6 +41,8 @@ SendCert = Literal["always", "ifasked", "never"]
 # keyingtries: the wait before retry n is FIRST * 2**(n-1) seconds, at most MAX.
 KEYING_RETRY_FIRST = 5.0
 KEYING_RETRY_MAX = 300.0
+# strongSwan's VICI protocol (swanctl --uri unix:///run/aioipsec.vici); "none" turns it off.
+DEFAULT_VICI_SOCKET = "/run/aioipsec.vici"
 
 
 # --------------------------------------------------------------------------- errors
@@ -119,6 +121,9 @@ class DaemonSettings:
     control_socket: str = DEFAULT_CONTROL_SOCKET
     # Group (name or gid) allowed to use the control socket besides root; None: root only.
     control_group: str | None = None
+    # VICI socket (swanctl, the vici libraries): same group and peer check; "none": off.
+    # None: DEFAULT_VICI_SOCKET, or beside a non-default control_socket (vici_socket_path).
+    vici_socket: str | None = None
     ike_port: int = 500
     nat_t_port: int = 4500
     tun_name: str = "ipsec0"
@@ -145,6 +150,17 @@ class DaemonSettings:
     redirect_limit: int = 5
     redirect_period: float = 300.0
 
+
+
+def vici_socket_path(daemon: DaemonSettings) -> str | None:
+    """Where the VICI socket goes: ``vici_socket`` if set ("none": no VICI socket), else
+    the default, unless the control socket was moved: then beside it, with the suffix
+    ``.vici``, so two daemons on one host given two control sockets never collide."""
+    if daemon.vici_socket is not None:
+        return None if daemon.vici_socket.lower() == "none" else daemon.vici_socket
+    if daemon.control_socket != DEFAULT_CONTROL_SOCKET:
+        return str(Path(daemon.control_socket).with_suffix(".vici"))
+    return DEFAULT_VICI_SOCKET
 
 @dataclass
 class AuthSettings:

@@ -458,6 +458,7 @@ _UNSUPPORTED_AUTHORITY_KEYS = {"handle", "slot", "module"}
 _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "control_socket": parse_string,
     "control_group": parse_string,
+    "vici_socket": parse_string,
     "ike_port": parse_port,
     "nat_t_port": parse_port,
     "tun_name": parse_string,
