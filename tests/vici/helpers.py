@@ -3,6 +3,7 @@ of our daemons (tests/e2e's) whose VICI sockets sit beside their control sockets
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,13 +20,18 @@ def swanctl_or_skip() -> None:
 
 
 def swanctl(
-    socket: Path, *args: str, check: bool = True, timeout: float = 60
+    socket: Path,
+    *args: str,
+    check: bool = True,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``swanctl --uri unix://SOCKET ARGS`` (the command first, as swanctl wants it)."""
     command, *rest = args
     result = subprocess.run(
         [SWANCTL, command, "--uri", f"unix://{socket}", *rest],
         capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     if check and result.returncode != 0:
         raise AssertionError(

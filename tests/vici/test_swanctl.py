@@ -10,10 +10,12 @@ traffic throughout.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +30,22 @@ pytestmark = [pytest.mark.netns]
 @pytest.fixture(autouse=True)
 def _swanctl() -> None:
     swanctl_or_skip()
+
+
+@contextlib.contextmanager
+def vici_session(path):
+    """A session of the `vici` package (strongSwan's Python client) on PATH."""
+    import socket
+
+    import vici
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    sock.connect(str(path))
+    try:
+        yield vici.Session(sock)
+    finally:
+        sock.close()
 
 
 def vici_of(pair: Pair, side: str = "left"):
@@ -137,3 +155,108 @@ def test_swanctl_log_streams_events(pair):
     assert "01[IKE] IKE_SA pair[" in text and "established between" in text, text
     assert "01[IKE] CHILD_SA net{" in text, text
     assert "deleted" in text, text
+
+
+SWANCTL_CONF = """
+connections {
+    loaded {
+        local_addrs = 192.168.60.1
+        remote_addrs = 192.168.60.2
+        proposals = aes256gcm16-prfsha256-x25519
+        local {
+            auth = psk
+            id = left.example
+        }
+        remote {
+            auth = psk
+            id = right.example
+        }
+        children {
+            lnet {
+                local_ts = 10.1.0.0/24
+                remote_ts = 10.2.0.0/24
+                esp_proposals = aes256gcm16
+            }
+        }
+    }
+}
+secrets {
+    ike-loaded {
+        id-1 = left.example
+        id-2 = right.example
+        secret = "%s"
+    }
+}
+"""
+
+
+@pytest.mark.timeout(180)
+def test_swanctl_load_all(pair):
+    """``swanctl --load-all``: connections, shared keys and CA certificates go in over VICI
+    (load-conn, load-shared, load-cert), are used, and go again when the file drops them
+    (get-conns, unload-conn, get-shared, unload-shared)."""
+    from tests.e2e.helpers import PSK
+    from tests.e2e.test_aioipsec_pair import make_pki
+
+    pair.start()
+    vici = vici_of(pair)
+    directory = pair.workdir / "swanctl"
+    (directory / "x509ca").mkdir(parents=True)
+    pki = make_pki(pair.workdir)
+    ca = pki["left.example"]["ca"]
+    (directory / "x509ca" / "ca.pem").write_bytes(Path(ca).read_bytes())
+    conf = directory / "swanctl.conf"
+    conf.write_text(SWANCTL_CONF % PSK)
+    env = {"SWANCTL_DIR": str(directory)}
+
+    out = swanctl(vici, "--load-all", "--file", str(conf), env=env).stdout
+    assert "loaded certificate from '" in out and "x509ca/ca.pem'" in out, out
+    assert "loaded ike secret 'ike-loaded'" in out, out
+    assert "loaded connection 'loaded'" in out, out
+    assert "successfully loaded 1 connections, 0 unloaded" in out, out
+
+    conns = swanctl(vici, "--list-conns").stdout
+    assert "pair: IKEv2" in conns and "loaded: IKEv2" in conns and "  lnet: TUNNEL" in conns
+    certs = swanctl(vici, "--list-certs").stdout
+    assert 'subject:  "CN=aioipsec e2e CA"' in certs, certs
+    with vici_session(vici) as session:  # the vici package: a second client
+        assert session.get_conns() == {"conns": [b"loaded"]}
+        assert session.get_shared() == {"keys": [b"ike-loaded"]}
+
+    out = swanctl(vici, "--initiate", "--child", "lnet", "--timeout", "30")
+    assert "initiate completed successfully" in out.stdout, out.stdout
+    assert "loaded: #" in swanctl(vici, "--list-sas").stdout
+    assert_ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=2)
+
+    # The file without them: swanctl unloads what it loaded before.
+    conf.write_text("connections {\n}\nsecrets {\n}\n")
+    out = swanctl(vici, "--load-all", "--file", str(conf), env=env).stdout
+    assert "no connections found, 1 unloaded" in out, out
+    assert "loaded: IKEv2" not in swanctl(vici, "--list-conns").stdout
+    with vici_session(vici) as session:
+        assert session.get_shared() == {"keys": []}
+    # A connection the daemon cannot take is refused with the reason.
+    conf.write_text(
+        SWANCTL_CONF.replace("psk\n            id = left", "eap-tls\n            id = left") % PSK
+    )
+    result = swanctl(vici, "--load-conns", "--file", str(conf), env=env, check=False)
+    assert result.returncode != 0
+    assert "loading connection 'loaded' failed:" in result.stderr, result.stderr
+    assert "eap" in result.stderr.lower(), result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_unsupported_commands_say_why(pair):
+    pair.start()
+    vici = vici_of(pair)
+    result = swanctl(vici, "--redirect", "--ike", "pair", "--gateway", "192.0.2.1", check=False)
+    assert result.returncode != 0 and "RFC 5685" in result.stderr, result.stderr
+    # swanctl --flush-certs prints no reply unless asked for the raw message.
+    result = swanctl(vici, "--flush-certs", "--raw", check=False)
+    assert "success=no" in result.stdout and "no certificate cache" in result.stdout
+    result = swanctl(vici, "--rekey", "--ike", "pair", "--reauth", check=False)
+    assert "reauthentication on request is not supported" in result.stderr, result.stderr
+    assert swanctl(vici, "--list-pools").stdout.strip() == ""
+    assert swanctl(vici, "--list-authorities").stdout.strip() == ""
+    result = swanctl(vici, "--initiate", "--child", "nosuch", check=False)
+    assert "initiate failed: no connection has a child named 'nosuch'" in result.stderr
