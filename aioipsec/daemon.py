@@ -1095,18 +1095,9 @@ class Daemon(DaemonCommands):
                                 counters[f"use_{direction}"] = now_wall - at
                     key = f"{child.child}-{child.child_sa_id}"
                     children[key] = child_sa_listing(child, counters, now_wall)
-                    reqid = self._reqid_of(child.child_sa_id)
-                    if reqid is not None:
-                        children[key]["reqid"] = str(reqid)
             entry["child-sas"] = children
             result.append({info.connection: entry})
         return result
-
-    def _reqid_of(self, child_sa_id: int) -> int | None:
-        """The data path's reqid of a Child SA (swanctl prints it)."""
-        assert self.datapath is not None
-        row = self.datapath.children.get(child_sa_id)
-        return getattr(row, "reqid", None)
 
     async def _cmd_conns(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         """``swanctl --list-conns`` / VICI ``list-conns`` (never contains secrets)."""

@@ -1,0 +1,118 @@
+"""swanctl prints for aioipsec what it prints for charon.
+
+moon (10.1.0.0/24) === 192.168.50.0/24 === sun (charon 5.9.8, responder, 10.2.0.0/24).
+The same tunnel is brought up twice from moon with one configuration: first by a charon in
+moon, then by our daemon in moon; each time swanctl runs against moon's VICI socket and
+its output is kept. With SPIs, times, addresses, unique ids and traffic counters masked
+(tests/vici/helpers.mask), the two outputs must be the same line for line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from aioipsec.interop.charon import DEFAULT_CHARON_PLUGINS, Charon, swanctl_section
+from tests.e2e.helpers import PSK, OurDaemon, assert_ping, requirements_or_skip, toml_config
+from tests.e2e.test_strongswan_thin_path import MOON, charon_conf
+
+from .helpers import mask, swanctl, swanctl_or_skip
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.interop,
+    pytest.mark.skipif(
+        not os.path.exists("/usr/lib/ipsec/charon"), reason="strongSwan's charon not installed"
+    ),
+]
+
+# What is compared: swanctl's human output for each listing command.
+COMMANDS = (("--list-sas",), ("--list-conns",), ("--list-pols",), ("--counters",))
+
+
+def moon_conf() -> str:
+    """moon's side of the tunnel as swanctl.conf (the same settings as toml_config(MOON))."""
+    connection = {
+        "version": "2",
+        "local_addrs": MOON.outer,
+        "remote_addrs": MOON.peer_outer,
+        "proposals": "aes256gcm16-prfsha256-x25519",
+        "local": {"auth": "psk", "id": MOON.local_id},
+        "remote": {"auth": "psk", "id": MOON.remote_id},
+        "children": {
+            "net": {
+                "local_ts": MOON.subnet,
+                "remote_ts": MOON.peer_subnet,
+                "esp_proposals": "aes256gcm16",
+            }
+        },
+    }
+    secrets = {"ike-thin": {"id-1": MOON.local_id, "id-2": MOON.remote_id, "secret": PSK}}
+    return (
+        swanctl_section("connections", {"thin": connection}) + "\n"
+        + swanctl_section("secrets", secrets) + "\n"
+    )  # fmt: skip
+
+
+def outputs(socket) -> dict[str, str]:
+    swanctl(socket, "--counters", "--reset")
+    result = swanctl(socket, "--initiate", "--child", "net", "--timeout", "30")
+    assert "initiate completed successfully" in result.stdout, result.stdout + result.stderr
+    # A trap policy for list-pols (charon installs one beside an established SA too).
+    assert "install completed successfully" in swanctl(socket, "--install", "--child", "net").stdout
+    texts = {}
+    for command in COMMANDS:
+        texts[" ".join(command)] = mask(swanctl(socket, *command).stdout)
+    return texts
+
+
+@pytest.mark.timeout(240)
+def test_swanctl_output_same_as_for_charon(lab, workdir):
+    requirements_or_skip()
+    swanctl_or_skip()
+    moon, sun = lab.namespace("moon"), lab.namespace("sun")
+    lab.veth(moon, f"{MOON.outer}/24", sun, f"{MOON.peer_outer}/24")
+    moon.add_address("lo", f"{MOON.inner}/32")
+    sun.add_address("lo", "10.2.0.1/32")
+    responder = Charon(lab, sun, workdir / "sun")
+    responder.start()
+    responder.load(charon_conf())
+
+    # 1. charon in moon (with the counters plugin, for swanctl --counters).
+    theirs_daemon = Charon(
+        lab, moon, workdir / "moon", plugins=DEFAULT_CHARON_PLUGINS + " counters"
+    )
+    theirs_daemon.start()
+    theirs_daemon.load(moon_conf())
+    try:
+        theirs = outputs(theirs_daemon.vici_socket)
+        assert_ping(moon, MOON.inner, "10.2.0.1", count=2)
+        theirs_daemon.terminate("thin")
+    finally:
+        theirs_daemon.stop()
+    deadline = time.monotonic() + 10
+    while responder.list_sas() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the responder saw the DELETE
+
+    # 2. our daemon in moon, the same tunnel.
+    ours_daemon = OurDaemon(lab, moon, toml_config(MOON, workdir), workdir)
+    ours_daemon.start()
+    try:
+        ours = outputs(workdir / "control.vici")
+        assert_ping(moon, MOON.inner, "10.2.0.1", count=2)
+    finally:
+        ours_daemon.stop()
+
+    # Not trivially equal: the listings hold the tunnel.
+    assert "thin: #N, ESTABLISHED, IKEv2, SPI_i SPI_r" in ours["--list-sas"], ours
+    assert "  net: #N, reqid N, INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256" in ours["--list-sas"]
+    assert "established Ns ago, rekeying in Ns" in ours["--list-sas"], ours
+    assert "  ike-auth-out-req      : 1" in ours["--counters"], ours
+    assert "thin/net, TUNNEL" in ours["--list-pols"], ours
+    for command in theirs:
+        assert ours[command] == theirs[command], (
+            f"swanctl {command} differs\n--- charon ---\n{theirs[command]}"
+            f"--- aioipsec ---\n{ours[command]}"
+        )
