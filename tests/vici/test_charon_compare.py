@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from aioipsec.interop.charon import DEFAULT_CHARON_PLUGINS, Charon, swanctl_section
-from tests.e2e.helpers import PSK, OurDaemon, assert_ping, requirements_or_skip, toml_config
+from aioipsec.interop.charon import DEFAULT_CHARON_PLUGINS, Charon
+from tests.e2e.helpers import OurDaemon, assert_ping, requirements_or_skip, toml_config
 from tests.e2e.test_strongswan_thin_path import MOON, charon_conf
 
 from .helpers import mask, swanctl, swanctl_or_skip
@@ -33,27 +33,16 @@ COMMANDS = (("--list-sas",), ("--list-conns",), ("--list-pols",), ("--counters",
 
 
 def moon_conf() -> str:
-    """moon's side of the tunnel as swanctl.conf (the same settings as toml_config(MOON))."""
-    connection = {
-        "version": "2",
-        "local_addrs": MOON.outer,
-        "remote_addrs": MOON.peer_outer,
-        "proposals": "aes256gcm16-prfsha256-x25519",
-        "local": {"auth": "psk", "id": MOON.local_id},
-        "remote": {"auth": "psk", "id": MOON.remote_id},
-        "children": {
-            "net": {
-                "local_ts": MOON.subnet,
-                "remote_ts": MOON.peer_subnet,
-                "esp_proposals": "aes256gcm16",
-            }
-        },
-    }
-    secrets = {"ike-thin": {"id-1": MOON.local_id, "id-2": MOON.remote_id, "secret": PSK}}
-    return (
-        swanctl_section("connections", {"thin": connection}) + "\n"
-        + swanctl_section("secrets", secrets) + "\n"
-    )  # fmt: skip
+    """moon's side of the tunnel as swanctl.conf: sun's (charon_conf) mirrored, IKEv2 only
+    as our daemon's TOML (toml_config(MOON)) is."""
+    text = charon_conf()
+    for ours, theirs in (
+        (MOON.outer, MOON.peer_outer),
+        (MOON.subnet, MOON.peer_subnet),
+        (MOON.local_id, MOON.remote_id),
+    ):
+        text = text.replace(ours, "\0").replace(theirs, ours).replace("\0", theirs)
+    return text.replace("local_addrs =", "version = 2\nlocal_addrs =", 1)
 
 
 def outputs(socket) -> dict[str, str]:
