@@ -595,11 +595,10 @@ class Daemon(DaemonCommands):
         elif isinstance(event, ev.IkeSaRekeyed):
             # RFC 7296 sec. 2.18: who rekeyed is the new IKE SA's original initiator.
             assert self.driver is not None
-            initiator = any(
-                info.initiator
-                for info in self.driver.dispatcher.sas()
-                if info.ike_sa_id == event.ike_sa_id
-            )
+            try:
+                initiator = bool(self.driver.dispatcher.ike_sa(event.ike_sa_id).initiator)
+            except Exception:  # already gone again
+                initiator = False
             self.counters.ike_rekeyed(event.connection, event.old_spi_i, event.spi_i, initiator)
         elif isinstance(event, ev.ChildSaRekeyed):
             self.counters.child_rekeyed(event.connection)

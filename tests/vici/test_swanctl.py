@@ -223,6 +223,9 @@ def test_swanctl_load_all(pair):
         assert session.get_conns() == {"conns": [b"loaded"]}
         assert session.get_shared() == {"keys": [b"ike-loaded"]}
 
+    # A reload (swanctl --reload-settings, SIGHUP) keeps what came over VICI.
+    swanctl(vici, "--reload-settings")
+    assert "loaded: IKEv2" in swanctl(vici, "--list-conns").stdout
     out = swanctl(vici, "--initiate", "--child", "lnet", "--timeout", "30")
     assert "initiate completed successfully" in out.stdout, out.stdout
     assert "loaded: #" in swanctl(vici, "--list-sas").stdout

@@ -71,6 +71,8 @@ def test_vici_package_commands_and_events(pair):
                 break
             time.sleep(0.2)
         assert_ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=2)
+        counters = session.get_counters({"name": "pair"})["counters"]["pair"]
+        assert counters["ike-rekey-init"] == b"1" and counters["child-rekey"] == b"1", counters
         result = list(session.terminate({"ike": "pair", "timeout": "20000"}))
         assert any(b"deleted" in entry["msg"] for entry in result), result
         deadline = time.monotonic() + 10
