@@ -22,11 +22,11 @@ COUNTER_NAMES = (
     "create-child-out-resp", "info-in-req", "info-in-resp", "info-out-req", "info-out-resp",
 )  # fmt: skip
 
-_EXCHANGES = {
-    ExchangeType.IKE_SA_INIT: "ike-init",
-    ExchangeType.IKE_AUTH: "ike-auth",
-    ExchangeType.CREATE_CHILD_SA: "create-child",
-    ExchangeType.INFORMATIONAL: "info",
+_EXCHANGES: dict[int, str] = {
+    int(ExchangeType.IKE_SA_INIT): "ike-init",
+    int(ExchangeType.IKE_AUTH): "ike-auth",
+    int(ExchangeType.CREATE_CHILD_SA): "create-child",
+    int(ExchangeType.INFORMATIONAL): "info",
 }
 _HEADER_SIZE = 28  # RFC 7296 sec. 3.1
 _RESPONSE_FLAG = 0x20  # RFC 7296 sec. 3.1: the R bit of the flags octet
@@ -59,7 +59,7 @@ class IkeCounters:
             if incoming:
                 self._add("invalid", None)
             return
-        kind = _EXCHANGES.get(data[18])  # type: ignore[call-overload]
+        kind = _EXCHANGES.get(data[18])
         if kind is None:
             return
         response = bool(data[19] & _RESPONSE_FLAG)

@@ -49,12 +49,12 @@ async def server(tmp_path):
         on_register=lambda name, count: registrations.append((name, count)),
     )
     await vici_server.start()
-    vici_server.registrations = registrations  # type: ignore[attr-defined]
-    yield vici_server
+    yield vici_server, registrations
     await vici_server.close()
 
 
 async def test_socket_mode_and_commands(server):
+    server, registrations = server
     assert stat.S_IMODE(server.path.stat().st_mode) == 0o600
 
     def client() -> None:
@@ -79,10 +79,12 @@ async def test_socket_mode_and_commands(server):
 
     await asyncio.to_thread(client)
     # The list-* style registration came and went.
-    assert ("item", 1) in server.registrations and server.registrations[-1] == ("item", 0)
+    assert ("item", 1) in registrations and registrations[-1] == ("item", 0)
 
 
 async def test_broadcast_reaches_registered_clients_only(server):
+    server, _ = server
+
     def listen(results: list) -> None:
         session, sock = _session(server.path)
         with sock:
@@ -104,6 +106,7 @@ async def test_broadcast_reaches_registered_clients_only(server):
 
 
 async def test_malformed_request_is_answered_and_connection_kept(server):
+    server, _ = server
     reader, writer = await asyncio.open_unix_connection(str(server.path))
     body = b"\x00\x04echo" + b"\x04\x01l\x03\x01k\x00\x01v\x06"  # a key-value in a list
     writer.write(struct.pack("!I", len(body)) + body)
