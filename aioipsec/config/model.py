@@ -151,7 +151,6 @@ class DaemonSettings:
     redirect_period: float = 300.0
 
 
-
 def vici_socket_path(daemon: DaemonSettings) -> str | None:
     """Where the VICI socket goes: ``vici_socket`` if set ("none": no VICI socket), else
     the default, unless the control socket was moved: then beside it, with the suffix
@@ -161,6 +160,7 @@ def vici_socket_path(daemon: DaemonSettings) -> str | None:
     if daemon.control_socket != DEFAULT_CONTROL_SOCKET:
         return str(Path(daemon.control_socket).with_suffix(".vici"))
     return DEFAULT_VICI_SOCKET
+
 
 @dataclass
 class AuthSettings:
