@@ -67,7 +67,7 @@ _FOREVER = 300.0
 _ALERTS = {
     "NO_PROPOSAL_CHOSEN": "proposal-mismatch-ike",
     "TS_UNACCEPTABLE": "ts-mismatch",
-    "AUTHENTICATION_FAILED": "peer-auth-failed",
+    "AUTHENTICATION_FAILED": "peer-auth-failed",  # local-auth-failed when received
 }
 
 
@@ -588,13 +588,17 @@ class ViciFrontend:
     def _alert(self, name: str, fields: Mapping[str, Any], ike_id: int, conn: str) -> None:
         """strongSwan's ``alert`` event for the failures the engine reports."""
         if name == "AuthenticationFailed":
-            kind = "peer-auth-failed"
+            # "peer-rejected": the peer refused our AUTH (charon: local-auth-failed).
+            rejected = fields.get("check") == "peer-rejected"
+            kind = "local-auth-failed" if rejected else "peer-auth-failed"
         elif name == "PeerUnreachable":
             kind = "retransmit-send-timeout"
         else:
             notify = fields.get("notify")
             notify_name = getattr(notify, "name", str(notify))
             kind = _ALERTS.get(notify_name, "")
+            if kind == "peer-auth-failed" and fields.get("received"):
+                kind = "local-auth-failed"  # the peer refused our authentication
             if kind == "proposal-mismatch-ike" and fields.get("child"):
                 kind = "proposal-mismatch-child"
             if not kind:

@@ -249,3 +249,35 @@ def test_socket_group_and_peer_check(pair):
     )  # fmt: skip
     assert result.returncode != 0 and "aioipsec" not in result.stdout
     assert '"vici_peer_refused"' in pair.right.log_text()
+
+
+@pytest.mark.timeout(120)
+def test_failed_initiate_answers_why_and_raises_alert(pair):
+    """The peer refuses our PSK: initiate answers success=no with the reason (through the
+    vici package's CommandException) and a registered client gets the alert event."""
+    import vici.exception
+
+    pair.start(right={"psk": "not-the-left-secret-0123456789abcdef"})
+    path = vici_of(pair)
+    alerts: list[dict] = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        with vici_session(path) as session:
+            for label, event in session.listen(["alert"], timeout=0.2):
+                ready.set()
+                if label is not None:
+                    alerts.append(event)
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert ready.wait(10)
+    with vici_session(path) as session, pytest.raises(vici.exception.CommandException) as error:
+        list(session.initiate({"child": "net", "timeout": "20000"}))
+    assert "initiating pair failed" in str(error.value), error.value
+    listener.join(10)
+    # charon's names: the peer refused our authentication.
+    assert alerts and alerts[0]["type"] == b"local-auth-failed", alerts
+    assert "pair" in alerts[0]["ike-sa"]
+    assert "vici_command_failed" not in pair.left.log_text()  # an answer, not a crash
