@@ -218,7 +218,9 @@ class DaemonCommands:
         if wanted_type not in ("ANY", "X509"):
             return []
         own_keys = {
-            _public_der(key.key) for key in self.settings.private_keys if key.key is not None
+            _public_der(key.key.public_key())
+            for key in self.settings.private_keys
+            if key.key is not None
         }
         seen: dict[bytes, dict[str, Any]] = {}
 

@@ -263,3 +263,29 @@ def test_unsupported_commands_say_why(pair):
     assert swanctl(vici, "--list-authorities").stdout.strip() == ""
     result = swanctl(vici, "--initiate", "--child", "nosuch", check=False)
     assert "initiate failed: no connection has a child named 'nosuch'" in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_swanctl_certificates(pair):
+    """A certificate tunnel: swanctl --list-conns names the certificates, --list-certs
+    decodes them (swanctl parses the DER we send) and sees our private key."""
+    from tests.e2e.test_aioipsec_pair import make_pki
+
+    pki = make_pki(pair.workdir)
+    pair.start(
+        left={"auth": "pubkey", "certs": pki["left.example"]},
+        right={"auth": "pubkey", "certs": pki["right.example"]},
+    )
+    vici = vici_of(pair)
+    assert "initiate completed" in swanctl(vici, "--initiate", "--child", "net").stdout
+    assert "  remote 'right.example' @ 192.168.60.2[500]" in swanctl(vici, "--list-sas").stdout
+    conns = swanctl(vici, "--list-conns").stdout
+    assert "  local public key authentication:" in conns, conns
+    assert "    certs: CN=left.example" in conns, conns
+    assert "    cacerts: CN=aioipsec e2e CA" in conns, conns
+    certs = swanctl(vici, "--list-certs").stdout
+    assert 'subject:  "CN=left.example"' in certs and "has private key" in certs, certs
+    assert "List of X.509 CA Certificates" in certs, certs
+    assert certs.index('CN=aioipsec e2e CA"\n  issuer') > certs.index("CA Certificates")
+    only_ca = swanctl(vici, "--list-certs", "--type", "x509", "--flag", "ca").stdout
+    assert "CN=left.example" not in only_ca and "CN=aioipsec e2e CA" in only_ca, only_ca
