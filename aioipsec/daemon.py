@@ -1066,7 +1066,7 @@ class Daemon(DaemonCommands):
         wanted_child, wanted_child_id = args.get("child"), args.get("child_id")
         result = []
         now_wall = time.time()
-        for info in self.driver.dispatcher.sas():
+        for info in self._sa_infos(wanted_ike_id):
             state = self.ike_sas.get(info.ike_sa_id)
             if wanted_ike and info.connection != wanted_ike:
                 continue
@@ -1097,6 +1097,19 @@ class Daemon(DaemonCommands):
             entry["child-sas"] = children
             result.append({info.connection: entry})
         return result
+
+    def _sa_infos(self, ike_sa_id: Any = None) -> list[Any]:
+        """The engine's snapshots of every live IKE SA, or of one (without building the
+        others': the VICI events ask for one SA per engine event)."""
+        assert self.driver is not None
+        dispatcher = self.driver.dispatcher
+        if not ike_sa_id:
+            return list(dispatcher.sas())
+        try:
+            sa = dispatcher.ike_sa(int(ike_sa_id))
+        except Exception:  # no such SA (any more)
+            return []
+        return [sa.info()] if sa.alive else []
 
     async def _cmd_conns(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         """``swanctl --list-conns`` / VICI ``list-conns`` (never contains secrets)."""
