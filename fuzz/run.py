@@ -40,6 +40,7 @@ TARGET_NAMES = [
     "udp4500",
     "swanctl_conf",
     "toml_config",
+    "vici_stream",
 ]
 
 
