@@ -11,7 +11,7 @@ Connections, shared keys, private keys and certificates loaded here (``load-conn
 live beside the configuration files' and survive a reload; ``get-conns`` / ``get-shared`` /
 ``get-keys`` list only these, as charon lists only what came over VICI. Certificate and key
 blobs are written to a private directory (mode 0700) because the configuration refers to
-credentials by file.
+certificates by file; private keys stay in memory.
 """
 
 from __future__ import annotations
@@ -435,24 +435,41 @@ class DaemonCommands:
         return {"keys": sorted(self.loaded_secrets)}
 
     async def _cmd_load_key(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Load a private key (PEM or DER ``data``); answers its ``id``: the hex SHA-1 of
-        its public key (DER SubjectPublicKeyInfo)."""
-        config = self._config_module
+        """Load a private key (PEM or DER ``data``), kept in memory only; answers its
+        ``id``: the hex SHA-1 of its public key (DER SubjectPublicKeyInfo)."""
+        from cryptography.hazmat.primitives import serialization
+
         data = args.get("data")
         if not data:
             raise RequestError("load-key needs data = <PEM or DER private key>")
-        path = self._write_blob(_blob(data), ".key")
-        try:
-            key = config.load_private_key(path)
-        except config.ConfigError as error:
-            path.unlink(missing_ok=True)
-            raise RequestError(f"cannot load the private key: {error.reason}") from None
+        blob = _blob(data)
+        loaders = (serialization.load_der_private_key,)
+        if b"-----BEGIN" in blob:
+            loaders = (serialization.load_pem_private_key, *loaders)
+        key = None
+        for loader in loaders:
+            try:
+                key = loader(blob, password=None)
+                break
+            except (ValueError, TypeError):
+                continue
+        if key is None:
+            raise RequestError(
+                "cannot load the private key: give an unencrypted PEM or DER key "
+                "(PKCS#1, SEC1 or PKCS#8)"
+            )
         identifier = hashlib.sha1(_public_der(key.public_key())).hexdigest()
-        self.loaded_keys[identifier] = config.PrivateKey(
-            name=f"load-key/{identifier}", file=path, key=key, source="load-key"
+        loaded = self._config_module.PrivateKey(
+            name=f"load-key/{identifier}",
+            file=Path(f"<load-key {identifier}>"),  # never written to disk
+            key=key,
+            source="load-key",
         )
-        if all(k.file != path for k in self.settings.private_keys):
-            self.settings.private_keys.append(self.loaded_keys[identifier])
+        old = self.loaded_keys.get(identifier)
+        self.loaded_keys[identifier] = loaded
+        self.settings.private_keys = [k for k in self.settings.private_keys if k is not old] + [
+            loaded
+        ]
         return {"id": identifier}
 
     async def _cmd_unload_key(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -205,6 +205,10 @@ def test_swanctl_load_all(pair):
     pki = make_pki(pair.workdir)
     ca = pki["left.example"]["ca"]
     (directory / "x509ca" / "ca.pem").write_bytes(Path(ca).read_bytes())
+    (directory / "private").mkdir()
+    key_file = directory / "private" / "left.pem"
+    key_file.write_bytes(Path(pki["left.example"]["key"]).read_bytes())
+    key_file.chmod(0o600)
     conf = directory / "swanctl.conf"
     conf.write_text(SWANCTL_CONF % PSK)
     env = {"SWANCTL_DIR": str(directory)}
@@ -212,6 +216,7 @@ def test_swanctl_load_all(pair):
     out = swanctl(vici, "--load-all", "--file", str(conf), env=env).stdout
     assert "loaded certificate from '" in out and "x509ca/ca.pem'" in out, out
     assert "loaded ike secret 'ike-loaded'" in out, out
+    assert "loaded ECDSA key from '" in out and "private/left.pem'" in out, out
     assert "loaded connection 'loaded'" in out, out
     assert "successfully loaded 1 connections, 0 unloaded" in out, out
 
@@ -222,6 +227,8 @@ def test_swanctl_load_all(pair):
     with vici_session(vici) as session:  # the vici package: a second client
         assert session.get_conns() == {"conns": [b"loaded"]}
         assert session.get_shared() == {"keys": [b"ike-loaded"]}
+        (key_id,) = session.get_keys()["keys"]
+        assert len(key_id) == 40  # hex SHA-1 of the public key
 
     # A reload (swanctl --reload-settings, SIGHUP) keeps what came over VICI.
     swanctl(vici, "--reload-settings")
@@ -233,11 +240,13 @@ def test_swanctl_load_all(pair):
 
     # The file without them: swanctl unloads what it loaded before.
     conf.write_text("connections {\n}\nsecrets {\n}\n")
+    key_file.unlink()
     out = swanctl(vici, "--load-all", "--file", str(conf), env=env).stdout
     assert "no connections found, 1 unloaded" in out, out
     assert "loaded: IKEv2" not in swanctl(vici, "--list-conns").stdout
     with vici_session(vici) as session:
         assert session.get_shared() == {"keys": []}
+        assert session.get_keys() == {"keys": []}
     # A connection the daemon cannot take is refused with the reason.
     conf.write_text(
         SWANCTL_CONF.replace("psk\n            id = left", "eap-tls\n            id = left") % PSK
