@@ -443,9 +443,9 @@ class DaemonCommands:
         if not data:
             raise RequestError("load-key needs data = <PEM or DER private key>")
         blob = _blob(data)
-        loaders = (serialization.load_der_private_key,)
+        loaders: list[Any] = [serialization.load_der_private_key]
         if b"-----BEGIN" in blob:
-            loaders = (serialization.load_pem_private_key, *loaders)
+            loaders.insert(0, serialization.load_pem_private_key)
         key = None
         for loader in loaders:
             try:
