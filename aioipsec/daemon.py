@@ -1257,7 +1257,12 @@ class Daemon(DaemonCommands):
                 ike_sas.append(established.ike_sa_id)
         if not ike_sas and not children and not selector.all:
             raise RequestError(
-                "no SA matches " + ", ".join(f"{k}={v}" for k, v in args.items() if v is not None)
+                "no SA matches "
+                + ", ".join(
+                    f"{k}={args[k]}"
+                    for k in ("ike", "child", "ike_id", "child_id")
+                    if args.get(k) is not None
+                )
             )
         return ike_sas, children
 

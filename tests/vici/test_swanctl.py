@@ -272,6 +272,8 @@ def test_unsupported_commands_say_why(pair):
     assert swanctl(vici, "--list-authorities").stdout.strip() == ""
     result = swanctl(vici, "--initiate", "--child", "nosuch", check=False)
     assert "initiate failed: no connection has a child named 'nosuch'" in result.stderr
+    result = swanctl(vici, "--terminate", "--ike-id", "99", check=False)
+    assert "terminate failed: no SA matches ike_id=99\n" in result.stderr, result.stderr
 
 
 @pytest.mark.timeout(120)
