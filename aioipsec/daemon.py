@@ -487,6 +487,8 @@ class Daemon(DaemonCommands):
             old = self.ike_sas.pop(event.old_ike_sa_id, None)
             if old is not None:
                 old.established = _replace_ike(old.established, event)
+                # The new IKE SA is established now (what charon's list-sas shows too).
+                old.established_at = time.time()
                 self.ike_sas[event.ike_sa_id] = old
                 for child_id, child in list(old.children.items()):
                     old.children[child_id] = replace(child, ike_sa_id=event.ike_sa_id)
