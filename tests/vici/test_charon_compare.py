@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from aioipsec.interop.charon import DEFAULT_CHARON_PLUGINS, Charon
+from aioipsec.interop.charon import CHARON_BINARY, DEFAULT_CHARON_PLUGINS, Charon
 from tests.e2e.helpers import OurDaemon, assert_ping, requirements_or_skip, toml_config
 from tests.e2e.test_strongswan_thin_path import MOON, charon_conf
 
@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.netns,
     pytest.mark.interop,
     pytest.mark.skipif(
-        not os.path.exists("/usr/lib/ipsec/charon"), reason="strongSwan's charon not installed"
+        not os.path.exists(CHARON_BINARY), reason="strongSwan's charon not installed"
     ),
 ]
 
