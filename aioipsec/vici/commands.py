@@ -107,7 +107,8 @@ _FLAGS = frozenset({"encap", "initiator", "nat-local", "nat-remote", "nat-fake",
 
 
 def vici_sa(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A list-sas item (``{name: ike_sa}``) as charon sends it: flags only when set."""
+    """A list-sas item (``{name: ike_sa}``) as charon sends it: flags only when set, no
+    IKE SA life-time."""
 
     def strip(entry: Any) -> Any:
         if not isinstance(entry, Mapping):
@@ -118,7 +119,15 @@ def vici_sa(item: Mapping[str, Any]) -> dict[str, Any]:
             if not (key in _FLAGS and value == "no")
         }
 
-    return {name: strip(entry) for name, entry in item.items()}
+    def ike(entry: Any) -> Any:
+        # charon sends no life-time for an IKE SA (vici_query.c list_ike: rekey-time and
+        # reauth-time only), although swanctl would print one: leave ours out likewise.
+        entry = strip(entry)
+        if isinstance(entry, dict):
+            entry.pop("life-time", None)
+        return entry
+
+    return {name: ike(entry) for name, entry in item.items()}
 
 
 def _running(seconds: float) -> str:

@@ -275,7 +275,7 @@ def test_failed_initiate_answers_why_and_raises_alert(pair):
     assert ready.wait(10)
     with vici_session(path) as session, pytest.raises(vici.exception.CommandException) as error:
         list(session.initiate({"child": "net", "timeout": "20000"}))
-    assert "initiating pair failed" in str(error.value), error.value
+    assert "peer answered AUTHENTICATION_FAILED" in str(error.value), error.value
     listener.join(10)
     # charon's names: the peer refused our authentication.
     assert alerts and alerts[0]["type"] == b"local-auth-failed", alerts
