@@ -107,8 +107,7 @@ _FLAGS = frozenset({"encap", "initiator", "nat-local", "nat-remote", "nat-fake",
 
 
 def vici_sa(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A list-sas item (``{name: ike_sa}``) as charon sends it: flags only when set, no
-    IKE SA life-time."""
+    """A list-sas item (``{name: ike_sa}``) as charon sends it: flags only when set."""
 
     def strip(entry: Any) -> Any:
         if not isinstance(entry, Mapping):
@@ -119,15 +118,7 @@ def vici_sa(item: Mapping[str, Any]) -> dict[str, Any]:
             if not (key in _FLAGS and value == "no")
         }
 
-    def ike(entry: Any) -> Any:
-        # charon sends no life-time for an IKE SA (vici_query.c list_ike: rekey-time and
-        # reauth-time only), although swanctl would print one: leave ours out likewise.
-        entry = strip(entry)
-        if isinstance(entry, dict):
-            entry.pop("life-time", None)
-        return entry
-
-    return {name: ike(entry) for name, entry in item.items()}
+    return {name: strip(entry) for name, entry in item.items()}
 
 
 def _running(seconds: float) -> str:
