@@ -1131,7 +1131,6 @@ class Daemon(DaemonCommands):
         return {
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started_at, 1),
-            "started": self.started_at,
             "ike-sas": len(self.ike_sas),
             # strongSwan's "half-open": IKE SAs not yet established (IKE_SA_INIT/IKE_AUTH).
             "ike-sas-total": len(sas),
@@ -1271,7 +1270,8 @@ class Daemon(DaemonCommands):
     async def _cmd_terminate(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.driver is not None
         dispatcher = self.driver.dispatcher
-        ike_sas, children = self._select("terminate", args)
+        selection = {key: value for key, value in args.items() if key != "wait"}
+        ike_sas, children = self._select("terminate", selection)
         for ike_sa_id, child_sa_id in children:
             self.driver.call(dispatcher.terminate_child, ike_sa_id, child_sa_id)
         for ike_sa_id in ike_sas:

@@ -93,13 +93,18 @@ def _ok(**extra: Any) -> dict[str, Any]:
 
 
 def _selection(message: Mapping[str, Any]) -> dict[str, Any]:
-    """VICI's SA selection keys as the handlers name them."""
-    return {
-        "ike": message.get("ike") or None,
-        "child": message.get("child") or None,
-        "ike_id": message.get("ike-id") or None,
-        "child_id": message.get("child-id") or None,
-    }
+    """VICI's SA selection keys as the handlers name them (ids as numbers; keys VICI
+    leaves out, or sends empty, left out)."""
+    selection: dict[str, Any] = {}
+    for vici_key, key in (("ike", "ike"), ("child", "child"), ("ike-id", "ike_id"),
+                          ("child-id", "child_id")):  # fmt: skip
+        value = message.get(vici_key)
+        if value in (None, "", "0") and key.endswith("_id"):
+            continue  # charon's "0": no id given
+        if value in (None, ""):
+            continue
+        selection[key] = int(value) if key.endswith("_id") and value.isdigit() else value
+    return selection
 
 
 # charon sends these flags only when set (vici_query.c); the JSON listings say "no".
@@ -314,7 +319,7 @@ class ViciFrontend:
 
     async def _stats(self, session: ViciSession, message: dict[str, Any]) -> dict[str, Any]:
         stats = await self._call("stats", {})
-        started = float(stats.get("started", time.time() - float(stats.get("uptime", 0))))
+        started = time.time() - float(stats.get("uptime", 0))
         return {
             "uptime": {
                 "running": _running(time.time() - started),
