@@ -51,7 +51,6 @@ _NO_AUTHORITIES = (
 )
 _NO_POOLS = "aioipsec assigns no virtual IP addresses: it has no address pools"
 UNSUPPORTED = {
-    "redirect": "aioipsec does not implement IKEv2 redirection (RFC 5685)",
     "load-token": "aioipsec has no PKCS#11 token support: load the key with load-key",
     "load-authority": _NO_AUTHORITIES,
     "unload-authority": _NO_AUTHORITIES,
@@ -247,6 +246,7 @@ class ViciFrontend:
             "initiate": self._initiate,
             "terminate": self._terminate,
             "rekey": self._rekey,
+            "redirect": self._redirect,
             "install": self._simple("install", "child", "ike"),
             "uninstall": self._simple("uninstall", "child", "ike"),
             "list-sas": self._list_sas,
@@ -384,6 +384,15 @@ class ViciFrontend:
             )
         result = await self._call("rekey", _selection(message))
         return _ok(matches=str(len(result["ike_sas"]) + len(result["child_sas"])))
+
+    async def _redirect(self, session: ViciSession, message: dict[str, Any]) -> dict[str, Any]:
+        """RFC 5685 redirection of established IKE SAs (the daemon's ``redirect``); VICI's
+        ``peer-ip``/``peer-id`` select by exact address and identity here."""
+        keys = {"ike": "ike", "ike-id": "ike_id", "peer-ip": "peer_ip", "peer-id": "peer_id"}
+        keys["gateway"] = "gateway"
+        args = {key: message[vici_key] for vici_key, key in keys.items() if message.get(vici_key)}
+        result = await self._call("redirect", args)
+        return _ok(matches=str(len(result["ike_sas"])))
 
     async def _connection_of_child(self, child: str | None) -> str | None:
         for entry in await self._call("list-conns", {}):
