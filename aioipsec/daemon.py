@@ -1149,6 +1149,10 @@ class Daemon(DaemonCommands):
                 for s in [*self.port4500, *self.raw_esp]
             },
             "esp": self.datapath.stats(),
+            # What a long run must keep constant (issue 20, bench.churn_soak): a task or a
+            # descriptor left behind per SA shows here.
+            "tasks": len(asyncio.all_tasks()),
+            "open-fds": len(os.listdir("/proc/self/fd")),
         }
 
     async def _cmd_initiate(self, args: dict[str, Any]) -> dict[str, Any]:
