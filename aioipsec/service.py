@@ -68,7 +68,34 @@ def exec_start(
     return argv
 
 
-def unit_text(argv: list[str]) -> str:
+_HIDDEN = {
+    # ProtectHome=yes hides these; read-only is enough for the files the daemon reads.
+    "ProtectHome=yes": ("/home/", "/root/", "/run/user/"),
+    # PrivateTmp=yes gives the service an empty /tmp of its own.
+    "PrivateTmp=yes": ("/tmp/", "/var/tmp/"),
+}
+
+
+def sandbox_for(paths: list[str]) -> tuple[str, list[str]]:
+    """The sandbox lines for a daemon that reads PATHS (its Python, its configuration), and
+    warnings: a file under /home or /root gets ProtectHome=read-only instead of yes; one
+    under /tmp would be invisible behind PrivateTmp, which the caller is told."""
+    sandbox = SANDBOX
+    warnings = []
+    for line, prefixes in _HIDDEN.items():
+        hidden = [p for p in paths if p.startswith(prefixes)]
+        if not hidden:
+            continue
+        if line == "ProtectHome=yes":
+            sandbox = sandbox.replace(line, "ProtectHome=read-only")
+            warnings.append(f"{hidden[0]} is under a home directory: ProtectHome=read-only")
+        else:
+            warnings.append(f"{hidden[0]} is under /tmp, which {line} hides from the "
+                            "service: it will not start; move the file")  # fmt: skip
+    return sandbox, warnings
+
+
+def unit_text(argv: list[str], sandbox: str = SANDBOX) -> str:
     for word in argv:
         if any(c in word for c in "\n%$\\\"'") or not word:
             raise ValueError(f"{word!r} cannot be written into a unit's ExecStart=")
@@ -88,7 +115,7 @@ ExecReload=/bin/kill -HUP $MAINPID
 TimeoutStartSec=90s
 Restart=on-failure
 RestartSec=5s
-{SANDBOX}
+{sandbox}
 [Install]
 WantedBy=multi-user.target
 """
@@ -135,8 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     if config is None and args.swanctl_conf is None:
         config = DEFAULT_CONFIG
     files = [p.resolve() if p is not None else None for p in (config, args.swanctl_conf)]
+    argv_words = exec_start(files[0], files[1])
+    sandbox, warnings = sandbox_for([argv_words[0], *(str(p) for p in files if p is not None)])
+    for warning in warnings:
+        print(f"aioipsec install-service: warning: {warning}", file=sys.stderr)
     try:
-        text = unit_text(exec_start(files[0], files[1]))
+        text = unit_text(argv_words, sandbox)
     except ValueError as error:
         print(f"aioipsec install-service: {error}; use paths without quotes, '%', '$' "
               "or backslashes", file=sys.stderr)  # fmt: skip

@@ -61,3 +61,15 @@ def test_refusals_say_what_to_do(tmp_path: Path, capsys) -> None:
     assert main(["--print", "--swanctl-conf", "/etc/swanctl/swanctl.conf"]) == 0
     out = capsys.readouterr().out
     assert "--swanctl-conf /etc/swanctl/swanctl.conf" in out and " -c " not in out
+
+
+def test_the_sandbox_does_not_hide_what_the_daemon_reads() -> None:
+    from aioipsec.service import sandbox_for
+
+    sandbox, warnings = sandbox_for(["/usr/bin/python3", "/etc/aioipsec/a.toml"])
+    assert "ProtectHome=yes" in sandbox and warnings == []
+    sandbox, warnings = sandbox_for(["/root/venv/bin/python", "/etc/aioipsec/a.toml"])
+    assert "ProtectHome=read-only" in sandbox and "ProtectHome=yes" not in sandbox
+    assert warnings == ["/root/venv/bin/python is under a home directory: ProtectHome=read-only"]
+    _, warnings = sandbox_for(["/usr/bin/python3", "/tmp/a.toml"])
+    assert "will not start" in warnings[0]
