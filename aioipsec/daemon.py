@@ -46,7 +46,7 @@ from aioipsec.runtime.children import ChildSpec
 from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
 from aioipsec.runtime.engine import EngineDriver
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
-from aioipsec.runtime.pmtu import PathMtu, dont_fragment
+from aioipsec.runtime.pmtu import PathMtu, dont_fragment, fragments_allowed
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import (
     DrainingSocket,
@@ -447,7 +447,8 @@ class Daemon(DaemonCommands):
         if local[1] == self.nat_t_port:
             for udp in self.port4500:
                 if udp.sock.family == family:
-                    udp.sendto(NON_ESP_MARKER + data, remote)
+                    with fragments_allowed(udp.sock):  # DF is for ESP (runtime/pmtu.py)
+                        udp.sendto(NON_ESP_MARKER + data, remote)
                     return
         else:
             for port500 in self.port500:

@@ -23,9 +23,10 @@ path MTU (after ``net.ipv4.route.mtu_expires``, 10 minutes by default).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import structlog
 
@@ -54,6 +55,31 @@ def dont_fragment(sock: socket.socket) -> bool:
         log.warning("cannot set DF on the outer socket", error=str(exc))
         return False
     return True
+
+
+IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
+IPV6_PMTUDISC_DONT = getattr(socket, "IPV6_PMTUDISC_DONT", 0)
+
+
+@contextlib.contextmanager
+def fragments_allowed(sock: socket.socket) -> Iterator[None]:
+    """For one send: an IKE message on port 4500 may exceed the path MTU (certificates,
+    a peer without RFC 7383 fragmentation) and must then be fragmented by IP as it was
+    before DF was set, not refused with EMSGSIZE. IKE is a few messages a second: two
+    setsockopt calls per message cost nothing."""
+    v6 = sock.family == socket.AF_INET6
+    level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
+    option = IPV6_MTU_DISCOVER if v6 else IP_MTU_DISCOVER
+    try:
+        sock.setsockopt(level, option, IPV6_PMTUDISC_DONT if v6 else IP_PMTUDISC_DONT)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, IPV6_PMTUDISC_DO if v6 else IP_PMTUDISC_DO)
 
 
 class PathMtu:
