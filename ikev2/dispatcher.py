@@ -807,15 +807,20 @@ class Dispatcher:
         if not config.children:
             return
         names = children or [config.children[0].name]
+        remote = sa.remote_addr[0]
+        if not _address_matches(config.remote_addrs, remote):
+            # A gateway we were redirected to (RFC 5685) died: start over where the
+            # connection says, not at the dead gateway.
+            remote = _first_address(config.remote_addrs, remote)
         new_id = self.initiate(
             config.name,
             names[0],
             now=now,
             local_addr=(sa.local_addr[0], config.local_port),
-            remote_addr=(sa.remote_addr[0], config.remote_port),
+            remote_addr=(remote, config.remote_port),
             children=names,
         )
-        log.info("%s: restarted as IKE SA %d", sa.describe(), new_id)
+        log.info("%s: restarted as IKE SA %d (to %s)", sa.describe(), new_id, remote)
 
     def _reauthenticate(self, sa: IkeSa, now: float) -> None:
         """Reauthentication (strongSwan's reauth_time): a new IKE SA with the same

@@ -469,3 +469,23 @@ def test_redirect_of_the_new_sa_keeps_make_before_break() -> None:
         e.ike_sa_id for e in net.of("client", IkeSaDeleted) if e.reason == f"redirected to {GW3}"
     ] == [old]
     assert net.of("client", RedirectRefused) == []
+
+
+def test_restart_after_a_redirect_goes_to_the_configured_gateway() -> None:
+    """dpd_action = restart on an IKE SA we were redirected to: the restart goes to the
+    connection's remote_addrs (GW1), not to the dead gateway (GW2)."""
+    net = mesh()
+    net.nodes["client"] = Dispatcher(
+        [make_config(local=CLIENT, remote=GW1, local_id="client.example",
+                     remote_id="gw.example", local_ts=["10.1.0.0/16"],
+                     remote_ts=["10.2.0.0/16"], dpd_action="restart", dpd_delay=5.0)],
+        psk_lookup_for(), rng=seeded_rng(9),
+    )  # fmt: skip
+    placement(net, GW1, init=GW2)
+    connect(net)
+    assert net.established_with(GW2)
+    placement(net, GW1)  # GW1 now serves whoever comes
+    dead = net.nodes.pop(GW2)
+    net.run_until(net.now + 300)  # DPD, then 165 s of retransmissions (RFC 7296 sec. 2.4)
+    assert net.established_with(GW1)
+    assert dead.sas()  # GW2 never heard of the restart
