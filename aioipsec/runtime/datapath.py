@@ -36,6 +36,9 @@ log = structlog.get_logger("aioipsec.datapath")
 # A rekey responder switches its outbound traffic to the new SA when the initiator deletes
 # the old one, or after this many seconds.
 OUTBOUND_SWITCH_MAX = 2.0
+# How long the inbound SA of a rekeyed Child SA still decrypts after its deletion
+# (strongSwan's charon.delete_rekeyed_delay, same default): see ChildTable.remove.
+REKEYED_INBOUND_GRACE = 5.0
 DEFAULT_TUN_MTU = 1400  # strongSwan's kernel-libipsec default, before any SA is known
 
 
@@ -135,10 +138,20 @@ class DataPath:
         return routes
 
     def remove_child(self, child_sa_id: int) -> None:
-        entry = self.table.remove(child_sa_id)
+        # A rekeyed SA (or a collision's redundant one) keeps its inbound side a while:
+        # the peer's packets sent on it before the switch are still arriving.
+        keep = self._loop is not None and self.table.replaced(child_sa_id)
+        entry = self.table.remove(child_sa_id, keep_inbound=keep)
         if entry is None:
             return
         self._update_tun_mtu()
+        if keep and self._loop is not None:
+            self._loop.call_later(REKEYED_INBOUND_GRACE, self._drop_inbound, entry)
+        elif self.exporter is not None:
+            self.exporter.remove_esp_sa(entry.sa_in.spi, entry.sa_out.spi)
+
+    def _drop_inbound(self, entry: ChildEntry) -> None:
+        self.table.drop_inbound(entry)
         if self.exporter is not None:
             self.exporter.remove_esp_sa(entry.sa_in.spi, entry.sa_out.spi)
 

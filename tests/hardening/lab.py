@@ -124,12 +124,14 @@ def peer_config(
     connection: dict[str, Any] | None = None,
     child: dict[str, Any] | None = None,
     start_action: str = "none",
+    daemon: dict[str, Any] | None = None,
 ) -> Path:
+    daemon_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (daemon or {}).items())
     text = f"""# tests/hardening: the legitimate peer
 [daemon]
 control_socket = "{workdir / "control.sock"}"
 tun_name = "ipsec0"
-"""
+{daemon_lines}"""
     text += _toml_connection(
         "legit", PEER, GW_PEER_SIDE, "peer.example", "gw.example", "10.1.0.0/24",
         "10.2.0.0/24", PSK, start_action=start_action, connection=connection, child=child,
