@@ -301,3 +301,23 @@ def test_swanctl_certificates(pair):
     assert certs.index('CN=aioipsec e2e CA"\n  issuer') > certs.index("CA Certificates")
     only_ca = swanctl(vici, "--list-certs", "--type", "x509", "--flag", "ca").stdout
     assert "CN=left.example" not in only_ca and "CN=aioipsec e2e CA" in only_ca, only_ca
+
+
+@pytest.mark.timeout(120)
+def test_swanctl_redirect(pair):
+    """swanctl --redirect on the gateway's VICI socket: RFC 5685 REDIRECT to the client,
+    which follows it (follow_redirects, the default)."""
+    pair.start()
+    pair.left.call("initiate", child="net", timeout=30)
+    pair.left.wait_for_child("pair")
+    gateway = vici_of(pair, "right")
+    out = swanctl(gateway, "--redirect", "--ike", "pair", "--gateway", "192.168.60.7")
+    assert "redirect completed successfully" in out.stdout, out.stdout + out.stderr
+    # The client's engine reports the REDIRECT it followed (RFC 5685 sec. 5).
+    deadline = time.monotonic() + 20
+    redirected: list[dict] = []
+    while time.monotonic() < deadline and not redirected:
+        redirected = [e for e in pair.left.log_events() if e.get("event") == "IkeSaRedirected"]
+        time.sleep(0.2)
+    assert redirected, pair.left.log_tail()
+    assert redirected[0]["gateway"] == "192.168.60.7" and redirected[0]["connection"] == "pair"
