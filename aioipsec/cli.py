@@ -439,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon",
         help="run the IKE daemon",
         description="Run the IKEv2 daemon: IKE on UDP 500/4500, ESP through a TUN device, "
-        "the control socket for the other commands. Needs root (TUN, routes, port 500). "
+        "the control socket for the other commands, and strongSwan's VICI socket for "
+        "swanctl ([daemon] vici_socket, default /run/aioipsec.vici; docs/vici.md). "
+        "Needs root (TUN, routes, port 500). "
         "The configuration is checked completely before anything starts.",
     )
     daemon.add_argument(
@@ -461,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket",
         dest="daemon_socket",
         metavar="PATH",
-        help="control socket path (overrides [daemon] control_socket)",
+        help="control socket path (overrides [daemon] control_socket; without "
+        "[daemon] vici_socket the VICI socket goes beside it, suffix .vici)",
     )
     daemon.add_argument(
         "--log-format",
