@@ -234,9 +234,44 @@ def _complete_partial_checksum(packet: bytearray, header: VnetHeader) -> None:
 # --- writing: wire packets -> super packets ---------------------------------------------------
 
 
-def _tcp_flow(packet: bytes | bytearray | memoryview) -> tuple[bytes, int, int, int, int] | None:
+# IPv4 without options + the TCP fixed header, the fields a run must share, in one unpack:
+# version/IHL, TOS, flags/fragment offset, TTL, protocol, addresses, ports, sequence,
+# acknowledgment, data offset, TCP flags, window, urgent pointer.
+_V4_TCP = struct.Struct("!BBxxxxHBB2x8s4sI4sBBHxxH")
+FlowKey = tuple[object, ...] | bytes
+
+
+def _tcp_flow(packet: bytes | bytearray | memoryview) -> tuple[FlowKey, int, int, int, int] | None:
     """(flow key, L4 offset, headers length, payload length, sequence) of a plain TCP data
-    segment that may be merged, or None."""
+    segment that may be merged, or None.
+
+    The common case, IPv4 without options, takes one ``unpack_from`` (the receiver runs
+    this for every decrypted packet: ~0.8 us instead of ~2 us with slices, see
+    docs/performance.md); IPv6 and the rest take the general path below.
+    """
+    if len(packet) >= 40 and packet[0] == 0x45:
+        (_v, tos, fragment, ttl, protocol, addresses, ports, sequence, ack, offset, flags,
+         window, urgent) = _V4_TCP.unpack_from(packet)  # fmt: skip
+        # Only ACK / PSH|ACK data segments, unfragmented: see the general path.
+        if protocol != _IPPROTO_TCP or fragment & 0x3FFF or flags & ~0x18 or not flags & 0x10:
+            return None
+        headers = 20 + (offset >> 4) * 4
+        payload = len(packet) - headers
+        if payload <= 0 or headers < 40:
+            return None
+        # The same fields as the general path's key (there: bytes), options included.
+        fields = (
+            addresses,
+            ports,
+            ack,
+            offset,
+            window,
+            urgent,
+            tos,
+            ttl,
+            bytes(packet[40:headers]),
+        )
+        return fields, 20, headers, payload, sequence
     if not packet:
         return None
     version = packet[0] >> 4
@@ -280,7 +315,7 @@ def coalesce(packets: Iterable[bytes | bytearray | memoryview]) -> list[bytes]:
     with equal segment size become one GSO super packet (the last segment may be shorter)."""
     frames: list[bytes] = []
     run: list[bytes | bytearray | memoryview] = []
-    run_key: bytes | None = None
+    run_key: FlowKey | None = None
     run_mss = 0
     next_sequence = 0
     run_length = 0
@@ -323,8 +358,8 @@ def _merge(run: list[bytes | bytearray | memoryview]) -> bytes:
         return PLAIN_HEADER + bytes(first)
     _key, l4, headers, mss, _sequence = flow
     merged = bytearray(first)
+    merged += b"".join([memoryview(packet)[headers:] for packet in run[1:]])
     for packet in run[1:]:
-        merged += memoryview(packet)[headers:]
         merged[l4 + 13] |= packet[l4 + 13] & 0x08  # keep a PSH of a later segment
     version = merged[0] >> 4
     if version == 4:
