@@ -46,6 +46,7 @@ _MASKS = [
     (re.compile(r"\b(in|out) +[0-9a-f]{8}\b"), r"\1 SPI"),  # ESP SPIs
     (re.compile(r"\b\d+(s ago| seconds| minutes)"), r"N\1"),
     (re.compile(r"(rekeying|expires|reauth) in \d+s"), r"\1 in Ns"),
+    (re.compile(r"expires in \d+ \w+\)"), "expires in N)"),  # certificates (list-certs)
     (re.compile(r"\b(\d{1,3}\.){3}\d{1,3}\b"), "ADDR"),
     (re.compile(r"#\d+"), "#N"),
     (re.compile(r"\{\d+\}"), "{N}"),
