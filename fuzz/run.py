@@ -35,11 +35,13 @@ TARGET_NAMES = [
     "ike_payload",
     "sk_payload",
     "engine_sk",
+    "redirect_notify",
     "fragments",
     "esp_decap",
     "udp4500",
     "swanctl_conf",
     "toml_config",
+    "updown_environment",
     "vici_stream",
 ]
 
