@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins 
 	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc openssl \
 	wireguard-go wireguard-tools redis-server
 
-.PHONY: test demo lint format bench fuzz debian-deps venv clean selftest
+.PHONY: test demo demo-cluster lint format bench fuzz debian-deps venv clean selftest
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: debian-deps venv
 
 demo: venv debian-deps
 	$(PY) -m aioipsec.demo
+
+# Three gateways, one Redis, four road warriors (one charon): a drain under a TCP transfer
+# with a live count of IKE SAs per gateway, then a gateway SIGKILLed (docs/cluster.md).
+demo-cluster: venv debian-deps
+	$(PY) -m aioipsec.cluster.lab
 
 selftest: venv
 	$(VENV)/bin/aioipsec selftest

@@ -70,7 +70,12 @@ DEFAULT_KEEPALIVE_INTERVAL = 20.0
 SHUTDOWN_DELETE_WAIT = 2.0
 
 
-_FAILURE_EVENTS = (ev.AuthenticationFailed, ev.NegotiationFailed, ev.IkeSaDeleted)
+_FAILURE_EVENTS = (
+    ev.AuthenticationFailed,
+    ev.NegotiationFailed,
+    ev.IkeSaDeleted,
+    ev.RedirectRefused,
+)
 
 
 def child_spec(event: ev.ChildSaEstablished, rekey_of: int | None = None) -> ChildSpec:
@@ -1198,8 +1203,15 @@ class Daemon(DaemonCommands):
             return isinstance(e, ev.ChildSaEstablished) and e.child == wanted
 
         def failed(e: ev.Event) -> bool:
+            if isinstance(e, ev.IkeSaRedirected) and ours(e):
+                target.clear()  # RFC 5685: the SA that comes up is a new one (any id)
+                return False
+            if isinstance(e, ev.IkeSaDeleted) and e.reason.startswith("redirected to"):
+                return False
             if not ours(e):
                 return False
+            if isinstance(e, ev.RedirectRefused):
+                return True
             if isinstance(e, ev.NegotiationFailed):
                 return e.child is None or e.child == wanted
             return isinstance(e, ev.AuthenticationFailed | ev.IkeSaDeleted | ev.PeerUnreachable)

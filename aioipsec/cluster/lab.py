@@ -1,0 +1,424 @@
+"""A cluster in network namespaces: the end-to-end proof of docs/cluster.md and
+``make demo-cluster``.
+
+Three aioipsec gateways (10.78.0.1-3 outside, 10.79.0.1-3 on the protected LAN) share one
+Redis (in the router's namespace, 10.78.0.254:6379) and one LAN with a server
+(10.79.0.100). Road-warrior clients (10.78.0.11...) are aioipsec daemons, and one is
+strongSwan's charon; each knows only gateway 1 and has an inner address on the LAN range
+(10.79.0.11...), which the gateway serving it answers ARP for (proxy ARP through its
+route to the TUN). Clients use dpd_action = restart.
+
+``python -m aioipsec.cluster.lab`` (``make demo-cluster``) connects the clients, starts a
+TCP transfer from one client to the server, drains that client's gateway while printing
+the IKE SAs per gateway once a second, checks that every byte arrived (SHA-256), then
+SIGKILLs a gateway and prints how long its clients take to come back through DPD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aioipsec.interop.charon import Charon
+from aioipsec.interop.ours import AioipsecPeer
+from aioipsec.netns import BackgroundProcess, Lab, Namespace
+
+GATEWAYS = ("10.78.0.1", "10.78.0.2", "10.78.0.3")
+REDIS = "10.78.0.254"
+SERVER = "10.79.0.100"
+GATEWAY_ID = "vpn.example.net"
+PSK = "cluster lab pre-shared key, long enough for the policy"
+PORT = 5001
+
+SINK = r"""
+import hashlib, socket, sys
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((sys.argv[1], int(sys.argv[2]))); server.listen(1)
+print("listening", flush=True)
+conn, peer = server.accept(); digest = hashlib.sha256(); total = 0
+while True:
+    data = conn.recv(65536)
+    if not data:
+        break
+    digest.update(data); total += len(data)
+print(f"received {total} {digest.hexdigest()}", flush=True)
+"""
+
+SOURCE = r"""
+import hashlib, random, socket, sys, time
+source, server = sys.argv[1], sys.argv[2]
+port, total, seconds = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+generator = random.Random(15); digest = hashlib.sha256(); sent = 0; chunk = 16384
+sock = socket.create_connection((server, port), timeout=60, source_address=(source, 0))
+start = time.monotonic()
+while sent < total:
+    data = generator.randbytes(min(chunk, total - sent))
+    sock.sendall(data); digest.update(data); sent += len(data)
+    ahead = sent / total * seconds - (time.monotonic() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+sock.shutdown(socket.SHUT_WR); sock.recv(1); sock.close()
+print(f"sent {sent} {digest.hexdigest()}", flush=True)
+"""
+
+
+def _connection(name: str, *, local: str, remote: str, local_id: str, remote_id: str,
+                local_ts: str, remote_ts: str, client: bool) -> str:  # fmt: skip
+    dpd = "        dpd_delay = 2s\n" if client else ""
+    action = "                dpd_action = restart\n" if client else ""
+    return f"""    {name} {{
+        version = 2
+        local_addrs = {local}
+        remote_addrs = {remote}
+        proposals = aes256gcm16-prfsha256-x25519
+{dpd}        local {{
+            auth = psk
+            id = {local_id}
+        }}
+        remote {{
+            auth = psk
+            id = {remote_id}
+        }}
+        children {{
+            net {{
+                local_ts = {local_ts}
+                remote_ts = {remote_ts}
+                esp_proposals = aes256gcm16
+{action}            }}
+        }}
+    }}
+"""
+
+
+def _secrets() -> str:
+    return f'''secrets {{
+    ike-rw {{
+        id-gw = {GATEWAY_ID}
+        secret = "{PSK}"
+    }}
+}}
+'''
+
+
+def client_conf(address: str, inner: str) -> str:
+    body = _connection("rw", local=address, remote=GATEWAYS[0], local_id=f"client-{address}",
+                       remote_id=GATEWAY_ID, local_ts=f"{inner}/32",
+                       remote_ts=f"{SERVER}/32", client=True)  # fmt: skip
+    return "connections {\n" + body + "}\n" + _secrets()
+
+
+def gateway_conf(address: str, clients: int) -> str:
+    """One connection per client identity: the data path keys its policies by
+    (connection, child), so road warriors sharing one connection would share one reqid
+    until the remote-access work (issue 14) gives each client its own."""
+    body = "".join(
+        _connection(
+            f"rw-c{n + 1}",
+            local=address,
+            remote="%any",
+            local_id=GATEWAY_ID,
+            remote_id=f"client-10.78.0.{11 + n}",
+            local_ts=f"{SERVER}/32",
+            remote_ts=f"10.79.0.{11 + n}/32",
+            client=False,
+        )
+        for n in range(clients)
+    )
+    return "connections {\n" + body + "}\n" + _secrets()
+
+
+class Daemon(AioipsecPeer):
+    """Our daemon with more TOML after its [daemon] table."""
+
+    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path, extra: str) -> None:
+        super().__init__(lab, namespace, workdir)
+        self.extra = extra
+
+    def daemon_table(self) -> str:
+        return super().daemon_table() + self.extra
+
+    def daemon_argv(self) -> list[str]:
+        # No key tables and info logging: a lab run, not a debugging session.
+        argv = super().daemon_argv()
+        cut = argv.index("--save-keys")
+        kept = [*argv[:cut], *argv[cut + 2 :]][:-2]  # without --log-level debug
+        return [*kept, "--log-level", "info"]
+
+
+@dataclass
+class Client:
+    name: str
+    address: str
+    inner: str
+    peer: Any  # Daemon or Charon
+
+    def gateway(self) -> str | None:
+        """The gateway of its one established IKE SA with a Child SA, or None."""
+        try:
+            sas = self.peer.list_sas()
+        except Exception:  # the daemon busy or restarting: not up
+            return None
+        up = [s for s in sas.values() if s.get("state") == "ESTABLISHED" and s.get("child-sas")]
+        return str(up[0]["remote-host"]) if len(up) == 1 else None
+
+
+@dataclass
+class ClusterLab:
+    lab: Lab
+    workdir: Path
+    router: Namespace
+    server: Namespace
+    gateways: dict[str, Daemon] = field(default_factory=dict)
+    clients: list[Client] = field(default_factory=list)
+    redis: BackgroundProcess | None = None
+    log: Callable[[str], None] = print
+    max_clients: int = 8
+
+    @classmethod
+    def build(cls, lab: Lab, workdir: Path, log: Callable[[str], None] = print) -> ClusterLab:
+        router = lab.namespace("n")
+        router.enable_forwarding()
+        router.ip("link", "add", "br0", "type", "bridge")
+        router.ip("address", "add", f"{REDIS}/24", "dev", "br0")
+        router.link_up("br0")
+        server = lab.namespace("s")
+        server.ip("link", "add", "lan0", "type", "bridge")
+        server.ip("address", "add", f"{SERVER}/24", "dev", "lan0")
+        server.link_up("lan0")
+        # Notice quickly that a client's address moved to another gateway (proxy ARP).
+        for key, value in (("base_reachable_time_ms", "1000"), ("delay_first_probe_time", "1"),
+                           ("gc_stale_time", "2"), ("ucast_solicit", "2")):  # fmt: skip
+            server.run("sysctl", "-q", "-w", f"net.ipv4.neigh.lan0.{key}={value}")
+        return cls(lab, workdir, router, server, log=log)
+
+    def _outside(self, namespace: Namespace, address: str, role: str) -> None:
+        _, router_end = self.lab.veth(namespace, f"{address}/24", self.router, None,
+                                      right_name=f"o-{role}")  # fmt: skip
+        self.router.ip("link", "set", router_end, "master", "br0")
+
+    def start_redis(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is missing: make debian-deps installs it")
+        self.redis = self.lab.start(
+            self.router,
+            [binary, "--bind", REDIS, "--port", "6379", "--protected-mode", "no",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            log=self.workdir / "redis.log",
+        )  # fmt: skip
+        if not self.redis.wait_for_log("Ready to accept connections", timeout=10):
+            raise RuntimeError(f"redis-server did not start: {self.redis.log_text()[-500:]}")
+
+    def add_gateway(self, index: int, policy: str = "least-loaded") -> Daemon:
+        address = GATEWAYS[index]
+        namespace = self.lab.namespace(f"g{index + 1}")
+        self._outside(namespace, address, f"g{index + 1}")
+        lan = f"10.79.0.{index + 1}"
+        gw_end, _ = self.lab.veth(namespace, f"{lan}/24", self.server, None,
+                                  left_name="lan", right_name=f"l-g{index + 1}")  # fmt: skip
+        self.server.ip("link", "set", f"l-g{index + 1}", "master", "lan0")
+        namespace.enable_forwarding()
+        for key in ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.lan.rp_filter=0",
+                    f"net.ipv4.conf.{gw_end}.proxy_arp=1"):  # fmt: skip
+            namespace.run("sysctl", "-q", "-w", key)
+        extra = (
+            "\n[cluster]\n"
+            f'name = "lab"\nmember = "{address}"\nstore = "redis://{REDIS}:6379/0"\n'
+            f'policy = "{policy}"\nheartbeat = "0.5s"\nttl = "2s"\ndrain_rate = 20\n'
+        )
+        daemon = Daemon(self.lab, namespace, self.workdir / f"g{index + 1}", extra)
+        daemon.load(gateway_conf(address, self.max_clients))
+        self.gateways[address] = daemon
+        return daemon
+
+    def add_client(self, index: int, *, charon: bool = False) -> Client:
+        address, inner = f"10.78.0.{11 + index}", f"10.79.0.{11 + index}"
+        name = f"c{index + 1}"
+        namespace = self.lab.namespace(name)
+        self._outside(namespace, address, name)
+        namespace.ip("address", "add", f"{inner}/32", "dev", "lo")
+        conf = client_conf(address, inner)
+        peer: Any
+        if charon:
+            peer = Charon(self.lab, namespace, self.workdir / name)
+            peer.start()
+            peer.load(conf)
+            peer.swanctl("--initiate", "--child", "net", "--timeout", "20", check=False,
+                         timeout=25)  # fmt: skip
+        else:
+            peer = Daemon(self.lab, namespace, self.workdir / name, "")
+            peer.load(conf)
+            peer.call("initiate", ike="rw", child="net", timeout=25.0)
+        client = Client(name, address, inner, peer)
+        self.clients.append(client)
+        return client
+
+    def spread(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.gateways, 0)
+        for client in self.clients:
+            gateway = client.gateway()
+            if gateway in counts:
+                counts[gateway] += 1
+        return counts
+
+    def wait_all_up(self, timeout: float, avoid: str | None = None) -> float:
+        """Seconds until every client is up at one gateway (not ``avoid``)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            where = [c.gateway() for c in self.clients]
+            if all(g is not None and g != avoid for g in where):
+                return time.monotonic() - start
+            time.sleep(0.25)
+        raise AssertionError(f"clients not all up within {timeout} s: {self.describe()}")
+
+    def describe(self) -> str:
+        return ", ".join(f"{c.name}@{c.gateway()}" for c in self.clients)
+
+    def transfer(self, client: Client, total: int, seconds: float) -> tuple[Any, Any]:
+        """Start a paced TCP transfer of ``total`` octets from ``client`` to the server."""
+        sink = self.lab.start(self.server, [sys.executable, "-c", SINK, SERVER, str(PORT)],
+                              log=self.workdir / "sink.log")  # fmt: skip
+        if not sink.wait_for_log("listening", timeout=10):
+            raise RuntimeError("the TCP sink did not start")
+        namespace = client.peer.namespace
+        source = self.lab.start(
+            namespace,
+            [sys.executable, "-c", SOURCE, client.inner, SERVER, str(PORT), str(total),
+             str(seconds)],
+            log=self.workdir / "source.log",
+        )  # fmt: skip
+        return sink, source
+
+
+@dataclass
+class DrainResult:
+    drained: str
+    drain_seconds: float
+    sent: str
+    received: str
+    spread_before: dict[str, int]
+    spread_after: dict[str, int]
+
+
+def drain_with_transfer(
+    cluster: ClusterLab, total: int = 6 << 20, seconds: float = 8.0, ticker: bool = False
+) -> DrainResult:
+    """The transfer client's gateway is drained while the transfer runs."""
+    mover = cluster.clients[0]
+    drained = mover.gateway()
+    assert drained is not None, cluster.describe()
+    before = cluster.spread()
+    sink, source = cluster.transfer(mover, total, seconds)
+    time.sleep(seconds / 4)
+    answer = cluster.gateways[drained].call("drain")
+    cluster.log(f"drain {drained}: {answer['message']}")
+    start = time.monotonic()
+    while time.monotonic() - start < 60:
+        if ticker:
+            cluster.log(f"  {time.monotonic() - start:5.1f} s  IKE SAs per gateway: "
+                        f"{cluster.spread()}")  # fmt: skip
+        if all(c.gateway() not in (None, drained) for c in cluster.clients):
+            break
+        time.sleep(1.0 if ticker else 0.25)
+    drain_seconds = time.monotonic() - start
+    for process in (source, sink):
+        deadline = time.monotonic() + seconds + 60
+        while process.running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    sent = source.log_text().strip().splitlines()[-1:] or ["(nothing)"]
+    received = sink.log_text().strip().splitlines()[-1:] or ["(nothing)"]
+    return DrainResult(drained, drain_seconds, sent[0], received[0], before, cluster.spread())
+
+
+def kill_and_recover(cluster: ClusterLab, timeout: float = 60.0) -> tuple[str, float, list[str]]:
+    """SIGKILL a gateway (not the entry gateway 1; preferably without charon's client) and
+    time its clients' return. Returns (gateway, seconds, names of its clients)."""
+    where = {c.name: c.gateway() for c in cluster.clients}
+    charon_at = {where[c.name] for c in cluster.clients if isinstance(c.peer, Charon)}
+    candidates = [g for g in GATEWAYS[1:] if any(v == g for v in where.values())]
+    candidates.sort(key=lambda g: g in charon_at)
+    victim = candidates[0]
+    orphans = [name for name, g in where.items() if g == victim]
+    process = cluster.gateways[victim].process
+    assert process is not None
+    process.stop(sig=signal.SIGKILL)
+    cluster.gateways[victim].process = None
+    cluster.log(f"SIGKILL {victim}; its clients: {', '.join(orphans)}")
+    start = time.monotonic()
+    cluster.wait_all_up(timeout, avoid=victim)
+    return victim, time.monotonic() - start, orphans
+
+
+def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
+        log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """The whole proof; returns its figures (raises AssertionError when a check fails)."""
+    with Lab("cl") as lab:
+        cluster = ClusterLab.build(lab, workdir, log)
+        cluster.start_redis()
+        for index in range(3):
+            cluster.add_gateway(index)
+        for gateway in cluster.gateways.values():
+            gateway.call("stats")
+        time.sleep(1.0)  # every member has published once
+        for index in range(clients):
+            cluster.add_client(index, charon=index == clients - 1)
+            time.sleep(0.6)  # the load of the last placement is published
+        cluster.wait_all_up(30)
+        log(f"clients up: {cluster.describe()}  spread {cluster.spread()}")
+        result = drain_with_transfer(cluster, ticker=ticker)
+        log(f"drained {result.drained} in {result.drain_seconds:.1f} s: {result.spread_after}")
+        log(f"transfer: {result.sent} / {result.received}")
+        sent_total, sent_hash = result.sent.split()[1:3]
+        received_total, received_hash = result.received.split()[1:3]
+        assert (sent_total, sent_hash) == (received_total, received_hash), result
+        assert result.spread_after[result.drained] == 0, result
+        cluster.gateways[result.drained].call("drain", cancel=True)
+        time.sleep(1.0)
+        victim, recovery, orphans = kill_and_recover(cluster)
+        log(f"clients of {victim} back after {recovery:.1f} s: {cluster.describe()}")
+        return {
+            "drained": result.drained,
+            "drain_seconds": round(result.drain_seconds, 1),
+            "bytes": int(sent_total),
+            "bytes_lost": int(sent_total) - int(received_total),
+            "sha256_equal": sent_hash == received_hash,
+            "killed": victim,
+            "orphans": orphans,
+            "recovery_seconds": round(recovery, 1),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m aioipsec.cluster.lab",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--clients", type=int, default=4, help="road warriors (the last: charon)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    from aioipsec.netns import ensure_root
+
+    ensure_root()
+    workdir = Path(tempfile.mkdtemp(prefix="aioipsec-cluster-", dir="/tmp"))
+    try:
+        figures = run(workdir, clients=args.clients, ticker=True)
+    except AssertionError as error:
+        print(f"FAILED: {error}\n(logs kept in {workdir})", file=sys.stderr)
+        return 1
+    print("figures:", figures)
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
