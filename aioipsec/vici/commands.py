@@ -51,7 +51,8 @@ _NO_AUTHORITIES = (
 )
 _NO_POOLS = "aioipsec assigns no virtual IP addresses: it has no address pools"
 UNSUPPORTED = {
-    "load-token": "aioipsec has no PKCS#11 token support: load the key with load-key",
+    "load-token": "aioipsec loads token keys (PKCS#11, TPM) from its configuration only: "
+    "add a secrets token-NAME section (docs/keys-in-hardware.md) and reload-settings",
     "load-authority": _NO_AUTHORITIES,
     "unload-authority": _NO_AUTHORITIES,
     "load-pool": _NO_POOLS,

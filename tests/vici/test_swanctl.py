@@ -270,6 +270,16 @@ def test_unsupported_commands_say_why(pair):
     result = swanctl(vici, "--rekey", "--ike", "pair", "--reauth", check=False)
     assert "reauthentication on request is not supported" in result.stderr, result.stderr
     assert swanctl(vici, "--list-pools").stdout.strip() == ""
+    from vici.exception import CommandException
+
+    with vici_session(vici) as session:  # commands swanctl only sends from files
+        for command, message, reason in (
+            ("load-token", {"handle": "01"}, "from its configuration only"),
+            ("load-pool", {"pool": {"addrs": "10.3.0.0/24"}}, "no address pools"),
+            ("load-authority", {"ca": {"cacert": "x"}}, "no certification authority"),
+        ):
+            with pytest.raises(CommandException, match=reason):
+                session.request(command, message)
     assert swanctl(vici, "--list-authorities").stdout.strip() == ""
     result = swanctl(vici, "--initiate", "--child", "nosuch", check=False)
     assert "initiate failed: no connection has a child named 'nosuch'" in result.stderr
