@@ -442,7 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the control socket for the other commands, and strongSwan's VICI socket for "
         "swanctl ([daemon] vici_socket, default /run/aioipsec.vici; docs/vici.md). "
         "Needs root (TUN, routes, port 500). "
-        "The configuration is checked completely before anything starts.",
+        "The configuration is checked completely before anything starts. It fails closed: "
+        "nftables rules (table inet aioipsec) drop traffic to the loaded connections' "
+        "remote selectors unless it enters the tunnel, also after SIGKILL and, by default "
+        "([daemon] fail_closed_after_stop), after a clean stop; a new daemon takes them "
+        "over, 'aioipsec cleanup' removes them.",
     )
     daemon.add_argument(
         "-c",
@@ -512,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
         "terminate",
         help="close SAs",
         description="Delete an IKE SA (with its Child SAs) or one Child SA, sending "
-        "the DELETE to the peer.",
+        "the DELETE to the peer. For children with start_action = none this also removes "
+        "their fail-closed rules (also when no SA is up): traffic to their remote "
+        "selectors then follows the ordinary routes, in clear, until they are up again.",
     )
     _add_socket_options(terminate)
     _add_sa_selection(terminate, "terminate")
@@ -597,6 +603,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every known-answer vector (RFC, NIST) through aioipsec's "
         "crypto and print a table; exit 1 if any fails. Needs no daemon.",
     )
+
+    from aioipsec import cleanup
+
+    cleanup_cmd = commands.add_parser(
+        "cleanup",
+        help="remove the fail-closed rules a stopped or killed daemon left",
+        description=cleanup.DESCRIPTION,
+    )
+    cleanup.add_arguments(cleanup_cmd)
 
     check = commands.add_parser(
         "check",
@@ -970,6 +985,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_selftest()
         if args.command == "check":
             return _cmd_check(args)
+        if args.command == "cleanup":
+            from aioipsec.cleanup import run as run_cleanup
+
+            return run_cleanup(args)
         return _cmd_client(args)
     except DaemonUnreachable as error:
         _error(str(error))

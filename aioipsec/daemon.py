@@ -7,14 +7,18 @@ undone in reverse if a later one fails, so a bad start leaves nothing behind:
 2. the configuration (TOML and/or swanctl.conf) into engine configs: a ``ConfigError``
    names the file, key and reason, and the daemon exits 1 before touching the system;
 3. optional key export (``--save-keys``), with a warning;
-4. the TUN device, the tunnel routing rule, the IKE sockets (UDP 500 via asyncio-dgram,
-   UDP 4500 and raw ESP as plain non-blocking sockets, see docs/daemon.md);
+4. the IKE ports; then the fail-closed rules (:mod:`aioipsec.runtime.failclosed`: traffic
+   to every loaded connection's remote selectors is dropped unless it enters the tunnel,
+   taking over what an earlier daemon left); the TUN device, the tunnel routing rule, the
+   ESP sockets (UDP 500 via asyncio-dgram, UDP 4500 and raw ESP as plain non-blocking
+   sockets, see docs/daemon.md);
 5. the control socket and the VICI socket (``[daemon] vici_socket``, strongSwan's protocol
    for swanctl, see docs/vici.md: the same command handlers), the engine timer task,
    ``start_action = start`` / ``trap``.
 
 SIGTERM/SIGINT: every IKE SA is deleted (DELETE sent, answers awaited briefly), routes and
-the TUN device removed, exit status 0. SIGHUP: the ``--log-file`` is reopened (log
+the TUN device removed, exit status 0; the fail-closed rules stay unless
+``fail_closed_after_stop = false``. SIGHUP: the ``--log-file`` is reopened (log
 rotation) and the configuration reloaded.
 """
 
@@ -45,6 +49,16 @@ from aioipsec.ratelimit import LogBudget, install_log_budget
 from aioipsec.runtime.children import ChildSpec
 from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
 from aioipsec.runtime.engine import EngineDriver
+from aioipsec.runtime.failclosed import (
+    ChildKey,
+    ChildPlan,
+    FailClosed,
+    FailClosedError,
+    address_range,
+    plan_for_configs,
+    range_text,
+    remove_table,
+)
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
 from aioipsec.runtime.pmtu import PathMtu, dont_fragment, fragments_allowed
 from aioipsec.runtime.routes import RouteManager
@@ -174,6 +188,9 @@ class Daemon(DaemonCommands):
         self.driver: EngineDriver | None = None
         self.datapath: DataPath | None = None
         self.routes: RouteManager | None = None
+        self.fail_closed: FailClosed | None = None
+        self._fail_closed_plans: dict[ChildKey, ChildPlan] = {}
+        self._start_failed = False
         self.port500: list[IkePort500] = []
         self.port4500: list[DrainingSocket] = []
         self.raw_esp: list[RawEspSocket] = []
@@ -203,6 +220,7 @@ class Daemon(DaemonCommands):
         try:
             await self._start()
         except BaseException:
+            self._start_failed = True
             await self._teardown()
             raise
 
@@ -223,6 +241,8 @@ class Daemon(DaemonCommands):
         # The ports first: a second daemon (or charon) holding 500/4500 must make us fail
         # before we touch the TUN device or the routing rules another daemon may use.
         bound = await self._bind_ports()
+        # Before the TUN device: from here on nothing to a remote selector leaves in clear.
+        self._start_fail_closed()
 
         # vnet_hdr: decrypted TCP goes back to the kernel coalesced (runtime/forwarding.py).
         tun = TunDevice.create(self.tun_name, mtu=self._initial_tun_mtu(), vnet_hdr=True)
@@ -310,6 +330,133 @@ class Daemon(DaemonCommands):
             vici=vici_path,
             connections=[c.name for c in self.engine_configs],
         )
+
+    # ------------------------------------------------------------------ fail closed
+
+    def _start_fail_closed(self) -> None:
+        """Install the fail-closed rules for the loaded connections, taking over those a
+        previous daemon left (docs/hardening.md, "Fail closed")."""
+        if not getattr(self.settings.daemon, "fail_closed", True):
+            log.warning(
+                "fail_closed = false: traffic to the remote selectors leaves in clear "
+                "whenever the daemon is not running or a tunnel is down"
+            )
+            return
+        plans = plan_for_configs(self.engine_configs)
+        try:
+            fail_closed = FailClosed(self.tun_name)
+            adoption = fail_closed.adopt(plans)
+        except FailClosedError as exc:
+            raise StartupError(str(exc)) from None
+        self.fail_closed = fail_closed
+        self._fail_closed_plans = plans
+        self._cleanups.append(self._release_fail_closed)
+        previous = adoption.previous
+        if previous is not None and previous.owner is not None:
+            log.info(
+                "took over the fail-closed rules of an earlier daemon",
+                previous_pid=previous.owner.pid,
+                previous_state=previous.owner.state,
+                dropped_while_down=previous.dropped,
+                children=[f"{c}/{n}" for c, n in adoption.adopted],
+            )
+        for (connection, child), ranges in adoption.stale.items():
+            log.warning(
+                "fail-closed rules of a connection no longer loaded removed",
+                connection=connection,
+                child=child,
+                selectors=[range_text(r) for r in ranges],
+            )
+        log.info("fail-closed rules installed", rules=fail_closed.listing())
+
+    def _release_fail_closed(self) -> None:
+        fail_closed = self.fail_closed
+        if fail_closed is None:
+            return
+        self.fail_closed = None
+        if self._start_failed:
+            # A bad start leaves nothing behind, but never opens what an earlier daemon
+            # had closed: its rules stay (now in our name) until a daemon runs again.
+            if not fail_closed.existed_before:
+                remove_table()
+            return
+        keep = getattr(self.settings.daemon, "fail_closed_after_stop", True)
+        fail_closed.stop(keep)
+        if keep:
+            log.info(
+                "fail-closed rules kept after the stop: traffic to the remote selectors is "
+                "dropped until the daemon runs again or 'aioipsec cleanup' removes them"
+            )
+        else:
+            log.info("fail-closed rules removed (fail_closed_after_stop = false)")
+
+    def _close_child(self, event: ev.ChildSaEstablished) -> None:
+        """A Child SA is installed: its config is closed (again, after a terminate) and
+        covers the negotiated remote selectors (those a ``dynamic`` child learns)."""
+        if self.fail_closed is None:
+            return
+        key = (event.connection, event.child)
+        ranges = [address_range(ts.start, ts.end) for ts in event.remote_ts]
+        try:
+            if self.fail_closed.close(key, self._fail_closed_plans.get(key), ranges):
+                log.info(
+                    "fail-closed rules updated",
+                    connection=event.connection,
+                    child=event.child,
+                    selectors=self.fail_closed.listing().get(f"{key[0]}/{key[1]}"),
+                )
+        except FailClosedError as exc:
+            log.error("cannot update the fail-closed rules", error=str(exc))
+
+    def _open_children(self, keys: list[ChildKey]) -> list[str]:
+        """An explicit terminate: children with ``start_action = none`` lose their
+        fail-closed rules (the others come back by themselves, so they stay closed)."""
+        if self.fail_closed is None:
+            return []
+        wanted = []
+        for config in self.engine_configs:
+            for child in config.children:
+                key = (config.name, child.name)
+                if key in keys and child.start_action == "none" and key not in wanted:
+                    wanted.append(key)
+        try:
+            opened = self.fail_closed.open(wanted)
+        except FailClosedError as exc:
+            raise RequestError(f"cannot remove the fail-closed rules: {exc}") from None
+        names = [f"{connection}/{child}" for connection, child in opened]
+        if names:
+            log.info("fail-closed rules removed by terminate", children=names)
+        return names
+
+    def _terminated_keys(
+        self, args: dict[str, Any], ike_sas: list[int], children: list[tuple[int, int]]
+    ) -> list[ChildKey]:
+        """The Child configs a terminate names: those of the selected SAs, or, when no SA
+        is up, those of the named connection or child."""
+        keys: list[ChildKey] = []
+        for ike_sa_id in ike_sas:
+            state = self.ike_sas.get(ike_sa_id)
+            if state is not None:
+                connection = state.established.connection
+                for config in self.engine_configs:
+                    if config.name == connection:
+                        keys += [(connection, child.name) for child in config.children]
+        for ike_sa_id, child_sa_id in children:
+            state = self.ike_sas.get(ike_sa_id)
+            child_event = state.children.get(child_sa_id) if state is not None else None
+            if child_event is not None:
+                keys.append((child_event.connection, child_event.child))
+        if not ike_sas and not children:
+            ike, child_name = args.get("ike"), args.get("child")
+            for config in self.engine_configs:
+                if ike is not None and config.name != ike:
+                    continue
+                for child in config.children:
+                    if child_name is None or child.name == child_name:
+                        keys.append((config.name, child.name))
+            if ike is None and child_name is None:
+                return []
+        return keys
 
     def _initial_tun_mtu(self) -> int:
         # strongSwan's kernel-libipsec value; lowered/raised to the installed SAs' worst-case
@@ -649,6 +796,7 @@ class Daemon(DaemonCommands):
         if state is not None:
             state.children[event.child_sa_id] = event
         routes = self.datapath.install_child(child_spec(event, rekey_of))
+        self._close_child(event)
         bound.info(
             "CHILD SA rekeyed" if rekey_of is not None else "CHILD SA established",
             child=event.child,
@@ -921,6 +1069,7 @@ class Daemon(DaemonCommands):
         self.engine_configs = configs
         self.psk_lookup = settings.psk_lookup
         self.driver.dispatcher.set_configs(configs)
+        self._reload_fail_closed(configs)
         self.datapath.clear_traps()
         self._apply_start_actions([c for c in configs if c.name not in old_names])
         for config in configs:
@@ -975,6 +1124,24 @@ class Daemon(DaemonCommands):
             "unchanged": unchanged,
             "effects": effects,
         }
+
+    def _reload_fail_closed(self, configs: list[Any]) -> None:
+        """Unloaded children lose their fail-closed rules; new and changed ones get them."""
+        if self.fail_closed is None:
+            return
+        plans = plan_for_configs(configs)
+        changed = {key for key, plan in plans.items() if self._fail_closed_plans.get(key) != plan}
+        try:
+            removed = self.fail_closed.reload(plans, changed)
+        except FailClosedError as exc:
+            log.error("cannot update the fail-closed rules", error=str(exc))
+            return
+        self._fail_closed_plans = plans
+        if removed:
+            log.info(
+                "fail-closed rules of unloaded connections removed",
+                children=[f"{connection}/{child}" for connection, child in removed],
+            )
 
     # ------------------------------------------------------------------ control socket
 
@@ -1129,6 +1296,9 @@ class Daemon(DaemonCommands):
             "policies": self.datapath.policies_listing(),
             "text": self.datapath.policies_text(),
             "routes": self.routes.routes(),
+            "fail-closed": (
+                self.fail_closed.listing() if self.fail_closed is not None else "disabled"
+            ),
         }
 
     async def _cmd_stats(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -1288,7 +1458,20 @@ class Daemon(DaemonCommands):
         assert self.driver is not None
         dispatcher = self.driver.dispatcher
         selection = {key: value for key, value in args.items() if key != "wait"}
-        ike_sas, children = self._select("terminate", selection)
+        try:
+            ike_sas, children = self._select("terminate", selection)
+        except RequestError:
+            # No SA, but a loaded start_action = none connection can still be opened.
+            opened = self._open_children(self._terminated_keys(selection, [], []))
+            if not opened:
+                raise
+            return {
+                "message": "no SA to terminate; fail-closed rules removed for " + ", ".join(opened),
+                "ike_sas": [],
+                "child_sas": [],
+                "fail_closed_removed": opened,
+            }
+        opened = self._open_children(self._terminated_keys(selection, ike_sas, children))
         for ike_sa_id, child_sa_id in children:
             self.driver.call(dispatcher.terminate_child, ike_sa_id, child_sa_id)
         for ike_sa_id in ike_sas:
@@ -1304,11 +1487,15 @@ class Daemon(DaemonCommands):
                 f"terminate timed out: {remaining} of {len(ike_sas) + len(children)} SA(s) "
                 f"still there after {wait:g} s (the peer does not answer the DELETE?)"
             )
+        message = f"terminating {len(ike_sas)} IKE SA(s), {len(children)} CHILD SA(s)"
+        if opened:
+            message += "; fail-closed rules removed for " + ", ".join(opened)
         return {
-            "message": f"terminating {len(ike_sas)} IKE SA(s), {len(children)} CHILD SA(s)",
+            "message": message,
             "ike_sas": ike_sas,
             "child_sas": [c for _, c in children],
             "terminated": len(ike_sas) + len(children) if wait else 0,
+            "fail_closed_removed": opened,
         }
 
     def _remaining(self, ike_sas: list[int], children: list[tuple[int, int]]) -> int:

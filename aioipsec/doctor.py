@@ -14,7 +14,10 @@ list first, each answered with OK / WARN / FAIL and, when not OK, what to do:
 * ``mtu``: for each configured peer, the path MTU minus ESP overhead against the TUN MTU
   the daemon starts with;
 * ``firewall``: nftables / iptables rules that would drop UDP 500/4500 or ESP;
-* ``kernel-ipsec``: kernel xfrm policies that would take the traffic before our TUN.
+* ``kernel-ipsec``: kernel xfrm policies that would take the traffic before our TUN;
+* ``fail-closed``: the daemon's fail-closed rules (nftables table ``inet aioipsec``): held
+  by the running daemon, or left by one that was killed or stopped (traffic to its remote
+  selectors is dropped until a daemon takes them over or ``aioipsec cleanup`` runs).
 
 Read-only: the port checks bind and close a socket, nothing else is changed. Runs on a
 fresh machine without a configuration; ``-c`` / ``--swanctl-conf`` add the checks that
@@ -503,6 +506,37 @@ def check_kernel_ipsec() -> Check:
     )
 
 
+def check_fail_closed() -> Check:
+    from aioipsec.cleanup import owner_state
+    from aioipsec.runtime.failclosed import FailClosedError, nft_path, read_state
+
+    if nft_path() is None:
+        return Check(
+            "fail-closed",
+            WARN,
+            "nft is not installed: the daemon refuses to start (it cannot fail closed)",
+            "apt-get install nftables (or set [daemon] fail_closed = false, and accept that "
+            "traffic leaves in clear whenever the daemon is down)",
+        )
+    try:
+        state = read_state()
+    except FailClosedError as error:
+        return Check("fail-closed", WARN, str(error), "run doctor as root")
+    if state is None:
+        return Check("fail-closed", OK, "no fail-closed rules here (no daemon ran, or removed)")
+    summary = state.describe().replace("\n", "; ") or "no child"
+    if state.owner is not None and state.owner.running():
+        return Check("fail-closed", OK, f"held by the running daemon: {summary}")
+    return Check(
+        "fail-closed",
+        WARN,
+        f"left by a daemon that no longer runs ({owner_state(state.owner)}): traffic to "
+        f"these selectors is dropped, not sent in clear: {summary}",
+        "start the daemon again (it takes the rules over), or remove them for good with "
+        "'aioipsec cleanup' (the traffic then follows the ordinary routes, in clear)",
+    )
+
+
 # ----------------------------------------------------------------------------- runner
 
 
@@ -513,6 +547,7 @@ def run_checks(
     checks += [check_udp_port(port) for port in ports]
     checks += [check_clock(), check_mtu(configuration), check_firewall(), check_kernel_ipsec()]
     checks += check_tokens(configuration)
+    checks.append(check_fail_closed())
     return checks
 
 
@@ -573,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="aioipsec doctor",
         description="Check the prerequisites: root or CAP_NET_ADMIN, /dev/net/tun, IP "
         "forwarding (gateways), AES-NI, UDP 500/4500 free, clock synchronised, path MTU, "
-        "firewall rules for IKE and ESP, kernel IPsec policies, and with -c each token key "
+        "firewall rules for IKE and ESP, kernel IPsec policies, fail-closed rules left by a "
+        "daemon that no longer runs, and with -c each token key "
         "(module, slot, PIN, a test signature). Each check prints OK, WARN "
         "or FAIL and what to do; exit status 1 if any FAILs.",
     )

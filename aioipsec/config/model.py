@@ -149,6 +149,12 @@ class DaemonSettings:
     accept_redirect_to: list[str] = field(default_factory=list)
     redirect_limit: int = 5
     redirect_period: float = 300.0
+    # Fail closed (aioipsec.runtime.failclosed): nftables rules drop traffic to the loaded
+    # connections' remote selectors unless it enters the tunnel, whatever the process does.
+    fail_closed: bool = True
+    # A clean stop (SIGTERM) keeps those rules, so nothing leaves in clear until the
+    # daemon is back or `aioipsec cleanup` runs; false removes them on a clean stop.
+    fail_closed_after_stop: bool = True
 
 
 def vici_socket_path(daemon: DaemonSettings) -> str | None:

@@ -474,6 +474,8 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "accept_redirect_to": parse_list,
     "redirect_limit": _int_range(1, 1000),
     "redirect_period": _positive_duration,
+    "fail_closed": parse_bool,
+    "fail_closed_after_stop": parse_bool,
 }
 
 # [cluster] (aioipsec/cluster/settings.py checks the combination).

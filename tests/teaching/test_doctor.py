@@ -63,7 +63,7 @@ def test_runs_here_every_check_answers() -> None:
     checks = run_checks()
     assert [c.name for c in checks] == [
         "privileges", "tun", "forwarding", "aes-ni", "udp-500", "udp-4500",
-        "clock", "mtu", "firewall", "kernel-ipsec",
+        "clock", "mtu", "firewall", "kernel-ipsec", "fail-closed",
     ]  # fmt: skip
     for check in checks:
         assert check.status in (OK, WARN, FAIL)
@@ -74,7 +74,7 @@ def test_runs_here_every_check_answers() -> None:
         [sys.executable, "-m", "aioipsec.doctor"], capture_output=True, text=True, timeout=30,
         cwd=REPO,
     )  # fmt: skip
-    assert out.stdout.strip().splitlines()[-1].startswith("10 checks:")
+    assert out.stdout.strip().splitlines()[-1].startswith("11 checks:")
     assert out.returncode == (1 if any(c.status == FAIL for c in checks) else 0)
     if ROOT:
         assert checks[0].status == OK
@@ -176,5 +176,6 @@ def test_fresh_machine_without_tools_still_answers_every_check() -> None:
     )  # fmt: skip
     assert out.returncode in (0, 1), out.stderr
     checks = {c["name"]: c for c in json.loads(out.stdout)}
-    assert len(checks) == 10
+    assert len(checks) == 11
+    assert checks["fail-closed"]["status"] in (OK, WARN)
     assert checks["firewall"]["status"] == WARN and "by hand" in checks["firewall"]["fix"]
