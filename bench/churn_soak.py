@@ -166,7 +166,13 @@ def _log_counts(path: Path) -> tuple[int, int]:
         lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return 0, 0
-    noisy = sum(1 for line in lines if any(f"[{w}" in line for w in ("warn", "error", "crit")))
+    # The global log budget's own notice ("log lines suppressed ...", every 10 s at most)
+    # is the budget doing its work, not a problem: counted apart by the caller.
+    noisy = sum(
+        1
+        for line in lines
+        if any(f"[{w}" in line for w in ("warn", "error", "crit")) and "log budget" not in line
+    )
     return len(lines), noisy
 
 
