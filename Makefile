@@ -36,7 +36,7 @@ test: debian-deps venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rfEs
 
 demo: venv debian-deps
 	$(PY) -m aioipsec.demo
