@@ -82,7 +82,21 @@ class ClusterSettings:
         """The Redis password from ``password_file`` (first line), or None."""
         if self.password_file is None:
             return None
-        text = Path(self.password_file).read_text()
+        path = Path(self.password_file)
+        try:
+            mode = path.stat().st_mode
+            text = path.read_text()
+        except OSError as error:
+            raise ClusterSettingsError(
+                "password_file", f"cannot read the Redis password file {path}: {error.strerror}"
+            ) from None
+        if mode & 0o077:
+            # The rule of every secret file (PSK files, token PINs): not for group/others.
+            raise ClusterSettingsError(
+                "password_file",
+                f"{path} holds the Redis password and group/others may access it "
+                f"(mode {mode & 0o777:03o}): chmod 600 {path}",
+            )
         return text.splitlines()[0] if text.strip() else None
 
 

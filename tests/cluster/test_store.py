@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,31 @@ async def test_static_members_without_a_store() -> None:
     store = StaticStore(config)
     await store.publish(MemberState(A, draining=True))
     assert store.usable and store.view == {A: MemberState(A, draining=True), B: MemberState(B)}
+
+
+async def test_password_file_is_a_secret_file(redis_server: RedisServer, tmp_path: Path) -> None:
+    from aioipsec.cluster.settings import ClusterSettingsError
+
+    secret = tmp_path / "redis.pass"
+    secret.write_text("not-the-password\n")
+    secret.chmod(0o644)
+    config = settings(redis_server.url, A, password_file=str(secret))
+    with pytest.raises(ClusterSettingsError, match="chmod 600"):
+        config.password()
+    secret.chmod(0o600)
+    assert config.password() == "not-the-password"
+    # The server wants that password now: with it the store works, without it it does not.
+    import redis.asyncio as redis_asyncio
+
+    admin = redis_asyncio.Redis(unix_socket_path=str(redis_server.socket))
+    await admin.config_set("requirepass", "not-the-password")
+    await admin.aclose()
+    with_password, without = RedisStore(config), RedisStore(settings(redis_server.url, B))
+    try:
+        await with_password.publish(MemberState(A))
+        await without.publish(MemberState(B))
+        assert with_password.usable and set(with_password.view) == {A}
+        assert not without.usable and without.failures == 1
+    finally:
+        await with_password.close()
+        await without.close()
