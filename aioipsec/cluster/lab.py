@@ -362,6 +362,7 @@ def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
     """The whole proof; returns its figures (raises AssertionError when a check fails)."""
     with Lab("cl") as lab:
         cluster = ClusterLab.build(lab, workdir, log)
+        cluster.max_clients = clients  # a connection per client identity on each gateway
         cluster.start_redis()
         for index in range(3):
             cluster.add_gateway(index)
