@@ -31,7 +31,7 @@ from ikev2.events import (
     IkeSaRedirected,
     RedirectRefused,
 )
-from ikev2.payloads import NotifyPayload
+from ikev2.payloads import NoncePayload, NotifyPayload
 from ikev2.redirect import GatewayIdentity
 from ikev2.tasks import Payload, TaskContext
 from ikev2.tasks.ike_redirect import init_redirect_notify, peer_announced, redirected_from
@@ -174,7 +174,7 @@ class Redirects:
         gateway = _gateway_or_none(self.placement.at_init(remote_addr, came_from))
         if gateway is None:
             return None
-        nonce = next((bytes(p.nonce) for p in payloads if hasattr(p, "nonce")), b"")
+        nonce = next((bytes(p.nonce) for p in payloads if isinstance(p, NoncePayload)), b"")
         if not nonce:
             return None  # no Ni to bind the REDIRECT to: the SA code refuses the request
         log.info("redirecting %s to %s (IKE_SA_INIT)", remote_addr[0], gateway)
