@@ -20,7 +20,7 @@ a client must not turn it away).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -73,13 +73,19 @@ def candidates(view: dict[str, MemberState], me: str) -> list[MemberState]:
     ]
 
 
-def least_loaded(view: dict[str, MemberState], me: str, *, draining: bool) -> str | None:
+def least_loaded(
+    view: dict[str, MemberState], me: str, *, draining: bool, sent: dict[str, int] | None = None
+) -> str | None:
     """The least-loaded other member when it is less loaded than this one (or whenever
-    this one is draining or full)."""
+    this one is draining or full). ``sent``: clients sent to each member since the view
+    was read (they are not in its published load yet)."""
     others = candidates(view, me)
     if not others:
         return None
-    best = min(others, key=lambda s: (s.ike_sas, s.child_sas, s.cpu, s.member))
+    sent = sent or {}
+    best = min(
+        others, key=lambda s: (s.ike_sas + sent.get(s.member, 0), s.child_sas, s.cpu, s.member)
+    )
     mine = view.get(me)
     if draining or mine is None or mine.full:
         return best.member
@@ -126,6 +132,9 @@ class Placement:
     draining: bool = False
     usable: bool = True
     _counter: int = 0
+    # Clients redirected since the view was last read (the runtime clears it then): a
+    # drain spreads its clients instead of sending all of them to one stale minimum.
+    sent: dict[str, int] = field(default_factory=dict)
 
     def at_init(self, remote_addr: tuple[str, int], redirected_from: str | None) -> str | None:
         if not self.usable:
@@ -151,4 +160,9 @@ class Placement:
         loaded other member."""
         if requested is not None:
             return requested
-        return least_loaded(self.view, self.me, draining=True) if self.usable else None
+        if not self.usable:
+            return None
+        target = least_loaded(self.view, self.me, draining=True, sent=self.sent)
+        if target is not None:
+            self.sent[target] = self.sent.get(target, 0) + 1
+        return target

@@ -113,6 +113,7 @@ class ClusterRuntime:
         if self.placement is not None:
             self.placement.view = view
             self.placement.usable = usable
+            self.placement.sent.clear()
 
     def own_state(self) -> MemberState:
         assert self.settings is not None

@@ -91,3 +91,11 @@ def test_identity_hash_placement_at_auth_only() -> None:
 def test_record_round_trip() -> None:
     state = MemberState(ME, ike_sas=4, child_sas=7, cpu=0.25, draining=True, max_ike_sas=9)
     assert MemberState.from_record(state.to_record()) == state
+
+
+def test_drain_spreads_over_a_stale_view() -> None:
+    members = view(MemberState(ME, ike_sas=6), MemberState(B, ike_sas=7), MemberState(C, ike_sas=6))
+    placement = Placement(ME, "least-loaded", members, draining=True)
+    targets = Counter(placement.drain_target(None) for _ in range(7))
+    assert targets == {C: 4, B: 3}  # 6+4 and 7+3, not 13 and 7
+    assert placement.drain_target(B) == B  # --to wins
