@@ -6,8 +6,10 @@ with an expiry of ``ttl`` (``SET ... PX``): a member that stops (crash, SIGKILL,
 leaves the view when its key expires, within ``ttl`` seconds, without anyone deleting it.
 Reading the view is a ``SCAN`` for the prefix and one ``MGET``.
 
-Redis down: the view is marked unusable (placement then redirects nobody and new clients
-are served locally; established SAs never depend on Redis), a WARN is logged at most
+Redis down: a failed heartbeat keeps the last view while it is younger than ``ttl`` (a
+slow answer is not an outage); after that the view is marked unusable (placement then
+redirects nobody and new clients are served locally; established SAs never depend on
+Redis), a WARN is logged at most
 every ``WARN_INTERVAL`` seconds with the count of failures in between, and the next
 heartbeat simply tries again (redis-py opens a new connection for the next command).
 """
@@ -73,12 +75,13 @@ class RedisStore(StoreView):
         from redis.backoff import NoBackoff
 
         assert settings.store is not None
-        # Short timeouts: a heartbeat must not hang on a dead server (the WARN says so).
+        # Timeouts of one ttl: longer and the view is stale anyway; shorter and a busy
+        # event loop (a burst of IKE_SA_INITs) turns a slow answer into "Redis is down".
         self.client: Any = redis_asyncio.Redis(
             **store_address(settings.store),
             password=settings.password(),
-            socket_timeout=max(0.5, settings.heartbeat),
-            socket_connect_timeout=max(0.5, settings.heartbeat),
+            socket_timeout=settings.ttl,
+            socket_connect_timeout=settings.ttl,
             decode_responses=True,
             # No retries inside a command: the next heartbeat is the retry (a dead server
             # must not hold the heartbeat for seconds of back-off).
@@ -86,6 +89,7 @@ class RedisStore(StoreView):
         )
         self.prefix = f"aioipsec:{settings.name}:member:"
         self.failures = 0
+        self._last_ok: float | None = None
         self._warned_at: float | None = None
         self._suppressed = 0
 
@@ -128,12 +132,14 @@ class RedisStore(StoreView):
                 log.warning("ignoring a malformed member record under %s", key)
                 continue
             view[state.member] = state
+        self._last_ok = asyncio.get_running_loop().time()
         self._set(view, True)
 
     def _unreachable(self, error: BaseException) -> None:
         self.failures += 1
-        self._set({}, False)
         now = asyncio.get_running_loop().time()
+        if self._last_ok is None or now - self._last_ok >= self.settings.ttl:
+            self._set({}, False)  # the last view is older than a member's lifetime
         if self._warned_at is not None and now - self._warned_at < WARN_INTERVAL:
             self._suppressed += 1
             return

@@ -68,7 +68,10 @@ async def test_redis_down_is_survivable_and_warned_at_a_bounded_rate(
         assert store.usable
         redis_server.stop()
         with caplog.at_level(logging.WARNING, logger="aioipsec.cluster"):
-            for _ in range(5):
+            await store.publish(MemberState(A))
+            assert store.usable and A in store.view  # younger than ttl: the last view stays
+            await asyncio.sleep(0.7)  # ttl 0.6 s
+            for _ in range(4):
                 await store.publish(MemberState(A))
         assert not store.usable and store.view == {} and store.failures == 5
         warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
