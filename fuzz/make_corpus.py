@@ -26,6 +26,7 @@ import struct
 from pathlib import Path
 
 from fuzz import targets as T
+from ikev2.enums import PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.message import decrypt_message, parse_message, serialize_payload_chain
 
@@ -89,6 +90,8 @@ def ike_datagram(corpus: Corpus, data: bytes, keys: list | None = None) -> None:
             if kind in T.PAYLOAD_TYPES:
                 body = payload.serialize()
                 corpus.add("ike_payload", bytes([T.PAYLOAD_TYPES.index(kind), 0]) + body)
+                if kind == PayloadType.CP:
+                    corpus.add("cp_attributes", body)
         # The same chain cut in fragments (RFC 7383), as the fragments target encodes them.
         pieces = [chain[i : i + 60] for i in range(0, len(chain), 60)][:255] or [b""]
         records = b""
@@ -331,6 +334,90 @@ def vici_seeds(corpus: Corpus) -> None:
         corpus.add("vici_stream", segment(Packet.register_event("control-log")) + packet)
 
 
+def cp_seeds(corpus: Corpus) -> None:
+    """CP payloads built by scapy (an encoder that is not ours): the requests strongSwan
+    and Windows clients send and a gateway's reply with every attribute we decode."""
+    try:
+        from scapy.contrib.ikev2 import ConfigurationAttribute as A
+        from scapy.contrib.ikev2 import IKEv2_CP
+    except ImportError:  # scapy is a test extra; the engine run still gives CP seeds
+        return
+    requests = [
+        [A(type=1, length=0), A(type=3, length=0), A(type=8, length=0), A(type=10, length=0)],
+        [A(type=t, length=0) for t in (1, 3, 4, 7, 14, 25, 13)],
+        [A(type=1, length=4, value="10.3.0.9")],
+    ]
+    reply = [
+        A(type=1, length=4, value="10.3.0.1"),
+        A(type=2, length=4, value="255.255.255.0"),
+        A(type=3, length=4, value="10.3.0.53"),
+        A(type=8, value=bytes.fromhex("fd00000000000000000000000000000180")),
+        A(type=10, length=16, value="fd00::53"),
+        A(type=13, value=bytes([10, 1, 0, 0, 255, 255, 0, 0])),
+        A(type=15, value=bytes.fromhex("fd010000000000000000000000000000") + bytes([48])),
+        A(type=25, value=b"corp.example.com"),
+        A(type=14, value=bytes.fromhex("000100030019")),
+        A(type=28675, value=b"\x01\x02"),
+    ]
+    for cfg_type, attributes in [(1, a) for a in requests] + [(2, reply)]:
+        corpus.add("cp_attributes", bytes(IKEv2_CP(CFGType=cfg_type, attributes=attributes))[4:])
+
+
+def eap_seeds(corpus: Corpus) -> None:
+    """Whole EAP-MSCHAPv2 conversations of our two ends (right and wrong password), as the
+    eap_methods target reads them: the Responses for the gateway, the Requests for the peer."""
+    from ikev2.eap.mschapv2 import MsChapV2Peer, MsChapV2Server
+    from ikev2.eap.session import EapAuthenticator, EapPeer
+    from ikev2.enums import EapType
+
+    def record(packets: list[bytes]) -> bytes:
+        return b"".join(struct.pack("!H", len(p)) + p for p in packets)
+
+    for password in ("Ar3etTnp", "wrong"):
+        server = EapAuthenticator(
+            {EapType.MSCHAPV2: lambda _: MsChapV2Server(T.EAP_SECRETS.get, random=T._fixed_random)},
+            random=T._fixed_random,
+        )
+        peer = EapPeer(
+            "carol",
+            {EapType.MSCHAPV2: lambda pw=password: MsChapV2Peer("carol", pw, T._fixed_random)},
+        )
+        requests, responses = [server.start().serialize()], []
+        while (answer := peer.process(requests[-1])) is not None:
+            responses.append(answer.serialize())
+            requests.append(server.process(responses[-1]).serialize())
+        corpus.add("eap_methods", b"\x00" + record(responses))
+        corpus.add("eap_methods", b"\x01" + record(requests))
+
+
+def eap_tls_seeds(corpus: Corpus) -> None:
+    """One EAP-TLS handshake between our two ends (the target's credentials): the peer's
+    Type-Data for the gateway role, the gateway's for the peer role."""
+    from ikev2.eap.packet import EapPacket
+    from ikev2.eap.tls import EapTlsPeer, EapTlsServer
+    from ikev2.enums import EapCode, EapType
+
+    credentials = T._tls_credentials()
+    server = EapTlsServer("fuzz.example", credentials, T._TLS_NOW)
+    peer = EapTlsPeer(credentials, T._TLS_NOW, "fuzz.example")
+    request: EapPacket | None = server.start(1)
+    requests, responses = [], []
+    while request is not None and request.code == EapCode.REQUEST:
+        requests.append(request.data)
+        response = peer.process(request)
+        responses.append(response.data)
+        request = server.process(
+            EapPacket(EapCode.RESPONSE, request.identifier, EapType.TLS, response.data),
+            (request.identifier + 1) & 0xFF,
+        )
+
+    def record(items: list[bytes]) -> bytes:
+        return b"".join(struct.pack("!H", len(p)) + p for p in items)
+
+    corpus.add("eap_tls", b"\x00" + record(responses))
+    corpus.add("eap_tls", b"\x01" + record(requests))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fuzz.make_corpus")
     parser.add_argument("--pcap", type=Path, action="append", default=[])
@@ -342,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     esp_seeds(corpus)
     updown_seeds(corpus)
     redirect_seeds(corpus)
+    cp_seeds(corpus)
+    eap_seeds(corpus)
+    eap_tls_seeds(corpus)
     configurations(corpus)
     vici_seeds(corpus)
     counts = corpus.write()

@@ -21,6 +21,8 @@ at the top of this module, so that ``fuzz.run`` instruments it for coverage.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import os
 import socket
 import struct
@@ -29,7 +31,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509.oid import NameOID
 
 from aioipsec.config import ConfigError, load_configuration, to_engine_configs
 from aioipsec.config.swanctl import load_swanctl, parse_settings_text
@@ -38,9 +44,14 @@ from aioipsec.vici.codec import FrameBuffer, ViciError, decode_packet, encode_pa
 from esp.errors import DropReason, EspDrop
 from esp.sa import EspSa
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig
+from ikev2.cp import ConfigAttributes
 from ikev2.crypto.sk import AeadSkCipher, make_sk_cipher
 from ikev2.dispatcher import Dispatcher
-from ikev2.enums import EncrId, ExchangeType, IntegId, NotifyType, PayloadType
+from ikev2.eap.mschapv2 import MsChapV2Peer, MsChapV2Server
+from ikev2.eap.packet import EapPacket
+from ikev2.eap.session import EapAuthenticator, EapPeer
+from ikev2.eap.tls import EapTlsPeer, EapTlsServer, TlsCredentials
+from ikev2.enums import EapCode, EapType, EncrId, ExchangeType, IntegId, NotifyType, PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.fragments import Reassembler
 from ikev2.message import (
@@ -112,6 +123,123 @@ def ike_payload(data: bytes) -> None:
         return
     wire = payload.serialize()
     assert parse_payload_body(payload_type, wire, next_payload) == payload, payload
+
+
+def cp_attributes(data: bytes) -> None:
+    """A CP payload body (RFC 7296 sec. 3.15) decoded into typed attributes (``ikev2.cp``),
+    as the gateway reads a CFG_REQUEST and the client a CFG_REPLY. What is accepted encodes
+    again into something that decodes to the same values, and describes itself for a log."""
+    try:
+        decoded = ConfigAttributes.parse(data)
+    except ProtocolError:
+        return
+    assert ConfigAttributes.from_payload(decoded.to_payload()) == decoded
+    assert len(decoded.describe()) >= len(decoded.requested)
+
+
+def _records(data: bytes) -> Iterator[bytes]:
+    """Length-prefixed records: a 2-octet big-endian length, then that many octets."""
+    offset = 0
+    while offset + 2 <= len(data):
+        (length,) = struct.unpack_from("!H", data, offset)
+        yield data[offset + 2 : offset + 2 + length]
+        offset += 2 + length
+
+
+def _fixed_random(n: int) -> bytes:
+    return bytes(range(1, n + 1))
+
+
+EAP_SECRETS = {"carol": "Ar3etTnp"}
+
+
+def eap_methods(data: bytes) -> None:
+    """EAP conversations (RFC 3748, EAP-Identity, EAP-MSCHAPv2) in both roles. Octet 0:
+    even, the gateway (``EapAuthenticator``) gets the records as the peer's Responses; odd,
+    the road warrior (``EapPeer``) gets them as the gateway's Requests. The records are
+    2-octet-length-prefixed EAP packets. Any input ends in EapError (a ProtocolError) or
+    a next packet; success needs the password, so an MSK only comes with ``succeeded``."""
+    if not data:
+        return
+    records = _records(data[1:])
+    if data[0] % 2 == 0:
+        server = EapAuthenticator(
+            {EapType.MSCHAPV2: lambda _: MsChapV2Server(EAP_SECRETS.get, random=_fixed_random)},
+            random=_fixed_random,
+        )
+        server.start()
+        try:
+            for record in records:
+                answer = server.process(record)
+                assert answer.serialize()
+        except ProtocolError:
+            return
+        assert server.msk is None or server.succeeded
+    else:
+        peer = EapPeer(
+            "carol",
+            {EapType.MSCHAPV2: lambda: MsChapV2Peer("carol", "Ar3etTnp", _fixed_random)},
+        )
+        try:
+            for record in records:
+                response = peer.process(record)
+                if response is not None:
+                    assert response.serialize()
+        except ProtocolError:
+            return
+        assert not peer.succeeded or peer.msk is not None
+
+
+# A fixed instant for certificate validity: a target never reads the clock.
+_TLS_NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC).timestamp()
+
+
+@functools.cache
+def _tls_credentials() -> TlsCredentials:
+    """One self-signed P-256 certificate (made once; a CA of itself), for both roles."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz.example")])
+    start = datetime.datetime(2029, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("fuzz.example")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return TlsCredentials([cert], key, [cert])
+
+
+def eap_tls(data: bytes) -> None:
+    """EAP-TLS (RFC 5216) in both roles with OpenSSL behind it: octet 0 even, the gateway
+    (``EapTlsServer`` after its Start) gets the records as EAP-TLS Type-Data of Responses;
+    odd, the client (``EapTlsPeer``) gets them as Requests. Records as in eap_methods. Any
+    input ends in EapError or a next packet; nothing succeeds without a real handshake."""
+    if not data:
+        return
+    credentials = _tls_credentials()
+    try:
+        if data[0] % 2 == 0:
+            server = EapTlsServer("fuzz.example", credentials, _TLS_NOW)
+            identifier = server.start(1).identifier
+            for record in _records(data[1:]):
+                packet = EapPacket(EapCode.RESPONSE, identifier, EapType.TLS, record)
+                identifier = (identifier + 1) & 0xFF
+                if server.process(packet, identifier) is None:
+                    break
+            assert server.msk is None or server.succeeded
+        else:
+            peer = EapTlsPeer(credentials, _TLS_NOW, "fuzz.example")
+            for number, record in enumerate(_records(data[1:])):
+                packet = EapPacket(EapCode.REQUEST, number & 0xFF, EapType.TLS, record)
+                assert peer.process(packet).serialize()
+            assert peer.msk is None or peer.succeeded
+    except ProtocolError:
+        return
 
 
 # --------------------------------------------------------------------------- SK with keys
@@ -670,6 +798,9 @@ def vici_stream(data: bytes) -> None:
 TARGETS: dict[str, Target] = {
     "ike_message": ike_message,
     "ike_payload": ike_payload,
+    "cp_attributes": cp_attributes,
+    "eap_methods": eap_methods,
+    "eap_tls": eap_tls,
     "sk_payload": sk_payload,
     "engine_sk": engine_sk,
     "redirect_notify": redirect_notify,

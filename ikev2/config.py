@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # the protocol only; the module loads cryptography
     from ikev2.crypto.certs import RevocationCheck
 
-AuthMethodName = Literal["psk", "pubkey"]
+# "eap-*": the peer authenticates with EAP inside IKE_AUTH (RFC 7296 sec. 2.16); "eap" lets
+# the peer choose among the methods aioipsec implements.
+AuthMethodName = Literal["psk", "pubkey", "eap", "eap-mschapv2", "eap-tls"]
+EAP_AUTH_METHODS = ("eap", "eap-mschapv2", "eap-tls")
 FragmentationMode = Literal["yes", "no", "accept", "force"]
 # strongSwan's `unique`: what a new IKE SA between the same identities does to older
 # ones: no (only an INITIAL_CONTACT from the peer replaces them, RFC 7296 sec. 2.4),
@@ -67,6 +70,9 @@ class AuthConfig:
     # signature verified; an ikev2.crypto.certs.RevocationCheck the daemon supplies
     # (aioipsec.revocation), as this package does no I/O. None: no revocation check.
     revocation: RevocationCheck | None = field(default=None, repr=False)
+    # EAP (auth = eap...): the identity used inside EAP (swanctl's eap_id); "%any" on the
+    # gateway asks the client with EAP-Identity, on the client it means "our IKE id".
+    eap_id: str = "%any"
 
 
 @dataclass
@@ -135,6 +141,11 @@ class IkeConfig:
     mobike: bool = False
     childless: ChildlessMode = "allow"
     unique: UniqueMode = "no"
+    # Remote access (RFC 7296 sec. 2.19): the gateway's address pools for this connection
+    # (names in the daemon's pools), the client's virtual IPs to request ("0.0.0.0" and
+    # "::" ask for any address of that family).
+    pools: list[str] = field(default_factory=list)
+    vips: list[str] = field(default_factory=list)
 
     def effective_over_time(self) -> float:
         if self.over_time is not None:

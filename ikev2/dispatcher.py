@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikev2.config import DispatcherConfig, IkeConfig
+from ikev2.cp import ConfigProvider
 from ikev2.enums import EncrId, ExchangeType, IntegId, NotifyType
 from ikev2.errors import ProtocolError, UsageError
 from ikev2.events import (
@@ -120,6 +121,9 @@ class Dispatcher:
     remote_id)`` returns the pre-shared key for a pair of identities or None. ``rng(n)``
     returns n random octets (injectable for deterministic tests and ``explain --seed``).
     ``wall_time_offset``: added to ``now`` to get POSIX time for certificate validity.
+    ``config_provider``: the address pools that answer a road warrior's CFG_REQUEST
+    (``ikev2.cp.ConfigProvider``; the daemon gives ``aioipsec.pools.PoolManager``).
+    ``eap_lookup(identity)``: the EAP (MS-CHAPv2) password of an EAP identity, or None.
     The daemon's ``now`` is POSIX time already (``aioipsec.runtime.engine.now``), so it
     leaves the offset at 0; a caller on another clock passes POSIX time minus that clock.
     Nothing here reads a clock. ``source_address(remote_host)``: the local address the host
@@ -136,6 +140,8 @@ class Dispatcher:
         rng: Rng | None = None,
         wall_time_offset: float = 0.0,
         source_address: Callable[[str], str | None] | None = None,
+        config_provider: ConfigProvider | None = None,
+        eap_lookup: Callable[[str], str | None] | None = None,
     ) -> None:
         self.limits = limits or DispatcherConfig()
         # The host's answer to "which of our addresses reaches this peer" (a routing lookup
@@ -147,6 +153,8 @@ class Dispatcher:
             rng=rng or os.urandom,
             key_exchange_rng=rng,
             psk_lookup=psk_lookup,
+            config_provider=config_provider,
+            eap_lookup=eap_lookup or (lambda identity: None),
             policy=policy or DEFAULT_POLICY,
             configs=list(configs),
             wall_time_offset=wall_time_offset,
@@ -837,6 +845,9 @@ class Dispatcher:
             remote_addr=(sa.remote_addr[0], config.remote_port),
             children=children,
         )
+        # The new IKE SA asks for the virtual IPs we have (sec. 2.19), so the tunnel keeps
+        # its inner addresses across the reauthentication.
+        self._sas[new_id].peer.local_vips = list(sa.peer.local_vips)
         self._reauth[new_id] = sa
 
     def _duplicates(self, sa: IkeSa) -> list[IkeSa]:

@@ -281,14 +281,53 @@ class CpAttributeType(IntEnum):
     INTERNAL_IP4_NETMASK = 2
     INTERNAL_IP4_DNS = 3
     INTERNAL_IP4_NBNS = 4
+    # RFC 4306 sec. 3.15.1; RFC 7296 removed it (IANA: reserved), but old clients still
+    # send it, so it keeps its name for logs and is answered like any unsupported attribute.
+    INTERNAL_ADDRESS_EXPIRY = 5
     INTERNAL_IP4_DHCP = 6
     APPLICATION_VERSION = 7
     INTERNAL_IP6_ADDRESS = 8
     INTERNAL_IP6_DNS = 10
+    INTERNAL_IP6_NBNS = 11  # RFC 4306 only (RFC 7296: reserved), like value 5
     INTERNAL_IP6_DHCP = 12
     INTERNAL_IP4_SUBNET = 13
     SUPPORTED_ATTRIBUTES = 14
     INTERNAL_IP6_SUBNET = 15
+    MIP6_HOME_PREFIX = 16  # RFC 5026
+    INTERNAL_IP6_LINK = 17  # RFC 5739
+    INTERNAL_IP6_PREFIX = 18  # RFC 5739
+    HOME_AGENT_ADDRESS = 19  # 3GPP TS 24.302
+    P_CSCF_IP4_ADDRESS = 20  # RFC 7651
+    P_CSCF_IP6_ADDRESS = 21  # RFC 7651
+    FTT_KAT = 22  # 3GPP TS 24.302
+    EXTERNAL_SOURCE_IP4_NAT_INFO = 23  # 3GPP TS 24.302
+    TIMEOUT_PERIOD_FOR_LIVENESS_CHECK = 24  # 3GPP TS 24.302
+    INTERNAL_DNS_DOMAIN = 25  # RFC 8598
+    INTERNAL_DNSSEC_TA = 26  # RFC 8598
+
+
+class EapCode(IntEnum):
+    """RFC 3748 sec. 4, IANA "Packet Codes" of the EAP registry."""
+
+    REQUEST = 1
+    RESPONSE = 2
+    SUCCESS = 3
+    FAILURE = 4
+
+
+class EapType(IntEnum):
+    """RFC 3748 sec. 5, IANA "Method Types" (only those a reader meets here)."""
+
+    IDENTITY = 1
+    NOTIFICATION = 2
+    NAK = 3  # "Legacy Nak", Response only
+    MD5_CHALLENGE = 4
+    GTC = 6
+    TLS = 13  # RFC 5216
+    TTLS = 21  # RFC 5281
+    PEAP = 25
+    MSCHAPV2 = 26  # draft-kamath-pppext-eap-mschapv2
+    EXPANDED = 254  # RFC 3748 sec. 5.7
 
 
 class NotifyType(IntEnum):

@@ -215,3 +215,28 @@ class RedirectRefused(Event):
     gateway: str
     exchange: str
     reason: str
+
+
+@dataclass(frozen=True)
+class VirtualIpsAssigned(Event):
+    """Remote access (RFC 7296 sec. 2.19). Gateway (``local=False``): the addresses leased to
+    the peer ``identity`` from the connection's pools. Client (``local=True``): the CFG_REPLY
+    the gateway sent: our virtual IPs, DNS servers and domains (RFC 8598), subnets behind
+    the gateway (INTERNAL_IPx_SUBNET). Addresses are strings."""
+
+    local: bool
+    identity: str
+    addresses: tuple[str, ...]
+    dns: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    subnets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VirtualIpsReleased(Event):
+    """The IKE SA that held these virtual IPs is gone (not rekeyed): the gateway's leases
+    went offline, the client's addresses are to be removed."""
+
+    local: bool
+    identity: str
+    addresses: tuple[str, ...]

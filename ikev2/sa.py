@@ -23,10 +23,12 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import Any
 
 from ikev2.child import ChildSa
 from ikev2.config import IkeConfig
+from ikev2.cp import ConfigProvider
 from ikev2.crypto.keys import IkeKeys
 from ikev2.crypto.prf import Prf
 from ikev2.crypto.sk import SkCipher
@@ -42,6 +44,7 @@ from ikev2.events import (
     IkeSaDeleted,
     NegotiationFailed,
     PeerUnreachable,
+    VirtualIpsReleased,
 )
 from ikev2.fragments import Reassembler, ReassemblyBudget, serialize_fragments
 from ikev2.keymat import Keymat
@@ -93,6 +96,10 @@ class EngineContext:
     psk_lookup: PskLookup
     policy: AlgorithmPolicy
     configs: list[IkeConfig]
+    # Remote access: answers CFG_REQUESTs from the daemon's address pools (sec. 2.19).
+    config_provider: ConfigProvider | None = None
+    # EAP passwords by EAP identity (MS-CHAPv2, both roles); None: no password.
+    eap_lookup: Callable[[str], str | None] = field(default=lambda identity: None)
     # Key exchange private values: the injected rng (seeded in tests and ``explain --seed``,
     # so they are reproducible), or None for OpenSSL's own generator (faster ML-KEM
     # encapsulation than the pure-Python one a given randomness needs).
@@ -251,6 +258,7 @@ class IkeSa:
 
         self.local_id = config.local.id
         self.remote_id = config.remote.id
+        self.eap_state: Any = None
         self.established_at: float | None = None
         self.last_peer_activity = 0.0
 
@@ -966,6 +974,7 @@ class IkeSa:
         self.timers.clear()
         self.to("deleted")
         self.deleted_reason = reason
+        self._release_virtual_ips(now)
         self.emit(
             IkeSaDeleted(
                 self.ike_sa_id,
@@ -976,6 +985,22 @@ class IkeSa:
                 notify,
             )
         )
+
+    def _release_virtual_ips(self, now: float) -> None:
+        """Leases go back to the pools when the IKE SA ends, unless a rekey moved them to
+        its successor (sec. 2.18); a client drops its virtual IPs likewise."""
+        if getattr(self, "successor", None) is not None:
+            return
+        for local, addresses, identity in (
+            (False, self.peer.remote_vips, self.remote_id),
+            (True, self.peer.local_vips, self.local_id),
+        ):
+            if not addresses:
+                continue
+            if not local and self.ctx.config_provider is not None:
+                self.ctx.config_provider.release(identity, [ip_address(a) for a in addresses], now)
+            self.emit(VirtualIpsReleased(self.ike_sa_id, self.name, local, identity,
+                                         tuple(addresses)))  # fmt: skip
 
     def child_gone(self, child: ChildSa, reason: str) -> None:
         """Forget a Child SA; report it if the data plane was told about it."""

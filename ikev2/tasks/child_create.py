@@ -54,6 +54,7 @@ from ikev2.tasks import (
     notify_name,
 )
 from ikev2.tasks.followup_ke import start_followups
+from ikev2.tasks.ike_config import resolve_selectors
 from ikev2.timers import jittered_rekey
 from ikev2.ts import (
     Ts,
@@ -61,7 +62,6 @@ from ikev2.ts import (
     from_payload,
     is_subset,
     narrow,
-    parse_ts_list,
     to_payload,
 )
 
@@ -137,9 +137,11 @@ def pfs_group(proposals: list[Proposal]) -> int | None:
 
 
 def configured_ts(sa: TaskContext, config: ChildConfig) -> tuple[list[Ts], list[Ts]]:
-    """(local, remote) selectors with ``dynamic`` resolved to the IKE addresses."""
-    local = parse_ts_list(config.local_ts, sa.local_addr[0])
-    remote = parse_ts_list(config.remote_ts, sa.remote_addr[0])
+    """(local, remote) selectors with ``dynamic`` resolved to the IKE addresses, or to the
+    virtual IPs of a remote-access IKE SA (``ike_config.resolve_selectors``, sec. 2.19)."""
+    asking = [] if sa.peer.local_vips else list(sa.config.vips)
+    local = resolve_selectors(config.local_ts, sa.local_addr[0], sa.peer.local_vips, asking)
+    remote = resolve_selectors(config.remote_ts, sa.remote_addr[0], sa.peer.remote_vips, [])
     return local, remote
 
 

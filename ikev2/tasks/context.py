@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ikev2.child import ChildSa
 from ikev2.config import IkeConfig
+from ikev2.cp import ConfigProvider
 from ikev2.enums import ExchangeType, NotifyType, ProtocolId
 from ikev2.errors import ProtocolError
 from ikev2.events import Address, Event
@@ -82,6 +83,10 @@ class EngineServices(Protocol):
     @property
     def psk_lookup(self) -> Callable[[str, str], bytes | None]: ...
     @property
+    def config_provider(self) -> ConfigProvider | None: ...
+    @property
+    def eap_lookup(self) -> Callable[[str], str | None]: ...
+    @property
     def policy(self) -> AlgorithmPolicy: ...
     @property
     def wall_time_offset(self) -> float: ...
@@ -138,6 +143,7 @@ class TaskContext(Protocol):
     remote_addr: Address
     local_id: str  # the identities as authenticated in IKE_AUTH
     remote_id: str
+    eap_state: Any  # a responder's EAP conversation between IKE_AUTH requests (ike_eap)
     established_at: float | None
 
     # -- actions
@@ -182,6 +188,10 @@ class PeerState:
     initial_contact: bool = False  # the peer sent INITIAL_CONTACT (sec. 2.4)
     redirect: bool = False  # the client announced RFC 5685 redirects (REDIRECT_SUPPORTED)
     childless: bool = False  # the peer sent CHILDLESS_IKEV2_SUPPORTED (RFC 6023 sec. 3)
+    # Virtual IPs (sec. 2.19, ikev2.tasks.ike_config): ours from the gateway's CFG_REPLY,
+    # or the peer's leases from our pools; strings, kept across IKE SA rekeys.
+    local_vips: list[str] = field(default_factory=list)
+    remote_vips: list[str] = field(default_factory=list)
 
     def carried_over(self) -> PeerState:
         """What a rekeyed IKE SA inherits (sec. 2.18: same peer, same path)."""
@@ -192,6 +202,8 @@ class PeerState:
             fragmentation=self.fragmentation,
             signature_hashes=self.signature_hashes,
             redirect=self.redirect,
+            local_vips=list(self.local_vips),
+            remote_vips=list(self.remote_vips),
         )
 
 

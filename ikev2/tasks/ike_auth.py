@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from ikev2.config import AuthConfig, IkeConfig
 from ikev2.crypto.auth import AuthenticationError, SignerError, psk_auth, verify_psk_auth
-from ikev2.enums import AuthMethod, ExchangeType, NotifyType, PayloadType
+from ikev2.eap.packet import EapPacket
+from ikev2.eap.session import EapPeer
+from ikev2.enums import AuthMethod, EapCode, ExchangeType, NotifyType, PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed
 from ikev2.identity import Identity
@@ -20,6 +22,7 @@ from ikev2.payloads import (
     AuthPayload,
     CertPayload,
     CertReqPayload,
+    EapPayload,
     IdPayload,
     NoncePayload,
     NotifyPayload,
@@ -47,7 +50,19 @@ from ikev2.tasks.child_create import (
     respond_child,
 )
 from ikev2.tasks.ike_certs import build_signature_auth, verify_signature_auth
-from ikev2.tasks.ike_delete import delete_spis_task
+from ikev2.tasks.ike_config import client_reply, client_request, gateway_reply
+from ikev2.tasks.ike_delete import IkeDeleteTask, delete_spis_task
+from ikev2.tasks.ike_eap import (
+    GatewayEap,
+    client_methods_peer,
+    describe_method,
+    eap_identity,
+    eap_payload,
+    msk_auth,
+    start_gateway,
+    uses_eap,
+    verify_msk_auth,
+)
 from ikev2.tasks.ike_init import certreq_payload
 from ikev2.tasks.ike_redirect import auth_redirect, process_auth_redirect
 from ikev2.tasks.lifetimes import start_ike_timers
@@ -169,6 +184,15 @@ def established_event(sa: TaskContext, now: float) -> IkeSaEstablished:
     )
 
 
+def auth_exchange_failed(sa: TaskContext, error: ProtocolError, *, received: bool) -> None:
+    """Report a failure of IKE_AUTH beyond authentication (Child SA, configuration)."""
+    sa.emit(
+        NegotiationFailed(
+            sa.ike_sa_id, sa.name, error.reason, error.notify, received, exchange="IKE_AUTH"
+        )
+    )
+
+
 def on_established(sa: TaskContext, now: float) -> None:
     sa.timers.cancel("half_open")
     sa.emit(established_event(sa, now))
@@ -185,8 +209,24 @@ class IkeAuthTask(Task):
         self.local: Identity | None = None
         self.remote: Identity | None = None
         self.message_id = 0  # of our request, and so of the response (sec. 2.15 IntAuth)
+        # EAP (sec. 2.16): "initial" (IDi, no AUTH), "eap" (EAP rounds), "auth" (MSK AUTH).
+        self.phase = "initial"
+        self.eap: EapPeer | None = None
+        self.eap_out = b""  # our next EAP Response
+        self.idi_body = b""
+        self.idr_body = b""
+        self.peer: Identity | None = None
 
     def build(self, sa: TaskContext, now: float) -> list[Payload]:
+        self.message_id = sa.next_request_id
+        if self.phase == "eap":
+            return [EapPayload(self.eap_out)]
+        if self.phase == "auth":
+            assert self.eap is not None and self.eap.msk is not None
+            octets = octets_for(
+                sa, initiator_side=True, id_body=self.idi_body, message_id=self.message_id
+            )
+            return [msk_auth(sa, self.eap.msk, octets)]
         config = sa.config
         if self.child_name is None and not sa.peer.childless:
             # RFC 6023 sec. 4.1: no IKE_AUTH without a Child SA unless the responder
@@ -207,7 +247,14 @@ class IkeAuthTask(Task):
         )
         if not self.remote.is_any:
             payloads.append(id_payload(self.remote, PayloadType.IDr))
-        auth_payloads = build_auth(sa, config.local, self.local, self._psk_peer(sa), octets)
+        self.idi_body = idi.serialize()
+        if uses_eap(config.local):
+            # No AUTH: we ask to be authenticated by EAP (sec. 2.16); check now that we
+            # have what the method needs, so a missing secret fails before any packet.
+            client_methods_peer(sa, eap_identity(config, str(self.local)), now)
+            auth_payloads: list[Payload] = []
+        else:
+            auth_payloads = build_auth(sa, config.local, self.local, self._psk_peer(sa), octets)
         # CERT payloads go right after IDi (sec. 1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH).
         certs = [p for p in auth_payloads if isinstance(p, CertPayload)]
         payloads[1:1] = certs
@@ -217,6 +264,9 @@ class IkeAuthTask(Task):
         payloads += [p for p in auth_payloads if not isinstance(p, CertPayload)]
         if config.send_initial_contact and not sa.suppress_initial_contact:
             payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT))
+        cp = client_request(sa)  # sec. 1.2: ..., AUTH, [CP(CFG_REQUEST),] SAi2, TSi, TSr
+        if cp is not None:
+            payloads.append(cp)
         if self.child_name is not None:
             self.request = ChildRequest(sa, config.child(self.child_name), with_ke=False)
             payloads += self.request.payloads(sa)
@@ -231,6 +281,8 @@ class IkeAuthTask(Task):
 
     def process(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
         assert self.local is not None and self.remote is not None
+        if self.phase != "initial":
+            return self._process_eap(sa, payloads, now)
         config = sa.config
         idr_payload = find_typed(payloads, PayloadType.IDr)
         auth_payload = find(payloads, AuthPayload)
@@ -264,20 +316,87 @@ class IkeAuthTask(Task):
                 message_id=self.message_id,
             )
             verify_auth(sa, config.remote, self.local, peer, payloads, octets, now)
+            if uses_eap(config.local):
+                self.peer, self.idr_body = peer, idr_payload.serialize()
+                return self._start_eap(sa, payloads, now)
         except ProtocolError as error:
             check = error.check if isinstance(error, AuthenticationError) else "bad-signature"
             sa.emit(
                 AuthenticationFailed(sa.ike_sa_id, sa.name, check, error.reason, sa.remote_addr)
             )
+            if uses_eap(config.local):
+                # The responder is not established yet (EAP would follow): just go.
+                sa.fail(now, error.reason, NotifyType.AUTHENTICATION_FAILED)
+                return False
             # Sec. 2.21.2: tell the responder (it considers the SA established), then go.
             sa.queue_task(AuthFailedNotifyTask(error.reason), now, start=False, first=True)
             return False
+        return self._complete(sa, peer, payloads, now)
+
+    def _start_eap(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
+        """The responder authenticated itself; now EAP authenticates us (sec. 2.16)."""
+        assert self.local is not None
+        self.eap = client_methods_peer(sa, eap_identity(sa.config, str(self.local)), now)
+        self.phase = "eap"
+        return self._eap_step(sa, payloads, now)
+
+    def _eap_step(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
+        assert self.eap is not None
+        answer = self.eap.process(eap_payload(payloads))  # EapError: AUTHENTICATION_FAILED
+        if answer is not None:
+            self.eap_out = answer.serialize()
+        elif self.eap.succeeded:
+            self.phase = "auth"
+        else:
+            raise AuthenticationError(
+                f"EAP failed: {self.eap.failure_reason or 'the gateway sent EAP-Failure'}",
+                check="eap",
+            )
+        # The next round is this task again, with the next Message ID.
+        sa.queue_task(self, now, start=False, first=True)
+        return False
+
+    def _process_eap(self, sa: TaskContext, payloads: list[Payload], now: float) -> bool:
+        assert self.peer is not None and self.eap is not None
+        try:
+            if self.phase == "eap":
+                return self._eap_step(sa, payloads, now)
+            assert self.eap.msk is not None
+            octets = octets_for(
+                sa, initiator_side=False, id_body=self.idr_body, message_id=self.message_id
+            )
+            verify_msk_auth(sa, self.eap.msk, octets, payloads, str(self.peer))
+        except ProtocolError as error:
+            refused = first_error(payloads)
+            reason = error.reason
+            if refused is not None and refused.notify_type == NotifyType.AUTHENTICATION_FAILED:
+                reason = f"the gateway refused our EAP authentication ({reason})"
+            check = error.check if isinstance(error, AuthenticationError) else "eap"
+            sa.emit(AuthenticationFailed(sa.ike_sa_id, sa.name, check, reason, sa.remote_addr))
+            sa.fail(now, reason, NotifyType.AUTHENTICATION_FAILED)
+            return False
+        return self._complete(sa, self.peer, payloads, now)
+
+    def _complete(
+        self, sa: TaskContext, peer: Identity, payloads: list[Payload], now: float
+    ) -> bool:
+        """Authenticated both ways: the IKE SA is up; then the CFG_REPLY and the Child SA."""
+        assert self.local is not None
         sa.local_id = str(self.local)
         sa.remote_id = str(peer)
         if process_auth_redirect(sa, payloads, self.child_name, now):
             return False  # RFC 5685 sec. 4.3: authenticated, redirected, no Child SA
         sa.to("recv_auth_response")
         on_established(sa, now)
+        try:
+            client_reply(sa, payloads)
+        except ProtocolError as error:
+            # Sec. 2.19: without the virtual IP we asked for the tunnel is useless (strongSwan
+            # closes the IKE SA too); the Child SA, if any, goes with it.
+            auth_exchange_failed(sa, error, received=True)
+            # Queued, not started: this IKE_AUTH's Message ID is still the current one.
+            sa.queue_task(IkeDeleteTask(error.reason), now, start=False, first=True)
+            return False
         if self.request is not None:
             self._process_child(sa, payloads, now)
         return False
@@ -404,9 +523,11 @@ def respond_ike_auth(
 ) -> list[Payload]:
     if sa.keymat.additional_ke_done < len(sa.keymat.additional_ke):
         raise ProtocolError("IKE_AUTH before the additional key exchanges completed")
+    if isinstance(sa.eap_state, GatewayEap):
+        return _respond_eap(sa, sa.eap_state, payloads, message_id, now)
     idi_payload = find_typed(payloads, PayloadType.IDi)
-    if idi_payload is None or find(payloads, AuthPayload) is None:
-        raise ProtocolError("IKE_AUTH request without IDi or AUTH", NotifyType.INVALID_SYNTAX)
+    if idi_payload is None:
+        raise ProtocolError("IKE_AUTH request without IDi", NotifyType.INVALID_SYNTAX)
     idr_wanted = find_typed(payloads, PayloadType.IDr)
     sa.peer.certreq = find_all(payloads, CertReqPayload)
     try:
@@ -425,6 +546,20 @@ def respond_ike_auth(
             id_body=idi_payload.serialize(),
             message_id=message_id,
         )
+        if find(payloads, AuthPayload) is None:
+            if not uses_eap(config.remote):
+                raise AuthenticationError(
+                    f"{peer} sent no AUTH (it asks for EAP), but connection {config.name!r} "
+                    f"authenticates peers with {config.remote.auth}",
+                    check="method-mismatch",
+                )
+            return _start_eap(sa, config, payloads, peer, local, idi_payload, message_id, now)
+        if uses_eap(config.remote):
+            raise AuthenticationError(
+                f"{peer} authenticated with an AUTH payload, connection {config.name!r} "
+                f"expects {config.remote.auth}",
+                check="method-mismatch",
+            )
         verify_auth(sa, config.remote, local, peer, payloads, octets, now)
     except ProtocolError as error:
         check = error.check if isinstance(error, AuthenticationError) else "bad-signature"
@@ -468,8 +603,101 @@ def respond_ike_auth(
         reason = f"{sa.remote_id} redirected to another gateway (IKE_AUTH)"
         sa.after_response(lambda when: sa.destroy(when, reason))
         return [*response, redirect]
+    return _established_response(sa, payloads, response, str(peer), now)
+
+
+def _start_eap(
+    sa: TaskContext,
+    config: IkeConfig,
+    payloads: list[Payload],
+    peer: Identity,
+    local: Identity,
+    idi_payload: IdPayload,
+    message_id: int,
+    now: float,
+) -> list[Payload]:
+    """First response of an EAP IKE_AUTH (sec. 2.16): IDr, [CERT,] AUTH, EAP."""
+    idr = id_payload(local, PayloadType.IDr)
+    our_octets = octets_for(
+        sa, initiator_side=False, id_body=idr.serialize(), message_id=message_id
+    )
+    auth_payloads = build_auth(sa, config.local, local, peer, our_octets)
+    request = start_gateway(
+        sa, config, payloads, peer, local, idi_payload.serialize(), idr.serialize(), now
+    )
+    response: list[Payload] = [idr]
+    response += [p for p in auth_payloads if isinstance(p, CertPayload)]
+    response += [p for p in auth_payloads if not isinstance(p, CertPayload)]
+    return [*response, request]
+
+
+def _respond_eap(
+    sa: TaskContext, state: GatewayEap, payloads: list[Payload], message_id: int, now: float
+) -> list[Payload]:
+    """The EAP rounds, then the MSK-keyed AUTH and the first request's Child SA / CP."""
+    authenticator = state.authenticator
+    try:
+        if not state.done:
+            answer = authenticator.process(eap_payload(payloads))
+            pending = authenticator.pending_failure
+            if pending is not None and not state.reported:
+                # Reported now: a peer may leave without acknowledging (charon does).
+                state.reported = True
+                reason = f"EAP {describe_method(state)} for {state.identity!r} failed: {pending}"
+                sa.emit(AuthenticationFailed(sa.ike_sa_id, sa.name, "eap", reason,
+                                             sa.remote_addr))  # fmt: skip
+            if authenticator.finished:
+                state.done = True
+                if not authenticator.succeeded:
+                    raise AuthenticationError(
+                        f"EAP {describe_method(state)} for {state.identity!r} failed: "
+                        f"{authenticator.failure_reason}",
+                        check="eap",
+                    )
+            return [EapPayload(answer.serialize())]
+        msk = authenticator.msk
+        assert msk is not None
+        octets = octets_for(sa, initiator_side=True, id_body=state.idi_body, message_id=message_id)
+        verify_msk_auth(sa, msk, octets, payloads, state.identity)
+    except ProtocolError as error:
+        check = error.check if isinstance(error, AuthenticationError) else "eap"
+        reason = error.reason
+        if not state.reported:
+            state.reported = True
+            sa.emit(AuthenticationFailed(sa.ike_sa_id, sa.name, check, reason, sa.remote_addr))
+        sa.after_response(lambda when: sa.fail(when, reason, NotifyType.AUTHENTICATION_FAILED))
+        if not state.done or authenticator.succeeded:
+            return [NotifyPayload(notify_type=NotifyType.AUTHENTICATION_FAILED)]
+        # The EAP-Failure goes to the peer; the IKE SA ends after it.
+        return [EapPayload(EapPacket(EapCode.FAILURE, 0).serialize())]
+    sa.eap_state = None
+    sa.local_id = str(state.local)
+    sa.remote_id = str(state.peer)
+    our_octets = octets_for(sa, initiator_side=False, id_body=state.idr_body, message_id=message_id)
+    response: list[Payload] = [msk_auth(sa, msk, our_octets)]
+    return _established_response(sa, state.first_request, response, state.identity, now)
+
+
+def _established_response(
+    sa: TaskContext, payloads: list[Payload], response: list[Payload], identity: str, now: float
+) -> list[Payload]:
+    """The responder authenticated the peer: established, then CP and the Child SA of the
+    request that opened IKE_AUTH (``payloads``). ``identity``: whom leases are for."""
     sa.to("recv_auth_request")
     on_established(sa, now)
+    try:
+        cp_reply = gateway_reply(sa, payloads, now, identity)
+    except ProtocolError as error:
+        # A malformed CFG_REQUEST or no address to give (INTERNAL_ADDRESS_FAILURE, sec.
+        # 3.15.4): no lease was taken; the IKE SA, of no use without the Child SA, goes.
+        notify = error.notify or NotifyType.INTERNAL_ADDRESS_FAILURE
+        auth_exchange_failed(sa, ProtocolError(error.reason, notify), received=False)
+        response.append(NotifyPayload(notify_type=notify))
+        reason = error.reason
+        sa.after_response(lambda when: sa.delete_ike(when, reason))
+        return response
+    if cp_reply is not None:
+        response.append(cp_reply)
     if _has_child(payloads):
         try:
             child, sa_payloads, ts, _ = respond_child(
@@ -484,16 +712,7 @@ def respond_ike_auth(
         except ProtocolError as error:
             if error.notify is None:
                 raise
-            sa.emit(
-                NegotiationFailed(
-                    sa.ike_sa_id,
-                    sa.name,
-                    error.reason,
-                    error.notify,
-                    received=False,
-                    exchange="IKE_AUTH",
-                )
-            )
+            auth_exchange_failed(sa, error, received=False)
             # Sec. 1.2 / 2.21.3: the IKE SA stands; only the Child SA is refused.
             response.append(NotifyPayload(notify_type=error.notify, data=error.notify_data))
             return response
