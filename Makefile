@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins 
 	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc openssl \
 	wireguard-go wireguard-tools redis-server
 
-.PHONY: test demo demo-cluster lint format bench fuzz debian-deps venv clean selftest
+.PHONY: test demo demo-cluster demo-rw lint format bench fuzz debian-deps venv clean selftest
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ demo: venv debian-deps
 # with a live count of IKE SAs per gateway, then a gateway SIGKILLed (docs/cluster.md).
 demo-cluster: venv debian-deps
 	$(PY) -m aioipsec.cluster.lab
+
+# A road warrior getting a virtual IP and DNS from an aioipsec gateway (EAP-MSCHAPv2),
+# pinging a LAN host, then `aioipsec pools` (docs/remote-access.md).
+demo-rw: venv debian-deps
+	$(PY) -m aioipsec.demo_rw
 
 selftest: venv
 	$(VENV)/bin/aioipsec selftest

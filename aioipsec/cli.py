@@ -580,6 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
         _add_socket_options(sub)
         sub.add_argument("--json", action="store_true", help="print JSON")
 
+    pools = commands.add_parser(
+        "pools",
+        help="list the address pools and their leases (like swanctl --list-pools --leases)",
+        description="List the virtual IP address pools: name, base address, online / "
+        "offline / size, and each lease with its state and the identity it belongs to, as "
+        "'swanctl --list-pools --leases' prints them.",
+    )
+    _add_socket_options(pools)
+    pools.add_argument("--no-leases", action="store_true", help="only the pools")
+    pools.add_argument("--json", action="store_true", help="print JSON")
+
     reload_cmd = commands.add_parser(
         "reload",
         help="re-read the configuration",
@@ -772,6 +783,15 @@ def _cmd_client(args: argparse.Namespace) -> int:
         else:
             text = render_mapping(result)
             print(text if text.strip() else f"no {command}")
+        return EXIT_OK
+    if command == "pools":
+        from aioipsec.pools import format_pools
+
+        result = _call(args, "pools", {"leases": not args.no_leases})
+        if args.json:
+            _print_json(result)
+        else:
+            print(format_pools(result), end="")
         return EXIT_OK
     if command == "reload":
         result = _call(args, "reload", {})

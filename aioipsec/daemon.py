@@ -61,6 +61,7 @@ from aioipsec.runtime.failclosed import (
 )
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
 from aioipsec.runtime.pmtu import PathMtu, dont_fragment, fragments_allowed
+from aioipsec.runtime.remote_access import RemoteAccess
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import (
     DrainingSocket,
@@ -187,6 +188,7 @@ class Daemon(DaemonCommands):
         self.exporter: Any = None
         self.driver: EngineDriver | None = None
         self.datapath: DataPath | None = None
+        self.remote_access: RemoteAccess | None = None
         self.routes: RouteManager | None = None
         self.fail_closed: FailClosed | None = None
         self._fail_closed_plans: dict[ChildKey, ChildPlan] = {}
@@ -250,6 +252,16 @@ class Daemon(DaemonCommands):
         self.routes = RouteManager(tun)
         self.routes.install_rules()
         self._cleanups.append(self.routes.close)
+        # Remote access: pools for road warriors (the engine asks them for leases) and our
+        # own virtual IPs (installed before their Child SAs' routes).
+        self.remote_access = RemoteAccess(
+            tun,
+            self.routes,
+            self.settings.pools.values(),
+            log,
+            dns_hook=self.settings.daemon.dns_hook,
+        )
+        self._cleanups.append(self.remote_access.close)
 
         # The PSK lookup goes through the current settings, so a reload changes it too.
         dispatcher = Dispatcher(
@@ -257,6 +269,9 @@ class Daemon(DaemonCommands):
             lambda local, remote: self.psk_lookup(local, remote),
             source_address=self._source_address,
             limits=redirect_limits(self.settings.daemon),
+            config_provider=self.remote_access.pools,
+            # EAP passwords through the current settings too (reloads change them).
+            eap_lookup=lambda identity: self.settings.eap_lookup(identity),
         )
         self.driver = EngineDriver(dispatcher, self._send_ike, self._on_event, self.loop)
         # RFC 5685 and [cluster] (aioipsec/cluster/runtime.py, docs/cluster.md).
@@ -618,6 +633,8 @@ class Daemon(DaemonCommands):
             self._publish(event_record(event))
         self.cluster.on_event(event)  # resolves a REDIRECT's FQDN
         bound = sa_logger(log, event.connection, event.ike_sa_id)
+        if self.remote_access is not None and self.remote_access.on_event(event, bound):
+            return
         if isinstance(event, ev.IkeSaEstablished):
             new_state = IkeSaState(event, time.time())
             self.ike_sas[event.ike_sa_id] = new_state
@@ -795,7 +812,11 @@ class Daemon(DaemonCommands):
         state = self.ike_sas.get(event.ike_sa_id)
         if state is not None:
             state.children[event.child_sa_id] = event
-        routes = self.datapath.install_child(child_spec(event, rekey_of))
+        spec = child_spec(event, rekey_of)
+        if any(c.name == event.connection and c.pools for c in self.engine_configs):
+            # A gateway's Child SAs of one configured child belong to different clients.
+            spec = replace(spec, reqid_key=",".join(str(ts) for ts in event.remote_ts))
+        routes = self.datapath.install_child(spec)
         self._close_child(event)
         bound.info(
             "CHILD SA rekeyed" if rekey_of is not None else "CHILD SA established",
@@ -1044,6 +1065,8 @@ class Daemon(DaemonCommands):
             return {"reloaded": False, "error": str(exc)}
         old_configs = {c.name: c for c in self.engine_configs}
         self._apply_settings(settings, configs)
+        if self.remote_access is not None:
+            self.remote_access.reload(settings.pools.values())
         summary = self._reload_summary(old_configs, configs)
         for state in self.ike_sas.values():
             if state.established.connection in summary["changed"]:
@@ -1153,6 +1176,7 @@ class Daemon(DaemonCommands):
             "list-sas": self._cmd_sas,
             "conns": self._cmd_conns,
             "list-conns": self._cmd_list_conns,
+            "pools": self._cmd_pools,
             "policies": self._cmd_policies,
             "list-policies": self._cmd_list_policies,
             "stats": self._cmd_stats,
@@ -1285,6 +1309,12 @@ class Daemon(DaemonCommands):
         except Exception:  # no such SA (any more)
             return []
         return [sa.info()] if sa.alive else []
+
+    async def _cmd_pools(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """The address pools and their leases (``swanctl --list-pools --leases``)."""
+        if self.remote_access is None:
+            return []
+        return self.remote_access.listing(leases=bool(args.get("leases", True)))
 
     async def _cmd_conns(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         """``swanctl --list-conns`` / VICI ``list-conns`` (never contains secrets)."""

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aioipsec.netns import BackgroundProcess, Lab, Namespace, ensure_root
@@ -132,9 +133,8 @@ def run_demo(keep_logs: bool = False) -> int:
     for tool in ("ip", "ping", "tcpdump"):
         if shutil.which(tool) is None:
             raise DemoFailed(f"{tool} is not installed (make demo installs the Debian packages)")
-    workdir = Path(tempfile.mkdtemp(prefix="aioipsec-demo-"))
-    status = 1
-    try:
+
+    def steps(workdir: Path) -> None:
         with Lab("demo") as lab:
             say("Two network namespaces joined by a veth pair")
             left, right = lab.namespace("left"), lab.namespace("right")
@@ -221,7 +221,18 @@ def run_demo(keep_logs: bool = False) -> int:
             if not any(kind.startswith("ESP") for kind in counts):
                 raise DemoFailed("no ESP on the wire")
             say("Demo finished: the ping crossed the tunnel and the wire carried only ESP")
-            status = 0
+
+    return guarded(steps, keep_logs)
+
+
+def guarded(steps: Callable[[Path], None], keep_logs: bool) -> int:
+    """Run a demo's STEPS in a fresh work directory: 0 when they finish, 1 (with the daemon
+    logs' last lines) when a step fails, 130 when interrupted; the directory goes after."""
+    workdir = Path(tempfile.mkdtemp(prefix="aioipsec-demo-"))
+    status = 1
+    try:
+        steps(workdir)
+        status = 0
     except DemoFailed as failure:
         print(f"\ndemo failed: {failure}", file=sys.stderr)
         for log in sorted(workdir.glob("*.log")):
@@ -238,12 +249,11 @@ def run_demo(keep_logs: bool = False) -> int:
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m aioipsec.demo",
-        description="Two aioipsec daemons in network namespaces: tunnel, ping, listing, "
-        "capture, cleanup (needs root).",
-    )
+def demo_main(
+    argv: list[str] | None, prog: str, description: str, run: Callable[[bool], int]
+) -> int:
+    """The command line of a demo: --keep-logs, signals that clean up, root required."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--keep-logs", action="store_true", help="keep the daemon logs")
     args = parser.parse_args(argv)
     # SIGTERM (e.g. from a CI timeout) cleans up like Ctrl-C does.
@@ -251,9 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C must interrupt even when started from a shell that ignores SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.geteuid() != 0:
-        print("make demo needs root (network namespaces, TUN devices)", file=sys.stderr)
+        print(f"{prog} needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 1
-    return run_demo(keep_logs=args.keep_logs)
+    return run(args.keep_logs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return demo_main(
+        argv,
+        "python -m aioipsec.demo",
+        "Two aioipsec daemons in network namespaces: tunnel, ping, listing, capture, "
+        "cleanup (needs root).",
+        lambda keep_logs: run_demo(keep_logs=keep_logs),
+    )
 
 
 if __name__ == "__main__":

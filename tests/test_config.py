@@ -384,7 +384,7 @@ def test_unknown_allow_weak_entry(tmp_path: Path) -> None:
             "remote_addrs",
             "not an address",
         ),
-        ('auth = "psk"\nid = "left', 'auth = "eap"\nid = "left', "local.auth", "psk, pubkey"),
+        ('auth = "psk"\nid = "left', 'auth = "eap-md5"\nid = "left', "local.auth", "eap-mschapv2"),
         ("[connections.site]\n", "[connections.site]\nversion = 1\n", "version", "IKEv1"),
         (
             "[connections.site]\n",
@@ -432,8 +432,9 @@ def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
 
 
 def test_unknown_top_level_table(tmp_path: Path) -> None:
-    error = error_for(tmp_path, PSK_SITE + '\n[pools.x]\naddrs = "10.3.0.0/24"\n')
-    assert error.key == "pools" and error.line == line_of(PSK_SITE + "\n[pools.x]", "[pools.x]")
+    error = error_for(tmp_path, PSK_SITE + '\n[authorities.x]\ncacert = "ca.pem"\n')
+    assert error.key == "authorities"
+    assert error.line == line_of(PSK_SITE + "\n[authorities.x]", "[authorities.x]")
 
 
 def test_missing_file() -> None:
@@ -507,8 +508,8 @@ def test_bad_secret_values(tmp_path: Path) -> None:
     error = error_for(tmp_path, PSK_SITE.replace("0x0102030405060708", "0xnothex"))
     assert error.key == "secrets.ike-site.secret" and "hex" in str(error)
     assert "nothex" not in str(error)  # never echo secret material
-    error = error_for(tmp_path, PSK_SITE.replace("[secrets.ike-site]", "[secrets.eap-site]"))
-    assert "eap secrets are not supported" in str(error)
+    error = error_for(tmp_path, PSK_SITE.replace("[secrets.ike-site]", "[secrets.xauth-site]"))
+    assert "xauth secrets are not supported" in str(error)
 
 
 # --------------------------------------------------------------------------- certificates

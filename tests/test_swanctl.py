@@ -263,25 +263,16 @@ def test_include_inside_a_section_relative_to_the_file(tmp_path: Path) -> None:
         net = connection.sections["children"].sections["net"]
         assert net.settings["local_ts"].value == "10.1.0.0/16"
         assert net.settings["local_ts"].file.endswith("swanctl_base.conf")
-    # in the model: 'pools' (virtual IPs) is not supported; the error points into the
-    # main file, while errors about included keys name the included file
-    with pytest.raises(ConfigError) as info:
+    # in the model: the included file's keys load with the main file's (updown runs), and
+    # the pools with them
+    configuration = load_swanctl(path)
+    assert configuration.connections["rw-carol"].pools == ["carol_vip"]
+    assert [str(p.first) for p in configuration.pools.values()] == ["10.3.0.1", "10.3.0.2"]
+    path = write(tmp_path, CONFIG_PAYLOAD_MOON.replace("addrs = 10.3.0.2", "addrs = 10.3.0.0/30"))
+    with pytest.raises(ConfigError, match="overlaps pool 'carol_vip'") as info:
         load_swanctl(path)
-    assert info.value.key == "pools"
-    path = write(tmp_path, CONFIG_PAYLOAD_MOON.split("pools {")[0])
-    with pytest.raises(ConfigError) as info:
-        load_swanctl(path)
-    assert info.value.key == "connections.rw-carol.pools"
-    assert info.value.file == str(path)
-    assert info.value.line == line_of(CONFIG_PAYLOAD_MOON, "pools = carol_vip")
-    no_pools = "\n".join(
-        line
-        for line in CONFIG_PAYLOAD_MOON.split("pools {")[0].splitlines()
-        if "pools =" not in line
-    )
-    path = write(tmp_path, no_pools)
-    # The included file's updown is read (it was the next refusal before updown ran).
-    assert load_swanctl(path) is not None
+    assert info.value.key == "pools.dave_vip.addrs" and info.value.file == str(path)
+    assert info.value.line == line_of(CONFIG_PAYLOAD_MOON, "addrs = 10.3.0.2")
 
 
 def test_include_glob_sorted_and_missing(tmp_path: Path) -> None:
@@ -369,8 +360,8 @@ def test_unsupported_sections_and_secret_types(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_swanctl(write(tmp_path, base + "\nvpn-pools {\n  x {\n    addrs = a\n  }\n}\n"))
     assert info.value.key == "vpn-pools" and "template" in str(info.value)
-    with pytest.raises(ConfigError, match="eap secrets are not supported"):
-        load_swanctl(write(tmp_path, base + "\nsecrets {\n  eap-x {\n    secret = a\n  }\n}\n"))
+    with pytest.raises(ConfigError, match="xauth secrets are not supported"):
+        load_swanctl(write(tmp_path, base + "\nsecrets {\n  xauth-x {\n    secret = a\n  }\n}\n"))
     with pytest.raises(ConfigError, match="put the \\[daemon\\] table in the TOML"):
         load_swanctl(write(tmp_path, base + "\ndaemon {\n  tun_name = x\n}\n"))
 

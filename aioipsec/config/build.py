@@ -22,6 +22,7 @@ from aioipsec.config.model import (
     Configuration,
     ConnectionSettings,
     DaemonSettings,
+    EapSecret,
     PrivateKey,
     SharedSecret,
     raise_collected,
@@ -52,6 +53,7 @@ from aioipsec.config.values import (
     parse_auth,
     parse_bool,
 )
+from aioipsec.pools import PoolProblem, parse_pool
 
 # --------------------------------------------------------------------------- the walker
 
@@ -373,10 +375,14 @@ def _check_connection(
                 f"the connection has no {side} section",
                 f"add {side} with auth = psk or pubkey and an id",
             )
-    if connection.local.auth == "pubkey" and not connection.local.certs and source.kind == "toml":
+    if (
+        connection.local.auth in ("pubkey", "eap-tls")
+        and not connection.local.certs
+        and source.kind == "toml"
+    ):
         raise source.error(
             (*key_path, "local"),
-            "auth = pubkey needs our certificate",
+            f"auth = {connection.local.auth} needs our certificate",
             "add certs = <file> (PEM or DER), or use auth = psk",
         )
 
@@ -392,18 +398,24 @@ def _build_secret(source: RawSource, name: str, value: Any, configuration: Confi
     path = ("secrets", name)
     value = _expect_table(source, value, path, "one secret")
     kind = _split_suffix(
-        name, ("ike", "token", "pkcs12", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES)
+        name, ("ike", "eap", "token", "pkcs12", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES)
     )
     if kind is None:
         raise source.error(
             path,
             f"unknown secret type {name!r}",
-            "name it ike<suffix> (a PSK) or private<suffix> (a private key file)",
+            "name it ike<suffix> (a PSK), eap<suffix> (an EAP password) or "
+            "private<suffix> (a private key file)",
         )
     if kind in _UNSUPPORTED_SECRET_TYPES:
         raise source.error(path, f"{kind} secrets are not supported by aioipsec")
     if kind == "ike":
         configuration.shared_secrets.append(_build_shared_secret(source, name, value))
+    elif kind == "eap":
+        psk_like = _build_shared_secret(source, name, value, kind="an eap")
+        configuration.eap_secrets.append(
+            EapSecret(name, psk_like.ids, psk_like.secret, psk_like.source)
+        )
     elif kind == "token":  # a key that stays in a PKCS#11 token or the TPM
         configuration.tokens.keys.append(build_token_key(source, name, value))
     else:
@@ -412,7 +424,9 @@ def _build_secret(source: RawSource, name: str, value: Any, configuration: Confi
         )
 
 
-def _build_shared_secret(source: RawSource, name: str, table: dict[str, Any]) -> SharedSecret:
+def _build_shared_secret(
+    source: RawSource, name: str, table: dict[str, Any], kind: str = "an ike"
+) -> SharedSecret:
     ids: list[str] = []
     secret: bytes | None = None
     for key, value in table.items():
@@ -432,7 +446,7 @@ def _build_shared_secret(source: RawSource, name: str, table: dict[str, Any]) ->
                 raise source.error(path, problem.reason, problem.hint) from None
         else:
             raise source.error(
-                path, f"unknown key {key!r} in an ike secret", "known keys: secret, id<suffix>"
+                path, f"unknown key {key!r} in {kind} secret", "known keys: secret, id<suffix>"
             )
     if not secret:
         raise source.error(
@@ -571,18 +585,16 @@ def build_configuration(
     configuration = configuration or Configuration()
     configuration.sources.append(source.path)
     allowed = (
-        ("daemon", "cluster", "connections", "secrets", *TOKEN_SECTIONS)
+        ("daemon", "cluster", "connections", "secrets", "pools", *TOKEN_SECTIONS)
         if source.kind == "toml"
-        else ("connections", "secrets", "authorities")
+        else ("connections", "secrets", "authorities", "pools")
     )
-    for key, value in source.data.items():
+    for key in source.data:
         if key in allowed:
             continue
         if source.kind == "swanctl" and key in source.templates:
             # strongSwan ignores a top-level section other than its four, except as a
             # base for others (`name : base-conn { }`): its settings live on in those.
-            continue
-        if source.kind == "swanctl" and key == "pools" and not value:
             continue
         hint = f"top-level sections are {', '.join(allowed)}"
         if key == "daemon":
@@ -601,6 +613,9 @@ def build_configuration(
     if "secrets" in source.data:
         with source.collecting():
             _build_secrets(source, source.data["secrets"], configuration)
+    if source.data.get("pools"):
+        with source.collecting():
+            _build_pools(source, source.data["pools"], configuration)
     if source.kind == "toml" and any(key in source.data for key in TOKEN_SECTIONS):
         with source.collecting():
             build_token_sections(source, configuration)
@@ -631,3 +646,66 @@ def build_configuration(
     if finish:
         raise_collected(source.problems)
     return configuration
+
+
+def _build_pools(source: RawSource, table: Any, configuration: Configuration) -> None:
+    """Top-level ``pools`` (swanctl.conf's section; the same table in TOML)."""
+    table = _expect_table(source, table, ("pools",), "address pools")
+    for name, value in table.items():
+        with source.collecting():  # every pool's problem is reported, not only the first
+            _build_pool(source, name, value, configuration)
+
+
+def _build_pool(source: RawSource, name: str, value: Any, configuration: Configuration) -> None:
+    path = ("pools", name)
+    value = _expect_table(source, value, path, "one pool")
+    if name in configuration.pools:
+        raise source.error(
+            path,
+            f"pool {name!r} is also defined in {configuration.pools[name].source}",
+            "give one of them another name",
+        )
+    try:
+        pool = parse_pool(name, value, source=source.path)
+    except PoolProblem as problem:
+        key_path = (*path, problem.key) if problem.key else path
+        raise source.error(key_path, problem.reason, problem.hint) from None
+    for other in configuration.pools.values():
+        if other.version == pool.version and not (
+            int(pool.last) < int(other.first) or int(other.last) < int(pool.first)
+        ):
+            raise source.error(
+                (*path, "addrs"),
+                f"pool {name!r} ({pool.addrs_text}) overlaps pool {other.name!r} "
+                f"({other.addrs_text})",
+                "pools must not overlap (as in strongSwan): give each its own addresses",
+            )
+    configuration.pools[name] = pool
+    source.warnings.extend(pool.warnings)
+
+
+def check_remote_access(configuration: Configuration) -> None:
+    """Checks across files (a TOML connection may name a pool of swanctl.conf): every pool a
+    connection names exists; a client authenticating with EAP-MSCHAPv2 has its password."""
+    for connection in configuration.connections.values():
+        for name in connection.pools:
+            if name not in configuration.pools:
+                known = ", ".join(sorted(configuration.pools)) or "none defined"
+                raise ConfigError(
+                    f"connection {connection.name!r} uses pool {name!r}, which is not defined",
+                    file=connection.source,
+                    key=f"connections.{connection.name}.pools",
+                    hint=f"add pools {{ {name} {{ addrs = ... }} }} (pools: {known})",
+                )
+        local = connection.local
+        if local.auth == "eap-mschapv2":
+            eap_id = local.eap_id or local.id or ""
+            if configuration.eap_lookup(eap_id) is None:
+                raise ConfigError(
+                    f"connection {connection.name!r} authenticates with EAP-MSCHAPv2 as "
+                    f"{eap_id!r}, but no eap secret is for that identity",
+                    file=connection.source,
+                    key=f"connections.{connection.name}.local",
+                    hint=f"add secrets {{ eap-{connection.name} {{ id = {eap_id or '<eap_id>'} "
+                    "secret = ... }} }}",
+                )

@@ -310,7 +310,7 @@ def _check_connection_credentials(
                             hint=error.hint,
                         )
                     )
-    if connection.local.auth == "pubkey" and not problems:
+    if connection.local.auth in ("pubkey", "eap-tls") and not problems:  # EAP-TLS: TLS key
         try:
             if not connection.local.certs:
                 connection.local.certs = [_certificate_by_identity(configuration, connection)]

@@ -90,7 +90,7 @@ def _auth_to_engine(
     settings: AuthSettings = getattr(connection, side)
     certs = [load_certificate(path) for path in settings.certs]
     cacerts = [load_certificate(path) for path in settings.cacerts]
-    if side == "remote" and settings.auth == "pubkey" and not cacerts:
+    if side == "remote" and settings.auth in ("pubkey", "eap-tls", "eap") and not cacerts:
         # swanctl trusts every CA certificate it loaded (x509ca/): do the same.
         cacerts = [load_certificate(path) for path in configuration.authorities]
     identity = settings.id
@@ -105,8 +105,9 @@ def _auth_to_engine(
         send_certreq=connection.send_certreq,
         send_cert=connection.send_cert,
         rsa_pss=settings.rsa_pss,
+        eap_id=settings.eap_id or "%any",
     )
-    if side == "local" and settings.auth == "pubkey":
+    if side == "local" and settings.auth in ("pubkey", "eap-tls"):
         auth.private_key = find_private_key(configuration, connection)
     if side == "remote" and settings.auth == "pubkey" and revocation is not None:
         # Every policy checks (strongSwan's relaxed still refuses a certificate a CRL or
@@ -181,6 +182,8 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
                 retransmit_timeout=configuration.daemon.retransmit_timeout,
                 retransmit_base=configuration.daemon.retransmit_base,
                 retransmit_tries=configuration.daemon.retransmit_tries,
+                pools=list(connection.pools),
+                vips=list(connection.vips),
             )
         )
     return engine_configs

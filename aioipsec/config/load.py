@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aioipsec.config.build import RawSource, build_configuration
+from aioipsec.config.build import RawSource, build_configuration, check_remote_access
 from aioipsec.config.credentials import check_credentials, check_secret_file_modes
 from aioipsec.config.model import ConfigError, Configuration, raise_collected
 from aioipsec.config.swanctl import load_swanctl
@@ -156,6 +156,11 @@ def load_configuration(
         check_credentials(configuration, secrets_refused)
     except ConfigError as error:
         problems.extend(error.errors)
+    if not problems:
+        try:
+            check_remote_access(configuration)
+        except ConfigError as error:
+            problems.extend(error.errors)
     raise_collected(problems)
     if not configuration.connections:
         configuration.warnings.append("no connections configured: the daemon will only listen")

@@ -20,6 +20,7 @@ from aioipsec.cluster.settings import ClusterSettings
 from aioipsec.defaults import DEFAULT_CONTROL_SOCKET
 from aioipsec.defaults import LOG_FORMATS as LOG_FORMATS
 from aioipsec.defaults import LOG_LEVELS as LOG_LEVELS
+from aioipsec.pools import PoolSettings
 from aioipsec.tokens.spec import TokenSettings
 from ikev2.config import (
     AuthMethodName,
@@ -155,6 +156,9 @@ class DaemonSettings:
     # A clean stop (SIGTERM) keeps those rules, so nothing leaves in clear until the
     # daemon is back or `aioipsec cleanup` runs; false removes them on a clean stop.
     fail_closed_after_stop: bool = True
+    # Where a client puts the DNS servers a gateway sends (aioipsec.runtime.remote_access):
+    # auto (resolvectl, else resolvconf, else log), resolvectl, resolvconf or log.
+    dns_hook: str = "auto"
 
 
 def vici_socket_path(daemon: DaemonSettings) -> str | None:
@@ -180,6 +184,7 @@ class AuthSettings:
     cacerts: list[Path] = field(default_factory=list)
     # strongSwan's revocation policy for the peer's chain (aioipsec/revocation.py).
     revocation: str = "relaxed"
+    eap_id: str | None = None
 
 
 @dataclass
@@ -240,6 +245,8 @@ class ConnectionSettings:
     local: AuthSettings = field(default_factory=AuthSettings)
     remote: AuthSettings = field(default_factory=AuthSettings)
     children: dict[str, ChildSettings] = field(default_factory=dict)
+    pools: list[str] = field(default_factory=list)  # gateway: names of top-level pools
+    vips: list[str] = field(default_factory=list)  # client: 0.0.0.0 / :: / an address
 
     def keying_retry_delay(self, attempts: int) -> float | None:
         """After ``attempts`` failed tries to establish the IKE SA (the peer did not
@@ -269,6 +276,16 @@ class SharedSecret:
         if not (local_hit or remote_hit):
             return 0
         return 1 + int(local_hit) + int(remote_hit)
+
+
+@dataclass
+class EapSecret:
+    """``secrets.eap<suffix>``: an EAP password (MS-CHAPv2) and the EAP identities it is for."""
+
+    name: str
+    ids: list[str]
+    secret: bytes = field(repr=False)
+    source: str = ""
 
 
 @dataclass
@@ -305,6 +322,9 @@ class Configuration:
     private_keys: list[PrivateKey] = field(default_factory=list)
     # Keys in PKCS#11 tokens and the TPM, the modules and the TCTI (config/tokens.py).
     tokens: TokenSettings = field(default_factory=TokenSettings)
+    eap_secrets: list[EapSecret] = field(default_factory=list)
+    # Top-level ``pools`` (virtual IP address pools, aioipsec.pools.PoolSettings by name).
+    pools: dict[str, PoolSettings] = field(default_factory=dict)
     # Trust anchors loaded without being named by a connection (swanctl's x509ca/ folder).
     authorities: list[Path] = field(default_factory=list)
     # swanctl.conf's `authorities` sections (their cacert is also in ``authorities``).
@@ -329,6 +349,17 @@ class Configuration:
             if score and (best is None or score > best[0]):
                 best = (score, secret)
         return best[1].secret if best else None
+
+    def eap_lookup(self, identity: str) -> str | None:
+        """The EAP password of ``identity``: a secret naming it wins over one with no ids
+        (strongSwan's matching); MS-CHAPv2 needs it as text (UTF-8)."""
+        fallback: EapSecret | None = None
+        for secret in self.eap_secrets:
+            if any(identity_matches(pattern, identity) for pattern in secret.ids):
+                return secret.secret.decode("utf-8", "replace")
+            if not secret.ids and fallback is None:
+                fallback = secret
+        return fallback.secret.decode("utf-8", "replace") if fallback else None
 
 
 # --------------------------------------------------------------------------- identities

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aioipsec.config.model import LOG_FORMATS, LOG_LEVELS
+from aioipsec.pools import parse_vips
 from ikev2.config import AuthMethodName
 from ikev2.enums import ProtocolId
 from ikev2.policy import AlgorithmPolicy, WeakAlgorithmError
@@ -333,11 +334,11 @@ _KERNEL_ONLY_CHILD_KEYS = {
 
 # Keys swanctl.conf knows and aioipsec does not implement (error: "not supported").
 _UNSUPPORTED_CONNECTION_KEYS = {
-    "vips", "pull", "dscp", "ocsp", "ppk_id", "ppk_required", "pools", "mediation",
+    "pull", "dscp", "ocsp", "ppk_id", "ppk_required", "mediation",
     "mediated_by", "mediation_peer",
 }  # fmt: skip
 _UNSUPPORTED_AUTH_KEYS = {
-    "round", "pubkeys", "eap_id", "aaa_id", "xauth_id", "groups", "cert_policy", "ca_id",
+    "round", "pubkeys", "aaa_id", "xauth_id", "groups", "cert_policy", "ca_id",
 }  # fmt: skip
 _UNSUPPORTED_CHILD_KEYS = {
     "rand_bytes", "rand_packets", "reqid", "priority", "icmp",
@@ -376,6 +377,36 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
     # How many times to try to establish the IKE SA before giving up: 0 is forever
     # (strongSwan's keyingtries; the daemon retries start_action = start with a back-off).
     "keyingtries": _int_range(0, 1 << 31),
+    "pools": lambda value: _pool_names(value),
+    "vips": lambda value: _vips(value),
+}
+
+
+def _pool_names(value: Any) -> list[str]:
+    names = parse_list(value)
+    special = [name for name in names if name in ("dhcp", "radius")]
+    if special:
+        raise ValueProblem(
+            f"pools = {special[0]} (strongSwan's {special[0]} plugin) is not supported",
+            "define the addresses in a top-level pools section and name it here",
+        )
+    return names
+
+
+def _vips(value: Any) -> list[str]:
+    try:
+        return [str(address) for address in parse_vips(parse_list(value))]
+    except ValueError as problem:
+        raise ValueProblem(
+            str(problem), "vips = 0.0.0.0 (and/or ::) asks for any address"
+        ) from None
+
+
+# The EAP methods aioipsec implements (ikev2/eap): auth = eap lets the peer pick one.
+_EAP_METHODS: dict[str, AuthMethodName] = {
+    "eap": "eap",
+    "eap-mschapv2": "eap-mschapv2",
+    "eap-tls": "eap-tls",
 }
 
 # strongSwan's auth = values for signatures (swanctl.conf, "auth"): a key type, optionally
@@ -395,6 +426,14 @@ def parse_auth(value: Any) -> tuple[AuthMethodName, bool]:
     text = as_text(value).lower()
     if text == "psk":
         return "psk", False
+    if text in _EAP_METHODS:
+        return _EAP_METHODS[text], False
+    if text.startswith("eap"):
+        raise ValueProblem(
+            f"auth = {text} is not supported",
+            "aioipsec implements psk, pubkey (rsa, rsa/pss, ecdsa, ed25519, ed448), "
+            "eap-mschapv2, eap-tls and eap (either EAP method)",
+        )
     hint = "write psk, pubkey, rsa, rsa/pss, ecdsa, ed25519 or ed448 (e.g. rsa/pss-sha256)"
     tokens = text.split("-")
     if not text or tokens[0].removeprefix("ike:") not in _SIGNATURE_KEY_TYPES:
@@ -419,6 +458,7 @@ _AUTH_KEYS: dict[str, Callable[[Any], Any]] = {
     "certs": parse_list,
     "cacerts": parse_list,
     "revocation": _choice({"strict": "strict", "ifuri": "ifuri", "relaxed": "relaxed"}),
+    "eap_id": parse_string,
 }
 
 _CHILD_KEYS: dict[str, Callable[[Any], Any]] = {
@@ -476,6 +516,7 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "redirect_period": _positive_duration,
     "fail_closed": parse_bool,
     "fail_closed_after_stop": parse_bool,
+    "dns_hook": _choice({h: h for h in ("auto", "resolvectl", "resolvconf", "log")}),
 }
 
 # [cluster] (aioipsec/cluster/settings.py checks the combination).
@@ -492,7 +533,7 @@ _CLUSTER_KEYS: dict[str, Callable[[Any], Any]] = {
     "drain_rate": _int_range(1, 100_000),
 }
 
-_UNSUPPORTED_SECRET_TYPES = ("eap", "xauth", "ntlm", "ppk")
+_UNSUPPORTED_SECRET_TYPES = ("xauth", "ntlm", "ppk")
 _PRIVATE_KEY_TYPES = ("private", "rsa", "ecdsa", "pkcs8")
 
 

@@ -95,6 +95,8 @@ class ChildSpec:
     lifetime: Lifetime  # byte/packet limits (time limits are the engine's)
     rekey_of: int | None = None
     defer_outbound: bool = False
+    # Set for the Child SAs of a road-warrior gateway (one reqid per client, see reqid_for).
+    reqid_key: str = ""
 
 
 @dataclass
@@ -230,7 +232,7 @@ class ChildTable:
         self.mtu_counts: collections.Counter[int] = collections.Counter()
         # old child_sa_id -> the rekeyed entry whose outbound SA waits for its deletion
         self._deferred_outbound: dict[int, ChildEntry] = {}
-        self._reqids: dict[tuple[str, str], int] = {}
+        self._reqids: dict[tuple[str, str, str], int] = {}
         self.reqid_names: dict[int, tuple[str, str]] = {}
         # reqid -> {selector: SPD index} for the policies of installed SAs and of traps.
         self._sa_policies: dict[int, dict[Selector, int]] = {}
@@ -245,13 +247,16 @@ class ChildTable:
 
     # ------------------------------------------------------------------ reqids, policies
 
-    def reqid_for(self, connection: str, child: str) -> int:
-        key = (connection, child)
+    def reqid_for(self, connection: str, child: str, peer_key: str = "") -> int:
+        """``peer_key`` tells apart the Child SAs of one configured child with different
+        peers (a road-warrior gateway: one per virtual IP), which must not share a reqid:
+        the SPD would send every client's traffic through the newest client's SA."""
+        key = (connection, child, peer_key)
         reqid = self._reqids.get(key)
         if reqid is None:
             reqid = len(self._reqids) + 1
             self._reqids[key] = reqid
-            self.reqid_names[reqid] = key
+            self.reqid_names[reqid] = (connection, child)
         return reqid
 
     def _add_policies(
@@ -282,7 +287,7 @@ class ChildTable:
         it, because the initiator installs the new SA only when our response arrives:
         sending on it earlier loses packets (strongSwan delays the responder's outbound SA
         the same way). The caller arms a fallback (:meth:`activate_outbound`)."""
-        reqid = self.reqid_for(spec.connection, spec.child)
+        reqid = self.reqid_for(spec.connection, spec.child, spec.reqid_key)
         selectors_out = selectors_between(spec.local_ts, spec.remote_ts)
         # events: the SAD's queue from the start (Sad.add would replace a queue of their own,
         # 760 octets each, allocated only to be dropped).
@@ -470,7 +475,7 @@ class ChildTable:
         )
 
     def has_trap(self, connection: str, child: str) -> bool:
-        reqid = self._reqids.get((connection, child))
+        reqid = self._reqids.get((connection, child, ""))
         return reqid is not None and reqid in self.trap_policies
 
     def clear_traps(self) -> None:

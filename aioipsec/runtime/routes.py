@@ -115,6 +115,10 @@ class RouteManager:
             for network, source in entries
         ]
 
+    def forget_addresses(self) -> None:
+        """Our addresses changed (a virtual IP came or went): ask again for the next route."""
+        self._addresses_at = -LOCAL_ADDRESSES_TTL
+
     def _local_addresses(self) -> set[IpAddress]:
         """Our addresses (an ``ip`` process), asked at most once per LOCAL_ADDRESSES_TTL: a
         burst of Child SAs (a responder under load) needs the answer once, not per SA."""

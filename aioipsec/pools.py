@@ -1,0 +1,533 @@
+"""Virtual IP address pools for road warriors (swanctl's ``pools`` section, RFC 7296 sec. 2.19).
+
+Three parts, none of which does I/O or reads a clock (``now`` is passed in, so the engine can
+call it from inside its sans-I/O step and tests can move time):
+
+* :func:`parse_pool` turns one ``pools.NAME`` table (TOML or swanctl.conf, already parsed
+  into a dict) into :class:`PoolSettings`, with strongSwan's keys: ``addrs`` (a CIDR
+  subnet, a ``from-to`` range or one address) and the attributes handed out with a lease:
+  ``dns``, ``nbns``, ``dhcp``, ``netmask``, ``subnet``, ``split_include``,
+  ``split_exclude`` and numeric attribute types (``25 = corp.example.com``).
+* :class:`MemPool` keeps the leases of one pool the way strongSwan's ``mem_pool`` does: a
+  lease belongs to the peer's identity, so the same client gets the same address back after
+  a reconnect; a released lease goes *offline* and stays reserved for its owner, and is
+  reassigned to somebody else only when no free address is left and the owner has been
+  gone for ``reassign_after`` seconds.
+* :class:`PoolManager` answers a CFG_REQUEST (``assign``) and takes addresses back
+  (``release``); it implements ``ikev2.cp.ConfigProvider``, the engine's only view of pools.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from typing import Any
+
+from ikev2.cp import ConfigAttributes, check_domain
+from ikev2.enums import CfgType, CpAttributeType, NotifyType
+from ikev2.errors import ProtocolError
+from ikev2.payloads import CpAttribute, CpPayload
+
+T = CpAttributeType
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+# Identity strings are only keys here; this bounds what one lease record can hold.
+_MAX_IDENTITY_LENGTH = 1024
+
+
+class PoolProblem(ValueError):
+    """A ``pools`` entry that cannot be used: ``key`` names the offending key (or None for
+    the pool itself); the configuration loader turns it into a ConfigError with its line."""
+
+    def __init__(self, key: str | None, reason: str, hint: str | None = None) -> None:
+        super().__init__(reason)
+        self.key = key
+        self.reason = reason
+        self.hint = hint
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class PoolSettings:
+    """One ``pools.NAME`` section, validated.
+
+    ``first``/``last``: the addresses handed out (inclusive). ``base``/``prefix``: how
+    ``addrs`` was written, for listings (a range has prefix None). ``attributes``: what a
+    CFG_REPLY carries besides the address, in configuration order.
+    """
+
+    name: str
+    first: IPAddress
+    last: IPAddress
+    base: IPAddress
+    prefix: int | None = None
+    attributes: list[CpAttribute] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def version(self) -> int:
+        return self.first.version
+
+    @property
+    def size(self) -> int:
+        return int(self.last) - int(self.first) + 1
+
+    def contains(self, address: IPAddress) -> bool:
+        # As integers: mypy cannot tell that both addresses are of the same family.
+        low, high = int(self.first), int(self.last)
+        return address.version == self.version and low <= int(address) <= high
+
+    @property
+    def addrs_text(self) -> str:
+        if self.prefix is not None:
+            return f"{self.base}/{self.prefix}"
+        return f"{self.first}-{self.last}" if self.first != self.last else str(self.first)
+
+
+def _values(value: Any) -> list[str]:
+    """A swanctl list ("a, b") or a TOML list, as stripped strings."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = [str(item).strip() for item in items]
+    if any(not item for item in out):
+        raise ValueError("an empty item in the list")
+    return out
+
+
+def parse_addrs(text: str) -> tuple[IPAddress, IPAddress, IPAddress, int | None]:
+    """``addrs``: ``10.3.0.0/28``, ``10.3.0.1-10.3.0.20`` or ``10.3.0.1``.
+
+    A subnet of more than two addresses leaves out its first (network) and last (broadcast)
+    address, as strongSwan's mem_pool does; a ``/32``, ``/31`` (RFC 3021) or a range hands
+    out every address in it. Returns ``(first, last, base, prefix)``.
+    """
+    text = text.strip()
+    try:
+        if "/" in text:
+            network = ipaddress.ip_network(text, strict=False)
+            first, last = network.network_address, network.broadcast_address
+            if network.num_addresses > 2:
+                first, last = first + 1, last - 1
+            return first, last, ipaddress.ip_address(text.split("/")[0]), network.prefixlen
+        if "-" in text:
+            low, high = (ipaddress.ip_address(part.strip()) for part in text.split("-", 1))
+            if low.version != high.version:
+                raise ValueError("the two ends of the range are of different families")
+            if int(high) < int(low):
+                raise ValueError(f"the range ends ({high}) before it starts ({low})")
+            return low, high, low, None
+        address = ipaddress.ip_address(text)
+        return address, address, address, None
+    except ValueError as problem:
+        raise PoolProblem(
+            "addrs",
+            f"addrs = {text!r} is not a subnet, range or address ({problem})",
+            "write a CIDR subnet (10.3.0.0/24), a range (10.3.0.1-10.3.0.50) or one address",
+        ) from None
+
+
+# Named pool keys -> (IPv4 attribute, IPv6 attribute); None: no such attribute in IKEv2.
+_NAMED: dict[str, tuple[CpAttributeType | None, CpAttributeType | None]] = {
+    "dns": (T.INTERNAL_IP4_DNS, T.INTERNAL_IP6_DNS),
+    "nbns": (T.INTERNAL_IP4_NBNS, None),  # IPv6 NBNS was dropped by RFC 7296
+    "dhcp": (T.INTERNAL_IP4_DHCP, T.INTERNAL_IP6_DHCP),
+    "netmask": (T.INTERNAL_IP4_NETMASK, None),
+    "subnet": (T.INTERNAL_IP4_SUBNET, T.INTERNAL_IP6_SUBNET),
+    # Cisco Unity split tunnelling is IKEv1; in IKEv2 the protected subnets are
+    # INTERNAL_IPx_SUBNET (RFC 7296 sec. 3.15.2), so split_include is sent as those.
+    "split_include": (T.INTERNAL_IP4_SUBNET, T.INTERNAL_IP6_SUBNET),
+}
+_SUBNET_TYPES = (T.INTERNAL_IP4_SUBNET, T.INTERNAL_IP6_SUBNET)
+_ADDRESS_TYPES_4 = (
+    T.INTERNAL_IP4_ADDRESS,
+    T.INTERNAL_IP4_NETMASK,
+    T.INTERNAL_IP4_DNS,
+    T.INTERNAL_IP4_NBNS,
+    T.INTERNAL_IP4_DHCP,
+    T.P_CSCF_IP4_ADDRESS,
+)
+_ADDRESS_TYPES_6 = (T.INTERNAL_IP6_DNS, T.INTERNAL_IP6_DHCP, T.P_CSCF_IP6_ADDRESS)
+_POOL_KEYS = ", ".join(["addrs", *_NAMED, "split_exclude", "<attribute number>"])
+
+
+def _encode_network(kind: int, network: IPNetwork) -> CpAttribute:
+    if isinstance(network, IPv4Network):
+        return CpAttribute(kind, network.network_address.packed + network.netmask.packed)
+    return CpAttribute(kind, network.network_address.packed + bytes((network.prefixlen,)))
+
+
+def _named_attribute(key: str, text: str) -> CpAttribute:
+    v4_type, v6_type = _NAMED[key]
+    subnet = v4_type in _SUBNET_TYPES
+    value = ipaddress.ip_network(text, strict=False) if subnet else ipaddress.ip_address(text)
+    kind = v4_type if value.version == 4 else v6_type
+    if kind is None:
+        raise ValueError(f"IKEv2 has no IPv6 {key} attribute")
+    if isinstance(value, IPv4Network | IPv6Network):
+        return _encode_network(kind, value)
+    return CpAttribute(kind, value.packed)
+
+
+def _numeric_attribute(kind: int, text: str) -> CpAttribute:
+    """``<number> = value``: encoded by what the type carries (RFC 7296 sec. 3.15.1)."""
+    if kind in _SUBNET_TYPES:
+        return _encode_network(kind, ipaddress.ip_network(text, strict=False))
+    if kind in _ADDRESS_TYPES_4:
+        return CpAttribute(kind, IPv4Address(text).packed)
+    if kind in _ADDRESS_TYPES_6:
+        return CpAttribute(kind, IPv6Address(text).packed)
+    if kind in (T.INTERNAL_IP6_ADDRESS, T.INTERNAL_IP6_ADDRESS.value):
+        interface = IPv6Interface(text)
+        return CpAttribute(kind, interface.ip.packed + bytes((interface.network.prefixlen,)))
+    if kind == T.INTERNAL_DNS_DOMAIN:
+        return CpAttribute(kind, check_domain(text).encode("ascii"))
+    if text[:2].lower() == "0x":
+        return CpAttribute(kind, bytes.fromhex(text[2:]))
+    try:
+        return CpAttribute(kind, ipaddress.ip_address(text).packed)
+    except ValueError:
+        # strongSwan's attr plugin sends any other value as its text.
+        return CpAttribute(kind, text.encode("utf-8"))
+
+
+def parse_pool(name: str, table: Mapping[str, Any], source: str = "") -> PoolSettings:
+    """One ``pools.NAME`` table into :class:`PoolSettings` (or :class:`PoolProblem`)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise PoolProblem(None, f"pool name {name!r} is not usable",
+                          "use letters, digits, '-', '_' and '.' (at most 64)")  # fmt: skip
+    if "addrs" not in table or table["addrs"] in (None, ""):
+        raise PoolProblem(None, f"pool {name!r} has no addrs",
+                          "add addrs = <subnet, range or address> (e.g. 10.3.0.0/24)")  # fmt: skip
+    if isinstance(table["addrs"], list):
+        if len(table["addrs"]) != 1:
+            raise PoolProblem(
+                "addrs",
+                "addrs takes one subnet, range or address",
+                "define one pool per subnet and list them in the connection: pools = a, b",
+            )
+        addrs_text = str(table["addrs"][0])
+    else:
+        addrs_text = str(table["addrs"])
+    first, last, base, prefix = parse_addrs(addrs_text)
+    pool = PoolSettings(name, first, last, base, prefix, source=source)
+    for key, value in table.items():
+        if key == "addrs" or value is None:
+            continue
+        if isinstance(value, dict):
+            raise PoolProblem(key, "expected a value, found a section")
+        try:
+            items = _values(value)
+        except ValueError as problem:
+            raise PoolProblem(key, str(problem)) from None
+        if key == "split_exclude":
+            # No IKEv2 attribute excludes subnets (Unity's is IKEv1 only): say so, once.
+            pool.warnings.append(
+                f"pools.{name}.split_exclude is a Cisco Unity (IKEv1) attribute: IKEv2 "
+                "clients are not told about it; narrow remote_ts instead"
+            )
+            continue
+        for text in items:
+            try:
+                if key in _NAMED:
+                    pool.attributes.append(_named_attribute(key, text))
+                elif key.isdigit():
+                    kind = int(key)
+                    if not 0 < kind < 0x8000 or kind in (T.INTERNAL_IP4_ADDRESS, 8):
+                        raise ValueError(
+                            "not an attribute a pool can hand out (1..32767, not an address)"
+                        )
+                    pool.attributes.append(_numeric_attribute(kind, text))
+                elif key == "server":
+                    raise PoolProblem(
+                        key,
+                        "strongSwan's private 'server' attribute is not supported",
+                        "give its number instead (e.g. 23456 = <address>)",
+                    )
+                else:
+                    raise PoolProblem(
+                        key, f"unknown key {key!r} in a pool", f"known keys: {_POOL_KEYS}"
+                    )
+            except ValueError as problem:
+                if isinstance(problem, PoolProblem):
+                    raise
+                raise PoolProblem(key, f"{key} = {text!r}: {problem}") from None
+            try:
+                # The value must be what a client decodes (RFC 7296 sec. 3.15.1 formats).
+                ConfigAttributes.from_payload(CpPayload(CfgType.CFG_REPLY, pool.attributes[-1:]))
+            except ProtocolError as problem:
+                raise PoolProblem(key, f"{key} = {text!r}: {problem.reason}") from None
+    return pool
+
+
+def parse_vips(value: Any) -> list[IPAddress]:
+    """A connection's ``vips`` (client side): ``0.0.0.0`` / ``::`` ask for any address of
+    that family, another address asks for that one."""
+    out: list[IPAddress] = []
+    for text in _values(value):
+        try:
+            out.append(ipaddress.ip_address(text))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not an address (vips = 0.0.0.0, :: asks for any)"
+            ) from None
+    return out
+
+
+# --------------------------------------------------------------------------- leases
+
+
+@dataclass
+class Lease:
+    address: IPAddress
+    identity: str
+    online: bool = True
+    refs: int = 1  # IKE SAs using this lease (one identity may hold two while reauthenticating)
+    since: float = 0.0  # when it went online, or offline
+
+
+class MemPool:
+    """The leases of one pool, strongSwan's mem_pool semantics (see the module docstring)."""
+
+    def __init__(self, settings: PoolSettings, reassign_after: float = 0.0) -> None:
+        self.settings = settings
+        self.reassign_after = reassign_after
+        self._first = int(settings.first)
+        self._leases: dict[int, Lease] = {}  # offset -> lease
+        self._by_identity: dict[str, list[int]] = {}
+        self._next_unused = 0  # offsets below this were handed out at least once
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def _address(self, offset: int) -> IPAddress:
+        return ipaddress.ip_address(self._first + offset)
+
+    def _offset(self, address: IPAddress) -> int | None:
+        if not self.settings.contains(address):
+            return None
+        return int(address) - self._first
+
+    def _take(self, offset: int, identity: str, now: float) -> IPAddress:
+        old = self._leases.get(offset)
+        if old is not None and old.identity != identity:
+            self._by_identity[old.identity].remove(offset)
+            if not self._by_identity[old.identity]:
+                del self._by_identity[old.identity]
+        if old is not None and old.identity == identity:
+            old.refs = old.refs + 1 if old.online else 1
+            old.online, old.since = True, now
+        else:
+            self._leases[offset] = Lease(self._address(offset), identity, since=now)
+            self._by_identity.setdefault(identity, []).append(offset)
+        return self._address(offset)
+
+    def acquire(self, identity: str, requested: IPAddress | None, now: float) -> IPAddress | None:
+        """An address for ``identity`` (None: pool exhausted).
+
+        Order, as mem_pool: the address the peer asks for when it is free or already its
+        own; else the identity's offline lease (its previous address); else a never-used
+        address; else a free address; else the oldest offline lease of another identity
+        whose owner has been gone ``reassign_after`` seconds.
+        """
+        if requested is not None and requested.packed.strip(b"\0"):
+            offset = self._offset(requested)
+            if offset is not None:
+                lease = self._leases.get(offset)
+                if lease is None or lease.identity == identity:
+                    return self._take(offset, identity, now)
+        for offset in self._by_identity.get(identity, []):
+            if not self._leases[offset].online:
+                return self._take(offset, identity, now)
+        size = self.settings.size
+        while self._next_unused < size:
+            offset = self._next_unused
+            self._next_unused += 1
+            if offset not in self._leases:
+                return self._take(offset, identity, now)
+        offline = [
+            (lease.since, offset)
+            for offset, lease in self._leases.items()
+            if not lease.online and now - lease.since >= self.reassign_after
+        ]
+        if offline:
+            return self._take(min(offline)[1], identity, now)
+        return None
+
+    def release(self, identity: str, address: IPAddress, now: float) -> bool:
+        """One IKE SA of ``identity`` gave ``address`` back; the lease goes offline (kept for
+        the identity) when no other IKE SA uses it. False: not a lease of ours."""
+        offset = self._offset(address)
+        lease = self._leases.get(offset) if offset is not None else None
+        if lease is None or lease.identity != identity or not lease.online:
+            return False
+        lease.refs -= 1
+        if lease.refs <= 0:
+            lease.online, lease.refs, lease.since = False, 0, now
+        return True
+
+    def leases(self) -> list[Lease]:
+        return sorted(self._leases.values(), key=lambda lease: int(lease.address))
+
+    @property
+    def online(self) -> int:
+        return sum(lease.online for lease in self._leases.values())
+
+    @property
+    def offline(self) -> int:
+        return sum(not lease.online for lease in self._leases.values())
+
+
+class PoolManager:
+    """All pools of the daemon; the engine's ``ConfigProvider`` (``ikev2.cp``)."""
+
+    def __init__(self, pools: Iterable[PoolSettings] = (), reassign_after: float = 0.0) -> None:
+        self.pools: dict[str, MemPool] = {}
+        self.reassign_after = reassign_after
+        self.log: list[str] = []  # lines for the daemon's log, taken by take_log()
+        for settings in pools:
+            self.pools[settings.name] = MemPool(settings, reassign_after)
+
+    def replace(self, pools: Iterable[PoolSettings]) -> None:
+        """A configuration reload: pools whose addrs did not change keep their leases."""
+        new: dict[str, MemPool] = {}
+        for settings in pools:
+            old = self.pools.get(settings.name)
+            if old is not None and old.settings.addrs_text == settings.addrs_text:
+                old.settings = settings
+                new[settings.name] = old
+            else:
+                new[settings.name] = MemPool(settings, self.reassign_after)
+        self.pools = new
+
+    def take_log(self) -> list[str]:
+        lines, self.log = self.log, []
+        return lines
+
+    def _pools(self, names: Sequence[str]) -> list[MemPool]:
+        missing = [name for name in names if name not in self.pools]
+        if missing:
+            raise ProtocolError(
+                f"the connection names pool(s) {', '.join(missing)} that are not defined",
+                NotifyType.INTERNAL_ADDRESS_FAILURE,
+            )
+        return [self.pools[name] for name in names]
+
+    def assign(
+        self, pool_names: Sequence[str], identity: str, request: ConfigAttributes, now: float
+    ) -> ConfigAttributes:
+        """The CFG_REPLY for ``request`` (RFC 7296 sec. 2.19, 3.15.4).
+
+        One address per family asked for (empty attribute or a proposed address), from the
+        first of the connection's pools of that family with room; the pool's attributes
+        (DNS, subnets, ...) of the families assigned. Raises ProtocolError
+        INTERNAL_ADDRESS_FAILURE when addresses were asked for and none could be given; in
+        that case no lease is taken.
+        """
+        if len(identity) > _MAX_IDENTITY_LENGTH:
+            identity = identity[:_MAX_IDENTITY_LENGTH]
+        pools = self._pools(pool_names)
+        wanted: dict[int, IPAddress | None] = {}
+        for kind, version in ((T.INTERNAL_IP4_ADDRESS, 4), (T.INTERNAL_IP6_ADDRESS, 6)):
+            if kind in request.requested:
+                wanted[version] = None
+        for address in request.virtual_ips:
+            wanted.setdefault(address.version, address)
+        reply = ConfigAttributes(CfgType.CFG_REPLY)
+        taken: list[tuple[MemPool, IPAddress]] = []
+        failed: list[str] = []
+        for version, requested in sorted(wanted.items(), key=lambda item: item[0]):
+            family = [pool for pool in pools if pool.settings.version == version]
+            if requested is not None and not any(p.settings.contains(requested) for p in family):
+                self.log.append(
+                    f"{identity} asked for {requested}, which is in none of the pools "
+                    f"{', '.join(p.name for p in family) or '(none of IPv' + str(version) + ')'}"
+                    ": assigning another address"
+                )
+            for pool in family:
+                got = pool.acquire(identity, requested, now)
+                if got is not None:
+                    taken.append((pool, got))
+                    self.log.append(f"assigned {got} from pool {pool.name} to {identity}")
+                    break
+            else:
+                names = ", ".join(
+                    f"{p.name} ({p.settings.addrs_text}: {p.online} online, {p.offline} offline)"
+                    for p in family
+                )
+                failed.append(f"IPv{version}: " + (f"pool {names} exhausted" if family else
+                              "no pool of this family"))  # fmt: skip
+        if wanted and not taken:
+            raise ProtocolError(
+                f"no virtual IP for {identity}: {'; '.join(failed)}",
+                NotifyType.INTERNAL_ADDRESS_FAILURE,
+            )
+        for line in failed:
+            self.log.append(f"{identity}: {line}; the other family was assigned")
+        for pool, address in taken:
+            if isinstance(address, IPv4Address):
+                reply.ip4_addresses.append(address)
+            else:
+                reply.ip6_addresses.append(IPv6Interface((address, 128)))
+            for attribute in pool.settings.attributes:
+                reply.other.append(attribute)
+        # Decode the pools' attributes into their typed fields (DNS, subnets, ...), so the
+        # reply is one ConfigAttributes whatever way an attribute was configured.
+        typed = ConfigAttributes.from_payload(reply.to_payload())
+        if T.SUPPORTED_ATTRIBUTES in request.requested:
+            typed.supported_attributes = [
+                T.INTERNAL_IP4_ADDRESS,
+                T.INTERNAL_IP6_ADDRESS,
+                *sorted({a.type for pool in pools for a in pool.settings.attributes}),
+            ]
+        return typed
+
+    def release(self, identity: str, addresses: Sequence[IPAddress], now: float) -> None:
+        """An IKE SA that held ``addresses`` is gone (deleted, expired, failed)."""
+        identity = identity[:_MAX_IDENTITY_LENGTH]
+        for address in addresses:
+            for pool in self.pools.values():
+                if pool.release(identity, address, now):
+                    self.log.append(f"lease {address} of {identity} in pool {pool.name} offline")
+                    break
+
+    def listing(self, leases: bool = True) -> list[dict[str, Any]]:
+        """What ``aioipsec pools`` shows (``swanctl --list-pools [--leases]``)."""
+        out = []
+        for pool in self.pools.values():
+            entry: dict[str, Any] = {
+                "name": pool.name,
+                "base": str(pool.settings.base),
+                "addrs": pool.settings.addrs_text,
+                "size": pool.settings.size,
+                "online": pool.online,
+                "offline": pool.offline,
+            }
+            if leases:
+                entry["leases"] = [
+                    {
+                        "address": str(lease.address),
+                        "identity": lease.identity,
+                        "status": "online" if lease.online else "offline",
+                    }
+                    for lease in pool.leases()
+                ]
+            out.append(entry)
+        return out
+
+
+def format_pools(listing: list[dict[str, Any]]) -> str:
+    """``swanctl --list-pools --leases`` layout: name, base, online / offline / size."""
+    lines = []
+    for pool in listing:
+        counts = f"{pool['online']} / {pool['offline']} / {pool['size']}"
+        lines.append(f"{pool['name']:<20} {pool['base']:<39} {counts}")
+        for lease in pool.get("leases", []):
+            lines.append(f"  {lease['address']:<39} {lease['status']:<7}  '{lease['identity']}'")
+    return "\n".join(lines) + ("\n" if lines else "no pools\n")
