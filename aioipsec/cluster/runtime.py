@@ -37,6 +37,7 @@ from ikev2.redirect import GatewayIdentity
 log = logging.getLogger("aioipsec.cluster")
 
 RESOLVE_TIMEOUT = 5.0
+CLOSE_WAIT = 5.0
 REDIRECT_SELECTORS = ("ike", "ike_id", "peer_ip", "peer_id")
 
 
@@ -71,6 +72,7 @@ class ClusterRuntime:
         self.placement: Placement | None = None
         self.drain = DrainState()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
         self._cpu = (time.process_time(), time.monotonic())
         if settings is not None:
             self.store = open_store(settings)
@@ -96,13 +98,17 @@ class ClusterRuntime:
         )
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):  # cancelled or failed: closing anyway
-                await task
+        if tasks:
+            # Bounded: a cancellation that lands inside the Redis client's connect may be
+            # turned into a ConnectionError and swallowed; the loop then ends on _closing.
+            await asyncio.wait(tasks, timeout=CLOSE_WAIT)
         if self.store is not None:
-            await self.store.close()
+            with contextlib.suppress(Exception):  # the server may be gone: closing anyway
+                await asyncio.wait_for(self.store.close(), CLOSE_WAIT)
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
@@ -137,9 +143,10 @@ class ClusterRuntime:
 
     async def _heartbeat(self) -> None:
         assert self.settings is not None
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.settings.heartbeat)
-            await self.publish()
+            if not self._closing:
+                await self.publish()
 
     # ------------------------------------------------------------------ engine events
 
