@@ -163,7 +163,7 @@ class Dispatcher:
         self.ctx.reauthenticate = self._reauthenticate
         self.ctx.reassembly_budget = ReassemblyBudget(self.limits.reassembly_total_bytes)
         # RFC 5685: both roles; the daemon sets ``redirects.placement`` on a gateway.
-        self.redirects = Redirects(self.limits, self.initiate, self._emit)
+        self.redirects = Redirects(self.limits, self.initiate, self._emit, self._sa)
         self.ctx.redirects = self.redirects
         self._by_spi: dict[bytes, IkeSa] = {}
         # Responder SAs by (initiator SPI, peer address) for as long as they live: a late

@@ -75,6 +75,7 @@ class Redirects:
     limits: DispatcherConfig
     initiate: Initiate
     emit: Callable[[Event], None]
+    ike_sa: Callable[[int], _Sa] | None = None  # the dispatcher's SA by id
     placement: RedirectPlacement | None = None
     _history: dict[str, deque[float]] = field(default_factory=dict)
     _origin: dict[int, GatewayIdentity] = field(default_factory=dict)  # new SA -> old gateway
@@ -258,6 +259,10 @@ class Redirects:
             )
         finally:
             self._initiating = None
+        if self.ike_sa is not None and old.peer.local_vips:
+            # Ask the new gateway for the virtual IPs we have (RFC 7296 sec. 2.19), as on
+            # reauthentication: with shared leases the client keeps its inner address.
+            self.ike_sa(new_id).peer.local_vips = list(old.peer.local_vips)
         replaced = self._replaces.pop(old.ike_sa_id, None)
         if replaced is not None:
             # The new IKE SA of a make-before-break was itself redirected (at IKE_SA_INIT

@@ -489,3 +489,39 @@ def test_restart_after_a_redirect_goes_to_the_configured_gateway() -> None:
     net.run_until(net.now + 300)  # DPD, then 165 s of retransmissions (RFC 7296 sec. 2.4)
     assert net.established_with(GW1)
     assert dead.sas()  # GW2 never heard of the restart
+
+
+def test_redirected_client_asks_for_its_virtual_ip_again() -> None:
+    """With virtual IPs (issue 14): the new IKE SA's CFG_REQUEST names the address the old
+    one had, and a gateway whose pool has it free gives it back."""
+    from ipaddress import IPv4Address
+
+    from aioipsec.pools import PoolManager, parse_pool
+    from ikev2.events import VirtualIpsAssigned
+
+    net = Mesh({})
+    net.nodes["client"] = Dispatcher(
+        [make_config(local=CLIENT, remote=GW1, local_id="client.example", remote_id="gw.example",
+                     local_ts=["dynamic"], remote_ts=["10.2.0.0/16"], vips=["0.0.0.0"])],
+        psk_lookup_for(), rng=seeded_rng(5),
+    )  # fmt: skip
+    for index, address in enumerate((GW1, GW2)):
+        pools = PoolManager([parse_pool("rw", {"addrs": "10.3.0.0/28"})])
+        if address == GW1:  # others hold .1-.4 here: the client gets .5
+            for n in range(1, 5):
+                pools.pools["rw"].acquire(f"other{n}", IPv4Address(f"10.3.0.{n}"), 0.0)
+        config = make_config(
+            local=address, remote="%any", local_id="gw.example", remote_id="%any",
+            local_ts=["10.2.0.0/16"], remote_ts=["dynamic"], pools=["rw"],
+        )  # fmt: skip
+        net.nodes[address] = Dispatcher(
+            [config], psk_lookup_for(), rng=seeded_rng(40 + index), config_provider=pools
+        )
+    connect(net)
+    first = [e for e in net.of("client", VirtualIpsAssigned) if e.local]
+    assert first and first[-1].addresses == ("10.3.0.5",)
+    net.nodes[GW1].redirect(net.nodes[GW1].sas()[0].ike_sa_id, GW2, net.now)
+    net.pump()
+    assert net.established_with(GW2)
+    again = [e for e in net.of("client", VirtualIpsAssigned) if e.local]
+    assert again[-1].addresses == ("10.3.0.5",)  # asked for and given, not GW2's first, .1
