@@ -15,7 +15,15 @@ from typing import Any, Protocol
 
 from aioipsec.interop.charon import Charon, swanctl_section
 from aioipsec.interop.ours import aioipsec_peer
-from aioipsec.interop.scenario import DPD_DELAY, LIFETIME, OVER_TIME, Scenario, Side, Topology
+from aioipsec.interop.scenario import (
+    DPD_DELAY,
+    LIFETIME,
+    OVER_TIME,
+    RAND_TIME,
+    Scenario,
+    Side,
+    Topology,
+)
 from aioipsec.interop.tokens import token_peer
 from aioipsec.netns import Lab, Namespace
 
@@ -72,6 +80,7 @@ def swanctl_conf(
         # Explicit, because charon's default (10 % of 4 s) rounds down to 0 s: its hard
         # lifetime then fires together with the rekey and deletes the new IKE SA.
         connection["over_time"] = OVER_TIME
+        connection["rand_time"] = RAND_TIME
     if "expire-child" in verbs:
         connection["children"][name]["rekey_time"] = LIFETIME
     if "vanish" in other_verbs:

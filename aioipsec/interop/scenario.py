@@ -41,6 +41,11 @@ ACTIONS = (
 )
 LIFETIME = "4s"
 OVER_TIME = "10s"
+# The jitter subtracted from LIFETIME. Both charon and our daemon default rand_time to
+# over_time (10 s, capped at the 4 s lifetime), so a rekey or reauthentication could fire
+# at once: a reauthentication 0.24 s after IKE_AUTH replaced the Child SA during the
+# first ping, and the ESP counter check then saw 1 packet for 3 echo replies.
+RAND_TIME = "1s"
 DPD_DELAY = "1s"
 
 NAT_REBIND_TIMEOUT = 1  # seconds an idle UDP mapping survives in the rebinding NAT
