@@ -9,7 +9,10 @@ DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins 
 	iperf3 nftables iptables systemd tcpdump tshark iproute2 iputils-ping logrotate \
 	softhsm2 swtpm swtpm-tools tpm2-tools libtss2-dev libtpm2-pkcs11-1 \
 	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc openssl \
-	wireguard-go wireguard-tools redis-server
+	redis-server
+# Only `make bench` needs these (a stack to compare against); installed without Recommends,
+# which would pull in a kernel image.
+BENCH_DEBIAN_PACKAGES := wireguard-go wireguard-tools
 
 .PHONY: test demo demo-cluster demo-rw lint format bench fuzz debian-deps venv clean selftest
 
@@ -68,6 +71,11 @@ format: venv
 # docs/performance.md.
 # `$(PY) -m bench.esp_micro` alone is the ESP micro-benchmark (seconds, no root).
 bench: venv debian-deps
+	@missing=""; for p in $(BENCH_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.esp_micro
 	$(PY) -m bench.compare --rounds 3 --ike --profile --notes bench/notes.md
