@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from .lab import Hosts
+from .lab import Hosts, daemon_healthy
 from .rekey_storm import run_storm
 from .test_floods import record
 
@@ -56,3 +56,86 @@ def test_the_daemon_tun_device_queue_holds_what_tcp_small_queues_allow(hosts: Ho
     text = hosts.gw_ns.run("cat", "/sys/class/net/ipsec0/tx_queue_len").stdout
     assert int(text) == DEFAULT_TUN_TXQUEUELEN >= 4096, text
     gw.stop()
+
+
+def _udp_packet(source: str, destination: str, port: int, payload: bytes) -> bytes:
+    import socket
+    import struct
+
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+        socket.inet_aton(source), socket.inet_aton(destination),
+    )  # fmt: skip
+    total = sum(struct.unpack("!10H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:] + udp
+
+
+@pytest.mark.timeout(90)
+def test_a_rekeyed_child_sa_still_decrypts_for_a_while(hosts: Hosts) -> None:
+    """Regression, deterministic: a packet on the old Child SA that arrives after the rekey
+    initiator's Delete exchange is decrypted and delivered within the grace (5 s), and only
+    counted as an unknown SPI after it. The packet is sealed with the old SA's real keys
+    (the peer's ``--save-keys`` table) and a sequence number it never used."""
+    import socket
+    import time
+
+    from aioipsec.runtime.datapath import REKEYED_INBOUND_GRACE
+    from esp import EspSa
+    from ikev2.enums import EncrId
+    from tests.e2e.helpers import OurDaemon, child_of
+
+    from .lab import GW_INNER, GW_PEER_SIDE, PEER_INNER, peer_config
+    from .test_loss_and_rekey import wait_for
+
+    gw = hosts.gw()
+    folder = hosts.workdir / "peer"
+    folder.mkdir(exist_ok=True)
+    keys = folder / "keys"
+    peer = OurDaemon(hosts.lab, hosts.peer_ns, peer_config(folder), folder,
+                     ["--save-keys", str(keys)])  # fmt: skip
+    peer.start()
+    hosts.daemons.append(peer)
+    peer.call("initiate", child="net", timeout=30)
+    peer.wait_for_child("legit")
+    old_spi = int(child_of(gw.wait_for_child("legit"))["spi-in"], 16)
+    gw.call("rekey", child="net")  # gw initiates: it deletes the old SA once answered
+    assert wait_for(
+        lambda: (
+            (s := gw.sas().get("legit", {}).get("child-sas") or {})
+            and len(s) == 1
+            and int(child_of(gw.sas()["legit"])["spi-in"], 16) != old_spi
+        ),
+        20,
+    ), gw.log_tail()
+    deleted_at = time.monotonic()
+    row = next(
+        line.split(",") for line in (keys / "esp_sa").read_text().splitlines()
+        if f"0x{old_spi:08x}" in line.lower()
+    )  # fmt: skip
+    key = bytes.fromhex(row[5].strip('"')[2:])
+    sa = EspSa(old_spi, "out", EncrId.ENCR_AES_GCM_16, key)
+    sa.seq = 5000  # beyond what the pings used: not a replay
+    with hosts.gw_ns.entered():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        listener.bind((GW_INNER, 5399))
+        listener.settimeout(2.0)
+    with hosts.peer_ns.entered():
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+    try:
+        unknown = gw.call("stats")["esp"]["unknown_spi"]
+        raw.sendto(sa.encrypt(_udp_packet(PEER_INNER, GW_INNER, 5399, b"late"), 4),
+                   (GW_PEER_SIDE, 0))  # fmt: skip
+        assert listener.recv(100) == b"late", "the old SA's packet was not delivered"
+        assert time.monotonic() - deleted_at < REKEYED_INBOUND_GRACE
+        assert gw.call("stats")["esp"]["unknown_spi"] == unknown
+        time.sleep(REKEYED_INBOUND_GRACE + 1)
+        raw.sendto(sa.encrypt(_udp_packet(PEER_INNER, GW_INNER, 5399, b"later"), 4),
+                   (GW_PEER_SIDE, 0))  # fmt: skip
+        assert wait_for(lambda: gw.call("stats")["esp"]["unknown_spi"] == unknown + 1, 5)
+    finally:
+        listener.close()
+        raw.close()
+    daemon_healthy(gw)
