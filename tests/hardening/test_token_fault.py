@@ -1,6 +1,7 @@
-"""A token removed under a running daemon (issue 20, target 4): gw's private key lives in a
-SoftHSM2 token (generated inside it), its certificate and peer's come from strongSwan's
-``pki``; a tunnel carries pings.
+"""A token removed, or the TPM simulator restarted, under a running daemon (issue 20,
+target 4): gw's private key lives in a SoftHSM2 token (generated inside it) or in swtpm
+(persistent handle); its certificate and peer's come from strongSwan's ``pki``; a tunnel
+carries pings.
 
 The token is taken away (SoftHSM's object store disappears, as when a card is pulled):
 the established IKE SA and Child SA stay, and rekey (no signature needed); a new IKE SA
@@ -12,10 +13,12 @@ only IKE and ESP throughout (no inner packet in clear while the tunnel is down).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.components import require_component
 from tests.e2e.helpers import OurDaemon, assert_ping, child_of
 from tests.tokens.fixtures import PIN, Pki, SoftHsm, softhsm
 
@@ -81,24 +84,17 @@ def _daemon(hosts: Hosts, name: str, namespace, swanctl: str, toml_extra: str) -
     return daemon
 
 
-@pytest.mark.timeout(180)
-def test_token_removed_and_back_under_a_running_daemon(
-    hosts: Hosts, softhsm: SoftHsm, tmp_path: Path
-) -> None:
-    folder = tmp_path / "pki"
-    folder.mkdir()
-    pki = Pki(folder)
-    gw_cert = pki.issue(softhsm.generate("ec256", b"\x01"), "gw.example")
+def _key_gone_and_back(
+    hosts: Hosts, pki: Pki, gw_cert: Path, secret: str, toml_extra: str, needle: str,
+    take_away: Callable[[], None], bring_back: Callable[[], None], figure: str,
+) -> None:  # fmt: skip
+    """The scenario of the module doc, for a key that TAKE_AWAY makes unreachable."""
     peer_key, peer_cert = pki.issue_key("peer.example")
-    token = (
-        f"    token-gw {{\n        handle = 01\n        slot = {softhsm.slot_id}\n"
-        f"        module = softhsm\n        pin = {PIN}\n    }}"
-    )
     gw = _daemon(
         hosts, "gw", hosts.gw_ns,
         _swanctl(GW_PEER_SIDE, PEER, "10.2.0.0/24", "10.1.0.0/24", gw_cert, "gw.example",
-                 "peer.example", pki.ca_cert, token),
-        f'[pkcs11.modules.softhsm]\npath = "{softhsm.module}"\n',
+                 "peer.example", pki.ca_cert, secret),
+        toml_extra,
     )  # fmt: skip
     peer = _daemon(
         hosts, "peer", hosts.peer_ns,
@@ -107,12 +103,12 @@ def test_token_removed_and_back_under_a_running_daemon(
                  f"    private-peer {{\n        file = {peer_key}\n    }}"),
         "",
     )  # fmt: skip
-    capture, pcap = outer_capture(hosts, "token")
+    capture, pcap = outer_capture(hosts, figure)
     peer.call("initiate", child="net", timeout=30)
     first = peer.wait_for_child("legit")
     assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=3)
 
-    softhsm.remove()
+    take_away()
     # The established SAs carry traffic and rekey: no signature is needed for either.
     old_child = child_of(first)["spi-in"]
     peer.call("rekey", child="net")
@@ -141,13 +137,13 @@ def test_token_removed_and_back_under_a_running_daemon(
     except AssertionError as exc:
         failed_at_peer = str(exc).splitlines()[0]
     assert failed_at_peer is not None, "established although gw's key is gone"
-    assert wait_for(lambda: "pkcs11:softhsm" in gw.log_text(), 10), gw.log_tail()
+    assert wait_for(lambda: needle in gw.log_text(), 10), gw.log_tail()
     # Nothing of the tunnel's traffic may leave in clear while it is down.
     hosts.peer_ns.run(
         "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-I", PEER_INNER, GW_INNER, check=False
     )
 
-    softhsm.reinsert()
+    bring_back()
     peer.call("initiate", child="net", timeout=30)
     peer.wait_for_child("legit")
     assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=3)
@@ -155,4 +151,56 @@ def test_token_removed_and_back_under_a_running_daemon(
     daemon_healthy(gw)
     daemon_healthy(peer)
     figures = assert_only_ike_and_esp(pcap)
-    record("token_removed", initiate_without_token=failed_at_peer[:200], capture=figures)
+    record(figure, initiate_without_key=failed_at_peer[:200], capture=figures)
+
+
+def _pki(tmp_path: Path) -> Pki:
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    return Pki(folder)
+
+
+@pytest.mark.timeout(180)
+def test_token_removed_and_back_under_a_running_daemon(
+    hosts: Hosts, softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    pki = _pki(tmp_path)
+    gw_cert = pki.issue(softhsm.generate("ec256", b"\x01"), "gw.example")
+    token = (
+        f"    token-gw {{\n        handle = 01\n        slot = {softhsm.slot_id}\n"
+        f"        module = softhsm\n        pin = {PIN}\n    }}"
+    )
+    _key_gone_and_back(
+        hosts, pki, gw_cert, token, f'[pkcs11.modules.softhsm]\npath = "{softhsm.module}"\n',
+        "pkcs11:softhsm", softhsm.remove, softhsm.reinsert, "token_removed",
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+def test_tpm_simulator_restarted_under_a_running_daemon(hosts: Hosts, tmp_path: Path) -> None:
+    """The same with gw's key in a TPM (swtpm, persistent handle): the simulator is stopped,
+    then started again on the same state. It runs in gw's namespace (the daemon reaches
+    it over TCP on 127.0.0.1 there)."""
+    require_component("swtpm", "tpm2-tools", "tpm2-pytss")
+    from tests.tokens.fixtures import Swtpm
+
+    pki = _pki(tmp_path)
+    state = tmp_path / "swtpm"
+    state.mkdir()
+    tpm = Swtpm(state, 2321)
+    with hosts.gw_ns.entered():
+        tpm.start()
+        public = tpm.create_key(0x81010004)
+
+    def restart() -> None:
+        with hosts.gw_ns.entered():
+            tpm.start()
+
+    try:
+        gw_cert = pki.issue(public, "gw.example")
+        _key_gone_and_back(
+            hosts, pki, gw_cert, "    token-gw {\n        handle = 0x81010004\n    }",
+            f'[tpm]\ntcti = "{tpm.tcti}"\n', "tpm:swtpm", tpm.stop, restart, "tpm_restarted",
+        )  # fmt: skip
+    finally:
+        tpm.stop()
