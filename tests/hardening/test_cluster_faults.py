@@ -5,7 +5,9 @@ clients placed by least-loaded, a paced TCP transfer from a client to the LAN se
 Redis goes away for a few seconds in the middle of the transfer, then comes back: every
 byte of the transfer arrives (SHA-256 equal), every client keeps its IKE SA at the same
 gateway, no gateway logs a traceback, and once Redis is back a new client is placed and
-comes up. A capture on a client's outer link shows only IKE and ESP.
+comes up. Then the gateway serving some of the clients (not the entry gateway) is
+SIGKILLed: its clients come back through DPD via the other. Captures on every client's
+outer link show only IKE and ESP throughout.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from aioipsec.cluster.lab import ClusterLab
+from aioipsec.cluster.lab import GATEWAYS, SERVER, ClusterLab, kill_and_recover
 from aioipsec.netns import Lab
 
 from .test_faults import assert_only_ike_and_esp
@@ -42,8 +44,10 @@ def test_redis_stopped_and_restarted_under_a_cluster() -> None:
             time.sleep(0.6)
         cluster.wait_all_up(30)
         placed = {c.name: c.gateway() for c in cluster.clients}
-        pcap = workdir / "client.pcap"
-        capture = lab.capture(cluster.router, "o-c1", pcap)
+        captures = [
+            (lab.capture(cluster.router, f"o-c{i}", workdir / f"c{i}.pcap"), workdir / f"c{i}.pcap")
+            for i in (1, 2)
+        ]
         sink, source = cluster.transfer(cluster.clients[0], TOTAL, SECONDS)
         time.sleep(SECONDS / 4)
         assert cluster.redis is not None
@@ -64,13 +68,29 @@ def test_redis_stopped_and_restarted_under_a_cluster() -> None:
         cluster.add_client(2)
         cluster.wait_all_up(30)
         after = {c.name: c.gateway() for c in cluster.clients}
-        capture.stop()
-        figures = assert_only_ike_and_esp(pcap)
         logs = {g: d.log_path.read_text(errors="replace") for g, d in cluster.gateways.items()}
+        # A gateway SIGKILLed: the second one, when it serves anyone (least-loaded gives it
+        # one of the three clients unless placement failed, which the spread shows).
+        killed: tuple[str, float, list[str]] | None = None
+        if any(g == GATEWAYS[1] for g in after.values()):
+            killed = kill_and_recover(cluster, timeout=60)
+        # Every client reaches the LAN server through its (new) gateway.
+        for client in cluster.clients:
+            result = client.peer.namespace.run(
+                "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I", client.inner, SERVER,
+                check=False,
+            )  # fmt: skip
+            assert result.returncode == 0, f"{client.name}: {result.stdout}"
+        for capture, _ in captures:
+            capture.stop()
+        figures = [assert_only_ike_and_esp(path) for _, path in captures]
         record(
             "redis_outage", outage_s=OUTAGE, bytes=TOTAL, sent=sent[-2:], received=received[-2:],
             placed=placed, after=after, capture=figures,
+            killed=killed and {"gateway": killed[0], "recovery_s": round(killed[1], 1),
+                               "clients": killed[2]},
         )  # fmt: skip
+        assert killed is not None, f"no client on {GATEWAYS[1]} to orphan: {after}"
         assert sent[-2:] == received[-2:] and sent[-2] == str(TOTAL), (sent, received)
         assert all(snapshot == placed for snapshot in during), (placed, during)
         assert {k: after[k] for k in placed} == placed, (placed, after)

@@ -33,10 +33,14 @@ pytestmark = [pytest.mark.netns]
 CLIENTS = 100
 FLOOD_SECONDS = float(os.environ.get("AIOIPSEC_FAULT_FLOOD_SECONDS", "8"))
 # What may cross the outer link: IKE, ESP, and the link's own housekeeping (ARP, IPv6
-# link-local: neighbour discovery, MLD reports behind a hop-by-hop header).
+# link-local: neighbour discovery, MLD reports behind a hop-by-hop header), and ICMP
+# errors about IKE datagrams (a killed gateway's kernel answers its clients' DPD with
+# port unreachable: the quoted packet, at ICMP offset 8, is UDP to port 500/4500).
 NOT_IKE_OR_ESP = (
     "not (udp port 500 or udp port 4500 or ip proto 50 or arp"
-    " or (ip6 and (dst net ff02::/16 or src net fe80::/10)))"
+    " or (ip6 and (dst net ff02::/16 or src net fe80::/10))"
+    " or (icmp and icmp[0] == 3 and icmp[17] == 17"
+    " and (icmp[30:2] == 500 or icmp[30:2] == 4500)))"
 )
 
 
