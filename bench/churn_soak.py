@@ -86,7 +86,7 @@ class ChurnGenerator(Generator):
                 self.children[event.ike_sa_id] = event
             return event
 
-        self.dispatcher.next_event = spy  # type: ignore[method-assign]
+        self.dispatcher.next_event = spy  # type: ignore[method-assign]  # spy on the events
 
     def _finish(self, ike_sa_id: int, ok: bool, now: float) -> None:
         if not ok and ike_sa_id in self.completed:
