@@ -13,15 +13,17 @@ from ikev2.eap.tls import FLAG_L, FLAG_M, EapTlsPeer, EapTlsServer, TlsCredentia
 from ikev2.enums import EapCode, EapType
 from tests.conftest_pki import Pki, pki_fixture  # noqa: F401  (the pki fixture)
 
-NOW = time.time()  # a test may read the clock; the code under test is given it
-
 
 def run(pki: Pki, client: str, client_id: str, server_id: str = "moon.example.org"):
     gateway, peer_entity = pki["rsa"], pki[client]
+    # A test may read the clock; the code under test is given it. Read here, after the pki
+    # fixture made its certificates (valid from their creation), not at import: collected
+    # early in a long run, an import-time instant precedes them ("not yet valid").
+    now = time.time()
     server = EapAuthenticator(
         {
             EapType.TLS: lambda identity: EapTlsServer(
-                identity, TlsCredentials([gateway.cert], gateway.key, [pki["ca"].cert]), NOW
+                identity, TlsCredentials([gateway.cert], gateway.key, [pki["ca"].cert]), now
             )
         }
     )
@@ -30,7 +32,7 @@ def run(pki: Pki, client: str, client_id: str, server_id: str = "moon.example.or
         {
             EapType.TLS: lambda: EapTlsPeer(
                 TlsCredentials([peer_entity.cert], peer_entity.key, [pki["ca"].cert]),
-                NOW,
+                now,
                 server_id,
             )
         },
