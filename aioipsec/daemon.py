@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import os
 import signal
 import socket
@@ -42,7 +43,7 @@ from aioipsec import revocation
 from aioipsec.cluster.runtime import ClusterRuntime, redirect_limits
 from aioipsec.cluster.runtime import Engine as ClusterEngine
 from aioipsec.commands import DaemonCommands
-from aioipsec.control import RequestError, sa_selector
+from aioipsec.control import RequestError, SaSelector, sa_selector
 from aioipsec.counters import IkeCounters
 from aioipsec.log import RateLimitedLogger, sa_logger
 from aioipsec.ratelimit import LogBudget, install_log_budget
@@ -444,10 +445,11 @@ class Daemon(DaemonCommands):
         return names
 
     def _terminated_keys(
-        self, args: dict[str, Any], ike_sas: list[int], children: list[tuple[int, int]]
+        self, selector: SaSelector, ike_sas: list[int], children: list[tuple[int, int]]
     ) -> list[ChildKey]:
         """The Child configs a terminate names: those of the selected SAs, or, when no SA
-        is up, those of the named connection or child."""
+        is up, those of the named connection or child (not for SA ids: an id that matches
+        nothing names no config)."""
         keys: list[ChildKey] = []
         for ike_sa_id in ike_sas:
             state = self.ike_sas.get(ike_sa_id)
@@ -462,15 +464,16 @@ class Daemon(DaemonCommands):
             if child_event is not None:
                 keys.append((child_event.connection, child_event.child))
         if not ike_sas and not children:
-            ike, child_name = args.get("ike"), args.get("child")
+            if selector.ike_id is not None or selector.child_id is not None:
+                return []
+            if selector.ike is None and selector.child is None:
+                return []
             for config in self.engine_configs:
-                if ike is not None and config.name != ike:
+                if selector.ike is not None and config.name != selector.ike:
                     continue
                 for child in config.children:
-                    if child_name is None or child.name == child_name:
+                    if selector.child is None or child.name == selector.child:
                         keys.append((config.name, child.name))
-            if ike is None and child_name is None:
-                return []
         return keys
 
     def _initial_tun_mtu(self) -> int:
@@ -1453,10 +1456,10 @@ class Daemon(DaemonCommands):
             "ike_sa_id": event.ike_sa_id,
         }
 
-    def _select(self, verb: str, args: dict[str, Any]) -> tuple[list[int], list[tuple[int, int]]]:
+    def _select(self, selector: SaSelector) -> tuple[list[int], list[tuple[int, int]]]:
         """The IKE SAs and (IKE SA, Child SA) pairs named by ike/child/ike_id/child_id, or
-        every IKE SA for an explicit ``all`` (checked by ``control.sa_selector``)."""
-        selector = sa_selector(verb, args)
+        every IKE SA for an explicit ``all``; empty when nothing matches. The selector was
+        checked by ``control.sa_selector`` before anything is looked up."""
         ike_sas: list[int] = []
         children: list[tuple[int, int]] = []
         for state in self.ike_sas.values():
@@ -1473,41 +1476,47 @@ class Daemon(DaemonCommands):
                         children.append((established.ike_sa_id, child_sa.child_sa_id))
             else:
                 ike_sas.append(established.ike_sa_id)
-        if not ike_sas and not children and not selector.all:
-            raise RequestError(
-                "no SA matches "
-                + ", ".join(
-                    f"{k}={args[k]}"
-                    for k in ("ike", "child", "ike_id", "child_id")
-                    if args.get(k) is not None
-                )
-            )
         return ike_sas, children
+
+    @staticmethod
+    def _no_match(selector: SaSelector) -> RequestError:
+        named = {
+            "ike": selector.ike,
+            "child": selector.child,
+            "ike_id": selector.ike_id,
+            "child_id": selector.child_id,
+        }
+        return RequestError(
+            "no SA matches " + ", ".join(f"{k}={v}" for k, v in named.items() if v is not None)
+        )
 
     async def _cmd_terminate(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.driver is not None
         dispatcher = self.driver.dispatcher
         selection = {key: value for key, value in args.items() if key != "wait"}
-        try:
-            ike_sas, children = self._select("terminate", selection)
-        except RequestError:
+        # The selector is checked first, on every path: a bad one is an error and never
+        # removes fail-closed rules (issue 13 F5).
+        selector = sa_selector("terminate", selection)
+        wait = args.get("wait") or 0
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < math.inf:
+            raise RequestError("terminate: wait must be a number of seconds, 0 or more")
+        ike_sas, children = self._select(selector)
+        opened = self._open_children(self._terminated_keys(selector, ike_sas, children))
+        if not ike_sas and not children and not selector.all:
             # No SA, but a loaded start_action = none connection can still be opened.
-            opened = self._open_children(self._terminated_keys(selection, [], []))
             if not opened:
-                raise
+                raise self._no_match(selector)
             return {
                 "message": "no SA to terminate; fail-closed rules removed for " + ", ".join(opened),
                 "ike_sas": [],
                 "child_sas": [],
                 "fail_closed_removed": opened,
             }
-        opened = self._open_children(self._terminated_keys(selection, ike_sas, children))
         for ike_sa_id, child_sa_id in children:
             self.driver.call(dispatcher.terminate_child, ike_sa_id, child_sa_id)
         for ike_sa_id in ike_sas:
             self.driver.call(dispatcher.terminate_ike, ike_sa_id)
         # wait = seconds to wait for the SAs to be gone (VICI terminate waits; 0: not).
-        wait = float(args.get("wait") or 0)
         deadline = self.loop.time() + wait
         while wait and self.loop.time() < deadline and self._remaining(ike_sas, children):
             await asyncio.sleep(0.05)
@@ -1539,7 +1548,10 @@ class Daemon(DaemonCommands):
     async def _cmd_rekey(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.driver is not None
         dispatcher = self.driver.dispatcher
-        ike_sas, children = self._select("rekey", args)
+        selector = sa_selector("rekey", args)
+        ike_sas, children = self._select(selector)
+        if not ike_sas and not children and not selector.all:
+            raise self._no_match(selector)
         for ike_sa_id, child_sa_id in children:
             self.driver.call(dispatcher.rekey_child, ike_sa_id, child_sa_id)
         for ike_sa_id in ike_sas:
