@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aioipsec.control import RequestError
+from aioipsec.pools import PoolProblem, parse_pool
 
 __all__ = ["DaemonCommands"]
 
@@ -65,6 +66,7 @@ class DaemonCommands:
     engine_configs: list[Any]
     started_at: float
     counters: Any
+    remote_access: Any
     _config_module: Any
 
     # ------------------------------------------------------------------ state
@@ -75,6 +77,7 @@ class DaemonCommands:
         self.loaded_secrets: dict[str, Any] = {}
         self.loaded_keys: dict[str, Any] = {}
         self.loaded_certs: dict[str, tuple[Path, bool]] = {}  # sha1 -> (file, is a CA)
+        self.loaded_pools: dict[str, Any] = {}  # name -> PoolSettings (load-pool)
         self._creds_dir: Path | None = None
 
     def _creds_directory(self) -> Path:
@@ -105,6 +108,7 @@ class DaemonCommands:
         ] + list(self.loaded_secrets.values())
         settings.private_keys.extend(self.loaded_keys.values())
         settings.authorities.extend(path for path, ca in self.loaded_certs.values() if ca)
+        settings.pools.update(self.loaded_pools)
 
     def _apply_settings(self, settings: Any, configs: list[Any] | None = None) -> list[Any]:
         """Make SETTINGS the running configuration (engine configs, traps, start actions for
@@ -261,9 +265,90 @@ class DaemonCommands:
         return {"authorities": []}
 
     async def _cmd_get_pools(self, args: dict[str, Any]) -> dict[str, Any]:
-        """VICI ``get-pools``: none (aioipsec assigns no virtual IPs); swanctl asks it
-        before loading pools, so it answers rather than fails."""
-        return {}
+        """VICI ``get-pools``: the ``pools`` listing keyed by pool name, with charon's keys
+        (``base``, ``size``, ``online``, ``offline``; ``leases`` numbered from "0", each
+        ``address``/``identity``/``status``, only with ``leases = yes``); ``name`` filters."""
+        wanted, leases = args.get("name"), _flag(args.get("leases", ""))
+        listing = self.remote_access.listing(leases) if self.remote_access is not None else []
+        result: dict[str, Any] = {}
+        for pool in listing:
+            if wanted and pool["name"] != wanted:
+                continue
+            entry: dict[str, Any] = {
+                key: str(pool[key]) for key in ("base", "size", "online", "offline")
+            }
+            if leases:
+                entry["leases"] = {str(i): lease for i, lease in enumerate(pool["leases"])}
+            result[pool["name"]] = entry
+        return result
+
+    async def _cmd_load_pool(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Load (or replace) pools given as swanctl.conf ``pools`` sections,
+        ``{name: {addrs, dns, ...}}``, as VICI ``load-pool`` carries them. As charon: a pool
+        whose addresses change is replaced only while it has no online lease (one whose
+        addresses stay keeps its leases and takes the new attributes)."""
+        config = self._config_module
+        if not args or not all(isinstance(v, dict) for v in args.values()):
+            raise RequestError("load-pool needs one section {name: {addrs = ..., ...}}")
+        current = self.settings.pools
+        for name, section in args.items():
+            old = current.get(name)
+            if old is None:
+                continue
+            online = self._online_leases()
+            try:
+                new_addrs = parse_pool(name, section).addrs_text
+            except PoolProblem:
+                continue  # the build below reports what is wrong with it
+            if new_addrs != old.addrs_text and online.get(name):
+                raise RequestError(
+                    f"pool {name} has {online[name]} online leases, unable to replace: "
+                    "wait until its clients are gone, or give the new addresses another name"
+                )
+        # The other pools stay: the build checks the new ones do not overlap them.
+        base = config.Configuration()
+        base.pools = {name: pool for name, pool in current.items() if name not in args}
+        source = config.RawSource(
+            path="load-pool",
+            data={"pools": dict(args)},
+            locate=lambda key_path: ("load-pool", None),
+            kind="swanctl",
+        )
+        try:
+            built = config.build_configuration(source, base)
+        except config.ConfigError as error:
+            raise RequestError(str(error)) from None
+        loaded = {name: built.pools[name] for name in args}
+        self.settings.pools.update(loaded)
+        self.loaded_pools.update(loaded)
+        if self.remote_access is not None:
+            self.remote_access.reload(self.settings.pools.values())
+        return {"loaded": sorted(loaded)}
+
+    def _online_leases(self) -> dict[str, int]:
+        """Pool name -> its online leases (charon refuses to drop a pool in use)."""
+        if self.remote_access is None:
+            return {}
+        return {pool["name"]: pool["online"] for pool in self.remote_access.listing(False)}
+
+    async def _cmd_unload_pool(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Unload a pool by ``name``; refused while it has online leases (as charon)."""
+        name = args.get("name")
+        if not name:
+            raise RequestError("unload-pool needs name = <pool>")
+        if name not in self.settings.pools:
+            raise RequestError(f"pool {name!r} not found (get-pools lists them)")
+        online = self._online_leases()
+        if online.get(name):
+            raise RequestError(
+                f"pool {name} has {online[name]} online leases, unable to unload: "
+                "terminate its clients' IKE SAs first"
+            )
+        del self.settings.pools[name]
+        self.loaded_pools.pop(name, None)
+        if self.remote_access is not None:
+            self.remote_access.reload(self.settings.pools.values())
+        return {"unloaded": name}
 
     # ------------------------------------------------------------------ counters
 

@@ -1212,6 +1212,8 @@ class Daemon(DaemonCommands):
             "list-authorities": self._cmd_list_authorities,
             "get-authorities": self._cmd_get_authorities,
             "get-pools": self._cmd_get_pools,
+            "load-pool": self._cmd_load_pool,
+            "unload-pool": self._cmd_unload_pool,
         }
 
     def _cluster_engine(self) -> ClusterEngine:

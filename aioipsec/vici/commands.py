@@ -49,14 +49,11 @@ _NO_AUTHORITIES = (
     "aioipsec has no certification authority sections (CRL and OCSP URIs are not "
     "supported): load CA certificates with load-cert (flag CA) or name them in cacerts"
 )
-_NO_POOLS = "aioipsec assigns no virtual IP addresses: it has no address pools"
 UNSUPPORTED = {
     "load-token": "aioipsec loads token keys (PKCS#11, TPM) from its configuration only: "
     "add a secrets token-NAME section (docs/keys-in-hardware.md) and reload-settings",
     "load-authority": _NO_AUTHORITIES,
     "unload-authority": _NO_AUTHORITIES,
-    "load-pool": _NO_POOLS,
-    "unload-pool": _NO_POOLS,
     "flush-certs": "aioipsec keeps no certificate cache (it fetches no certificates, "
     "CRLs or OCSP responses): there is nothing to flush",
 }
@@ -260,6 +257,8 @@ class ViciFrontend:
             "get-shared": self._passthrough("get-shared"),
             "get-authorities": self._passthrough("get-authorities"),
             "get-pools": self._passthrough("get-pools"),
+            "load-pool": self._simple("load-pool", whole=True),
+            "unload-pool": self._simple("unload-pool", "name"),
             "get-algorithms": self._passthrough("get-algorithms"),
             "get-counters": self._get_counters,
             "reset-counters": self._simple("reset-counters", "name", "all"),

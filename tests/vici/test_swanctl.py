@@ -275,7 +275,6 @@ def test_unsupported_commands_say_why(pair):
     with vici_session(vici) as session:  # commands swanctl only sends from files
         for command, message, reason in (
             ("load-token", {"handle": "01"}, "from its configuration only"),
-            ("load-pool", {"pool": {"addrs": "10.3.0.0/24"}}, "no address pools"),
             ("load-authority", {"ca": {"cacert": "x"}}, "no certification authority"),
         ):
             with pytest.raises(CommandException, match=reason):
@@ -285,6 +284,90 @@ def test_unsupported_commands_say_why(pair):
     assert "initiate failed: no connection has a child named 'nosuch'" in result.stderr
     result = swanctl(vici, "--terminate", "--ike-id", "99", check=False)
     assert "terminate failed: no SA matches ike_id=99\n" in result.stderr, result.stderr
+
+
+POOLS_CONF = """
+pools {
+    rw4 {
+        addrs = 10.3.0.0/28
+        dns = 10.3.0.1, 10.3.0.2
+    }
+    rw6 {
+        addrs = fd00:3::1-fd00:3::10
+    }
+}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_swanctl_pools(pair):
+    """swanctl --load-pools / --list-pools against our daemon: get-pools, load-pool and
+    unload-pool map onto the daemon's pool set (the one the road warriors lease from)."""
+    pair.start()
+    vici = vici_of(pair)
+    directory = pair.workdir / "swanctl-pools"
+    directory.mkdir()
+    conf = directory / "swanctl.conf"
+    conf.write_text(POOLS_CONF)
+    env = {"SWANCTL_DIR": str(directory)}
+
+    out = swanctl(vici, "--load-pools", "--file", str(conf), env=env).stdout
+    assert "loaded pool 'rw4'" in out and "loaded pool 'rw6'" in out, out
+    assert "successfully loaded 2 pools, 0 unloaded" in out, out
+    listing = swanctl(vici, "--list-pools", "--leases").stdout
+    lines = listing.splitlines()
+    assert re.match(r"rw4 +10\.3\.0\.0 +0 / 0 / 14$", lines[0]), listing
+    assert re.match(r"rw6 +fd00:3::1 +0 / 0 / 16$", lines[1]), listing
+    # The daemon's own listing (the JSON socket) shows the same set.
+    assert [p["name"] for p in pair.left.call("pools", leases=False)] == ["rw4", "rw6"]
+
+    # A pool dropped from the file is unloaded; a changed one replaced (no online lease).
+    conf.write_text(POOLS_CONF.replace("10.3.0.0/28", "10.4.0.0/24").split("    rw6")[0] + "}\n")
+    out = swanctl(vici, "--load-pools", "--file", str(conf), env=env).stdout
+    assert "successfully loaded 1 pools, 1 unloaded" in out, out
+    assert "rw6" not in swanctl(vici, "--list-pools").stdout
+    listing = swanctl(vici, "--list-pools", "--name", "rw4").stdout
+    assert re.match(r"rw4 +10\.4\.0\.0 +0 / 0 / 254$", listing.strip()), listing
+
+    from vici.exception import CommandException
+
+    with vici_session(vici) as session:
+        with pytest.raises(CommandException, match="overlaps pool 'rw4'"):
+            session.request("load-pool", {"other": {"addrs": "10.4.0.128/25"}})
+        with pytest.raises(CommandException, match="has no addrs"):
+            session.request("load-pool", {"empty": {"dns": ["10.4.0.1"]}})
+        with pytest.raises(CommandException, match="pool 'nosuch' not found"):
+            session.request("unload-pool", {"name": "nosuch"})
+        session.request("unload-pool", {"name": "rw4"})
+    assert swanctl(vici, "--list-pools").stdout.strip() == ""
+
+
+@pytest.mark.timeout(120)
+def test_swanctl_pool_leases(pair):
+    """A road warrior's lease as swanctl --list-pools --leases shows it; a pool with an
+    online lease is not unloaded (as charon)."""
+    pair.daemon("right", pair.config("right", connection_options={"vips": ["0.0.0.0"]}))
+    left = pair.config("left", connection_options={"pools": ["rw4"]})
+    left.write_text(left.read_text() + '\n[pools.rw4]\naddrs = "10.3.0.0/28"\n')
+    pair.daemon("left", left)
+    vici = vici_of(pair)
+    out = swanctl(vici_of(pair, "right"), "--initiate", "--child", "net", "--timeout", "30")
+    assert "initiate completed successfully" in out.stdout, out.stdout
+
+    listing = swanctl(vici, "--list-pools", "--leases").stdout
+    lines = listing.splitlines()
+    assert re.match(r"rw4 +10\.3\.0\.0 +1 / 0 / 14$", lines[0]), listing
+    assert re.match(r"  10\.3\.0\.1 +online +'right\.example'$", lines[1]), listing
+    empty = pair.workdir / "empty.conf"
+    empty.write_text("pools {\n}\n")
+    result = swanctl(vici, "--load-pools", "--file", str(empty), check=False)
+    assert "unloading pool 'rw4' failed: pool rw4 has 1 online leases, unable to unload" in (
+        result.stderr
+    ), result.stderr
+
+    swanctl(vici_of(pair, "right"), "--terminate", "--ike", "pair", "--timeout", "30")
+    listing = swanctl(vici, "--list-pools", "--leases").stdout
+    assert re.match(r"rw4 +10\.3\.0\.0 +0 / 1 / 14\n  10\.3\.0\.1 +offline ", listing), listing
 
 
 @pytest.mark.timeout(120)
