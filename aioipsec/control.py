@@ -108,6 +108,17 @@ SELECTOR_KEYS = ("ike", "child", "ike_id", "child_id", "all")
 _MAX_ID = (1 << 63) - 1
 
 
+def internal_error_message(command: str, error: BaseException) -> str:
+    """The answer to a command whose handler raised something other than RequestError: a
+    bug. It names the exception type (``list index out of range`` alone says nothing) and
+    where the traceback is; the caller logs that traceback with ``_log.exception``."""
+    detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return (
+        f"internal error in {command}: {detail} (a bug in aioipsec: the daemon's log has "
+        "the traceback; please report it with that log)"
+    )
+
+
 def sa_selector(verb: str, args: Mapping[str, Any]) -> SaSelector:
     """The selector of a ``terminate``/``rekey`` request, or a RequestError saying what is
     wrong with it. Acting on every SA must be asked for (``"all": true``): an empty, null
@@ -395,7 +406,7 @@ class ControlServer:
             return {"ok": False, "error": str(error)}
         except Exception as error:
             _log.exception("control_handler_failed", command=command)
-            return {"ok": False, "error": f"internal error in {command}: {error}"}
+            return {"ok": False, "error": internal_error_message(command, error)}
         if isinstance(result, Stream):
             return result
         return {"ok": True, "result": _scrub(result)}

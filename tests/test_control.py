@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from aioipsec.control import (
     ControlClient,
@@ -71,8 +72,14 @@ async def test_request_response_and_errors(socket_path: Path) -> None:
         ]
         with pytest.raises(ControlError, match="no connection named 'x'"):
             await client.acall("fail")
-        with pytest.raises(ControlError, match="internal error in crash: boom"):
+        # A bug is answered with the exception's type and where its traceback is (a bare
+        # "list index out of range" said nothing), and the traceback is logged.
+        with structlog.testing.capture_logs() as logs, pytest.raises(ControlError) as raised:
             await client.acall("crash")
+        assert str(raised.value).startswith("internal error in crash: RuntimeError: boom (a bug")
+        assert "the daemon's log has the traceback" in str(raised.value)
+        (logged,) = [e for e in logs if e["event"] == "control_handler_failed"]
+        assert logged["command"] == "crash" and logged["exc_info"] is True
         with pytest.raises(ControlError, match=r"unknown command 'nope' \(known: crash, fail"):
             await client.acall("nope")
         # several requests on one connection, plus malformed ones: each gets one answer

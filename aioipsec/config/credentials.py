@@ -312,8 +312,6 @@ def _check_connection_credentials(
                     )
     if connection.local.auth in ("pubkey", "eap-tls") and not problems:  # EAP-TLS: TLS key
         try:
-            if not connection.local.certs:
-                connection.local.certs = [_certificate_by_identity(configuration, connection)]
             find_private_key(configuration, connection)
         except ConfigError as error:
             problems.append(error)
@@ -378,11 +376,12 @@ def _certificate_by_identity(configuration: Configuration, connection: Connectio
             identity_matches(wanted, name) for name in certificate_identities(certificate)
         ):
             return path
+    auth = f"auth = {connection.local.auth}"
     raise ConfigError(
-        "auth = pubkey needs our certificate, and no certificate in x509/ with a private "
+        f"{auth} needs our certificate, and no certificate in x509/ with a private "
         f"key matches our id {wanted!r}"
         if wanted
-        else "auth = pubkey needs our certificate, and no certificate with a private key is loaded",
+        else f"{auth} needs our certificate, and no certificate with a private key is loaded",
         file=connection.source,
         key=f"connections.{connection.name}.local",
         hint="add certs = <file> (PEM or DER), put the certificate in x509/ and its key in "
@@ -390,8 +389,17 @@ def _certificate_by_identity(configuration: Configuration, connection: Connectio
     )
 
 
+def local_certificates(configuration: Configuration, connection: ConnectionSettings) -> list[Path]:
+    """Our certificates for ``auth = pubkey`` or ``eap-tls``: those named by ``certs``, or
+    else (swanctl.conf and VICI ``load-conn`` may leave it out) the one strongSwan picks by
+    our id, recorded in ``certs`` from then on. ConfigError says why there is none."""
+    if not connection.local.certs:
+        connection.local.certs = [_certificate_by_identity(configuration, connection)]
+    return connection.local.certs
+
+
 def find_private_key(configuration: Configuration, connection: ConnectionSettings) -> Any:
-    leaf = load_certificate(connection.local.certs[0])
+    leaf = load_certificate(local_certificates(configuration, connection)[0])
     wanted = _public_bytes(leaf.public_key())
     for private in configuration.private_keys:
         if _public_bytes(private.key.public_key()) == wanted:

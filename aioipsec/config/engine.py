@@ -12,6 +12,7 @@ from aioipsec.config.credentials import (
     find_private_key,
     load_certificate,
     load_crl_file,
+    local_certificates,
     strongswan_dn,
 )
 from aioipsec.config.model import (
@@ -88,6 +89,10 @@ def _auth_to_engine(
 ) -> AuthConfig:
 
     settings: AuthSettings = getattr(connection, side)
+    if side == "local" and settings.auth in ("pubkey", "eap-tls"):
+        # Only the file loader's credential check resolved a missing certs = before; a
+        # connection from VICI load-conn reached find_private_key with none (IndexError).
+        local_certificates(configuration, connection)
     certs = [load_certificate(path) for path in settings.certs]
     cacerts = [load_certificate(path) for path in settings.cacerts]
     if side == "remote" and settings.auth in ("pubkey", "eap-tls", "eap") and not cacerts:

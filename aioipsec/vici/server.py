@@ -27,7 +27,12 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from aioipsec.control import ControlServer, RequestError, _peer_credentials
+from aioipsec.control import (
+    ControlServer,
+    RequestError,
+    _peer_credentials,
+    internal_error_message,
+)
 from aioipsec.log import get_logger
 from aioipsec.vici.codec import (
     MAX_SEGMENT,
@@ -227,7 +232,7 @@ class ViciServer(ControlServer):
             raise
         except Exception as error:
             _log.exception("vici_command_failed", command=name)
-            return {"success": "no", "errmsg": f"internal error in {name}: {error}"}
+            return {"success": "no", "errmsg": internal_error_message(name, error)}
 
     @staticmethod
     async def _respond(
