@@ -7,7 +7,7 @@ Sources, all real traffic or real configuration, never hand-made octets:
   keys of that run, decrypted to the inner payload chains;
 * captures of our own daemons in ``fuzz/captures`` (two aioipsec daemons in namespaces:
   a whole life with forced UDP encapsulation, ESP included; rekeys under 20 % loss, with
-  retransmissions), the captures in ``/work/shared/reference/captures`` (Wireshark's and
+  retransmissions), the captures in ``tests/data/reference/captures`` (Wireshark's and
   scapy's IKEv2/ESP test captures) and any pcap given with ``--pcap`` (e.g. a capture
   from ``tests/e2e`` or the interop harness, ``tcpdump -w`` on the veth);
 * the example configurations shipped in ``aioipsec/examples`` and the swanctl.conf blocks
@@ -33,7 +33,7 @@ from ikev2.message import decrypt_message, parse_message, serialize_payload_chai
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 CORPUS = ROOT / "corpus"
-CAPTURES = Path("/work/shared/reference/captures")
+CAPTURES = REPO / "tests" / "data" / "reference" / "captures"
 
 
 class Corpus:
