@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
+from aioipsec import control
 from aioipsec.control import (
     ControlClient,
     ControlError,
@@ -64,7 +65,9 @@ async def raw_exchange(path: Path, payload: bytes) -> list[dict[str, Any]]:
     return lines
 
 
-async def test_request_response_and_errors(socket_path: Path) -> None:
+async def test_request_response_and_errors(
+    socket_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with ControlServer(socket_path, HANDLERS):
         client = ControlClient(socket_path)
         assert await client.acall("sas", ike="site") == [
@@ -74,7 +77,20 @@ async def test_request_response_and_errors(socket_path: Path) -> None:
             await client.acall("fail")
         # A bug is answered with the exception's type and where its traceback is (a bare
         # "list index out of range" said nothing), and the traceback is logged.
-        with structlog.testing.capture_logs() as logs, pytest.raises(ControlError) as raised:
+        # The module's logger is swapped for a capturing one: capture_logs() cannot see a
+        # logger that an earlier test's structlog configuration cached on first use.
+        capture = structlog.testing.LogCapture()
+        monkeypatch.setattr(
+            control,
+            "_log",
+            structlog.wrap_logger(
+                structlog.PrintLogger(),
+                processors=[capture],
+                wrapper_class=structlog.stdlib.BoundLogger,
+            ),
+        )
+        logs = capture.entries
+        with pytest.raises(ControlError) as raised:
             await client.acall("crash")
         assert str(raised.value).startswith("internal error in crash: RuntimeError: boom (a bug")
         assert "the daemon's log has the traceback" in str(raised.value)
