@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aioipsec.controlclient import ControlError
 from aioipsec.interop.charon import Charon
 from aioipsec.interop.ours import AioipsecPeer
 from aioipsec.netns import BackgroundProcess, Lab, Namespace
@@ -318,7 +319,18 @@ def drain_with_transfer(
     before = cluster.spread()
     sink, source = cluster.transfer(mover, total, seconds)
     time.sleep(seconds / 4)
-    answer = cluster.gateways[drained].call("drain")
+    # The drained gateway refuses while it sees no live member to send clients to; on a
+    # loaded machine a member's heartbeat can be a moment late, so ask again for a while.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            answer = cluster.gateways[drained].call("drain")
+            break
+        except ControlError as error:
+            if "no other member" not in str(error) or time.monotonic() > deadline:
+                raise
+            cluster.log(f"drain {drained} refused ({error}); asking again")
+            time.sleep(0.5)
     cluster.log(f"drain {drained}: {answer['message']}")
     start = time.monotonic()
     while time.monotonic() - start < 60:
