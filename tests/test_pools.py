@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, ip_address
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +20,11 @@ from ikev2.cp import ConfigAttributes, cp_request
 from ikev2.enums import CfgType, CpAttributeType, NotifyType
 from ikev2.errors import ProtocolError
 from ikev2.payloads import CpAttribute
+from tests.config import corpus
 
 T = CpAttributeType
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "swanctl-corpus"
+# The one place that knows where the corpus lives (and that it may be absent).
+CORPUS = corpus.CORPUS
 ANY4 = IPv4Address("0.0.0.0")
 ANY6 = IPv6Address("::")
 

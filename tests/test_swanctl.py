@@ -20,6 +20,7 @@ import pytest
 from aioipsec.config import ConfigError, load_configuration, to_engine_configs
 from aioipsec.config.swanctl import load_swanctl, parse_settings_file, parse_settings_text
 from tests.components import require_component
+from tests.config import corpus
 
 # strongSwan testing/tests/ikev2/net2net-psk/hosts/moon/etc/swanctl/swanctl.conf
 NET2NET_PSK_MOON = """\
@@ -491,7 +492,7 @@ def test_swanctl_folders_for_credentials(tmp_path: Path) -> None:
 # host, in the project's read-only reference collection beside the checkout. Its licence note
 # asks not to copy it into the repository, so this one test reads it there and skips, saying
 # so, where it is absent (a clone from the public repository has no ../shared).
-SWANCTL_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "swanctl-corpus"
+SWANCTL_CORPUS = corpus.CORPUS  # the one place that knows where the corpus lives
 
 
 @pytest.mark.skipif(
