@@ -33,6 +33,9 @@ REPO = ROOT.parent
 TARGET_NAMES = [
     "ike_message",
     "ike_payload",
+    "cp_attributes",
+    "eap_methods",
+    "eap_tls",
     "sk_payload",
     "engine_sk",
     "redirect_notify",
