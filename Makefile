@@ -39,7 +39,7 @@ test: debian-deps venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -rfEs
+	$(PY) -m pytest -q -rfEs --durations=25
 
 demo: venv debian-deps
 	$(PY) -m aioipsec.demo
