@@ -61,6 +61,12 @@ class AuthConfig:
     cacerts: list[Any] = field(default_factory=list)
     private_key: Any = field(default=None, repr=False)
     # "rfc7427": AUTH method 14 when the peer sent SIGNATURE_HASH_ALGORITHMS; "classic":
+    # Raw public keys (strongSwan's ``pubkeys``; remote rounds): the keys the peer may
+    # sign with when it sends no certificate, each for the peer whose KEY_ID is its
+    # fingerprint or, when ``id`` was configured, for that id. ``trusted_pubkeys``: keys
+    # loaded without being named (swanctl's pubkey/), for a peer whose KEY_ID they match.
+    pubkeys: list[Any] = field(default_factory=list)
+    trusted_pubkeys: list[Any] = field(default_factory=list)
     # never announce/use RFC 7427 (methods 1 and 9-11 only, for old peers).
     signature_auth: Literal["rfc7427", "classic"] = "rfc7427"
     rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS instead of PKCS#1 v1.5

@@ -300,6 +300,7 @@ def _build_section(
             )
         auth.certs = [source.resolve(c, SWANCTL_FOLDERS["certs"]) for c in auth.certs]
         auth.cacerts = [source.resolve(c, SWANCTL_FOLDERS["cacerts"]) for c in auth.cacerts]
+        auth.pubkeys = [source.resolve(c, SWANCTL_FOLDERS["pubkeys"]) for c in auth.pubkeys]
         setattr(connection, key, auth)
     elif key.startswith(("local", "remote")):
         raise source.error(
@@ -378,6 +379,7 @@ def _check_connection(
     if (
         connection.local.auth in ("pubkey", "eap-tls")
         and not connection.local.certs
+        and not (connection.local.auth == "pubkey" and connection.local.pubkeys)
         and source.kind == "toml"
     ):
         raise source.error(

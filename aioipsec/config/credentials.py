@@ -195,6 +195,15 @@ def _load_plain(loader: Any, data: bytes, path: Path) -> Any:
         raise ConfigError(f"{path} is not a private key we can read") from None
 
 
+def _read_credential(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist", hint="check the path") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror}") from None
+
+
 def load_certificate(path: Path) -> Any:
     """A ``cryptography`` X.509 certificate from a PEM or DER file (or from a PKCS#12
     container loaded before, ``<container>#<n>``)."""
@@ -202,18 +211,34 @@ def load_certificate(path: Path) -> Any:
     contained = _CONTAINED.get(path)
     if contained is not None:
         return contained
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"certificate {path} does not exist", hint="check the path") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read certificate {path}: {error.strerror}") from None
+    data = _read_credential(path, "certificate")
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
     except ValueError as error:
         raise ConfigError(f"{path} is not an X.509 certificate ({error})") from None
+
+
+def load_public_key(path: Path) -> Any:
+    """A raw public key as swanctl reads ``pubkey/``: PEM or DER SubjectPublicKeyInfo
+    (``-----BEGIN PUBLIC KEY-----``) or PKCS#1 (``-----BEGIN RSA PUBLIC KEY-----``)."""
+    data = _read_credential(path, "public key")
+    try:
+        if b"-----BEGIN" in data:
+            return serialization.load_pem_public_key(data)
+        return serialization.load_der_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as error:
+        raise ConfigError(
+            f"{path} is not a public key we can read ({error})",
+            hint="give a PEM or DER public key, as `pki --pub` writes it",
+        ) from None
+
+
+def key_id_identity(key: Any) -> str:
+    """strongSwan's default identity of a raw public key without an id: its KEY_ID, the
+    SHA-1 of its SubjectPublicKeyInfo (pubkey_cert.c, KEYID_PUBKEY_INFO_SHA1)."""
+    return "keyid:#" + hashlib.sha1(_public_bytes(key)).hexdigest()
 
 
 def load_crl_file(path: Path) -> x509.CertificateRevocationList:
@@ -297,10 +322,11 @@ def _check_connection_credentials(
     problems: list[ConfigError] = []
     for side in ("local", "remote"):
         auth: AuthSettings = getattr(connection, side)
-        for kind in ("certs", "cacerts"):
-            for cert_path in getattr(auth, kind):
+        for kind, loader in (("certs", load_certificate), ("cacerts", load_certificate),
+                             ("pubkeys", load_public_key)):  # fmt: skip
+            for file_path in getattr(auth, kind):
                 try:
-                    load_certificate(cert_path)
+                    loader(file_path)
                 except ConfigError as error:
                     problems.append(
                         ConfigError(
@@ -320,15 +346,19 @@ def _check_connection_credentials(
         remote.auth == "pubkey"
         and not remote.cacerts
         and not remote.certs
+        and not remote.pubkeys
         and not configuration.authorities
+        and not _peer_public_keys(configuration, connection)
     ):
         problems.append(
             ConfigError(
-                "auth = pubkey for the peer, but no CA certificate to check its certificate",
+                "auth = pubkey for the peer, but no CA certificate to check its certificate "
+                "and no raw public key to check its signature (keys in DNS, strongSwan's "
+                "dnssec plugin, are not looked up)",
                 file=connection.source,
                 key=f"connections.{connection.name}.remote.cacerts",
-                hint="add cacerts = [<CA certificate>] to the remote section "
-                "(swanctl.conf: or put it in x509ca/)",
+                hint="add cacerts = [<CA certificate>] or pubkeys = <peer's public key> to "
+                "the remote section (swanctl.conf: or put it in x509ca/ or pubkey/)",
             )
         )
     uses_psk = "psk" in (connection.local.auth, connection.remote.auth)
@@ -398,7 +428,25 @@ def local_certificates(configuration: Configuration, connection: ConnectionSetti
     return connection.local.certs
 
 
+def _peer_public_keys(configuration: Configuration, connection: ConnectionSettings) -> list[Path]:
+    """The keys of pubkey/ a peer of this connection may sign with: all but our own."""
+    own = {path.resolve() for path in connection.local.pubkeys}
+    return [path for path in configuration.public_keys if path.resolve() not in own]
+
+
 def find_private_key(configuration: Configuration, connection: ConnectionSettings) -> Any:
+    if connection.local.auth == "pubkey" and connection.local.pubkeys:
+        # A raw public key (strongSwan uses the first of the list): its private key.
+        wanted = _public_bytes(load_public_key(connection.local.pubkeys[0]))
+        for private in configuration.private_keys:
+            if _public_bytes(private.key.public_key()) == wanted:
+                return private.key
+        raise ConfigError(
+            f"no private key matches public key {connection.local.pubkeys[0]}",
+            file=connection.source,
+            key=f"connections.{connection.name}.local.pubkeys",
+            hint="add [secrets.private-NAME] file = <key> (swanctl.conf: put it in private/)",
+        )
     leaf = load_certificate(local_certificates(configuration, connection)[0])
     wanted = _public_bytes(leaf.public_key())
     for private in configuration.private_keys:

@@ -10,8 +10,10 @@ import socket
 
 from aioipsec.config.credentials import (
     find_private_key,
+    key_id_identity,
     load_certificate,
     load_crl_file,
+    load_public_key,
     local_certificates,
     strongswan_dn,
 )
@@ -89,19 +91,31 @@ def _auth_to_engine(
 ) -> AuthConfig:
 
     settings: AuthSettings = getattr(connection, side)
-    if side == "local" and settings.auth in ("pubkey", "eap-tls"):
+    raw_keys = settings.auth == "pubkey" and bool(settings.pubkeys)
+    if side == "local" and settings.auth in ("pubkey", "eap-tls") and not raw_keys:
         # Only the file loader's credential check resolved a missing certs = before; a
         # connection from VICI load-conn reached find_private_key with none (IndexError).
         local_certificates(configuration, connection)
     certs = [load_certificate(path) for path in settings.certs]
     cacerts = [load_certificate(path) for path in settings.cacerts]
+    pubkeys = [load_public_key(path) for path in settings.pubkeys] if raw_keys else []
+    trusted_pubkeys = []
     if side == "remote" and settings.auth in ("pubkey", "eap-tls", "eap") and not cacerts:
         # swanctl trusts every CA certificate it loaded (x509ca/): do the same.
         cacerts = [load_certificate(path) for path in configuration.authorities]
+    if side == "remote" and settings.auth == "pubkey" and not raw_keys:
+        # ... and every raw public key of pubkey/, for the peer whose KEY_ID it is.
+        own = {path.resolve() for path in connection.local.pubkeys}
+        trusted_pubkeys = [
+            load_public_key(path) for path in configuration.public_keys if path.resolve() not in own
+        ]
     identity = settings.id
     if identity is None and certs:
         # strongSwan's default: the certificate's subject, in certificate order.
         identity = strongswan_dn(certs[0].subject)
+    if identity is None and pubkeys:
+        # strongSwan's default for a raw key (pubkey_cert.c): its KEY_ID.
+        identity = key_id_identity(pubkeys[0])
     auth = AuthConfig(
         auth=settings.auth,
         id=identity or "%any",
@@ -111,6 +125,8 @@ def _auth_to_engine(
         send_cert=connection.send_cert,
         rsa_pss=settings.rsa_pss,
         eap_id=settings.eap_id or "%any",
+        pubkeys=pubkeys if side == "remote" else [],
+        trusted_pubkeys=trusted_pubkeys,
     )
     if side == "local" and settings.auth in ("pubkey", "eap-tls"):
         auth.private_key = find_private_key(configuration, connection)

@@ -186,6 +186,9 @@ class AuthSettings:
     revocation: str = "relaxed"
     eap_id: str | None = None
 
+    # Raw public keys (PEM/DER SubjectPublicKeyInfo or PKCS#1): local, the first is ours
+    # (no certificate is sent); remote, the keys the peer may sign with.
+    pubkeys: list[Path] = field(default_factory=list)
 
 @dataclass
 class ChildSettings:
@@ -336,6 +339,9 @@ class Configuration:
     # used by the revocation checks (aioipsec/revocation.py).
     crls: list[Path] = field(default_factory=list)
     ocsp_signers: list[Path] = field(default_factory=list)
+    # Raw public keys loaded without being named (swanctl's pubkey/ folder): trusted for a
+    # peer whose id is the key's KEY_ID, as strongSwan trusts them.
+    public_keys: list[Path] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     # Things worth a log line at start (e.g. a PSK in a world-readable file).
     warnings: list[str] = field(default_factory=list)

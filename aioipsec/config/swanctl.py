@@ -42,6 +42,7 @@ from aioipsec.config.credentials import (
     load_certificate,
     load_crl_file,
     load_private_key,
+    load_public_key,
 )
 from aioipsec.config.model import ConfigError, Configuration, PrivateKey, raise_collected
 
@@ -469,11 +470,14 @@ def _auto_credentials(
 
 
 def _revocation_files(base: Path, configuration: Configuration, source: RawSource) -> None:
-    """swanctl's x509crl/ (CRLs, checked against the peer's chain) and x509ocsp/ (OCSP
-    signer certificates): read now so that a broken file is named at load, used by
-    aioipsec/revocation.py."""
+    """swanctl's x509crl/ (CRLs, checked against the peer's chain), x509ocsp/ (OCSP
+    signer certificates, both used by aioipsec/revocation.py) and pubkey/ (raw public
+    keys, trusted for the peer whose KEY_ID they are, as strongSwan's CERT_TRUSTED_PUBKEY):
+    read now so that a broken file is named at load."""
+    loaders = {"x509crl": load_crl_file, "x509ocsp": load_certificate, "pubkey": load_public_key}
     for folder_name, target in (("x509crl", configuration.crls),
-                                ("x509ocsp", configuration.ocsp_signers)):  # fmt: skip
+                                ("x509ocsp", configuration.ocsp_signers),
+                                ("pubkey", configuration.public_keys)):  # fmt: skip
         folder = base / folder_name
         if not folder.is_dir():
             continue
@@ -482,10 +486,7 @@ def _revocation_files(base: Path, configuration: Configuration, source: RawSourc
                 continue
             with source.collecting():
                 try:
-                    if folder_name == "x509crl":
-                        load_crl_file(path)
-                    else:
-                        load_certificate(path)
+                    loaders[folder_name](path)
                 except ConfigError as error:
                     raise ConfigError(
                         error.reason + f" (swanctl loads every file in {folder_name}/)",

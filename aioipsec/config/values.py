@@ -338,7 +338,7 @@ _UNSUPPORTED_CONNECTION_KEYS = {
     "mediated_by", "mediation_peer",
 }  # fmt: skip
 _UNSUPPORTED_AUTH_KEYS = {
-    "round", "pubkeys", "aaa_id", "xauth_id", "groups", "cert_policy", "ca_id",
+    "round", "aaa_id", "xauth_id", "groups", "cert_policy", "ca_id",
 }  # fmt: skip
 _UNSUPPORTED_CHILD_KEYS = {
     "rand_bytes", "rand_packets", "reqid", "priority", "icmp",
@@ -457,6 +457,9 @@ _AUTH_KEYS: dict[str, Callable[[Any], Any]] = {
     "id": parse_string,
     "certs": parse_list,
     "cacerts": parse_list,
+    # Raw public keys (swanctl's pubkey/ folder): local, the first is ours; remote, the
+    # keys the peer may sign with (strongSwan's CERT_TRUSTED_PUBKEY).
+    "pubkeys": parse_list,
     "revocation": _choice({"strict": "strict", "ifuri": "ifuri", "relaxed": "relaxed"}),
     "eap_id": parse_string,
 }

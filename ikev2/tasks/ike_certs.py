@@ -10,8 +10,12 @@ exchange and names the failed check for ``AuthenticationFailed.check``.
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ikev2.config import AuthConfig
 from ikev2.crypto.auth import (
@@ -21,7 +25,7 @@ from ikev2.crypto.auth import (
 )
 from ikev2.crypto.auth import verify_signature_auth as verify_signature
 from ikev2.crypto.certs import validate_chain
-from ikev2.enums import CertEncoding
+from ikev2.enums import CertEncoding, IdType
 from ikev2.identity import Identity
 from ikev2.payloads import AuthPayload, CertPayload
 from ikev2.tasks.context import Payload, TaskContext
@@ -78,6 +82,9 @@ def verify_signature_auth(
     if not certs:
         # A peer certificate configured locally (swanctl remote.certs) stands in.
         certs = list(auth.certs)
+    if (auth.pubkeys and not (certs and auth.cacerts)) or (not certs and auth.trusted_pubkeys):
+        _verify_raw_key_auth(sa, auth, remote, auth_payload, octets)
+        return
     if not certs:
         raise AuthenticationError(
             f"{remote} sent no certificate and none is configured for it", check="no-credentials"
@@ -100,3 +107,59 @@ def verify_signature_auth(
     # makes the daemon ask a CRL server or OCSP responder (RFC 5280 sec. 6.3, RFC 6960).
     if auth.revocation is not None:
         auth.revocation.check(chain, wall_time)
+
+
+def key_ids(key: Any) -> set[bytes]:
+    """The KEY_IDs a raw public key answers to, strongSwan's fingerprints (pubkey_cert.c
+    has_subject): SHA-1 of the SubjectPublicKeyInfo and SHA-1 of the key's bit string
+    (for RSA the PKCS#1 RSAPublicKey, for ECDSA the uncompressed point)."""
+    info = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ids = {hashlib.sha1(info).digest()}
+    if isinstance(key, rsa.RSAPublicKey):
+        ids.add(hashlib.sha1(key.public_bytes(Encoding.DER, PublicFormat.PKCS1)).digest())
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        point = key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        ids.add(hashlib.sha1(point).digest())
+    elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        ids.add(hashlib.sha1(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).digest())
+    return ids
+
+
+def _verify_raw_key_auth(
+    sa: TaskContext,
+    auth: AuthConfig,
+    remote: Identity,
+    auth_payload: AuthPayload,
+    octets: bytes,
+) -> None:
+    """The peer signed with a raw public key (strongSwan's ``pubkeys``; no certificate,
+    so no chain and no revocation): one of the trusted keys for its identity must verify
+    the AUTH signature."""
+    by_key_id = remote.id_type is IdType.ID_KEY_ID
+    configured = Identity.parse(auth.id)
+    candidates = [
+        key
+        for key in auth.pubkeys
+        if (remote.data in key_ids(key) if by_key_id else not configured.is_any)
+    ] + [key for key in auth.trusted_pubkeys if by_key_id and remote.data in key_ids(key)]
+    if not candidates:
+        raise AuthenticationError(
+            f"no trusted raw public key for {remote} (pubkeys, or pubkey/ with its KEY_ID)",
+            check="no-credentials",
+        )
+    error: AuthenticationError | None = None
+    for key in candidates:
+        try:
+            verify_signature(
+                key,
+                int(auth_payload.method),
+                bytes(auth_payload.data),
+                octets,
+                policy=sa.ctx.policy,
+                peer_id=str(remote),
+            )
+            return
+        except AuthenticationError as failure:
+            error = failure
+    assert error is not None
+    raise error
