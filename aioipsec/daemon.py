@@ -276,7 +276,9 @@ class Daemon(DaemonCommands):
         )
         self.driver = EngineDriver(dispatcher, self._send_ike, self._on_event, self.loop)
         # RFC 5685 and [cluster] (aioipsec/cluster/runtime.py, docs/cluster.md).
-        self.cluster = ClusterRuntime(self.settings.cluster, self._cluster_engine())
+        self.cluster = ClusterRuntime(
+            self.settings.cluster, self._cluster_engine(), self.remote_access.pools
+        )
         await self.cluster.start()
         self._cleanups.append(self.cluster.close)
         self.datapath = DataPath(

@@ -13,6 +13,13 @@ call it from inside its sans-I/O step and tests can move time):
   a reconnect; a released lease goes *offline* and stays reserved for its owner, and is
   reassigned to somebody else only when no free address is left and the owner has been
   gone for ``reassign_after`` seconds.
+* :class:`SharedPool` is a MemPool whose lease table lives in the cluster's store
+  (docs/cluster.md, "VIP leases"): it decides from a mirror of the store's table and from
+  addresses reserved for this member ahead of time ("spares"), and leaves its writes in an
+  outbox; :mod:`aioipsec.cluster.leases` does the Redis I/O. A sync decision with no round
+  trip is what keeps the engine's call sans-I/O, and the spares keep it atomic: an address
+  is handed out only once the store has reserved it for this member (or bound it to the
+  same identity).
 * :class:`PoolManager` answers a CFG_REQUEST (``assign``) and takes addresses back
   (``release``); it implements ``ikev2.cp.ConfigProvider``, the engine's only view of pools.
 """
@@ -20,8 +27,9 @@ call it from inside its sans-I/O step and tests can move time):
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Any
@@ -384,6 +392,208 @@ class MemPool:
         return sum(not lease.online for lease in self._leases.values())
 
 
+# --------------------------------------------------------------------------- shared leases
+
+
+@dataclass
+class SharedRecord:
+    """One address in the cluster store's lease table. ``state``: ``spare`` (reserved for
+    ``member``, no identity yet), ``online`` or ``offline`` (bound to ``identity``, which
+    keeps it while offline, as mem_pool does). ``since``: wall-clock seconds of the last
+    change, stamped by the writer (:mod:`aioipsec.cluster.leases`)."""
+
+    identity: str
+    member: str
+    state: str
+    since: float = 0.0
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"identity": self.identity, "member": self.member, "state": self.state,
+             "since": round(self.since, 3)}, sort_keys=True
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, text: str) -> SharedRecord | None:
+        try:
+            data = json.loads(text)
+            record = cls(str(data["identity"]), str(data["member"]), str(data["state"]),
+                         float(data.get("since", 0.0)))  # fmt: skip
+        except (ValueError, KeyError, TypeError):
+            return None
+        return record if record.state in ("spare", "online", "offline") else None
+
+
+# Outbox modes, checked by the store's script (aioipsec/cluster/leases.py): "bind" writes
+# when the address is free, ours, or the same identity's; "release" only when it is still
+# ours for that identity (a member the client moved to keeps it online).
+BIND, RELEASE = "bind", "release"
+
+
+class SharedPool(MemPool):
+    """A pool whose lease table lives in the cluster store (see the module docstring).
+
+    ``mirror``: the store's table as last read, with this member's pending writes on top.
+    ``spares``: addresses the store reserved for this member and no identity holds yet.
+    ``outbox``: address -> (mode, record) still to write. Local :class:`Lease` objects keep
+    the reference counts of this member's IKE SAs, as in MemPool.
+    """
+
+    def __init__(self, settings: PoolSettings, reassign_after: float, member: str) -> None:
+        super().__init__(settings, reassign_after)
+        self.member = member
+        self.mirror: dict[IPAddress, SharedRecord] = {}
+        self.spares: set[IPAddress] = set()
+        self.outbox: dict[IPAddress, tuple[str, SharedRecord]] = {}
+        self.on_change: Callable[[], None] = lambda: None
+        self.store_usable = False  # the store answered the last sync
+        self.starved = 0  # requests refused since the last sync for want of an address
+        self.log: list[str] = []
+
+    def _online_here(self, address: IPAddress) -> bool:
+        """An IKE SA here holds it (another of the identity's devices: mem_pool gives that
+        one a different address)."""
+        lease = self._leases.get(int(address) - self._first)
+        return lease is not None and lease.online
+
+    def _claim(self, address: IPAddress, identity: str, now: float) -> IPAddress:
+        offset = int(address) - self._first
+        self._take(offset, identity, now)
+        self.spares.discard(address)
+        record = SharedRecord(identity, self.member, "online")
+        self.mirror[address] = record
+        self.outbox[address] = (BIND, record)
+        self.on_change()
+        return address
+
+    def acquire(self, identity: str, requested: IPAddress | None, now: float) -> IPAddress | None:
+        """As MemPool, from what the store knows: the requested address when the store has
+        it for this identity (a client moved here by a redirect asks for its VIP) or it is
+        one of our spares; else the identity's lease anywhere in the cluster; else a spare.
+        Never an address the store has not given us: None when no spare is left."""
+        if (
+            requested is not None
+            and requested.packed.strip(b"\0")
+            and self.settings.contains(requested)
+        ):
+            record = self.mirror.get(requested)
+            if requested in self.spares or (record is not None and record.identity == identity):
+                return self._claim(requested, identity, now)
+        own = sorted(
+            (address for address, record in self.mirror.items()
+             if record.identity == identity and record.state != "spare"
+             and not self._online_here(address)),
+            key=int,
+        )  # fmt: skip
+        if own:
+            return self._claim(own[0], identity, now)
+        if self.spares:
+            return self._claim(min(self.spares, key=int), identity, now)
+        # Only now may an idle lease of another identity be reassigned (mem_pool does it
+        # when the pool is full, never ahead): the next sync reserves one for the retry.
+        self.starved += 1
+        self.on_change()
+        return None
+
+    def release(self, identity: str, address: IPAddress, now: float) -> bool:
+        if not super().release(identity, address, now):
+            return False
+        lease = self._leases[int(address) - self._first]
+        if not lease.online:
+            record = SharedRecord(identity, self.member, "offline")
+            current = self.mirror.get(address)
+            if current is None or current.member == self.member:
+                self.mirror[address] = record
+            self.outbox[address] = (RELEASE, record)
+            self.on_change()
+        return True
+
+    # The store side (aioipsec/cluster/leases.py) calls these.
+
+    def load_mirror(self, table: Mapping[IPAddress, SharedRecord]) -> bool:
+        """The store's table was read: it becomes the mirror (pending writes on top), and a
+        spare the store no longer has for us (reclaimed while we were cut off) is dropped.
+        True when the store lacks leases online here (it restarted empty): they are put
+        in the outbox again, and the caller writes them before reserving anything."""
+        mirror = {a: r for a, r in table.items() if self.settings.contains(a)}
+        lost = False
+        for lease in self._leases.values():
+            if lease.online and lease.address not in mirror and lease.address not in self.outbox:
+                self.outbox[lease.address] = (
+                    BIND,
+                    SharedRecord(lease.identity, self.member, "online"),
+                )
+                lost = True
+        for address, (_, record) in self.outbox.items():
+            mirror[address] = record
+        self.mirror = mirror
+        self.spares = {
+            a for a, r in mirror.items() if r.state == "spare" and r.member == self.member
+        }  # fmt: skip
+        return lost
+
+    def free_candidates(self, count: int) -> list[IPAddress]:
+        """Up to ``count`` addresses the mirror has no record of, lowest first."""
+        out: list[IPAddress] = []
+        for offset in range(self.settings.size):
+            address = self._address(offset)
+            if address not in self.mirror:
+                out.append(address)
+                if len(out) >= count:
+                    break
+        return out
+
+    def reclaimable(self, wall: float, alive: set[str]) -> list[tuple[IPAddress, SharedRecord]]:
+        """Records another identity may have once no free address is left: spares of a
+        member that is gone, and leases offline (or online at a member that is gone) for
+        ``reassign_after`` seconds, oldest first (mem_pool's reassignment)."""
+        out = []
+        for address, record in self.mirror.items():
+            gone = record.member not in alive and record.member != self.member
+            lost_spare = record.state == "spare" and gone
+            idle = record.state == "offline" or (record.state == "online" and gone)
+            if lost_spare or (idle and wall - record.since >= self.reassign_after):
+                out.append((address, record))
+        return sorted(out, key=lambda item: item[1].since)
+
+    def add_spare(self, address: IPAddress, record: SharedRecord) -> None:
+        self.mirror[address] = record
+        self.spares.add(address)
+
+    def written(self, address: IPAddress, sent: tuple[str, SharedRecord], ok: bool) -> None:
+        """The outbox entry ``sent`` was written (or refused by the store's checks)."""
+        if self.outbox.get(address) is sent:
+            del self.outbox[address]
+        if not ok:
+            mode, record = sent
+            self.log.append(
+                f"the cluster store refused to {mode} {address} for {record.identity}: "
+                "another member holds it for another identity"
+            )
+
+    def shared_leases(self) -> list[tuple[IPAddress, SharedRecord]]:
+        return sorted(
+            ((a, r) for a, r in self.mirror.items() if r.state != "spare"),
+            key=lambda item: int(item[0]),
+        )
+
+    def warn_exhausted(self) -> str:
+        if not self.store_usable:
+            return (
+                f"the cluster store is unreachable and the {len(self.spares)} address(es) "
+                "it reserved for this member are used up: no new lease until it is back"
+            )
+        return (
+            "no address is free in the cluster store (a lease offline for reassign_after is "
+            "reserved for the next attempt, if there is one)"
+        )
+
+    def listing(self) -> tuple[int, int]:
+        online = sum(r.state == "online" for r in self.mirror.values())
+        offline = sum(r.state == "offline" for r in self.mirror.values())
+        return online, offline
+
+
 class PoolManager:
     """All pools of the daemon; the engine's ``ConfigProvider`` (``ikev2.cp``)."""
 
@@ -391,8 +601,26 @@ class PoolManager:
         self.pools: dict[str, MemPool] = {}
         self.reassign_after = reassign_after
         self.log: list[str] = []  # lines for the daemon's log, taken by take_log()
+        self.member: str | None = None  # set by share(): the leases live in the cluster store
+        self.on_change: Callable[[], None] = lambda: None
         for settings in pools:
-            self.pools[settings.name] = MemPool(settings, reassign_after)
+            self.pools[settings.name] = self._new_pool(settings)
+
+    def _new_pool(self, settings: PoolSettings) -> MemPool:
+        if self.member is None:
+            return MemPool(settings, self.reassign_after)
+        pool = SharedPool(settings, self.reassign_after, self.member)
+        pool.on_change = self.on_change
+        return pool
+
+    def share(self, member: str, on_change: Callable[[], None]) -> None:
+        """From now on the leases live in the cluster store (aioipsec/cluster/leases.py),
+        as ``member``; called once at start, before any lease is taken."""
+        self.member, self.on_change = member, on_change
+        self.pools = {name: self._new_pool(pool.settings) for name, pool in self.pools.items()}
+
+    def shared_pools(self) -> list[SharedPool]:
+        return [pool for pool in self.pools.values() if isinstance(pool, SharedPool)]
 
     def replace(self, pools: Iterable[PoolSettings]) -> None:
         """A configuration reload: pools whose addrs did not change keep their leases."""
@@ -403,11 +631,14 @@ class PoolManager:
                 old.settings = settings
                 new[settings.name] = old
             else:
-                new[settings.name] = MemPool(settings, self.reassign_after)
+                new[settings.name] = self._new_pool(settings)
         self.pools = new
 
     def take_log(self) -> list[str]:
         lines, self.log = self.log, []
+        for pool in self.shared_pools():
+            lines += pool.log
+            pool.log = []
         return lines
 
     def _pools(self, names: Sequence[str]) -> list[MemPool]:
@@ -458,7 +689,9 @@ class PoolManager:
                     break
             else:
                 names = ", ".join(
-                    f"{p.name} ({p.settings.addrs_text}: {p.online} online, {p.offline} offline)"
+                    f"{p.name} ({p.settings.addrs_text}: {p.online} online, {p.offline} offline"
+                    + (f"; {p.warn_exhausted()}" if isinstance(p, SharedPool) else "")
+                    + ")"
                     for p in family
                 )
                 failed.append(f"IPv{version}: " + (f"pool {names} exhausted" if family else
@@ -509,6 +742,20 @@ class PoolManager:
                 "online": pool.online,
                 "offline": pool.offline,
             }
+            if isinstance(pool, SharedPool):
+                # The cluster's table (the store's, as last read): every member's leases.
+                entry["online"], entry["offline"] = pool.listing()
+                entry["member"] = pool.member
+                entry["spares"] = len(pool.spares)
+                entry["store"] = "reachable" if pool.store_usable else "unreachable"
+                if leases:
+                    entry["leases"] = [
+                        {"address": str(address), "identity": record.identity,
+                         "status": record.state, "member": record.member}
+                        for address, record in pool.shared_leases()
+                    ]  # fmt: skip
+                out.append(entry)
+                continue
             if leases:
                 entry["leases"] = [
                     {
@@ -528,6 +775,12 @@ def format_pools(listing: list[dict[str, Any]]) -> str:
     for pool in listing:
         counts = f"{pool['online']} / {pool['offline']} / {pool['size']}"
         lines.append(f"{pool['name']:<20} {pool['base']:<39} {counts}")
+        if "member" in pool:
+            lines.append(f"  cluster leases (store {pool['store']}; {pool['spares']} address(es) "
+                         f"reserved for {pool['member']})")  # fmt: skip
         for lease in pool.get("leases", []):
-            lines.append(f"  {lease['address']:<39} {lease['status']:<7}  '{lease['identity']}'")
+            at = f"  at {lease['member']}" if "member" in lease else ""
+            lines.append(
+                f"  {lease['address']:<39} {lease['status']:<7}  '{lease['identity']}'{at}"
+            )
     return "\n".join(lines) + ("\n" if lines else "no pools\n")

@@ -25,10 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aioipsec.cluster.leases import LeaseSync
 from aioipsec.cluster.placement import MemberState, Placement
 from aioipsec.cluster.settings import ClusterSettings
-from aioipsec.cluster.store import StoreView, View, open_store
+from aioipsec.cluster.store import RedisStore, StoreView, View, open_store
 from aioipsec.control import RequestError
+from aioipsec.pools import PoolManager
 from ikev2 import events as ev
 from ikev2.config import DispatcherConfig
 from ikev2.errors import UsageError
@@ -65,10 +67,13 @@ class DrainState:
 
 
 class ClusterRuntime:
-    def __init__(self, settings: ClusterSettings | None, engine: Engine) -> None:
+    def __init__(
+        self, settings: ClusterSettings | None, engine: Engine, pools: PoolManager | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.store: StoreView | None = None
+        self.leases: LeaseSync | None = None
         self.placement: Placement | None = None
         self.drain = DrainState()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -79,6 +84,12 @@ class ClusterRuntime:
             self.placement = Placement(settings.member, settings.policy, {}, usable=False)
             self.store.on_change = self._view_changed
             engine.dispatcher.redirects.placement = self.placement
+            if isinstance(self.store, RedisStore) and pools is not None:
+                # VIP leases in the store (aioipsec/cluster/leases.py): a client moved to
+                # another member gets its address back there.
+                self.leases = LeaseSync(self.store.client, settings.name, settings.member,
+                                        self._alive)  # fmt: skip
+                self.leases.attach(pools)
 
     # ------------------------------------------------------------------ life
 
@@ -87,6 +98,9 @@ class ClusterRuntime:
             return
         await self.publish()
         self._spawn(self._heartbeat(), "cluster-heartbeat")
+        if self.leases is not None:
+            await self.leases.sync()  # spares reserved before the first client
+            self._spawn(self.leases.run(), "cluster-leases")
         assert self.settings is not None
         log.info(
             "cluster %s: member %s, policy %s, store %s, %d member(s) seen",
@@ -106,6 +120,9 @@ class ClusterRuntime:
             # Bounded: a cancellation that lands inside the Redis client's connect may be
             # turned into a ConnectionError and swallowed; the loop then ends on _closing.
             await asyncio.wait(tasks, timeout=CLOSE_WAIT)
+        if self.leases is not None:
+            with contextlib.suppress(Exception):  # the releases of the last IKE SAs
+                await asyncio.wait_for(self.leases.sync(), CLOSE_WAIT)
         if self.store is not None:
             with contextlib.suppress(Exception):  # the server may be gone: closing anyway
                 await asyncio.wait_for(self.store.close(), CLOSE_WAIT)
@@ -120,6 +137,11 @@ class ClusterRuntime:
             self.placement.view = view
             self.placement.usable = usable
             self.placement.sent.clear()
+
+    def _alive(self) -> set[str] | None:
+        if self.store is None or not self.store.usable:
+            return None
+        return set(self.store.view)
 
     def own_state(self) -> MemberState:
         assert self.settings is not None
@@ -140,6 +162,8 @@ class ClusterRuntime:
         """Publish this member's state now and refresh the view (every heartbeat)."""
         assert self.store is not None
         await self.store.publish(self.own_state())
+        if self.leases is not None:
+            await self.leases.sync()
 
     async def _heartbeat(self) -> None:
         assert self.settings is not None
