@@ -14,12 +14,18 @@ For each stack (``aioipsec`` and ``strongswan``, alternating, ROUNDS rounds) the
 
 Run as root: ``python -m bench.latency --rounds 3``. Prints JSON lines, one per stack and
 round, then a summary (medians). Shares no code path with ``make test``: no thresholds.
+
+``--base REV`` adds an A/B of our own code: the packages of commit REV (``aioipsec@REV``)
+and of the checkout as it is, uncommitted changes included (``aioipsec@work``), both run
+from exported trees in the same way (daemons and commands), in the round's order
+``aioipsec@REV, aioipsec@work, strongswan`` (reversed every other round).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,9 +37,13 @@ from typing import Any
 from aioipsec.interop.ours import AioipsecPeer
 from aioipsec.interop.peers import CharonPeer
 from aioipsec.netns import Lab
-from bench.netbench import Settings, Tunnel, _installed, _ping_avg
+from bench.ab import PACKAGES, export
+from bench.netbench import _FROM_TREE, Settings, Tunnel, _installed, _ping_avg
 
 STACKS = ("aioipsec", "strongswan")
+REPO = Path(__file__).resolve().parent.parent
+# The command line of an exported tree, as bench.netbench starts the daemon from one.
+_CLI_FROM_TREE = _FROM_TREE.replace("aioipsec.daemon", "aioipsec")
 
 
 def _wall(argv: list[str]) -> float:
@@ -42,10 +52,17 @@ def _wall(argv: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def _cli(tunnel: Tunnel) -> list[str]:
+    tree = tunnel.settings.source_tree
+    return [sys.executable, "-m", "aioipsec"] if tree is None else [
+        sys.executable, "-c", _CLI_FROM_TREE, tree
+    ]  # fmt: skip
+
+
 def _list_command(tunnel: Tunnel) -> list[str]:
     peer = tunnel.peers["initiator"]
     if isinstance(peer, AioipsecPeer):
-        return [sys.executable, "-m", "aioipsec", "--socket", str(peer.control_socket), "sas"]
+        return [*_cli(tunnel), "--socket", str(peer.control_socket), "sas"]
     assert isinstance(peer, CharonPeer)
     charon = peer.charon
     return ["swanctl", "--list-sas", "--uri", charon.vici_uri]
@@ -55,7 +72,7 @@ def _initiate_command(tunnel: Tunnel, name: str) -> list[str]:
     peer = tunnel.peers["initiator"]
     if isinstance(peer, AioipsecPeer):
         return [
-            sys.executable, "-m", "aioipsec", "--socket", str(peer.control_socket),
+            *_cli(tunnel), "--socket", str(peer.control_socket),
             "initiate", "--child", name, "--ike", name,
         ]  # fmt: skip
     assert isinstance(peer, CharonPeer)
@@ -72,10 +89,18 @@ def _wait(predicate: Any, limit: float = 20.0, step: float = 0.005) -> float | N
     return None
 
 
-def measure(stack: str, round_number: int, workdir: Path, commands: int, pings: int) -> dict:
+def measure(
+    stack: str, round_number: int, workdir: Path, commands: int, pings: int,
+    trees: dict[str, str] | None = None,
+) -> dict:  # fmt: skip
+    """One stack, one round; STACK ``aioipsec@LABEL`` runs our code from TREES[LABEL]."""
     result: dict[str, Any] = {"stack": stack, "round": round_number}
-    with Lab(f"l{round_number}{stack[:2]}") as lab:
-        tunnel = Tunnel(lab, stack, workdir / f"{stack}-{round_number}", Settings())
+    kind, _, label = stack.partition("@")
+    tree = (trees or {}).get(label) if label else None
+    with Lab(f"l{round_number}{kind[:2]}{label[:1]}") as lab:
+        tunnel = Tunnel(
+            lab, kind, workdir / f"{kind}{label}-{round_number}", Settings(source_tree=tree)
+        )
         tunnel.up()
         name = tunnel.scenario.connection_name
         listing = _list_command(tunnel)
@@ -107,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=10, help="listings per round")
     parser.add_argument("--pings", type=int, default=100)
     parser.add_argument("--stacks", default=",".join(STACKS))
+    parser.add_argument("--base", help="also our code at this commit, against the checkout")
     args = parser.parse_args(argv)
+    stacks = args.stacks.split(",")
     # An installed package has its bytecode; a checkout run with PYTHONDONTWRITEBYTECODE
     # (or never imported before) would compile every module at each command's start
     # (~60 ms here) and measure the compiler, not the command.
@@ -117,12 +144,24 @@ def main(argv: list[str] | None = None) -> int:
         compileall.compile_dir(Path(__file__).parent.parent / package, quiet=1)
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        trees: dict[str, str] = {}
+        if args.base:
+            trees = {args.base: f"{tmp}/base", "work": f"{tmp}/work"}
+            export(args.base, Path(trees[args.base]))
+            for package in PACKAGES:
+                shutil.copytree(REPO / package, Path(trees["work"]) / package,
+                                ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+            for tree in trees.values():
+                compileall.compile_dir(tree, quiet=1)
+            stacks = [s for s in stacks if s != "aioipsec"]
+            stacks[:0] = [f"aioipsec@{args.base}", "aioipsec@work"]
         for round_number in range(1, args.rounds + 1):
-            for stack in args.stacks.split(","):
-                run = measure(stack, round_number, Path(tmp), args.commands, args.pings)
+            order = stacks if round_number % 2 else stacks[::-1]
+            for stack in order:
+                run = measure(stack, round_number, Path(tmp), args.commands, args.pings, trees)
                 print(json.dumps(run), flush=True)
                 runs.append(run)
-    for stack in args.stacks.split(","):
+    for stack in stacks:
         mine = [run for run in runs if run["stack"] == stack]
         summary = {
             key: round(statistics.median(run[key] for run in mine), 3)
