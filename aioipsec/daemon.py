@@ -289,6 +289,12 @@ class Daemon(DaemonCommands):
             exporter=self.exporter,
             on_peer_moved=self._on_esp_peer_moved,
             clock=self.driver.now,
+            # [daemon] workers / AIOIPSEC_WORKERS: 2 starts the encrypt worker process.
+            workers=self._workers(),
+            log_settings=(
+                getattr(self.options, "log_level", None) or "info",
+                getattr(self.options, "log_format", None) or "console",
+            ),
         )
 
         self._start_sockets(bound)
@@ -477,6 +483,14 @@ class Daemon(DaemonCommands):
                     if selector.child is None or child.name == selector.child:
                         keys.append((config.name, child.name))
         return keys
+
+    def _workers(self) -> int:
+        from aioipsec.runtime.workers import worker_count
+
+        try:
+            return worker_count(getattr(self.settings.daemon, "workers", 1))
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
 
     def _initial_tun_mtu(self) -> int:
         # strongSwan's kernel-libipsec value; lowered/raised to the installed SAs' worst-case

@@ -159,6 +159,10 @@ class DaemonSettings:
     # Where a client puts the DNS servers a gateway sends (aioipsec.runtime.remote_access):
     # auto (resolvectl, else resolvconf, else log), resolvectl, resolvconf or log.
     dns_hook: str = "auto"
+    # Data-plane processes (aioipsec.runtime.workers): 1 is one process for everything; 2
+    # moves the outbound direction (TUN -> ESP) into an encrypt worker process.
+    # AIOIPSEC_WORKERS in the daemon's environment overrides it.
+    workers: int = 1
 
 
 def vici_socket_path(daemon: DaemonSettings) -> str | None:

@@ -6,7 +6,10 @@ and counters.
   :class:`ChildSpec`, traps, reqids, the SAD/SPD and the indexes; one lookup from a
   policy to everything a packet needs;
 * ``aioipsec.runtime.forwarding``: TUN -> policy -> ESP -> socket and socket -> SA ->
-  ESP -> TUN, the GSO batch (see that module for the path of a packet).
+  ESP -> TUN, the GSO batch (see that module for the path of a packet);
+* ``aioipsec.runtime.workers``: with ``workers = 2`` the outbound direction (TUN -> ESP)
+  runs in an encrypt worker process; this class then sends it every Child SA change and
+  applies its counters, and the daemon's own forwarder only decrypts.
 
 Time base: one clock for the whole daemon, ``aioipsec.runtime.engine.now`` (POSIX
 seconds, ``time.time()``): the engine's timers and certificate checks, the SAs' install
@@ -30,6 +33,7 @@ from .engine import now as wall_clock
 from .forwarding import Address, Forwarder
 from .routes import RouteManager
 from .sockets import DrainingSocket, RawEspSocket
+from .workers import EncryptWorker, TrapSpec
 
 log = structlog.get_logger("aioipsec.datapath")
 
@@ -55,6 +59,8 @@ class DataPath:
         exporter: Any = None,
         on_peer_moved: Callable[[int, Address], None] | None = None,
         clock: Callable[[], float] = wall_clock,
+        workers: int = 1,
+        log_settings: tuple[str, str] = ("info", "console"),
     ) -> None:
         self.tun = tun
         self.routes = routes
@@ -67,6 +73,18 @@ class DataPath:
         self.nat_local = self.table.nat_local
         self._loop: asyncio.AbstractEventLoop | None = None
         self.tun_mtu = DEFAULT_TUN_MTU
+        # workers >= 2: the encrypt worker reads the TUN (aioipsec.runtime.workers).
+        self.worker: EncryptWorker | None = None
+        if workers > 1:
+            self.worker = EncryptWorker(
+                self.table,
+                tun_fd=tun.fileno(),
+                vnet_hdr=bool(getattr(tun, "vnet_hdr", False)),
+                on_acquire=on_acquire,
+                on_limit=on_limit,
+                log_level=log_settings[0],
+                log_format=log_settings[1],
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,9 +94,19 @@ class DataPath:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.tun_mtu = self.tun.mtu
+        if self.worker is not None:
+            forwarder = self.forwarder
+            self.worker.start(
+                loop,
+                [sock.sock.fileno() for sock in forwarder.udp],
+                [sock.sock.fileno() for sock in forwarder.raw],
+            )
+            return
         loop.add_reader(self.tun.fileno(), self.forwarder.tun_readable)
 
     def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
         if self._loop is not None:
             try:
                 self._loop.remove_reader(self.tun.fileno())
@@ -134,6 +162,9 @@ class DataPath:
         self._update_tun_mtu()
         if self.exporter is not None:
             self._export(entry)
+        if self.worker is not None:
+            self.worker.install(entry)
+            return routes
         self.forwarder.send_held(entry, self.table.spd.release_held(entry.reqid, now))
         return routes
 
@@ -144,6 +175,8 @@ class DataPath:
         entry = self.table.remove(child_sa_id, keep_inbound=keep)
         if entry is None:
             return
+        if self.worker is not None:
+            self.worker.remove(child_sa_id, entry.sa_out.spi)
         self._update_tun_mtu()
         if keep and self._loop is not None:
             self._loop.call_later(REKEYED_INBOUND_GRACE, self._drop_inbound, entry)
@@ -158,6 +191,8 @@ class DataPath:
     def rebind_ike_sa(self, old_ike_sa_id: int, new_ike_sa_id: int) -> None:
         """After an IKE SA rekey its Child SAs belong to the new IKE SA."""
         self.table.rebind_ike_sa(old_ike_sa_id, new_ike_sa_id)
+        if self.worker is not None:
+            self.worker.send(("rebind", old_ike_sa_id, new_ike_sa_id))
 
     def packets_out_of(self, ike_sa_id: int) -> int:
         children = self.table.children_of(ike_sa_id)
@@ -171,6 +206,8 @@ class DataPath:
     def update_tun_mtu(self) -> None:
         """The TUN device's MTU: the smallest tunnel MTU (after a path MTU change too)."""
         self._update_tun_mtu()
+        if self.worker is not None:
+            self.worker.send_mtus()  # the Child SAs' tunnel MTUs may have changed
 
     def _update_tun_mtu(self) -> None:
         if not self.children:
@@ -205,12 +242,16 @@ class DataPath:
     def add_trap(self, config: Any, child: Any) -> None:
         """Install the trap policies (and routes) of a ``start_action = trap`` child."""
         self.table.add_trap(config, child)
+        if self.worker is not None:
+            self.worker.add_trap(TrapSpec.of(config, child))
 
     def has_trap(self, connection: str, child: str) -> bool:
         return self.table.has_trap(connection, child)
 
     def clear_traps(self) -> None:
         self.table.clear_traps()
+        if self.worker is not None:
+            self.worker.clear_traps()
 
     # ------------------------------------------------------------------ listings
 
@@ -220,6 +261,8 @@ class DataPath:
             return {}
         counters_in = entry.sa_in.counters()
         counters_out = entry.sa_out.counters()
+        if self.worker is not None:
+            counters_out["packets_out"] = self.worker.packets_out(entry.sa_out)
         return {
             "bytes_in": counters_in["bytes_in"],
             "packets_in": counters_in["packets_in"],
@@ -287,20 +330,35 @@ class DataPath:
             totals.update(entry.sa_in.counters())
             totals.update({k: v for k, v in entry.sa_out.counters().items() if "out" in k})
         counters = self.forwarder.counters
-        return {
+        worker = self.worker
+
+        def outbound(name: str) -> int:
+            """The encrypt worker's part of a counter (0 with workers = 1)."""
+            return 0 if worker is None else worker.total(name)
+
+        if worker is not None:
+            totals["packets_out"] -= sum(
+                worker.skipped.get(e.sa_out.spi, 0) for e in self.children.values()
+            )
+        stats = {
             **dict(totals),
-            "no_policy": self.table.spd.no_policy,
+            "no_policy": self.table.spd.no_policy + outbound("no_policy"),
             "unknown_spi": self.table.sad.unknown_spi,
-            "held": self.table.spd.held,
-            "held_dropped": self.table.spd.held_dropped,
-            "esp_drops": counters.esp_drops,
-            "bypass_dropped": counters.bypass_dropped,
-            "too_big_sent": counters.too_big_sent,
-            "fragmented_before_encryption": counters.fragmented,
+            "held": self.table.spd.held + outbound("held"),
+            "held_dropped": self.table.spd.held_dropped + outbound("held_dropped"),
+            "esp_drops": counters.esp_drops + outbound("esp_drops"),
+            "bypass_dropped": counters.bypass_dropped + outbound("bypass_dropped"),
+            "too_big_sent": counters.too_big_sent + outbound("too_big_sent"),
+            "fragmented_before_encryption": counters.fragmented + outbound("fragmented"),
             "keepalives_in": counters.keepalives_in,
             "keepalives_out": counters.keepalives_out,
             "nat_mapping_changes": counters.nat_mapping_changes,
-            "send_failures": counters.send_failures,
+            "send_failures": counters.send_failures + outbound("send_failures"),
             "tun_mtu": self.tun_mtu,
             "child_sas": len(self.children),
         }
+        if worker is not None:
+            stats["workers"] = 2
+            stats["worker_restarts"] = worker.restarts
+            stats["worker_pid"] = worker.process.pid if worker.process is not None else 0
+        return stats

@@ -1,0 +1,236 @@
+"""Data-plane worker processes (issue 17 route 1; the fault test of issue 20 target 4).
+
+Two real daemons in namespaces (:mod:`tests.hardening.lab`), both with ``[daemon]
+workers = 2``: each has an encrypt worker process reading its TUN device.
+
+* The tunnel carries ping and TCP (iperf3) both ways; a Child SA rekey and an IKE SA rekey
+  under a steady ping stream lose no echo; the listings' packet counters of one direction
+  agree on both sides (the sender's come from its worker's reports).
+* The fault test: gw's encrypt worker SIGKILLed under a UDP stream with sequence numbers
+  (gw -> peer, so the dead process is the one sending it). It is restarted, its SAs are
+  back (same SPIs, the stream reaches peer again), the datagrams lost are counted, and a
+  capture on gw's outer interface shows only IKE and ESP, with no (SPI, sequence number)
+  sent twice: the restarted worker started past every number the dead one may have used
+  (an AES-GCM nonce is never reused).
+
+``AIOIPSEC_WORKERS_LONG=1`` makes the stream and the rekey rounds longer.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.helpers import REPO, OurDaemon, assert_ping, child_of
+
+from .lab import GW_INNER, GW_PEER_SIDE, PEER_INNER, Hosts, daemon_healthy
+from .test_faults import assert_only_ike_and_esp, outer_capture
+from .test_floods import record
+from .test_loss_and_rekey import wait_for
+
+pytestmark = [pytest.mark.netns, pytest.mark.needs("tcpdump", "iperf3")]
+LONG = os.environ.get("AIOIPSEC_WORKERS_LONG") == "1"
+STREAM_SECONDS = 20.0 if LONG else 4.0
+REKEY_ROUNDS = 5 if LONG else 1
+UDP_PORT = 5400
+
+
+@pytest.fixture(scope="module")
+def pair(module_hosts: Hosts) -> Iterator[tuple[Hosts, OurDaemon, OurDaemon]]:
+    gw = module_hosts.gw(daemon={"workers": 2})
+    peer = module_hosts.peer(daemon={"workers": 2})
+    peer.call("initiate", child="net", timeout=30)
+    peer.wait_for_child("legit")
+    gw.wait_for_child("legit")
+    yield module_hosts, gw, peer
+
+
+def worker_pid(daemon: OurDaemon) -> int:
+    esp = daemon.call("stats")["esp"]
+    assert esp.get("workers") == 2, esp
+    return int(esp["worker_pid"])
+
+
+def child_counters(daemon: OurDaemon) -> dict[str, Any]:
+    return child_of(daemon.sas()["legit"])
+
+
+def rekey_under_pings(hosts: Hosts, gw: OurDaemon, peer: OurDaemon) -> None:
+    """A Child SA rekey started by peer, then an IKE SA rekey started by gw, under 100
+    pings a second from peer: every echo answered."""
+    child_spi = child_counters(peer)["spi-in"]
+    ike_spi = peer.sas()["legit"]["initiator-spi"]
+    pings: dict[str, str] = {}
+
+    def pinger() -> None:
+        pings["out"] = hosts.peer_ns.run(
+            "ping", "-n", "-q", "-c", "300", "-i", "0.01", "-W", "2", "-I", PEER_INNER,
+            GW_INNER, check=False, timeout=60,
+        ).stdout  # fmt: skip
+
+    thread = threading.Thread(target=pinger)
+    thread.start()
+    time.sleep(0.3)
+    peer.call("rekey", child="net")
+    assert wait_for(lambda: child_counters(peer)["spi-in"] != child_spi, 20), peer.log_tail()
+    gw.call("rekey", ike="legit")
+    assert wait_for(
+        lambda: (
+            (s := peer.sas().get("legit"))
+            and s.get("state") == "ESTABLISHED"
+            and s["initiator-spi"] != ike_spi
+            and s.get("child-sas")
+        ),
+        20,
+    ), peer.log_tail()
+    thread.join(60)
+    summary = re.search(r"(\d+) packets transmitted, (\d+) received", pings.get("out", ""))
+    assert summary, pings
+    assert summary.group(1) == summary.group(2) == "300", pings["out"]
+
+
+def test_tunnel_with_an_encrypt_worker(pair: tuple[Hosts, OurDaemon, OurDaemon]) -> None:
+    hosts, gw, peer = pair
+    for daemon in (gw, peer):
+        os.kill(worker_pid(daemon), 0)  # the worker process runs
+    assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=3)
+    assert_ping(hosts.gw_ns, GW_INNER, PEER_INNER, count=3)
+
+    # TCP both ways (-R: the server sends).
+    server = hosts.lab.start(
+        hosts.gw_ns, ["iperf3", "-s", "--forceflush", "-B", GW_INNER, "-p", "5301"],
+        log=hosts.workdir / "iperf_server.log",
+    )  # fmt: skip
+    try:
+        assert server.wait_for_log("Server listening", timeout=10)
+        for reverse in ([], ["-R"]):
+            result = hosts.peer_ns.run(
+                "iperf3", "-c", GW_INNER, "-B", PEER_INNER, "-p", "5301", "-n", "4M",
+                "-f", "m", *reverse, check=False, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, f"iperf3 {reverse}: {result.stdout}{result.stderr}"
+            assert "receiver" in result.stdout, result.stdout
+    finally:
+        server.stop()
+
+    # Rekeys under a steady ping stream (100/s): every echo answered.
+    for _ in range(REKEY_ROUNDS):
+        rekey_under_pings(hosts, gw, peer)
+
+    # One IKE SA and one Child SA left on each side (the rekeyed ones are gone)...
+    for daemon in (gw, peer):
+        assert wait_for(lambda d=daemon: len(d.call("sas")) == 1, 15), daemon.call("sas")
+        assert wait_for(lambda d=daemon: len(d.sas()["legit"]["child-sas"]) == 1, 15)
+    # ...and the counters of one direction agree: gw's packets out (counted by its worker,
+    # reported every 0.5 s) are peer's packets in, and the other way round.
+    assert_ping(hosts.gw_ns, GW_INNER, PEER_INNER, count=5)
+    assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=5)
+
+    def agree() -> bool:
+        g, p = child_counters(gw), child_counters(peer)
+        out_g, in_p = int(g["packets-out"]), int(p["packets-in"])
+        out_p, in_g = int(p["packets-out"]), int(g["packets-in"])
+        return out_g == in_p > 0 and out_p == in_g > 0
+
+    assert wait_for(agree, 5), (child_counters(gw), child_counters(peer))
+    for daemon in (gw, peer):
+        stats = daemon_healthy(daemon)
+        assert stats["esp"]["worker_restarts"] == 0, stats["esp"]
+
+
+def back_after(daemon: OurDaemon, pid: int, killed: float) -> float:
+    """Seconds from the SIGKILL until the new worker logged that it runs (reads the TUN)."""
+    for event in daemon.log_events():
+        if event.get("event") == "encrypt worker running" and event.get("pid") == pid:
+            stamp = event["timestamp"].replace("Z", "+00:00")
+            return datetime.datetime.fromisoformat(stamp).timestamp() - killed
+    raise AssertionError(f"the new worker {pid} never ran:\n{daemon.log_tail()}")
+
+
+ESP_LINE = re.compile(r"ESP\(spi=(0x[0-9a-f]+),seq=(0x[0-9a-f]+)\)")
+
+
+def esp_sequence_numbers(pcap: Path, source: str) -> list[tuple[int, int]]:
+    """(SPI, sequence number) of every ESP packet SOURCE sent, in capture order."""
+    out = subprocess.run(
+        ["tcpdump", "-nn", "-r", str(pcap), f"ip proto 50 and src host {source}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    return [(int(s, 16), int(q, 16)) for s, q in ESP_LINE.findall(out)]
+
+
+def test_encrypt_worker_sigkilled_under_load(pair: tuple[Hosts, OurDaemon, OurDaemon]) -> None:
+    hosts, gw, _peer = pair
+    capture, pcap = outer_capture(hosts, "worker-kill")
+    stream = hosts.workdir / "worker-kill.json"
+    env = {"PYTHONPATH": str(REPO)}
+    py = [sys.executable, "-m", "tests.hardening.seqstream"]
+    receiver = hosts.lab.start(
+        hosts.peer_ns,
+        [*py, "recv", "--bind", f"{PEER_INNER}:{UDP_PORT}", "--seconds", str(STREAM_SECONDS + 60),
+         "--out", str(stream)],
+        log=hosts.workdir / "worker-kill-recv.log", env=env, cwd=REPO,
+    )  # fmt: skip
+    time.sleep(0.5)
+    spi_before = child_counters(gw)["spi-out"]
+    old_pid = worker_pid(gw)
+    sender = hosts.lab.start(
+        hosts.gw_ns,
+        [*py, "send", "--bind", GW_INNER, "--to", f"{PEER_INNER}:{UDP_PORT}", "--rate", "2000",
+         "--seconds", str(STREAM_SECONDS)],
+        log=hosts.workdir / "worker-kill-send.log", env=env, cwd=REPO,
+    )  # fmt: skip
+    time.sleep(STREAM_SECONDS / 4)
+    os.kill(old_pid, signal.SIGKILL)
+    killed = time.time()
+    restarted = wait_for(
+        lambda: (
+            (esp := gw.call("stats")["esp"])["worker_restarts"] == 1
+            and esp["worker_pid"] != old_pid
+            and esp
+        ),
+        15,
+    )
+    assert restarted, gw.log_tail()
+    sender.popen.wait(STREAM_SECONDS + 30)
+    receiver.popen.wait(90)
+    capture.stop()
+    report = json.loads(stream.read_text())
+    # The stream went on after the restart: its last datagrams arrived.
+    assert report["end_marker_seen"], report
+    assert report["received"] > 0 and report["lost"] < report["sent"] / 2, report
+    # The same Child SA, and a working tunnel both ways.
+    assert child_counters(gw)["spi-out"] == spi_before
+    assert_ping(hosts.gw_ns, GW_INNER, PEER_INNER, count=3)
+    assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=3)
+    figures = assert_only_ike_and_esp(pcap)
+    # No (SPI, sequence number) twice: no nonce used twice under one key.
+    sent = esp_sequence_numbers(pcap, GW_PEER_SIDE)
+    repeated = [key for key, n in collections.Counter(sent).items() if n > 1]
+    assert sent and not repeated, repeated[:10]
+    jumps = [b[1] - a[1] for a, b in itertools.pairwise(sent) if a[0] == b[0] and b[1] - a[1] > 1]
+    stats = daemon_healthy(gw)["esp"]
+    record(
+        "worker_sigkill",
+        datagrams_sent=report["sent"],
+        datagrams_lost=report["lost"],
+        worker_back_after_s=round(back_after(gw, int(restarted["worker_pid"]), killed), 3),
+        capture=figures,
+        sequence_jump=max(jumps, default=0),
+        worker_restarts=stats["worker_restarts"],
+    )
+    print("worker SIGKILL:", report["sent"], "sent,", report["lost"], "lost;", figures)
