@@ -62,6 +62,7 @@ from aioipsec.runtime.failclosed import (
 )
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
 from aioipsec.runtime.pmtu import PathMtu, dont_fragment, fragments_allowed
+from aioipsec.runtime.farp import ProxyNeighbours
 from aioipsec.runtime.remote_access import RemoteAccess
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import (
@@ -190,6 +191,7 @@ class Daemon(DaemonCommands):
         self.driver: EngineDriver | None = None
         self.datapath: DataPath | None = None
         self.remote_access: RemoteAccess | None = None
+        self.farp: ProxyNeighbours | None = None  # [daemon] proxy_arp_interface
         self.routes: RouteManager | None = None
         self.fail_closed: FailClosed | None = None
         self._fail_closed_plans: dict[ChildKey, ChildPlan] = {}
@@ -263,6 +265,14 @@ class Daemon(DaemonCommands):
             dns_hook=self.settings.daemon.dns_hook,
         )
         self._cleanups.append(self.remote_access.close)
+        if self.settings.daemon.proxy_arp_interface:
+            # Proxy ARP/NDP for the clients' addresses on the LAN (runtime/farp.py).
+            self.farp = ProxyNeighbours(self.settings.daemon.proxy_arp_interface, log)
+            try:
+                self.farp.start()
+            except ValueError as exc:
+                raise StartupError(str(exc)) from None
+            self._cleanups.append(self.farp.close)
 
         # The PSK lookup goes through the current settings, so a reload changes it too.
         dispatcher = Dispatcher(
@@ -700,6 +710,8 @@ class Daemon(DaemonCommands):
                 for child in list(state.children.values()):
                     self.datapath.remove_child(child.child_sa_id)
                     self.updown.child_down(child.child_sa_id)
+                    if self.farp is not None:
+                        self.farp.child_down(child.child_sa_id)
             bound.info("IKE SA deleted", reason=event.reason)
             if self.exporter is not None:
                 self.exporter.remove_ike_sa(event.spi_i, event.spi_r)
@@ -722,6 +734,8 @@ class Daemon(DaemonCommands):
                 state.children.pop(event.child_sa_id, None)
             self.datapath.remove_child(event.child_sa_id)
             self.updown.child_down(event.child_sa_id)
+            if self.farp is not None:
+                self.farp.child_down(event.child_sa_id)
             bound.info(
                 "CHILD SA deleted",
                 child=event.child,
@@ -836,6 +850,8 @@ class Daemon(DaemonCommands):
             # A gateway's Child SAs of one configured child belong to different clients.
             spec = replace(spec, reqid_key=",".join(str(ts) for ts in event.remote_ts))
         routes = self.datapath.install_child(spec)
+        if self.farp is not None:
+            self.farp.child_up(event.child_sa_id, event.child, event.remote_ts)
         self._close_child(event)
         bound.info(
             "CHILD SA rekeyed" if rekey_of is not None else "CHILD SA established",

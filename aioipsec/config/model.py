@@ -159,6 +159,9 @@ class DaemonSettings:
     # Where a client puts the DNS servers a gateway sends (aioipsec.runtime.remote_access):
     # auto (resolvectl, else resolvconf, else log), resolvectl, resolvconf or log.
     dns_hook: str = "auto"
+    # Proxy ARP/NDP for the Child SAs' remote selectors on this LAN interface
+    # (aioipsec.runtime.farp, strongSwan's farp plugin); None: off.
+    proxy_arp_interface: str | None = None
     # Data-plane processes (aioipsec.runtime.workers): 1 is one process for everything; 2
     # moves the outbound direction (TUN -> ESP) into an encrypt worker process.
     # AIOIPSEC_WORKERS in the daemon's environment overrides it.

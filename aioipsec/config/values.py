@@ -520,6 +520,7 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "fail_closed": parse_bool,
     "fail_closed_after_stop": parse_bool,
     "dns_hook": _choice({h: h for h in ("auto", "resolvectl", "resolvconf", "log")}),
+    "proxy_arp_interface": parse_string,
     "workers": _int_range(1, 2),
 }
 
