@@ -471,8 +471,9 @@ class Worker:
     def __init__(self, control: socket.socket, tun: _PassedTun, udp: list[int], raw: list[int]):
         self.control = control
         self.loop = asyncio.get_event_loop()
+        routes: Any = _NoRoutes()  # ChildTable's RouteManager: the two calls it makes
         self.table = ChildTable(
-            _NoRoutes(),  # type: ignore[arg-type]
+            routes,
             on_acquire=lambda connection, child: self.send(("acquire", connection, child)),
             on_limit=lambda spi, cause, hard: self.send(("limit", spi, cause, hard)),
         )
