@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # the protocol only; the module loads cryptography
 
 # "eap-*": the peer authenticates with EAP inside IKE_AUTH (RFC 7296 sec. 2.16); "eap" lets
 # the peer choose among the methods aioipsec implements.
-AuthMethodName = Literal["psk", "pubkey", "eap", "eap-mschapv2", "eap-tls"]
-EAP_AUTH_METHODS = ("eap", "eap-mschapv2", "eap-tls")
+AuthMethodName = Literal["psk", "pubkey", "eap", "eap-mschapv2", "eap-tls", "eap-radius"]
+EAP_AUTH_METHODS = ("eap", "eap-mschapv2", "eap-tls", "eap-radius")
 FragmentationMode = Literal["yes", "no", "accept", "force"]
 # strongSwan's `unique`: what a new IKE SA between the same identities does to older
 # ones: no (only an INITIAL_CONTACT from the peer replaces them, RFC 7296 sec. 2.4),
@@ -79,6 +79,12 @@ class AuthConfig:
     # EAP (auth = eap...): the identity used inside EAP (swanctl's eap_id); "%any" on the
     # gateway asks the client with EAP-Identity, on the client it means "our IKE id".
     eap_id: str = "%any"
+    # Remote rounds: the peer must be in one of these groups (strongSwan's ``groups``); the
+    # EAP server proves membership (RADIUS Class, ``ikev2.tasks.ike_eap_relay``).
+    groups: list[str] = field(default_factory=list)
+    # EAP client (local): the identity the EAP server proves inside the method (EAP-TLS:
+    # its certificate) when it is an AAA server, not the gateway; "" = the gateway's id.
+    aaa_id: str = ""
 
 
 @dataclass

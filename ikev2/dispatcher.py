@@ -43,6 +43,7 @@ from typing import Any
 
 from ikev2.config import DispatcherConfig, IkeConfig
 from ikev2.cp import ConfigProvider
+from ikev2.eap.external import ExternalEapAnswer
 from ikev2.enums import EncrId, ExchangeType, IntegId, NotifyType
 from ikev2.errors import ProtocolError, UsageError
 from ikev2.events import (
@@ -69,6 +70,8 @@ from ikev2.sa import (
     WatchedTimerSet,
 )
 from ikev2.states import IkeState
+from ikev2.tasks import Payload
+from ikev2.tasks.ike_eap_relay import answer_relayed
 from ikev2.tasks.ike_redirect import RedirectTask
 
 log = logging.getLogger("ikev2.dispatcher")
@@ -419,6 +422,24 @@ class Dispatcher:
         resolve; the redirect is refused and an established SA stays)."""
         self.redirects.resolved(ike_sa_id, address, now)
         self._collect(now)
+
+    def external_eap_answer(self, ike_sa_id: int, answer: ExternalEapAnswer, now: float) -> None:
+        """The external authenticator's answer to an ``EapRelay`` event (``remote auth =
+        eap-radius``): the deferred IKE_AUTH response goes out. Ignored when that IKE SA is
+        gone or no longer waits (it failed or timed out meanwhile)."""
+        sa = self._sas.get(ike_sa_id)
+        if sa is None or not sa.alive:
+            return
+        relay_sa = sa  # narrowed for the closure
+
+        def build() -> list[Payload]:
+            payloads = answer_relayed(relay_sa, answer)
+            if payloads is None:
+                raise ProtocolError("an external EAP answer nothing waits for")
+            return payloads
+
+        if sa.answer_deferred(build, now):
+            self._collect(now)
 
     def sas(self) -> list[IkeSaInfo]:
         return [sa.info() for sa in self._sas.values() if sa.alive]

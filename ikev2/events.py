@@ -240,3 +240,20 @@ class VirtualIpsReleased(Event):
     local: bool
     identity: str
     addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EapRelay(Event):
+    """Gateway, ``remote auth = eap-radius``: relay the peer's EAP Response ``message`` to
+    the external authenticator (RADIUS, RFC 3579) and hand its answer back with
+    ``Dispatcher.external_eap_answer(ike_sa_id, answer, now)``. The IKE_AUTH response
+    waits for it; a retransmitted request does not produce a second event. ``first``: the
+    conversation starts (the EAP-Identity Response; the server knows nothing of it yet).
+    ``identity``: the EAP identity (RADIUS User-Name); ``peer_id``: the IKE identity."""
+
+    identity: str
+    peer_id: str
+    message: bytes = field(repr=False)  # may carry a method's challenge response
+    first: bool
+    local_addr: Address
+    remote_addr: Address

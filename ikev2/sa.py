@@ -195,6 +195,16 @@ class _CachedResponse:
 
 
 @dataclass
+class _DeferredResponse:
+    """A request whose response waits for an answer from outside the engine (EAP relayed to
+    RADIUS, ``defer_response``): what the response needs once the answer is in."""
+
+    exchange: ExchangeType | int
+    message_id: int
+    request_digests: set[bytes]
+
+
+@dataclass
 class IkeSaInfo:
     """A snapshot of one IKE SA for listings (``swanctl --list-sas`` style)."""
 
@@ -286,6 +296,10 @@ class IkeSa:
         self.closed_children: list[str] = []
         self._pending_request_digests: set[bytes] = set()
         self._after_response: Callable[[float], object] | None = None
+        # A request answered later (defer_response / answer_deferred), and the flag a task
+        # raises while responding to say so.
+        self._deferred: _DeferredResponse | None = None
+        self._defer = False
 
     # ------------------------------------------------------------------ public: info
 
@@ -698,6 +712,14 @@ class IkeSa:
                     self._out.append(Datagram(data, local_addr, remote_addr))
                 self.ctx.dirty.add(self.ike_sa_id)
             return
+        deferred = self._deferred
+        if deferred is not None and header.message_id == deferred.message_id:
+            # Its response waits for an external answer (a RADIUS round trip): the
+            # retransmission is not processed again (no second round trip); the response,
+            # once sent, answers it and is resent from the cache for later copies.
+            log.debug("%s: request %d retransmitted, its response is pending",
+                      self.describe(), header.message_id)  # fmt: skip
+            return
         if header.message_id != self.expected_request_id:
             log.debug(
                 "%s: dropping request with Message ID %d (expecting %d)",
@@ -730,11 +752,41 @@ class IkeSa:
         try:
             payloads = respond(self, request)
         except ProtocolError as error:
+            self._defer = False
             log.info("%s: request refused: %s", self.describe(), error.reason)
             if error.notify is None:
                 return
             payloads = [NotifyPayload(notify_type=error.notify, data=error.notify_data)]
+        if self._defer:
+            self._defer = False
+            self._deferred = _DeferredResponse(header.exchange, header.message_id, digests)
+            return
         self._send_response(header.exchange, header.message_id, payloads, digests, now)
+
+    def defer_response(self) -> None:
+        """The task answering the current request cannot answer yet (it waits for an
+        external authenticator): no response now; :meth:`answer_deferred` sends it."""
+        self._defer = True
+
+    def answer_deferred(self, build: Callable[[], list[Payload]], now: float) -> bool:
+        """Send the response of the deferred request, with the payloads ``build`` returns
+        (a ProtocolError it raises becomes its notify). False when none is pending."""
+        deferred = self._deferred
+        if deferred is None or not self.alive:
+            return False
+        self._deferred = None
+        try:
+            payloads = build()
+        except ProtocolError as error:
+            log.info("%s: request refused: %s", self.describe(), error.reason)
+            if error.notify is None:
+                return True
+            payloads = [NotifyPayload(notify_type=error.notify, data=error.notify_data)]
+        self._send_response(
+            deferred.exchange, deferred.message_id, payloads, deferred.request_digests, now
+        )
+        self.ctx.dirty.add(self.ike_sa_id)
+        return True
 
     def _record_intermediate(
         self, payloads: list[Payload], message_id: int, message: IkeMessage
