@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from ikev2.config import AuthConfig, IkeConfig
 from ikev2.crypto.auth import AuthenticationError, SignerError, psk_auth, verify_psk_auth
+from ikev2.eap.external import ExternalEapAuthenticator
 from ikev2.eap.packet import EapPacket
-from ikev2.eap.session import EapPeer
+from ikev2.eap.session import EapAuthenticator, EapPeer
 from ikev2.enums import AuthMethod, EapCode, ExchangeType, NotifyType, PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed
@@ -63,6 +64,7 @@ from ikev2.tasks.ike_eap import (
     uses_eap,
     verify_msk_auth,
 )
+from ikev2.tasks.ike_eap_relay import relay_response
 from ikev2.tasks.ike_init import certreq_payload
 from ikev2.tasks.ike_redirect import auth_redirect, process_auth_redirect
 from ikev2.tasks.lifetimes import start_ike_timers
@@ -637,7 +639,11 @@ def _respond_eap(
     """The EAP rounds, then the MSK-keyed AUTH and the first request's Child SA / CP."""
     authenticator = state.authenticator
     try:
+        if not state.done and isinstance(authenticator, ExternalEapAuthenticator):
+            relay_response(sa, state, payloads)  # auth = eap-radius: answered later
+            return []
         if not state.done:
+            assert isinstance(authenticator, EapAuthenticator)
             answer = authenticator.process(eap_payload(payloads))
             pending = authenticator.pending_failure
             if pending is not None and not state.reported:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from ikev2.config import AuthConfig, IkeConfig
 from ikev2.crypto.auth import AuthenticationError, psk_auth, verify_psk_auth
+from ikev2.eap.external import ExternalEapAuthenticator
 from ikev2.eap.mschapv2 import MsChapV2Peer, MsChapV2Server
 from ikev2.eap.packet import EapError
 from ikev2.eap.session import (
@@ -43,7 +44,7 @@ from ikev2.payloads import AuthPayload, EapPayload
 from ikev2.tasks import find
 from ikev2.tasks.context import Payload, TaskContext
 
-EAP_AUTHS = ("eap", "eap-mschapv2", "eap-tls")
+EAP_AUTHS = ("eap", "eap-mschapv2", "eap-tls", "eap-radius")
 
 
 def uses_eap(auth: AuthConfig) -> bool:
@@ -90,7 +91,8 @@ def peer_methods(sa: TaskContext, identity: str, now: float) -> dict[EapType, Pe
     credentials = _tls_credentials(config) if EapType.TLS in wanted else None
     if credentials is not None:
         tls_credentials: TlsCredentials = credentials
-        server = config.remote.id if config.remote.id != "%any" else None
+        # The TLS server is the AAA server (aaa_id) when EAP goes on behind the gateway.
+        server = config.local.aaa_id or (config.remote.id if config.remote.id != "%any" else None)
 
         def tls() -> EapTlsPeer:
             return EapTlsPeer(tls_credentials, _wall_time(sa, now), server)
@@ -170,7 +172,8 @@ def verify_msk_auth(
 class GatewayEap:
     """The responder's EAP state between IKE_AUTH requests."""
 
-    authenticator: EapAuthenticator
+    # ExternalEapAuthenticator: auth = eap-radius (ikev2.tasks.ike_eap_relay)
+    authenticator: EapAuthenticator | ExternalEapAuthenticator
     config: IkeConfig
     peer: Identity
     local: Identity
@@ -197,9 +200,13 @@ def start_gateway(
     now: float,
 ) -> EapPayload:
     """The first EAP Request (EAP-Identity), and the state kept for the next requests."""
-    authenticator = EapAuthenticator(
-        gateway_methods(sa, config, now), eap_id=config.remote.eap_id, random=sa.ctx.rng
-    )
+    authenticator: EapAuthenticator | ExternalEapAuthenticator
+    if config.remote.auth == "eap-radius":
+        authenticator = ExternalEapAuthenticator(config.remote.eap_id, random=sa.ctx.rng)
+    else:
+        authenticator = EapAuthenticator(
+            gateway_methods(sa, config, now), eap_id=config.remote.eap_id, random=sa.ctx.rng
+        )
     state = GatewayEap(authenticator, config, peer, local, idi_body, idr_body, list(payloads))
     sa.eap_state = state
     return EapPayload(authenticator.start().serialize())
