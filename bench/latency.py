@@ -10,6 +10,8 @@ For each stack (``aioipsec`` and ``strongswan``, alternating, ROUNDS rounds) the
   command (``aioipsec initiate`` / ``swanctl --initiate``), and whether the responder already
   lists the Child SA as INSTALLED when the command returns (then nothing remains to wait
   for), else the time until it does (polled every 5 ms);
+* **request** (our daemon only): the same initiate as a request over the control socket
+  from the benchmark's process: the daemons' share of ``initiate``, without a command's start;
 * **ping**: the idle RTT through the tunnel (``--pings`` pings, 20 ms apart).
 
 Run as root: ``python -m bench.latency --rounds 3``. Prints JSON lines, one per stack and
@@ -34,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aioipsec.controlclient import ControlClient
 from aioipsec.interop.ours import AioipsecPeer
 from aioipsec.interop.peers import CharonPeer
 from aioipsec.netns import Lab
@@ -118,6 +121,20 @@ def measure(
             after_ms.append(rest * 1e3 if rest is not None else float("nan"))
         result["initiate_ms"] = statistics.median(initiate_ms)
         result["responder_after_ms"] = statistics.median(after_ms)
+        peer = tunnel.peers["initiator"]
+        if isinstance(peer, AioipsecPeer):
+            # The daemons' share: the same request over the control socket from this
+            # process, without a command's start.
+            request_ms = []
+            for _ in range(3):
+                peer.terminate(name)
+                if _wait(lambda: not responder.list_sas().get(name)) is None:
+                    raise RuntimeError(f"{stack}: the IKE SA did not go away")
+                with ControlClient(peer.control_socket, timeout=30) as client:
+                    started = time.perf_counter()
+                    client.call("initiate", {"child": name, "ike": name})
+                    request_ms.append((time.perf_counter() - started) * 1e3)
+            result["request_ms"] = statistics.median(request_ms)
         tunnel._wait_ping()
         out = subprocess.run(
             tunnel.ping_argv(pings, 0.02), capture_output=True, text=True, timeout=60
@@ -165,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         mine = [run for run in runs if run["stack"] == stack]
         summary = {
             key: round(statistics.median(run[key] for run in mine), 3)
-            for key in ("command_ms", "initiate_ms", "responder_after_ms", "ping_ms")
+            for key in ("command_ms", "initiate_ms", "request_ms", "responder_after_ms", "ping_ms")
+            if all(key in run for run in mine)
         }
         print(json.dumps({"stack": stack, "median": summary}))
     return 0
