@@ -21,8 +21,26 @@ if TYPE_CHECKING:  # the protocol only; the module loads cryptography
 
 # "eap-*": the peer authenticates with EAP inside IKE_AUTH (RFC 7296 sec. 2.16); "eap" lets
 # the peer choose among the methods aioipsec implements.
-AuthMethodName = Literal["psk", "pubkey", "eap", "eap-mschapv2", "eap-tls", "eap-radius"]
-EAP_AUTH_METHODS = ("eap", "eap-mschapv2", "eap-tls", "eap-radius")
+AuthMethodName = Literal[
+    "psk",
+    "pubkey",
+    "eap",
+    "eap-md5",
+    "eap-mschapv2",
+    "eap-tls",
+    "eap-ttls",
+    "eap-dynamic",
+    "eap-radius",
+]
+EAP_AUTH_METHODS = (
+    "eap",
+    "eap-md5",
+    "eap-mschapv2",
+    "eap-tls",
+    "eap-ttls",
+    "eap-dynamic",
+    "eap-radius",
+)
 FragmentationMode = Literal["yes", "no", "accept", "force"]
 # strongSwan's `unique`: what a new IKE SA between the same identities does to older
 # ones: no (only an INITIAL_CONTACT from the peer replaces them, RFC 7296 sec. 2.4),

@@ -384,7 +384,7 @@ def test_unknown_allow_weak_entry(tmp_path: Path) -> None:
             "remote_addrs",
             "not an address",
         ),
-        ('auth = "psk"\nid = "left', 'auth = "eap-md5"\nid = "left', "local.auth", "eap-mschapv2"),
+        ('auth = "psk"\nid = "left', 'auth = "eap-peap"\nid = "left', "local.auth", "eap-mschapv2"),
         ("[connections.site]\n", "[connections.site]\nversion = 1\n", "version", "IKEv1"),
         (
             "[connections.site]\n",
@@ -663,7 +663,7 @@ def test_signature_auth_methods_in_toml_and_swanctl(
         assert ike.remote.rsa_pss is False
 
 
-@pytest.mark.parametrize("auth", ["eap-md5", "rsa/pkcs1", "rsa-sha255", "ike:", "xauth", "pss"])
+@pytest.mark.parametrize("auth", ["eap-sim", "rsa/pkcs1", "rsa-sha255", "ike:", "xauth", "pss"])
 def test_unknown_auth_methods_refused(tmp_path: Path, auth: str) -> None:
     text = PSK_SITE.replace('auth = "psk"', f'auth = "{auth}"', 1)
     assert text != PSK_SITE

@@ -152,7 +152,7 @@ def test_client_vips_and_eap(tmp_path: Path) -> None:
         ('addrs = "fec3::/120"', 'addrs = "10.3.0.8/29"', "pools.rw_pool6.addrs", "overlaps"),
         ('addrs = "fec3::/120"', 'addrs = "fec3::/129"', "pools.rw_pool6.addrs", "not a subnet"),
         ('dns = ["10.1.0.53"]', 'dns = ["ns.example.org"]', "pools.rw_pool.dns", "dns ="),
-        ('[connections.rw.remote]\nauth = "psk"', '[connections.rw.remote]\nauth = "eap-ttls"',
+        ('[connections.rw.remote]\nauth = "psk"', '[connections.rw.remote]\nauth = "eap-peap"',
          "connections.rw.remote.auth", "eap-mschapv2, eap-tls"),
     ],
 )  # fmt: skip

@@ -700,11 +700,11 @@ def check_remote_access(configuration: Configuration) -> None:
                     hint=f"add pools {{ {name} {{ addrs = ... }} }} (pools: {known})",
                 )
         local = connection.local
-        if local.auth == "eap-mschapv2":
+        if local.auth in ("eap-mschapv2", "eap-md5"):
             eap_id = local.eap_id or local.id or ""
             if configuration.eap_lookup(eap_id) is None:
                 raise ConfigError(
-                    f"connection {connection.name!r} authenticates with EAP-MSCHAPv2 as "
+                    f"connection {connection.name!r} authenticates with {local.auth.upper()} as "
                     f"{eap_id!r}, but no eap secret is for that identity",
                     file=connection.source,
                     key=f"connections.{connection.name}.local",

@@ -83,6 +83,10 @@ def revocation_store(configuration: Configuration) -> RevocationStore:
     return RevocationStore(authorities=authorities, crls=crls, ocsp_signers=signers)
 
 
+# EAP methods that use our certificate when we have one (as the EAP-TLS/-TTLS server).
+_MAYBE_CERTIFICATE = ("eap", "eap-ttls", "eap-dynamic")
+
+
 def _auth_to_engine(
     configuration: Configuration,
     connection: ConnectionSettings,
@@ -96,11 +100,22 @@ def _auth_to_engine(
         # Only the file loader's credential check resolved a missing certs = before; a
         # connection from VICI load-conn reached find_private_key with none (IndexError).
         local_certificates(configuration, connection)
+    elif side == "local" and settings.auth in _MAYBE_CERTIFICATE:
+        # A gateway's EAP-TTLS/EAP-TLS server needs its certificate, a client none:
+        # strongSwan's pick by our id, when there is one.
+        try:
+            local_certificates(configuration, connection)
+        except ConfigError:
+            pass
     certs = [load_certificate(path) for path in settings.certs]
     cacerts = [load_certificate(path) for path in settings.cacerts]
     pubkeys = [load_public_key(path) for path in settings.pubkeys] if raw_keys else []
     trusted_pubkeys = []
-    if side == "remote" and settings.auth in ("pubkey", "eap-tls", "eap") and not cacerts:
+    if (
+        side == "remote"
+        and settings.auth in ("pubkey", "eap-tls", "eap-ttls", "eap", "eap-dynamic")
+        and not cacerts
+    ):
         # swanctl trusts every CA certificate it loaded (x509ca/): do the same.
         cacerts = [load_certificate(path) for path in configuration.authorities]
     if side == "remote" and settings.auth == "pubkey" and not raw_keys:
@@ -128,7 +143,10 @@ def _auth_to_engine(
         pubkeys=pubkeys if side == "remote" else [],
         trusted_pubkeys=trusted_pubkeys,
     )
-    if side == "local" and settings.auth in ("pubkey", "eap-tls"):
+    if side == "local" and (
+        settings.auth in ("pubkey", "eap-tls")
+        or (settings.auth in _MAYBE_CERTIFICATE and settings.certs)
+    ):
         auth.private_key = find_private_key(configuration, connection)
     if side == "remote" and settings.auth == "pubkey" and revocation is not None:
         # Every policy checks (strongSwan's relaxed still refuses a certificate a CRL or

@@ -407,6 +407,9 @@ _EAP_METHODS: dict[str, AuthMethodName] = {
     "eap": "eap",
     "eap-mschapv2": "eap-mschapv2",
     "eap-tls": "eap-tls",
+    "eap-md5": "eap-md5",
+    "eap-ttls": "eap-ttls",
+    "eap-dynamic": "eap-dynamic",
 }
 
 # strongSwan's auth = values for signatures (swanctl.conf, "auth"): a key type, optionally
@@ -432,7 +435,7 @@ def parse_auth(value: Any) -> tuple[AuthMethodName, bool]:
         raise ValueProblem(
             f"auth = {text} is not supported",
             "aioipsec implements psk, pubkey (rsa, rsa/pss, ecdsa, ed25519, ed448), "
-            "eap-mschapv2, eap-tls and eap (either EAP method)",
+            "eap-md5, eap-mschapv2, eap-tls, eap-ttls, eap-dynamic and eap (any of them)",
         )
     hint = "write psk, pubkey, rsa, rsa/pss, ecdsa, ed25519 or ed448 (e.g. rsa/pss-sha256)"
     tokens = text.split("-")

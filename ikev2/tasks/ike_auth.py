@@ -224,7 +224,7 @@ class IkeAuthTask(Task):
         if self.phase == "eap":
             return [EapPayload(self.eap_out)]
         if self.phase == "auth":
-            assert self.eap is not None and self.eap.msk is not None
+            assert self.eap is not None
             octets = octets_for(
                 sa, initiator_side=True, id_body=self.idi_body, message_id=self.message_id
             )
@@ -363,7 +363,6 @@ class IkeAuthTask(Task):
         try:
             if self.phase == "eap":
                 return self._eap_step(sa, payloads, now)
-            assert self.eap.msk is not None
             octets = octets_for(
                 sa, initiator_side=False, id_body=self.idr_body, message_id=self.message_id
             )
@@ -661,8 +660,7 @@ def _respond_eap(
                         check="eap",
                     )
             return [EapPayload(answer.serialize())]
-        msk = authenticator.msk
-        assert msk is not None
+        msk = authenticator.msk  # None after EAP-MD5: SK_pi/SK_pr (sec. 2.16)
         octets = octets_for(sa, initiator_side=True, id_body=state.idi_body, message_id=message_id)
         verify_msk_auth(sa, msk, octets, payloads, state.identity)
     except ProtocolError as error:
