@@ -210,7 +210,8 @@ class EncryptWorker:
             sys.executable, "-m", "aioipsec.runtime.workers",
             "--tun", str(self.tun_fd), "--control", str(theirs.fileno()),
             "--udp", ",".join(map(str, self.udp_fds)), "--raw", ",".join(map(str, self.raw_fds)),
-            *(["--vnet-hdr"] if self.vnet_hdr else []), *self._log_args,
+            *(["--vnet-hdr"] if self.vnet_hdr else []), "--parent", str(os.getpid()),
+            *self._log_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL)
         theirs.close()
@@ -489,7 +490,12 @@ class Worker:
     def send(self, message: tuple[Any, ...]) -> None:
         # Blocking: a reservation must be in the daemon's socket buffer before the
         # sequence numbers are used (the daemon reads continuously, so this waits little).
-        self.control.sendall(frame(message))
+        try:
+            self.control.sendall(frame(message))
+        except OSError:
+            # The daemon is gone: nothing may be sent without it knowing the sequence
+            # numbers (and its SAs are stale): stop here, at once.
+            os._exit(1)
 
     def run(self) -> None:
         self.loop.add_reader(self.control.fileno(), self._readable)
@@ -578,11 +584,7 @@ class Worker:
             "held": spd.held,
             "held_dropped": spd.held_dropped,
         }
-        try:
-            self.send(("counters", per_sa, totals))
-        except OSError:
-            self._stopped.set()
-            return
+        self.send(("counters", per_sa, totals))
         self.loop.call_later(REPORT_INTERVAL, self._report)
 
 
@@ -598,6 +600,21 @@ class PassedRawEsp(RawEspSocket):
         DrainingSocket.__init__(self, sock, _never, f"esp-{sock.fileno()}")
 
 
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL us when the daemon dies (Linux ``PR_SET_PDEATHSIG``), besides the end of
+    the socketpair: a worker must never outlive its daemon (it holds the TUN device)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # the end of the socketpair still stops us
+    if os.getppid() != parent:
+        os._exit(1)  # the daemon died before prctl: too late for the signal
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m aioipsec.runtime.workers",
@@ -609,12 +626,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--udp", default="")
     parser.add_argument("--raw", default="")
     parser.add_argument("--vnet-hdr", action="store_true")
+    parser.add_argument("--parent", type=int, required=True, help="the daemon's process id")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="console")
     args = parser.parse_args(argv)
     from aioipsec.log import configure_logging
 
     configure_logging(args.log_level, args.log_format)
+    _die_with_parent(args.parent)
     # The daemon's SIGTERM/SIGINT handling is not ours: it stops us through the socketpair
     # (or its end closing). A Ctrl-C on the terminal must not kill us before it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
