@@ -46,6 +46,7 @@ from aioipsec.commands import DaemonCommands
 from aioipsec.control import RequestError, SaSelector, sa_selector
 from aioipsec.counters import IkeCounters
 from aioipsec.log import RateLimitedLogger, sa_logger
+from aioipsec.radius.relay import RadiusService
 from aioipsec.ratelimit import LogBudget, install_log_budget
 from aioipsec.runtime.children import ChildSpec
 from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
@@ -76,6 +77,7 @@ from aioipsec.runtime.updown import UpdownRunner, calls_for
 from aioipsec.sdnotify import notify
 from esp.events import Lifetime
 from ikev2 import events as ev
+from ikev2.eap.external import ExternalEapAnswer
 from ikev2.enums import IntegId
 from nat_t.demux import Udp4500Kind, classify
 from nat_t.keepalive import KeepaliveTimer
@@ -189,6 +191,7 @@ class Daemon(DaemonCommands):
         self._cleanups: list[Callable[[], Any]] = []
         self.exporter: Any = None
         self.driver: EngineDriver | None = None
+        self.radius = RadiusService(self._radius_answer)  # remote auth = eap-radius
         self.datapath: DataPath | None = None
         self.remote_access: RemoteAccess | None = None
         self.farp: ProxyNeighbours | None = None  # [daemon] proxy_arp_interface
@@ -285,6 +288,7 @@ class Daemon(DaemonCommands):
             eap_lookup=lambda identity: self.settings.eap_lookup(identity),
         )
         self.driver = EngineDriver(dispatcher, self._send_ike, self._on_event, self.loop)
+        self._cleanups.append(self.radius.close)
         # RFC 5685 and [cluster] (aioipsec/cluster/runtime.py, docs/cluster.md).
         self.cluster = ClusterRuntime(
             self.settings.cluster, self._cluster_engine(), self.remote_access.pools
@@ -653,6 +657,10 @@ class Daemon(DaemonCommands):
                     return
         log.warning("no socket to send an IKE message", remote=remote)
 
+    def _radius_answer(self, ike_sa_id: int, answer: ExternalEapAnswer) -> None:
+        assert self.driver is not None
+        self.driver.call(self.driver.dispatcher.external_eap_answer, ike_sa_id, answer)
+
     # ------------------------------------------------------------------ engine events
 
     def _on_event(self, event: ev.Event) -> None:
@@ -661,6 +669,8 @@ class Daemon(DaemonCommands):
         if self._subscribers:
             self._publish(event_record(event))
         self.cluster.on_event(event)  # resolves a REDIRECT's FQDN
+        if self.radius.on_event(event, self.settings.radius):
+            return  # remote auth = eap-radius: the EAP round trip (aioipsec/radius/relay.py)
         bound = sa_logger(log, event.connection, event.ike_sa_id)
         if self.remote_access is not None and self.remote_access.on_event(event, bound):
             return

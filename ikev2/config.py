@@ -169,6 +169,14 @@ class IkeConfig:
     # string ("...-x25519-ke1_mlkem768"); nothing extra to configure here.
     send_initial_contact: bool = True
     mobike: bool = False
+    # RFC 8784 postquantum preshared keys (strongSwan's ``ppk_id``, ``ppk_required`` and
+    # ``secrets { ppk-X }``): the PPK_ID we ask for as initiator (as responder: a pattern
+    # the initiator's PPK_ID must match), whether the IKE SA fails without a PPK, and the
+    # PPKs by PPK_ID octets (every connection gets the whole table: a responder looks the
+    # initiator's PPK_ID up before it knows the connection). Never in repr.
+    ppk_id: str | None = None
+    ppk_required: bool = False
+    ppks: dict[bytes, bytes] = field(default_factory=dict, repr=False)
     childless: ChildlessMode = "allow"
     unique: UniqueMode = "no"
     # Remote access (RFC 7296 sec. 2.19): the gateway's address pools for this connection

@@ -8,6 +8,7 @@ only through it, so the places where SK_* change are the methods below:
 * :meth:`Keymat.derive_initial` after IKE_SA_INIT (sec. 2.14),
 * :meth:`Keymat.update_after_intermediate` after each IKE_INTERMEDIATE key exchange
   (RFC 9370 sec. 2.2.2),
+* :meth:`Keymat.apply_ppk` when IKE_AUTH agreed on a postquantum preshared key (RFC 8784),
 * :meth:`Keymat.derive_rekeyed` for the new IKE SA of a rekey (sec. 2.18),
 * :meth:`Keymat.child_keys` for a Child SA's KEYMAT (sec. 2.17).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ikev2.crypto.auth import signed_octets
@@ -273,18 +275,36 @@ class Keymat:
             return b""
         return self.int_auth_i + self.int_auth_r + message_id.to_bytes(4, "big")
 
-    def auth_octets(self, *, initiator_side: bool, id_body: bytes, message_id: int) -> bytes:
-        """The signed octets of the initiator's or the responder's AUTH (sec. 2.15)."""
+    def auth_octets(
+        self, *, initiator_side: bool, id_body: bytes, message_id: int, ppk: bytes | None = None
+    ) -> bytes:
+        """The signed octets of the initiator's or the responder's AUTH (sec. 2.15); with
+        ``ppk``, MACedIDFor uses SK_pi/SK_pr with that PPK folded in (RFC 8784 sec. 3),
+        before :meth:`apply_ppk` made it the SA's (the initiator signs both ways)."""
         assert self.prf is not None and self.keys is not None
+        key = self.keys.sk_pi if initiator_side else self.keys.sk_pr
+        if ppk is not None:
+            key = self.prf.plus(ppk, key, len(key))
         if initiator_side:
-            base = signed_octets(
-                self.init_request, self.nonce_r, self.prf, self.keys.sk_pi, id_body
-            )
+            base = signed_octets(self.init_request, self.nonce_r, self.prf, key, id_body)
         else:
-            base = signed_octets(
-                self.init_response, self.nonce_i, self.prf, self.keys.sk_pr, id_body
-            )
+            base = signed_octets(self.init_response, self.nonce_i, self.prf, key, id_body)
         return base + self.int_auth(message_id)
+
+    def apply_ppk(self, ppk: bytes) -> None:
+        """RFC 8784 sec. 3: SK_d = prf+(PPK, SK_d'), SK_pi = prf+(PPK, SK_pi'), SK_pr =
+        prf+(PPK, SK_pr'), each as long as before; SK_e and SK_a stay. Called once both
+        sides agreed on the PPK in IKE_AUTH, before the AUTH payloads are checked and the
+        first Child SA's keys are derived (they come from the new SK_d), and so for every
+        rekey after."""
+        assert self.prf is not None and self.keys is not None
+        keys = self.keys
+        self.keys = replace(
+            keys,
+            sk_d=self.prf.plus(ppk, keys.sk_d, len(keys.sk_d)),
+            sk_pi=self.prf.plus(ppk, keys.sk_pi, len(keys.sk_pi)),
+            sk_pr=self.prf.plus(ppk, keys.sk_pr, len(keys.sk_pr)),
+        )
 
     def record_intermediate(
         self,

@@ -40,6 +40,7 @@ from aioipsec.config.values import (
     _KERNEL_ONLY_CHILD_KEYS,
     _KERNEL_ONLY_CONNECTION_KEYS,
     _PRIVATE_KEY_TYPES,
+    _RADIUS_KEYS,
     _UNSUPPORTED_AUTH_KEYS,
     _UNSUPPORTED_AUTHORITY_KEYS,
     _UNSUPPORTED_CHILD_KEYS,
@@ -52,8 +53,10 @@ from aioipsec.config.values import (
     decode_secret,
     parse_auth,
     parse_bool,
+    parse_identity,
 )
 from aioipsec.pools import PoolProblem, parse_pool
+from aioipsec.radius.settings import RadiusSettings, RadiusSettingsError
 
 # --------------------------------------------------------------------------- the walker
 
@@ -376,6 +379,14 @@ def _check_connection(
                 f"the connection has no {side} section",
                 f"add {side} with auth = psk or pubkey and an id",
             )
+    eap = [s for s in ("local", "remote") if getattr(connection, s).auth.startswith("eap")]
+    if (connection.ppk_id or connection.ppk_required) and eap:
+        raise source.error(
+            (*key_path, "ppk_id" if connection.ppk_id else "ppk_required"),
+            f"a PPK (RFC 8784) with EAP authentication ({eap[0]} auth = "
+            f"{getattr(connection, eap[0]).auth}) is not implemented",
+            "use psk or pubkey authentication with a PPK, or remove ppk_id/ppk_required",
+        )
     if (
         connection.local.auth in ("pubkey", "eap-tls")
         and not connection.local.certs
@@ -386,6 +397,26 @@ def _check_connection(
             (*key_path, "local"),
             f"auth = {connection.local.auth} needs our certificate",
             "add certs = <file> (PEM or DER), or use auth = psk",
+        )
+    if connection.local.auth == "eap-radius":
+        raise source.error(
+            (*key_path, "local", "auth"),
+            "auth = eap-radius in the local section: the gateway relays its peer's EAP to "
+            "RADIUS, it does not authenticate itself that way",
+            "put auth = eap-radius in the remote section of the gateway's connection",
+        )
+    if connection.local.groups:
+        raise source.error(
+            (*key_path, "local", "groups"),
+            "groups in the local section",
+            "groups belong in the remote section: the groups a peer must be in",
+        )
+    if connection.remote.groups and connection.remote.auth != "eap-radius":
+        # strongSwan proves groups with attribute certificates too; aioipsec does not.
+        source.warnings.append(
+            f"{'.'.join((*key_path, 'remote', 'groups'))}: group membership is proven only "
+            "by a RADIUS server's Class attributes (remote auth = eap-radius); attribute "
+            "certificates are not supported, so every peer of this connection is refused"
         )
 
 
@@ -400,7 +431,8 @@ def _build_secret(source: RawSource, name: str, value: Any, configuration: Confi
     path = ("secrets", name)
     value = _expect_table(source, value, path, "one secret")
     kind = _split_suffix(
-        name, ("ike", "eap", "token", "pkcs12", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES)
+        name,
+        ("ike", "eap", "ppk", "token", "pkcs12", *_PRIVATE_KEY_TYPES, *_UNSUPPORTED_SECRET_TYPES),
     )
     if kind is None:
         raise source.error(
@@ -418,6 +450,18 @@ def _build_secret(source: RawSource, name: str, value: Any, configuration: Confi
         configuration.eap_secrets.append(
             EapSecret(name, psk_like.ids, psk_like.secret, psk_like.source)
         )
+    elif kind == "ppk":  # RFC 8784: found by the PPK_ID, which is one of its ids
+        ppk = _build_shared_secret(source, name, value, kind="a ppk")
+        if not ppk.ids:
+            raise source.error(
+                ("secrets", name), "a PPK needs the PPK_ID it is for", "add id = <PPK_ID>"
+            )
+        for ppk_id in ppk.ids:
+            try:
+                parse_identity(ppk_id)
+            except ValueProblem as problem:
+                raise source.error(("secrets", name), problem.reason) from None
+        configuration.ppk_secrets.append(ppk)
     elif kind == "token":  # a key that stays in a PKCS#11 token or the TPM
         configuration.tokens.keys.append(build_token_key(source, name, value))
     else:
@@ -575,6 +619,18 @@ def _build_cluster(source: RawSource, table: Any) -> ClusterSettings:
     return settings
 
 
+def _build_radius(source: RawSource, table: Any) -> RadiusSettings:
+    table = _expect_table(source, table, ("radius",), "RADIUS settings")
+    settings = RadiusSettings()
+    _apply_keys(source, table, ("radius",), _RADIUS_KEYS, settings, section_name="[radius]")
+    try:
+        settings.check()
+    except RadiusSettingsError as error:
+        hint = "see docs/remote-access.md, section RADIUS"
+        raise source.error(("radius", error.key), str(error), hint) from None
+    return settings
+
+
 def build_configuration(
     source: RawSource, configuration: Configuration | None = None, *, finish: bool = True
 ) -> Configuration:
@@ -587,7 +643,7 @@ def build_configuration(
     configuration = configuration or Configuration()
     configuration.sources.append(source.path)
     allowed = (
-        ("daemon", "cluster", "connections", "secrets", "pools", *TOKEN_SECTIONS)
+        ("daemon", "cluster", "radius", "connections", "secrets", "pools", *TOKEN_SECTIONS)
         if source.kind == "toml"
         else ("connections", "secrets", "authorities", "pools")
     )
@@ -612,6 +668,9 @@ def build_configuration(
     if "cluster" in source.data and source.kind == "toml":
         with source.collecting():
             configuration.cluster = _build_cluster(source, source.data["cluster"])
+    if "radius" in source.data and source.kind == "toml":
+        with source.collecting():
+            configuration.radius = _build_radius(source, source.data["radius"])
     if "secrets" in source.data:
         with source.collecting():
             _build_secrets(source, source.data["secrets"], configuration)
@@ -688,8 +747,16 @@ def _build_pool(source: RawSource, name: str, value: Any, configuration: Configu
 
 def check_remote_access(configuration: Configuration) -> None:
     """Checks across files (a TOML connection may name a pool of swanctl.conf): every pool a
-    connection names exists; a client authenticating with EAP-MSCHAPv2 has its password."""
+    connection names exists; a client authenticating with EAP-MSCHAPv2 has its password;
+    a gateway relaying EAP to RADIUS has a [radius] server (a warning, as strongSwan loads
+    such a connection and fails each authentication)."""
     for connection in configuration.connections.values():
+        if connection.remote.auth == "eap-radius" and configuration.radius is None:
+            configuration.warnings.append(
+                f"connections.{connection.name}.remote.auth: eap-radius, but no RADIUS "
+                "server is configured: its peers cannot authenticate until a [radius] "
+                "table (servers, secret_file) is in the daemon configuration"
+            )
         for name in connection.pools:
             if name not in configuration.pools:
                 known = ", ".join(sorted(configuration.pools)) or "none defined"

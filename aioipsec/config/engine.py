@@ -27,6 +27,7 @@ from aioipsec.config.model import (
 from aioipsec.config.values import ip_ok
 from aioipsec.revocation import Authority, RevocationChecker, RevocationStore
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig
+from ikev2.identity import Identity
 
 # --------------------------------------------------------------------------- engine configs
 
@@ -140,6 +141,8 @@ def _auth_to_engine(
         send_cert=connection.send_cert,
         rsa_pss=settings.rsa_pss,
         eap_id=settings.eap_id or "%any",
+        groups=list(settings.groups),
+        aaa_id=settings.aaa_id or "",
         pubkeys=pubkeys if side == "remote" else [],
         trusted_pubkeys=trusted_pubkeys,
     )
@@ -191,6 +194,12 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
     """
 
     revocation = revocation_store(configuration)
+    # RFC 8784 PPKs by PPK_ID octets (strongSwan compares an identity's encoding).
+    ppks = {
+        Identity.parse(ppk_id).data: secret.secret
+        for secret in configuration.ppk_secrets
+        for ppk_id in secret.ids
+    }
     engine_configs: list[IkeConfig] = []
     for connection in configuration.connections.values():
         rekey_time, reauth_time = connection.rekey_time, connection.reauth_time
@@ -215,6 +224,9 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
                 fragmentation=connection.fragmentation,
                 childless=connection.childless,
                 unique=connection.unique,
+                ppk_id=connection.ppk_id,
+                ppk_required=connection.ppk_required,
+                ppks=ppks,
                 local=_auth_to_engine(configuration, connection, "local"),
                 remote=_auth_to_engine(configuration, connection, "remote", revocation),
                 children=[_child_to_engine(c) for c in connection.children.values()],

@@ -21,6 +21,7 @@ from aioipsec.defaults import DEFAULT_CONTROL_SOCKET
 from aioipsec.defaults import LOG_FORMATS as LOG_FORMATS
 from aioipsec.defaults import LOG_LEVELS as LOG_LEVELS
 from aioipsec.pools import PoolSettings
+from aioipsec.radius.settings import RadiusSettings
 from aioipsec.tokens.spec import TokenSettings
 from ikev2.config import (
     AuthMethodName,
@@ -192,6 +193,8 @@ class AuthSettings:
     # strongSwan's revocation policy for the peer's chain (aioipsec/revocation.py).
     revocation: str = "relaxed"
     eap_id: str | None = None
+    aaa_id: str | None = None  # EAP client: the AAA server's identity inside the method
+    groups: list[str] = field(default_factory=list)  # remote: the peer's group, one of
 
     # Raw public keys (PEM/DER SubjectPublicKeyInfo or PKCS#1): local, the first is ours
     # (no certificate is sent); remote, the keys the peer may sign with.
@@ -251,6 +254,10 @@ class ConnectionSettings:
     # Attempts to establish the IKE SA before giving up; 0: forever (with a back-off).
     keyingtries: int = 1
     childless: ChildlessMode = "allow"  # RFC 6023
+    # RFC 8784 postquantum preshared keys: the PPK_ID (secrets ppk-X) and whether the IKE
+    # SA fails without a PPK.
+    ppk_id: str | None = None
+    ppk_required: bool = False
     unique: UniqueMode = "no"  # strongSwan's uniqueness policy
     local: AuthSettings = field(default_factory=AuthSettings)
     remote: AuthSettings = field(default_factory=AuthSettings)
@@ -327,12 +334,16 @@ class Configuration:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     # [cluster] (docs/cluster.md); None: a gateway on its own.
     cluster: ClusterSettings | None = None
+    # [radius] (aioipsec/radius/settings.py): servers for remote auth = eap-radius.
+    radius: RadiusSettings | None = None
     connections: dict[str, ConnectionSettings] = field(default_factory=dict)
     shared_secrets: list[SharedSecret] = field(default_factory=list)
     private_keys: list[PrivateKey] = field(default_factory=list)
     # Keys in PKCS#11 tokens and the TPM, the modules and the TCTI (config/tokens.py).
     tokens: TokenSettings = field(default_factory=TokenSettings)
     eap_secrets: list[EapSecret] = field(default_factory=list)
+    # ``secrets.ppk<suffix>``: RFC 8784 postquantum preshared keys, by their PPK_IDs.
+    ppk_secrets: list[SharedSecret] = field(default_factory=list)
     # Top-level ``pools`` (virtual IP address pools, aioipsec.pools.PoolSettings by name).
     pools: dict[str, PoolSettings] = field(default_factory=dict)
     # Trust anchors loaded without being named by a connection (swanctl's x509ca/ folder).

@@ -18,6 +18,7 @@ from aioipsec.config.model import LOG_FORMATS, LOG_LEVELS
 from aioipsec.pools import parse_vips
 from ikev2.config import AuthMethodName
 from ikev2.enums import ProtocolId
+from ikev2.identity import Identity
 from ikev2.policy import AlgorithmPolicy, WeakAlgorithmError
 from ikev2.proposals import ProposalSyntaxError, parse_proposals
 
@@ -334,11 +335,11 @@ _KERNEL_ONLY_CHILD_KEYS = {
 
 # Keys swanctl.conf knows and aioipsec does not implement (error: "not supported").
 _UNSUPPORTED_CONNECTION_KEYS = {
-    "pull", "dscp", "ocsp", "ppk_id", "ppk_required", "mediation",
+    "pull", "dscp", "ocsp", "mediation",
     "mediated_by", "mediation_peer",
 }  # fmt: skip
 _UNSUPPORTED_AUTH_KEYS = {
-    "round", "aaa_id", "xauth_id", "groups", "cert_policy", "ca_id",
+    "round", "xauth_id", "cert_policy", "ca_id",
 }  # fmt: skip
 _UNSUPPORTED_CHILD_KEYS = {
     "rand_bytes", "rand_packets", "reqid", "priority", "icmp",
@@ -377,9 +378,23 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
     # How many times to try to establish the IKE SA before giving up: 0 is forever
     # (strongSwan's keyingtries; the daemon retries start_action = start with a back-off).
     "keyingtries": _int_range(0, 1 << 31),
+    # RFC 8784 postquantum preshared keys (ikev2.tasks.ike_ppk): the PPK_ID to use (a
+    # responder: the pattern the initiator's must match), and whether one is required.
+    "ppk_id": lambda value: parse_identity(value),
+    "ppk_required": parse_bool,
     "pools": lambda value: _pool_names(value),
     "vips": lambda value: _vips(value),
 }
+
+
+def parse_identity(value: Any) -> str:
+    """An identity as strongSwan writes it (``ikev2.identity.Identity.parse``)."""
+    text = parse_string(value)
+    try:
+        Identity.parse(text)
+    except ValueError as error:
+        raise ValueProblem(f"{text!r} is not an identity: {error}") from None
+    return text
 
 
 def _pool_names(value: Any) -> list[str]:
@@ -410,6 +425,8 @@ _EAP_METHODS: dict[str, AuthMethodName] = {
     "eap-md5": "eap-md5",
     "eap-ttls": "eap-ttls",
     "eap-dynamic": "eap-dynamic",
+    # The gateway relays EAP to a RADIUS server ([radius], aioipsec/radius/).
+    "eap-radius": "eap-radius",
 }
 
 # strongSwan's auth = values for signatures (swanctl.conf, "auth"): a key type, optionally
@@ -435,7 +452,8 @@ def parse_auth(value: Any) -> tuple[AuthMethodName, bool]:
         raise ValueProblem(
             f"auth = {text} is not supported",
             "aioipsec implements psk, pubkey (rsa, rsa/pss, ecdsa, ed25519, ed448), "
-            "eap-md5, eap-mschapv2, eap-tls, eap-ttls, eap-dynamic and eap (any of them)",
+            "eap-md5, eap-mschapv2, eap-tls, eap-ttls, eap-dynamic, eap (any of them) and "
+            "eap-radius (the gateway relays EAP to a RADIUS server)",
         )
     hint = "write psk, pubkey, rsa, rsa/pss, ecdsa, ed25519 or ed448 (e.g. rsa/pss-sha256)"
     tokens = text.split("-")
@@ -465,6 +483,11 @@ _AUTH_KEYS: dict[str, Callable[[Any], Any]] = {
     "pubkeys": parse_list,
     "revocation": _choice({"strict": "strict", "ifuri": "ifuri", "relaxed": "relaxed"}),
     "eap_id": parse_string,
+    # EAP client: the identity the EAP server proves inside the method (EAP-TLS: its
+    # certificate), when that is an AAA server and not the IKE gateway (strongSwan's).
+    "aaa_id": parse_string,
+    # Remote: the peer must be in one of these groups (RADIUS Class with eap-radius).
+    "groups": parse_list,
 }
 
 _CHILD_KEYS: dict[str, Callable[[Any], Any]] = {
@@ -527,6 +550,16 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "workers": _int_range(1, 2),
 }
 
+# [radius] (aioipsec/radius/settings.py checks the combination and reads the secret).
+_RADIUS_KEYS: dict[str, Callable[[Any], Any]] = {
+    "servers": parse_list,
+    "secret_file": parse_string,
+    "nas_identifier": parse_string,
+    "timeout": _positive_duration,
+    "tries": _int_range(1, 20),
+    "class_group": parse_bool,
+}
+
 # [cluster] (aioipsec/cluster/settings.py checks the combination).
 _CLUSTER_KEYS: dict[str, Callable[[Any], Any]] = {
     "name": parse_string,
@@ -541,7 +574,7 @@ _CLUSTER_KEYS: dict[str, Callable[[Any], Any]] = {
     "drain_rate": _int_range(1, 100_000),
 }
 
-_UNSUPPORTED_SECRET_TYPES = ("xauth", "ntlm", "ppk")
+_UNSUPPORTED_SECRET_TYPES = ("xauth", "ntlm")
 _PRIVATE_KEY_TYPES = ("private", "rsa", "ecdsa", "pkcs8")
 
 

@@ -66,6 +66,12 @@ from ikev2.tasks.ike_eap import (
 )
 from ikev2.tasks.ike_eap_relay import relay_response
 from ikev2.tasks.ike_init import certreq_payload
+from ikev2.tasks.ike_ppk import (
+    initiator_auth,
+    initiator_confirm,
+    responder_notifies,
+    responder_payloads,
+)
 from ikev2.tasks.ike_redirect import auth_redirect, process_auth_redirect
 from ikev2.tasks.lifetimes import start_ike_timers
 from ikev2.ts import Ts, format_list
@@ -84,10 +90,18 @@ def id_payload(identity: Identity, payload_type: PayloadType) -> IdPayload:
     return IdPayload(payload_type=payload_type, id_type=id_type, data=data)
 
 
-def octets_for(sa: TaskContext, *, initiator_side: bool, id_body: bytes, message_id: int) -> bytes:
-    """The signed octets of the initiator's or the responder's AUTH (sec. 2.15)."""
+def octets_for(
+    sa: TaskContext,
+    *,
+    initiator_side: bool,
+    id_body: bytes,
+    message_id: int,
+    ppk: bytes | None = None,
+) -> bytes:
+    """The signed octets of the initiator's or the responder's AUTH (sec. 2.15); ``ppk``:
+    with that PPK folded into SK_pi (RFC 8784, ``ikev2.tasks.ike_ppk``)."""
     return sa.keymat.auth_octets(
-        initiator_side=initiator_side, id_body=id_body, message_id=message_id
+        initiator_side=initiator_side, id_body=id_body, message_id=message_id, ppk=ppk
     )
 
 
@@ -218,6 +232,7 @@ class IkeAuthTask(Task):
         self.idi_body = b""
         self.idr_body = b""
         self.peer: Identity | None = None
+        self.ppk: bytes | None = None  # RFC 8784: the PPK our AUTH used
 
     def build(self, sa: TaskContext, now: float) -> list[Payload]:
         self.message_id = sa.next_request_id
@@ -256,7 +271,15 @@ class IkeAuthTask(Task):
             client_methods_peer(sa, eap_identity(config, str(self.local)), now)
             auth_payloads: list[Payload] = []
         else:
-            auth_payloads = build_auth(sa, config.local, self.local, self._psk_peer(sa), octets)
+            local, peer, idi_body = self.local, self._psk_peer(sa), idi.serialize()
+            auth_payloads, self.ppk = initiator_auth(  # RFC 8784: AUTH with the PPK
+                sa,
+                lambda signed: build_auth(sa, config.local, local, peer, signed),
+                lambda ppk: octets_for(
+                    sa, initiator_side=True, id_body=idi_body, message_id=self.message_id,
+                    ppk=ppk,
+                ),
+            )  # fmt: skip
         # CERT payloads go right after IDi (sec. 1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH).
         certs = [p for p in auth_payloads if isinstance(p, CertPayload)]
         payloads[1:1] = certs
@@ -311,6 +334,7 @@ class IkeAuthTask(Task):
                     f"responder identifies as {peer}, we expect {self.remote}",
                     check="identity-mismatch",
                 )
+            initiator_confirm(sa, self.ppk, payloads)  # RFC 8784: the PPK in our keys
             octets = octets_for(
                 sa,
                 initiator_side=False,
@@ -541,12 +565,6 @@ def respond_ike_auth(
         config = _select_config(sa, peer, wanted)
         sa.config = config
         local = identity_for(sa, config.local, sa.local_addr)
-        octets = octets_for(
-            sa,
-            initiator_side=True,
-            id_body=idi_payload.serialize(),
-            message_id=message_id,
-        )
         if find(payloads, AuthPayload) is None:
             if not uses_eap(config.remote):
                 raise AuthenticationError(
@@ -561,7 +579,11 @@ def respond_ike_auth(
                 f"expects {config.remote.auth}",
                 check="method-mismatch",
             )
-        verify_auth(sa, config.remote, local, peer, payloads, octets, now)
+        checked = responder_payloads(sa, payloads)  # RFC 8784: the PPK, or NO_PPK_AUTH
+        octets = octets_for(
+            sa, initiator_side=True, id_body=idi_payload.serialize(), message_id=message_id
+        )
+        verify_auth(sa, config.remote, local, peer, checked, octets, now)
     except ProtocolError as error:
         check = error.check if isinstance(error, AuthenticationError) else "bad-signature"
         reason = error.reason
@@ -597,6 +619,7 @@ def respond_ike_auth(
     response: list[Payload] = [idr]
     response += [p for p in auth_payloads if isinstance(p, CertPayload)]
     response += [p for p in auth_payloads if not isinstance(p, CertPayload)]
+    response += responder_notifies(sa)  # RFC 8784: an empty PPK_IDENTITY
     redirect = auth_redirect(sa)
     if redirect is not None:
         # RFC 5685 sec. 4.3: authenticated, sent elsewhere; no Child SA, and the IKE SA

@@ -52,6 +52,7 @@ from ikev2.tasks import (
 )
 from ikev2.tasks.ike_intermediate import IkeIntermediateTask
 from ikev2.tasks.ike_natd import evaluate, float_to_nat_t, natd_notifies
+from ikev2.tasks.ike_ppk import note_use_ppk, use_ppk_notifies
 from ikev2.tasks.ike_redirect import init_notifies, peer_announced, process_init_redirect
 
 NONCE_SIZE = 32
@@ -110,6 +111,7 @@ class IkeInitTask(Task):
         self.proposals: list[Proposal] | None = None
         self.ke_retried = False
         self.received_notify: NotifyType | None = None
+        self.use_ppk: list[NotifyPayload] = []
 
     def build(self, sa: TaskContext, now: float) -> list[Payload]:
         sa.to("send_init" if sa.state is IkeState.CREATED else "retry_init")
@@ -143,6 +145,8 @@ class IkeInitTask(Task):
             rng=sa.ctx.rng,
         )
         payloads += capability_notifies(sa, None)
+        self.use_ppk = use_ppk_notifies(sa, None)  # RFC 8784 sec. 3
+        payloads += self.use_ppk
         if any(transforms_of(p, t) for p in self.proposals for t in ADDKE_TYPES):
             payloads.append(NotifyPayload(notify_type=NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
         payloads += init_notifies(sa)  # RFC 5685 sec. 3, 6
@@ -213,6 +217,7 @@ class IkeInitTask(Task):
         sa.peer.signature_hashes = parse_signature_hashes(payloads)
         sa.peer.childless = find_notify(payloads, NotifyType.CHILDLESS_IKEV2_SUPPORTED) is not None
         sa.peer.certreq = [p for p in payloads if isinstance(p, CertReqPayload)]
+        note_use_ppk(sa, self.use_ppk, payloads)
         if sa.keymat.additional_ke:
             sa.to("recv_init_response_intermediate")
             for index in reversed(range(len(sa.keymat.additional_ke))):
@@ -332,6 +337,9 @@ def respond_ike_init(sa: TaskContext, payloads: list[Payload], now: float) -> li
         rng=sa.ctx.rng,
     )
     response += capability_notifies(sa, payloads)
+    use_ppk = use_ppk_notifies(sa, payloads)  # RFC 8784 sec. 3
+    note_use_ppk(sa, use_ppk, payloads)
+    response += use_ppk
     certreq = certreq_payload(sa)
     if certreq is not None:
         response.append(certreq)

@@ -10,10 +10,6 @@ and no certificate.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +17,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from aioipsec.interop.charon import Charon, swanctl_section
-from aioipsec.interop.ours import AioipsecPeer
-from aioipsec.interop.scenario import Scenario
-from aioipsec.interop.topology import build_topology
-from aioipsec.netns import Lab
+from aioipsec.interop.charon import swanctl_section
+from tests.interop.charon_pair import charon_and_ours, wait_child, wait_gone
 
 pytestmark = [pytest.mark.interop, pytest.mark.needs("root", "charon")]
 
 NAME = "pk"
-
-
-@pytest.fixture
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="aioipsec-pubkeys-", dir="/tmp"))
-    yield path
-    if os.environ.get("AIOIPSEC_KEEP_WORKDIR") != "1":
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _install(folder: Path, key: Any, peer: Any) -> None:
@@ -76,24 +61,6 @@ def _conf(local_addr: str, remote_addr: str, local_ts: str, remote_ts: str) -> s
     return swanctl_section("connections", {NAME: connection}) + "\n"
 
 
-def _wait_child(peer: Any, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    ike: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        ike = peer.list_sas().get(NAME, {})
-        if ike.get("state") == "ESTABLISHED" and ike.get("child-sas"):
-            return ike
-        time.sleep(0.1)
-    raise AssertionError(f"no Child SA under {NAME}: {ike}")
-
-
-def _wait_gone(peer: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and peer.list_sas().get(NAME):
-        time.sleep(0.1)
-    assert not peer.list_sas().get(NAME)
-
-
 def _key_id(key: Any) -> str:
     der = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -102,39 +69,32 @@ def _key_id(key: Any) -> str:
 
 
 @pytest.mark.timeout(150)
-def test_raw_public_keys_with_charon_both_roles(workdir: Path) -> None:
+def test_raw_public_keys_with_charon_both_roles() -> None:
     ours_key = ec.generate_private_key(ec.SECP256R1())
     charon_key = ec.generate_private_key(ec.SECP256R1())
-    scenario = Scenario(name="pk", initiator="aioipsec", responder="charon")
-    with Lab(scenario.name) as lab:
-        topology = build_topology(lab, scenario)
-        charon = Charon(lab, topology.responder, workdir / "charon")
+    with charon_and_ours("pubkeys") as (topology, charon, ours):
         _install(charon.workdir, charon_key, ours_key.public_key())
         charon.start()
-        ours = AioipsecPeer(lab, topology.initiator, workdir / "ours")
         _install(ours.workdir, ours_key, charon_key.public_key())
-        i_net, r_net = scenario.initiator_subnet, scenario.responder_subnet
+        i_net, r_net = "10.1.0.0/24", "10.2.0.0/24"
         charon.load(_conf(topology.responder_outer, topology.initiator_outer, r_net, i_net))
         ours.load(_conf(topology.initiator_outer, topology.responder_outer, i_net, r_net))
-        try:
-            # aioipsec initiates, charon responds.
-            ours.call("initiate", ike=NAME, child=NAME, timeout=30.0)
-            ike = _wait_child(charon)
-            _wait_child(ours)
-            # charon's view: our KEY_ID as identity (it prints KEY_ID as hex octets).
-            remote_id = ike.get("remote-id", "")
-            assert _key_id(ours_key.public_key()) in remote_id.replace(":", ""), ike
-            ours.call("terminate", ike=NAME)
-            _wait_gone(charon)
-            _wait_gone(ours)
-            # charon initiates, aioipsec responds.
-            charon.initiate(NAME, ike=NAME, timeout=30)
-            _wait_child(ours)
-            ike = _wait_child(charon)
-            assert _key_id(ours_key.public_key()) in ike.get("remote-id", "").replace(":", "")
-            log = charon.log_text()
-            assert "authentication of" in log and "successful" in log, log[-3000:]
-            # No certificate travelled either way (raw keys are never sent).
-            assert " CERT " not in log.replace("CERTREQ", ""), log[-3000:]
-        finally:
-            ours.stop()
+        # aioipsec initiates, charon responds.
+        ours.call("initiate", ike=NAME, child=NAME, timeout=30.0)
+        ike = wait_child(charon, NAME)
+        wait_child(ours, NAME)
+        # charon's view: our KEY_ID as identity (it prints KEY_ID as hex octets).
+        remote_id = ike.get("remote-id", "")
+        assert _key_id(ours_key.public_key()) in remote_id.replace(":", ""), ike
+        ours.call("terminate", ike=NAME)
+        wait_gone(charon, NAME)
+        wait_gone(ours, NAME)
+        # charon initiates, aioipsec responds.
+        charon.initiate(NAME, ike=NAME, timeout=30)
+        wait_child(ours, NAME)
+        ike = wait_child(charon, NAME)
+        assert _key_id(ours_key.public_key()) in ike.get("remote-id", "").replace(":", "")
+        log = charon.log_text()
+        assert "authentication of" in log and "successful" in log, log[-3000:]
+        # No certificate travelled either way (raw keys are never sent).
+        assert " CERT " not in log.replace("CERTREQ", ""), log[-3000:]
