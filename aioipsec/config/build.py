@@ -767,7 +767,12 @@ def check_remote_access(configuration: Configuration) -> None:
                     hint=f"add pools {{ {name} {{ addrs = ... }} }} (pools: {known})",
                 )
         local = connection.local
-        if local.auth in ("eap-mschapv2", "eap-md5"):
+        # An EAP-only gateway (RFC 5998: local and remote auth = eap-..., no remote_addrs to
+        # dial) authenticates itself by the method it runs as server: no secret of its own.
+        eap_only_gateway = connection.remote.auth.startswith("eap") and all(
+            address == "%any" for address in connection.remote_addrs
+        )
+        if local.auth in ("eap-mschapv2", "eap-md5") and not eap_only_gateway:
             eap_id = local.eap_id or local.id or ""
             if configuration.eap_lookup(eap_id) is None:
                 raise ConfigError(

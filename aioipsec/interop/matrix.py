@@ -25,9 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from aioipsec.interop import redirect, road_warrior
 from aioipsec.interop.charon import child_sas
 from aioipsec.interop.runner import run_scenario
 from aioipsec.interop.scenario import Implementation, Scenario, ScenarioRun
+from aioipsec.interop.scripted import ScriptedRow
 from aioipsec.netns import Lab
 
 # (IKE proposal, ESP proposal), each run in both roles against charon.
@@ -282,8 +284,16 @@ MATRIX: list[Scenario] = [
 ]
 
 
+# Scripted rows (aioipsec/interop/scripted.py): remote access (road warriors, pools, EAP,
+# EAP-only; tests/interop/test_road_warrior.py) and redirection (RFC 5685;
+# tests/interop/test_redirect.py), which need more than two peers or their own checks.
+SCRIPTED: list[ScriptedRow] = [*road_warrior.ROWS, *redirect.MATRIX_ROWS]
+
+Row = Scenario | ScriptedRow
+
+
 def run_row(
-    scenario: Scenario, keep: bool = False, key_debug: bool = False, lab_tag: str = "mx"
+    scenario: Row, keep: bool = False, key_debug: bool = False, lab_tag: str = "mx"
 ) -> tuple[ScenarioRun | None, str, Path]:
     """Run one row in its own Lab; returns (run or None, error text, work directory).
 
@@ -293,7 +303,10 @@ def run_row(
     run: ScenarioRun | None = None
     try:
         with Lab(lab_tag) as lab:
-            run = run_scenario(lab, scenario, workdir, key_debug=key_debug)
+            if isinstance(scenario, ScriptedRow):
+                run = scenario.execute(lab, workdir)
+            else:
+                run = run_scenario(lab, scenario, workdir, key_debug=key_debug)
             return run, "", workdir
     except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}", workdir
@@ -302,16 +315,16 @@ def run_row(
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-RowResult = tuple[Scenario, "ScenarioRun | None", str, Path, float]
+RowResult = tuple[Row, "ScenarioRun | None", str, Path, float]
 
 
 def run_rows(
-    rows: list[Scenario], *, jobs: int = 1, keep: bool = False, key_debug: bool = False
+    rows: list[Row], *, jobs: int = 1, keep: bool = False, key_debug: bool = False
 ) -> Iterator[RowResult]:
     """Run ROWS, JOBS at a time (each in its own namespaces), yielding results in row order:
     (scenario, run or None, error text, work directory, wall seconds)."""
 
-    def one(index: int, scenario: Scenario) -> RowResult:
+    def one(index: int, scenario: Row) -> RowResult:
         started = time.monotonic()
         run, error, workdir = run_row(scenario, keep, key_debug, lab_tag=f"mx{index}")
         return scenario, run, error, workdir, time.monotonic() - started
@@ -370,16 +383,17 @@ def _summary(run: ScenarioRun | None, error: str) -> str:
     if run.keepalives_seen is not None:
         parts.append(f"{run.keepalives_seen} NAT-T keepalives")
     parts += [f"{action} {seconds * 1000:.0f} ms" for action, seconds in run.action_seconds.items()]
+    parts += run.details
     parts += [problem.splitlines()[0][:200] for problem in run.problems]
     return "; ".join(parts)
 
 
-def _is_against_strongswan(scenario: Scenario) -> bool:
+def _is_against_strongswan(scenario: Row) -> bool:
     """One side aioipsec, the other charon: the rows the title promises."""
     return {scenario.initiator, scenario.responder} == {"aioipsec", "charon"}
 
 
-def _reference_kind(scenario: Scenario) -> str:
+def _reference_kind(scenario: Row) -> str:
     if scenario.initiator == scenario.responder == "charon":
         return "baseline: charon against charon (checks the lab, not aioipsec)"
     return "aioipsec against aioipsec"
@@ -413,7 +427,9 @@ def markdown(results: list[RowResult], version: str, total_seconds: float) -> st
         f"against strongSwan passed; {sum(ok(row[1]) for row in reference)}/{len(reference)} "
         "reference rows (not against strongSwan, see the end) passed",
         "",
-        "Establish: from `initiate` until both peers' list-sas show the SA (polled every 50 ms).",
+        "Establish: from `initiate` until both peers' list-sas show the SA (polled every 50 ms);",
+        "for the remote-access and redirect rows (scripted: `aioipsec/interop/road_warrior.py`,",
+        "`redirect.py`) until the client's `initiate` returned.",
         "Negotiated: the initiator's list-sas (strongSwan's names; our daemon speaks the same).",
         "",
     ]
@@ -486,14 +502,15 @@ def main(argv: list[str] | None = None) -> int:
         help="charon logs derived keys (ike/enc 4): for a key mismatch; implies --keep",
     )
     args = parser.parse_args(argv)
-    known = {s.name: s for s in MATRIX}
+    every: list[Row] = [*MATRIX, *SCRIPTED]
+    known = {s.name: s for s in every}
     unknown = [name for name in args.scenario if name not in known]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; see --list")
     if args.scenario:
-        rows = [known[name] for name in args.scenario]
+        rows: list[Row] = [known[name] for name in args.scenario]
     else:
-        rows = [s for s in MATRIX if args.pattern in s.name]
+        rows = [s for s in known.values() if args.pattern in s.name]
     if args.list:
         for scenario in rows:
             print(scenario.name)
@@ -501,7 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.scenario or args.all or args.pattern):
         parser.error("name a scenario, or --all, -k PATTERN or --list")
     if args.iperf > 0:
-        rows = [dataclasses.replace(s, iperf_seconds=args.iperf) for s in rows]
+        rows = [
+            dataclasses.replace(s, iperf_seconds=args.iperf) if isinstance(s, Scenario) else s
+            for s in rows
+        ]
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces)")
     failures = 0

@@ -26,6 +26,9 @@ from typing import Any
 
 from aioipsec.interop.charon import Charon
 from aioipsec.interop.ours import AioipsecPeer
+from aioipsec.interop.pskconf import psk_conf, psk_connection
+from aioipsec.interop.scenario import ScenarioRun
+from aioipsec.interop.scripted import RowBody, ScriptedRow
 from aioipsec.netns import Lab, Namespace
 
 CLIENT, GW1, GW2 = "10.77.1.2", "10.77.2.2", "10.77.3.2"
@@ -47,38 +50,10 @@ def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, clie
     """One connection ``rw`` with child ``net``: a client's or a gateway's."""
     local_ts = f"{INNER}/32" if client else PROTECTED
     remote_ts = PROTECTED if client else f"{INNER}/32"
-    return f"""connections {{
-    rw {{
-        version = 2
-        local_addrs = {local}
-        remote_addrs = {remote}
-        proposals = aes256gcm16-prfsha256-x25519
-        dpd_delay = 5s
-        local {{
-            auth = psk
-            id = {local_id}
-        }}
-        remote {{
-            auth = psk
-            id = {remote_id}
-        }}
-        children {{
-            net {{
-                local_ts = {local_ts}
-                remote_ts = {remote_ts}
-                esp_proposals = aes256gcm16
-            }}
-        }}
-    }}
-}}
-secrets {{
-    ike-rw {{
-        id-client = {"%any" if not client else local_id}
-        id-gateway = {GATEWAY_ID}
-        secret = "{PSK}"
-    }}
-}}
-"""
+    connection = psk_connection(local=local, remote=remote, local_id=local_id,
+                                remote_id=remote_id, local_ts=local_ts, remote_ts=remote_ts,
+                                dpd_delay="5s")  # fmt: skip
+    return psk_conf({"rw": connection}, psk=PSK, ids=[local_id if client else "%any", GATEWAY_ID])
 
 
 class ClusterPeer(AioipsecPeer):
@@ -165,16 +140,45 @@ def identity_for(gateway: str) -> str:
     raise AssertionError("no identity hashes there")
 
 
-def run_row(row: str, workdir: Path) -> dict[str, Any]:
-    """Run one row; raises AssertionError with both sides' logs when it fails. Returns
-    what the row saw (for the interop table)."""
-    if row not in ROWS:
-        raise ValueError(f"unknown redirect row {row!r} (rows: {', '.join(ROWS)})")
-    with Lab(f"rd{ROWS.index(row)}") as lab:
+def _row(row: str) -> RowBody:
+    """The matrix row ROW: builds the lab, runs, records what it saw."""
+
+    def body(lab: Lab, workdir: Path, run: ScenarioRun) -> None:
         net = build(lab)
+        started = time.monotonic()
         if row == "ours-follows-charon":
-            return _ours_follows(net, workdir)
-        return _charon_follows(net, workdir, row)
+            seen = _ours_follows(net, workdir)
+        else:
+            seen = _charon_follows(net, workdir, row)
+        run.establish_seconds = None
+        sa = seen.get("ours") or seen.get("charon")
+        if isinstance(sa, dict):
+            run.initiator_sas = {run.scenario.connection_name: sa}
+            run.details.append(f"up at gateway 2 ({GW2}) only, gateway 1 without SAs")
+        else:
+            run.details.append(str(sa))
+        run.details.append(f"{time.monotonic() - started:.1f} s from initiate to the end")
+
+    return body
+
+
+# What each row shows, for the table.
+_WHAT = {
+    "charon-follows-init": "REDIRECT in our IKE_SA_INIT response (gateway 1 draining)",
+    "charon-follows-auth": "REDIRECT in our IKE_AUTH response (identity-hash placement)",
+    "charon-follows-informational": "`aioipsec redirect`: REDIRECT in an INFORMATIONAL",
+    "ours-follows-charon": "`swanctl --redirect` on charon's gateway 1",
+}
+MATRIX_ROWS = tuple(
+    ScriptedRow(
+        row,
+        "aioipsec" if row == "ours-follows-charon" else "charon",
+        "charon" if row == "ours-follows-charon" else "aioipsec",
+        _row(row),
+        what=_WHAT[row],
+    )
+    for row in ROWS
+)
 
 
 def _charon_follows(net: RedirectLab, workdir: Path, row: str) -> dict[str, Any]:
@@ -210,7 +214,11 @@ def _charon_follows(net: RedirectLab, workdir: Path, row: str) -> dict[str, Any]
                 # strongSwan 5.9.8 (Debian 12) aborts right after ("free(): double free
                 # detected") while it re-initiates from inside its IKE_AUTH task: charon's
                 # bug, not the message (it parsed it and names the gateway). docs/cluster.md
-                return {"charon": "accepted the IKE_AUTH REDIRECT, then aborted (5.9.8 bug)"}
+                return {
+                    "charon": "charon checked our AUTH and accepted the IKE_AUTH REDIRECT, then "
+                    "aborted: strongSwan 5.9.8's double free when it re-initiates from its "
+                    "IKE_AUTH task (its bug; docs/cluster.md)"
+                }
         sa = wait(lambda: up_at(charon, GW2), "charon established at gateway 2 only")
         wait(lambda: not gw1.list_sas(), "gateway 1 without SAs")
         log = charon.log_text()

@@ -225,6 +225,8 @@ class ScenarioRun:
     # The initiator's public (address, port) as the responder saw it before/after the pause.
     rebind_ports: tuple[str, ...] | None = None  # NAT source ports seen on the wire, in order
     notes: list[str] = field(default_factory=list)  # observations that do not fail the run
+    # What a scripted row (aioipsec.interop.scripted) checked, for the table's details column.
+    details: list[str] = field(default_factory=list)
     action_seconds: dict[str, float] = field(default_factory=dict)
     keepalives_seen: int | None = None  # from the NAT to the responder while idle
     iperf_mbps: float | None = None

@@ -174,3 +174,76 @@ def _iperf(run: ScenarioRun, lab: Lab, topology: Topology, workdir: Path) -> Non
         run.iperf_retransmits = report["end"]["sum_sent"].get("retransmits")
     except (ValueError, KeyError) as exc:
         run.problems.append(f"iperf3 failed ({exc}): {(result.stdout + result.stderr)[-300:]}")
+
+
+# A TCP receiver and sender for tcp_transfer (run with this interpreter inside namespaces):
+# the receiver counts and hashes every byte of one connection; the sender sends SIZE bytes
+# of a seeded pseudo-random stream, so both hashes are known without a file of that size.
+_RECEIVER = """
+import hashlib, json, socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+connection, peer = server.accept()
+digest, count = hashlib.sha256(), 0
+while data := connection.recv(65536):
+    digest.update(data)
+    count += len(data)
+print(json.dumps({"bytes": count, "sha256": digest.hexdigest(), "from": peer[0]}), flush=True)
+"""
+_SENDER = """
+import hashlib, json, random, socket, sys
+host, port, size, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+stream, digest, sent = random.Random(size), hashlib.sha256(), 0
+with socket.create_connection((host, port), timeout=30,
+                              source_address=(source, 0) if source else None) as connection:
+    while sent < size:
+        chunk = stream.randbytes(min(65536, size - sent))
+        connection.sendall(chunk)
+        digest.update(chunk)
+        sent += len(chunk)
+print(json.dumps({"bytes": sent, "sha256": digest.hexdigest()}))
+"""
+
+
+def tcp_transfer(
+    lab: Lab,
+    sender: Any,
+    receiver: Any,
+    address: str,
+    workdir: Path,
+    *,
+    source: str = "",
+    size: int = 4 << 20,
+    port: int = 5301,
+) -> str:
+    """SIZE bytes over one TCP connection from SENDER (a namespace; from SOURCE if given) to
+    ADDRESS:PORT in RECEIVER; raises AssertionError unless every byte arrived, in order
+    (SHA-256 of both ends compared). Returns a summary for the table."""
+    import sys
+
+    log = workdir / f"tcp-receiver-{port}.log"
+    server = lab.start(receiver, [sys.executable, "-c", _RECEIVER, address, str(port)], log=log)
+    assert server.wait_for_log("listening", timeout=15), f"TCP receiver: {server.log_text()}"
+    started = time.monotonic()
+    result = sender.run(
+        sys.executable, "-c", _SENDER, address, str(port), str(size), source,
+        check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, f"TCP sender failed: {result.stderr[-400:]}"
+    sent = json.loads(result.stdout)
+    deadline = time.monotonic() + 30
+    received: dict[str, Any] = {}
+    while time.monotonic() < deadline and not received:
+        for line in log.read_text().splitlines():
+            if line.startswith("{"):
+                received = json.loads(line)
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    server.stop()
+    assert received, f"the TCP receiver reported nothing: {log.read_text()[-300:]}"
+    assert received["bytes"] == sent["bytes"] and received["sha256"] == sent["sha256"], (
+        f"TCP through the tunnel: sent {sent}, received {received}"
+    )
+    if source:
+        assert received["from"] == source, f"TCP came from {received['from']}, not {source}"
+    return f"TCP {sent['bytes'] >> 20} MiB whole (SHA-256 equal, {seconds:.1f} s)"

@@ -190,6 +190,11 @@ class EapPeer:
         self.failure_reason: str | None = None
         self.msk: bytes | None = None
 
+    @property
+    def method_type(self) -> EapType | None:
+        """The method the gateway proposed and we run (None before one was chosen)."""
+        return self._method.type if self._method is not None else None
+
     def process(self, message: bytes) -> EapPacket | None:
         """A Request in, our Response out; None after EAP-Success/Failure (see ``succeeded``)."""
         if self.finished:

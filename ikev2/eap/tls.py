@@ -65,6 +65,12 @@ def _context(certs: Sequence[x509.Certificate], key: Any, server: bool) -> SSL.C
             context.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
         context.use_privatekey(key)
         context.check_privatekey()
+    # Renegotiation is never done inside EAP-TLS: refuse it. That makes it safe to talk to
+    # servers without the renegotiation_info extension (RFC 5746), which OpenSSL 3 refuses
+    # by default; strongSwan's own TLS stack (charon's eap-tls as gateway) sends none.
+    context.set_options(SSL.OP_NO_RENEGOTIATION)
+    if not server:
+        context.set_options(SSL.OP_LEGACY_SERVER_CONNECT)
     # OpenSSL asks for and accepts the peer's chain; validate_chain judges it afterwards.
     mode = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if server else 0)
     context.set_verify(mode, lambda *_: True)

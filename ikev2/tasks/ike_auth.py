@@ -55,9 +55,13 @@ from ikev2.tasks.ike_config import client_reply, client_request, gateway_reply
 from ikev2.tasks.ike_delete import IkeDeleteTask, delete_spis_task
 from ikev2.tasks.ike_eap import (
     GatewayEap,
+    accept_eap_only,
+    check_eap_only_gateway,
+    check_eap_only_method,
     client_methods_peer,
     describe_method,
     eap_identity,
+    eap_only_gateway,
     eap_payload,
     msk_auth,
     start_gateway,
@@ -232,6 +236,7 @@ class IkeAuthTask(Task):
         self.idi_body = b""
         self.idr_body = b""
         self.peer: Identity | None = None
+        self.eap_only = False  # the gateway sent no AUTH: EAP alone authenticates it
         self.ppk: bytes | None = None  # RFC 8784: the PPK our AUTH used
 
     def build(self, sa: TaskContext, now: float) -> list[Payload]:
@@ -289,6 +294,10 @@ class IkeAuthTask(Task):
         payloads += [p for p in auth_payloads if not isinstance(p, CertPayload)]
         if config.send_initial_contact and not sa.suppress_initial_contact:
             payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT))
+        if uses_eap(config.local):
+            # RFC 5998 sec. 3: we accept a gateway authenticated by a mutual EAP method
+            # alone (strongSwan's client always announces it when it does EAP).
+            payloads.append(NotifyPayload(notify_type=NotifyType.EAP_ONLY_AUTHENTICATION))
         cp = client_request(sa)  # sec. 1.2: ..., AUTH, [CP(CFG_REQUEST),] SAi2, TSi, TSr
         if cp is not None:
             payloads.append(cp)
@@ -311,7 +320,14 @@ class IkeAuthTask(Task):
         config = sa.config
         idr_payload = find_typed(payloads, PayloadType.IDr)
         auth_payload = find(payloads, AuthPayload)
-        if idr_payload is None or auth_payload is None:
+        # RFC 5998: IDr and the first EAP Request, no AUTH: an EAP-only gateway.
+        eap_only = (
+            idr_payload is not None
+            and auth_payload is None
+            and uses_eap(config.local)
+            and find(payloads, EapPayload) is not None
+        )
+        if (idr_payload is None or auth_payload is None) and not eap_only:
             error = first_error(payloads)
             name = notify_name(int(error.notify_type)) if error is not None else "no AUTH"
             if error is not None and error.notify_type == NotifyType.AUTHENTICATION_FAILED:
@@ -327,6 +343,7 @@ class IkeAuthTask(Task):
                 sa.fail(now, reason, NotifyType.AUTHENTICATION_FAILED)
                 return False
             raise ProtocolError(f"peer answered IKE_AUTH with {name}", None)
+        assert idr_payload is not None  # (eap_only implies it)
         try:
             peer = Identity.from_payload(int(idr_payload.id_type), bytes(idr_payload.data))
             if not self.remote.is_any and not self.remote.matches(peer):
@@ -334,14 +351,25 @@ class IkeAuthTask(Task):
                     f"responder identifies as {peer}, we expect {self.remote}",
                     check="identity-mismatch",
                 )
-            initiator_confirm(sa, self.ppk, payloads)  # RFC 8784: the PPK in our keys
-            octets = octets_for(
-                sa,
-                initiator_side=False,
-                id_body=idr_payload.serialize(),
-                message_id=self.message_id,
-            )
-            verify_auth(sa, config.remote, self.local, peer, payloads, octets, now)
+            if eap_only:
+                accept_eap_only(config, peer)
+                self.eap_only = True
+            elif uses_eap(config.remote):
+                raise AuthenticationError(
+                    f"{peer} authenticated with an AUTH payload, but connection "
+                    f"{config.name!r} expects EAP-only authentication (remote auth = "
+                    f"{config.remote.auth}); set remote auth = pubkey for this gateway",
+                    check="method-mismatch",
+                )
+            else:
+                initiator_confirm(sa, self.ppk, payloads)  # RFC 8784: the PPK in our keys
+                octets = octets_for(
+                    sa,
+                    initiator_side=False,
+                    id_body=idr_payload.serialize(),
+                    message_id=self.message_id,
+                )
+                verify_auth(sa, config.remote, self.local, peer, payloads, octets, now)
             if uses_eap(config.local):
                 self.peer, self.idr_body = peer, idr_payload.serialize()
                 return self._start_eap(sa, payloads, now)
@@ -372,6 +400,8 @@ class IkeAuthTask(Task):
         if answer is not None:
             self.eap_out = answer.serialize()
         elif self.eap.succeeded:
+            if self.eap_only:
+                check_eap_only_method(self.eap.method_type, str(self.peer))
             self.phase = "auth"
         else:
             raise AuthenticationError(
@@ -640,12 +670,18 @@ def _start_eap(
     message_id: int,
     now: float,
 ) -> list[Payload]:
-    """First response of an EAP IKE_AUTH (sec. 2.16): IDr, [CERT,] AUTH, EAP."""
+    """First response of an EAP IKE_AUTH (sec. 2.16): IDr, [CERT,] AUTH, EAP; with
+    EAP-only authentication (RFC 5998, our ``local`` round is EAP) IDr and EAP alone."""
     idr = id_payload(local, PayloadType.IDr)
-    our_octets = octets_for(
-        sa, initiator_side=False, id_body=idr.serialize(), message_id=message_id
-    )
-    auth_payloads = build_auth(sa, config.local, local, peer, our_octets)
+    auth_payloads: list[Payload] = []
+    if eap_only_gateway(config):
+        announced = find_notify(payloads, NotifyType.EAP_ONLY_AUTHENTICATION) is not None
+        check_eap_only_gateway(config, announced, peer)
+    else:
+        our_octets = octets_for(
+            sa, initiator_side=False, id_body=idr.serialize(), message_id=message_id
+        )
+        auth_payloads = build_auth(sa, config.local, local, peer, our_octets)
     request = start_gateway(
         sa, config, payloads, peer, local, idi_payload.serialize(), idr.serialize(), now
     )

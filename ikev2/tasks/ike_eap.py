@@ -18,6 +18,13 @@ this IKE SA. Which methods: the connection's ``auth`` (the registry of
 ikev2/eap/methods.py: ``eap-md5``, ``eap-mschapv2``, ``eap-tls``, ``eap-ttls``, ``eap-dynamic``,
 ``eap``) and ``eap_id``; EAP passwords come from the engine's ``eap_lookup``.
 
+EAP-only authentication (RFC 5998): the client announces EAP_ONLY_AUTHENTICATION in its
+first request; a gateway whose own round (``local``) is an EAP method then sends IDr and the
+EAP Request without AUTH (and CERT), and is authenticated by the method alone, which must be
+mutual, key-generating and dictionary-safe (EAP-TLS, EAP-TTLS: :data:`MUTUAL_KEY_GENERATING`;
+not EAP-MSCHAPv2, as in strongSwan). A client accepts that only with ``remote auth =
+eap...``, and only for such a method.
+
 The responder's state between requests lives in :class:`GatewayEap`, stored on the IKE SA
 (``sa.eap_state``); the initiator's in its IKE_AUTH task. Anything out of order ends the
 IKE SA with AUTHENTICATION_FAILED and no Child SA (and so no lease) is created.
@@ -55,9 +62,73 @@ from ikev2.tasks.context import Payload, TaskContext
 
 EAP_AUTHS = (*AUTH_METHODS, "eap-radius")
 
+# EAP-only authentication (RFC 5998): the gateway sends no AUTH of its own in the first
+# IKE_AUTH response and is authenticated by the EAP method alone, so the method must
+# authenticate the server, derive the MSK that keys the final AUTH payloads, and resist
+# dictionary attacks (sec. 4, "safe" methods). EAP-TLS and EAP-TTLS (the server's
+# certificate) are. EAP-MSCHAPv2 is not: its server proof is a function of the password
+# hash, open to an offline dictionary attack (and DES-breakable, so the hash itself), and
+# strongSwan refuses it for EAP-only too ("EAP-only authentication requires a mutual and MSK
+# deriving EAP method, but EAP_MSCHAPV2 is not": its eap-mschapv2 plugin is not is_mutual).
+# EAP-MD5 derives no key. A method added later is not safe until it is listed here.
+MUTUAL_KEY_GENERATING = frozenset({EapType.TLS, EapType.TTLS})
+
 
 def uses_eap(auth: AuthConfig) -> bool:
     return auth.auth in EAP_AUTHS
+
+
+def eap_only_gateway(config: IkeConfig) -> bool:
+    """The responder authenticates itself by EAP only: its own round (``local``) is an EAP
+    method, as strongSwan decides (an EAP auth class in the local round, ``leftauth=eap-tls``
+    in its rw-eap-tls-only test)."""
+    return uses_eap(config.local)
+
+
+def check_eap_only_gateway(config: IkeConfig, announced: bool, peer: Identity) -> None:
+    """RFC 5998 sec. 3-4 on the gateway: only for a client that announced
+    EAP_ONLY_AUTHENTICATION, and only with a safe method among ``remote auth`` (the others
+    are not proposed: :func:`gateway_methods`)."""
+    if not announced:
+        # strongSwan refuses too (unless charon.force_eap_only_authentication).
+        raise AuthenticationError(
+            f"connection {config.name!r} authenticates this gateway by EAP only (local auth = "
+            f"{config.local.auth}), but {peer} did not announce EAP_ONLY_AUTHENTICATION "
+            "(RFC 5998); give the gateway a certificate (local auth = pubkey) for such clients",
+            check="method-mismatch",
+        )
+    if not MUTUAL_KEY_GENERATING.intersection(_types(config.remote)):
+        raise AuthenticationError(
+            f"connection {config.name!r}: EAP-only authentication needs a mutual, "
+            "key-generating EAP method (RFC 5998 sec. 4: EAP-TLS, EAP-TTLS), not remote auth "
+            f"= {config.remote.auth}; use local auth = pubkey (a certificate AUTH) with it",
+            check="method-mismatch",
+        )
+
+
+def accept_eap_only(config: IkeConfig, peer: Identity) -> None:
+    """The client: the gateway sent IDr and EAP but no AUTH (RFC 5998). Accepted only when
+    the connection says the gateway authenticates by EAP (``remote auth = eap...``); the
+    method is checked when EAP ends (:func:`check_eap_only_method`)."""
+    if not uses_eap(config.remote):
+        raise AuthenticationError(
+            f"{peer} sent no AUTH (EAP-only authentication, RFC 5998), but connection "
+            f"{config.name!r} expects it to authenticate with {config.remote.auth}; set "
+            "remote auth = eap-tls (or eap-ttls, eap) to accept an EAP-only gateway",
+            check="method-mismatch",
+        )
+
+
+def check_eap_only_method(method: EapType | None, peer: str) -> None:
+    """The client, EAP done, before it sends its MSK AUTH: with no AUTH from the gateway,
+    only a mutual, key-generating method authenticated it (RFC 5998 sec. 4)."""
+    if method not in MUTUAL_KEY_GENERATING:
+        name = method.name if method is not None else "no method"
+        raise AuthenticationError(
+            f"{peer} used EAP-only authentication (no AUTH), which needs a mutual, "
+            f"key-generating EAP method (RFC 5998 sec. 4), but {name} is not",
+            check="eap",
+        )
 
 
 def _types(auth: AuthConfig) -> list[EapType]:
@@ -103,7 +174,10 @@ def gateway_methods(
     credentials = ServerCredentials(
         sa.ctx.eap_lookup, tls, config.remote.eap_id, _wall_time(sa, now), sa.ctx.rng
     )
-    methods = server_factories(method_types(config.remote.auth), credentials)
+    types = method_types(config.remote.auth)
+    if eap_only_gateway(config):  # RFC 5998 sec. 4: only the safe methods are proposed
+        types = tuple(t for t in types if t in MUTUAL_KEY_GENERATING)
+    methods = server_factories(types, credentials)
     if not methods:
         raise AuthenticationError(
             f"auth = {config.remote.auth}: EAP-TLS and EAP-TTLS need our certificate and key",
