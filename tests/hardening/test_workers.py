@@ -234,3 +234,38 @@ def test_encrypt_worker_sigkilled_under_load(pair: tuple[Hosts, OurDaemon, OurDa
         worker_restarts=stats["worker_restarts"],
     )
     print("worker SIGKILL:", report["sent"], "sent,", report["lost"], "lost;", figures)
+
+
+def test_trap_through_the_worker_and_daemon_sigkill(
+    pair: tuple[Hosts, OurDaemon, OurDaemon],
+) -> None:
+    """start_action = trap: the first packet is read by peer's worker, which holds it and
+    asks its daemon to negotiate (acquire); the packet leaves once the SA is there. Then
+    gw's daemon is SIGKILLed: its worker exits with it (it holds the TUN device), so the
+    device is gone and a new daemon can start."""
+    hosts, gw, peer = pair
+    peer.stop()
+    gw.stop()
+    gw = hosts.gw(daemon={"workers": 2})
+    peer = hosts.peer(daemon={"workers": 2}, start_action="trap")
+    assert not peer.call("sas"), "a trap must not start anything by itself"
+    result = hosts.peer_ns.run(
+        "ping", "-n", "-c", "1", "-W", "10", "-I", PEER_INNER, GW_INNER, check=False, timeout=30
+    )
+    assert result.returncode == 0, f"the trapped ping was not answered:\n{result.stdout}"
+    assert "acquire" in peer.log_text(), peer.log_tail()
+    # The worker's counters reach the daemon's listing within a report interval (0.5 s).
+    esp = wait_for(lambda: (e := peer.call("stats")["esp"])["held"] >= 1 and e, 5)
+    assert esp and esp["packets_out"] >= 1 and esp["worker_restarts"] == 0, esp
+    old_worker = worker_pid(gw)
+    gw.kill()
+    assert wait_for(lambda: not _running(old_worker), 10), "the worker outlived its daemon"
+    assert wait_for(lambda: "ipsec0" not in hosts.gw_ns.run("ip", "-o", "link").stdout, 10)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
