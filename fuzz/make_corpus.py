@@ -23,7 +23,9 @@ import argparse
 import hashlib
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fuzz import targets as T
 from ikev2.enums import PayloadType
@@ -388,18 +390,43 @@ def eap_seeds(corpus: Corpus) -> None:
             requests.append(server.process(responses[-1]).serialize())
         corpus.add("eap_methods", b"\x00" + record(responses))
         corpus.add("eap_methods", b"\x01" + record(requests))
+    eap_md5_seeds(corpus, record)
 
 
-def eap_tls_seeds(corpus: Corpus) -> None:
-    """One EAP-TLS handshake between our two ends (the target's credentials): the peer's
-    Type-Data for the gateway role, the gateway's for the peer role."""
+def eap_md5_seeds(corpus: Corpus, record: Callable[[list[bytes]], bytes]) -> None:
+    """EAP-MD5 conversations (right and wrong secret), one after a Nak of MS-CHAPv2 (mode
+    0) and one proposed first (mode 2), the peer's side (mode 1), and the EAP-Message
+    AVPs EAP-TTLS would carry them in (mode 3)."""
+    from ikev2.eap.md5 import Md5Peer, Md5Server
+    from ikev2.eap.mschapv2 import MsChapV2Server
+    from ikev2.eap.session import EapAuthenticator, EapPeer
+    from ikev2.eap.ttls import avp_for
+    from ikev2.enums import EapType
+
+    for password, mode in (("Ar3etTnp", 0), ("wrong", 0), ("Ar3etTnp", 2)):
+        md5 = {EapType.MD5_CHALLENGE: lambda i: Md5Server(i, T.EAP_SECRETS.get, T._fixed_random)}
+        mschapv2 = {EapType.MSCHAPV2: lambda _: MsChapV2Server(T.EAP_SECRETS.get)}
+        server = EapAuthenticator(
+            (md5 | mschapv2) if mode == 2 else (mschapv2 | md5), random=T._fixed_random
+        )
+        peer = EapPeer("carol", {EapType.MD5_CHALLENGE: lambda pw=password: Md5Peer(pw)})
+        requests, responses = [server.start()], []
+        while (answer := peer.process(requests[-1].serialize())) is not None:
+            responses.append(answer)
+            requests.append(server.process(responses[-1].serialize()))
+        corpus.add("eap_methods", bytes((mode,)) + record([p.serialize() for p in responses]))
+        corpus.add("eap_methods", b"\x01" + record([p.serialize() for p in requests]))
+        for packet in requests + responses:
+            if packet.type is not None:
+                corpus.add("eap_methods", b"\x03" + avp_for(packet))
+
+
+def _tls_type_data(server: Any, peer: Any, method: int) -> tuple[list[bytes], list[bytes]]:
+    """Run an EAP-TLS-framed method between our two ends: the Type-Data of the gateway's
+    Requests and of the peer's Responses."""
     from ikev2.eap.packet import EapPacket
-    from ikev2.eap.tls import EapTlsPeer, EapTlsServer
-    from ikev2.enums import EapCode, EapType
+    from ikev2.enums import EapCode
 
-    credentials = T._tls_credentials()
-    server = EapTlsServer("fuzz.example", credentials, T._TLS_NOW)
-    peer = EapTlsPeer(credentials, T._TLS_NOW, "fuzz.example")
     request: EapPacket | None = server.start(1)
     requests, responses = [], []
     while request is not None and request.code == EapCode.REQUEST:
@@ -407,15 +434,39 @@ def eap_tls_seeds(corpus: Corpus) -> None:
         response = peer.process(request)
         responses.append(response.data)
         request = server.process(
-            EapPacket(EapCode.RESPONSE, request.identifier, EapType.TLS, response.data),
+            EapPacket(EapCode.RESPONSE, request.identifier, method, response.data),
             (request.identifier + 1) & 0xFF,
         )
+    assert server.succeeded, server.failure_reason
+    return requests, responses
+
+
+def eap_tls_seeds(corpus: Corpus) -> None:
+    """One EAP-TLS handshake between our two ends (the target's credentials): the peer's
+    Type-Data for the gateway role, the gateway's for the peer role; then one EAP-TTLS run
+    with an inner EAP-MD5 (modes 2 and 3 of the target: the handshake, then phase 2)."""
+    from ikev2.eap.md5 import Md5Peer
+    from ikev2.eap.tls import EapTlsPeer, EapTlsServer
+    from ikev2.eap.ttls import EapTtlsPeer, EapTtlsServer
+    from ikev2.enums import EapType
 
     def record(items: list[bytes]) -> bytes:
         return b"".join(struct.pack("!H", len(p)) + p for p in items)
 
+    credentials = T._tls_credentials()
+    server = EapTlsServer("fuzz.example", credentials, T._TLS_NOW)
+    peer = EapTlsPeer(credentials, T._TLS_NOW, "fuzz.example")
+    requests, responses = _tls_type_data(server, peer, EapType.TLS)
     corpus.add("eap_tls", b"\x00" + record(responses))
     corpus.add("eap_tls", b"\x01" + record(requests))
+    ttls_server = EapTtlsServer(credentials, T._TLS_NOW, T._ttls_phase2())
+    ttls_peer = EapTtlsPeer(
+        credentials, T._TLS_NOW, "carol", {EapType.MD5_CHALLENGE: lambda: Md5Peer("Ar3etTnp")},
+        "fuzz.example",
+    )  # fmt: skip
+    requests, responses = _tls_type_data(ttls_server, ttls_peer, EapType.TTLS)
+    corpus.add("eap_tls", b"\x02" + record(responses))
+    corpus.add("eap_tls", b"\x03" + record(requests))
 
 
 def main(argv: list[str] | None = None) -> int:

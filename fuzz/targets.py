@@ -47,10 +47,12 @@ from ikev2.config import AuthConfig, ChildConfig, IkeConfig
 from ikev2.cp import ConfigAttributes
 from ikev2.crypto.sk import AeadSkCipher, make_sk_cipher
 from ikev2.dispatcher import Dispatcher
+from ikev2.eap.md5 import Md5Peer, Md5Server
 from ikev2.eap.mschapv2 import MsChapV2Peer, MsChapV2Server
 from ikev2.eap.packet import EapPacket
 from ikev2.eap.session import EapAuthenticator, EapPeer
 from ikev2.eap.tls import EapTlsPeer, EapTlsServer, TlsCredentials
+from ikev2.eap.ttls import AVP_EAP_MESSAGE, Avp, EapTtlsPeer, EapTtlsServer, eap_from_avps
 from ikev2.enums import EapCode, EapType, EncrId, ExchangeType, IntegId, NotifyType, PayloadType
 from ikev2.errors import ProtocolError
 from ikev2.fragments import Reassembler
@@ -153,20 +155,41 @@ def _fixed_random(n: int) -> bytes:
 EAP_SECRETS = {"carol": "Ar3etTnp"}
 
 
+def _md5_used(used: list[EapType], factory: Callable[..., Any]) -> Callable[..., Any]:
+    """The factory, noting that EAP-MD5 (the one method without an MSK) was chosen."""
+
+    def made(*args: Any) -> Any:
+        used.append(EapType.MD5_CHALLENGE)
+        return factory(*args)
+
+    return made
+
+
 def eap_methods(data: bytes) -> None:
-    """EAP conversations (RFC 3748, EAP-Identity, EAP-MSCHAPv2) in both roles. Octet 0:
-    even, the gateway (``EapAuthenticator``) gets the records as the peer's Responses; odd,
-    the road warrior (``EapPeer``) gets them as the gateway's Requests. The records are
-    2-octet-length-prefixed EAP packets. Any input ends in EapError (a ProtocolError) or
-    a next packet; success needs the password, so an MSK only comes with ``succeeded``."""
+    """EAP conversations (RFC 3748, EAP-Identity, Nak, EAP-MSCHAPv2, EAP-MD5) in both roles,
+    and EAP-TTLS's AVPs (RFC 5281 sec. 10). Octet 0 modulo 4: 0, the gateway
+    (``EapAuthenticator``, MSCHAPv2 proposed, MD5 after a Nak) gets the records as the
+    peer's Responses; 2, the same with MD5 proposed first (eap-dynamic's other order); 1,
+    the road warrior (``EapPeer``, both methods) gets them as the gateway's Requests; 3,
+    the rest is EAP-TTLS phase-2 data, decoded to its EAP-Message AVP. The records are
+    2-octet-length-prefixed EAP packets. Any input ends in EapError (a ProtocolError) or a
+    next packet; success needs the password, so a success without an MSK only comes after
+    EAP-MD5 (whose AUTH is keyed with SK_pi/SK_pr)."""
     if not data:
         return
     records = _records(data[1:])
-    if data[0] % 2 == 0:
-        server = EapAuthenticator(
-            {EapType.MSCHAPV2: lambda _: MsChapV2Server(EAP_SECRETS.get, random=_fixed_random)},
-            random=_fixed_random,
-        )
+    used: list[EapType] = []
+    mode = data[0] % 4
+    if mode in (0, 2):
+        mschapv2 = lambda _: MsChapV2Server(EAP_SECRETS.get, random=_fixed_random)  # noqa: E731
+        md5 = _md5_used(used, lambda identity: Md5Server(identity, EAP_SECRETS.get, _fixed_random))
+        methods: dict[EapType, Callable[[str], Any]] = {
+            EapType.MSCHAPV2: mschapv2,
+            EapType.MD5_CHALLENGE: md5,
+        }
+        if mode == 2:
+            methods = dict(reversed(methods.items()))
+        server = EapAuthenticator(methods, random=_fixed_random)
         server.start()
         try:
             for record in records:
@@ -175,10 +198,14 @@ def eap_methods(data: bytes) -> None:
         except ProtocolError:
             return
         assert server.msk is None or server.succeeded
-    else:
+        assert not server.succeeded or server.msk is not None or used
+    elif mode == 1:
         peer = EapPeer(
             "carol",
-            {EapType.MSCHAPV2: lambda: MsChapV2Peer("carol", "Ar3etTnp", _fixed_random)},
+            {
+                EapType.MSCHAPV2: lambda: MsChapV2Peer("carol", "Ar3etTnp", _fixed_random),
+                EapType.MD5_CHALLENGE: _md5_used(used, lambda: Md5Peer("Ar3etTnp")),
+            },
         )
         try:
             for record in records:
@@ -187,7 +214,14 @@ def eap_methods(data: bytes) -> None:
                     assert response.serialize()
         except ProtocolError:
             return
-        assert not peer.succeeded or peer.msk is not None
+        assert not peer.succeeded or peer.msk is not None or used
+    else:
+        try:
+            inner = eap_from_avps(data[1:])
+        except ProtocolError:
+            return
+        # What was accepted is carried again in an AVP that decodes to the same packet.
+        assert eap_from_avps(Avp(AVP_EAP_MESSAGE, inner).serialize()) == inner
 
 
 # A fixed instant for certificate validity: a target never reads the clock.
@@ -214,30 +248,51 @@ def _tls_credentials() -> TlsCredentials:
     return TlsCredentials([cert], key, [cert])
 
 
+def _ttls_phase2() -> dict[EapType, Any]:
+    return {EapType.MD5_CHALLENGE: lambda i: Md5Server(i, EAP_SECRETS.get, _fixed_random)}
+
+
 def eap_tls(data: bytes) -> None:
-    """EAP-TLS (RFC 5216) in both roles with OpenSSL behind it: octet 0 even, the gateway
-    (``EapTlsServer`` after its Start) gets the records as EAP-TLS Type-Data of Responses;
-    odd, the client (``EapTlsPeer``) gets them as Requests. Records as in eap_methods. Any
-    input ends in EapError or a next packet; nothing succeeds without a real handshake."""
+    """EAP-TLS (RFC 5216) and EAP-TTLS (RFC 5281) in both roles with OpenSSL behind them.
+    Octet 0 modulo 4: 0, the EAP-TLS gateway (``EapTlsServer`` after its Start) gets the
+    records as EAP-TLS Type-Data of Responses; 1, the EAP-TLS client (``EapTlsPeer``) gets
+    them as Requests; 2 and 3, the same for EAP-TTLS (``EapTtlsServer`` with an inner
+    EAP-MD5, ``EapTtlsPeer``): the version bits, the tunnel and its AVPs. Records as in
+    eap_methods. Any input ends in EapError or a next packet; nothing succeeds without a
+    real handshake."""
     if not data:
         return
     credentials = _tls_credentials()
+    ttls = data[0] % 4 >= 2
+    method = EapType.TTLS if ttls else EapType.TLS
     try:
         if data[0] % 2 == 0:
-            server = EapTlsServer("fuzz.example", credentials, _TLS_NOW)
+            server: EapTlsServer | EapTtlsServer = (
+                EapTtlsServer(credentials, _TLS_NOW, _ttls_phase2())
+                if ttls
+                else EapTlsServer("fuzz.example", credentials, _TLS_NOW)
+            )
             identifier = server.start(1).identifier
             for record in _records(data[1:]):
-                packet = EapPacket(EapCode.RESPONSE, identifier, EapType.TLS, record)
+                packet = EapPacket(EapCode.RESPONSE, identifier, method, record)
                 identifier = (identifier + 1) & 0xFF
                 if server.process(packet, identifier) is None:
                     break
             assert server.msk is None or server.succeeded
         else:
-            peer = EapTlsPeer(credentials, _TLS_NOW, "fuzz.example")
+            peer: EapTlsPeer | EapTtlsPeer = (
+                EapTtlsPeer(
+                    credentials, _TLS_NOW, "carol", {EapType.MD5_CHALLENGE: lambda: Md5Peer("x")},
+                    "fuzz.example",
+                )
+                if ttls
+                else EapTlsPeer(credentials, _TLS_NOW, "fuzz.example")
+            )  # fmt: skip
             for number, record in enumerate(_records(data[1:])):
-                packet = EapPacket(EapCode.REQUEST, number & 0xFF, EapType.TLS, record)
+                packet = EapPacket(EapCode.REQUEST, number & 0xFF, method, record)
                 assert peer.process(packet).serialize()
-            assert peer.msk is None or peer.succeeded
+            # EAP-TTLS has its keys once the tunnel is up, before phase 2 is over.
+            assert peer.msk is None or (peer.handshake_done if ttls else peer.succeeded)
     except ProtocolError:
         return
 
