@@ -564,11 +564,16 @@ class SharedPool(MemPool):
         """The outbox entry ``sent`` was written (or refused by the store's checks)."""
         if self.outbox.get(address) is sent:
             del self.outbox[address]
-        if not ok:
-            mode, record = sent
+        mode, record = sent
+        if not ok and mode == RELEASE:
             self.log.append(
-                f"the cluster store refused to {mode} {address} for {record.identity}: "
-                "another member holds it for another identity"
+                f"{address} of {record.identity} stays online in the cluster: another member "
+                "holds it now (the client moved there)"
+            )
+        elif not ok:
+            self.log.append(
+                f"the cluster store refused to bind {address} to {record.identity}: another "
+                "member holds it for another identity"
             )
 
     def shared_leases(self) -> list[tuple[IPAddress, SharedRecord]]:

@@ -4,19 +4,26 @@
 Three aioipsec gateways (10.78.0.1-3 outside, 10.79.0.1-3 on the protected LAN) share one
 Redis (in the router's namespace, 10.78.0.254:6379) and one LAN with a server
 (10.79.0.100). Road-warrior clients (10.78.0.11...) are aioipsec daemons, and one is
-strongSwan's charon; each knows only gateway 1 and has an inner address on the LAN range
-(10.79.0.11...), which the gateway serving it answers ARP for (proxy ARP through its
-route to the TUN). Clients use dpd_action = restart.
+strongSwan's charon; each knows only gateway 1 and asks for a virtual IP (``vips =
+0.0.0.0``). The gateways share one pool on the LAN's subnet (:data:`POOL`), its leases in
+Redis, and answer ARP for their clients' VIPs on the LAN (``proxy_arp_interface``), so
+the server reaches a client with no route to the pool; a gateway that takes a client
+over announces the VIP (gratuitous ARP). Clients use dpd_action = restart.
 
 ``python -m aioipsec.cluster.lab`` (``make demo-cluster``) connects the clients, starts a
-TCP transfer from one client to the server, drains that client's gateway while printing
-the IKE SAs per gateway once a second, checks that every byte arrived (SHA-256), then
-SIGKILLs a gateway and prints how long its clients take to come back through DPD.
+TCP transfer from one client to the server and pings that client's VIP from the server,
+drains the client's gateway while printing the IKE SAs per gateway once a second, checks
+that every byte arrived (SHA-256), that the client kept its VIP and how many pings were
+lost, and that the server's neighbour entry for the VIP now holds the new gateway's MAC;
+then SIGKILLs a gateway and prints how long its clients take to come back through DPD;
+last, a client leaves and the server can no longer reach its VIP.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
 import signal
 import sys
@@ -30,6 +37,7 @@ from typing import Any
 from aioipsec.controlclient import ControlError
 from aioipsec.interop.charon import Charon
 from aioipsec.interop.ours import AioipsecPeer
+from aioipsec.interop.pskconf import psk_conf, psk_connection
 from aioipsec.netns import BackgroundProcess, Lab, Namespace
 
 GATEWAYS = ("10.78.0.1", "10.78.0.2", "10.78.0.3")
@@ -38,6 +46,7 @@ SERVER = "10.79.0.100"
 GATEWAY_ID = "vpn.example.net"
 PSK = "cluster lab pre-shared key, long enough for the policy"
 PORT = 5001
+POOL = "10.79.0.32-10.79.0.95"  # on the LAN's subnet: the server reaches VIPs by proxy ARP
 
 SINK = r"""
 import hashlib, socket, sys
@@ -71,69 +80,18 @@ print(f"sent {sent} {digest.hexdigest()}", flush=True)
 """
 
 
-def _connection(name: str, *, local: str, remote: str, local_id: str, remote_id: str,
-                local_ts: str, remote_ts: str, client: bool) -> str:  # fmt: skip
-    dpd = "        dpd_delay = 2s\n" if client else ""
-    action = "                dpd_action = restart\n" if client else ""
-    return f"""    {name} {{
-        version = 2
-        local_addrs = {local}
-        remote_addrs = {remote}
-        proposals = aes256gcm16-prfsha256-x25519
-{dpd}        local {{
-            auth = psk
-            id = {local_id}
-        }}
-        remote {{
-            auth = psk
-            id = {remote_id}
-        }}
-        children {{
-            net {{
-                local_ts = {local_ts}
-                remote_ts = {remote_ts}
-                esp_proposals = aes256gcm16
-{action}            }}
-        }}
-    }}
-"""
+def client_conf(address: str) -> str:
+    connection = psk_connection(local=address, remote=GATEWAYS[0], local_id=f"client-{address}",
+                                remote_id=GATEWAY_ID, remote_ts=f"{SERVER}/32", vips="0.0.0.0",
+                                dpd_delay="2s", dpd_action="restart")  # fmt: skip
+    return psk_conf({"rw": connection}, psk=PSK, ids=[GATEWAY_ID])
 
 
-def _secrets() -> str:
-    return f'''secrets {{
-    ike-rw {{
-        id-gw = {GATEWAY_ID}
-        secret = "{PSK}"
-    }}
-}}
-'''
-
-
-def client_conf(address: str, inner: str) -> str:
-    body = _connection("rw", local=address, remote=GATEWAYS[0], local_id=f"client-{address}",
-                       remote_id=GATEWAY_ID, local_ts=f"{inner}/32",
-                       remote_ts=f"{SERVER}/32", client=True)  # fmt: skip
-    return "connections {\n" + body + "}\n" + _secrets()
-
-
-def gateway_conf(address: str, clients: int) -> str:
-    """One connection per client identity: the data path keys its policies by
-    (connection, child), so road warriors sharing one connection would share one reqid
-    until the remote-access work (issue 14) gives each client its own."""
-    body = "".join(
-        _connection(
-            f"rw-c{n + 1}",
-            local=address,
-            remote="%any",
-            local_id=GATEWAY_ID,
-            remote_id=f"client-10.78.0.{11 + n}",
-            local_ts=f"{SERVER}/32",
-            remote_ts=f"10.79.0.{11 + n}/32",
-            client=False,
-        )
-        for n in range(clients)
-    )
-    return "connections {\n" + body + "}\n" + _secrets()
+def gateway_conf(address: str) -> str:
+    """One connection for every client: the remote selector is the client's lease."""
+    connection = psk_connection(local=address, remote="%any", local_id=GATEWAY_ID,
+                                remote_id="%any", local_ts=f"{SERVER}/32", pools="lan")  # fmt: skip
+    return psk_conf({"rw": connection}, psk=PSK, ids=[GATEWAY_ID], pools={"lan": {"addrs": POOL}})
 
 
 class Daemon(AioipsecPeer):
@@ -158,8 +116,24 @@ class Daemon(AioipsecPeer):
 class Client:
     name: str
     address: str
-    inner: str
     peer: Any  # Daemon or Charon
+    inner: str = ""  # its virtual IP, once connected
+
+    def vip(self) -> str | None:
+        """The virtual IP of its established IKE SA, or None."""
+        try:
+            sas = self.peer.list_sas()
+        except Exception:  # the daemon busy or restarting
+            return None
+        for sa in sas.values():
+            if sa.get("state") != "ESTABLISHED":
+                continue
+            if sa.get("local-vips"):  # charon's listing
+                return str(sa["local-vips"][0])
+            for child in sa.get("child-sas", {}).values():  # ours: the narrowed selector
+                if child.get("local-ts"):
+                    return str(child["local-ts"][0]).split("/")[0]
+        return None
 
     def gateway(self) -> str | None:
         """The gateway of its one established IKE SA with a Child SA, or None."""
@@ -181,7 +155,6 @@ class ClusterLab:
     clients: list[Client] = field(default_factory=list)
     redis: BackgroundProcess | None = None
     log: Callable[[str], None] = print
-    max_clients: int = 8
 
     @classmethod
     def build(cls, lab: Lab, workdir: Path, log: Callable[[str], None] = print) -> ClusterLab:
@@ -194,10 +167,8 @@ class ClusterLab:
         server.ip("link", "add", "lan0", "type", "bridge")
         server.ip("address", "add", f"{SERVER}/24", "dev", "lan0")
         server.link_up("lan0")
-        # Notice quickly that a client's address moved to another gateway (proxy ARP).
-        for key, value in (("base_reachable_time_ms", "1000"), ("delay_first_probe_time", "1"),
-                           ("gc_stale_time", "2"), ("ucast_solicit", "2")):  # fmt: skip
-            server.run("sysctl", "-q", "-w", f"net.ipv4.neigh.lan0.{key}={value}")
+        # The server's neighbour timers stay the kernel's: a VIP's entry moves to the new
+        # gateway's MAC because that gateway announces it (gratuitous ARP), not by expiry.
         return cls(lab, workdir, router, server, log=log)
 
     def _outside(self, namespace: Namespace, address: str, role: str) -> None:
@@ -223,30 +194,29 @@ class ClusterLab:
         namespace = self.lab.namespace(f"g{index + 1}")
         self._outside(namespace, address, f"g{index + 1}")
         lan = f"10.79.0.{index + 1}"
-        gw_end, _ = self.lab.veth(namespace, f"{lan}/24", self.server, None,
-                                  left_name="lan", right_name=f"l-g{index + 1}")  # fmt: skip
+        self.lab.veth(namespace, f"{lan}/24", self.server, None,
+                      left_name="lan", right_name=f"l-g{index + 1}")  # fmt: skip
         self.server.ip("link", "set", f"l-g{index + 1}", "master", "lan0")
         namespace.enable_forwarding()
-        for key in ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.lan.rp_filter=0",
-                    f"net.ipv4.conf.{gw_end}.proxy_arp=1"):  # fmt: skip
+        for key in ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.lan.rp_filter=0"):
             namespace.run("sysctl", "-q", "-w", key)
         extra = (
+            'proxy_arp_interface = "lan"\n'  # [daemon]: the clients' VIPs answered on the LAN
             "\n[cluster]\n"
             f'name = "lab"\nmember = "{address}"\nstore = "redis://{REDIS}:6379/0"\n'
             f'policy = "{policy}"\nheartbeat = "0.5s"\nttl = "2s"\ndrain_rate = 20\n'
         )
         daemon = Daemon(self.lab, namespace, self.workdir / f"g{index + 1}", extra)
-        daemon.load(gateway_conf(address, self.max_clients))
+        daemon.load(gateway_conf(address))
         self.gateways[address] = daemon
         return daemon
 
     def add_client(self, index: int, *, charon: bool = False) -> Client:
-        address, inner = f"10.78.0.{11 + index}", f"10.79.0.{11 + index}"
+        address = f"10.78.0.{11 + index}"
         name = f"c{index + 1}"
         namespace = self.lab.namespace(name)
         self._outside(namespace, address, name)
-        namespace.ip("address", "add", f"{inner}/32", "dev", "lo")
-        conf = client_conf(address, inner)
+        conf = client_conf(address)
         peer: Any
         if charon:
             peer = Charon(self.lab, namespace, self.workdir / name)
@@ -258,9 +228,26 @@ class ClusterLab:
             peer = Daemon(self.lab, namespace, self.workdir / name, "")
             peer.load(conf)
             peer.call("initiate", ike="rw", child="net", timeout=25.0)
-        client = Client(name, address, inner, peer)
+        client = Client(name, address, peer)
+        client.inner = client.vip() or ""
         self.clients.append(client)
         return client
+
+    def lan_mac(self, gateway: str) -> str:
+        return (
+            self.gateways[gateway].namespace.run("cat", "/sys/class/net/lan/address").stdout.strip()
+        )
+
+    def server_neighbour(self, address: str) -> str | None:
+        """The server's neighbour entry for ``address``: its MAC, or None."""
+        out = self.server.run("ip", "-j", "neigh", "show", "to", address, "dev", "lan0").stdout
+        entries = json.loads(out or "[]")
+        return str(entries[0]["lladdr"]) if entries and "lladdr" in entries[0] else None
+
+    def ping(self, address: str) -> Any:
+        """Pings from the server to ``address`` every 0.1 s until stopped (SIGINT)."""
+        argv = ["ping", "-n", "-D", "-O", "-i", "0.1", "-W", "1", address]
+        return self.lab.start(self.server, argv, log=self.workdir / f"ping-{address}.log")
 
     def spread(self) -> dict[str, int]:
         counts = dict.fromkeys(self.gateways, 0)
@@ -307,6 +294,18 @@ class DrainResult:
     received: str
     spread_before: dict[str, int]
     spread_after: dict[str, int]
+    vip_before: str = ""
+    vip_after: str | None = None
+    pings_sent: int = 0
+    pings_lost: int = -1
+    neighbour_mac: str | None = None  # the server's entry for the VIP after the move
+    new_gateway_mac: str = ""
+
+
+def ping_counts(text: str) -> tuple[int, int]:
+    """(transmitted, received) from ping's summary."""
+    found = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
 def drain_with_transfer(
@@ -317,6 +316,9 @@ def drain_with_transfer(
     drained = mover.gateway()
     assert drained is not None, cluster.describe()
     before = cluster.spread()
+    if not cluster.server.wait_reachable(mover.inner, timeout=10):
+        raise AssertionError(f"the server cannot reach {mover.name}'s VIP {mover.inner}")
+    pinger = cluster.ping(mover.inner)
     sink, source = cluster.transfer(mover, total, seconds)
     time.sleep(seconds / 4)
     # The drained gateway refuses while it sees no live member to send clients to; on a
@@ -347,7 +349,14 @@ def drain_with_transfer(
             time.sleep(0.2)
     sent = source.log_text().strip().splitlines()[-1:] or ["(nothing)"]
     received = sink.log_text().strip().splitlines()[-1:] or ["(nothing)"]
-    return DrainResult(drained, drain_seconds, sent[0], received[0], before, cluster.spread())
+    pinger.stop(sig=signal.SIGINT)
+    transmitted, answered = ping_counts(pinger.log_text())
+    now_at = mover.gateway()
+    return DrainResult(drained, drain_seconds, sent[0], received[0], before, cluster.spread(),
+                       vip_before=mover.inner, vip_after=mover.vip(), pings_sent=transmitted,
+                       pings_lost=transmitted - answered,
+                       neighbour_mac=cluster.server_neighbour(mover.inner),
+                       new_gateway_mac=cluster.lan_mac(now_at) if now_at else "")  # fmt: skip
 
 
 def kill_and_recover(cluster: ClusterLab, timeout: float = 60.0) -> tuple[str, float, list[str]]:
@@ -369,12 +378,34 @@ def kill_and_recover(cluster: ClusterLab, timeout: float = 60.0) -> tuple[str, f
     return victim, time.monotonic() - start, orphans
 
 
+def client_leaves(cluster: ClusterLab, timeout: float = 20.0) -> str:
+    """The transfer client terminates: its gateway drops the proxy entry, the lease goes
+    offline in Redis, and the server's pings to the VIP stop being answered."""
+    mover = cluster.clients[0]
+    gateway = mover.gateway()
+    assert gateway is not None, cluster.describe()
+    assert cluster.server.wait_reachable(mover.inner, timeout=10), mover
+    mover.peer.terminate("rw")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pools = cluster.gateways[gateway].call("pools")
+        leases = {x["address"]: x for x in pools[0].get("leases", [])}
+        proxied = cluster.gateways[gateway].namespace.run("ip", "neigh", "show", "proxy").stdout
+        if leases.get(mover.inner, {}).get("status") == "offline" and mover.inner not in proxied:
+            break
+        time.sleep(0.25)
+    else:
+        raise AssertionError(f"{mover.inner} still leased online or proxied at {gateway}")
+    answered = cluster.server.run("ping", "-c", "3", "-W", "1", mover.inner, check=False)
+    assert answered.returncode != 0, f"{mover.inner} still answers after the client left"
+    return f"{mover.name} left: {mover.inner} offline in the cluster's leases, unreachable"
+
+
 def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
         log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """The whole proof; returns its figures (raises AssertionError when a check fails)."""
     with Lab("cl") as lab:
         cluster = ClusterLab.build(lab, workdir, log)
-        cluster.max_clients = clients  # a connection per client identity on each gateway
         cluster.start_redis()
         for index in range(3):
             cluster.add_gateway(index)
@@ -389,6 +420,11 @@ def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
         result = drain_with_transfer(cluster, ticker=ticker)
         log(f"drained {result.drained} in {result.drain_seconds:.1f} s: {result.spread_after}")
         log(f"transfer: {result.sent} / {result.received}")
+        log(f"VIP {result.vip_before} -> {result.vip_after}: {result.pings_lost} of "
+            f"{result.pings_sent} pings from the server lost; its neighbour entry "
+            f"{result.neighbour_mac} (new gateway's LAN MAC {result.new_gateway_mac})")  # fmt: skip
+        assert result.vip_after == result.vip_before, result
+        assert result.neighbour_mac == result.new_gateway_mac, result
         sent_total, sent_hash = result.sent.split()[1:3]
         received_total, received_hash = result.received.split()[1:3]
         assert (sent_total, sent_hash) == (received_total, received_hash), result
@@ -397,6 +433,8 @@ def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
         time.sleep(1.0)
         victim, recovery, orphans = kill_and_recover(cluster)
         log(f"clients of {victim} back after {recovery:.1f} s: {cluster.describe()}")
+        leaves = client_leaves(cluster)
+        log(leaves)
         return {
             "drained": result.drained,
             "drain_seconds": round(result.drain_seconds, 1),
@@ -406,6 +444,9 @@ def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
             "killed": victim,
             "orphans": orphans,
             "recovery_seconds": round(recovery, 1),
+            "vip_kept": result.vip_after == result.vip_before,
+            "pings": result.pings_sent,
+            "pings_lost": result.pings_lost,
         }
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from aioipsec.interop.charon import Charon
 from aioipsec.interop.ours import AioipsecPeer
+from aioipsec.interop.pskconf import psk_conf, psk_connection
 from aioipsec.interop.scenario import ScenarioRun
 from aioipsec.interop.scripted import RowBody, ScriptedRow
 from aioipsec.netns import Lab, Namespace
@@ -49,38 +50,10 @@ def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, clie
     """One connection ``rw`` with child ``net``: a client's or a gateway's."""
     local_ts = f"{INNER}/32" if client else PROTECTED
     remote_ts = PROTECTED if client else f"{INNER}/32"
-    return f"""connections {{
-    rw {{
-        version = 2
-        local_addrs = {local}
-        remote_addrs = {remote}
-        proposals = aes256gcm16-prfsha256-x25519
-        dpd_delay = 5s
-        local {{
-            auth = psk
-            id = {local_id}
-        }}
-        remote {{
-            auth = psk
-            id = {remote_id}
-        }}
-        children {{
-            net {{
-                local_ts = {local_ts}
-                remote_ts = {remote_ts}
-                esp_proposals = aes256gcm16
-            }}
-        }}
-    }}
-}}
-secrets {{
-    ike-rw {{
-        id-client = {"%any" if not client else local_id}
-        id-gateway = {GATEWAY_ID}
-        secret = "{PSK}"
-    }}
-}}
-"""
+    connection = psk_connection(local=local, remote=remote, local_id=local_id,
+                                remote_id=remote_id, local_ts=local_ts, remote_ts=remote_ts,
+                                dpd_delay="5s")  # fmt: skip
+    return psk_conf({"rw": connection}, psk=PSK, ids=[local_id if client else "%any", GATEWAY_ID])
 
 
 class ClusterPeer(AioipsecPeer):

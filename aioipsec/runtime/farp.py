@@ -53,6 +53,8 @@ ETH_P_ARP = 0x0806
 ALL_NODES = "ff02::1"
 ICMPV6_NA = 136
 NA_OVERRIDE = 0x20000000  # the O flag (RFC 4861 sec. 4.4); R and S stay clear
+ICMP6_FILTER = 1  # linux/icmpv6.h: the socket option
+BLOCK_ALL = b"\xff" * 32  # ICMP6_FILTER_SETBLOCKALL: this socket only sends
 
 
 def selector_addresses(
@@ -98,6 +100,10 @@ class ProxyNeighbours:
         self._warned: set[str] = set()
         self.mac = b""
         self.index = 0
+        # Opened at start, while the daemon still has CAP_NET_RAW (it keeps only
+        # CAP_NET_ADMIN once started); neither receives anything.
+        self._arp: socket.socket | None = None
+        self._icmp6: socket.socket | None = None
 
     # ------------------------------------------------------------------ life
 
@@ -111,6 +117,7 @@ class ProxyNeighbours:
         self.index = socket.if_nametoindex(self.interface)
         sys_dir = Path("/sys/class/net", self.interface)
         self.mac = bytes.fromhex((sys_dir / "address").read_text().strip().replace(":", ""))
+        self._open_sockets()
         left = self.leftovers()
         for address, device in left:
             run_ip("neigh", "del", "proxy", address, "dev", device, check=False)
@@ -126,6 +133,24 @@ class ProxyNeighbours:
                 interface=self.interface,
             )
         self.log.info("proxy ARP/NDP for the clients' addresses", interface=self.interface)
+
+    def _open_sockets(self) -> None:
+        try:
+            # Protocol 0: a packet socket that receives no frame at all.
+            self._arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except OSError as error:
+            self.log.warning("proxy ARP: no gratuitous ARP (cannot open a packet socket)",
+                             error=str(error))  # fmt: skip
+        try:
+            icmp6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            icmp6.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, BLOCK_ALL)
+            # RFC 4861 sec. 7.1.2: a receiver drops an NA whose hop limit is not 255.
+            icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.index)
+            self._icmp6 = icmp6
+        except OSError as error:
+            self.log.warning("proxy NDP: no unsolicited NA (cannot open an ICMPv6 socket)",
+                             error=str(error))  # fmt: skip
 
     def _set_sysctl(self, key: str, value: str) -> None:
         path = Path("/proc/sys", key)
@@ -159,6 +184,10 @@ class ProxyNeighbours:
             except OSError:
                 pass
         self._sysctls.clear()
+        for sock in (self._arp, self._icmp6):
+            if sock is not None:
+                sock.close()
+        self._arp = self._icmp6 = None
 
     # ------------------------------------------------------------------ Child SAs
 
@@ -209,15 +238,14 @@ class ProxyNeighbours:
         """Gratuitous ARP / unsolicited NA for ``address`` with our MAC (the takeover)."""
         try:
             if isinstance(address, ipaddress.IPv4Address):
-                with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
-                    s.bind((self.interface, ETH_P_ARP))
-                    s.send(gratuitous_arp(self.mac, address))
+                if self._arp is None:
+                    return
+                self._arp.sendto(gratuitous_arp(self.mac, address), (self.interface, ETH_P_ARP))
             else:
-                with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
-                    # RFC 4861 sec. 7.1.2: a receiver drops an NA whose hop limit is not 255.
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.index)
-                    s.sendto(unsolicited_na(self.mac, address), (ALL_NODES, 0, 0, self.index))
+                if self._icmp6 is None:
+                    return
+                packet = unsolicited_na(self.mac, address)
+                self._icmp6.sendto(packet, (ALL_NODES, 0, 0, self.index))
         except OSError as error:
             self.log.warning("proxy ARP/NDP: the announcement was not sent",
                              address=str(address), error=str(error))  # fmt: skip
