@@ -96,6 +96,10 @@ COMPONENTS: dict[str, Component] = {
     # by the tests on a Unix socket, and redis-py's asyncio client.
     "redis-server": Component(_tool("redis-server"), _DEBIAN.format("redis-server")),
     "redis-py": Component(lambda: _importable("redis"), "PyPI redis (pip install -e '.[test]')"),
+    # remote auth = eap-radius (tests/radius): Debian's FreeRADIUS, started by the tests with
+    # a configuration they write, and pyrad, the RADIUS library of aioipsec/radius.
+    "freeradius": Component(_tool("freeradius"), _DEBIAN.format("freeradius")),
+    "pyrad": Component(lambda: _importable("pyrad"), "PyPI pyrad (pip install -e '.[test]')"),
     "tpm2-pytss": Component(
         lambda: _importable("tpm2_pytss"),
         "PyPI tpm2-pytss, built against Debian's libtss2-dev (make debian-deps venv)",
