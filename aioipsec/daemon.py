@@ -859,6 +859,11 @@ class Daemon(DaemonCommands):
         if any(c.name == event.connection and c.pools for c in self.engine_configs):
             # A gateway's Child SAs of one configured child belong to different clients.
             spec = replace(spec, reqid_key=",".join(str(ts) for ts in event.remote_ts))
+        connection = self.settings.connections.get(event.connection)
+        settings = connection.children.get(event.child) if connection is not None else None
+        if settings is not None:  # reqid, priority, icmp (docs/configuration.md)
+            spec = replace(spec, fixed_reqid=settings.reqid, priority=settings.priority,
+                           icmp=settings.icmp)  # fmt: skip
         routes = self.datapath.install_child(spec)
         if self.farp is not None:
             self.farp.child_up(event.child_sa_id, event.child, event.remote_ts)

@@ -93,12 +93,12 @@ class EspSa(SaBase):
         udp_encap: tuple[int, int] | None = None, reqid: int = 0,
         allow_null: bool = False, allow_no_integrity: bool = False,
         seq_soft_limit: int | None = None, now: float = 0.0,
-        events: collections.deque[Any] | None = None,
+        events: collections.deque[Any] | None = None, icmp: bool = False,
     ) -> None:  # fmt: skip
         super().__init__(
             spi, direction, esn=esn, replay_window=replay_window, mode=mode, src=src,
             dst=dst, selectors=selectors, lifetime=lifetime, udp_encap=udp_encap,
-            reqid=reqid, seq_soft_limit=seq_soft_limit, now=now, events=events,
+            reqid=reqid, seq_soft_limit=seq_soft_limit, now=now, events=events, icmp=icmp,
         )  # fmt: skip
         self.encr = EncrId(encr)
         self.integ = IntegId(integ)

@@ -248,8 +248,43 @@ def fixed_header_fields(
     return 6, protocol, (src_hi << 64) | src_lo, (dst_hi << 64) | dst_lo
 
 
+# ICMP errors that quote the packet they are about (RFC 792, RFC 4443 sec. 3): destination
+# unreachable (and fragmentation needed), source quench, time exceeded, parameter problem;
+# ICMPv6 destination unreachable, packet too big, time exceeded, parameter problem.
+_ICMP4_ERRORS = frozenset({3, 4, 11, 12})
+_ICMP6_ERRORS = frozenset({1, 2, 3, 4})
+
+
+def icmp_error_fields(packet: bytes | bytearray | memoryview) -> PacketFields | None:
+    """For an ICMP error: the selector fields of the packet it quotes, reversed (source
+    and destination, and their ports, swapped), or None for any other packet.
+
+    The quoted packet flowed the other way; reversed, it is what the policy of the
+    error's own direction protects. strongSwan's ``icmp = yes`` lets the kernel forward an
+    error from a router outside the selectors by this reverse lookup (swanctl.conf)."""
+    fields = packet_fields(packet)
+    if fields is None:
+        return None
+    if fields.version == 4:
+        errors, header = _ICMP4_ERRORS, (packet[0] & 0x0F) * 4
+        if fields.protocol != IPPROTO_ICMP:
+            return None
+    else:
+        errors, header = _ICMP6_ERRORS, 40
+        if fields.protocol != IPPROTO_ICMPV6 or packet[6] != IPPROTO_ICMPV6:
+            return None  # an extension header before ICMPv6: not looked into
+    if len(packet) < header + 8 or packet[header] not in errors:
+        return None
+    quoted = packet_fields(memoryview(packet)[header + 8 :])
+    if quoted is None or quoted.version != fields.version:
+        return None
+    return PacketFields(
+        quoted.version, quoted.dst, quoted.src, quoted.protocol, quoted.dst_port, quoted.src_port
+    )
+
+
 def compile_selectors(
-    selectors: tuple[Selector, ...],
+    selectors: tuple[Selector, ...], *, icmp: bool = False
 ) -> Callable[[bytes | bytearray | memoryview, int], bool] | None:
     """A matcher ``match(packet, length) -> bool`` for the policy check of decrypted
     packets, or None for no selectors (everything matches).
@@ -258,9 +293,23 @@ def compile_selectors(
     addresses and protocol only (the usual IKEv2 traffic selectors) the matcher reads the
     fixed header fields with one ``unpack_from`` instead. ``packet`` must hold a complete
     IP header (the tunnel-mode length check has run).
+
+    ``icmp``: an ICMP error that does not match is checked again by the packet it quotes
+    (:func:`icmp_error_fields`), only after the ordinary check failed.
     """
     if not selectors:
         return None
+    if icmp:
+        plain = compile_selectors(selectors)
+        assert plain is not None
+
+        def match_or_icmp_error(packet: bytes | bytearray | memoryview, length: int) -> bool:
+            if plain(packet, length):
+                return True
+            quoted = icmp_error_fields(memoryview(packet)[:length])
+            return quoted is not None and any(s.matches(quoted) for s in selectors)
+
+        return match_or_icmp_error
     if any(s.src_ports != ANY_PORT or s.dst_ports != ANY_PORT for s in selectors):
 
         def match_fields(packet: bytes | bytearray | memoryview, length: int) -> bool:

@@ -25,7 +25,13 @@ from typing import Protocol, TypeVar
 from esp.events import Acquire
 from esp.sa import SaBase
 from esp.sad import Sad
-from esp.selectors import ANY_PORT, Selector, fixed_header_fields, packet_fields
+from esp.selectors import (
+    ANY_PORT,
+    Selector,
+    fixed_header_fields,
+    icmp_error_fields,
+    packet_fields,
+)
 
 
 class Protector(Protocol):
@@ -67,6 +73,9 @@ class Policy:
     reqid: int = 0
     priority: int = 0
     template: Template | None = None
+    # strongSwan's icmp = yes: an ICMP error that matches no policy takes this one when
+    # the packet it quotes, reversed, does (esp.selectors.icmp_error_fields).
+    icmp: bool = False
     index: int = 0  # assigned by Spd.add
     matches: int = field(default=0)  # packets that hit this policy
 
@@ -210,6 +219,8 @@ class Spd:
         packet and raises an ``Acquire``: it never leaves in clear."""
         policy = self.lookup(packet)
         if policy is None:
+            policy = self._icmp_error_policy(packet)
+        if policy is None:
             # RFC 4301 sec. 4.4.1: traffic that matches no policy is discarded.
             self.no_policy += 1
             return None
@@ -222,6 +233,22 @@ class Spd:
         if policy.action is Action.BYPASS:
             return BYPASS
         self.policy_drops += 1
+        return None
+
+    def _icmp_error_policy(self, packet: bytes | bytearray | memoryview) -> Policy | None:
+        """An outbound PROTECT policy with ``icmp`` whose selector matches the packet an
+        ICMP error quotes, reversed (only looked for when no policy matched)."""
+        quoted = None
+        for policy in self._policies:
+            if not policy.icmp or policy.direction is not PolicyDirection.OUT:
+                continue
+            if quoted is None:
+                quoted = icmp_error_fields(packet)
+                if quoted is None:
+                    return None
+            if policy.selector.matches(quoted):
+                policy.matches += 1
+                return policy
         return None
 
     def hold(self, policy: Policy, packet: bytes | bytearray | memoryview, now: float) -> None:

@@ -54,7 +54,7 @@ class SaBase:
         selectors: tuple[Selector, ...] | list[Selector] = (),
         lifetime: Lifetime | None = None, udp_encap: tuple[int, int] | None = None,
         reqid: int = 0, seq_soft_limit: int | None = None, now: float = 0.0,
-        events: collections.deque[Any] | None = None,
+        events: collections.deque[Any] | None = None, icmp: bool = False,
     ) -> None:  # fmt: skip
         if not 256 <= spi <= 0xFFFFFFFF:
             # RFC 4303 sec. 2.1: 1..255 are reserved by IANA, 0 is for local use only.
@@ -67,7 +67,8 @@ class SaBase:
         self.src = src
         self.dst = dst
         self.selectors = tuple(selectors)
-        self.inner_match = compile_selectors(self.selectors)
+        # icmp: ICMP errors quoting a packet of the selectors pass too (strongSwan's icmp).
+        self.inner_match = compile_selectors(self.selectors, icmp=icmp)
         self.lifetime = lifetime or Lifetime()
         self.reqid = reqid
         self.udp_encap = udp_encap

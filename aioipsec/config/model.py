@@ -227,6 +227,12 @@ class ChildSettings:
     # strongSwan's inactivity: seconds without a packet either way before the Child SA is
     # closed (0: never); the daemon reads the SA's packet counters once a second.
     inactivity: float = 0.0
+    # strongSwan's reqid (0: allocated), priority of the SA's policies (0: ours) and icmp
+    # (ICMP errors from outside the selectors pass by the packet they quote), applied by
+    # the data path (aioipsec/runtime/children.py, esp/spd.py).
+    reqid: int = 0
+    priority: int = 0
+    icmp: bool = False
 
 
 @dataclass

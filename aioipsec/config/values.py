@@ -342,7 +342,7 @@ _UNSUPPORTED_AUTH_KEYS = {
     "round", "xauth_id", "cert_policy", "ca_id",
 }  # fmt: skip
 _UNSUPPORTED_CHILD_KEYS = {
-    "rand_bytes", "rand_packets", "reqid", "priority", "icmp",
+    "rand_bytes", "rand_packets",
 }  # fmt: skip
 
 # Keys that are read into the model but refused until the runtime does what strongSwan
@@ -511,6 +511,10 @@ _CHILD_KEYS: dict[str, Callable[[Any], Any]] = {
     "hostaccess": parse_bool,
     # Close the Child SA after this long without a packet in either direction (0: never).
     "inactivity": parse_duration,
+    # strongSwan's fixed reqid, policy priority and icmp (docs/configuration.md).
+    "reqid": _int_range(0, 0xFFFFFFFF),
+    "priority": _int_range(0, 0xFFFFFFFF),
+    "icmp": parse_bool,
 }
 
 # A top-level ``authorities.NAME`` section (swanctl.conf): a CA and where its revocation

@@ -97,6 +97,11 @@ class ChildSpec:
     defer_outbound: bool = False
     # Set for the Child SAs of a road-warrior gateway (one reqid per client, see reqid_for).
     reqid_key: str = ""
+    # strongSwan's reqid (0: allocated), priority (0: SA_POLICY_PRIORITY) and icmp of the
+    # child's configuration (docs/configuration.md).
+    fixed_reqid: int = 0
+    priority: int = 0
+    icmp: bool = False
 
 
 @dataclass
@@ -247,27 +252,34 @@ class ChildTable:
 
     # ------------------------------------------------------------------ reqids, policies
 
-    def reqid_for(self, connection: str, child: str, peer_key: str = "") -> int:
+    def reqid_for(self, connection: str, child: str, peer_key: str = "", fixed: int = 0) -> int:
         """``peer_key`` tells apart the Child SAs of one configured child with different
         peers (a road-warrior gateway: one per virtual IP), which must not share a reqid:
-        the SPD would send every client's traffic through the newest client's SA."""
+        the SPD would send every client's traffic through the newest client's SA.
+        ``fixed``: the child's configured reqid (strongSwan's ``reqid``), kept from then on
+        (not for a gateway's per-client Child SAs: one reqid would mix the clients);
+        allocated reqids skip the numbers taken."""
         key = (connection, child, peer_key)
         reqid = self._reqids.get(key)
-        if reqid is None:
+        if fixed and not peer_key and reqid != fixed:
+            reqid = fixed
+        elif reqid is None:
             reqid = len(self._reqids) + 1
-            self._reqids[key] = reqid
-            self.reqid_names[reqid] = (connection, child)
+            while reqid in self.reqid_names:
+                reqid += 1
+        self._reqids[key] = reqid
+        self.reqid_names[reqid] = (connection, child)
         return reqid
 
     def _add_policies(
         self, table: dict[int, dict[Selector, int]], reqid: int, selectors: list[Selector],
-        priority: int, template: Template,
+        priority: int, template: Template, icmp: bool = False,
     ) -> None:  # fmt: skip
         known = table.setdefault(reqid, {})
         for selector in selectors:
             if selector not in known:
                 policy = Policy(selector, Action.PROTECT, reqid=reqid, priority=priority,
-                                template=template)  # fmt: skip
+                                template=template, icmp=icmp)  # fmt: skip
                 known[selector] = self.spd.add(policy)
 
     def _remove_policies(self, table: dict[int, dict[Selector, int]], reqid: int) -> None:
@@ -287,7 +299,7 @@ class ChildTable:
         it, because the initiator installs the new SA only when our response arrives:
         sending on it earlier loses packets (strongSwan delays the responder's outbound SA
         the same way). The caller arms a fallback (:meth:`activate_outbound`)."""
-        reqid = self.reqid_for(spec.connection, spec.child, spec.reqid_key)
+        reqid = self.reqid_for(spec.connection, spec.child, spec.reqid_key, spec.fixed_reqid)
         selectors_out = selectors_between(spec.local_ts, spec.remote_ts)
         # events: the SAD's queue from the start (Sad.add would replace a queue of their own,
         # 760 octets each, allocated only to be dropped).
@@ -296,7 +308,7 @@ class ChildTable:
             spec.integ_key_in, esn=spec.esn, mode=spec.mode, lifetime=spec.lifetime,
             reqid=reqid, now=now, events=self.sad.events, replay_window=spec.replay_window,
             src=spec.remote_addr[0], dst=spec.local_addr[0],
-            selectors=[s.reversed() for s in selectors_out],
+            selectors=[s.reversed() for s in selectors_out], icmp=spec.icmp,
         )  # fmt: skip
         sa_out = EspSa(
             spec.spi_out, Direction.OUT, spec.encr, spec.encr_key_out, spec.integ,
@@ -331,7 +343,10 @@ class ChildTable:
         self.by_spi_in[spec.spi_in] = entry
         self.by_spi_out[spec.spi_out] = entry
         template = Template("esp", spec.mode, spec.local_addr[0], spec.remote_addr[0])
-        self._add_policies(self._sa_policies, reqid, selectors_out, SA_POLICY_PRIORITY, template)
+        self._add_policies(
+            self._sa_policies, reqid, selectors_out, spec.priority or SA_POLICY_PRIORITY,
+            template, icmp=spec.icmp,
+        )  # fmt: skip
         routes = self.routes.add_child(spec.child_sa_id, spec.local_ts, spec.remote_ts)
         return entry, routes
 

@@ -67,12 +67,15 @@ def test_accepted_share(outcomes: list[corpus.Outcome]) -> None:
 def test_encrypted_and_superfluous_passphrases(outcomes: list[corpus.Outcome]) -> None:
     """strongSwan's layout: encrypted keys in rsa/ (AES-128/192/256-CBC legacy PEM) with
     their passphrase in `secrets`, and passphrases given for keys that are not encrypted
-    (ignored, as strongSwan does): no host is refused over a private key."""
+    (ignored, as strongSwan does): no host is refused over reading a private key. (The
+    tkm hosts keep their key in strongSwan's Trusted Key Manager, not in a file: they are
+    refused because no private key matches their certificate, which is not a read error.)"""
     key_errors = [
         str(e)
         for o in outcomes
         for e in o.errors
-        if "private key" in e.reason or "passphrase" in e.reason or "encrypted" in e.reason
+        if ("private key" in e.reason or "passphrase" in e.reason or "encrypted" in e.reason)
+        and not e.reason.startswith("no private key matches")
     ]
     assert not key_errors
 
