@@ -546,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    negotiated: {negotiated(run)}")
         for problem in problems:
             print(f"    {problem.splitlines()[0][:200]}")
+        for detail in run.details if run else []:  # what a scripted row checked
+            print(f"    {detail}")
         for note in run.notes if run else []:
             print(f"    note: {note[:300]}")
         if run and run.keepalives_seen is not None:
