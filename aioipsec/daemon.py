@@ -838,6 +838,7 @@ class Daemon(DaemonCommands):
             if entry.ike_sa_id == event.ike_sa_id and entry.peer.address != event.remote_addr:
                 entry.peer.address = (event.remote_addr[0], event.remote_addr[1])
                 entry.peer.updates += 1
+        self.datapath.peers_changed()  # an encrypt worker sends there too (workers = 2)
 
     def _trap_children(self, connection: str, wanted: Callable[[Any], bool]) -> None:
         assert self.datapath is not None

@@ -67,6 +67,16 @@ class DataPath:
         self.exporter = exporter
         self.clock = clock
         self.table = ChildTable(routes, on_acquire=on_acquire, on_limit=on_limit)
+        if workers > 1 and on_peer_moved is not None:
+            # ESP from a peer's new NAT mapping (the daemon decrypts it): the encrypt worker
+            # must send there too, now rather than at its next counter report.
+            daemon_peer_moved = on_peer_moved
+
+            def peer_moved(ike_sa_id: int, address: Address) -> None:
+                self.peers_changed()
+                daemon_peer_moved(ike_sa_id, address)
+
+            on_peer_moved = peer_moved
         self.forwarder = Forwarder(tun, self.table, clock, on_peer_moved=on_peer_moved)
         # What the daemon reads and changes (the table's own dictionaries).
         self.children = self.table.children
@@ -193,6 +203,12 @@ class DataPath:
         self.table.rebind_ike_sa(old_ike_sa_id, new_ike_sa_id)
         if self.worker is not None:
             self.worker.send(("rebind", old_ike_sa_id, new_ike_sa_id))
+
+    def peers_changed(self) -> None:
+        """A peer's address changed in the table (NAT mapping, MOBIKE): with an encrypt
+        worker, tell it now (it also compares at every counter report)."""
+        if self.worker is not None:
+            self.worker.sync_peers()
 
     def packets_out_of(self, ike_sa_id: int) -> int:
         children = self.table.children_of(ike_sa_id)
