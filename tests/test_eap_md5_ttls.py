@@ -4,11 +4,17 @@ eap-dynamic). The rows against a real charon are in tests/interop/test_eap_metho
 
 from __future__ import annotations
 
+import datetime
+import functools
 import hashlib
 import struct
 import time
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ikev2.eap.md5 import Md5Message, Md5Peer, Md5Server, chap_md5
 from ikev2.eap.mschapv2 import MsChapV2Peer, MsChapV2Server
@@ -17,7 +23,6 @@ from ikev2.eap.session import EapAuthenticator, EapPeer
 from ikev2.eap.tls import TlsCredentials
 from ikev2.eap.ttls import AVP_EAP_MESSAGE, Avp, EapTtlsPeer, EapTtlsServer, eap_from_avps
 from ikev2.enums import EapCode, EapType
-from tests.conftest_pki import Pki, pki_fixture  # noqa: F401  (the pki fixture)
 from tests.test_eap import converse
 
 SECRETS = {"carol@example.org": "Ar3etTnp"}
@@ -25,6 +30,28 @@ SECRETS = {"carol@example.org": "Ar3etTnp"}
 
 def lookup(identity: str) -> str | None:
     return SECRETS.get(identity)
+
+
+@functools.cache
+def gateway_certificate() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed P-256 certificate for moon.example.org (its own CA): EAP-TTLS checks
+    only the gateway's, and a made-in-memory one costs milliseconds, not a pki run."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "moon.example.org")])
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("moon.example.org")]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
 
 
 def md5_gateway() -> EapAuthenticator:
@@ -120,10 +147,10 @@ def test_avp_layout_and_padding() -> None:
             eap_from_avps(bad)
 
 
-def ttls_pair(pki: Pki, secret: str, inner: list[EapType], server_id: str = "moon.example.org"):
-    gateway = pki["rsa"]
+def ttls_pair(secret: str, inner: list[EapType], server_id: str = "moon.example.org"):
+    cert, key = gateway_certificate()
     now = time.time()
-    credentials = TlsCredentials([gateway.cert], gateway.key, [])
+    credentials = TlsCredentials([cert], key, [])
     phase2_server = {
         EapType.MD5_CHALLENGE: lambda i: Md5Server(i, lookup),
         EapType.MSCHAPV2: lambda i: MsChapV2Server(lookup),
@@ -139,7 +166,7 @@ def ttls_pair(pki: Pki, secret: str, inner: list[EapType], server_id: str = "moo
         "carol@example.org",
         {
             EapType.TTLS: lambda: EapTtlsPeer(
-                TlsCredentials([], None, [pki["ca"].cert]),
+                TlsCredentials([], None, [cert]),
                 now,
                 "carol@example.org",
                 {t: peer_methods[t] for t in inner},
@@ -151,8 +178,8 @@ def ttls_pair(pki: Pki, secret: str, inner: list[EapType], server_id: str = "moo
 
 
 @pytest.mark.parametrize("inner", [EapType.MD5_CHALLENGE, EapType.MSCHAPV2])
-def test_ttls_both_roles(pki: Pki, inner: EapType) -> None:
-    server, peer = ttls_pair(pki, "Ar3etTnp", [inner])
+def test_ttls_both_roles(inner: EapType) -> None:
+    server, peer = ttls_pair("Ar3etTnp", [inner])
     wire = converse(server, peer)
     assert server.succeeded and peer.succeeded, server.failure_reason
     assert wire[-1].code == EapCode.SUCCESS
@@ -162,21 +189,21 @@ def test_ttls_both_roles(pki: Pki, inner: EapType) -> None:
     assert all(p.data[0] & 0x07 == 0 for p in wire if p.type == EapType.TTLS and p.data)
 
 
-def test_ttls_wrong_inner_secret(pki: Pki) -> None:
-    server, peer = ttls_pair(pki, "wrong", [EapType.MD5_CHALLENGE])
+def test_ttls_wrong_inner_secret() -> None:
+    server, peer = ttls_pair("wrong", [EapType.MD5_CHALLENGE])
     wire = converse(server, peer)
     assert wire[-1].code == EapCode.FAILURE and server.msk is None
     assert "wrong EAP-MD5 secret for 'carol@example.org'" in (server.failure_reason or "")
 
 
-def test_ttls_client_checks_the_gateway(pki: Pki) -> None:
-    server, peer = ttls_pair(pki, "Ar3etTnp", [EapType.MD5_CHALLENGE], "other.example.org")
+def test_ttls_client_checks_the_gateway() -> None:
+    server, peer = ttls_pair("Ar3etTnp", [EapType.MD5_CHALLENGE], "other.example.org")
     with pytest.raises(EapError, match="identity mismatch"):
         converse(server, peer)
 
 
-def test_ttls_other_version_refused(pki: Pki) -> None:
-    server, peer = ttls_pair(pki, "Ar3etTnp", [EapType.MD5_CHALLENGE])
+def test_ttls_other_version_refused() -> None:
+    server, peer = ttls_pair("Ar3etTnp", [EapType.MD5_CHALLENGE])
     identity = peer.process(server.start().serialize())
     assert identity is not None
     start = server.process(identity.serialize())

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ikev2.config import AuthConfig, AuthMethodName
 from ikev2.events import AuthenticationFailed, ChildSaEstablished, IkeSaEstablished
-from tests.conftest_pki import Pki, pki_fixture  # noqa: F401  (the pki fixture)
 from tests.engine.harness import Network
 from tests.engine.test_eap_ike import client, connect, gateway
+from tests.test_eap_md5_ttls import gateway_certificate
 
 
 def _up(net: Network) -> None:
@@ -43,28 +43,27 @@ def test_eap_dynamic_gateway_takes_the_clients_nak() -> None:
     _up(net)
 
 
-def _ttls_gateway(pki: Pki, auth: AuthMethodName = "eap-ttls"):
-    moon = pki["rsa"]
-    local = AuthConfig(auth="pubkey", id="moon.example.org", certs=[moon.cert],
-                       private_key=moon.key)  # fmt: skip
+def _ttls_gateway(auth: AuthMethodName = "eap-ttls"):
+    cert, key = gateway_certificate()
+    local = AuthConfig(auth="pubkey", id="moon.example.org", certs=[cert], private_key=key)
     return gateway(auth=auth, local=local)
 
 
-def _trusting_client(pki: Pki, auth: AuthMethodName):
-    remote = AuthConfig(auth="pubkey", id="moon.example.org", cacerts=[pki["ca"].cert])
+def _trusting_client(auth: AuthMethodName):
+    remote = AuthConfig(auth="pubkey", id="moon.example.org", cacerts=[gateway_certificate()[0]])
     local = AuthConfig(auth=auth, id="carol@example.org", eap_id="carol")
     return client(local=local, remote=remote)
 
 
-def test_eap_ttls_both_roles(pki: Pki) -> None:
-    net = Network(_trusting_client(pki, "eap-ttls"), _ttls_gateway(pki))
+def test_eap_ttls_both_roles() -> None:
+    net = Network(_trusting_client("eap-ttls"), _ttls_gateway())
     connect(net)
     _up(net)
 
 
-def test_any_eap_client_runs_what_the_dynamic_gateway_proposes(pki: Pki) -> None:
+def test_any_eap_client_runs_what_the_dynamic_gateway_proposes() -> None:
     """auth = eap: the client takes the gateway's first choice it has credentials for
     (EAP-TLS needs a client certificate it lacks: it Naks it for EAP-TTLS)."""
-    net = Network(_trusting_client(pki, "eap"), _ttls_gateway(pki, "eap-dynamic"))
+    net = Network(_trusting_client("eap"), _ttls_gateway("eap-dynamic"))
     connect(net)
     _up(net)
