@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from aioipsec.netns import BackgroundProcess, Lab, Namespace
+from aioipsec.netns import BackgroundProcess, Lab, Namespace, start_process
 
 RADIUSD_CONF = """\
 prefix = /usr
@@ -71,7 +71,7 @@ server default {{
    listen {{
       type = auth
       ipaddr = 127.0.0.1
-      port = 1812
+      port = {port}
    }}
    authorize {{
       files
@@ -92,16 +92,19 @@ server default {{
 
 
 def start_freeradius(
-    lab: Lab,
-    namespace: Namespace,
+    lab: Lab | None,
+    namespace: Namespace | None,
     directory: Path,
     secret: str,
     users: Mapping[str, tuple[str, str | None]],
+    port: int = 1812,
 ) -> tuple[BackgroundProcess, float]:
-    """FreeRADIUS on 127.0.0.1:1812 in NAMESPACE; USERS: name -> (password, Class or None).
-    Returns the process and the seconds it took to be ready."""
+    """FreeRADIUS on 127.0.0.1:PORT in NAMESPACE (None: here, and the caller stops it);
+    USERS: name -> (password, Class or None). Returns the process and the seconds it took
+    to be ready."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "radiusd.conf").write_text(RADIUSD_CONF.format(dir=directory, secret=secret))
+    conf = RADIUSD_CONF.format(dir=directory, secret=secret, port=port)
+    (directory / "radiusd.conf").write_text(conf)
     (directory / "dictionary").write_text("")  # the site dictionary: nothing to add
     lines = []
     for name, (password, group) in users.items():
@@ -111,13 +114,14 @@ def start_freeradius(
     (directory / "users").write_text("\n".join(lines) + "\n")
     for path in directory.iterdir():
         path.chmod(0o600)
-    namespace.ip("link", "set", "lo", "up")
+    argv = ["freeradius", "-f", "-d", str(directory), "-l", "stdout"]
     started = time.monotonic()
-    process = lab.start(
-        namespace,
-        ["freeradius", "-f", "-d", str(directory), "-l", "stdout"],
-        log=directory / "radiusd.log",
-    )
+    if lab is not None and namespace is not None:
+        namespace.ip("link", "set", "lo", "up")
+        process = lab.start(namespace, argv, log=directory / "radiusd.log")
+    else:
+        process = start_process(None, argv, directory / "radiusd.log")
     if not process.wait_for_log("Ready to process requests", timeout=30.0):
+        process.stop()
         raise RuntimeError(f"FreeRADIUS did not start:\n{process.log_text()[-3000:]}")
     return process, time.monotonic() - started

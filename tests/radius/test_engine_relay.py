@@ -9,9 +9,11 @@ and the peer's groups. tests/radius/test_freeradius.py runs the same against Fre
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from aioipsec.pools import PoolManager, parse_pool
+from ikev2.config import AuthConfig
 from ikev2.eap.external import ExternalEapAnswer
 from ikev2.eap.mschapv2 import MsChapV2Server
 from ikev2.eap.packet import EapPacket
@@ -138,3 +140,18 @@ def test_no_answer_from_the_server_fails_the_ike_sa() -> None:
     # a late answer for the failed SA is ignored
     net.b.external_eap_answer(relay.ike_sa_id, ExternalEapAnswer.failed("late"), net.now)
     assert not net.events("b", IkeSaEstablished)
+
+
+def test_the_connection_admitting_the_peers_groups_is_taken() -> None:
+    # strongSwan's rw-eap-md5-class-radius: one connection per group, the same identities.
+    research = radius_gateway(groups=["Research"])
+    (first,) = research.configs
+    second = copy.deepcopy(first)
+    second.name = "accounting"
+    second.remote = AuthConfig(auth="eap-radius", id="%any", groups=["Accounting"])
+    research.set_configs([first, second])
+    net = Network(client(), research)
+    run(net, Backend(groups=("Accounting",)))
+    (established,) = net.events("b", IkeSaEstablished)
+    assert established.connection == "accounting"
+    assert net.events("b", ChildSaEstablished)
