@@ -278,7 +278,12 @@ def render_report(data: dict[str, Any], chart_name: str | None) -> str:
     )
     add("")
     add("- **strongswan**: charon + kernel-libipsec on both ends (the baseline);")
-    add("- **aioipsec**: our daemon on both ends;")
+    add("- **aioipsec**: our daemon on both ends (`[daemon] workers = 1`, the default);")
+    if "aioipsec-w2" in grouped:
+        add(
+            "- **aioipsec-w2**: the same with `[daemon] workers = 2` on both ends (the outbound "
+            "direction in an encrypt worker process: aioipsec.runtime.workers);"
+        )
     add("- **mixed**: our daemon (initiator) <-> charon + kernel-libipsec (responder);")
     if "wireguard-go" in grouped:
         add(
@@ -334,13 +339,18 @@ def render_report(data: dict[str, Any], chart_name: str | None) -> str:
             per_round = ", ".join("n/a" if r is None else f"{r:.2f}" for r in ratios)
             cells.append(f"{fmt_spread(ratios, 2, 'x')} [{per_round}]")
         add(f"| {stack} / strongswan | " + " | ".join(cells) + " |")
-    if "wireguard-go" in grouped and "aioipsec" in grouped:
+    for numerator, denominator, label in (
+        ("aioipsec", "wireguard-go", "aioipsec / wireguard-go"),
+        ("aioipsec-w2", "aioipsec", "workers = 2 / workers = 1 (aioipsec-w2 / aioipsec)"),
+    ):
+        if numerator not in grouped or denominator not in grouped:
+            continue
         cells = []
         for n, rev in TCP_TESTS:
-            ratios = round_ratios(runs, "aioipsec", "wireguard-go", tcp_metric(n, rev))
+            ratios = round_ratios(runs, numerator, denominator, tcp_metric(n, rev))
             per_round = ", ".join("n/a" if r is None else f"{r:.2f}" for r in ratios)
             cells.append(f"{fmt_spread(ratios, 2, 'x')} [{per_round}]")
-        add("| aioipsec / wireguard-go | " + " | ".join(cells) + " |")
+        add(f"| {label} | " + " | ".join(cells) + " |")
     add("")
     busy = [t.machine_busy for r in runs if r.stack == "aioipsec" for t in r.tcp
             if t.streams == 1 and not t.reverse and t.machine_busy is not None]  # fmt: skip
@@ -402,6 +412,7 @@ def render_report(data: dict[str, Any], chart_name: str | None) -> str:
         "INSTALLED (polling every 50 ms, so a resolution of about 50 ms)."
     )
     add("")
+    lines.extend(render_cpu_per_process(grouped, stacks))
 
     problems = [(r.stack, r.round, p) for r in runs for p in r.problems]
     if problems:
@@ -426,6 +437,48 @@ def render_report(data: dict[str, Any], chart_name: str | None) -> str:
         lines.extend(data["notes"])
         add("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def cpu_per_gb_by_role(run: StackRun, side: str) -> dict[str, float]:
+    """CPU seconds per GB of each process (by role) of the side's daemon, over all TCP runs
+    of the round (runs of older files without the split count as one "daemon")."""
+    cpu: dict[str, float] = {}
+    moved = 0
+    for result in run.tcp:
+        roles = result.cpu_processes.get(side)
+        if roles is None:
+            whole = result.cpu_initiator_s if side == "initiator" else result.cpu_responder_s
+            roles = {"daemon": whole} if whole is not None else {}
+        for role, seconds in roles.items():
+            cpu[role] = cpu.get(role, 0.0) + seconds
+        moved += result.bytes
+    return {role: seconds / (moved / 1e9) for role, seconds in cpu.items()} if moved else {}
+
+
+def render_cpu_per_process(grouped: dict[str, list[StackRun]], stacks: list[str]) -> list[str]:
+    """Issue 17: CPU per GB per process (with workers = 2 the daemon and its encrypt worker
+    are separate processes; the target of 3 s per GB is per daemon, all its processes)."""
+    lines = ["### CPU per GB per process", ""]
+    lines.append(
+        "CPU seconds per GB received over all TCP runs of a round, for each process of each "
+        "side (median (min-max) over the rounds). `daemon`: our daemon's main process; "
+        "`worker`: its encrypt worker (`[daemon] workers = 2`); charon and wireguard-go are "
+        "one process each (all threads)."
+    )
+    lines.append("")
+    lines.append("| stack | side | process | CPU s/GB |")
+    lines.append("| --- | --- | --- | --- |")
+    for stack in stacks:
+        if stack == "plain":
+            continue
+        for side in ("initiator", "responder"):
+            per_round = [cpu_per_gb_by_role(r, side) for r in grouped[stack]]
+            roles = sorted({role for figures in per_round for role in figures})
+            for role in roles:
+                values = [figures.get(role) for figures in per_round]
+                lines.append(f"| {stack} | {side} | {role} | {fmt_spread(values, 2)} |")
+    lines.append("")
+    return lines
 
 
 def render_profile(profile: dict[str, Any]) -> list[str]:
@@ -542,7 +595,8 @@ def render_chart(data: dict[str, Any], path: Path) -> bool:
     runs = [StackRun.from_json(item) for item in data["runs"]]
     grouped = by_stack(runs)
     stacks = [s for s in STACKS if s in grouped]
-    colours = {"strongswan": "#1f77b4", "aioipsec": "#d62728", "mixed": "#9467bd",
+    colours = {"strongswan": "#1f77b4", "aioipsec": "#d62728", "aioipsec-w2": "#ff9896",
+               "mixed": "#9467bd",
                "wireguard-go": "#2ca02c",
                "plain": "#7f7f7f"}  # fmt: skip
     figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))

@@ -3,7 +3,8 @@
 One *stack* is a pair of implementations (or none, for the plain veth ceiling)::
 
     strongswan   charon + kernel-libipsec  <->  charon + kernel-libipsec   (the baseline)
-    aioipsec     aioipsec daemon           <->  aioipsec daemon
+    aioipsec     aioipsec daemon           <->  aioipsec daemon  (``workers = 1``: one process)
+    aioipsec-w2  the same with ``[daemon] workers = 2`` (an encrypt worker process each)
     mixed        aioipsec daemon           <->  charon + kernel-libipsec
     wireguard-go wireguard-go              <->  wireguard-go  (Debian's userspace WireGuard)
     plain        no IPsec: the inner subnets routed over the veth (the ceiling)
@@ -50,6 +51,7 @@ from aioipsec.netns import BackgroundProcess, Lab, Namespace
 STACKS: dict[str, tuple[Implementation, Implementation] | None] = {
     "strongswan": ("charon", "charon"),
     "aioipsec": ("aioipsec", "aioipsec"),
+    "aioipsec-w2": ("aioipsec", "aioipsec"),  # [daemon] workers = 2 on both ends
     "mixed": ("aioipsec", "charon"),
     "wireguard-go": None,  # not IKE: set up by Tunnel._wireguard
     "plain": None,
@@ -59,6 +61,8 @@ STACKS: dict[str, tuple[Implementation, Implementation] | None] = {
 WIREGUARD_NAMES = {"initiator": "wgi", "responder": "wgr"}
 WIREGUARD_PORT = 51820
 INNER_MTU = 1400
+# [daemon] workers of our daemons per stack (aioipsec.runtime.workers); others: the default.
+WORKERS = {"aioipsec-w2": 2}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 _RECEIVED = re.compile(r"(\d+) packets transmitted, (\d+) received")
@@ -96,6 +100,8 @@ class TcpResult:
     # Busy share of all the machine's cores during the run (/proc/stat): how much room
     # was left for another process (a data-plane worker) to use.
     machine_busy: float | None = None
+    # CPU seconds per process of each side's daemon, by role (daemon, worker, ...).
+    cpu_processes: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def direction(self) -> str:
@@ -180,9 +186,9 @@ def machine_cpu_ticks() -> tuple[int, int]:
     return total - idle, total
 
 
-def process_group_cpu_seconds(pgid: int) -> float:
-    """utime + stime of every live process in process group PGID (all threads included)."""
-    total_ticks = 0
+def group_processes(pgid: int) -> Iterator[tuple[str, bytes, list[bytes]]]:
+    """(pid, /proc/PID/stat, its fields from field 3 on) of every live process in process
+    group PGID."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -193,10 +199,37 @@ def process_group_cpu_seconds(pgid: int) -> float:
             continue
         # The command name (field 2) may contain spaces: split after its closing parenthesis.
         fields = stat[stat.rindex(b")") + 2 :].split()
-        # fields[0] is field 3 (state): pgrp is field 5, utime/stime fields 14/15.
+        # fields[0] is field 3 (state): pgrp is field 5.
         if int(fields[2]) == pgid:
-            total_ticks += int(fields[11]) + int(fields[12])
-    return total_ticks / CLOCK_TICKS
+            yield entry, stat, fields
+
+
+def process_group_cpu_seconds(pgid: int) -> float:
+    """utime + stime (fields 14/15) of every live process in process group PGID (all
+    threads included)."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, _, fields in group_processes(pgid))
+    return ticks / CLOCK_TICKS
+
+
+def process_group_cpu_by_role(pgid: int) -> dict[str, float]:
+    """utime + stime of each process of process group PGID, by role: our daemon, its
+    encrypt worker (``aioipsec.runtime.workers``), or the command's name (charon...)."""
+    seconds: dict[str, float] = {}
+    for pid, stat, fields in group_processes(pgid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline_file:
+                cmdline = cmdline_file.read()
+        except OSError:
+            continue
+        if b"aioipsec.runtime.workers" in cmdline:
+            role = "worker"
+        elif b"aioipsec" in cmdline:
+            role = "daemon"
+        else:
+            role = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+        ticks = int(fields[11]) + int(fields[12])
+        seconds[role] = seconds.get(role, 0.0) + ticks / CLOCK_TICKS
+    return seconds
 
 
 # --- peers ------------------------------------------------------------------------------------
@@ -208,11 +241,12 @@ class QuietAioipsecPeer(AioipsecPeer):
 
     def __init__(
         self, lab: Lab, namespace: Namespace, workdir: Path, log_level: str,
-        source_tree: str | None = None,
+        source_tree: str | None = None, workers: int | None = None,
     ) -> None:  # fmt: skip
         super().__init__(lab, namespace, workdir)
         self.log_level = log_level
         self.source_tree = source_tree
+        self.workers = workers
 
     def daemon_table(self) -> str:
         return (
@@ -220,6 +254,7 @@ class QuietAioipsecPeer(AioipsecPeer):
             "[daemon]\n"
             f'control_socket = "{self.control_socket}"\n'
             'tun_name = "ipsec0"\n'
+            + (f"workers = {self.workers}\n" if self.workers is not None else "")
         )
 
     def daemon_argv(self) -> list[str]:
@@ -302,7 +337,7 @@ class Tunnel:
             if self.scenario.implementation(side) == "aioipsec":
                 peer = QuietAioipsecPeer(
                     self.lab, namespace, workdir, self.settings.daemon_log_level,
-                    self.settings.source_tree,
+                    self.settings.source_tree, WORKERS.get(self.stack),
                 )  # fmt: skip
             else:
                 peer = make_peer(self.lab, namespace, workdir, self.scenario, side)
@@ -421,6 +456,9 @@ class Tunnel:
     def cpu_seconds(self) -> dict[str, float]:
         return {side: process_group_cpu_seconds(pgid) for side, pgid in self.pgids.items()}
 
+    def cpu_by_role(self) -> dict[str, dict[str, float]]:
+        return {side: process_group_cpu_by_role(pgid) for side, pgid in self.pgids.items()}
+
     # --- iperf3 --------------------------------------------------------------------------------
 
     @contextmanager
@@ -454,10 +492,12 @@ class Tunnel:
 
     def tcp(self, streams: int, reverse: bool) -> TcpResult:
         before = self.cpu_seconds()
+        roles_before = self.cpu_by_role()
         busy_before, total_before = machine_cpu_ticks()
         args = ["-P", str(streams)] + (["-R"] if reverse else [])
         data = self._iperf(*args, seconds=self.settings.tcp_seconds)
         after = self.cpu_seconds()
+        roles_after = self.cpu_by_role()
         busy_after, total_after = machine_cpu_ticks()
         if "error" in data:
             raise RuntimeError(f"iperf3 TCP {args}: {data['error']}")
@@ -473,6 +513,13 @@ class Tunnel:
             cpu_initiator_s=cpu.get("initiator"),
             cpu_responder_s=cpu.get("responder"),
             machine_busy=(busy_after - busy_before) / max(1, total_after - total_before),
+            cpu_processes={
+                side: {
+                    role: seconds - roles_before.get(side, {}).get(role, 0.0)
+                    for role, seconds in roles.items()
+                }
+                for side, roles in roles_after.items()
+            },
         )
 
     def _udpgen(self, namespace: Namespace, *args: str) -> list[str]:

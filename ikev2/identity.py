@@ -20,6 +20,7 @@ attribute value (``C=CH, O=x, CN=*``).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,6 +187,10 @@ class Identity:
     @classmethod
     def parse(cls, text: str) -> Identity:
         """Parse a strongSwan identity string (module docstring)."""
+        return _parse_cached(text) if cls is Identity else cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Identity:
         text = text.strip()
         if not text:
             raise IdentitySyntaxError("empty identity")
@@ -261,6 +266,9 @@ class Identity:
     # ---- rendering ---------------------------------------------------------------------
 
     def __str__(self) -> str:
+        return _text_cached(self)
+
+    def _text(self) -> str:
         kind = self.id_type
         if kind is None:
             return "%any"
@@ -358,3 +366,17 @@ _PREFIXES: dict[str, Callable[[str], Identity]] = {
 }
 
 ANY = Identity(None, b"")
+
+
+# The same few identities are parsed and printed for every IKE SA (configured ids, PSK
+# lookup by name, logs): ~4.5 % of a responder's time under IKE load, mostly ipaddress
+# parsing and the re-parse in __str__. Identities are frozen, both functions pure; errors
+# are not cached (lru_cache does not keep exceptions).
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Identity:
+    return Identity._parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_cached(identity: Identity) -> str:
+    return identity._text()
