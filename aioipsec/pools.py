@@ -517,12 +517,19 @@ class SharedPool(MemPool):
         in the outbox again, and the caller writes them before reserving anything."""
         mirror = {a: r for a, r in table.items() if self.settings.contains(a)}
         lost = False
+        # Nobody deletes a field: one that is missing was lost with the store's data. Our
+        # online leases and our spares are written back (nobody reserves anything while
+        # the store's grace period runs, aioipsec/cluster/leases.py).
         for lease in self._leases.values():
             if lease.online and lease.address not in mirror and lease.address not in self.outbox:
                 self.outbox[lease.address] = (
                     BIND,
                     SharedRecord(lease.identity, self.member, "online"),
                 )
+                lost = True
+        for address in self.spares:
+            if address not in mirror and address not in self.outbox:
+                self.outbox[address] = (BIND, SharedRecord("", self.member, "spare"))
                 lost = True
         for address, (_, record) in self.outbox.items():
             mirror[address] = record

@@ -211,11 +211,28 @@ class ClusterLab:
         self.gateways[address] = daemon
         return daemon
 
+    def wait_spares(self, timeout: float = 15.0) -> None:
+        """Until every gateway holds addresses reserved in Redis: a new store (or one that
+        restarted empty) reserves nothing for its grace period (aioipsec/cluster/leases.py)."""
+        deadline = time.monotonic() + timeout
+        waiting = list(self.gateways)
+        while waiting and time.monotonic() < deadline:
+            waiting = [
+                gateway
+                for gateway, daemon in self.gateways.items()
+                if daemon.process is not None and not daemon.call("pools")[0].get("spares")
+            ]
+            if waiting:
+                time.sleep(0.2)
+        if waiting:
+            raise AssertionError(f"no address reserved in Redis for {waiting} in {timeout} s")
+
     def add_client(self, index: int, *, charon: bool = False) -> Client:
         address = f"10.78.0.{11 + index}"
         name = f"c{index + 1}"
         namespace = self.lab.namespace(name)
         self._outside(namespace, address, name)
+        self.wait_spares()
         conf = client_conf(address)
         peer: Any
         if charon:

@@ -25,8 +25,10 @@ clients get the spares this member still holds (the store reserved them for it, 
 are safe to hand out) and the identity's lease as last read; beyond that, the request is
 refused with INTERNAL_ADDRESS_FAILURE, naming the outage, rather than giving out an
 address that another member may give too. The writes wait in the outbox and go out when
-the store is back; a store that came back empty (restarted without persistence) gets this
-member's online leases written again before any spare is reserved.
+the store is back. A store that came back empty (restarted without persistence), or a new
+one, has no marker key: the first member to notice starts a grace period (the members'
+``ttl``) in which nobody reserves an address, while every member writes back the leases
+and spares it holds.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ elseif current then
   local have = cjson.decode(current)
   local want = cjson.decode(ARGV[2])
   if mode == 'bind' then
-    if have.identity ~= want.identity and
+    if (have.identity == '' or have.identity ~= want.identity) and
        not (have.state == 'spare' and have.member == want.member) then
       return 0
     end
@@ -80,9 +82,15 @@ class LeaseSync:
     with Redis through ``client`` (the membership store's redis-py asyncio client)."""
 
     def __init__(self, client: Any, cluster: str, member: str,
-                 alive: Callable[[], set[str] | None]) -> None:  # fmt: skip
+                 alive: Callable[[], set[str] | None], grace: float = 3.0) -> None:  # fmt: skip
         self.client = client
         self.prefix = f"aioipsec:{cluster}:pool:"
+        # A store without the marker is new, or restarted without its data: for ``grace``
+        # seconds (the members' ttl: each of them syncs within it) nobody reserves an
+        # address, so every member writes back the leases it holds first.
+        self.marker = f"aioipsec:{cluster}:leases"
+        self.grace_key = f"aioipsec:{cluster}:leases-grace"
+        self.grace = grace
         self.member = member
         self.alive = alive  # members in the current view, None when the view is unusable
         self.pools: PoolManager | None = None
@@ -105,9 +113,19 @@ class LeaseSync:
         async with self._lock:
             self.wake.clear()
             ok = True
+            try:
+                if await self.client.set(self.marker, "1", nx=True):
+                    log.info("cluster store has no lease tables (new, or restarted empty): no "
+                             "address reserved for %gs while members write theirs back",
+                             self.grace)  # fmt: skip
+                    if self.grace > 0:
+                        await self.client.set(self.grace_key, "1", px=int(self.grace * 1000))
+                reserve = not await self.client.exists(self.grace_key)
+            except Exception:
+                reserve = False
             for pool in self.pools.shared_pools():
                 try:
-                    await self._sync_pool(pool)
+                    await self._sync_pool(pool, reserve)
                     pool.store_usable = True
                 except Exception:  # redis.RedisError, OSError, timeouts: the store's WARN says it
                     pool.store_usable = False
@@ -119,7 +137,7 @@ class LeaseSync:
         args = [str(address), record.encode(), mode] + ([expected] if expected else [])
         return bool(await self._script(keys=[key], args=args))
 
-    async def _sync_pool(self, pool: SharedPool) -> None:
+    async def _sync_pool(self, pool: SharedPool, reserve: bool = True) -> None:
         key = self.key(pool)
         for address, sent in list(pool.outbox.items()):
             mode, record = sent
@@ -141,7 +159,7 @@ class LeaseSync:
                 mode, record = sent
                 pool.written(address, sent, await self._write(key, address, record, mode))
         want = spare_target(pool) - len(pool.spares)
-        if want <= 0:
+        if want <= 0 or not reserve:
             return
         for address in pool.free_candidates(want):
             record = SharedRecord("", self.member, "spare", time.time())

@@ -88,7 +88,7 @@ class ClusterRuntime:
                 # VIP leases in the store (aioipsec/cluster/leases.py): a client moved to
                 # another member gets its address back there.
                 self.leases = LeaseSync(self.store.client, settings.name, settings.member,
-                                        self._alive)  # fmt: skip
+                                        self._alive, grace=settings.ttl)  # fmt: skip
                 self.leases.attach(pools)
 
     # ------------------------------------------------------------------ life

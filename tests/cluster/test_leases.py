@@ -4,6 +4,7 @@ address back there, releases, listing, and Redis going away and coming back empt
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
@@ -24,7 +25,9 @@ ANY = [IPv4Address("0.0.0.0")]
 
 
 class Member:
-    def __init__(self, url: str, member: str, addrs: str = "10.3.0.0/26") -> None:
+    def __init__(
+        self, url: str, member: str, addrs: str = "10.3.0.0/26", grace: float = 0.0
+    ) -> None:
         import redis.asyncio as redis_asyncio
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -34,7 +37,7 @@ class Member:
                                           decode_responses=True, socket_timeout=1,
                                           retry=Retry(NoBackoff(), 0))  # fmt: skip
         self.alive = {A, B}
-        self.sync = LeaseSync(self.client, "t", member, lambda: set(self.alive))
+        self.sync = LeaseSync(self.client, "t", member, lambda: set(self.alive), grace=grace)
         self.pools = PoolManager([parse_pool("rw", {"addrs": addrs})])
         self.sync.attach(self.pools)
 
@@ -47,8 +50,10 @@ class Member:
 
 
 @asynccontextmanager
-async def two(url: str, addrs: str = "10.3.0.0/26") -> AsyncIterator[tuple[Member, Member]]:
-    a, b = Member(url, A, addrs), Member(url, B, addrs)
+async def two(
+    url: str, addrs: str = "10.3.0.0/26", grace: float = 0.0
+) -> AsyncIterator[tuple[Member, Member]]:
+    a, b = Member(url, A, addrs, grace), Member(url, B, addrs, grace)
     try:
         yield a, b
     finally:
@@ -128,7 +133,9 @@ async def test_the_spares_of_a_member_that_is_gone_are_taken_back(
 async def test_redis_down_serves_the_reserved_addresses_then_refuses_and_recovers(
     redis_server: RedisServer,
 ) -> None:
-    async with two(redis_server.url) as (a, b):
+    async with two(redis_server.url, grace=0.5) as (a, b):
+        await sync(a)
+        await asyncio.sleep(0.6)  # a new store: its grace period
         await sync(a)
         held = a.assign("c0")
         await sync(a)
@@ -142,9 +149,15 @@ async def test_redis_down_serves_the_reserved_addresses_then_refuses_and_recover
         with pytest.raises(ProtocolError) as failure:
             a.assign("late")
         assert "unreachable" in failure.value.reason
-        # Back, but empty (no persistence): our online leases are written again first.
+        # Back, but empty (no persistence). B syncs first: the grace period keeps it from
+        # reserving anything until A has written back its online leases.
         redis_server.start()
-        await sync(a, b)
+        await sync(b)
+        assert not b.pools.shared_pools()[0].spares
+        await sync(a)
+        await asyncio.sleep(0.6)
+        await sync(b)
+        assert b.pools.shared_pools()[0].spares
         assert not b.pools.shared_pools()[0].spares & {held, *served}
         mirror = b.pools.shared_pools()[0].mirror
         assert {mirror[x].identity for x in (held, *served)} == {f"c{n}" for n in range(spares + 1)}
