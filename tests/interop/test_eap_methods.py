@@ -13,7 +13,9 @@ identity (``<method>@example``). Rows:
   default phase 2), and eap-md5 against our ``eap-dynamic`` gateway (we propose EAP-TLS,
   charon Naks it for MD5, RFC 3748 sec. 5.3.1);
 * our client against a charon gateway: eap-md5 and eap-ttls (charon's TTLS server with
-  phase 2 EAP-MD5).
+  phase 2 EAP-MD5);
+* EAP-only authentication (RFC 5998) with EAP-TTLS, both ways, in the shape of strongSwan's
+  ikev2/rw-eap-ttls-only (gateway ``local { auth = eap-ttls }``, client ``auth = eap``).
 
 Checked: the IKE SA and its Child SA are up on both sides, and charon's own log says
 which EAP method ran and whether it made an MSK (EAP-MD5: none; the AUTH payloads are then
@@ -83,6 +85,53 @@ CLIENT_CONN = """\
    }}
 """
 
+# EAP-only (RFC 5998) with EAP-TTLS, as strongSwan's ikev2/rw-eap-ttls-only: the gateway's
+# own round is EAP-TTLS (its certificate inside TLS), the client's "any EAP method", and the
+# client expects the gateway to authenticate by EAP-TTLS.
+EAP_ONLY_GATEWAY = """\
+   gw-only {{
+      local {{
+         auth = eap-ttls
+         certs = {cert}
+         id = {gateway}
+      }}
+      remote {{
+         auth = eap-ttls
+         id = {client}
+         eap_id = %any
+      }}
+      children {{
+         gw-only {{
+            local_ts = {lan}
+            remote_ts = {peer_lan}
+            esp_proposals = aes256gcm16
+         }}
+      }}
+   }}
+"""
+
+EAP_ONLY_CLIENT = """\
+   rw-only {{
+      remote_addrs = {gateway_addr}
+      local {{
+         auth = eap
+         id = {client}
+         eap_id = carol
+      }}
+      remote {{
+         auth = eap-ttls
+         id = {gateway}
+      }}
+      children {{
+         rw-only {{
+            local_ts = {lan}
+            remote_ts = {peer_lan}
+            esp_proposals = aes256gcm16
+         }}
+      }}
+   }}
+"""
+
 SECRETS = f"""\
 secrets {{
    eap-carol {{
@@ -107,6 +156,12 @@ def swanctl_conf(cert: str, gateway: str, peer_gateway: str, peer_addr: str, our
                            lan=LANS[ours], peer_lan=LANS[peer],
                            client=f"{name}@{ours}.example")
         for name, auth in (("md5", "eap-md5"), ("ttls", "eap-ttls"), ("dyn", "eap-md5"))
+    ] + [
+        EAP_ONLY_GATEWAY.format(cert=cert, gateway=gateway, client=f"only@{peer}.example",
+                                lan=LANS[ours], peer_lan=LANS[peer]),
+        EAP_ONLY_CLIENT.format(gateway_addr=peer_addr, gateway=peer_gateway,
+                               client=f"only@{ours}.example", lan=LANS[ours],
+                               peer_lan=LANS[peer]),
     ]  # fmt: skip
     return "connections {\n" + "".join(conns) + "}\n" + SECRETS
 
@@ -197,3 +252,21 @@ def test_our_eap_md5_client_against_charon(peers) -> None:
 def test_our_eap_ttls_client_against_charon(peers) -> None:
     log = _our_row(peers, "ttls")
     assert "EAP_TTLS phase2 authentication of 'carol' with EAP_MD5 successful" in log, log
+
+
+def test_charon_eap_only_ttls_client_against_our_gateway(peers) -> None:
+    """strongSwan's rw-eap-ttls-only: our gateway sends no AUTH of its own, EAP-TTLS
+    authenticates it (RFC 5998), charon's client accepts that."""
+    log = _charon_row(peers, "only")
+    assert "parsed IKE_AUTH response 1 [ IDr EAP/REQ/ID ]" in log, log  # no AUTH, no CERT
+    assert "allow mutual EAP-only authentication" in log, log
+    assert "EAP method EAP_TTLS succeeded, MSK established" in log, log
+    assert "authentication of 'moon.example' with EAP successful" in log, log
+
+
+def test_our_eap_only_ttls_client_against_charon(peers) -> None:
+    """The same with charon as the EAP-only EAP-TTLS gateway and our client."""
+    log = _our_row(peers, "only")
+    assert "generating IKE_AUTH response 1 [ IDr EAP/REQ/ID ]" in log, log  # no AUTH
+    assert "EAP_TTLS phase2 authentication of 'carol' with EAP_MD5 successful" in log, log
+    assert "authentication of 'carol.example' (myself) with EAP" in log, log
