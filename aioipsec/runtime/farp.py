@@ -109,14 +109,14 @@ class ProxyNeighbours:
 
     def start(self) -> None:
         """Check the interface, remove entries a killed daemon left, turn on proxy_ndp."""
-        if link_info(self.interface) is None:
+        info = link_info(self.interface)
+        if info is None or len(str(info.get("address", "")).split(":")) != 6:
             raise ValueError(
-                f"proxy_arp_interface = {self.interface!r}: no such interface here "
+                f"proxy_arp_interface = {self.interface!r}: no such Ethernet interface here "
                 "(name the LAN interface the gateway forwards to, e.g. eth1)"
             )
-        self.index = socket.if_nametoindex(self.interface)
-        sys_dir = Path("/sys/class/net", self.interface)
-        self.mac = bytes.fromhex((sys_dir / "address").read_text().strip().replace(":", ""))
+        self.index = int(info["ifindex"])
+        self.mac = bytes.fromhex(str(info["address"]).replace(":", ""))
         self._open_sockets()
         left = self.leftovers()
         for address, device in left:
