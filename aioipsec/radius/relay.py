@@ -67,6 +67,11 @@ class EapRadiusRelay:
         elif isinstance(event, IkeSaDeleted):
             self._forget(event.ike_sa_id)
 
+    def take_over(self, old: EapRadiusRelay) -> None:
+        """Continue OLD's conversations (after a reload changed the settings)."""
+        self._conversations.update(old._conversations)
+        old._conversations.clear()
+
     def _forget(self, ike_sa_id: int) -> None:
         conversation = self._conversations.pop(ike_sa_id, None)
         if conversation is not None and conversation.task is not None:
@@ -156,9 +161,7 @@ class RadiusService:
                              "(servers, secret_file) to the daemon configuration")  # fmt: skip
             return isinstance(event, EapRelay)
         if self.relay is None or self.relay.settings is not settings:
-            if self.relay is not None:
-                self.relay.close()
-                self.relay = None
+            old = self.relay
             try:
                 self.relay = EapRadiusRelay(settings, self._answer)
             except ImportError:
@@ -166,6 +169,10 @@ class RadiusService:
                     self._refuse(event, "the RADIUS library is missing: pip install "
                                  "'aioipsec[radius]' (pyrad)")  # fmt: skip
                 return isinstance(event, EapRelay)
+            if old is not None:
+                # A reload: conversations under way go on (their State belongs to the
+                # server that answered them); new ones use the new settings.
+                self.relay.take_over(old)
         self.relay.on_event(event)
         return isinstance(event, EapRelay)
 
