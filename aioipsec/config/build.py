@@ -57,6 +57,8 @@ from aioipsec.config.values import (
 )
 from aioipsec.pools import PoolProblem, parse_pool
 from aioipsec.radius.settings import RadiusSettings, RadiusSettingsError
+from ikev2.eap.methods import method_types
+from ikev2.tasks.ike_eap import MUTUAL_KEY_GENERATING
 
 # --------------------------------------------------------------------------- the walker
 
@@ -769,9 +771,27 @@ def check_remote_access(configuration: Configuration) -> None:
         local = connection.local
         # An EAP-only gateway (RFC 5998: local and remote auth = eap-..., no remote_addrs to
         # dial) authenticates itself by the method it runs as server: no secret of its own.
-        eap_only_gateway = connection.remote.auth.startswith("eap") and all(
-            address == "%any" for address in connection.remote_addrs
+        eap_only_gateway = (
+            local.auth.startswith("eap")
+            and connection.remote.auth.startswith("eap")
+            and all(address == "%any" for address in connection.remote_addrs)
         )
+        # (With eap-radius the RADIUS server picks the method; the client checks it.)
+        if (
+            eap_only_gateway
+            and connection.remote.auth != "eap-radius"
+            and not MUTUAL_KEY_GENERATING.intersection(method_types(connection.remote.auth))
+        ):
+            raise ConfigError(
+                f"connection {connection.name!r}: local auth = {local.auth} makes this gateway "
+                "authenticate itself by EAP only (RFC 5998), which needs a mutual, "
+                "key-generating method (EAP-TLS, EAP-TTLS), and remote auth = "
+                f"{connection.remote.auth} offers none",
+                file=connection.source,
+                key=f"connections.{connection.name}.local",
+                hint="use local auth = pubkey with the gateway's certificate (a certificate "
+                "AUTH), or remote auth = eap-tls / eap-ttls for EAP-only",
+            )
         if local.auth in ("eap-mschapv2", "eap-md5") and not eap_only_gateway:
             eap_id = local.eap_id or local.id or ""
             if configuration.eap_lookup(eap_id) is None:

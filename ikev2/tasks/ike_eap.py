@@ -97,7 +97,11 @@ def check_eap_only_gateway(config: IkeConfig, announced: bool, peer: Identity) -
             "(RFC 5998); give the gateway a certificate (local auth = pubkey) for such clients",
             check="method-mismatch",
         )
-    if not MUTUAL_KEY_GENERATING.intersection(_types(config.remote)):
+    # With eap-radius the RADIUS server picks the method: only the client's check applies,
+    # as with a strongSwan gateway (which checks no method as server).
+    if config.remote.auth != "eap-radius" and not MUTUAL_KEY_GENERATING.intersection(
+        _types(config.remote)
+    ):
         raise AuthenticationError(
             f"connection {config.name!r}: EAP-only authentication needs a mutual, "
             "key-generating EAP method (RFC 5998 sec. 4: EAP-TLS, EAP-TTLS), not remote auth "
