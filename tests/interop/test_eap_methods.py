@@ -1,16 +1,18 @@
 """EAP-MD5, EAP-TTLS and eap-dynamic with a real strongSwan, both roles (issue 19's corpus
 methods; docs/remote-access.md, "EAP methods").
 
-One lab for all rows (one charon, one daemon: their start is most of a row's cost)::
+One lab for all rows (their daemons' start is most of a row's cost)::
 
-    moon (aioipsec, 10.200.1.1) --veth-- carol (charon, 10.200.1.2)
+    carol (charon, 10.200.1.2) --veth-- moon (aioipsec, 10.200.1.1/10.200.2.1)
+    dave (charon without eap-md5, 10.200.2.2) --veth--/
 
 Each side holds a gateway connection per method (authenticating itself by certificate) and
 a client connection per method; the responder picks the connection by the initiator's IKE
 identity (``<method>@example``). Rows:
 
 * charon as client against our gateway: eap-md5, eap-ttls (inner EAP-MD5, strongSwan's
-  default phase 2), and eap-md5 against our ``eap-dynamic`` gateway (we propose EAP-TLS,
+  default phase 2), eap-ttls from dave (it Naks our inner EAP-MD5 in the tunnel, inner
+  EAP-MSCHAPv2 runs), and eap-md5 against our ``eap-dynamic`` gateway (we propose EAP-TLS,
   charon Naks it for MD5, RFC 3748 sec. 5.3.1);
 * our client against a charon gateway: eap-md5 and eap-ttls (charon's TTLS server with
   phase 2 EAP-MD5);
@@ -166,31 +168,55 @@ def swanctl_conf(cert: str, gateway: str, peer_gateway: str, peer_addr: str, our
     return "connections {\n" + "".join(conns) + "}\n" + SECRETS
 
 
+# A second charon whose client has no EAP-MD5: inside the EAP-TTLS tunnel it Naks our
+# phase-2 EAP-MD5, and the gateway runs EAP-MSCHAPv2 instead.
+DAVE = "10.200.2.2"
+Peers = tuple[AioipsecPeer, Charon, Charon]  # ours, carol, dave
+DAVE_PLUGINS = DEFAULT_CHARON_PLUGINS + " eap-identity eap-ttls eap-mschapv2 md4 des"
+
+
 @pytest.fixture(scope="module")
-def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AioipsecPeer, Charon]]:
+def peers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[AioipsecPeer, Charon, Charon]]:
     from aioipsec.interop.pki import Pki
 
     tmp = tmp_path_factory.mktemp("eap-methods")
     with Lab("eapm") as lab:
-        moon, carol = lab.namespace("moon"), lab.namespace("carol")
+        moon, carol, dave = (lab.namespace(name) for name in ("moon", "carol", "dave"))
         lab.veth(moon, f"{MOON}/24", carol, f"{CAROL}/24")
+        lab.veth(moon, "10.200.2.1/24", dave, f"{DAVE}/24")
         # Subnet-to-subnet (host selectors would collide with the IKE traffic's route in
         # charon's kernel-libipsec); each routes from an address of its own in its LAN.
         carol.ip("addr", "add", "10.3.0.1/32", "dev", "lo")
         moon.ip("addr", "add", "10.2.0.1/32", "dev", "lo")
+        dave.ip("addr", "add", "10.4.0.1/32", "dev", "lo")
         pki = Pki(tmp / "pki")
         ours = AioipsecPeer(lab, moon, tmp / "moon")
         moon_cert = pki.install("moon.example", ours.workdir)
-        charon = Charon(lab, carol, tmp / "carol", plugins=PLUGINS)
-        carol_cert = pki.install("carol.example", charon.workdir)
-        charon.start()
-        charon.load(swanctl_conf(carol_cert, "carol.example", "moon.example", MOON, "carol"))
-        ours.load(swanctl_conf(moon_cert, "moon.example", "carol.example", CAROL, "moon"))
+        charons = [Charon(lab, carol, tmp / "carol", plugins=PLUGINS),
+                   Charon(lab, dave, tmp / "dave", plugins=DAVE_PLUGINS)]  # fmt: skip
+        carol_cert = pki.install("carol.example", charons[0].workdir)
+        pki.install("dave.example", charons[1].workdir)  # the CA; dave's own is unused
+        for charon in charons:
+            charon.start()
+        charons[0].load(swanctl_conf(carol_cert, "carol.example", "moon.example", MOON, "carol"))
+        dave_client = CLIENT_CONN.format(name="mschap", gateway_addr="10.200.2.1",
+                                         auth="eap-ttls", gateway="moon.example",
+                                         client="mschap@dave.example", lan="10.4.0.0/24",
+                                         peer_lan=LANS["moon"])  # fmt: skip
+        charons[1].load("connections {\n" + dave_client + "}\n" + SECRETS)
+        our_conf = swanctl_conf(moon_cert, "moon.example", "carol.example", CAROL, "moon")
+        dave_gateway = GATEWAY_CONN.format(name="mschap", cert=moon_cert, gateway="moon.example",
+                                           auth="eap-ttls", client="mschap@dave.example",
+                                           lan=LANS["moon"], peer_lan="10.4.0.0/24")  # fmt: skip
+        ours.load(our_conf.replace("connections {\n", "connections {\n" + dave_gateway, 1))
         try:
-            yield ours, charon
+            yield ours, charons[0], charons[1]
         finally:
             ours.stop()
-            charon.stop()
+            for charon in charons:
+                charon.stop()
 
 
 def _established(ours: AioipsecPeer, name: str) -> dict:
@@ -204,9 +230,10 @@ def _established(ours: AioipsecPeer, name: str) -> dict:
         time.sleep(0.1)
 
 
-def _charon_row(peers: tuple[AioipsecPeer, Charon], name: str) -> str:
-    """charon initiates rw-NAME to our gw-NAME; charon's log lines of this row."""
-    ours, charon = peers
+def _charon_row(peers: Peers, name: str, which: int = 1) -> str:
+    """charon (carol, or dave: WHICH 2) initiates rw-NAME to our gw-NAME; its log lines of
+    this row."""
+    ours, charon = peers[0], peers[which]
     before = len(charon.log_text())
     charon.initiate(f"rw-{name}", f"rw-{name}")
     try:
@@ -216,9 +243,9 @@ def _charon_row(peers: tuple[AioipsecPeer, Charon], name: str) -> str:
         charon.terminate(f"rw-{name}")
 
 
-def _our_row(peers: tuple[AioipsecPeer, Charon], name: str) -> str:
-    """We initiate rw-NAME to charon's gw-NAME; charon's log lines of this row."""
-    ours, charon = peers
+def _our_row(peers: Peers, name: str) -> str:
+    """We initiate rw-NAME to carol's gw-NAME; charon's log lines of this row."""
+    ours, charon = peers[0], peers[1]
     before = len(charon.log_text())
     ours.initiate(f"rw-{name}", f"rw-{name}")
     try:
@@ -236,6 +263,13 @@ def test_charon_eap_md5_client_against_our_gateway(peers) -> None:
 
 def test_charon_eap_ttls_client_against_our_gateway(peers) -> None:
     log = _charon_row(peers, "ttls")
+    assert "EAP method EAP_TTLS succeeded, MSK established" in log, log
+
+
+def test_charon_ttls_client_naks_inner_md5_for_mschapv2(peers) -> None:
+    log = _charon_row(peers, "mschap", which=2)
+    assert "sending tunneled EAP-TTLS AVP [EAP/RES/NAK]" in log, log
+    assert "server requested EAP_MSCHAPV2 authentication" in log, log
     assert "EAP method EAP_TTLS succeeded, MSK established" in log, log
 
 
