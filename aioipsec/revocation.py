@@ -239,6 +239,8 @@ class RevocationStore:
         self._files = [_CachedCrl(crl, source, float("inf")) for crl, source in crls]
         self._fetched: dict[str, _CachedCrl] = {}
         self._ocsp: dict[tuple[bytes, int], _CachedOcsp] = {}
+        # Our own certificates' OCSP responses (DER, expiry) for RFC 4806 replies.
+        self._own: dict[tuple[bytes, int], tuple[bytes, float]] = {}
         self._failed: dict[str, tuple[float, str]] = {}  # uri -> (retry at, why)
         self._fetch = fetch
         self._lock = threading.RLock()
@@ -319,6 +321,20 @@ class RevocationStore:
         der = self._fetch(
             uri, request.public_bytes(serialization.Encoding.DER), "application/ocsp-request"
         )
+        return self.evaluate_ocsp(der, cert, issuer, wall_time, f"OCSP responder {uri}", nonce)
+
+    def evaluate_ocsp(
+        self,
+        der: bytes,
+        cert: x509.Certificate,
+        issuer: x509.Certificate,
+        wall_time: float,
+        source: str,
+        nonce: bytes | None = None,
+    ) -> tuple[StatusResult, float]:
+        """What the DER OCSP response says about ``cert`` (ValueError: no usable answer):
+        signed by an acceptable responder, fresh, for this certificate, with our nonce
+        when we sent one (a response the peer sent in IKE, RFC 4806, has none of ours)."""
         try:
             response = ocsp.load_der_ocsp_response(der)
         except ValueError as error:
@@ -330,7 +346,7 @@ class RevocationStore:
             answered = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
         except x509.ExtensionNotFound:
             answered = None  # RFC 6960 sec. 4.4.1 lets a responder leave it out
-        if answered is not None and answered != nonce:
+        if nonce is not None and answered is not None and answered != nonce:
             raise ValueError("the response's nonce is not the one we sent (replayed answer?)")
         now = _utc(wall_time)
         for single in response.responses:
@@ -344,7 +360,6 @@ class RevocationStore:
             if next_update is not None and next_update < now - CLOCK_SKEW:
                 raise ValueError(f"the response expired at {next_update:%Y-%m-%d %H:%M:%S} UTC")
             expires = next_update.timestamp() if next_update else wall_time + DEFAULT_LIFETIME
-            source = f"OCSP responder {uri}"
             if single.certificate_status == ocsp.OCSPCertStatus.GOOD:
                 return StatusResult(Status.GOOD, source), expires
             if single.certificate_status == ocsp.OCSPCertStatus.REVOKED:
@@ -403,6 +418,62 @@ class RevocationStore:
             f'the response is signed by neither the CA "{dn_to_string(issuer.subject)}" nor a '
             "responder certificate it issued for OCSP signing (nor one in x509ocsp/)"
         )
+
+    # ---- RFC 4806: OCSP responses carried in IKE ---------------------------------
+
+    def stapled_status(
+        self,
+        cert: x509.Certificate,
+        issuer: x509.Certificate,
+        stapled: Sequence[bytes],
+        wall_time: float,
+    ) -> StatusResult | None:
+        """The status one of the peer's OCSP responses gives ``cert`` (None: none of them
+        is a usable answer for it, and the usual sources are asked)."""
+        source = "the OCSP response the peer sent (RFC 4806)"
+        for der in stapled:
+            try:
+                result, _ = self.evaluate_ocsp(der, cert, issuer, wall_time, source)
+            except ValueError as error:
+                _log.info("peer's OCSP response not used", error=str(error))
+                continue
+            if result.status in (Status.GOOD, Status.REVOKED):
+                return result
+        return None
+
+    def own_response(
+        self, cert: x509.Certificate, issuer: x509.Certificate, wall_time: float
+    ) -> bytes | None:
+        """A good OCSP response (DER) for our own ``cert``, for a peer that asked for it in
+        IKE (RFC 4806 ``ocsp = reply``): from its OCSP URIs (the authority's, then the
+        certificate's), kept until its nextUpdate; None when no responder gave one."""
+        key = (_key_hash(issuer), cert.serial_number)
+        with self._lock:
+            cached = self._own.get(key)
+        if cached is not None and wall_time < cached[1]:
+            return cached[0]
+        ocsp_uris, _ = self.uris(cert, issuer)
+        for uri in ocsp_uris:
+            if self._recently_failed(uri, wall_time) is not None:
+                continue
+            request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
+            try:
+                der = self._fetch(
+                    uri,
+                    request.public_bytes(serialization.Encoding.DER),
+                    "application/ocsp-request",
+                )
+                result, expires = self.evaluate_ocsp(
+                    der, cert, issuer, wall_time, f"OCSP responder {uri}"
+                )
+            except ValueError as error:
+                self._failure(f"OCSP responder {uri}", uri, error, wall_time)
+                continue
+            if result.status is Status.GOOD:
+                with self._lock:
+                    self._own[key] = (der, expires)
+                return der
+        return None
 
     # ---- fetching, failures, refreshing -------------------------------------------
 
@@ -533,13 +604,18 @@ class RevocationChecker:
     store: RevocationStore
     policy: str = "relaxed"
 
-    def check(self, chain: Sequence[x509.Certificate], wall_time: float) -> None:
+    def check(
+        self, chain: Sequence[x509.Certificate], wall_time: float, stapled: Sequence[bytes] = ()
+    ) -> None:
         """Raise CertificateError (AUTHENTICATION_FAILED) for a revoked certificate, or for
-        one whose status the policy needs and nobody could tell."""
+        one whose status the policy needs and nobody could tell. ``stapled``: OCSP
+        responses the peer sent (RFC 4806), used first for the certificate they answer."""
         for cert, issuer in itertools.pairwise(chain):
             if cert.subject == issuer.subject and _same_key(cert, issuer):
                 continue  # a self-signed anchor has nobody to revoke it
-            result = self.store.status(cert, issuer, wall_time)
+            result = self.store.stapled_status(cert, issuer, stapled, wall_time)
+            if result is None:
+                result = self.store.status(cert, issuer, wall_time)
             if result.status is Status.REVOKED:
                 raise CertificateError(
                     f"certificate {_describe(cert)} is revoked ({result.detail}) according "

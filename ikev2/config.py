@@ -53,6 +53,7 @@ UniqueMode = Literal["no", "never", "replace", "keep"]
 # does not support it; accept only childless IKE_AUTH), never (refuse it as responder).
 ChildlessMode = Literal["allow", "force", "never"]
 StartAction = Literal["none", "start", "trap"]
+OcspMode = Literal["never", "reply", "request", "both"]  # RFC 4806, strongSwan's ocsp
 CloseAction = Literal["none", "start", "trap"]
 DpdAction = Literal["clear", "restart", "trap", "none"]
 
@@ -98,6 +99,10 @@ class AuthConfig:
     # gateway asks the client with EAP-Identity, on the client it means "our IKE id".
     eap_id: str = "%any"
     # Remote rounds: the peer must be in one of these groups (strongSwan's ``groups``); the
+    # Local rounds (RFC 4806 "reply"): our certificate's OCSP response (DER) for a peer
+    # that asked for one, or None; supplied by the daemon (aioipsec.revocation), may block
+    # while it asks the responder, as ``revocation`` may.
+    ocsp_staple: Callable[[Any], bytes | None] | None = field(default=None, repr=False)
     # EAP server proves membership (RADIUS Class, ``ikev2.tasks.ike_eap_relay``).
     groups: list[str] = field(default_factory=list)
     # EAP client (local): the identity the EAP server proves inside the method (EAP-TLS:
@@ -177,6 +182,12 @@ class IkeConfig:
     ppk_id: str | None = None
     ppk_required: bool = False
     ppks: dict[bytes, bytes] = field(default_factory=dict, repr=False)
+    # RFC 4806 OCSP in IKE (strongSwan's ``ocsp``): "request" sends a CERTREQ for OCSP
+    # content and checks the OCSP responses the peer sends in CERT payloads; "reply" sends
+    # the OCSP status of our certificate when the peer asks (``AuthConfig.ocsp_staple``);
+    # "both"; "never".
+    ocsp: OcspMode = "reply"
+    mobike: bool = False
     childless: ChildlessMode = "allow"
     unique: UniqueMode = "no"
     # Remote access (RFC 7296 sec. 2.19): the gateway's address pools for this connection

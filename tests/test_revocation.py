@@ -302,3 +302,29 @@ def test_keep_fresh_is_the_daemons_task(world: World) -> None:
     assert "revoked:" in _expect_refused_here(
         store, "relaxed", world.chain("revoked.nocdp.example")
     )
+
+
+def test_our_own_ocsp_response_for_rfc4806(world: World) -> None:
+    """ocsp = reply: the store fetches our certificate's status from the openssl ocsp
+    responder its AIA names, keeps the DER answer, and the peer's store accepts it as
+    the peer's own (stapled) answer without asking anyone (RFC 4806)."""
+    store = RevocationStore()
+    cert, issuer = world.chain("valid.ocsp.example")
+    with world.client.entered():
+        der = store.own_response(cert, issuer, time.time())
+    assert der is not None
+    assert store.own_response(cert, issuer, time.time()) == der  # kept until nextUpdate
+    fetched: list[str] = []
+
+    def offline(uri: str, *args: object) -> bytes:
+        fetched.append(uri)
+        raise ValueError("offline")
+
+    peer_store = RevocationStore(fetch=offline)
+    RevocationChecker(peer_store, "strict").check([cert, issuer], time.time(), stapled=[der])
+    assert fetched == []
+    # An answer for another certificate does not stand in for this one.
+    revoked, _ = world.chain("revoked.ocsp.example")
+    with pytest.raises(CertificateError) as caught:
+        RevocationChecker(peer_store, "strict").check([revoked, issuer], time.time(), stapled=[der])
+    assert caught.value.check == "revocation-unknown"

@@ -7,6 +7,8 @@ and certificates and private keys are loaded into the :class:`ikev2.config.AuthC
 from __future__ import annotations
 
 import socket
+import time
+from typing import Any
 
 from aioipsec.config.credentials import (
     find_private_key,
@@ -158,6 +160,23 @@ def _auth_to_engine(
     return auth
 
 
+def _with_ocsp_staple(
+    configuration: Configuration, auth: AuthConfig, revocation: RevocationStore
+) -> AuthConfig:
+    """Our round answers a peer's RFC 4806 OCSP request with our certificate's status, which
+    the revocation store fetches from the OCSP URIs of our certificate or its authority."""
+    if auth.auth != "pubkey" or not auth.certs:
+        return auth
+    issuers = [*auth.certs[1:], *(load_certificate(path) for path in configuration.authorities)]
+
+    def staple(cert: Any) -> bytes | None:
+        issuer = next((c for c in issuers if c.subject == cert.issuer), None)
+        return None if issuer is None else revocation.own_response(cert, issuer, time.time())
+
+    auth.ocsp_staple = staple
+    return auth
+
+
 def _resolve_addrs(connection: ConnectionSettings, key: str) -> list[str]:
     """Addresses for the engine: DNS names are resolved now (at load and reload), as the
     engine and the data plane work with addresses only."""
@@ -227,7 +246,10 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
                 ppk_id=connection.ppk_id,
                 ppk_required=connection.ppk_required,
                 ppks=ppks,
-                local=_auth_to_engine(configuration, connection, "local"),
+                ocsp=connection.ocsp,
+                local=_with_ocsp_staple(
+                    configuration, _auth_to_engine(configuration, connection, "local"), revocation
+                ),
                 remote=_auth_to_engine(configuration, connection, "remote", revocation),
                 children=[_child_to_engine(c) for c in connection.children.values()],
                 retransmit_timeout=configuration.daemon.retransmit_timeout,

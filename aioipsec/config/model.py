@@ -29,6 +29,7 @@ from ikev2.config import (
     CloseAction,
     DpdAction,
     FragmentationMode,
+    OcspMode,
     StartAction,
     UniqueMode,
 )
@@ -264,6 +265,9 @@ class ConnectionSettings:
     # SA fails without a PPK.
     ppk_id: str | None = None
     ppk_required: bool = False
+    # RFC 4806: send OCSP requests in CERTREQ / our OCSP status in CERT (never, reply,
+    # request, both).
+    ocsp: OcspMode = "reply"
     unique: UniqueMode = "no"  # strongSwan's uniqueness policy
     local: AuthSettings = field(default_factory=AuthSettings)
     remote: AuthSettings = field(default_factory=AuthSettings)

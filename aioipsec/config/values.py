@@ -335,7 +335,7 @@ _KERNEL_ONLY_CHILD_KEYS = {
 
 # Keys swanctl.conf knows and aioipsec does not implement (error: "not supported").
 _UNSUPPORTED_CONNECTION_KEYS = {
-    "pull", "dscp", "ocsp", "mediation",
+    "pull", "dscp", "mediation",
     "mediated_by", "mediation_peer",
 }  # fmt: skip
 _UNSUPPORTED_AUTH_KEYS = {
@@ -382,6 +382,8 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
     # responder: the pattern the initiator's must match), and whether one is required.
     "ppk_id": lambda value: parse_identity(value),
     "ppk_required": parse_bool,
+    # RFC 4806 OCSP in IKE (ikev2.config.OcspMode), strongSwan's default reply.
+    "ocsp": _choice({m: m for m in ("never", "reply", "request", "both")}),
     "pools": lambda value: _pool_names(value),
     "vips": lambda value: _vips(value),
 }

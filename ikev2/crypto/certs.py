@@ -83,8 +83,12 @@ class RevocationCheck(Protocol):
     It is called inside the engine call and may block while it fetches an answer, as a
     token's ``Signer.sign`` does (docs/revocation.md says why and what bounds it)."""
 
-    def check(self, chain: Sequence[x509.Certificate], wall_time: float) -> None:
-        """``chain``: leaf first, trust anchor last; ``wall_time``: POSIX seconds."""
+    def check(
+        self, chain: Sequence[x509.Certificate], wall_time: float, stapled: Sequence[bytes] = ()
+    ) -> None:
+        """``chain``: leaf first, trust anchor last; ``wall_time``: POSIX seconds;
+        ``stapled``: DER OCSP responses the peer sent in CERT payloads (RFC 4806), to be
+        used when they answer for a certificate of the chain and verify."""
 
 
 class KeyFileError(ValueError):

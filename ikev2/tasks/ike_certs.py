@@ -29,6 +29,7 @@ from ikev2.enums import CertEncoding, IdType
 from ikev2.identity import Identity
 from ikev2.payloads import AuthPayload, CertPayload
 from ikev2.tasks.context import Payload, TaskContext
+from ikev2.tasks.ike_init import ocsp_certreq
 
 
 def build_signature_auth(sa: TaskContext, auth: AuthConfig, octets: bytes) -> list[Payload]:
@@ -47,13 +48,21 @@ def build_signature_auth(sa: TaskContext, auth: AuthConfig, octets: bytes) -> li
         key, peer_hashes, policy=sa.ctx.policy, rsa_pss=auth.rsa_pss
     )
     payloads: list[Payload] = []
-    if auth.send_cert == "always" or (auth.send_cert == "ifasked" and sa.peer.certreq):
+    x509_requested = any(
+        int(p.encoding) == CertEncoding.X509_CERT_SIGNATURE for p in sa.peer.certreq
+    )
+    if auth.send_cert == "always" or (auth.send_cert == "ifasked" and x509_requested):
         payloads += [
             CertPayload(
                 encoding=CertEncoding.X509_CERT_SIGNATURE, data=cert.public_bytes(Encoding.DER)
             )
             for cert in auth.certs
         ]
+    payloads += _ocsp_reply(sa, auth)
+    if sa.initiator:
+        # The initiator's RFC 4806 request goes with its IKE_AUTH request (the responder's
+        # in its IKE_SA_INIT response, ikev2.tasks.ike_init).
+        payloads += ocsp_certreq(sa)
     payloads.append(AuthPayload(method=method, data=sign_auth(key, octets, method, scheme)))
     return payloads
 
@@ -106,7 +115,30 @@ def verify_signature_auth(
     # Revocation last: only a peer that proved it holds the key of a valid certificate
     # makes the daemon ask a CRL server or OCSP responder (RFC 5280 sec. 6.3, RFC 6960).
     if auth.revocation is not None:
-        auth.revocation.check(chain, wall_time)
+        stapled = [
+            bytes(p.data)
+            for p in payloads
+            if isinstance(p, CertPayload) and int(p.encoding) == CertEncoding.OCSP_CONTENT
+        ]
+        if stapled and sa.config.ocsp in ("request", "both"):
+            # RFC 4806: the peer's own OCSP status, checked like one we fetched.
+            auth.revocation.check(chain, wall_time, stapled=stapled)
+        else:
+            auth.revocation.check(chain, wall_time)
+
+
+def _ocsp_reply(sa: TaskContext, auth: AuthConfig) -> list[Payload]:
+    """RFC 4806 sec. 3.2: the OCSP response for our certificate in a CERT payload, when the
+    peer asked with an OCSP CERTREQ and our ``ocsp`` is reply or both (and one is had)."""
+    asked = any(int(p.encoding) == CertEncoding.OCSP_CONTENT for p in sa.peer.certreq)
+    if not asked or sa.config.ocsp not in ("reply", "both") or auth.ocsp_staple is None:
+        return []
+    if not auth.certs:
+        return []
+    response = auth.ocsp_staple(auth.certs[0])
+    if response is None:
+        return []
+    return [CertPayload(encoding=CertEncoding.OCSP_CONTENT, data=response)]
 
 
 def key_ids(key: Any) -> set[bytes]:

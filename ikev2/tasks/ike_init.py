@@ -343,6 +343,7 @@ def respond_ike_init(sa: TaskContext, payloads: list[Payload], now: float) -> li
     certreq = certreq_payload(sa)
     if certreq is not None:
         response.append(certreq)
+    response += ocsp_certreq(sa)  # RFC 4806
     if sa.keymat.additional_ke:
         response.append(NotifyPayload(notify_type=NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
     sa.timers.set("half_open", now + HALF_OPEN_TIMEOUT)
@@ -359,6 +360,15 @@ def select_failure_text(
     if len(allowed) != len(received):
         text += " (some of the peer's proposals use algorithms refused by our policy)"
     return text
+
+
+def ocsp_certreq(sa: TaskContext) -> list[CertReqPayload]:
+    """RFC 4806 sec. 3.1: a CERTREQ for OCSP content (our ``ocsp = request | both`` with
+    certificate authentication). Its responder list is empty: any responder the CA
+    trusts will do (strongSwan lists only self-signed OCSP signers, and only logs them)."""
+    if sa.config.ocsp not in ("request", "both") or sa.config.remote.auth != "pubkey":
+        return []
+    return [CertReqPayload(encoding=CertEncoding.OCSP_CONTENT, data=b"")]
 
 
 def certreq_payload(sa: TaskContext) -> CertReqPayload | None:
