@@ -4,7 +4,9 @@ our gateway relaying EAP to a real FreeRADIUS, in network namespaces.
 One lab serves every check (FreeRADIUS, the daemon and charon start once):
 carol authenticates (MSK from MS-MPPE-Recv/Send-Key keys both AUTH payloads, a VIP leased,
 ping through the tunnel), erin's wrong password is refused by the RADIUS server, and dave,
-whose Class is not in the connection's groups, is refused by our gateway.
+whose Class is not in the connection's groups, is refused by our gateway; frank's client
+does EAP-MD5 only, so the server switches methods on its Nak and no MSK results (the AUTH
+payloads are keyed with SK_pi/SK_pr).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ USERS = {
     "carol": (PASSWORD, "Research"),
     "dave": (PASSWORD, "Accounting"),
     "erin": (PASSWORD, "Research"),
+    "frank": (PASSWORD, "Research"),
 }
 
 LINE = "\n         "  # the next setting of a local/remote section
@@ -54,7 +57,7 @@ CLIENT_CONNECTION = """\
       remote_addrs = 10.200.1.1
       vips = 0.0.0.0
       local {
-         auth = eap-mschapv2
+         auth = %(auth)s
          id = %(name)s@example
          eap_id = %(name)s
       }
@@ -70,6 +73,10 @@ CLIENT_CONNECTION = """\
       }
    }
 """
+
+# frank's client does EAP-MD5 only: it Naks the server's MS-CHAPv2, the server then runs
+# MD5 (the Nak goes through the gateway like any Response), and no MSK results.
+AUTH = {"frank": "eap-md5"}
 
 CLIENT_SECRET = """\
    eap-%(name)s {
@@ -120,13 +127,23 @@ def radius_lab() -> Iterator[RadiusLab]:
             gateway.load(
                 eap_gateway(f"pubkey{LINE}certs = {cert}", f"eap-radius{LINE}groups = Research")
             )
-            charon = Charon(lab, net.clients["carol"], workdir / "carol", plugins=EAP_PLUGINS)
+            charon = Charon(
+                lab, net.clients["carol"], workdir / "carol", plugins=EAP_PLUGINS + " eap-md5"
+            )
             pki.install("carol@example", charon.workdir)  # the CA in x509ca/
             charon.start()
-            passwords = {"carol": PASSWORD, "dave": PASSWORD, "erin": "not-the-password"}
+            passwords = {
+                "carol": PASSWORD,
+                "dave": PASSWORD,
+                "erin": "not-the-password",
+                "frank": PASSWORD,
+            }
             charon.load(
                 "connections {\n"
-                + "".join(CLIENT_CONNECTION % {"name": name} for name in passwords)
+                + "".join(
+                    CLIENT_CONNECTION % {"name": name, "auth": AUTH.get(name, "eap-mschapv2")}
+                    for name in passwords
+                )
                 + "}\nsecrets {\n"
                 + "".join(
                     CLIENT_SECRET % {"name": name, "password": password}
@@ -195,3 +212,13 @@ def test_group_mismatch_is_refused_by_the_gateway(radius_lab: RadiusLab) -> None
     leased = log_entries(radius_lab.gateway.log_path, "virtual IP leased")
     assert "dave" not in [entry["identity"] for entry in leased]
     print(f"FreeRADIUS ready after {radius_lab.radius_seconds:.2f} s")
+
+
+@pytest.mark.timeout(120)
+def test_eap_md5_through_freeradius_without_an_msk(radius_lab: RadiusLab) -> None:
+    lab = radius_lab
+    lab.charon.initiate("home-frank", "home-frank")
+    log = lab.charon.log_text()
+    assert "EAP method EAP_MD5 succeeded, no MSK established" in log, log[-3000:]
+    assert lab.charon.list_sas()["home-frank"]["state"] == "ESTABLISHED"
+    lab.charon.terminate("home-frank")
