@@ -157,7 +157,8 @@ def peer_methods(sa: TaskContext, identity: str, now: float) -> dict[EapType, Pe
     password = sa.ctx.eap_lookup(identity) if PASSWORD_METHODS.intersection(wanted) else None
     key = config.local.private_key
     tls = TlsCredentials(config.local.certs if key is not None else (), key, config.remote.cacerts)
-    server = config.remote.id if config.remote.id != "%any" else None
+    # The TLS server is the AAA server (aaa_id) when EAP goes on behind the gateway.
+    server = config.local.aaa_id or (config.remote.id if config.remote.id != "%any" else None)
     credentials = PeerCredentials(identity, password, tls, server, _wall_time(sa, now), sa.ctx.rng)
     methods = peer_factories(wanted, credentials)
     if not methods:
