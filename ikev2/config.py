@@ -52,9 +52,9 @@ UniqueMode = Literal["no", "never", "replace", "keep"]
 # initiate childless, the first Child SA follows in CREATE_CHILD_SA; fail when the peer
 # does not support it; accept only childless IKE_AUTH), never (refuse it as responder).
 ChildlessMode = Literal["allow", "force", "never"]
-StartAction = Literal["none", "start", "trap"]
 OcspMode = Literal["never", "reply", "request", "both"]  # RFC 4806, strongSwan's ocsp
 CloseAction = Literal["none", "start", "trap"]
+StartAction = Literal["none", "start", "trap"]
 DpdAction = Literal["clear", "restart", "trap", "none"]
 
 # A callable (local_id, remote_id) -> PSK bytes or None (no key for this pair).
@@ -79,7 +79,6 @@ class AuthConfig:
     certs: list[Any] = field(default_factory=list)
     cacerts: list[Any] = field(default_factory=list)
     private_key: Any = field(default=None, repr=False)
-    # "rfc7427": AUTH method 14 when the peer sent SIGNATURE_HASH_ALGORITHMS; "classic":
     # Raw public keys (strongSwan's ``pubkeys``; remote rounds): the keys the peer may
     # sign with when it sends no certificate, each for the peer whose KEY_ID is its
     # fingerprint or, when ``id`` was configured, for that id. ``trusted_pubkeys``: keys
@@ -87,6 +86,7 @@ class AuthConfig:
     pubkeys: list[Any] = field(default_factory=list)
     trusted_pubkeys: list[Any] = field(default_factory=list)
     # never announce/use RFC 7427 (methods 1 and 9-11 only, for old peers).
+    # "rfc7427": AUTH method 14 when the peer sent SIGNATURE_HASH_ALGORITHMS; "classic":
     signature_auth: Literal["rfc7427", "classic"] = "rfc7427"
     rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS instead of PKCS#1 v1.5
     send_certreq: bool = True
@@ -98,12 +98,12 @@ class AuthConfig:
     # EAP (auth = eap...): the identity used inside EAP (swanctl's eap_id); "%any" on the
     # gateway asks the client with EAP-Identity, on the client it means "our IKE id".
     eap_id: str = "%any"
-    # Remote rounds: the peer must be in one of these groups (strongSwan's ``groups``); the
     # Local rounds (RFC 4806 "reply"): our certificate's OCSP response (DER) for a peer
     # that asked for one, or None; supplied by the daemon (aioipsec.revocation), may block
     # while it asks the responder, as ``revocation`` may.
     ocsp_staple: Callable[[Any], bytes | None] | None = field(default=None, repr=False)
     # EAP server proves membership (RADIUS Class, ``ikev2.tasks.ike_eap_relay``).
+    # Remote rounds: the peer must be in one of these groups (strongSwan's ``groups``); the
     groups: list[str] = field(default_factory=list)
     # EAP client (local): the identity the EAP server proves inside the method (EAP-TLS:
     # its certificate) when it is an AAA server, not the gateway; "" = the gateway's id.
@@ -173,7 +173,6 @@ class IkeConfig:
     # RFC 9370 additional key exchanges, as strongSwan writes them in the proposal
     # string ("...-x25519-ke1_mlkem768"); nothing extra to configure here.
     send_initial_contact: bool = True
-    mobike: bool = False
     # RFC 8784 postquantum preshared keys (strongSwan's ``ppk_id``, ``ppk_required`` and
     # ``secrets { ppk-X }``): the PPK_ID we ask for as initiator (as responder: a pattern
     # the initiator's PPK_ID must match), whether the IKE SA fails without a PPK, and the
