@@ -53,8 +53,8 @@ UniqueMode = Literal["no", "never", "replace", "keep"]
 # does not support it; accept only childless IKE_AUTH), never (refuse it as responder).
 ChildlessMode = Literal["allow", "force", "never"]
 OcspMode = Literal["never", "reply", "request", "both"]  # RFC 4806, strongSwan's ocsp
-CloseAction = Literal["none", "start", "trap"]
 StartAction = Literal["none", "start", "trap"]
+CloseAction = Literal["none", "start", "trap"]
 DpdAction = Literal["clear", "restart", "trap", "none"]
 
 # A callable (local_id, remote_id) -> PSK bytes or None (no key for this pair).
@@ -85,8 +85,8 @@ class AuthConfig:
     # loaded without being named (swanctl's pubkey/), for a peer whose KEY_ID they match.
     pubkeys: list[Any] = field(default_factory=list)
     trusted_pubkeys: list[Any] = field(default_factory=list)
-    # never announce/use RFC 7427 (methods 1 and 9-11 only, for old peers).
     # "rfc7427": AUTH method 14 when the peer sent SIGNATURE_HASH_ALGORITHMS; "classic":
+    # never announce/use RFC 7427 (methods 1 and 9-11 only, for old peers).
     signature_auth: Literal["rfc7427", "classic"] = "rfc7427"
     rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS instead of PKCS#1 v1.5
     send_certreq: bool = True
@@ -102,8 +102,8 @@ class AuthConfig:
     # that asked for one, or None; supplied by the daemon (aioipsec.revocation), may block
     # while it asks the responder, as ``revocation`` may.
     ocsp_staple: Callable[[Any], bytes | None] | None = field(default=None, repr=False)
-    # EAP server proves membership (RADIUS Class, ``ikev2.tasks.ike_eap_relay``).
     # Remote rounds: the peer must be in one of these groups (strongSwan's ``groups``); the
+    # EAP server proves membership (RADIUS Class, ``ikev2.tasks.ike_eap_relay``).
     groups: list[str] = field(default_factory=list)
     # EAP client (local): the identity the EAP server proves inside the method (EAP-TLS:
     # its certificate) when it is an AAA server, not the gateway; "" = the gateway's id.
