@@ -191,15 +191,15 @@ class AuthSettings:
     id: str | None = None
     certs: list[Path] = field(default_factory=list)
     cacerts: list[Path] = field(default_factory=list)
+    # Raw public keys (PEM/DER SubjectPublicKeyInfo or PKCS#1): local, the first is ours
+    # (no certificate is sent); remote, the keys the peer may sign with.
+    pubkeys: list[Path] = field(default_factory=list)
     # strongSwan's revocation policy for the peer's chain (aioipsec/revocation.py).
     revocation: str = "relaxed"
     eap_id: str | None = None
     aaa_id: str | None = None  # EAP client: the AAA server's identity inside the method
     groups: list[str] = field(default_factory=list)  # remote: the peer's group, one of
 
-    # Raw public keys (PEM/DER SubjectPublicKeyInfo or PKCS#1): local, the first is ours
-    # (no certificate is sent); remote, the keys the peer may sign with.
-    pubkeys: list[Path] = field(default_factory=list)
 
 @dataclass
 class ChildSettings:
@@ -363,13 +363,13 @@ class Configuration:
     # End-entity certificates loaded without being named (swanctl's x509/ folder): a
     # local `auth = pubkey` without `certs` uses the one whose subject or SAN is its id.
     certificates: list[Path] = field(default_factory=list)
+    # Raw public keys loaded without being named (swanctl's pubkey/ folder): trusted for a
+    # peer whose id is the key's KEY_ID, as strongSwan trusts them.
+    public_keys: list[Path] = field(default_factory=list)
     # CRL files (swanctl's x509crl/) and trusted OCSP signer certificates (x509ocsp/),
     # used by the revocation checks (aioipsec/revocation.py).
     crls: list[Path] = field(default_factory=list)
     ocsp_signers: list[Path] = field(default_factory=list)
-    # Raw public keys loaded without being named (swanctl's pubkey/ folder): trusted for a
-    # peer whose id is the key's KEY_ID, as strongSwan trusts them.
-    public_keys: list[Path] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     # Things worth a log line at start (e.g. a PSK in a world-readable file).
     warnings: list[str] = field(default_factory=list)
