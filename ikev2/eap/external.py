@@ -142,7 +142,7 @@ class ExternalEapAuthenticator:
             return EapPacket(EapCode.SUCCESS, self._identifier)
         if packet.code == EapCode.FAILURE:
             return self._fail(answer.reason or "the EAP server rejected the peer")
-        raise EapError(f"{packet.describe()} from the EAP server (a Response is the peer's)")
+        return self._fail(f"the EAP server sent {packet.describe()} (a Response is the peer's)")
 
     def refuse(self, reason: str) -> EapPacket:
         """End a conversation the server accepted but our policy does not (``groups``)."""

@@ -155,3 +155,16 @@ def test_the_connection_admitting_the_peers_groups_is_taken() -> None:
     (established,) = net.events("b", IkeSaEstablished)
     assert established.connection == "accounting"
     assert net.events("b", ChildSaEstablished)
+
+
+def test_a_response_from_the_server_fails_the_conversation() -> None:
+    net = Network(client(), radius_gateway())
+    net.a.initiate("home", "net", now=net.now)
+    net.pump()
+    (relay,) = relayed(net, 0)
+    bogus = ExternalEapAnswer(EapPacket(EapCode.RESPONSE, 1, 1, b"x").serialize())
+    net.b.external_eap_answer(relay.ike_sa_id, bogus, net.now)
+    net.pump()
+    (refused,) = net.events("b", AuthenticationFailed)
+    assert "a Response is the peer's" in refused.reason
+    assert not net.events("a", IkeSaEstablished) and not net.events("b", IkeSaEstablished)
