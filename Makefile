@@ -67,9 +67,11 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Side-by-side comparison with strongSwan and wireguard-go (root, about 20 minutes): writes
-# docs/performance.md.
+# Side-by-side comparison with strongSwan and wireguard-go (root; 3 rounds take 35-45 minutes
+# on a busy 2-core machine, about 90 s per stack and round): writes docs/performance.md.
+# BENCH_ROUNDS=2 for a shorter run (the report says how many rounds it had).
 # `$(PY) -m bench.esp_micro` alone is the ESP micro-benchmark (seconds, no root).
+BENCH_ROUNDS ?= 3
 bench: venv debian-deps
 	@missing=""; for p in $(BENCH_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -78,7 +80,7 @@ bench: venv debian-deps
 	fi
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.esp_micro
-	$(PY) -m bench.compare --rounds 3 --ike --profile --notes bench/notes.md
+	$(PY) -m bench.compare --rounds $(BENCH_ROUNDS) --ike --profile --notes bench/notes.md
 
 # Coverage-guided fuzzing (atheris) of every parser, 60 s per target; crashes land in fuzz/crashes/.
 FUZZ_SECONDS ?= 60
