@@ -146,6 +146,7 @@ def _auth_to_engine(
         groups=list(settings.groups),
         aaa_id=settings.aaa_id or "",
         pubkeys=pubkeys if side == "remote" else [],
+        cert_policy=list(settings.cert_policy) if side == "remote" else [],
         trusted_pubkeys=trusted_pubkeys,
     )
     if side == "local" and (

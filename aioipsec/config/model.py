@@ -194,6 +194,8 @@ class AuthSettings:
     # Raw public keys (PEM/DER SubjectPublicKeyInfo or PKCS#1): local, the first is ours
     # (no certificate is sent); remote, the keys the peer may sign with.
     pubkeys: list[Path] = field(default_factory=list)
+    # remote: certificate policy OIDs the peer's certificate must list (cert_policy).
+    cert_policy: list[str] = field(default_factory=list)
     # strongSwan's revocation policy for the peer's chain (aioipsec/revocation.py).
     revocation: str = "relaxed"
     eap_id: str | None = None

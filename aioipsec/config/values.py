@@ -339,7 +339,7 @@ _UNSUPPORTED_CONNECTION_KEYS = {
     "mediated_by", "mediation_peer",
 }  # fmt: skip
 _UNSUPPORTED_AUTH_KEYS = {
-    "round", "xauth_id", "cert_policy", "ca_id",
+    "round", "xauth_id", "ca_id",
 }  # fmt: skip
 _UNSUPPORTED_CHILD_KEYS = {
     "rand_bytes", "rand_packets",
@@ -387,6 +387,16 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
     "pools": lambda value: _pool_names(value),
     "vips": lambda value: _vips(value),
 }
+
+
+def _oids(value: Any) -> list[str]:
+    oids = parse_list(value)
+    for oid in oids:
+        if not re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", oid):
+            raise ValueProblem(
+                f"{oid!r} is not an OID in dotted form", "write e.g. 1.3.6.1.4.1.36906.1.1.1"
+            )
+    return oids
 
 
 def parse_identity(value: Any) -> str:
@@ -483,6 +493,8 @@ _AUTH_KEYS: dict[str, Callable[[Any], Any]] = {
     # Raw public keys (swanctl's pubkey/ folder): local, the first is ours; remote, the
     # keys the peer may sign with (strongSwan's CERT_TRUSTED_PUBKEY).
     "pubkeys": parse_list,
+    # remote: certificate policy OIDs the peer's certificate must list.
+    "cert_policy": lambda value: _oids(value),
     "revocation": _choice({"strict": "strict", "ifuri": "ifuri", "relaxed": "relaxed"}),
     "eap_id": parse_string,
     # EAP client: the identity the EAP server proves inside the method (EAP-TLS: its

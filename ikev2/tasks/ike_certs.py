@@ -103,6 +103,7 @@ def verify_signature_auth(
     public_key, chain = validate_chain(
         certs[0], certs[1:], auth.cacerts, wall_time, identity=remote
     )
+    _check_cert_policy(auth, certs[0], remote)
     # A failure here is an AuthenticationError with check "bad-signature" (its default).
     verify_signature(
         public_key,
@@ -125,6 +126,25 @@ def verify_signature_auth(
             auth.revocation.check(chain, wall_time, stapled=stapled)
         else:
             auth.revocation.check(chain, wall_time)
+
+
+def _check_cert_policy(auth: AuthConfig, cert: x509.Certificate, remote: Identity) -> None:
+    """strongSwan's ``cert_policy``: every configured OID among the certificate policies
+    of the peer's certificate (RFC 5280 sec. 4.2.1.4)."""
+    if not auth.cert_policy:
+        return
+    try:
+        policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+        listed = {policy.policy_identifier.dotted_string for policy in policies}
+    except x509.ExtensionNotFound:
+        listed = set()
+    missing = [oid for oid in auth.cert_policy if oid not in listed]
+    if missing:
+        raise AuthenticationError(
+            f"the certificate of {remote} lacks certificate policy {', '.join(missing)} "
+            f"(cert_policy; it lists {', '.join(sorted(listed)) or 'none'})",
+            check="cert-policy",
+        )
 
 
 def _ocsp_reply(sa: TaskContext, auth: AuthConfig) -> list[Payload]:
