@@ -85,10 +85,10 @@ class AuthConfig:
     # loaded without being named (swanctl's pubkey/), for a peer whose KEY_ID they match.
     pubkeys: list[Any] = field(default_factory=list)
     trusted_pubkeys: list[Any] = field(default_factory=list)
-    # "rfc7427": AUTH method 14 when the peer sent SIGNATURE_HASH_ALGORITHMS; "classic":
     # Remote rounds (strongSwan's ``cert_policy``): certificate policy OIDs (dotted) the
     # peer's end-entity certificate must list in its certificatePolicies (RFC 5280 4.2.1.4).
     cert_policy: list[str] = field(default_factory=list)
+    # "rfc7427": AUTH method 14 when the peer sent SIGNATURE_HASH_ALGORITHMS; "classic":
     # never announce/use RFC 7427 (methods 1 and 9-11 only, for old peers).
     signature_auth: Literal["rfc7427", "classic"] = "rfc7427"
     rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS instead of PKCS#1 v1.5
