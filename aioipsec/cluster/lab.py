@@ -434,6 +434,8 @@ def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
             time.sleep(0.6)  # the load of the last placement is published
         cluster.wait_all_up(30)
         log(f"clients up: {cluster.describe()}  spread {cluster.spread()}")
+        vips = {c.name: c.inner for c in cluster.clients}
+        assert "" not in vips.values() and len(set(vips.values())) == clients, vips
         result = drain_with_transfer(cluster, ticker=ticker)
         log(f"drained {result.drained} in {result.drain_seconds:.1f} s: {result.spread_after}")
         log(f"transfer: {result.sent} / {result.received}")
@@ -450,6 +452,11 @@ def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
         time.sleep(1.0)
         victim, recovery, orphans = kill_and_recover(cluster)
         log(f"clients of {victim} back after {recovery:.1f} s: {cluster.describe()}")
+        # Every client has its first VIP still: moved by the drain, or reconnected after the
+        # SIGKILL (the lease table in Redis is bound to the identity, not to a member).
+        changed = {c.name: (vips[c.name], c.vip()) for c in cluster.clients
+                   if c.vip() != vips[c.name]}  # fmt: skip
+        log(f"clients whose VIP changed: {changed or 'none'}")
         leaves = client_leaves(cluster)
         log(leaves)
         return {
@@ -462,6 +469,7 @@ def run(workdir: Path, *, clients: int = 4, ticker: bool = False,
             "orphans": orphans,
             "recovery_seconds": round(recovery, 1),
             "vip_kept": result.vip_after == result.vip_before,
+            "vips_changed": changed,
             "pings": result.pings_sent,
             "pings_lost": result.pings_lost,
         }
