@@ -612,9 +612,13 @@ class Daemon(DaemonCommands):
         local = self.local_addresses.local_for(remote_host)
         return None if local in ("0.0.0.0", "::") else local
 
-    def _received_on_500(self, data: memoryview, remote: tuple[str, int]) -> None:
+    def _received_on_500(
+        self, data: memoryview, remote: tuple[str, int], destination: str | None = None
+    ) -> None:
         assert self.driver is not None
-        local = (self.local_addresses.local_for(remote[0]), self.ike_port)
+        # The address the request was sent to (IP_PKTINFO), which NAT detection hashes and
+        # our answers leave from; the routing table's choice only when the kernel gave none.
+        local = (destination or self.local_addresses.local_for(remote[0]), self.ike_port)
         self.counters.message(data, incoming=True)
         if self._subscribers:
             self._publish(ike_message_record(bytes(data), "in", local, remote))
@@ -651,9 +655,10 @@ class Daemon(DaemonCommands):
                         udp.sendto(NON_ESP_MARKER + data, remote)
                     return
         else:
+            source = None if local[0] in ("0.0.0.0", "::", "%any") else local[0]
             for port500 in self.port500:
-                if port500.server.socket.family == family:
-                    port500.sendto(data, remote)
+                if port500.family == family:
+                    port500.sendto(data, remote, source)
                     return
         log.warning("no socket to send an IKE message", remote=remote)
 

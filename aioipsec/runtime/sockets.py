@@ -2,8 +2,8 @@
 
 Two kinds of traffic, two kinds of socket handling (measured figures in docs/daemon.md):
 
-* Port 500 carries only IKE: a few messages per second. It goes through ``asyncio-dgram``
-  (an asyncio datagram transport), whose ~30 us per datagram does not matter there.
+* Port 500 carries only IKE: a few messages per second. It is read with ``recvmsg`` and
+  IP_PKTINFO, which tells the address each request was sent to (:class:`IkePort500`).
 * Port 4500 carries IKE *and* UDP-encapsulated ESP (RFC 3948), i.e. the data plane, and
   the raw protocol-50 socket carries plain ESP. An asyncio ``DatagramProtocol`` reads one
   datagram per event-loop turn (~31-35 us each here); a non-blocking socket watched with
@@ -23,9 +23,6 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Callable
-
-import asyncio_dgram
-import asyncio_dgram.aio
 
 from esp.constants import IpProto
 
@@ -345,56 +342,106 @@ class RawEspSocket(DrainingSocket):
 
 
 class IkePort500:
-    """IKE on UDP 500 through asyncio-dgram (the control plane: a few messages a second)."""
+    """IKE on UDP 500 (the control plane: a few messages a second), read with ``recvmsg``
+    so that each datagram comes with the address it was sent to (IP_PKTINFO /
+    IPV6_RECVPKTINFO): the socket is bound to the wildcard, and a responder with several
+    addresses must hash the one the request reached into NAT_DETECTION_SOURCE_IP and
+    answer from it (RFC 7296 sec. 2.23; the routing table's choice is another address)."""
 
-    def __init__(self, server: asyncio_dgram.aio.DatagramServer, name: str) -> None:
-        self.server = server
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
         self.name = name
-        self._pending: set[asyncio.Task[None]] = set()
+        self.family = sock.family
         self.send_errors = 0
 
     @classmethod
     async def bind(cls, host: str, port: int) -> IkePort500:
-        # The socket is made here (IPV6_V6ONLY, so IPv4 and IPv6 can both bind port 500)
-        # and handed to asyncio-dgram, which reads it through an asyncio transport.
+        # IPV6_V6ONLY, so IPv4 and IPv6 can both bind port 500.
         sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
         try:
             if sock.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             _mark(sock)
             sock.bind((host, port))
         except OSError as exc:
             sock.close()
             raise OSError(exc.errno, f"cannot bind UDP {host} port {port}: {exc.strerror}") from exc
-        server = await asyncio_dgram.from_socket(sock)
-        # An unconnected socket: from_socket gives a DatagramServer.
-        assert isinstance(server, asyncio_dgram.aio.DatagramServer)
-        return cls(server, f"ike{port}")
+        sock.setblocking(False)
+        return cls(sock, f"ike{port}")
 
     @property
     def local_port(self) -> int:
-        return self.server.sockname[1]
+        return int(self.sock.getsockname()[1])
 
-    async def receive_forever(self, handler: DatagramHandler) -> None:
-        while True:
-            try:
-                data, addr = await self.server.recv()
-            except OSError:
-                # asyncio-dgram raises an earlier *send* error (EPERM from a firewall,
-                # ENETUNREACH, ...) from the next recv(): it says nothing about receiving.
-                # Letting it end this loop left port 500 deaf for good.
-                self.send_errors += 1
-                continue
-            # AF_INET/AF_INET6 addresses are (host, port, ...) tuples.
-            assert isinstance(addr, tuple)
-            handler(memoryview(data), (str(addr[0]), int(addr[1])))
+    async def receive_forever(
+        self, handler: Callable[[memoryview, Address, str | None], None]
+    ) -> None:
+        """``handler(datagram, source, destination address or None)`` for every datagram."""
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop.add_reader(self.sock.fileno(), ready.set)
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                while True:
+                    try:
+                        data, ancillary, _, addr = self.sock.recvmsg(
+                            RECV_BUFFER_SIZE, _PKTINFO_SPACE
+                        )
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        # An earlier send's ICMP error (ECONNREFUSED, ...) surfaces here: it
+                        # says nothing about receiving, port 500 must stay open.
+                        self.send_errors += 1
+                        continue
+                    handler(memoryview(data), (str(addr[0]), int(addr[1])), _destination(ancillary))
+        finally:
+            loop.remove_reader(self.sock.fileno())
 
-    def sendto(self, data: bytes, addr: Address) -> None:
-        # DatagramServer.send is a coroutine (it waits for flow control); the engine glue
-        # is synchronous, so each send runs as a small task.
-        task = asyncio.get_running_loop().create_task(self.server.send(data, addr))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    def sendto(self, data: bytes, addr: Address, source: str | None = None) -> None:
+        """Send from ``source`` (the address the peer talks to) when given, else from the
+        address the routing table picks."""
+        ancillary = [] if source is None else _pktinfo(self.family, source)
+        try:
+            self.sock.sendmsg([data], ancillary, 0, addr)
+        except OSError:  # BlockingIOError (a full buffer), unreachable...: IKE retransmits
+            self.send_errors += 1
 
     def close(self) -> None:
-        self.server.close()
+        self.sock.close()
+
+
+# <linux/in.h> IP_PKTINFO (Python 3.11's socket module does not name it) and the sizes of
+# struct in_pktinfo (ifindex, spec_dst, addr) and struct in6_pktinfo (addr, ifindex).
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_IN_PKTINFO = struct.Struct("=i4s4s")
+_IN6_PKTINFO = struct.Struct("=16si")
+_PKTINFO_SPACE = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
+
+
+def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
+    """The destination address of a received datagram, from its PKTINFO control message."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _IN_PKTINFO.size:
+            return socket.inet_ntop(socket.AF_INET, _IN_PKTINFO.unpack_from(data)[2])
+        if (
+            level == socket.IPPROTO_IPV6
+            and kind == socket.IPV6_PKTINFO
+            and len(data) >= _IN6_PKTINFO.size
+        ):
+            return socket.inet_ntop(socket.AF_INET6, _IN6_PKTINFO.unpack_from(data)[0])
+    return None
+
+
+def _pktinfo(family: int, source: str) -> list[tuple[int, int, bytes]]:
+    """The control message that sends a datagram from ``source``."""
+    if family == socket.AF_INET6:
+        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                 _IN6_PKTINFO.pack(socket.inet_pton(socket.AF_INET6, source), 0))]  # fmt: skip
+    return [(socket.IPPROTO_IP, IP_PKTINFO,
+             _IN_PKTINFO.pack(0, socket.inet_pton(socket.AF_INET, source), bytes(4)))]  # fmt: skip

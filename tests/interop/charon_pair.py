@@ -21,23 +21,29 @@ from aioipsec.netns import Lab
 
 
 @contextlib.contextmanager
-def charon_and_ours(prefix: str) -> Iterator[tuple[Topology, Charon, AioipsecPeer]]:
-    """charon (started) on the responder side, our daemon (not loaded) on the initiator
-    side; the work folder is removed afterwards unless AIOIPSEC_KEEP_WORKDIR=1."""
+def workdir_for(prefix: str) -> Iterator[Path]:
+    """A work folder under /tmp, removed afterwards unless AIOIPSEC_KEEP_WORKDIR=1."""
     workdir = Path(tempfile.mkdtemp(prefix=f"aioipsec-{prefix}-", dir="/tmp"))
-    scenario = Scenario(name=prefix[:4], initiator="aioipsec", responder="charon")
     try:
-        with Lab(scenario.name) as lab:
-            topology = build_topology(lab, scenario)
-            charon = Charon(lab, topology.responder, workdir / "charon")
-            ours = AioipsecPeer(lab, topology.initiator, workdir / "ours")
-            try:
-                yield topology, charon, ours
-            finally:
-                ours.stop()
+        yield workdir
     finally:
         if os.environ.get("AIOIPSEC_KEEP_WORKDIR") != "1":
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def charon_and_ours(prefix: str) -> Iterator[tuple[Topology, Charon, AioipsecPeer]]:
+    """charon (started) on the responder side, our daemon (not loaded) on the initiator
+    side; the work folder is removed afterwards unless AIOIPSEC_KEEP_WORKDIR=1."""
+    scenario = Scenario(name=prefix[:4], initiator="aioipsec", responder="charon")
+    with workdir_for(prefix) as workdir, Lab(scenario.name) as lab:
+        topology = build_topology(lab, scenario)
+        charon = Charon(lab, topology.responder, workdir / "charon")
+        ours = AioipsecPeer(lab, topology.initiator, workdir / "ours")
+        try:
+            yield topology, charon, ours
+        finally:
+            ours.stop()
 
 
 def wait_child(peer: Any, name: str, timeout: float = 20.0) -> dict[str, Any]:
