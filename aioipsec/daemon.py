@@ -61,9 +61,9 @@ from aioipsec.runtime.failclosed import (
     range_text,
     remove_table,
 )
+from aioipsec.runtime.farp import ProxyNeighbours
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
 from aioipsec.runtime.pmtu import PathMtu, dont_fragment, fragments_allowed
-from aioipsec.runtime.farp import ProxyNeighbours
 from aioipsec.runtime.remote_access import RemoteAccess
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import (
@@ -313,6 +313,10 @@ class Daemon(DaemonCommands):
 
         self._start_sockets(bound)
         self.datapath.start(self.loop)
+        try:
+            await self.datapath.wait_ready()  # workers = 2: the encrypt worker reads the TUN
+        except RuntimeError as exc:
+            raise StartupError(str(exc)) from None
         self.updown.start(self.loop)
         self._cleanups.append(self.datapath.close)
 

@@ -95,6 +95,7 @@ class DataPath:
                 log_level=log_settings[0],
                 log_format=log_settings[1],
             )
+            self.worker.on_too_big = self._worker_too_big
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -113,6 +114,19 @@ class DataPath:
             )
             return
         loop.add_reader(self.tun.fileno(), self.forwarder.tun_readable)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """With an encrypt worker: wait until it reads the TUN (its interpreter takes a few
+        tenths of a second to start), so that "daemon started" means packets are sent."""
+        if self.worker is None:
+            return
+        try:
+            await asyncio.wait_for(self.worker.ready.wait(), timeout)
+        except TimeoutError:
+            raise RuntimeError(
+                f"the encrypt worker did not start within {timeout:.0f} s: see its log lines "
+                "above, or set [daemon] workers = 1"
+            ) from None
 
     def close(self) -> None:
         if self.worker is not None:
@@ -203,6 +217,14 @@ class DataPath:
         self.table.rebind_ike_sa(old_ike_sa_id, new_ike_sa_id)
         if self.worker is not None:
             self.worker.send(("rebind", old_ike_sa_id, new_ike_sa_id))
+
+    def _worker_too_big(self, host: str) -> None:
+        """The worker's send to HOST failed with EMSGSIZE: what the daemon's own sockets
+        report to the daemon's PathMtu (``on_too_big``, set by the daemon)."""
+        for sock in (*self.forwarder.udp, *self.forwarder.raw):
+            if sock.on_too_big is not None:
+                sock.on_too_big(host)
+                return
 
     def peers_changed(self) -> None:
         """A peer's address changed in the table (NAT mapping, MOBIKE): with an encrypt

@@ -67,6 +67,10 @@ WORKERS_ENV = "AIOIPSEC_WORKERS"
 # Sequence numbers reserved at a time (one message to the daemon per block and SA).
 SEQUENCE_BLOCK = 1 << 16
 REPORT_INTERVAL = 0.5  # seconds between the worker's counter reports
+# After TUN traffic, a report this soon (so that listings right after a ping are right),
+# when the worker has at most REPORT_SOON_MAX_SAS SAs (each report compares all of them).
+REPORT_SOON = 0.01
+REPORT_SOON_MAX_SAS = 256
 RESTART_MIN_INTERVAL = 1.0  # a worker that keeps dying is restarted at most once a second
 OUTBOUND_SWITCH_MAX = 2.0  # as aioipsec.runtime.datapath (a rekey responder's fallback)
 _LENGTH = struct.Struct("!I")
@@ -172,6 +176,9 @@ class EncryptWorker:
         self._on_acquire = on_acquire
         self._on_limit = on_limit
         self._log_args = ["--log-level", log_level, "--log-format", log_format]
+        # A send of the worker failed with EMSGSIZE towards this host (the path MTU).
+        self.on_too_big: Callable[[str], None] | None = None
+        self.ready = asyncio.Event()  # set when the current worker reads the TUN
         self.udp_fds: list[int] = []
         self.raw_fds: list[int] = []
         self.process: subprocess.Popen[bytes] | None = None
@@ -221,6 +228,7 @@ class EncryptWorker:
         self._pending = bytearray()
         self._last_start = time.monotonic()
         self._peers_sent = {}
+        self.ready.clear()
         self._loop.add_reader(ours.fileno(), self._readable)
         self._replay()
         log.info("encrypt worker started", pid=self.process.pid, restarts=self.restarts)
@@ -386,7 +394,9 @@ class EncryptWorker:
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "reserve":
+        if kind == "ready":
+            self.ready.set()
+        elif kind == "reserve":
             _, spi, limit = message
             self.reserved[spi] = max(self.reserved.get(spi, 0), limit)
         elif kind == "counters":
@@ -401,6 +411,9 @@ class EncryptWorker:
             self.sync_peers()
         elif kind == "acquire":
             self._on_acquire(message[1], message[2])
+        elif kind == "too_big":
+            if self.on_too_big is not None:
+                self.on_too_big(message[1])
         elif kind == "limit":
             self._on_limit(message[1], message[2], message[3])
 
@@ -482,6 +495,11 @@ class Worker:
         udp_sockets = [DrainingSocket(socket.socket(fileno=fd), _never, f"udp-{fd}") for fd in udp]
         raw_sockets: list[RawEspSocket] = [PassedRawEsp(socket.socket(fileno=fd)) for fd in raw]
         self.forwarder.set_sockets(udp_sockets, raw_sockets)
+        for sock in (*udp_sockets, *raw_sockets):
+            # EMSGSIZE on our send: the kernel learnt a smaller path MTU; the daemon's
+            # PathMtu reads it and sends us the new tunnel MTUs (aioipsec.runtime.pmtu).
+            sock.on_too_big = lambda host: self.send(("too_big", host))
+        self._soon: asyncio.TimerHandle | None = None
         self.reader = FrameReader()
         self.reported: dict[int, tuple[int, int, int]] = {}
         self.tun_fd = tun.fd
@@ -499,9 +517,23 @@ class Worker:
 
     def run(self) -> None:
         self.loop.add_reader(self.control.fileno(), self._readable)
-        self.loop.add_reader(self.tun_fd, self.forwarder.tun_readable)
-        self.loop.call_later(REPORT_INTERVAL, self._report)
+        self.loop.add_reader(self.tun_fd, self._tun_readable)
+        self.loop.call_later(REPORT_INTERVAL, self._periodic_report)
+        self.send(("ready",))  # the daemon waits for this before it says it started
         self.loop.run_until_complete(self._stopped.wait())
+
+    def _tun_readable(self) -> None:
+        self.forwarder.tun_readable()
+        if self._soon is None and len(self.table.children) <= REPORT_SOON_MAX_SAS:
+            self._soon = self.loop.call_later(REPORT_SOON, self._report_soon)
+
+    def _report_soon(self) -> None:
+        self._soon = None
+        self._report()
+
+    def _periodic_report(self) -> None:
+        self._report()
+        self.loop.call_later(REPORT_INTERVAL, self._periodic_report)
 
     def _readable(self) -> None:
         try:
@@ -585,7 +617,6 @@ class Worker:
             "held_dropped": spd.held_dropped,
         }
         self.send(("counters", per_sa, totals))
-        self.loop.call_later(REPORT_INTERVAL, self._report)
 
 
 def _never(data: memoryview, remote: tuple[str, int]) -> None:
