@@ -63,3 +63,13 @@ def test_fixed_reqid_is_kept_and_skipped_by_allocation() -> None:
     assert table.reqid_for("gw", "net") == 2  # updown's PLUTO_REQID asks without it
     first, second = table.reqid_for("other", "a"), table.reqid_for("other", "b")
     assert len({2, first, second}) == 3  # allocation never hands out the fixed 2
+
+
+@pytest.mark.parametrize("mode,words", [("pass", "bypass"), ("drop", "drop"), ("iptfs", "9347")])
+def test_shunt_and_iptfs_modes_are_refused_saying_why(
+    tmp_path: Path, mode: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, f"mode = {mode}")
+    assert caught.value.key == "connections.gw.children.net.mode"
+    assert words in caught.value.reason and "tunnel or transport" in (caught.value.hint or "")
