@@ -6,9 +6,9 @@ told the time with every call, and says when it next wants to be woken (``get_ti
 
 * :meth:`feed` hands one received IKE message to the engine and then :meth:`pump`\\ s:
   everything the engine wants to send goes out, every event goes to the event handler,
-  and the timer task is re-armed;
+  and the timer task is re-armed when the engine's next deadline is earlier;
 * one task, :meth:`run_timer`, sleeps until the engine's deadline (or until re-armed
-  because a new deadline may be earlier) and calls ``handle_timer``. Retransmission,
+  because a new deadline is earlier) and calls ``handle_timer``. Retransmission,
   rekey/reauth/expiry and DPD deadlines all come through this one timer: the engine keeps
   them ordered, so one task is enough and cannot drift from the engine's own view.
 
@@ -23,6 +23,7 @@ from it. A clock step moves all deadlines with it; that is the price of one time
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,10 @@ class EngineDriver:
         self._on_event = on_event
         self._loop = loop
         self._rearm = asyncio.Event()
+        # The deadline run_timer sleeps towards (inf: none). Only an earlier one wakes it:
+        # a later one is found when it wakes (handle_timer before a deadline does nothing).
+        # Waking it after every message cost a task and a timer handle per datagram.
+        self._armed = math.inf
         self.messages_in = 0
         self.messages_out = 0
 
@@ -90,7 +95,9 @@ class EngineDriver:
         for datagram in self.dispatcher.datagrams_to_send(now):
             self.messages_out += 1
             self._send(datagram.data, tuple(datagram.local_addr), tuple(datagram.remote_addr))
-        self._rearm.set()
+        deadline = self.dispatcher.get_timer()
+        if deadline is not None and deadline < self._armed:
+            self._rearm.set()
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call an engine method with ``now`` and pump afterwards."""
@@ -103,6 +110,7 @@ class EngineDriver:
         while True:
             deadline = self.dispatcher.get_timer()
             timeout = None if deadline is None else max(0.0, deadline - self.now())
+            self._armed = math.inf if deadline is None else deadline
             self._rearm.clear()
             try:
                 await asyncio.wait_for(self._rearm.wait(), timeout)
