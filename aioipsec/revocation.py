@@ -154,12 +154,17 @@ def _http_uris(names: Iterable[x509.GeneralName]) -> list[str]:
 
 
 def crl_uris_of(cert: x509.Certificate) -> list[str]:
-    """The certificate's CRL distribution points we can fetch (http/https full names)."""
-    try:
-        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        return []
-    return [uri for point in points for uri in _http_uris(point.full_name or [])]
+    """The certificate's CRL distribution points we can fetch (http/https full names),
+    then its delta CRL distribution points (FreshestCRL, RFC 5280 sec. 4.2.1.15)."""
+    uris = []
+    for kind in (x509.CRLDistributionPoints, x509.FreshestCRL):
+        try:
+            value = cert.extensions.get_extension_for_class(kind).value
+        except x509.ExtensionNotFound:
+            continue
+        points: Iterable[x509.DistributionPoint] = value  # type: ignore[assignment]  # both are sequences of DistributionPoint
+        uris += [uri for point in points for uri in _http_uris(point.full_name or [])]
+    return uris
 
 
 def ocsp_uris_of(cert: x509.Certificate) -> list[str]:
@@ -558,11 +563,16 @@ class RevocationStore:
 
         problems = []
         usable = self._usable_crls(issuer, (self._fetched[u] for u in uris if u in self._fetched))
-        if not any(fresh(c) for c in usable):
+        # RFC 5280 sec. 5.2.6: the delta CRLs (FreshestCRL) of the complete CRLs we hold.
+        uris = list(dict.fromkeys([*uris, *(u for c in usable for u in _freshest_uris(c.crl))]))
+        fetched: set[str] = set()
+        while not _current(usable, fresh) and not set(uris) <= fetched:
+            # Twice at most: the CRLs, then the delta CRLs those name.
             for uri in uris:
                 cached = self._fetched.get(uri)
-                if cached is not None and fresh(cached):
+                if uri in fetched or (cached is not None and fresh(cached)):
                     continue
+                fetched.add(uri)
                 recent = self._recently_failed(uri, wall_time)
                 if recent is not None:
                     problems.append(f"CRL {uri}: {recent} (not fetched again yet)")
@@ -573,19 +583,15 @@ class RevocationStore:
             usable = self._usable_crls(
                 issuer, (self._fetched[u] for u in uris if u in self._fetched)
             )
-        for cached in usable:
-            entry = cached.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-            if entry is not None:
-                try:
-                    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value
-                    why = reason.reason.value
-                except x509.ExtensionNotFound:
-                    why = "no reason"
-                detail = f"{why}, revoked {entry.revocation_date_utc:%Y-%m-%d %H:%M:%S} UTC"
-                return StatusResult(Status.REVOKED, cached.source, detail)
-        current = [c for c in usable if fresh(c)]
+            more = [u for c in usable for u in _freshest_uris(c.crl)]
+            uris = list(dict.fromkeys([*uris, *more]))
+            fetched |= {u for u in uris if u in self._fetched and fresh(self._fetched[u])}
+        revoked = _revoked_in(usable, cert.serial_number)
+        if revoked is not None:
+            return revoked
+        current = _current(usable, fresh)
         if current:
-            return StatusResult(Status.GOOD, current[0].source)
+            return StatusResult(Status.GOOD, " with ".join(c.source for c in current))
         if usable:
             return StatusResult(
                 Status.STALE,
@@ -595,6 +601,91 @@ class RevocationStore:
         if uris:
             return StatusResult(Status.FAILED, detail="; ".join(problems) or "no usable CRL")
         return StatusResult(Status.SKIPPED)
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _delta_base(crl: x509.CertificateRevocationList) -> int | None:
+    """The BaseCRLNumber of a delta CRL (RFC 5280 sec. 5.2.4), None for a complete CRL."""
+    try:
+        return crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value.crl_number
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _freshest_uris(crl: x509.CertificateRevocationList) -> list[str]:
+    """Where a complete CRL says its delta CRLs are (FreshestCRL, RFC 5280 sec. 5.2.6)."""
+    try:
+        points = crl.extensions.get_extension_for_class(x509.FreshestCRL).value
+    except x509.ExtensionNotFound:
+        return []
+    return [uri for point in points for uri in _http_uris(point.full_name or [])]
+
+
+def _applies(delta: _CachedCrl, complete: _CachedCrl) -> bool:
+    """A delta CRL updates a complete CRL whose number is at least its BaseCRLNumber and
+    below its own number (RFC 5280 sec. 5.2.4)."""
+    base, number = _delta_base(delta.crl), _crl_number(complete.crl)
+    own = _crl_number(delta.crl)
+    return (
+        base is not None and number is not None and base <= number and (own is None or own > number)
+    )
+
+
+def _current(usable: list[_CachedCrl], fresh: Callable[[_CachedCrl], bool]) -> list[_CachedCrl]:
+    """The CRLs that give a current status: a fresh complete CRL, or a complete CRL with a
+    fresh delta CRL that applies to it (whose nextUpdate then governs); a delta CRL alone
+    lists only changes and never makes a certificate good."""
+    complete = [c for c in usable if _delta_base(c.crl) is None]
+    deltas = [c for c in usable if _delta_base(c.crl) is not None]
+    for base in complete:
+        if fresh(base):
+            return [base, *(d for d in deltas if _applies(d, base) and fresh(d))]
+    for base in complete:
+        for delta in deltas:
+            if _applies(delta, base) and fresh(delta):
+                return [base, delta]
+    return []
+
+
+def _revoked_in(usable: list[_CachedCrl], serial: int) -> StatusResult | None:
+    """REVOKED when a CRL lists the serial: a complete CRL's entry stands unless a delta that
+    applies to it lists the serial with removeFromCRL (a certificateHold released)."""
+    for cached in usable:
+        entry = cached.crl.get_revoked_certificate_by_serial_number(serial)
+        if entry is None:
+            continue
+        try:
+            why = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        except x509.ExtensionNotFound:
+            why = None
+        if why is x509.ReasonFlags.remove_from_crl:
+            continue
+        if _delta_base(cached.crl) is None and any(
+            _applies(delta, cached) and _removed(delta, serial) for delta in usable
+        ):
+            continue
+        text = why.value if why is not None else "no reason"
+        kind = "delta CRL" if _delta_base(cached.crl) is not None else "CRL"
+        detail = f"{text}, revoked {entry.revocation_date_utc:%Y-%m-%d %H:%M:%S} UTC"
+        return StatusResult(Status.REVOKED, f"{cached.source} ({kind})", detail)
+    return None
+
+
+def _removed(delta: _CachedCrl, serial: int) -> bool:
+    entry = delta.crl.get_revoked_certificate_by_serial_number(serial)
+    if entry is None:
+        return False
+    try:
+        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return False
+    return reason is x509.ReasonFlags.remove_from_crl
 
 
 @dataclass

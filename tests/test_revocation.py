@@ -19,6 +19,7 @@ import pytest
 from cryptography import x509
 
 from aioipsec.config import load_configuration, to_engine_configs
+from aioipsec.config.credentials import load_crl_file
 from aioipsec.interop.pki import Pki
 from aioipsec.netns import Lab, Namespace
 from aioipsec.revocation import (
@@ -328,3 +329,35 @@ def test_our_own_ocsp_response_for_rfc4806(world: World) -> None:
     with pytest.raises(CertificateError) as caught:
         RevocationChecker(peer_store, "strict").check([revoked, issuer], time.time(), stapled=[der])
     assert caught.value.check == "revocation-unknown"
+
+
+def test_delta_crls_from_pki_signcrl(world: World, tmp_path: Path) -> None:
+    """RFC 5280 sec. 5.2.4: a complete CRL revoking one certificate and a delta CRL to it
+    (``pki --signcrl --basecrl``) revoking another. Both are refused, the delta's entry
+    named as such; a third certificate is good by the pair. A delta CRL alone says
+    nothing about certificates it does not list; it keeps an expired complete CRL current."""
+    pki = world.pki
+    base = pki.sign_crl(["revoked.crl.example"], tmp_path / "base.crl", lifetime_days=1)
+    delta = pki.sign_crl(["revoked.nocdp.example"], tmp_path / "delta.crl", base_crl=base)
+    crls = [(load_crl_file(path), f"CRL file {path.name}") for path in (base, delta)]
+    assert crls[1][0].extensions.get_extension_for_class(x509.DeltaCRLIndicator)
+    now = time.time()
+    store = RevocationStore(crls=crls)
+    for identity, crl in (
+        ("revoked.crl.example", "base.crl"),
+        ("revoked.nocdp.example", "delta.crl"),
+    ):
+        with pytest.raises(CertificateError) as caught:
+            RevocationChecker(store, "relaxed").check(world.chain(identity), now)
+        assert caught.value.check == "revoked" and crl in str(caught.value), caught.value
+    assert "(delta CRL)" in str(caught.value)
+    RevocationChecker(store, "strict").check(world.chain("plain.example"), now)
+    # Two days on the complete CRL has expired; the delta (15 days) keeps the pair current.
+    RevocationChecker(store, "strict").check(world.chain("plain.example"), now + 2 * 86400)
+    # The delta alone: its own entry refuses, everything else is unknown, not good.
+    alone = RevocationStore(crls=crls[1:])
+    with pytest.raises(CertificateError) as caught:
+        RevocationChecker(alone, "strict").check(world.chain("plain.example"), now)
+    assert caught.value.check == "revocation-unknown"
+    with pytest.raises(CertificateError):
+        RevocationChecker(alone, "relaxed").check(world.chain("revoked.nocdp.example"), now)

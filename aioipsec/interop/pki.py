@@ -122,10 +122,12 @@ class Pki:
         output: str | os.PathLike[str],
         *,
         lifetime_days: int = 15,
+        base_crl: Path | None = None,
     ) -> Path:
         """A CRL of this CA (``pki --signcrl``, DER) revoking (key-compromise) the
         certificates of the identities in REVOKED, or the certificate files given as Paths,
-        valid for LIFETIME_DAYS."""
+        valid for LIFETIME_DAYS. With BASE_CRL: a delta CRL to it (RFC 5280 sec. 5.2.4,
+        ``--basecrl``; numbered after it with ``--lastcrl``)."""
         files = [
             item if isinstance(item, Path) else self.credentials(item).cert for item in revoked
         ]
@@ -135,6 +137,8 @@ class Pki:
         path = Path(output)
         self._run(
             "--signcrl", "--cacert", str(self.ca_cert), "--cakey", str(self.ca_key),
-            "--lifetime", str(lifetime_days), *revocations, "--outform", "der", output=path,
+            "--lifetime", str(lifetime_days), *revocations, "--outform", "der",
+            *(("--basecrl", str(base_crl), "--lastcrl", str(base_crl)) if base_crl else ()),
+            output=path,
         )  # fmt: skip
         return path
