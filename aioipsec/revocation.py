@@ -77,6 +77,8 @@ MIN_SLEEP = 30.0
 MAX_SLEEP = 3600.0
 # Clock difference allowed with the CA's thisUpdate/nextUpdate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
+# Hash and URL certificates kept (each is named by its SHA-1, so kept as long as we like).
+MAX_CACHED_CERTIFICATES = 1024
 
 _log = get_logger("aioipsec.revocation")
 
@@ -244,6 +246,8 @@ class RevocationStore:
         self._files = [_CachedCrl(crl, source, float("inf")) for crl, source in crls]
         self._fetched: dict[str, _CachedCrl] = {}
         self._ocsp: dict[tuple[bytes, int], _CachedOcsp] = {}
+        # Peers' certificates fetched from Hash and URL payloads, by URL (bounded).
+        self._certificates: dict[str, bytes] = {}
         # Our own certificates' OCSP responses (DER, expiry) for RFC 4806 replies.
         self._own: dict[tuple[bytes, int], tuple[bytes, float]] = {}
         self._failed: dict[str, tuple[float, str]] = {}  # uri -> (retry at, why)
@@ -423,6 +427,29 @@ class RevocationStore:
             f'the response is signed by neither the CA "{dn_to_string(issuer.subject)}" nor a '
             "responder certificate it issued for OCSP signing (nor one in x509ocsp/)"
         )
+
+    # ---- RFC 7296 sec. 3.6: Hash and URL certificates ------------------------------
+
+    def certificate(self, url: str) -> bytes:
+        """The DER certificate at ``url`` (a peer's Hash and URL CERT payload), fetched with
+        httpx once and kept (the peer's SHA-1 names it, so it never changes). ValueError
+        when it cannot be fetched or is no DER certificate."""
+        with self._lock:
+            cached = self._certificates.get(url)
+        if cached is not None:
+            return cached
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError("only http and https URLs are fetched")
+        der = self._fetch(url)
+        try:
+            x509.load_der_x509_certificate(der)
+        except ValueError as error:
+            raise ValueError(f"not a DER certificate ({error})") from None
+        with self._lock:
+            if len(self._certificates) >= MAX_CACHED_CERTIFICATES:
+                self._certificates.pop(next(iter(self._certificates)))
+            self._certificates[url] = der
+        return der
 
     # ---- RFC 4806: OCSP responses carried in IKE ---------------------------------
 

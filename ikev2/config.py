@@ -105,6 +105,13 @@ class AuthConfig:
     # that asked for one, or None; supplied by the daemon (aioipsec.revocation), may block
     # while it asks the responder, as ``revocation`` may.
     ocsp_staple: Callable[[Any], bytes | None] | None = field(default=None, repr=False)
+    # Hash and URL certificates (RFC 7296 sec. 3.6, strongSwan's cert_uri_base). Local
+    # rounds: where our end-entity certificate is published (the URL is this base and the
+    # hex SHA-1 of its DER), sent instead of the certificate to a peer that announced
+    # HTTP_CERT_LOOKUP_SUPPORTED. Remote rounds: fetches a URL's DER (the daemon's HTTP
+    # client; may block, as ``revocation`` may); None: we cannot look certificates up.
+    cert_uri_base: str = ""
+    fetch_certificate: Callable[[str], bytes] | None = field(default=None, repr=False)
     # Remote rounds: the peer must be in one of these groups (strongSwan's ``groups``); the
     # EAP server proves membership (RADIUS Class, ``ikev2.tasks.ike_eap_relay``).
     groups: list[str] = field(default_factory=list)

@@ -577,18 +577,15 @@ def _build_authorities(source: RawSource, table: Any, configuration: Configurati
                 unsupported=_UNSUPPORTED_AUTHORITY_KEYS,
                 section_name="an authority",
             )
-            if settings.cert_uri_base is not None:
-                raise source.error(
-                    (*path, "cert_uri_base"),
-                    "hash-and-URL certificate lookup (RFC 7296 sec. 3.6) is not implemented",
-                    "remove cert_uri_base",
-                )
             cacert = settings.cacert or settings.file
             if cacert is None:
                 raise source.error(path, "the authority has no cacert", "add cacert = <file>")
             authority.cacert = source.resolve(cacert, SWANCTL_FOLDERS["cacerts"])
             authority.crl_uris = settings.crl_uris
             authority.ocsp_uris = settings.ocsp_uris
+            # Hash and URL (RFC 7296 sec. 3.6): where the certificates this CA issued to
+            # us are published (aioipsec/config/engine.py).
+            authority.cert_uri_base = settings.cert_uri_base
             configuration.authority_sections[name] = authority
             if authority.cacert not in configuration.authorities:
                 configuration.authorities.append(authority.cacert)

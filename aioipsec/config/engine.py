@@ -155,20 +155,29 @@ def _auth_to_engine(
     ):
         auth.private_key = find_private_key(configuration, connection)
     if side == "remote" and settings.auth == "pubkey" and revocation is not None:
+        # A peer's Hash and URL certificate is fetched through the same HTTP client.
+        auth.fetch_certificate = revocation.certificate
         # Every policy checks (strongSwan's relaxed still refuses a certificate a CRL or
         # OCSP responder says is revoked); the store is shared by all connections.
         auth.revocation = RevocationChecker(revocation, settings.revocation)
     return auth
 
 
-def _with_ocsp_staple(
+def _with_status_and_url(
     configuration: Configuration, auth: AuthConfig, revocation: RevocationStore
 ) -> AuthConfig:
     """Our round answers a peer's RFC 4806 OCSP request with our certificate's status, which
-    the revocation store fetches from the OCSP URIs of our certificate or its authority."""
+    the revocation store fetches from the OCSP URIs of our certificate or its authority,
+    and knows where its certificate is published (Hash and URL)."""
     if auth.auth != "pubkey" or not auth.certs:
         return auth
     issuers = [*auth.certs[1:], *(load_certificate(path) for path in configuration.authorities)]
+    # Hash and URL (RFC 7296 sec. 3.6): our certificate is published under the
+    # cert_uri_base of the authority that issued it.
+    for section in configuration.authority_sections.values():
+        issuer = load_certificate(section.cacert) if section.cacert else None
+        if section.cert_uri_base and issuer and issuer.subject == auth.certs[0].issuer:
+            auth.cert_uri_base = section.cert_uri_base
 
     def staple(cert: Any) -> bytes | None:
         issuer = next((c for c in issuers if c.subject == cert.issuer), None)
@@ -248,7 +257,7 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
                 ppk_required=connection.ppk_required,
                 ppks=ppks,
                 ocsp=connection.ocsp,
-                local=_with_ocsp_staple(
+                local=_with_status_and_url(
                     configuration, _auth_to_engine(configuration, connection, "local"), revocation
                 ),
                 remote=_auth_to_engine(configuration, connection, "remote", revocation),

@@ -190,6 +190,7 @@ class PeerState:
     redirect: bool = False  # the client announced RFC 5685 redirects (REDIRECT_SUPPORTED)
     childless: bool = False  # the peer sent CHILDLESS_IKEV2_SUPPORTED (RFC 6023 sec. 3)
     use_ppk: bool = False  # both sent USE_PPK (RFC 8784 sec. 3)
+    hash_and_url: bool = False  # the peer sent HTTP_CERT_LOOKUP_SUPPORTED (sec. 3.10.1)
     ppk_id: str = ""  # the PPK_ID whose PPK is in this IKE SA's keys (ikev2.tasks.ike_ppk)
     # Virtual IPs (sec. 2.19, ikev2.tasks.ike_config): ours from the gateway's CFG_REPLY,
     # or the peer's leases from our pools; strings, kept across IKE SA rekeys.

@@ -25,11 +25,12 @@ from ikev2.crypto.auth import (
 )
 from ikev2.crypto.auth import verify_signature_auth as verify_signature
 from ikev2.crypto.certs import validate_chain
-from ikev2.enums import CertEncoding, IdType
+from ikev2.enums import CertEncoding, IdType, NotifyType
 from ikev2.identity import Identity
 from ikev2.payloads import AuthPayload, CertPayload
+from ikev2.tasks import find_notify
 from ikev2.tasks.context import Payload, TaskContext
-from ikev2.tasks.ike_init import ocsp_certreq
+from ikev2.tasks.ike_init import http_lookup_notify, ocsp_certreq
 
 
 def build_signature_auth(sa: TaskContext, auth: AuthConfig, octets: bytes) -> list[Payload]:
@@ -52,17 +53,14 @@ def build_signature_auth(sa: TaskContext, auth: AuthConfig, octets: bytes) -> li
         int(p.encoding) == CertEncoding.X509_CERT_SIGNATURE for p in sa.peer.certreq
     )
     if auth.send_cert == "always" or (auth.send_cert == "ifasked" and x509_requested):
-        payloads += [
-            CertPayload(
-                encoding=CertEncoding.X509_CERT_SIGNATURE, data=cert.public_bytes(Encoding.DER)
-            )
-            for cert in auth.certs
-        ]
+        payloads += [_cert_payload(sa, auth, cert, index) for index, cert in enumerate(auth.certs)]
     payloads += _ocsp_reply(sa, auth)
     if sa.initiator:
-        # The initiator's RFC 4806 request goes with its IKE_AUTH request (the responder's
-        # in its IKE_SA_INIT response, ikev2.tasks.ike_init).
+        # The initiator's RFC 4806 request and HTTP_CERT_LOOKUP_SUPPORTED go with its
+        # IKE_AUTH request (the responder's in its IKE_SA_INIT response, ike_init).
         payloads += ocsp_certreq(sa)
+        if sa.config.remote.send_certreq:
+            payloads += http_lookup_notify(sa)
     payloads.append(AuthPayload(method=method, data=sign_auth(key, octets, method, scheme)))
     return payloads
 
@@ -77,10 +75,15 @@ def verify_signature_auth(
     now: float,
 ) -> None:
     """Validate the peer's certificate chain and its AUTH signature (raises with a check)."""
+    sa.peer.hash_and_url = (
+        sa.peer.hash_and_url
+        or find_notify(payloads, NotifyType.HTTP_CERT_LOOKUP_SUPPORTED) is not None
+    )
     der = [
-        bytes(p.data)
+        _certificate_der(auth, p, remote)
         for p in payloads
-        if isinstance(p, CertPayload) and int(p.encoding) == CertEncoding.X509_CERT_SIGNATURE
+        if isinstance(p, CertPayload)
+        and int(p.encoding) in (CertEncoding.X509_CERT_SIGNATURE, CertEncoding.HASH_URL_X509_CERT)
     ]
     try:
         certs = [x509.load_der_x509_certificate(data) for data in der]
@@ -126,6 +129,51 @@ def verify_signature_auth(
             auth.revocation.check(chain, wall_time, stapled=stapled)
         else:
             auth.revocation.check(chain, wall_time)
+
+
+def _cert_payload(
+    sa: TaskContext, auth: AuthConfig, cert: x509.Certificate, index: int
+) -> CertPayload:
+    """Our certificate, or (RFC 7296 sec. 3.6) the SHA-1 hash of its DER and the URL it is
+    published at, when it is our end-entity certificate, a ``cert_uri_base`` is set and the
+    peer announced HTTP_CERT_LOOKUP_SUPPORTED (sec. 3.10.1: only then)."""
+    der = cert.public_bytes(Encoding.DER)
+    if index == 0 and auth.cert_uri_base and sa.peer.hash_and_url:
+        digest = hashlib.sha1(der).digest()
+        url = auth.cert_uri_base + digest.hex()
+        return CertPayload(encoding=CertEncoding.HASH_URL_X509_CERT, data=digest + url.encode())
+    return CertPayload(encoding=CertEncoding.X509_CERT_SIGNATURE, data=der)
+
+
+def _certificate_der(auth: AuthConfig, payload: CertPayload, remote: Identity) -> bytes:
+    """A certificate's DER from a CERT payload: as sent, or fetched from its Hash and URL
+    (the hash must be the SHA-1 of what the URL gives, sec. 3.6)."""
+    data = bytes(payload.data)
+    if int(payload.encoding) == CertEncoding.X509_CERT_SIGNATURE:
+        return data
+    if len(data) <= 20:
+        raise AuthenticationError(
+            f"{remote} sent a Hash and URL certificate without a URL", check="bad-certificate"
+        )
+    digest, url = data[:20], data[20:].decode("ascii", "replace")
+    if auth.fetch_certificate is None:
+        raise AuthenticationError(
+            f"{remote} sent its certificate as a URL ({url}) and we cannot fetch it",
+            check="no-credentials",
+        )
+    try:
+        der = auth.fetch_certificate(url)
+    except (OSError, ValueError) as error:
+        raise AuthenticationError(
+            f"cannot fetch the certificate of {remote} from {url}: {error}",
+            check="bad-certificate",
+        ) from None
+    if hashlib.sha1(der).digest() != digest:
+        raise AuthenticationError(
+            f"the certificate at {url} is not the one {remote} named (SHA-1 differs)",
+            check="bad-certificate",
+        )
+    return der
 
 
 def _check_cert_policy(auth: AuthConfig, cert: x509.Certificate, remote: Identity) -> None:

@@ -218,6 +218,9 @@ class IkeInitTask(Task):
         sa.peer.childless = find_notify(payloads, NotifyType.CHILDLESS_IKEV2_SUPPORTED) is not None
         sa.peer.certreq = [p for p in payloads if isinstance(p, CertReqPayload)]
         note_use_ppk(sa, self.use_ppk, payloads)
+        sa.peer.hash_and_url = (
+            find_notify(payloads, NotifyType.HTTP_CERT_LOOKUP_SUPPORTED) is not None
+        )
         if sa.keymat.additional_ke:
             sa.to("recv_init_response_intermediate")
             for index in reversed(range(len(sa.keymat.additional_ke))):
@@ -344,6 +347,8 @@ def respond_ike_init(sa: TaskContext, payloads: list[Payload], now: float) -> li
     if certreq is not None:
         response.append(certreq)
     response += ocsp_certreq(sa)  # RFC 4806
+    if certreq is not None:
+        response += http_lookup_notify(sa)  # sec. 3.10.1: with a CERTREQ
     if sa.keymat.additional_ke:
         response.append(NotifyPayload(notify_type=NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
     sa.timers.set("half_open", now + HALF_OPEN_TIMEOUT)
@@ -360,6 +365,14 @@ def select_failure_text(
     if len(allowed) != len(received):
         text += " (some of the peer's proposals use algorithms refused by our policy)"
     return text
+
+
+def http_lookup_notify(sa: TaskContext) -> list[NotifyPayload]:
+    """HTTP_CERT_LOOKUP_SUPPORTED (RFC 7296 sec. 3.10.1): the peer may send Hash and URL
+    certificates, when we can fetch them (the daemon gave us a fetcher)."""
+    if sa.config.remote.fetch_certificate is None or sa.config.remote.auth != "pubkey":
+        return []
+    return [NotifyPayload(notify_type=NotifyType.HTTP_CERT_LOOKUP_SUPPORTED)]
 
 
 def ocsp_certreq(sa: TaskContext) -> list[CertReqPayload]:
