@@ -469,7 +469,10 @@ class SharedPool(MemPool):
     def acquire(self, identity: str, requested: IPAddress | None, now: float) -> IPAddress | None:
         """As MemPool, from what the store knows: the requested address when the store has
         it for this identity (a client moved here by a redirect asks for its VIP) or it is
-        one of our spares; else the identity's lease anywhere in the cluster; else a spare.
+        one of our spares; else the identity's lease anywhere in the cluster, even online at
+        another member (a client that follows a redirect without asking for its address,
+        as charon does: one IKE SA per identity, strongSwan's default uniqueids = yes,
+        which reassigns an online lease to the identity's new IKE SA); else a spare.
         Never an address the store has not given us: None when no spare is left."""
         if (
             requested is not None

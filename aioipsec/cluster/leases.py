@@ -107,9 +107,22 @@ class LeaseSync:
         return f"{self.prefix}{pool.name}:{pool.settings.addrs_text}"
 
     async def sync(self) -> bool:
-        """One round for every shared pool; False when the store did not answer."""
+        """One round for every shared pool; False when the store did not answer. Bounded
+        (twice the grace period): a command that never returns must not stop the rounds
+        that follow, nor the heartbeat that waits for this one."""
         if self.pools is None:
             return True
+        try:
+            return await asyncio.wait_for(self._sync(), max(2 * self.grace, 1.0))
+        except TimeoutError:
+            log.warning("cluster store: a lease sync took more than %gs; trying again at the "
+                        "next heartbeat", max(2 * self.grace, 1.0))  # fmt: skip
+            for pool in self.pools.shared_pools():
+                pool.store_usable = False
+            return False
+
+    async def _sync(self) -> bool:
+        assert self.pools is not None
         async with self._lock:
             self.wake.clear()
             ok = True

@@ -160,8 +160,12 @@ class ClusterRuntime:
 
     async def publish(self) -> None:
         """Publish this member's state now and refresh the view (every heartbeat)."""
-        assert self.store is not None
-        await self.store.publish(self.own_state())
+        assert self.store is not None and self.settings is not None
+        try:
+            # Bounded: the next heartbeat must come whatever one command does.
+            await asyncio.wait_for(self.store.publish(self.own_state()), 2 * self.settings.ttl)
+        except TimeoutError:
+            log.warning("cluster store: publishing took more than %gs", 2 * self.settings.ttl)
         if self.leases is not None:
             await self.leases.sync()
 

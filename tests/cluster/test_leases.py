@@ -92,6 +92,11 @@ async def test_members_never_share_an_address_and_a_moved_client_keeps_its_own(
         b.pools.release("a0", [vip], now=2.0)
         await sync(b, a)
         assert a.assign("a0") == vip
+        # Online at A and not asking for it (charon follows a redirect so): its own still,
+        # one IKE SA per identity (strongSwan's uniqueids = yes reassigns it too).
+        assert b.assign("a1") == given[1]
+        # Online here already: another device of the identity, another address.
+        assert b.assign("a1") not in given
 
 
 async def test_a_full_pool_reassigns_an_offline_lease_of_another_member(
