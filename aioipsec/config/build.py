@@ -381,14 +381,6 @@ def _check_connection(
                 f"the connection has no {side} section",
                 f"add {side} with auth = psk or pubkey and an id",
             )
-    eap = [s for s in ("local", "remote") if getattr(connection, s).auth.startswith("eap")]
-    if (connection.ppk_id or connection.ppk_required) and eap:
-        raise source.error(
-            (*key_path, "ppk_id" if connection.ppk_id else "ppk_required"),
-            f"a PPK (RFC 8784) with EAP authentication ({eap[0]} auth = "
-            f"{getattr(connection, eap[0]).auth}) is not implemented",
-            "use psk or pubkey authentication with a PPK, or remove ppk_id/ppk_required",
-        )
     if (
         connection.local.auth in ("pubkey", "eap-tls")
         and not connection.local.certs

@@ -244,11 +244,17 @@ class IkeAuthTask(Task):
         if self.phase == "eap":
             return [EapPayload(self.eap_out)]
         if self.phase == "auth":
-            assert self.eap is not None
-            octets = octets_for(
-                sa, initiator_side=True, id_body=self.idi_body, message_id=self.message_id
-            )
-            return [msk_auth(sa, self.eap.msk, octets)]
+            eap = self.eap
+            assert eap is not None
+            # RFC 8784 with EAP: the PPK goes with the message that carries AUTH.
+            final, self.ppk = initiator_auth(
+                sa,
+                lambda: [
+                    msk_auth(sa, eap.msk, octets_for(sa, initiator_side=True,
+                             id_body=self.idi_body, message_id=self.message_id))
+                ],
+            )  # fmt: skip
+            return final
         config = sa.config
         if self.child_name is None and not sa.peer.childless:
             # RFC 6023 sec. 4.1: no IKE_AUTH without a Child SA unless the responder
@@ -264,9 +270,6 @@ class IkeAuthTask(Task):
         idi = id_payload(self.local, PayloadType.IDi)
         payloads: list[Payload] = [idi]
         self.message_id = sa.next_request_id
-        octets = octets_for(
-            sa, initiator_side=True, id_body=idi.serialize(), message_id=self.message_id
-        )
         if not self.remote.is_any:
             payloads.append(id_payload(self.remote, PayloadType.IDr))
         self.idi_body = idi.serialize()
@@ -279,10 +282,10 @@ class IkeAuthTask(Task):
             local, peer, idi_body = self.local, self._psk_peer(sa), idi.serialize()
             auth_payloads, self.ppk = initiator_auth(  # RFC 8784: AUTH with the PPK
                 sa,
-                lambda signed: build_auth(sa, config.local, local, peer, signed),
-                lambda ppk: octets_for(
-                    sa, initiator_side=True, id_body=idi_body, message_id=self.message_id,
-                    ppk=ppk,
+                lambda: build_auth(
+                    sa, config.local, local, peer,
+                    octets_for(sa, initiator_side=True, id_body=idi_body,
+                               message_id=self.message_id),
                 ),
             )  # fmt: skip
         # CERT payloads go right after IDi (sec. 1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH).
@@ -362,7 +365,8 @@ class IkeAuthTask(Task):
                     check="method-mismatch",
                 )
             else:
-                initiator_confirm(sa, self.ppk, payloads)  # RFC 8784: the PPK in our keys
+                if not uses_eap(config.local):  # with EAP: in the last round
+                    initiator_confirm(sa, self.ppk, payloads)  # RFC 8784: the PPK in our keys
                 octets = octets_for(
                     sa,
                     initiator_side=False,
@@ -417,6 +421,7 @@ class IkeAuthTask(Task):
         try:
             if self.phase == "eap":
                 return self._eap_step(sa, payloads, now)
+            initiator_confirm(sa, self.ppk, payloads)  # RFC 8784: the PPK in our keys
             octets = octets_for(
                 sa, initiator_side=False, id_body=self.idr_body, message_id=self.message_id
             )
@@ -720,8 +725,9 @@ def _respond_eap(
                     )
             return [EapPayload(answer.serialize())]
         msk = authenticator.msk  # None after EAP-MD5: SK_pi/SK_pr (sec. 2.16)
+        checked = responder_payloads(sa, payloads)  # RFC 8784: the PPK, or NO_PPK_AUTH
         octets = octets_for(sa, initiator_side=True, id_body=state.idi_body, message_id=message_id)
-        verify_msk_auth(sa, msk, octets, payloads, state.identity)
+        verify_msk_auth(sa, msk, octets, checked, state.identity)
     except ProtocolError as error:
         check = error.check if isinstance(error, AuthenticationError) else "eap"
         reason = error.reason
@@ -737,7 +743,7 @@ def _respond_eap(
     sa.local_id = str(state.local)
     sa.remote_id = str(state.peer)
     our_octets = octets_for(sa, initiator_side=False, id_body=state.idr_body, message_id=message_id)
-    response: list[Payload] = [msk_auth(sa, msk, our_octets)]
+    response: list[Payload] = [msk_auth(sa, msk, our_octets), *responder_notifies(sa)]
     return _established_response(sa, state.first_request, response, state.identity, now)
 
 

@@ -55,27 +55,33 @@ def _ppk_id_octets(text: str) -> bytes:
 
 
 def initiator_auth(
-    sa: TaskContext,
-    build: Callable[[bytes], list[Payload]],
-    octets: Callable[[bytes | None], bytes],
+    sa: TaskContext, build: Callable[[], list[Payload]]
 ) -> tuple[list[Payload], bytes | None]:
-    """Our AUTH payloads (``build`` of the signed ``octets``) and the PPK they used: with a
-    PPK, AUTH over the PPK's SK_pi, PPK_IDENTITY and (unless required) NO_PPK_AUTH."""
+    """Our AUTH payloads (``build()``: the signed octets and, for EAP without an MSK, the
+    AUTH key come from the SA's current SK_pi) and the PPK they used: with a PPK, AUTH
+    built with SK_pi folded with the PPK, PPK_IDENTITY and (unless required) NO_PPK_AUTH
+    built with the original keys (sec. 3; with EAP in the message that carries AUTH)."""
     config = sa.config
     if not sa.peer.use_ppk or config.ppk_id is None:
         _required(sa, "the responder did not send USE_PPK" if config.ppk_id else "no ppk_id")
-        return build(octets(None)), None
+        return build(), None
     ppk_id = _ppk_id_octets(config.ppk_id)
     ppk = config.ppks.get(ppk_id)
     if ppk is None:
         _required(sa, f"no PPK (secrets ppk-...) has the id {config.ppk_id!r}")
-        return build(octets(None)), None
-    payloads = build(octets(ppk))
+        return build(), None
+    original = sa.keymat.keys
+    sa.keymat.apply_ppk(ppk)
+    try:
+        payloads = build()
+    finally:
+        # The responder may not have the PPK: the keys change only once it says so.
+        sa.keymat.keys = original
     payloads.append(
         NotifyPayload(notify_type=NotifyType.PPK_IDENTITY, data=bytes([PPK_ID_FIXED]) + ppk_id)
     )
     if not config.ppk_required:
-        (plain,) = [p for p in build(octets(None)) if isinstance(p, AuthPayload)]
+        (plain,) = [p for p in build() if isinstance(p, AuthPayload)]
         payloads.append(NotifyPayload(notify_type=NotifyType.NO_PPK_AUTH, data=bytes(plain.data)))
     return payloads, ppk
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ikev2.config import AuthMethodName
 from ikev2.events import (
     AuthenticationFailed,
     ChildSaEstablished,
@@ -148,3 +149,40 @@ def test_ppk_with_signatures(responder_has_it: bool) -> None:
     assert net.events("a", ChildSaEstablished) and net.events("b", ChildSaEstablished)
     expected = "ppk-a@example.org" if responder_has_it else ""
     assert _sa(net, "a").peer.ppk_id == _sa(net, "b").peer.ppk_id == expected
+
+
+@pytest.mark.parametrize("method", ["eap-mschapv2", "eap-md5"])
+@pytest.mark.parametrize("gateway_has_it", [True, False])
+def test_ppk_with_eap(method: AuthMethodName, gateway_has_it: bool) -> None:
+    """RFC 8784 with EAP (strongSwan's rw-eap-md5-id-rsa-ppk): the PPK goes with the
+    client's last IKE_AUTH request, the one with the MSK-keyed AUTH (EAP-MD5 has no MSK:
+    its AUTH key is SK_pi, which the PPK changes too); NO_PPK_AUTH for a gateway without
+    it. The gateway's first AUTH (its signature, before EAP) has no PPK in it."""
+    from tests.engine.test_eap_ike import client, connect, gateway
+
+    rw, gw = client(auth=method), gateway(auth=method)
+    (config_rw,) = rw.ctx.configs
+    (config_gw,) = gw.ctx.configs
+    config_rw.ppk_id, config_rw.ppks = "ppk-a@example.org", {PPK_ID: PPK}
+    config_gw.ppks = {PPK_ID: PPK} if gateway_has_it else {b"x": OTHER_PPK}
+    net = Network(rw, gw)
+    connect(net)
+    assert net.events("a", ChildSaEstablished) and net.events("b", ChildSaEstablished)
+    expected = "ppk-a@example.org" if gateway_has_it else ""
+    assert _sa(net, "a").peer.ppk_id == _sa(net, "b").peer.ppk_id == expected
+    assert _sa(net, "a").keymat.keys.sk_d == _sa(net, "b").keymat.keys.sk_d
+
+
+def test_ppk_required_with_eap_and_a_gateway_without_it() -> None:
+    from tests.engine.test_eap_ike import client, connect, gateway
+
+    rw, gw = client(), gateway()
+    (config_rw,) = rw.ctx.configs
+    config_rw.ppk_id, config_rw.ppks = "ppk-a@example.org", {PPK_ID: PPK}
+    config_rw.ppk_required = True
+    (config_gw,) = gw.ctx.configs
+    config_gw.ppks = {b"x": OTHER_PPK}
+    net = Network(rw, gw)
+    connect(net)
+    assert not net.events("a", ChildSaEstablished)
+    assert net.events("b", AuthenticationFailed)
