@@ -502,6 +502,7 @@ class Worker:
         self._soon: asyncio.TimerHandle | None = None
         self.reader = FrameReader()
         self.reported: dict[int, tuple[int, int, int]] = {}
+        self._totals: dict[str, int] = {}
         self.tun_fd = tun.fd
         self._stopped = asyncio.Event()
 
@@ -616,7 +617,9 @@ class Worker:
             "held": spd.held,
             "held_dropped": spd.held_dropped,
         }
-        self.send(("counters", per_sa, totals))
+        if per_sa or totals != self._totals:  # an idle worker does not wake its daemon
+            self._totals = totals
+            self.send(("counters", per_sa, totals))
 
 
 def _never(data: memoryview, remote: tuple[str, int]) -> None:
