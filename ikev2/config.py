@@ -88,6 +88,9 @@ class AuthConfig:
     # Remote rounds (strongSwan's ``cert_policy``): certificate policy OIDs (dotted) the
     # peer's end-entity certificate must list in its certificatePolicies (RFC 5280 4.2.1.4).
     cert_policy: list[str] = field(default_factory=list)
+    # Remote rounds (strongSwan's ``ca_id``): a CA of the peer's validated chain (an
+    # intermediate or the trust anchor) must have this identity as subject; "": any.
+    ca_id: str = ""
     # "rfc7427": AUTH method 14 when the peer sent SIGNATURE_HASH_ALGORITHMS; "classic":
     # never announce/use RFC 7427 (methods 1 and 9-11 only, for old peers).
     signature_auth: Literal["rfc7427", "classic"] = "rfc7427"

@@ -147,6 +147,7 @@ def _auth_to_engine(
         aaa_id=settings.aaa_id or "",
         pubkeys=pubkeys if side == "remote" else [],
         cert_policy=list(settings.cert_policy) if side == "remote" else [],
+        ca_id=(settings.ca_id or "") if side == "remote" else "",
         trusted_pubkeys=trusted_pubkeys,
     )
     if side == "local" and (

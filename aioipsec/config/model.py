@@ -196,6 +196,7 @@ class AuthSettings:
     pubkeys: list[Path] = field(default_factory=list)
     # remote: certificate policy OIDs the peer's certificate must list (cert_policy).
     cert_policy: list[str] = field(default_factory=list)
+    ca_id: str | None = None  # remote: a CA of the peer's chain, by subject
     # strongSwan's revocation policy for the peer's chain (aioipsec/revocation.py).
     revocation: str = "relaxed"
     eap_id: str | None = None

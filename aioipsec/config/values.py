@@ -339,7 +339,7 @@ _UNSUPPORTED_CONNECTION_KEYS = {
     "mediated_by", "mediation_peer",
 }  # fmt: skip
 _UNSUPPORTED_AUTH_KEYS = {
-    "round", "xauth_id", "ca_id",
+    "round", "xauth_id",
 }  # fmt: skip
 _UNSUPPORTED_CHILD_KEYS = {
     "rand_bytes", "rand_packets",
@@ -518,6 +518,8 @@ _AUTH_KEYS: dict[str, Callable[[Any], Any]] = {
     "pubkeys": parse_list,
     # remote: certificate policy OIDs the peer's certificate must list.
     "cert_policy": lambda value: _oids(value),
+    # remote: a CA (its subject) the peer's chain must go through.
+    "ca_id": parse_identity,
     "revocation": _choice({"strict": "strict", "ifuri": "ifuri", "relaxed": "relaxed"}),
     "eap_id": parse_string,
     # EAP client: the identity the EAP server proves inside the method (EAP-TLS: its

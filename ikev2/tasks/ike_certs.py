@@ -107,6 +107,7 @@ def verify_signature_auth(
         certs[0], certs[1:], auth.cacerts, wall_time, identity=remote
     )
     _check_cert_policy(auth, certs[0], remote)
+    _check_ca_id(auth, chain, remote)
     # A failure here is an AuthenticationError with check "bad-signature" (its default).
     verify_signature(
         public_key,
@@ -174,6 +175,21 @@ def _certificate_der(auth: AuthConfig, payload: CertPayload, remote: Identity) -
             check="bad-certificate",
         )
     return der
+
+
+def _check_ca_id(auth: AuthConfig, chain: list[x509.Certificate], remote: Identity) -> None:
+    """strongSwan's ``ca_id``: one CA of the validated chain has that subject, as
+    ``cacerts`` would demand, for CAs that come from the peer or elsewhere."""
+    if not auth.ca_id:
+        return
+    wanted = Identity.parse(auth.ca_id)
+    subjects = [Identity(IdType.ID_DER_ASN1_DN, ca.subject.public_bytes()) for ca in chain[1:]]
+    if not any(wanted.matches(subject) for subject in subjects):
+        raise AuthenticationError(
+            f"the certificate of {remote} was not issued under CA {auth.ca_id} (ca_id; its "
+            f"chain: {', '.join(str(s) for s in subjects) or 'none'})",
+            check="unknown-ca",
+        )
 
 
 def _check_cert_policy(auth: AuthConfig, cert: x509.Certificate, remote: Identity) -> None:

@@ -47,3 +47,17 @@ def test_cert_policy(oids: tuple[str, ...], accepted: bool) -> None:
     if not accepted:
         (failure,) = net.events("b", AuthenticationFailed)
         assert failure.check == "cert-policy" and POLICY in failure.reason
+
+
+@pytest.mark.parametrize("ca_id,accepted", [("CN=Test CA", True), ("CN=Other CA", False)])
+def test_ca_id(ca_id: str, accepted: bool) -> None:
+    """strongSwan's ``ca_id``: a CA of the peer's validated chain must have that subject."""
+    net = cert_pair("ecdsa", "ecdsa")
+    (config_b,) = net.b.ctx.configs
+    config_b.remote.ca_id = ca_id
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    assert bool(net.events("b", ChildSaEstablished)) == accepted
+    if not accepted:
+        (failure,) = net.events("b", AuthenticationFailed)
+        assert failure.check == "unknown-ca" and "CN=Other CA" in failure.reason
