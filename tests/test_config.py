@@ -168,12 +168,11 @@ def test_unknown_key_names_file_key_path_and_line(tmp_path: Path) -> None:
 
 
 def test_unsupported_strongswan_key_is_an_error_not_ignored(tmp_path: Path) -> None:
-    text = PSK_SITE.replace('rekey_time = "30m"', 'rekey_time = "30m"\nppk_id = "x"')
-    text = text.replace("[connections.site]\n", '[connections.site]\nppk_id = "x"\n')
+    text = PSK_SITE.replace("[connections.site]\n", '[connections.site]\nmediation = "yes"\n')
     error = error_for(tmp_path, text)
-    assert error.key == "connections.site.ppk_id"
+    assert error.key == "connections.site.mediation"
     assert "not supported" in error.reason
-    assert error.line == line_of(text, "ppk_id")
+    assert error.line == line_of(text, "mediation")
 
 
 def test_updown_and_hostaccess_are_read(tmp_path: Path) -> None:
@@ -201,7 +200,7 @@ def test_host_bits_are_masked_as_strongswan_does(tmp_path: Path) -> None:
         ('label = "system_u"', "kernel interface"),
         ("copy_df = false", "only copy_df = yes"),
         ("tfc_padding = 1500", "only tfc_padding = 0"),
-        ("reqid = 5", "not supported"),
+        ("rand_packets = 5", "not supported"),
     ],
 )
 def test_child_keys_refused_with_the_reason(tmp_path: Path, key: str, words: str) -> None:
