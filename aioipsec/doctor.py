@@ -216,13 +216,15 @@ def port_holders(port: int) -> list[tuple[str, int]]:
 
 def is_aioipsec_daemon(pid: int) -> bool:
     """Whether process ``pid`` is an aioipsec daemon (``aioipsec daemon``, ``python -m
-    aioipsec daemon`` or ``python -m aioipsec.daemon``), from its command line."""
+    aioipsec daemon`` or ``python -m aioipsec.daemon``) or a daemon's encrypt worker
+    (``python -m aioipsec.runtime.workers``, which holds the daemon's sockets), from its
+    command line."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     words = [Path(a.decode(errors="replace")).name for a in argv if a]
-    if "aioipsec.daemon" in words:
+    if "aioipsec.daemon" in words or "aioipsec.runtime.workers" in words:
         return True
     return any(w in ("aioipsec", "aioipsec.__main__") for w in words) and "daemon" in words
 

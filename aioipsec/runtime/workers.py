@@ -71,7 +71,11 @@ REPORT_INTERVAL = 0.5  # seconds between the worker's counter reports
 # when the worker has at most REPORT_SOON_MAX_SAS SAs (each report compares all of them).
 REPORT_SOON = 0.01
 REPORT_SOON_MAX_SAS = 256
-RESTART_MIN_INTERVAL = 1.0  # a worker that keeps dying is restarted at most once a second
+# A worker that dies is restarted at once, unless it ran less than RESTART_MIN_INTERVAL:
+# then after a wait that doubles with each such death, up to RESTART_MAX_WAIT (a worker
+# that cannot start must not flood the log).
+RESTART_MIN_INTERVAL = 1.0
+RESTART_MAX_WAIT = 30.0
 OUTBOUND_SWITCH_MAX = 2.0  # as aioipsec.runtime.datapath (a rekey responder's fallback)
 _LENGTH = struct.Struct("!I")
 
@@ -188,6 +192,7 @@ class EncryptWorker:
         self._pending = bytearray()  # what the worker's socket would not take yet
         self._closing = False
         self._last_start = 0.0
+        self._restart_wait = RESTART_MIN_INTERVAL
         self.restarts = 0
         # spi_out -> the worker's sequence-number reservation (every number it may have
         # used is below it) and the numbers skipped by restarts (not packets sent).
@@ -211,6 +216,21 @@ class EncryptWorker:
 
     def _spawn(self) -> None:
         assert self._loop is not None
+        try:
+            self._start_process()
+        except OSError as exc:
+            log.error(
+                "cannot start the encrypt worker: nothing is sent through the tunnels "
+                "until it runs (trying again); check the daemon's limits (processes, "
+                "open files) or set [daemon] workers = 1",
+                error=str(exc),
+                retry_in=self._restart_wait,
+            )
+            self._loop.call_later(self._restart_wait, self._respawn)
+            self._restart_wait = min(self._restart_wait * 2, RESTART_MAX_WAIT)
+
+    def _start_process(self) -> None:
+        assert self._loop is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = [self.tun_fd, *self.udp_fds, *self.raw_fds, theirs.fileno()]
         argv = [
@@ -220,8 +240,13 @@ class EncryptWorker:
             *(["--vnet-hdr"] if self.vnet_hdr else []), "--parent", str(os.getpid()),
             *self._log_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL)
-        theirs.close()
+        try:
+            self.process = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         ours.setblocking(False)
         self._sock = ours
         self._reader = FrameReader()
@@ -294,11 +319,12 @@ class EncryptWorker:
             exit_code=code,
             restarts=self.restarts,
         )
-        wait = RESTART_MIN_INTERVAL - (time.monotonic() - self._last_start)
-        if wait > 0:
-            self._loop.call_later(wait, self._respawn)
-        else:
+        if time.monotonic() - self._last_start >= RESTART_MIN_INTERVAL:
+            self._restart_wait = RESTART_MIN_INTERVAL
             self._spawn()
+        else:
+            self._loop.call_later(self._restart_wait, self._respawn)
+            self._restart_wait = min(self._restart_wait * 2, RESTART_MAX_WAIT)
 
     def _respawn(self) -> None:
         if not self._closing and self._sock is None:
