@@ -118,13 +118,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"aioipsec cleanup: {error}", file=sys.stderr)
         return EXIT_FAILED
     rules = leftover_rules()
+    from aioipsec.runtime.farp import ProxyNeighbours
+
+    # Proxy ARP/NDP entries of [daemon] proxy_arp_interface (runtime/farp.py), tagged.
+    proxies = ProxyNeighbours.leftovers()
     if state is not None and state.owner is not None:
         running = state.owner.running()
     else:  # no owner to ask: a TUN device means a daemon (its device is not persistent)
         running = bool(rules) and bool(tun_devices())
     if getattr(args, "cleanup_json", False):
-        print(json.dumps(report(state, rules), indent=2))
-    elif state is None and not rules:
+        data = report(state, rules)
+        data["proxy_entries"] = [f"{address} dev {device}" for address, device in proxies]
+        print(json.dumps(data, indent=2))
+    elif state is None and not rules and not proxies:
         print("nothing to clean up: no fail-closed rules and no tunnel routing rule here")
     else:
         if state is not None:
@@ -133,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {line}")
         for _, text in rules:
             print(f"tunnel routing rule: {text}")
-    if getattr(args, "cleanup_list", False) or (state is None and not rules):
+        for address, device in proxies:
+            print(f"proxy ARP/NDP entry: {address} dev {device}")
+    if getattr(args, "cleanup_list", False) or (state is None and not rules and not proxies):
         return EXIT_OK
     if running and not getattr(args, "cleanup_force", False):
         who = (
@@ -152,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         if state is not None:
             remove_table()
         _remove_rules(rules)
+        for address, device in proxies:
+            ProxyNeighbours.remove(address, device)
     except FailClosedError as error:
         print(f"aioipsec cleanup: {error}", file=sys.stderr)
         return EXIT_FAILED

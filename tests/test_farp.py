@@ -8,6 +8,8 @@ another gateway) runs in tests/cluster/test_e2e.py."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import sys
 import time
 from ipaddress import IPv4Address, IPv6Address
 
@@ -59,8 +61,9 @@ def test_unsolicited_na_overrides_and_carries_our_mac() -> None:
 @pytest.mark.needs("root")
 def test_a_lan_host_reaches_a_vip_through_the_gateway_until_the_child_sa_goes() -> None:
     """The kernel side, IPv4 and IPv6: a LAN host with only its LAN subnet pings an address
-    behind the gateway once the proxy entries are in, its neighbour entry follows the
-    announcement, and once the Child SA is down the pings go unanswered."""
+        behind the gateway once the proxy entries are in, its neighbour entry follows the
+        announcement, ``aioipsec cleanup`` removes what a killed daemon would leave, and once
+    the Child SA is down the pings go unanswered."""
     with Lab("fa") as lab:
         gateway, host, client = lab.namespace("g"), lab.namespace("h"), lab.namespace("c")
         lab.veth(gateway, None, host, None, left_name="lan", right_name="eth0")
@@ -111,9 +114,13 @@ def test_a_lan_host_reaches_a_vip_through_the_gateway_until_the_child_sa_goes() 
                 while mac not in neighbour(vip) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 assert mac in neighbour(vip), neighbour(vip)
+            # A killed daemon's entries: `aioipsec cleanup` lists and removes them.
+            listed = gateway.run(sys.executable, "-m", "aioipsec", "cleanup", "--list", "--json")
+            assert json.loads(listed.stdout)["proxy_entries"] == [f"{v} dev lan" for v in vips]
+            gateway.run(sys.executable, "-m", "aioipsec", "cleanup")
             with gateway.entered():
-                farp.child_down(1)
                 assert ProxyNeighbours.leftovers() == []
+                farp.child_down(1)
             for vip in vips:
                 host.ip("neigh", "flush", "to", vip, "dev", "eth0")
             assert none_answers()

@@ -28,7 +28,8 @@ out on the LAN: hosts whose neighbour cache holds the address with another membe
 stale.
 
 The entries carry the neighbour protocol :data:`NEIGH_PROTOCOL`, so those a killed daemon
-left are found and removed when the next one starts (and ``close`` removes ours at exit).
+left are found and removed when the next one starts, or by ``aioipsec cleanup`` (and
+``close`` removes ours at exit).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class ProxyNeighbours:
         self._open_sockets()
         left = self.leftovers()
         for address, device in left:
-            run_ip("neigh", "del", "proxy", address, "dev", device, check=False)
+            self.remove(address, device)
         if left:
             self.log.info("proxy ARP/NDP: removed entries an earlier run left", count=len(left))
         for key in ("net/ipv6/conf/all/proxy_ndp", f"net/ipv6/conf/{self.interface}/proxy_ndp"):
@@ -172,6 +173,11 @@ class ProxyNeighbours:
             return []
         return [(str(e["dst"]), str(e["dev"])) for e in entries
                 if str(e.get("protocol")) == NEIGH_PROTOCOL and "dev" in e]  # fmt: skip
+
+    @staticmethod
+    def remove(address: str, device: str) -> None:
+        family = "-6" if ":" in address else "-4"
+        run_ip(family, "neigh", "del", "proxy", address, "dev", device, check=False)
 
     def close(self) -> None:
         for address in list(self.users):
