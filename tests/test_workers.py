@@ -98,6 +98,9 @@ def test_worker_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert worker_count(1) == 1 and worker_count(2) == 2
     monkeypatch.setenv(WORKERS_ENV, "2")
     assert worker_count(1) == 2
+    monkeypatch.setenv(WORKERS_ENV, "4")
+    with pytest.raises(ValueError, match="not built"):
+        worker_count(1)
     monkeypatch.setenv(WORKERS_ENV, "two")
     with pytest.raises(ValueError, match="AIOIPSEC_WORKERS"):
         worker_count(1)

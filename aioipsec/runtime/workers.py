@@ -82,16 +82,19 @@ _LENGTH = struct.Struct("!I")
 
 def worker_count(configured: int) -> int:
     """The number of data-plane processes: ``AIOIPSEC_WORKERS`` if set, else the config.
-    1 is today's single process; any larger number gives the direction split (one
-    encrypt worker: SA-steered workers beyond two are not built, see bench/notes.md)."""
+    1 is today's single process; 2 the direction split (one encrypt worker). More is
+    refused: SA-steered workers are not built (bench/notes.md says what they need)."""
     text = os.environ.get(WORKERS_ENV, "").strip()
     if text:
         try:
             value = int(text)
         except ValueError:
             raise ValueError(f"{WORKERS_ENV}={text!r} is not a number: give 1 or 2") from None
-        if value < 1:
-            raise ValueError(f"{WORKERS_ENV}={text!r}: give 1 (one process) or 2")
+        if value not in (1, 2):
+            raise ValueError(
+                f"{WORKERS_ENV}={text!r}: give 1 (one process) or 2 (an encrypt worker); "
+                "more workers (SA-steered) are not built"
+            )
         return value
     return configured
 
