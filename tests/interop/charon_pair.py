@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aioipsec.interop.charon import Charon
+from aioipsec.interop.charon import DEFAULT_CHARON_PLUGINS, Charon
 from aioipsec.interop.ours import AioipsecPeer
 from aioipsec.interop.scenario import Scenario, Topology
 from aioipsec.interop.topology import build_topology
@@ -32,13 +32,15 @@ def workdir_for(prefix: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def charon_and_ours(prefix: str) -> Iterator[tuple[Topology, Charon, AioipsecPeer]]:
+def charon_and_ours(
+    prefix: str, plugins: str = DEFAULT_CHARON_PLUGINS
+) -> Iterator[tuple[Topology, Charon, AioipsecPeer]]:
     """charon (started) on the responder side, our daemon (not loaded) on the initiator
     side; the work folder is removed afterwards unless AIOIPSEC_KEEP_WORKDIR=1."""
     scenario = Scenario(name=prefix[:4], initiator="aioipsec", responder="charon")
     with workdir_for(prefix) as workdir, Lab(scenario.name) as lab:
         topology = build_topology(lab, scenario)
-        charon = Charon(lab, topology.responder, workdir / "charon")
+        charon = Charon(lab, topology.responder, workdir / "charon", plugins=plugins)
         ours = AioipsecPeer(lab, topology.initiator, workdir / "ours")
         try:
             yield topology, charon, ours
