@@ -313,10 +313,6 @@ class Daemon(DaemonCommands):
 
         self._start_sockets(bound)
         self.datapath.start(self.loop)
-        try:
-            await self.datapath.wait_ready()  # workers = 2: the encrypt worker reads the TUN
-        except RuntimeError as exc:
-            raise StartupError(str(exc)) from None
         self.updown.start(self.loop)
         self._cleanups.append(self.datapath.close)
 
@@ -361,6 +357,11 @@ class Daemon(DaemonCommands):
 
         # Sockets, TUN device and control socket are open: keep only what later steps need.
         _drop_capabilities()
+        try:
+            # workers = 2: the encrypt worker, with no more capabilities than we kept.
+            await self.datapath.start_worker()
+        except RuntimeError as exc:
+            raise StartupError(str(exc)) from None
         self._apply_start_actions(self.engine_configs)
         log.info(
             "daemon started",

@@ -106,20 +106,22 @@ class DataPath:
         self._loop = loop
         self.tun_mtu = self.tun.mtu
         if self.worker is not None:
-            forwarder = self.forwarder
-            self.worker.start(
-                loop,
-                [sock.sock.fileno() for sock in forwarder.udp],
-                [sock.sock.fileno() for sock in forwarder.raw],
-            )
-            return
+            return  # the encrypt worker reads the TUN: start_worker()
         loop.add_reader(self.tun.fileno(), self.forwarder.tun_readable)
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        """With an encrypt worker: wait until it reads the TUN (its interpreter takes a few
-        tenths of a second to start), so that "daemon started" means packets are sent."""
-        if self.worker is None:
+    async def start_worker(self, timeout: float = 30.0) -> None:
+        """With an encrypt worker: start it (the daemon calls this once it has dropped the
+        capabilities it does not need, which the worker then does not have either) and
+        wait until it reads the TUN (its interpreter takes a few tenths of a second to
+        start), so that "daemon started" means packets are sent."""
+        if self.worker is None or self._loop is None:
             return
+        forwarder = self.forwarder
+        self.worker.start(
+            self._loop,
+            [sock.sock.fileno() for sock in forwarder.udp],
+            [sock.sock.fileno() for sock in forwarder.raw],
+        )
         try:
             await asyncio.wait_for(self.worker.ready.wait(), timeout)
         except TimeoutError:

@@ -106,7 +106,12 @@ def rekey_under_pings(hosts: Hosts, gw: OurDaemon, peer: OurDaemon) -> None:
 def test_tunnel_with_an_encrypt_worker(pair: tuple[Hosts, OurDaemon, OurDaemon]) -> None:
     hosts, gw, peer = pair
     for daemon in (gw, peer):
-        os.kill(worker_pid(daemon), 0)  # the worker process runs
+        # The worker runs, started after the daemon dropped its capabilities: it has no
+        # more than the daemon kept (CAP_NET_ADMIN, bit 12).
+        status = Path(f"/proc/{worker_pid(daemon)}/status").read_text()
+        effective = int(next(line for line in status.splitlines() if line.startswith("CapEff:"))
+                        .split()[1], 16)  # fmt: skip
+        assert effective & ~(1 << 12) == 0, f"the worker's CapEff is {effective:#x}"
     assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=3)
     assert_ping(hosts.gw_ns, GW_INNER, PEER_INNER, count=3)
 
