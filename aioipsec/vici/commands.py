@@ -430,22 +430,36 @@ class ViciFrontend:
         done = asyncio.Event()
 
         async def pump() -> None:
-            while True:
-                try:
-                    if done.is_set():
-                        # The command finished: flush what is queued, then stop.
-                        record = await asyncio.wait_for(iterator.__anext__(), 0.05)
-                    else:
-                        record = await iterator.__anext__()
-                except (StopAsyncIteration, TimeoutError):
-                    return
-                if not relevant(record):
-                    continue
-                for group, line_level, text in log_lines(record):
-                    if line_level <= level:
-                        await session.send_event(
-                            "control-log", _log_message(group, line_level, text, record)
-                        )
+            finished = asyncio.ensure_future(done.wait())
+            following: asyncio.Future[Any] | None = None
+            try:
+                while True:
+                    following = asyncio.ensure_future(iterator.__anext__())
+                    # Wait for the next record or the command's end, whichever comes
+                    # first: waiting for a record alone held every initiate's answer for
+                    # the 2 s limit below when the log had nothing more to say.
+                    await asyncio.wait({following, finished}, return_when=asyncio.FIRST_COMPLETED)
+                    try:
+                        if following.done():
+                            record = following.result()
+                        else:
+                            # The command finished: flush what is queued, then stop. The
+                            # daemon queues a command's records before it answers, so what
+                            # is left arrives within a loop turn, not 50 ms (the wait before).
+                            record = await asyncio.wait_for(following, 0.01)
+                    except (StopAsyncIteration, TimeoutError):
+                        return
+                    if not relevant(record):
+                        continue
+                    for group, line_level, text in log_lines(record):
+                        if line_level <= level:
+                            await session.send_event(
+                                "control-log", _log_message(group, line_level, text, record)
+                            )
+            finally:
+                finished.cancel()
+                if following is not None:
+                    following.cancel()
 
         task = asyncio.ensure_future(pump())
         try:
