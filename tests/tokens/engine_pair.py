@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 
 from ikev2.config import AuthConfig
+from ikev2.crypto.auth import SignatureScheme, Signer, SignerError
 from ikev2.dispatcher import Dispatcher
+from ikev2.enums import HashAlgorithm
+from ikev2.events import AuthenticationFailed, IkeSaEstablished
 from tests.engine.harness import Network, pair_configs, psk_lookup_for, seeded_rng
 from tests.tokens.fixtures import Pki, load_cert
 
@@ -48,3 +53,39 @@ def cert_network(
     a = Dispatcher([a_conf], psk_lookup_for(), rng=seeded_rng(1), wall_time_offset=now)
     b = Dispatcher([b_conf], psk_lookup_for(), rng=seeded_rng(2), wall_time_offset=now)
     return Network(a, b)
+
+
+def auth_method_seen_by_b(net: Network) -> int:
+    """The AUTH method of A's AUTH payload, as B's only IKE SA recorded it."""
+    (info,) = net.b.sas()
+    return int(net.b.ike_sa(info.ike_sa_id).peer.auth_method)
+
+
+def establish_then_lose_the_token(
+    net: Network,
+    signer: Signer,
+    *,
+    remove: Callable[[], None],
+    restore: Callable[[], None],
+    description: str,
+) -> None:
+    """A signs with ``signer``: with the token gone (``remove``) A's next IKE_AUTH fails
+    with a SignerError naming ``description`` while the established SA stays; once the
+    token is back (``restore``) the attempt after works."""
+    net.a.initiate("conn", "net", now=0.0)
+    net.pump()
+    (first,) = net.events("a", IkeSaEstablished)
+
+    remove()
+    net.a.initiate("conn", "net", now=net.now)
+    net.pump()
+    assert len(net.events("a", IkeSaEstablished)) == 1
+    assert first.ike_sa_id in {info.ike_sa_id for info in net.a.sas()}
+    with pytest.raises(SignerError, match=description):
+        signer.sign(b"x", SignatureScheme("ecdsa", HashAlgorithm.SHA2_256))
+
+    restore()
+    net.a.initiate("conn", "net", now=net.now)
+    net.pump()
+    assert len(net.events("a", IkeSaEstablished)) == 2
+    assert not net.events("b", AuthenticationFailed)

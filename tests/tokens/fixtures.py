@@ -189,6 +189,14 @@ class SoftHsm:
 
 
 @pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A CA of its own per test, in tmp_path/pki."""
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    return Pki(folder)
+
+
+@pytest.fixture
 def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftHsm]:
     require_component("softhsm2", "python-pkcs11")
     from aioipsec.tokens import registry

@@ -12,16 +12,9 @@ import pytest
 
 from aioipsec.config import ConfigError, load_configuration, to_engine_configs
 from ikev2.crypto.auth import Signer
-from tests.tokens.fixtures import PIN, Pki, SoftHsm, Swtpm, softhsm, swtpm
+from tests.tokens.fixtures import PIN, Pki, SoftHsm, Swtpm, pki, softhsm, swtpm
 
-__all__ = ["softhsm", "swtpm"]  # the fixtures, imported for pytest
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    folder = tmp_path / "pki"
-    folder.mkdir()
-    return Pki(folder)
+__all__ = ["pki", "softhsm", "swtpm"]  # the fixtures, imported for pytest
 
 
 def _write(tmp_path: Path, cert: Path, ca: Path, secret: str, toml: str) -> tuple[Path, Path]:
@@ -61,13 +54,18 @@ secrets {{
     return toml_path, conf
 
 
+def _softhsm_secret(hsm: SoftHsm, handle: str, pin: str = PIN) -> str:
+    """The body of a swanctl ``token-a`` secret for a key in the SoftHSM token."""
+    return f"handle = {handle}\n slot = {hsm.slot_id}\n module = softhsm\n pin = {pin}"
+
+
 def _softhsm_toml(hsm: SoftHsm) -> str:
     return f'[pkcs11.modules.softhsm]\npath = "{hsm.module}"\n'
 
 
 def test_swanctl_token_secret_with_softhsm(softhsm: SoftHsm, pki: Pki, tmp_path: Path) -> None:
     cert = pki.issue(softhsm.generate("ec256", b"\x01\x02"), "a.example")
-    secret = f"handle = 0102\n slot = {softhsm.slot_id}\n module = softhsm\n pin = {PIN}"
+    secret = _softhsm_secret(softhsm, "0102")
     toml, conf = _write(tmp_path, cert, pki.ca_cert, secret, _softhsm_toml(softhsm))
     configuration = load_configuration(toml, conf)
     (engine,) = to_engine_configs(configuration)
@@ -85,7 +83,7 @@ def test_wrong_pin_fails_the_load_with_the_reason(
     softhsm: SoftHsm, pki: Pki, tmp_path: Path
 ) -> None:
     cert = pki.issue(softhsm.generate("ec256", b"\x01"), "a.example")
-    secret = f"handle = 01\n slot = {softhsm.slot_id}\n module = softhsm\n pin = 0000"
+    secret = _softhsm_secret(softhsm, "01", pin="0000")
     toml, conf = _write(tmp_path, cert, pki.ca_cert, secret, _softhsm_toml(softhsm))
     with pytest.raises(ConfigError) as caught:
         load_configuration(toml, conf)
@@ -98,7 +96,7 @@ def test_key_type_differing_from_the_certificate_is_refused_naming_both(
 ) -> None:
     softhsm.generate("rsa2048", b"\x07")
     _, cert = pki.issue_key("a.example")  # an ECDSA certificate for another key
-    secret = f"handle = 07\n slot = {softhsm.slot_id}\n module = softhsm\n pin = {PIN}"
+    secret = _softhsm_secret(softhsm, "07")
     toml, conf = _write(tmp_path, cert, pki.ca_cert, secret, _softhsm_toml(softhsm))
     with pytest.raises(ConfigError) as caught:
         load_configuration(toml, conf)

@@ -4,35 +4,24 @@ the certificate from the token, the wrong PIN, a token removed while SAs run."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from ikev2.crypto.auth import SignerError
 from ikev2.enums import AuthMethod
 from ikev2.events import AuthenticationFailed, ChildSaEstablished, IkeSaEstablished
-from tests.tokens.engine_pair import cert_network
-from tests.tokens.fixtures import PIN, Pki, SoftHsm, softhsm
+from tests.tokens.engine_pair import (
+    auth_method_seen_by_b,
+    cert_network,
+    establish_then_lose_the_token,
+)
+from tests.tokens.fixtures import PIN, Pki, SoftHsm, pki, softhsm
 
-__all__ = ["softhsm"]  # the fixture, imported for pytest
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    folder = tmp_path / "pki"
-    folder.mkdir()
-    return Pki(folder)
+__all__ = ["pki", "softhsm"]  # the fixtures, imported for pytest
 
 
 def _signer(hsm: SoftHsm, key_id: bytes, pin: str | None = PIN):
     from aioipsec.tokens.pkcs11 import Pkcs11KeySpec, Pkcs11Signer
 
     return Pkcs11Signer(Pkcs11KeySpec("softhsm", hsm.module, key_id, hsm.slot_id, pin))
-
-
-def _auth_method_seen_by_b(net) -> int:
-    (info,) = net.b.sas()
-    return int(net.b.ike_sa(info.ike_sa_id).peer.auth_method)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +45,7 @@ def test_ike_auth_with_the_key_in_softhsm(
     net.a.initiate("conn", "net", now=0.0)
     net.pump()
     assert net.events("a", ChildSaEstablished) and net.events("b", IkeSaEstablished)
-    assert _auth_method_seen_by_b(net) == method
+    assert auth_method_seen_by_b(net) == method
 
 
 def test_both_sides_in_tokens_and_certificate_from_the_token(softhsm: SoftHsm, pki: Pki) -> None:
@@ -102,27 +91,13 @@ def test_token_removed_while_running(softhsm: SoftHsm, pki: Pki) -> None:
     once the token is back."""
     cert = pki.issue(softhsm.generate("ec256", b"\x01"), "a.example")
     signer = _signer(softhsm, b"\x01")
-    net = cert_network(pki, signer, cert)
-    net.a.initiate("conn", "net", now=0.0)
-    net.pump()
-    (first,) = net.events("a", IkeSaEstablished)
-
-    softhsm.remove()
-    net.a.initiate("conn", "net", now=net.now)
-    net.pump()
-    assert len(net.events("a", IkeSaEstablished)) == 1
-    assert first.ike_sa_id in {info.ike_sa_id for info in net.a.sas()}
-    with pytest.raises(SignerError, match="pkcs11:softhsm"):
-        from ikev2.crypto.auth import SignatureScheme
-        from ikev2.enums import HashAlgorithm
-
-        signer.sign(b"x", SignatureScheme("ecdsa", HashAlgorithm.SHA2_256))
-
-    softhsm.reinsert()
-    net.a.initiate("conn", "net", now=net.now)
-    net.pump()
-    assert len(net.events("a", IkeSaEstablished)) == 2
-    assert not net.events("b", AuthenticationFailed)
+    establish_then_lose_the_token(
+        cert_network(pki, signer, cert),
+        signer,
+        remove=softhsm.remove,
+        restore=softhsm.reinsert,
+        description="pkcs11:softhsm",
+    )
 
 
 def test_responder_token_removed_answers_authentication_failed(softhsm: SoftHsm, pki: Pki) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from aioipsec.config import load_configuration
 from aioipsec.doctor import check_tokens
-from tests.tokens.fixtures import PIN, Pki, SoftHsm, Swtpm, softhsm, swtpm
-from tests.tokens.test_config_tokens import _softhsm_toml, _write, pki
+from tests.tokens.fixtures import PIN, Pki, SoftHsm, Swtpm, pki, softhsm, swtpm
+from tests.tokens.test_config_tokens import _softhsm_secret, _softhsm_toml, _write
 
 __all__ = ["pki", "softhsm", "swtpm"]  # the fixtures, imported for pytest
 
@@ -61,7 +61,7 @@ def test_token_list_tpm(swtpm: Swtpm) -> None:
 
 def test_doctor_checks_each_token_key(softhsm: SoftHsm, pki: Pki, tmp_path: Path) -> None:
     cert = pki.issue(softhsm.generate("rsa2048", b"\x01"), "a.example")
-    secret = f"handle = 01\n slot = {softhsm.slot_id}\n module = softhsm\n pin = {PIN}"
+    secret = _softhsm_secret(softhsm, "01")
     toml, conf = _write(tmp_path, cert, pki.ca_cert, secret, _softhsm_toml(softhsm))
     configuration = load_configuration(toml, conf)
     (check,) = check_tokens(configuration)

@@ -4,25 +4,20 @@ in the TPM, a restricted key (the TPM hashes), the TPM unreachable while SAs run
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ikev2.enums import AuthMethod
 from ikev2.events import ChildSaEstablished, IkeSaEstablished
-from tests.tokens.engine_pair import cert_network
-from tests.tokens.fixtures import Pki, Swtpm, swtpm
+from tests.tokens.engine_pair import (
+    auth_method_seen_by_b,
+    cert_network,
+    establish_then_lose_the_token,
+)
+from tests.tokens.fixtures import Pki, Swtpm, pki, swtpm
 
-__all__ = ["swtpm"]  # the fixture, imported for pytest
+__all__ = ["pki", "swtpm"]  # the fixtures, imported for pytest
 
 HANDLE = 0x81010003
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    folder = tmp_path / "pki"
-    folder.mkdir()
-    return Pki(folder)
 
 
 def _signer(tpm: Swtpm, handle: int = HANDLE):
@@ -57,35 +52,21 @@ def test_ike_auth_with_the_key_in_the_tpm(
     net.a.initiate("conn", "net", now=0.0)
     net.pump()
     assert net.events("a", ChildSaEstablished) and net.events("b", IkeSaEstablished)
-    (info,) = net.b.sas()
-    assert int(net.b.ike_sa(info.ike_sa_id).peer.auth_method) == method
+    assert auth_method_seen_by_b(net) == method
 
 
 def test_tpm_unreachable_while_running(swtpm: Swtpm, pki: Pki) -> None:
     """AUTH fails while the TPM is gone, the established SA stays, and the next attempt
     works once the TPM answers again."""
-    from ikev2.crypto.auth import SignatureScheme, SignerError
-    from ikev2.enums import HashAlgorithm
-
     cert = pki.issue(swtpm.create_key(HANDLE), "a.example")
     signer = _signer(swtpm)
-    net = cert_network(pki, signer, cert)
-    net.a.initiate("conn", "net", now=0.0)
-    net.pump()
-    (first,) = net.events("a", IkeSaEstablished)
-
-    swtpm.stop()
-    net.a.initiate("conn", "net", now=net.now)
-    net.pump()
-    assert len(net.events("a", IkeSaEstablished)) == 1
-    assert first.ike_sa_id in {info.ike_sa_id for info in net.a.sas()}
-    with pytest.raises(SignerError, match="tpm:swtpm"):
-        signer.sign(b"x", SignatureScheme("ecdsa", HashAlgorithm.SHA2_256))
-
-    swtpm.start()  # same state folder: the persistent key is still there
-    net.a.initiate("conn", "net", now=net.now)
-    net.pump()
-    assert len(net.events("a", IkeSaEstablished)) == 2
+    establish_then_lose_the_token(
+        cert_network(pki, signer, cert),
+        signer,
+        remove=swtpm.stop,
+        restore=swtpm.start,  # same state folder: the persistent key is still there
+        description="tpm:swtpm",
+    )
 
 
 def test_rsa_pss_in_the_tpm_verifies_with_our_algorithm_identifier(swtpm: Swtpm) -> None:

@@ -3,23 +3,14 @@ the TPM through tpm2_ptool, signing IKE_AUTH through our PKCS#11 backend."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ikev2.enums import AuthMethod
 from ikev2.events import ChildSaEstablished, IkeSaEstablished
-from tests.tokens.engine_pair import cert_network
-from tests.tokens.fixtures import PIN, Pki, TpmPkcs11, public_pem, swtpm, tpm_pkcs11
+from tests.tokens.engine_pair import auth_method_seen_by_b, cert_network
+from tests.tokens.fixtures import PIN, Pki, TpmPkcs11, pki, public_pem, swtpm, tpm_pkcs11
 
-__all__ = ["swtpm", "tpm_pkcs11"]  # the fixtures, imported for pytest
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    folder = tmp_path / "pki"
-    folder.mkdir()
-    return Pki(folder)
+__all__ = ["pki", "swtpm", "tpm_pkcs11"]  # the fixtures, imported for pytest
 
 
 @pytest.mark.parametrize(
@@ -43,5 +34,4 @@ def test_ike_auth_with_the_tpm_as_a_pkcs11_module(
     net.a.initiate("conn", "net", now=0.0)
     net.pump()
     assert net.events("a", ChildSaEstablished) and net.events("b", IkeSaEstablished)
-    (info,) = net.b.sas()
-    assert int(net.b.ike_sa(info.ike_sa_id).peer.auth_method) == method
+    assert auth_method_seen_by_b(net) == method
