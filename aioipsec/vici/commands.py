@@ -444,9 +444,10 @@ class ViciFrontend:
                             record = following.result()
                         else:
                             # The command finished: flush what is queued, then stop. The
-                            # daemon queues a command's records before it answers, so what
-                            # is left arrives within a loop turn, not 50 ms (the wait before).
-                            record = await asyncio.wait_for(following, 0.01)
+                            # daemon queues a command's records before it answers, so a
+                            # queued one is there at the task's first step; the wait (50 ms
+                            # before) only bounds a record that is not there.
+                            record = await asyncio.wait_for(following, 0.002)
                     except (StopAsyncIteration, TimeoutError):
                         return
                     if not relevant(record):
