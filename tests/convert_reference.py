@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ HERE = Path(__file__).resolve().parents[1] / "aioipsec" / "vectors"
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "vectors"
 
 Record = dict[str, Any]
+SwanConverter = Callable[[str, str, str], list[Record]]
 
 
 def _blocks(text: str) -> list[tuple[str, dict[str, str], list[str]]]:
@@ -65,6 +67,11 @@ def _header_name(header: str) -> str:
     return header.split("]")[0].lstrip("[").strip()
 
 
+def _named_blocks(text: str) -> list[tuple[str, dict[str, str], list[str]]]:
+    """:func:`_blocks` with each header reduced to its name."""
+    return [(_header_name(header), fields, comments) for header, fields, comments in _blocks(text)]
+
+
 _HASH_PRF = {
     "SHA-1": "PRF_HMAC_SHA1",
     "SHA-256": "PRF_HMAC_SHA2_256",
@@ -80,8 +87,7 @@ _HASH_INTEG = {
 
 def convert_rfc4868(text: str) -> list[Record]:
     records: list[Record] = []
-    for header, fields, comments in _blocks(text):
-        name = _header_name(header)
+    for name, fields, comments in _named_blocks(text):
         case, hash_name = name.split(" ")
         xcheck = next((c for c in comments if c.startswith("xcheck")), "")
         source = f"rfc4868_hmac_sha2_prf_auth.txt [{name}]: RFC 4868 sec. 2.7"
@@ -116,6 +122,18 @@ def convert_rfc4868(text: str) -> list[Record]:
     return records
 
 
+# RFC 3566 sec. 4: (message length, full 128-bit AES-XCBC-MAC) with key 000102..0f; the
+# MAC-96 values the RFC prints are the first 12 octets of these.
+RFC3566_XCBC_MACS = [
+    (0, "75f0251d528ac01c4573dfd584d79f29"),
+    (3, "5b376580ae2f19afe7219ceef172756f"),
+    (16, "d2a246fa349b68a79998a4394ff7a263"),
+    (20, "47f51b4564966215b8985c63055ed308"),
+    (32, "f54f0ec8d2b9f3d36807734bd5283fd4"),
+    (34, "becbb3bccdb518a30677d5481fb6b4d8"),
+]
+
+
 def aes_prf_records() -> list[Record]:
     """RFC 3566 sec. 4, RFC 4434 sec. 2.1 and RFC 4615 sec. 4 (transcribed from the RFCs).
 
@@ -127,15 +145,7 @@ def aes_prf_records() -> list[Record]:
     key18 = bytes(range(16)).hex() + "edcb"
     message20 = bytes(range(20)).hex()
     records: list[Record] = []
-    rfc3566 = [
-        (0, "75f0251d528ac01c4573dfd584d79f29"),
-        (3, "5b376580ae2f19afe7219ceef172756f"),
-        (16, "d2a246fa349b68a79998a4394ff7a263"),
-        (20, "47f51b4564966215b8985c63055ed308"),
-        (32, "f54f0ec8d2b9f3d36807734bd5283fd4"),
-        (34, "becbb3bccdb518a30677d5481fb6b4d8"),
-    ]
-    for number, (length, output) in enumerate(rfc3566, start=1):
+    for number, (length, output) in enumerate(RFC3566_XCBC_MACS, start=1):
         records.append(
             {
                 "kind": "prf",
@@ -147,38 +157,41 @@ def aes_prf_records() -> list[Record]:
                 "output": output,
             }
         )
-    for key, output in (
-        (key16, "47f51b4564966215b8985c63055ed308"),
-        (key10, "0fa087af7d866e7653434e602fdde835"),
-        (key18, "8cd3c93ae598a9803006ffb67c40e9e4"),
+    # The PRFs over a 20-octet message with keys shorter, equal and longer than 16 octets.
+    for prf_name, section, prf, outputs in (
+        (
+            "AES-XCBC-PRF-128",
+            "RFC 4434 sec. 2.1",
+            "PRF_AES128_XCBC",
+            (
+                (key16, "47f51b4564966215b8985c63055ed308"),
+                (key10, "0fa087af7d866e7653434e602fdde835"),
+                (key18, "8cd3c93ae598a9803006ffb67c40e9e4"),
+            ),
+        ),
+        (
+            "AES-CMAC-PRF-128",
+            "RFC 4615 sec. 4",
+            "PRF_AES128_CMAC",
+            (
+                (key18, "84a348a4a45d235babfffc0d2b4da09a"),
+                (key16, "980ae87b5f4c9c5214f5b6a8455e4c2d"),
+                (key10, "290d9e112edb09ee141fcf64c0b72f3d"),
+            ),
+        ),
     ):
-        records.append(
-            {
-                "kind": "prf",
-                "name": f"AES-XCBC-PRF-128 key length {len(key) // 2}",
-                "source": f"RFC 4434 sec. 2.1 [key length {len(key) // 2}]",
-                "prf": "PRF_AES128_XCBC",
-                "key": key,
-                "data": message20,
-                "output": output,
-            }
-        )
-    for key, output in (
-        (key18, "84a348a4a45d235babfffc0d2b4da09a"),
-        (key16, "980ae87b5f4c9c5214f5b6a8455e4c2d"),
-        (key10, "290d9e112edb09ee141fcf64c0b72f3d"),
-    ):
-        records.append(
-            {
-                "kind": "prf",
-                "name": f"AES-CMAC-PRF-128 key length {len(key) // 2}",
-                "source": f"RFC 4615 sec. 4 [key length {len(key) // 2}]",
-                "prf": "PRF_AES128_CMAC",
-                "key": key,
-                "data": message20,
-                "output": output,
-            }
-        )
+        for key, output in outputs:
+            records.append(
+                {
+                    "kind": "prf",
+                    "name": f"{prf_name} key length {len(key) // 2}",
+                    "source": f"{section} [key length {len(key) // 2}]",
+                    "prf": prf,
+                    "key": key,
+                    "data": message20,
+                    "output": output,
+                }
+            )
     return records
 
 
@@ -254,8 +267,7 @@ def convert_kdf(text: str) -> list[Record]:
     )
     # Section B: strongSwan's transcription of CAVP vectors (kdf_prf.c / kdf_prf_plus.c)
     section_b = text.split("############ B.", 1)[1].split("############ C.", 1)[0]
-    for header, fields, _comments in _blocks(section_b):
-        name = _header_name(header)
+    for name, fields, _comments in _named_blocks(section_b):
         step, label, hash_name = name.split(" ")
         source = (
             f"ikev2_kdf_cavp.txt section B [{name}]: NIST CAVP SP 800-135 IKEv2 via strongSwan "
@@ -289,14 +301,27 @@ def convert_kdf(text: str) -> list[Record]:
     return records
 
 
+_WORKED_EXAMPLE_ALGORITHMS = {"prf": "PRF_HMAC_SHA1", "encr_key_len": 16, "integ_key_len": 20}
+
+
+def _worked_example_exchange(fields: dict[str, str]) -> Record:
+    """The SPIs, nonces and DH secret of the example's IKE_SA_INIT, as C1 and C2 give them."""
+    return {
+        "spi_i": fields["SPIi"],
+        "spi_r": fields["SPIr"],
+        "nonce_i": fields["Ni"],
+        "nonce_r": fields["Nr"],
+        "shared_secret": fields["g^ir"],
+    }
+
+
 def convert_worked_example(text: str) -> list[Record]:
     records: list[Record] = []
     origin = (
         "RUB-NDS/IPsec-StateMachineExtractor IKEv2HandshakeSessionSecretsTest.java; "
         "PRF_HMAC_SHA1, ENCR_AES_CBC-128, AUTH_HMAC_SHA1_96, MODP-1024"
     )
-    for header, fields, _comments in _blocks(text):
-        name = _header_name(header)
+    for name, fields, _comments in _named_blocks(text):
         source = f"ikev2_worked_example_psk_auth.txt [{name}]: {origin}"
         if name.startswith("C1"):
             records.append(
@@ -304,14 +329,8 @@ def convert_worked_example(text: str) -> list[Record]:
                     "kind": "ike_keys",
                     "name": "worked example C1: SKEYSEED and SK_* split",
                     "source": source,
-                    "prf": "PRF_HMAC_SHA1",
-                    "encr_key_len": 16,
-                    "integ_key_len": 20,
-                    "spi_i": fields["SPIi"],
-                    "spi_r": fields["SPIr"],
-                    "nonce_i": fields["Ni"],
-                    "nonce_r": fields["Nr"],
-                    "shared_secret": fields["g^ir"],
+                    **_WORKED_EXAMPLE_ALGORITHMS,
+                    **_worked_example_exchange(fields),
                     "skeyseed": fields["SKEYSEED"],
                     **{key.lower(): fields[key] for key in fields if key.startswith("SK_")},
                 }
@@ -322,15 +341,9 @@ def convert_worked_example(text: str) -> list[Record]:
                     "kind": "psk_auth",
                     "name": "worked example C2: initiator PSK AUTH",
                     "source": source,
-                    "prf": "PRF_HMAC_SHA1",
-                    "encr_key_len": 16,
-                    "integ_key_len": 20,
+                    **_WORKED_EXAMPLE_ALGORITHMS,
                     "psk": fields["PSK"],
-                    "spi_i": fields["SPIi"],
-                    "spi_r": fields["SPIr"],
-                    "nonce_i": fields["Ni"],
-                    "nonce_r": fields["Nr"],
-                    "shared_secret": fields["g^ir"],
+                    **_worked_example_exchange(fields),
                     "ike_sa_init_request": fields["IKE_SA_INIT_request"],
                     "id_payload_body": fields["IDi_body"],
                     "prf_sk_pi_id": fields["prf(SK_pi, IDi')"],
@@ -343,8 +356,7 @@ def convert_worked_example(text: str) -> list[Record]:
 def convert_rfc5903(text: str) -> list[Record]:
     records: list[Record] = []
     methods = {"19": "ECP_256", "20": "ECP_384", "21": "ECP_521"}
-    for header, fields, _comments in _blocks(text):
-        name = _header_name(header)
+    for name, fields, _comments in _named_blocks(text):
         group = name.rsplit(" ", 1)[1]
         section = name.split(",")[0].replace("Section", "sec.")
         records.append(
@@ -394,8 +406,7 @@ def convert_modp(text: str) -> list[Record]:
         "18": "MODP_8192",
     }
     records: list[Record] = []
-    for header, fields, _comments in _blocks(text):
-        name = _header_name(header)
+    for name, fields, _comments in _named_blocks(text):
         group = name.split(":")[0].split(" ")[-1]
         records.append(
             {
@@ -425,19 +436,22 @@ _SWAN_METHODS = {
 }
 
 
-def _swan_source(file_name: str, name: str, c_file: str, origin: str) -> str:
-    text = f"{file_name} [{name}]: strongSwan @3b902ea5 test_vectors/{c_file}"
-    return f"{text} ({origin})" if origin else text
+def _swan_blocks(text: str, file_name: str, c_file: str) -> list[tuple[str, dict[str, str], str]]:
+    """The blocks of a strongSwan KAT file with each one's ``source``: a ``# source:``
+    comment names the origin of its block and of the blocks after it."""
+    blocks: list[tuple[str, dict[str, str], str]] = []
+    origin = ""
+    for name, fields, comments in _named_blocks(text):
+        origin = next((c[len("source: ") :] for c in comments if c.startswith("source:")), origin)
+        source = f"{file_name} [{name}]: strongSwan @3b902ea5 test_vectors/{c_file}"
+        blocks.append((name, fields, f"{source} ({origin})" if origin else source))
+    return blocks
 
 
 def convert_swan_ke(text: str, file_name: str, c_file: str) -> list[Record]:
     records: list[Record] = []
-    origin = ""
-    for header, fields, comments in _blocks(text):
-        name = _header_name(header)
-        origin = next((c[len("source: ") :] for c in comments if c.startswith("source:")), origin)
+    for name, fields, source in _swan_blocks(text, file_name, c_file):
         method = _SWAN_METHODS[fields["method"]]
-        source = _swan_source(file_name, name, c_file, origin)
         if method.startswith("ML_KEM"):
             records.append(
                 {
@@ -482,11 +496,7 @@ _SWAN_AEAD = {
 
 def convert_swan_cipher(text: str, file_name: str, c_file: str) -> list[Record]:
     records: list[Record] = []
-    origin = ""
-    for header, fields, comments in _blocks(text):
-        name = _header_name(header)
-        origin = next((c[len("source: ") :] for c in comments if c.startswith("source:")), origin)
-        source = _swan_source(file_name, name, c_file, origin)
+    for name, fields, source in _swan_blocks(text, file_name, c_file):
         key_size = int(fields["key_size"])
         key = fields["key"]
         if fields["alg"] == "ENCR_AES_CBC":
@@ -529,8 +539,7 @@ def convert_swan_cipher(text: str, file_name: str, c_file: str) -> list[Record]:
 
 def convert_rfc3686(text: str) -> list[Record]:
     records: list[Record] = []
-    for header, fields, _comments in _blocks(text):
-        name = _header_name(header)
+    for name, fields, _comments in _named_blocks(text):
         number = name.split(":")[0].replace("Test Vector ", "")
         records.append(
             {
@@ -551,8 +560,7 @@ def convert_rfc3686(text: str) -> list[Record]:
 def convert_rfc7634_ikev2(text: str) -> list[Record]:
     """Only Appendix B (the IKEv2 SK payload); Appendix A is an ESP packet (esp_*.json)."""
     records: list[Record] = []
-    for header, fields, _comments in _blocks(text):
-        name = _header_name(header)
+    for name, fields, _comments in _named_blocks(text):
         if not name.startswith("Appendix B"):
             continue
         plaintext = fields["plaintext"]
@@ -593,6 +601,16 @@ def main(reference: Path) -> None:
     def read(name: str) -> str:
         return (reference / name).read_text()
 
+    def swan(
+        convert: Callable[[str, str, str], list[Record]], kat: str, c_file: str
+    ) -> list[Record]:
+        """A strongSwan KAT file, converted: ``strongswan_kat_{kat}.txt`` from ``c_file``."""
+        file_name = f"strongswan_kat_{kat}.txt"
+        return convert(read(file_name), file_name, c_file)
+
+    def rfc7748(file_name: str, method: str) -> list[Record]:
+        return convert_rfc7748(read(file_name), method, file_name)
+
     _write(
         "ike_prf_rfc4868.json",
         "HMAC-SHA2 PRF and truncated integrity (RFC 4868 sec. 2.7)",
@@ -621,8 +639,7 @@ def main(reference: Path) -> None:
     _write(
         "ke_rfc7748.json",
         "X25519 / X448 scalar multiplication (RFC 7748 sec. 5.2)",
-        convert_rfc7748(read("X25519_rfc7748.txt"), "CURVE25519", "X25519_rfc7748.txt")
-        + convert_rfc7748(read("X448_rfc7748.txt"), "CURVE448", "X448_rfc7748.txt"),
+        rfc7748("X25519_rfc7748.txt", "CURVE25519") + rfc7748("X448_rfc7748.txt", "CURVE448"),
     )
     _write(
         "ke_modp_groups.json",
@@ -632,29 +649,17 @@ def main(reference: Path) -> None:
     _write(
         "ke_strongswan_kat.json",
         "strongSwan key exchange KATs: Curve25519/448, ECP, ML-KEM (liboqs KAT)",
-        convert_swan_ke(
-            read("strongswan_kat_curve25519.txt"), "strongswan_kat_curve25519.txt", "curve25519.c"
-        )
-        + convert_swan_ke(
-            read("strongswan_kat_curve448.txt"), "strongswan_kat_curve448.txt", "curve448.c"
-        )
-        + convert_swan_ke(read("strongswan_kat_ecp.txt"), "strongswan_kat_ecp.txt", "ecp.c")
-        + convert_swan_ke(
-            read("strongswan_kat_ml_kem.txt"), "strongswan_kat_ml_kem.txt", "ml_kem.c"
-        ),
+        swan(convert_swan_ke, "curve25519", "curve25519.c")
+        + swan(convert_swan_ke, "curve448", "curve448.c")
+        + swan(convert_swan_ke, "ecp", "ecp.c")
+        + swan(convert_swan_ke, "ml_kem", "ml_kem.c"),
     )
     _write(
         "cipher_strongswan_kat.json",
         "strongSwan cipher KATs: AES-CBC, AES-GCM, AES-CCM",
-        convert_swan_cipher(
-            read("strongswan_kat_aes_cbc.txt"), "strongswan_kat_aes_cbc.txt", "aes_cbc.c"
-        )
-        + convert_swan_cipher(
-            read("strongswan_kat_aes_gcm.txt"), "strongswan_kat_aes_gcm.txt", "aes_gcm.c"
-        )
-        + convert_swan_cipher(
-            read("strongswan_kat_aes_ccm.txt"), "strongswan_kat_aes_ccm.txt", "aes_ccm.c"
-        ),
+        swan(convert_swan_cipher, "aes_cbc", "aes_cbc.c")
+        + swan(convert_swan_cipher, "aes_gcm", "aes_gcm.c")
+        + swan(convert_swan_cipher, "aes_ccm", "aes_ccm.c"),
     )
     _write(
         "ike_sk_rfc7634.json",
