@@ -21,7 +21,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ikev2.eap.packet import EapError, EapPacket, check_identity, identity_request
+from ikev2.eap.packet import (
+    EapError,
+    EapPacket,
+    check_identity,
+    identity_request,
+    parse_response,
+)
 from ikev2.enums import EapCode, EapType
 
 
@@ -95,14 +101,7 @@ class ExternalEapAuthenticator:
         conversation here (``finished``, not relayed: the caller sends EAP-Failure)."""
         if self._stage not in ("identity", "relaying"):
             raise EapError("EAP message outside an EAP conversation (out of order or repeated)")
-        packet = EapPacket.parse(message)
-        if packet.code != EapCode.RESPONSE:
-            raise EapError(f"{packet.describe()} from the peer (only Responses are allowed)")
-        if packet.identifier != self._identifier:
-            raise EapError(
-                f"{packet.describe()}: expected Identifier {self._identifier} "
-                "(out of order or repeated)"
-            )
+        packet = parse_response(message, self._identifier)
         if self._stage == "identity":
             if packet.type != EapType.IDENTITY:
                 raise EapError(f"{packet.describe()} instead of the EAP-Identity Response")

@@ -92,6 +92,20 @@ class EapPacket:
         return f"EAP {code}{kind} id {self.identifier}"
 
 
+def parse_response(message: bytes, identifier: int) -> EapPacket:
+    """The peer's next EAP message: a Response (RFC 3748 sec. 4.1) whose Identifier is that
+    of the authenticator's outstanding Request (sec. 4.1: a Response to anything else is
+    out of order or a repeat), or EapError saying which."""
+    packet = EapPacket.parse(message)
+    if packet.code != EapCode.RESPONSE:
+        raise EapError(f"{packet.describe()} from the peer (only Responses are allowed)")
+    if packet.identifier != identifier:
+        raise EapError(
+            f"{packet.describe()}: expected Identifier {identifier} (out of order or repeated)"
+        )
+    return packet
+
+
 def check_identity(raw: bytes) -> str:
     """An EAP-Identity (RFC 3748 sec. 5.1) as a printable string, or EapError.
 

@@ -25,6 +25,7 @@ from ikev2.eap.packet import (
     identity_request,
     identity_response,
     nak,
+    parse_response,
 )
 from ikev2.enums import EapCode, EapType
 from ikev2.payloads import as_enum
@@ -124,14 +125,7 @@ class EapAuthenticator:
         """The peer's Response in; the next Request, or EAP-Success / EAP-Failure, out."""
         if self._stage in ("new", "done"):
             raise EapError("EAP message outside an EAP conversation (out of order or repeated)")
-        packet = EapPacket.parse(message)
-        if packet.code != EapCode.RESPONSE:
-            raise EapError(f"{packet.describe()} from the peer (only Responses are allowed)")
-        if packet.identifier != self._identifier:
-            raise EapError(
-                f"{packet.describe()}: expected Identifier {self._identifier} "
-                "(out of order or repeated)"
-            )
+        packet = parse_response(message, self._identifier)
         if self._stage == "identity":
             return self._identity(packet)
         if packet.type == EapType.NAK and self._stage == "proposed":
