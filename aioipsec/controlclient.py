@@ -101,6 +101,32 @@ class ControlClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _read_line(self, too_long: str) -> bytes | None:
+        """The next line the daemon sends (without its newline), or None when it closes
+        the connection before a whole line; ControlError(``too_long``) past the limit."""
+        assert self._sock is not None
+        while b"\n" not in self._buffer:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+            if len(self._buffer) > MAX_LINE * 64:
+                raise ControlError(too_long)
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def _no_answer(self, command: str) -> DaemonUnreachable:
+        return DaemonUnreachable(
+            f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
+        )
+
+    def _lost(self, command: str, error: OSError) -> DaemonUnreachable:
+        """The connection closed after a socket error, and the error to raise for it."""
+        self.close()
+        if isinstance(error, TimeoutError):
+            return self._no_answer(command)
+        return _unreachable(self.path, error.strerror or str(error))
+
     def call(self, command: str, args: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         """Send one request and return its result (``args`` and keyword args merge)."""
         merged = {**(args or {}), **kwargs}
@@ -108,22 +134,11 @@ class ControlClient:
         assert self._sock is not None
         try:
             self._sock.sendall(_encode_request(command, merged))
-            while b"\n" not in self._buffer:
-                chunk = self._sock.recv(65536)
-                if not chunk:
-                    break
-                self._buffer += chunk
-                if len(self._buffer) > MAX_LINE * 64:
-                    raise ControlError("response too long")
-        except TimeoutError:
-            self.close()
-            raise DaemonUnreachable(
-                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
-            ) from None
-        except OSError as error:
-            self.close()
-            raise _unreachable(self.path, error.strerror or str(error)) from None
-        line, _, self._buffer = self._buffer.partition(b"\n")
+            line = self._read_line("response too long")
+        except OSError as error:  # TimeoutError included
+            raise self._lost(command, error) from None
+        if line is None:  # the daemon closed the connection: decode what came, if anything
+            line, self._buffer = self._buffer, b""
         return _decode_response(line, self.path)
 
     def stream(
@@ -139,16 +154,11 @@ class ControlClient:
             self._sock.sendall(_encode_request(command, merged))
             first = True
             while True:
-                while b"\n" not in self._buffer:
-                    chunk = self._sock.recv(65536)
-                    if not chunk:
-                        if first:
-                            raise _unreachable(self.path, "the daemon closed the connection")
-                        return
-                    self._buffer += chunk
-                    if len(self._buffer) > MAX_LINE * 64:
-                        raise ControlError("stream line too long")
-                line, _, self._buffer = self._buffer.partition(b"\n")
+                line = self._read_line("stream line too long")
+                if line is None:
+                    if first:
+                        raise _unreachable(self.path, "the daemon closed the connection")
+                    return
                 if first:
                     result = _decode_response(line, self.path)
                     if not (isinstance(result, dict) and result.get("stream")):
@@ -162,14 +172,8 @@ class ControlClient:
                     raise ControlError(f"the daemon at {self.path} sent non-JSON") from None
                 if isinstance(response, dict) and "event" in response:
                     yield response["event"]
-        except TimeoutError:
-            self.close()
-            raise DaemonUnreachable(
-                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
-            ) from None
-        except OSError as error:
-            self.close()
-            raise _unreachable(self.path, error.strerror or str(error)) from None
+        except OSError as error:  # TimeoutError included
+            raise self._lost(command, error) from None
 
     # ---- asyncio
 
@@ -197,9 +201,7 @@ class ControlClient:
             await writer.drain()
             line = await asyncio.wait_for(reader.readline(), self.timeout)
         except TimeoutError:
-            raise DaemonUnreachable(
-                f"the daemon at {self.path} did not answer {command!r} within {self.timeout:g}s"
-            ) from None
+            raise self._no_answer(command) from None
         finally:
             writer.close()
             with contextlib.suppress(Exception):
