@@ -67,7 +67,7 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Side-by-side comparison with strongSwan and wireguard-go (root; 3 rounds take 35-45 minutes
+# Side-by-side comparison with strongSwan and wireguard-go (root; 3 rounds take 40-50 minutes
 # on a busy 2-core machine, about 90 s per stack and round): writes docs/performance.md.
 # BENCH_ROUNDS=2 for a shorter run (the report says how many rounds it had).
 # `$(PY) -m bench.esp_micro` alone is the ESP micro-benchmark (seconds, no root).
@@ -80,7 +80,7 @@ bench: venv debian-deps
 	fi
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.esp_micro
-	$(PY) -m bench.compare --rounds $(BENCH_ROUNDS) --ike --profile --notes bench/notes.md
+	$(PY) -m bench.compare --rounds $(BENCH_ROUNDS) --ike --latency --profile --notes bench/notes.md
 
 # Coverage-guided fuzzing (atheris) of every parser, 60 s per target; crashes land in fuzz/crashes/.
 FUZZ_SECONDS ?= 60

@@ -1,6 +1,6 @@
 """``make bench``: strongSwan and aioipsec side by side on this machine, in one run.
 
-    python -m bench.compare [--rounds 3] [--tcp-seconds 5] [--ike] [--profile]
+    python -m bench.compare [--rounds 3] [--tcp-seconds 5] [--ike] [--latency] [--profile]
                             [--out docs/performance.md] [--chart docs/images/performance.png]
     python -m bench.compare --from-json bench/results/latest.json   # re-render only
 
@@ -422,6 +422,11 @@ def render_report(data: dict[str, Any], chart_name: str | None) -> str:
             add(f"- {stack}, round {number}: {problem.splitlines()[0][:200]}")
         add("")
 
+    if data.get("latency"):
+        from bench.latency import render_section
+
+        lines.extend(render_section(data["latency"]))
+
     if data.get("ike"):
         from bench.ike_load import render_ike_section
 
@@ -572,6 +577,10 @@ def render_targets(data: dict[str, Any], runs: list[StackRun]) -> list[str]:
                 f"{'met' if middle[0] <= TARGET_CPU_PER_GB else '**not met**'} "
                 f"({fmt_spread(cpu, 1)} s, both daemons, every round)."
             )
+    if data.get("latency"):
+        from bench.latency import target_lines as latency_targets
+
+        lines.extend(latency_targets(data["latency"]))
     if data.get("ike"):
         from bench.ike_load import target_lines
 
@@ -707,6 +716,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ike-scale", type=int, default=10000,
                         help="concurrent IKE SAs for the memory test (0: skip)")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="py-spy our daemon")
+    parser.add_argument("--latency", action="store_true",
+                        help="also run bench.latency (commands, initiate, idle ping)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
@@ -757,6 +768,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             data["ike"] = run_ike_comparison(workdir / "ike", rounds=args.rounds,
                                              scale=args.ike_scale, log=print)  # fmt: skip
+        if args.latency:
+            from bench.latency import run_rounds as latency_rounds
+
+            data["latency"] = latency_rounds(args.rounds, workdir / "latency", log=print)
         if args.profile:
             data["profile"] = profile_daemon(settings, workdir / "profile", seconds=10.0)
         data["elapsed_minutes"] = (time.monotonic() - started) / 60
