@@ -7,11 +7,9 @@ through the tunnel, and reads the wire with tshark: only IKE and ESP-in-UDP, no 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from aioipsec.interop.scenario import Scenario
 from aioipsec.interop.topology import build_topology
 from aioipsec.interop.traffic import ping_through
 from aioipsec.netns import Lab
+from tests.interop.charon_pair import workdir_for
 
 pytestmark = [
     pytest.mark.interop,
@@ -31,12 +30,10 @@ pytestmark = [
 
 
 @pytest.fixture
-def workdir():
+def workdir() -> Iterator[Path]:
     # Short path: the VICI socket lives here and AF_UNIX paths hold 107 octets.
-    path = Path(tempfile.mkdtemp(prefix="aioipsec-ci-", dir="/tmp"))
-    yield path
-    if os.environ.get("AIOIPSEC_KEEP_WORKDIR") != "1":
-        shutil.rmtree(path, ignore_errors=True)
+    with workdir_for("ci") as path:
+        yield path
 
 
 def _tshark_count(capture: Path, display_filter: str) -> int:

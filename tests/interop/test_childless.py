@@ -8,12 +8,8 @@ shows the Child SA installed.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,16 +19,15 @@ from aioipsec.interop.peers import swanctl_conf
 from aioipsec.interop.scenario import Scenario
 from aioipsec.interop.topology import build_topology
 from aioipsec.netns import Lab
+from tests.interop.charon_pair import wait_child, workdir_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.needs("root", "charon")]
 
 
 @pytest.fixture
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="aioipsec-childless-", dir="/tmp"))
-    yield path
-    if os.environ.get("AIOIPSEC_KEEP_WORKDIR") != "1":
-        shutil.rmtree(path, ignore_errors=True)
+def workdir() -> Iterator[Path]:
+    with workdir_for("childless") as path:
+        yield path
 
 
 def _childless(conf: str, mode: str) -> str:
@@ -41,17 +36,6 @@ def _childless(conf: str, mode: str) -> str:
     )
     assert changed != conf, conf
     return changed
-
-
-def _wait_child(peer: Any, name: str, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    ike: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        ike = peer.list_sas().get(name, {})
-        if ike.get("state") == "ESTABLISHED" and ike.get("child-sas"):
-            return ike
-        time.sleep(0.1)
-    raise AssertionError(f"no Child SA under {name}: {ike}")
 
 
 def _run(workdir: Path, initiator: str) -> str:
@@ -77,8 +61,8 @@ def _run(workdir: Path, initiator: str) -> str:
                 ours.call("initiate", ike=name, child=name, timeout=30.0)
             else:
                 charon.initiate(name, ike=name, timeout=30)
-            _wait_child(charon, name)
-            _wait_child(ours, name)
+            wait_child(charon, name)
+            wait_child(ours, name)
             return charon.log_text()
         finally:
             ours.stop()
