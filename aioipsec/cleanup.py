@@ -110,6 +110,7 @@ def owner_state(owner: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aioipsec.runtime import shunts
     from aioipsec.runtime.failclosed import FailClosedError, read_state, remove_table
 
     try:
@@ -160,9 +161,10 @@ def run(args: argparse.Namespace) -> int:
         if state is not None:
             remove_table()
         _remove_rules(rules)
+        shunts.remove()  # pass/drop children's table (kept with the fail-closed rules)
         for address, device in proxies:
             ProxyNeighbours.remove(address, device)
-    except FailClosedError as error:
+    except (FailClosedError, shunts.ShuntError) as error:
         print(f"aioipsec cleanup: {error}", file=sys.stderr)
         return EXIT_FAILED
     if not getattr(args, "cleanup_json", False):

@@ -48,6 +48,7 @@ from aioipsec.counters import IkeCounters
 from aioipsec.log import RateLimitedLogger, sa_logger
 from aioipsec.radius.relay import RadiusService
 from aioipsec.ratelimit import LogBudget, install_log_budget
+from aioipsec.runtime import shunts
 from aioipsec.runtime.children import ChildSpec
 from aioipsec.runtime.datapath import DEFAULT_TUN_MTU, DataPath
 from aioipsec.runtime.engine import EngineDriver
@@ -251,6 +252,7 @@ class Daemon(DaemonCommands):
         bound = await self._bind_ports()
         # Before the TUN device: from here on nothing to a remote selector leaves in clear.
         self._start_fail_closed()
+        self._apply_shunts(starting=True)  # pass/drop children (runtime/shunts.py)
 
         # vnet_hdr: decrypted TCP goes back to the kernel coalesced (runtime/forwarding.py).
         tun = TunDevice.create(self.tun_name, mtu=self._initial_tun_mtu(), vnet_hdr=True)
@@ -375,6 +377,38 @@ class Daemon(DaemonCommands):
         )
 
     # ------------------------------------------------------------------ fail closed
+
+    def _apply_shunts(self, starting: bool = False) -> None:
+        """strongSwan's pass/drop children as kernel state (aioipsec/runtime/shunts.py): at
+        start a failure stops the daemon (a drop policy must not be missing), on reload it
+        is logged and the previous shunts stay."""
+        wanted = shunts.shunts_of(self.settings.connections)
+        if not wanted and not getattr(self, "_shunts_installed", False):
+            return
+        try:
+            shunts.apply(wanted)
+        except shunts.ShuntError as error:
+            if starting:
+                raise StartupError(
+                    f"{error} (the pass/drop children of the configuration)"
+                ) from None
+            log.error("shunt policies not changed", error=str(error))
+            return
+        if not getattr(self, "_shunts_installed", False):
+            self._cleanups.append(self._remove_shunts)
+        self._shunts_installed = True
+        log.info("shunt policies installed", shunts=[s.name for s in wanted])
+
+    def _remove_shunts(self) -> None:
+        """At stop: the shunts go with the fail-closed rules, or stay with them (a pass
+        shunt keeps its traffic out of the kept drop rules, as while we ran)."""
+        daemon = self.settings.daemon
+        if getattr(daemon, "fail_closed", True) and getattr(daemon, "fail_closed_after_stop", True):
+            return
+        try:
+            shunts.remove()
+        except shunts.ShuntError as error:
+            log.warning("shunt policies not removed", error=str(error))
 
     def _start_fail_closed(self) -> None:
         """Install the fail-closed rules for the loaded connections, taking over those a
@@ -1154,6 +1188,7 @@ class Daemon(DaemonCommands):
         self.psk_lookup = settings.psk_lookup
         self.driver.dispatcher.set_configs(configs)
         self._reload_fail_closed(configs)
+        self._apply_shunts()
         self.datapath.clear_traps()
         self._apply_start_actions([c for c in configs if c.name not in old_names])
         for config in configs:

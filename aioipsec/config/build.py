@@ -374,6 +374,27 @@ def _check_connection(
 ) -> None:
     # A connection without children is an IKE SA only (strongSwan allows it: the peer's
     # children, or a later `initiate --child`, come from other connections).
+    shunts = [c for c in connection.children.values() if c.mode in ("pass", "drop")]
+    for child in shunts:
+        if "dynamic" in (*child.local_ts, *child.remote_ts):
+            raise source.error(
+                (*key_path, "children", child.name),
+                f"mode = {child.mode}: a shunt's selectors must be written out ('dynamic' "
+                "stands for an IKE SA's addresses, and a shunt has none)",
+                "give local_ts and remote_ts as subnets or ranges",
+            )
+    if shunts and len(shunts) == len(connection.children):
+        return  # only shunts: no IKE SA, so no local and remote rounds (strongSwan's too)
+    if all(addr.startswith("%any") for addr in connection.remote_addrs):
+        for child in connection.children.values():
+            if child.start_action == "trap" and "dynamic" in child.remote_ts:
+                raise source.error(
+                    (*key_path, "children", child.name, "start_action"),
+                    "start_action = trap with remote_ts = dynamic and no remote_addrs is "
+                    "strongSwan's trap-any (the peer found from each packet's destination), "
+                    "which aioipsec does not implement: the trap would cover nothing",
+                    "give remote_addrs (the peer) or remote_ts (the subnets to trap)",
+                )
     for side in ("local", "remote"):
         if side not in table:
             raise source.error(

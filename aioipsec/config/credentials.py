@@ -320,6 +320,9 @@ def _check_connection_credentials(
     configuration: Configuration, connection: ConnectionSettings, secrets_refused: bool
 ) -> None:
     problems: list[ConfigError] = []
+    modes = {child.mode for child in connection.children.values()}
+    if modes and modes <= {"pass", "drop"}:
+        return  # shunts only (aioipsec/runtime/shunts.py): no IKE, no credentials
     for side in ("local", "remote"):
         auth: AuthSettings = getattr(connection, side)
         for kind, loader in (("certs", load_certificate), ("cacerts", load_certificate),

@@ -52,7 +52,7 @@ def _child_to_engine(child: ChildSettings) -> ChildConfig:
         remote_ts=list(child.remote_ts),
         esp_proposals=list(child.esp_proposals) if not child.ah_proposals else [],
         ah_proposals=list(child.ah_proposals),
-        mode=child.mode,
+        mode="transport" if child.mode == "transport" else "tunnel",  # shunts never get here
         start_action=child.start_action,
         close_action=child.close_action,
         dpd_action=child.dpd_action,
@@ -232,6 +232,9 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
     }
     engine_configs: list[IkeConfig] = []
     for connection in configuration.connections.values():
+        children = [c for c in connection.children.values() if c.mode not in ("pass", "drop")]
+        if connection.children and not children:
+            continue  # shunts only: kernel policies (aioipsec/runtime/shunts.py), no IKE
         rekey_time, reauth_time = connection.rekey_time, connection.reauth_time
         if rekey_time is None and reauth_time is None:
             rekey_time, reauth_time = 14400.0, 0.0
@@ -262,7 +265,7 @@ def to_engine_configs(configuration: Configuration) -> list[IkeConfig]:
                     configuration, _auth_to_engine(configuration, connection, "local"), revocation
                 ),
                 remote=_auth_to_engine(configuration, connection, "remote", revocation),
-                children=[_child_to_engine(c) for c in connection.children.values()],
+                children=[_child_to_engine(c) for c in children],
                 retransmit_timeout=configuration.daemon.retransmit_timeout,
                 retransmit_base=configuration.daemon.retransmit_base,
                 retransmit_tries=configuration.daemon.retransmit_tries,

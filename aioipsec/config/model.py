@@ -37,7 +37,8 @@ from ikev2.identity import Identity
 
 # The model's choices are the engine's (``ikev2.config``), so the conversion copies them
 # without a cast; the value parsers only ever produce these strings.
-ChildMode = Literal["tunnel", "transport"]
+# pass / drop: strongSwan's shunt policies (aioipsec/runtime/shunts.py), never negotiated.
+ChildMode = Literal["tunnel", "transport", "pass", "drop"]
 SendCert = Literal["always", "ifasked", "never"]
 
 

@@ -390,26 +390,20 @@ _CONNECTION_KEYS: dict[str, Callable[[Any], Any]] = {
 
 
 _UNSUPPORTED_MODES = {
-    "pass": "a bypass (shunt) policy: aioipsec's data path has no clear-text path of its own, "
-    "traffic reaches it only through the tunnels' routes into its TUN device",
-    "drop": "a drop (shunt) policy: aioipsec installs no policy outside its tunnels",
     "iptfs": "IP-TFS (RFC 9347) is not implemented",
     "beet": "BEET mode is not implemented",
 }
 
 
 def _child_mode(value: Any) -> str:
-    """tunnel or transport; strongSwan's shunt modes and IP-TFS are refused, saying why."""
+    """tunnel, transport, or a pass/drop shunt; IP-TFS and BEET are refused, saying why."""
     text = as_text(value).lower()
     if text in _UNSUPPORTED_MODES:
         raise ValueProblem(
             f"mode = {text} is {_UNSUPPORTED_MODES[text]}",
-            "use mode = tunnel or transport; traffic to leave in clear must stay outside "
-            "every child's selectors (or be filtered with nftables)"
-            if text in ("pass", "drop")
-            else "use mode = tunnel or transport",
+            "use mode = tunnel or transport",
         )
-    return _choice({"tunnel": "tunnel", "transport": "transport"})(value)
+    return _choice({m: m for m in ("tunnel", "transport", "pass", "drop")})(value)
 
 
 def _oids(value: Any) -> list[str]:

@@ -65,11 +65,25 @@ def test_fixed_reqid_is_kept_and_skipped_by_allocation() -> None:
     assert len({2, first, second}) == 3  # allocation never hands out the fixed 2
 
 
-@pytest.mark.parametrize("mode,words", [("pass", "bypass"), ("drop", "drop"), ("iptfs", "9347")])
-def test_shunt_and_iptfs_modes_are_refused_saying_why(
-    tmp_path: Path, mode: str, words: str
-) -> None:
+@pytest.mark.parametrize("mode,words", [("iptfs", "9347"), ("beet", "BEET")])
+def test_iptfs_and_beet_are_refused_saying_why(tmp_path: Path, mode: str, words: str) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, f"mode = {mode}")
     assert caught.value.key == "connections.gw.children.net.mode"
     assert words in caught.value.reason and "tunnel or transport" in (caught.value.hint or "")
+
+
+def test_trap_any_is_refused_saying_why(tmp_path: Path) -> None:
+    """strongSwan's trap-any (a trap with no peer address and remote_ts = dynamic) would
+    cover nothing here: refused, naming start_action."""
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text(
+        "connections { any { local { auth = psk\n }\n remote { auth = psk\n }\n"
+        " children { t { start_action = trap\n } } } }\n"
+        "secrets { ike { secret = 0x00112233445566778899aabbccddeeff } }\n"
+    )
+    conf.chmod(0o600)
+    with pytest.raises(ConfigError) as caught:
+        load_configuration(swanctl_path=conf)
+    assert caught.value.key == "connections.any.children.t.start_action"
+    assert "trap-any" in caught.value.reason
