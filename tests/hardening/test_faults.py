@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from aioipsec.vici.codec import PacketType, decode_packet, encode_packet
+from aioipsec.vici.codec import PacketType, encode_packet
 from tests.e2e.helpers import OurDaemon, assert_ping
+from tests.vici.helpers import receive_packet
 
 from .lab import GW_INNER, PEER_INNER, Hosts, daemon_healthy
 from .test_floods import record
@@ -49,21 +50,9 @@ def vici_call(path: Path, command: str, timeout: float = 5.0) -> dict:
         sock.settimeout(timeout)
         sock.connect(str(path))
         sock.sendall(encode_packet(PacketType.CMD_REQUEST, command, {}))
-        header = _read(sock, 4)
-        (length,) = struct.unpack("!I", header)
-        packet = decode_packet(_read(sock, length))
+        packet = receive_packet(sock)
     assert packet.type is PacketType.CMD_RESPONSE, packet
     return packet.message
-
-
-def _read(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
 
 
 def outer_capture(hosts: Hosts, name: str):

@@ -6,12 +6,32 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket as socket_module
+import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from aioipsec.vici.codec import Packet, decode_packet
+
 SWANCTL = shutil.which("swanctl") or "swanctl"
+
+
+def receive_packet(sock: socket_module.socket) -> Packet:
+    """The next VICI packet on ``sock``: a 4-octet length, then that many octets."""
+    (length,) = struct.unpack("!I", _read_exact(sock, 4))
+    return decode_packet(_read_exact(sock, length))
+
+
+def _read_exact(sock: socket_module.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
 
 
 def swanctl_or_skip() -> None:

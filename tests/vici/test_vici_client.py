@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from aioipsec.vici.codec import PacketType, decode_packet, encode_packet
+from aioipsec.vici.codec import PacketType, encode_packet
 from tests.e2e.helpers import assert_ping
 from tests.e2e.test_aioipsec_pair import LEFT, RIGHT
 
-from .helpers import swanctl, swanctl_or_skip
+from .helpers import receive_packet, swanctl, swanctl_or_skip
 from .test_swanctl import vici_of, vici_session
 
 pytestmark = [pytest.mark.netns]
@@ -104,22 +104,6 @@ def _request(sock: socket.socket, name: str, message: dict | None = None) -> Non
     sock.sendall(encode_packet(PacketType.CMD_REQUEST, name, message or {}))
 
 
-def _receive(sock: socket.socket):
-    header = _read(sock, 4)
-    (length,) = struct.unpack("!I", header)
-    return decode_packet(_read(sock, length))
-
-
-def _read(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
-
-
 def _connect(path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)
@@ -159,17 +143,17 @@ def test_bad_input_daemon_keeps_serving(pair):
         deep = b"\x01\x01s" * 40 + b"\x02" * 40
         body = b"\x00\x08list-sas" + deep
         sock.sendall(struct.pack("!I", len(body)) + body)
-        answer = _receive(sock)
+        answer = receive_packet(sock)
         assert answer.type == PacketType.CMD_RESPONSE
         assert answer.message["success"] == b"no"
         assert b"nested deeper than 32" in answer.message["errmsg"]
         _request(sock, "version")
-        assert _receive(sock).message["daemon"] == b"aioipsec"
+        assert receive_packet(sock).message["daemon"] == b"aioipsec"
         # Unknown commands and events.
         _request(sock, "no-such-command")
-        assert _receive(sock).type == PacketType.CMD_UNKNOWN
+        assert receive_packet(sock).type == PacketType.CMD_UNKNOWN
         sock.sendall(encode_packet(PacketType.EVENT_REGISTER, "no-such-event"))
-        assert _receive(sock).type == PacketType.EVENT_UNKNOWN
+        assert receive_packet(sock).type == PacketType.EVENT_UNKNOWN
     # A 1 MB message.
     with _connect(path) as sock:
         body = b"\x00\x07version" + b"\x03\x01k\xff\xff" + b"x" * 0xFFFF
@@ -184,11 +168,11 @@ def test_bad_input_daemon_keeps_serving(pair):
     for command in ("list-sas", "list-conns"):
         with _connect(path) as sock:
             sock.sendall(encode_packet(PacketType.EVENT_REGISTER, command[:-1]))
-            assert _receive(sock).type == PacketType.EVENT_CONFIRM
+            assert receive_packet(sock).type == PacketType.EVENT_CONFIRM
             _request(sock, command)
     with _connect(path) as sock:  # registered for the log, never reads it
         sock.sendall(encode_packet(PacketType.EVENT_REGISTER, "log"))
-        assert _receive(sock).type == PacketType.EVENT_CONFIRM
+        assert receive_packet(sock).type == PacketType.EVENT_CONFIRM
         sock.sendall(encode_packet(PacketType.EVENT_REGISTER, "control-log"))
         _request(sock, "rekey", {"child": "net"})
 
