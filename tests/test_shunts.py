@@ -99,3 +99,21 @@ def test_a_shunt_needs_written_selectors(tmp_path: Path) -> None:
         load_configuration(swanctl_path=conf)
     assert caught.value.key == "connections.local-net.children.ssh"
     assert "dynamic" in caught.value.reason
+
+
+def test_the_daemon_installs_its_shunts(tmp_path: Path) -> None:
+    """Our daemon with a shunt-only connection beside a tunnel: the shunt table is there
+    while it runs (and stays after the stop, with the fail-closed rules)."""
+    from aioipsec.interop.ours import AioipsecPeer
+
+    with Lab("sd") as lab:
+        a, b = lab.namespace("a"), lab.namespace("b")
+        lab.veth(a, "10.9.0.1/24", b, "10.9.0.2/24")
+        ours = AioipsecPeer(lab, a, tmp_path / "ours")
+        ours.load((CONF % "drop").replace("192.0.2.2", "10.9.0.2"))
+        try:
+            listing = a.run("nft", "list", "table", "inet", shunts.TABLE).stdout
+        finally:
+            ours.stop()
+        assert "meta mark set 0x00002200" in listing and "tcp dport 22" in listing, listing
+        assert "drop" in listing, listing
