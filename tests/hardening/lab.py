@@ -28,7 +28,7 @@ from aioipsec.netns import Lab, Namespace
 from ikev2.config import AuthConfig, ChildConfig, IkeConfig
 from ikev2.dispatcher import Dispatcher
 from ikev2.events import ChildSaEstablished, Event, IkeSaEstablished
-from tests.e2e.helpers import OurDaemon
+from tests.e2e.helpers import OurDaemon, assert_ping
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PSK = "hardening-secret-not-for-production-0123456789"
@@ -389,3 +389,15 @@ def initiate(daemon: OurDaemon, wait: float) -> dict[str, Any]:
     response = json.loads(data)
     assert response.get("ok"), f"initiate failed: {response}\n{daemon.log_tail()}"
     return response["result"]
+
+
+def tunnel_up(hosts: Hosts) -> tuple[OurDaemon, OurDaemon]:
+    """Start both daemons, the peer initiates ``legit``: both list the Child SA and a ping
+    crosses the tunnel. Returns (gateway, peer)."""
+    gw = hosts.gw()
+    peer = hosts.peer()
+    peer.call("initiate", child="net", timeout=30)
+    peer.wait_for_child("legit")
+    gw.wait_for_child("legit")
+    assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=2)
+    return gw, peer

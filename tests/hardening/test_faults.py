@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from aioipsec.vici.codec import PacketType, encode_packet
-from tests.e2e.helpers import OurDaemon, assert_ping
+from tests.e2e.helpers import assert_ping
 from tests.vici.helpers import receive_packet
 
-from .lab import GW_INNER, PEER_INNER, Hosts, daemon_healthy
+from .lab import GW_INNER, PEER_INNER, Hosts, daemon_healthy, tunnel_up
 from .test_floods import record
 
 pytestmark = [pytest.mark.netns]
@@ -73,16 +73,6 @@ def assert_only_ike_and_esp(path: Path) -> dict[str, int]:
         raise AssertionError(f"packets in clear on the outer interface: {figures}\n{shown}")
     assert figures["esp"] > 0, f"no ESP in the capture: the test proved nothing {figures}"
     return figures
-
-
-def tunnel_up(hosts: Hosts) -> tuple[OurDaemon, OurDaemon]:
-    gw = hosts.gw()
-    peer = hosts.peer()
-    peer.call("initiate", child="net", timeout=30)
-    peer.wait_for_child("legit")
-    gw.wait_for_child("legit")
-    assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=2)
-    return gw, peer
 
 
 def _flood_client(path: Path, kind: str, vici: bool, stop: threading.Event, counts: dict) -> None:

@@ -21,7 +21,7 @@ import pytest
 from aioipsec.netns import add_random_loss, nft_counters
 from tests.e2e.helpers import assert_ping, child_of
 
-from .lab import GW_INNER, PEER_INNER, Hosts, daemon_healthy, initiate
+from .lab import GW_INNER, PEER_INNER, Hosts, daemon_healthy, initiate, tunnel_up
 
 pytestmark = [pytest.mark.netns]
 LONG = os.environ.get("AIOIPSEC_HARDENING_LONG") == "1"
@@ -163,12 +163,7 @@ def test_establish_and_rekey_under_loss(hosts: Hosts, percent: int) -> None:
 def test_no_data_lost_across_rekeys(hosts: Hosts) -> None:
     """Pings every 10 ms from both sides while the Child SA and the IKE SA are rekeyed
     REKEYS times each, initiated alternately by either daemon: 0 lost, 0 corrupted."""
-    gw = hosts.gw()
-    peer = hosts.peer()
-    peer.call("initiate", child="net", timeout=30)
-    peer.wait_for_child("legit")
-    gw.wait_for_child("legit")
-    assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=2)
+    gw, peer = tunnel_up(hosts)
 
     rekeys = 2 * REKEYS
     seconds = 3 + 2.5 * rekeys
