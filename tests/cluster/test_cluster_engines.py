@@ -12,7 +12,6 @@ away: established SAs stay, new clients are served where they arrive.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -21,8 +20,9 @@ from aioipsec.cluster.runtime import ClusterRuntime, Engine
 from aioipsec.cluster.settings import ClusterSettings
 from aioipsec.control import RequestError
 from ikev2.dispatcher import Dispatcher
-from ikev2.events import ChildSaDeleted, ChildSaEstablished, Event, IkeSaRedirected
+from ikev2.events import ChildSaDeleted, ChildSaEstablished, IkeSaRedirected
 from tests.cluster.conftest import RedisServer
+from tests.engine import harness
 from tests.engine.harness import make_config, psk_lookup_for, seeded_rng
 
 pytestmark = pytest.mark.timeout(90)
@@ -30,32 +30,8 @@ pytestmark = pytest.mark.timeout(90)
 GATEWAYS = ("192.0.2.1", "192.0.2.2", "192.0.2.3")
 
 
-@dataclass
-class Mesh:
-    nodes: dict[str, Dispatcher] = field(default_factory=dict)
-    events: dict[str, list[Event]] = field(default_factory=dict)
-    now: float = 0.0
-
-    def pump(self) -> None:
-        for _ in range(10000):
-            batch = [d for node in self.nodes.values() for d in node.datagrams_to_send(self.now)]
-            self._drain()
-            if not batch:
-                return
-            for datagram in batch:
-                target = self.nodes.get(datagram.remote_addr[0])
-                if target is not None:
-                    target.receive_datagram(
-                        datagram.data, datagram.local_addr, datagram.remote_addr, self.now
-                    )
-            self._drain()
-        raise AssertionError("network did not go quiet")
-
-    def _drain(self) -> None:
-        for name, node in self.nodes.items():
-            assert node.counters.get("internal_error", 0) == 0, f"engine {name} raised"
-            while (event := node.next_event()) is not None:
-                self.events.setdefault(name, []).append(event)
+class Mesh(harness.Mesh):
+    """The gateways and the clients, each node named by its address."""
 
     def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -246,6 +246,48 @@ class Network:
         return [e for e in events if isinstance(e, kind)]
 
 
+@dataclass
+class Mesh:
+    """Any number of engines on one lossless network: a datagram goes to the node named
+    by its remote address (:meth:`deliver` says otherwise in a subclass). Events are
+    collected per node; an engine that counted an internal error fails the test."""
+
+    nodes: dict[str, Dispatcher] = field(default_factory=dict)
+    now: float = 0.0
+    events: dict[str, list[Event]] = field(default_factory=dict)
+
+    def deliver(self, source: str, datagram: Any) -> tuple[Dispatcher, bytes] | None:
+        """Where ``datagram`` (sent by node ``source``) arrives, and with which octets;
+        None: it is lost."""
+        target = self.nodes.get(datagram.remote_addr[0])
+        return None if target is None else (target, datagram.data)
+
+    def pump(self, limit: int = 10000) -> None:
+        for _ in range(limit):
+            batch = [
+                (name, d)
+                for name, node in self.nodes.items()
+                for d in node.datagrams_to_send(self.now)
+            ]
+            self._drain()
+            if not batch:
+                return
+            for source, datagram in batch:
+                delivery = self.deliver(source, datagram)
+                if delivery is None:
+                    continue
+                target, data = delivery
+                target.receive_datagram(data, datagram.local_addr, datagram.remote_addr, self.now)
+                self._drain()
+        raise AssertionError("network did not go quiet")
+
+    def _drain(self) -> None:
+        for name, node in self.nodes.items():
+            assert node.counters.get("internal_error", 0) == 0, f"engine {name} raised"
+            while (event := node.next_event()) is not None:
+                self.events.setdefault(name, []).append(event)
+
+
 def make_pair(seed: int = 1, **kwargs: Any) -> Network:
     psk_a = kwargs.pop("psk_a", PSK)
     a_config, b_config = pair_configs(**kwargs)

@@ -25,7 +25,6 @@ from ikev2.errors import ProtocolError, UsageError
 from ikev2.events import (
     ChildSaDeleted,
     ChildSaEstablished,
-    Event,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaRedirected,
@@ -35,6 +34,7 @@ from ikev2.message import IkeHeader, parse_message, serialize_message
 from ikev2.payloads import NotifyPayload
 from ikev2.redirect import GatewayIdentity, RedirectData, RedirectedFromData
 from ikev2.tasks import Payload, Task, TaskContext
+from tests.engine import harness
 from tests.engine.harness import make_config, psk_lookup_for, seeded_rng
 
 CLIENT = "198.51.100.10"
@@ -56,39 +56,18 @@ class Placement:
 
 
 @dataclass
-class Mesh:
-    nodes: dict[str, Dispatcher]
-    now: float = 0.0
-    events: dict[str, list[Event]] = field(default_factory=dict)
+class Mesh(harness.Mesh):
+    """The client (node "client", at CLIENT) and the gateways (named by their address)."""
+
     tap: Any = None  # tap(source, datagram) -> bytes | None (None: dropped)
     sent: list[tuple[str, Any]] = field(default_factory=list)
 
-    def pump(self, limit: int = 5000) -> None:
-        for _ in range(limit):
-            batch = [
-                (name, d)
-                for name, node in self.nodes.items()
-                for d in node.datagrams_to_send(self.now)
-            ]
-            self._drain()
-            if not batch:
-                return
-            for source, datagram in batch:
-                self.sent.append((source, datagram))
-                data = datagram.data if self.tap is None else self.tap(source, datagram)
-                host = datagram.remote_addr[0]
-                target = self.nodes.get("client" if host == CLIENT else host)
-                if data is None or target is None:
-                    continue
-                target.receive_datagram(data, datagram.local_addr, datagram.remote_addr, self.now)
-                self._drain()
-        raise AssertionError("network did not go quiet")
-
-    def _drain(self) -> None:
-        for name, node in self.nodes.items():
-            assert node.counters.get("internal_error", 0) == 0, f"engine {name} raised"
-            while (event := node.next_event()) is not None:
-                self.events.setdefault(name, []).append(event)
+    def deliver(self, source: str, datagram: Any) -> tuple[Dispatcher, bytes] | None:
+        self.sent.append((source, datagram))
+        data = datagram.data if self.tap is None else self.tap(source, datagram)
+        host = datagram.remote_addr[0]
+        target = self.nodes.get("client" if host == CLIENT else host)
+        return None if data is None or target is None else (target, data)
 
     def run_until(self, deadline: float) -> None:
         self.pump()
