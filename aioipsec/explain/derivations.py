@@ -471,12 +471,9 @@ class _Deriver:
         shared = None
         ke_i, ke_r = request.inner.get(PayloadType.KE), response.inner.get(PayloadType.KE)
         if isinstance(ke_i, KePayload) and isinstance(ke_r, KePayload):
-            method = KeId(ke_i.group)
-            req_rng = self.run.rng_i if request.from_initiator else self.run.rng_r
-            resp_rng = self.run.rng_r if request.from_initiator else self.run.rng_i
-            private_i = _x_private(req_rng, method, bytes(ke_i.data))
-            private_r = _x_private(resp_rng, method, bytes(ke_r.data))
-            shared = x_shared(method, private_i, bytes(ke_r.data))
+            method, private_i, private_r, shared, agreed = self._exchange_shared(
+                request, ke_i, ke_r
+            )
             self.add(response.number, Step(
                 f"g^ir (new) = {method.name}(private value of the CREATE_CHILD_SA "
                 "initiator, KEr)",
@@ -484,7 +481,7 @@ class _Deriver:
                 [("initiator private", private_i), ("KEi", bytes(ke_i.data)),
                  ("responder private", private_r), ("KEr", bytes(ke_r.data))],
                 [("g^ir (new)", shared)],
-                ok=shared == x_shared(method, private_r, bytes(ke_i.data)),
+                ok=agreed,
                 key=f"child_g_ir_{response.number}",
             ))  # fmt: skip
         rekeyed = [e for e in self.run.events_i if isinstance(e, ChildSaRekeyed)]
@@ -495,20 +492,20 @@ class _Deriver:
         self._child_keys(sa, response.number, response.inner, ni, nr, shared, installed,
                          "the new Child SA (CREATE_CHILD_SA nonces)")  # fmt: skip
 
-    def _exchange_shared(self, request: WireMessage, response: WireMessage) -> tuple[Any, ...]:
-        """(method, private_i, KEi, private_r, KEr, g^ir) of a CREATE_CHILD_SA exchange."""
-        assert request.inner is not None and response.inner is not None
-        ke_i: KePayload = _payload(request.inner, PayloadType.KE)
-        ke_r: KePayload = _payload(response.inner, PayloadType.KE)
+    def _exchange_shared(
+        self, request: WireMessage, ke_i: KePayload, ke_r: KePayload
+    ) -> tuple[KeId, bytes, bytes, bytes, bool]:
+        """(method, private_i, private_r, g^ir, whether the responder computes the same
+        g^ir) of a CREATE_CHILD_SA exchange's KEi and KEr; the private values are those
+        the recorded RNG of each side gave (the exchange's initiator may be either)."""
         method = KeId(ke_i.group)
         req_rng = self.run.rng_i if request.from_initiator else self.run.rng_r
         resp_rng = self.run.rng_r if request.from_initiator else self.run.rng_i
         private_i = _x_private(req_rng, method, bytes(ke_i.data))
         private_r = _x_private(resp_rng, method, bytes(ke_r.data))
         shared = x_shared(method, private_i, bytes(ke_r.data))
-        if shared != x_shared(method, private_r, bytes(ke_i.data)):
-            raise ExplainError("the two sides' key exchange results differ")
-        return method, private_i, bytes(ke_i.data), private_r, bytes(ke_r.data), shared
+        agreed = shared == x_shared(method, private_r, bytes(ke_i.data))
+        return method, private_i, private_r, shared, agreed
 
     def _rekey_ike(self, old: _IkeSaKeys, request: WireMessage, response: WireMessage) -> None:
         """The new IKE SA of a CREATE_CHILD_SA rekey (RFC 7296 sec. 1.3.2, 2.18)."""
@@ -519,12 +516,16 @@ class _Deriver:
         spi_i = bytes(_selected(request.inner).spi)  # the rekey initiator's new SPI
         chosen = _selected(response.inner)
         spi_r = bytes(chosen.spi)
-        method, private_i, ke_i, private_r, ke_r, shared = self._exchange_shared(request, response)
+        ke_i: KePayload = _payload(request.inner, PayloadType.KE)
+        ke_r: KePayload = _payload(response.inner, PayloadType.KE)
+        method, private_i, private_r, shared, agreed = self._exchange_shared(request, ke_i, ke_r)
+        if not agreed:
+            raise ExplainError("the two sides' key exchange results differ")
         self.add(number, Step(
             f"g^ir (new) = {method.name}(private value of the rekey initiator, KEr)",
             "RFC 7296 sec. 1.3.2 and 2.18",
-            [("initiator private", private_i), ("KEi", ke_i),
-             ("responder private", private_r), ("KEr", ke_r)],
+            [("initiator private", private_i), ("KEi", bytes(ke_i.data)),
+             ("responder private", private_r), ("KEr", bytes(ke_r.data))],
             [("g^ir (new)", shared)], check="both sides compute the same value",
             key=f"ike_rekey_g_ir_{number}",
         ))  # fmt: skip
