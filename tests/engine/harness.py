@@ -13,7 +13,7 @@ from typing import Any
 
 from ikev2.config import AuthConfig, AuthMethodName, ChildConfig, IkeConfig
 from ikev2.dispatcher import Dispatcher
-from ikev2.events import Event
+from ikev2.events import ChildSaRekeyed, Event, IkeSaRekeyed
 
 ADDR_A = "192.0.2.1"
 ADDR_B = "192.0.2.2"
@@ -244,6 +244,16 @@ class Network:
     def events(self, side: str, kind: type) -> list[Any]:
         events = self.events_a if side == "a" else self.events_b
         return [e for e in events if isinstance(e, kind)]
+
+
+def rekey_child_then_ike(net: Network, ike_id: int, child_sa_id: int) -> None:
+    """A rekeys the Child SA, then the IKE SA; B reports each rekey."""
+    net.a.rekey_child(ike_id, child_sa_id, net.now)
+    net.pump()
+    assert net.events("b", ChildSaRekeyed)
+    net.a.rekey_ike(ike_id, net.now)
+    net.pump()
+    assert net.events("b", IkeSaRekeyed)
 
 
 @dataclass

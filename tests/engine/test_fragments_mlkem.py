@@ -5,7 +5,7 @@ from __future__ import annotations
 from ikev2.enums import ExchangeType, KeId, PayloadType
 from ikev2.events import ChildSaEstablished, ChildSaRekeyed, IkeSaEstablished, IkeSaRekeyed
 from ikev2.message import parse_message
-from tests.engine.harness import established_pair, make_pair
+from tests.engine.harness import established_pair, make_pair, rekey_child_then_ike
 from tests.engine.test_establish import assert_children_match, child_pair
 
 
@@ -91,12 +91,7 @@ def test_ml_kem_with_fragmented_intermediate_and_rekeys() -> None:
     assert any(s[2] == PayloadType.SKF for s in intermediate)
     a, b = child_pair(net)
     assert_children_match(a, b)
-    net.a.rekey_child(ike_id, a.child_sa_id, net.now)
-    net.pump()
-    assert net.events("b", ChildSaRekeyed)
-    net.a.rekey_ike(ike_id, net.now)
-    net.pump()
-    assert net.events("b", IkeSaRekeyed)
+    rekey_child_then_ike(net, ike_id, a.child_sa_id)
 
 
 def test_ml_kem_only_on_one_side_is_optional() -> None:

@@ -13,12 +13,10 @@ from ikev2.config import AuthMethodName
 from ikev2.events import (
     AuthenticationFailed,
     ChildSaEstablished,
-    ChildSaRekeyed,
     IkeSaEstablished,
-    IkeSaRekeyed,
     NegotiationFailed,
 )
-from tests.engine.harness import Network, make_pair
+from tests.engine.harness import Network, make_pair, rekey_child_then_ike
 
 PPK = bytes(range(32))
 OTHER_PPK = bytes(range(1, 33))
@@ -126,12 +124,7 @@ def test_rekeys_after_a_ppk() -> None:
     ike_id = net.a.initiate("conn", "net", now=0.0)
     net.pump()
     (child,) = net.events("a", ChildSaEstablished)
-    net.a.rekey_child(ike_id, child.child_sa_id, net.now)
-    net.pump()
-    assert net.events("b", ChildSaRekeyed)
-    net.a.rekey_ike(ike_id, net.now)
-    net.pump()
-    assert net.events("b", IkeSaRekeyed)
+    rekey_child_then_ike(net, ike_id, child.child_sa_id)
 
 
 @pytest.mark.parametrize("responder_has_it", [True, False])
