@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from aioipsec.secretfile import SecretFileError, read_secret_file
+
 POLICIES = ("none", "round-robin", "least-loaded", "identity-hash")
 
 
@@ -82,21 +84,10 @@ class ClusterSettings:
         """The Redis password from ``password_file`` (first line), or None."""
         if self.password_file is None:
             return None
-        path = Path(self.password_file)
         try:
-            mode = path.stat().st_mode
-            text = path.read_text()
-        except OSError as error:
-            raise ClusterSettingsError(
-                "password_file", f"cannot read the Redis password file {path}: {error.strerror}"
-            ) from None
-        if mode & 0o077:
-            # The rule of every secret file (PSK files, token PINs): not for group/others.
-            raise ClusterSettingsError(
-                "password_file",
-                f"{path} holds the Redis password and group/others may access it "
-                f"(mode {mode & 0o777:03o}): chmod 600 {path}",
-            )
+            text = read_secret_file(Path(self.password_file), "the Redis password").decode()
+        except SecretFileError as error:
+            raise ClusterSettingsError("password_file", str(error)) from None
         return text.splitlines()[0] if text.strip() else None
 
 

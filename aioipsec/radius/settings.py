@@ -18,9 +18,10 @@ backups): it is read from ``secret_file``, which must not be readable by group o
 from __future__ import annotations
 
 import ipaddress
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aioipsec.secretfile import SecretFileError, read_secret_file
 
 DEFAULT_PORT = 1812  # RFC 2865 sec. 3, IANA "radius"
 
@@ -104,18 +105,9 @@ def _port(text: str, value: str) -> int:
 def read_secret(path: Path) -> bytes:
     """The first line of ``path``; refused when group or others may read the file."""
     try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except OSError as error:
-        raise RadiusSettingsError(
-            "secret_file", f"cannot read the RADIUS secret file {path}: {error.strerror}"
-        ) from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise RadiusSettingsError(
-            "secret_file",
-            f"the RADIUS secret file {path} is readable or writable by group/others "
-            f"(mode {stat.S_IMODE(mode):04o}): chmod 600 {path}",
-        )
+        data = read_secret_file(path, "the RADIUS secret")
+    except SecretFileError as error:
+        raise RadiusSettingsError("secret_file", str(error)) from None
     secret = data.split(b"\n", 1)[0].strip()
     if not secret:
         raise RadiusSettingsError("secret_file", f"the RADIUS secret file {path} is empty")
