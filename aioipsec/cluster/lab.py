@@ -95,14 +95,7 @@ def gateway_conf(address: str) -> str:
 
 
 class Daemon(AioipsecPeer):
-    """Our daemon with more TOML after its [daemon] table."""
-
-    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path, extra: str) -> None:
-        super().__init__(lab, namespace, workdir)
-        self.extra = extra
-
-    def daemon_table(self) -> str:
-        return super().daemon_table() + self.extra
+    """Our daemon, logging at info level without key tables."""
 
     def daemon_argv(self) -> list[str]:
         # No key tables and info logging: a lab run, not a debugging session.
@@ -209,7 +202,7 @@ class ClusterLab:
             f'name = "lab"\nmember = "{address}"\nstore = "redis://{REDIS}:6379/0"\n'
             f'policy = "{policy}"\nheartbeat = "0.5s"\nttl = "2s"\ndrain_rate = 20\n'
         )
-        daemon = Daemon(self.lab, namespace, self.workdir / f"g{index + 1}", extra)
+        daemon = Daemon(self.lab, namespace, self.workdir / f"g{index + 1}", extra_toml=extra)
         daemon.load(gateway_conf(address))
         self.gateways[address] = daemon
         return daemon
@@ -245,7 +238,7 @@ class ClusterLab:
             peer.swanctl("--initiate", "--child", "net", "--timeout", "20", check=False,
                          timeout=25)  # fmt: skip
         else:
-            peer = Daemon(self.lab, namespace, self.workdir / name, "")
+            peer = Daemon(self.lab, namespace, self.workdir / name)
             peer.load(conf)
             peer.call("initiate", ike="rw", child="net", timeout=25.0)
         client = Client(name, address, peer)

@@ -23,7 +23,13 @@ class AioipsecPeer:
     implementation = "aioipsec"
 
     def __init__(
-        self, lab: Lab, namespace: Namespace, workdir: Path, *, keep_alive: float | None = None
+        self,
+        lab: Lab,
+        namespace: Namespace,
+        workdir: Path,
+        *,
+        keep_alive: float | None = None,
+        extra_toml: str = "",
     ) -> None:
         self.lab = lab
         self.namespace = namespace
@@ -34,6 +40,7 @@ class AioipsecPeer:
         self.swanctl_path = self.workdir / "swanctl.conf"
         self.log_path = self.workdir / "daemon.log"
         self.keep_alive = keep_alive
+        self.extra_toml = extra_toml  # after the [daemon] keys: more of them, or [cluster]
         self.process: BackgroundProcess | None = None
         # More environment for the daemon (a token peer: SOFTHSM2_CONF).
         self.env: dict[str, str] = {}
@@ -52,6 +59,7 @@ class AioipsecPeer:
             # so both implementations give up (and DPD notices a dead peer) alike.
             "retransmit_timeout = 1.0\nretransmit_base = 1.4\nretransmit_tries = 3\n"
             + (f"keep_alive = {self.keep_alive}\n" if self.keep_alive is not None else "")
+            + self.extra_toml
         )
 
     def daemon_argv(self) -> list[str]:

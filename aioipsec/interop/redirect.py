@@ -56,17 +56,6 @@ def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, clie
     return psk_conf({"rw": connection}, psk=PSK, ids=[local_id if client else "%any", GATEWAY_ID])
 
 
-class ClusterPeer(AioipsecPeer):
-    """Our daemon with more of its TOML file (``[daemon]`` keys, then ``[cluster]``)."""
-
-    def __init__(self, lab: Lab, namespace: Namespace, workdir: Path, extra_toml: str) -> None:
-        super().__init__(lab, namespace, workdir)
-        self.extra_toml = extra_toml
-
-    def daemon_table(self) -> str:
-        return super().daemon_table() + self.extra_toml
-
-
 @dataclass
 class RedirectLab:
     lab: Lab
@@ -186,8 +175,8 @@ def _charon_follows(net: RedirectLab, workdir: Path, row: str) -> dict[str, Any]
     client_id = identity_for(GW2) if row == "charon-follows-auth" else "client.example"
     gateways = []
     for namespace, member in ((net.gw1, GW1), (net.gw2, GW2)):
-        peer = ClusterPeer(
-            net.lab, namespace, workdir / member, gateway_toml(member, policy=policy)
+        peer = AioipsecPeer(
+            net.lab, namespace, workdir / member, extra_toml=gateway_toml(member, policy=policy)
         )
         peer.load(swanctl_conf(local=member, remote="%any", local_id=GATEWAY_ID,
                                remote_id="%any", client=False))  # fmt: skip
@@ -250,8 +239,8 @@ def _ours_follows(net: RedirectLab, workdir: Path) -> dict[str, Any]:
                                  remote_id="%any", client=False))  # fmt: skip
         charons.append(charon)
     gw1, gw2 = charons
-    ours = ClusterPeer(net.lab, net.client, workdir / "ours",
-                       f'follow_redirects = true\naccept_redirect_to = ["{GW2}"]\n')  # fmt: skip
+    follow = f'follow_redirects = true\naccept_redirect_to = ["{GW2}"]\n'
+    ours = AioipsecPeer(net.lab, net.client, workdir / "ours", extra_toml=follow)
     ours.load(swanctl_conf(local=CLIENT, remote=GW1, local_id="client.example",
                            remote_id=GATEWAY_ID, client=True))  # fmt: skip
     try:
