@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,17 @@ class TlsCredentials:
     certs: Sequence[x509.Certificate]
     key: Any = field(repr=False)
     cacerts: Sequence[x509.Certificate] = ()
+
+
+def read_available(read: Callable[[int], bytes]) -> bytes:
+    """All that an OpenSSL memory-BIO read (``bio_read``, ``recv``) has now: it raises
+    WantReadError once there is nothing more (the BIOs never block)."""
+    data = b""
+    while True:
+        try:
+            data += read(65536)
+        except SSL.WantReadError:
+            return data
 
 
 class _TlsOverEap:
@@ -174,12 +185,7 @@ class _TlsOverEap:
                 pass
         except SSL.Error as error:
             self.failure_reason = f"TLS handshake failed: {_openssl_reason(error)}"
-        out = b""
-        while True:
-            try:
-                out += self._connection.bio_read(65536)
-            except SSL.WantReadError:
-                break
+        out = read_available(self._connection.bio_read)
         self._outgoing, self._outgoing_first = out, True
         return out
 

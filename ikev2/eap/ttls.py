@@ -53,7 +53,7 @@ from ikev2.eap.session import (
     PeerMethodFactory,
     ServerMethodFactory,
 )
-from ikev2.eap.tls import FLAG_S, TlsCredentials, _TlsOverEap
+from ikev2.eap.tls import FLAG_S, TlsCredentials, _TlsOverEap, read_available
 from ikev2.enums import EapCode, EapType
 
 _EXPORT_LABEL = b"ttls keying material"  # RFC 5281 sec. 8
@@ -155,12 +155,7 @@ class _TtlsOverEap(_TlsOverEap):
         """Application data in (the whole of what these records carry)."""
         try:
             self._connection.bio_write(records)
-            plaintext = b""
-            while True:
-                try:
-                    plaintext += self._connection.recv(65536)
-                except SSL.WantReadError:
-                    break
+            plaintext = read_available(self._connection.recv)
         except SSL.ZeroReturnError:
             raise EapError("the EAP-TTLS peer closed the tunnel") from None
         except SSL.Error as error:
