@@ -270,6 +270,7 @@ class Daemon(DaemonCommands):
             dns_hook=self.settings.daemon.dns_hook,
         )
         self._cleanups.append(self.remote_access.close)
+        self.radius.on_accept = self.remote_access.pools.offer_radius  # pools = radius
         if self.settings.daemon.proxy_arp_interface:
             # Proxy ARP/NDP for the clients' addresses on the LAN (runtime/farp.py).
             self.farp = ProxyNeighbours(self.settings.daemon.proxy_arp_interface, log)

@@ -22,6 +22,10 @@ call it from inside its sans-I/O step and tests can move time):
   same identity).
 * :class:`PoolManager` answers a CFG_REQUEST (``assign``) and takes addresses back
   (``release``); it implements ``ikev2.cp.ConfigProvider``, the engine's only view of pools.
+  Besides the configured pools a connection may name ``radius`` (strongSwan's eap-radius
+  provider): the address of the peer's RADIUS Access-Accept (Framed-IP-Address,
+  Framed-IPv6-Address), handed in by the RADIUS relay with :meth:`PoolManager.offer_radius`
+  before the engine asks, so the engine's call stays synchronous and free of I/O.
 """
 
 from __future__ import annotations
@@ -45,6 +49,23 @@ IPNetwork = IPv4Network | IPv6Network
 
 # Identity strings are only keys here; this bounds what one lease record can hold.
 _MAX_IDENTITY_LENGTH = 1024
+
+# Pool names a connection may use without a pools section: addresses from elsewhere.
+RADIUS_POOL = "radius"
+EXTERNAL_POOLS = (RADIUS_POOL,)
+# Access-Accepts whose address no CFG_REQUEST took yet (bounded: oldest dropped first).
+_MAX_RADIUS_OFFERS = 65536
+
+
+@dataclass(frozen=True)
+class ExternalLease:
+    """What an external authority says one identity gets: its RADIUS Access-Accept's
+    Framed-IP-Address / Framed-IPv6-Address and DNS servers (MS-Primary/Secondary-DNS-Server,
+    DNS-Server-IPv6-Address, RFC 6911). No address: a CFG_REQUEST gets none from it."""
+
+    addresses: tuple[IPAddress, ...] = ()
+    dns: tuple[IPAddress, ...] = ()
+    source: str = "the RADIUS Access-Accept"
 
 
 class PoolProblem(ValueError):
@@ -618,6 +639,9 @@ class PoolManager:
         self.log: list[str] = []  # lines for the daemon's log, taken by take_log()
         self.member: str | None = None  # set by share(): the leases live in the cluster store
         self.on_change: Callable[[], None] = lambda: None
+        # pools = radius: identity -> the Access-Accept's addresses, until released.
+        self.radius: dict[str, ExternalLease] = {}
+        self.radius_online: dict[IPAddress, str] = {}
         for settings in pools:
             self.pools[settings.name] = self._new_pool(settings)
 
@@ -656,7 +680,46 @@ class PoolManager:
             pool.log = []
         return lines
 
+    def offer_radius(self, identity: str, lease: ExternalLease) -> None:
+        """The RADIUS relay's Access-Accept for ``identity`` (the EAP identity, the one
+        ``assign`` is asked for after EAP); replaces an earlier one."""
+        identity = identity[:_MAX_IDENTITY_LENGTH]
+        self.radius.pop(identity, None)
+        while len(self.radius) >= _MAX_RADIUS_OFFERS:
+            del self.radius[next(iter(self.radius))]
+        self.radius[identity] = lease
+
+    def _radius_address(
+        self, identity: str, version: int
+    ) -> tuple[IPAddress | None, list[CpAttribute], str]:
+        """pools = radius: the Access-Accept's address of this family, its DNS attributes,
+        or None and why not."""
+        lease = self.radius.get(identity)
+        if lease is None:
+            return (
+                None,
+                [],
+                (
+                    f"pool radius: no RADIUS Access-Accept for {identity} (remote auth must be "
+                    "eap-radius, the EAP identity being the RADIUS User-Name)"
+                ),
+            )
+        family = [a for a in lease.addresses if a.version == version]
+        if not family:
+            attribute = "Framed-IP-Address" if version == 4 else "Framed-IPv6-Address"
+            return (
+                None,
+                [],
+                (
+                    f"pool radius: {lease.source} for {identity} carried no {attribute} (add one "
+                    "to the user on the RADIUS server, or name another pool after radius)"
+                ),
+            )
+        dns = [_named_attribute("dns", str(a)) for a in lease.dns if a.version == version]
+        return family[0], dns, ""
+
     def _pools(self, names: Sequence[str]) -> list[MemPool]:
+        names = [name for name in names if name not in EXTERNAL_POOLS]
         missing = [name for name in names if name not in self.pools]
         if missing:
             raise ProtocolError(
@@ -687,8 +750,23 @@ class PoolManager:
             wanted.setdefault(address.version, address)
         reply = ConfigAttributes(CfgType.CFG_REPLY)
         taken: list[tuple[MemPool, IPAddress]] = []
+        external: list[tuple[IPAddress, list[CpAttribute]]] = []
         failed: list[str] = []
         for version, requested in sorted(wanted.items(), key=lambda item: item[0]):
+            if RADIUS_POOL in pool_names:
+                # strongSwan's order: the pools in the order named; radius is asked first
+                # here wherever it is named, since it never runs out.
+                framed, attributes, why = self._radius_address(identity, version)
+                if framed is not None:
+                    external.append((framed, attributes))
+                    self.radius_online[framed] = identity
+                    self.log.append(f"assigned {framed} from pool radius to {identity}")
+                    continue
+                family_pools = [p for p in pools if p.settings.version == version]
+                if not family_pools:
+                    failed.append(f"IPv{version}: {why}")
+                    continue
+                self.log.append(f"{why}; trying pool(s) {', '.join(p.name for p in family_pools)}")
             family = [pool for pool in pools if pool.settings.version == version]
             if requested is not None and not any(p.settings.contains(requested) for p in family):
                 self.log.append(
@@ -711,7 +789,7 @@ class PoolManager:
                 )
                 failed.append(f"IPv{version}: " + (f"pool {names} exhausted" if family else
                               "no pool of this family"))  # fmt: skip
-        if wanted and not taken:
+        if wanted and not taken and not external:
             raise ProtocolError(
                 f"no virtual IP for {identity}: {'; '.join(failed)}",
                 NotifyType.INTERNAL_ADDRESS_FAILURE,
@@ -725,6 +803,12 @@ class PoolManager:
                 reply.ip6_addresses.append(IPv6Interface((address, 128)))
             for attribute in pool.settings.attributes:
                 reply.other.append(attribute)
+        for address, attributes in external:
+            if isinstance(address, IPv4Address):
+                reply.ip4_addresses.append(address)
+            else:
+                reply.ip6_addresses.append(IPv6Interface((address, 128)))
+            reply.other.extend(attributes)
         # Decode the pools' attributes into their typed fields (DNS, subnets, ...), so the
         # reply is one ConfigAttributes whatever way an attribute was configured.
         typed = ConfigAttributes.from_payload(reply.to_payload())
@@ -740,6 +824,12 @@ class PoolManager:
         """An IKE SA that held ``addresses`` is gone (deleted, expired, failed)."""
         identity = identity[:_MAX_IDENTITY_LENGTH]
         for address in addresses:
+            if self.radius_online.get(address) == identity:
+                # The Access-Accept's address is the server's to give again; ours no more.
+                del self.radius_online[address]
+                self.radius.pop(identity, None)
+                self.log.append(f"lease {address} of {identity} from pool radius released")
+                continue
             for pool in self.pools.values():
                 if pool.release(identity, address, now):
                     self.log.append(f"lease {address} of {identity} in pool {pool.name} offline")
@@ -779,6 +869,16 @@ class PoolManager:
                         "status": "online" if lease.online else "offline",
                     }
                     for lease in pool.leases()
+                ]
+            out.append(entry)
+        if self.radius_online:
+            entry = {"name": RADIUS_POOL, "base": "(RADIUS Framed-IP-Address)", "addrs": "",
+                     "size": len(self.radius_online), "online": len(self.radius_online),
+                     "offline": 0}  # fmt: skip
+            if leases:
+                entry["leases"] = [
+                    {"address": str(address), "identity": identity, "status": "online"}
+                    for address, identity in self.radius_online.items()
                 ]
             out.append(entry)
         return out

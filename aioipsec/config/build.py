@@ -769,7 +769,15 @@ def check_remote_access(configuration: Configuration) -> None:
                 "server is configured: its peers cannot authenticate until a [radius] "
                 "table (servers, secret_file) is in the daemon configuration"
             )
+        if "radius" in connection.pools and connection.remote.auth != "eap-radius":
+            configuration.warnings.append(
+                f"connections.{connection.name}.pools: radius gives the address of a RADIUS "
+                f"Access-Accept, but remote auth is {connection.remote.auth or 'unset'}, not "
+                "eap-radius: its peers get no address from it"
+            )
         for name in connection.pools:
+            if name == "radius":
+                continue
             if name not in configuration.pools:
                 known = ", ".join(sorted(configuration.pools)) or "none defined"
                 raise ConfigError(

@@ -428,7 +428,8 @@ def parse_identity(value: Any) -> str:
 
 def _pool_names(value: Any) -> list[str]:
     names = parse_list(value)
-    special = [name for name in names if name in ("dhcp", "radius")]
+    # radius: the address of the RADIUS Access-Accept (aioipsec.pools.RADIUS_POOL).
+    special = [name for name in names if name in ("dhcp",)]
     if special:
         raise ValueProblem(
             f"pools = {special[0]} (strongSwan's {special[0]} plugin) is not supported",

@@ -33,6 +33,7 @@ ATTRIBUTE User-Name 1 string
 ATTRIBUTE NAS-IP-Address 4 ipaddr
 ATTRIBUTE NAS-Port 5 integer
 ATTRIBUTE Service-Type 6 integer
+ATTRIBUTE Framed-IP-Address 8 ipaddr
 ATTRIBUTE Reply-Message 18 string
 ATTRIBUTE State 24 octets
 ATTRIBUTE Class 25 octets
@@ -44,8 +45,12 @@ ATTRIBUTE NAS-Port-Type 61 integer
 ATTRIBUTE EAP-Message 79 octets
 ATTRIBUTE Message-Authenticator 80 octets
 ATTRIBUTE NAS-IPv6-Address 95 ipv6addr
+ATTRIBUTE Framed-IPv6-Address 168 ipv6addr
+ATTRIBUTE DNS-Server-IPv6-Address 169 ipv6addr
 VENDOR Microsoft 311
 BEGIN-VENDOR Microsoft
+ATTRIBUTE MS-Primary-DNS-Server 28 ipaddr
+ATTRIBUTE MS-Secondary-DNS-Server 29 ipaddr
 ATTRIBUTE MS-MPPE-Send-Key 16 octets encrypt=2
 ATTRIBUTE MS-MPPE-Recv-Key 17 octets encrypt=2
 END-VENDOR Microsoft
@@ -70,6 +75,14 @@ class RadiusReply:
     classes: list[bytes] = field(default_factory=list)
     reply_message: str = ""
     msk: bytes | None = field(default=None, repr=False)
+    # pools = radius: the peer's address(es) and DNS servers (strongSwan's eap-radius set).
+    framed_addresses: list[str] = field(default_factory=list)
+    dns_servers: list[str] = field(default_factory=list)
+
+
+# Framed-IP-Address values that are not an address (RFC 2865 sec. 5.8): "let the user
+# choose" and "the NAS picks one from its pool"; neither gives the peer an address here.
+_NOT_AN_ADDRESS = ("255.255.255.255", "255.255.255.254")
 
 
 @dataclass
@@ -221,6 +234,10 @@ def _reply(server: RadiusServer, reply: Any) -> RadiusReply:
     recv, send = values("MS-MPPE-Recv-Key"), values("MS-MPPE-Send-Key")
     # RFC 5216 sec. 2.3 / strongSwan: MSK = MS-MPPE-Recv-Key | MS-MPPE-Send-Key.
     msk = recv[0] + send[0] if recv and send else None
+    framed = [str(a) for a in values("Framed-IP-Address") if str(a) not in _NOT_AN_ADDRESS]
+    framed += [str(a) for a in values("Framed-IPv6-Address")]
+    dns = [str(a) for name in ("MS-Primary-DNS-Server", "MS-Secondary-DNS-Server",
+                               "DNS-Server-IPv6-Address") for a in values(name)]  # fmt: skip
     return RadiusReply(
         code=int(reply.code),
         server=server,
@@ -229,4 +246,6 @@ def _reply(server: RadiusServer, reply: Any) -> RadiusReply:
         classes=values("Class"),
         reply_message=" ".join(str(m) for m in messages),
         msk=msk,
+        framed_addresses=framed,
+        dns_servers=dns,
     )

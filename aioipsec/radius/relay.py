@@ -8,7 +8,10 @@ engine driver):
 * Access-Challenge: its EAP-Message (a Request) goes to the peer; its State is sent back
   with the next Access-Request of that conversation (RFC 2865 sec. 5.24);
 * Access-Accept: EAP-Success, the MSK (MS-MPPE-Recv-Key | MS-MPPE-Send-Key, RFC 2548) and,
-  with ``class_group``, the Class attributes as the peer's groups;
+  with ``class_group``, the Class attributes as the peer's groups; its Framed-IP-Address /
+  Framed-IPv6-Address and DNS servers go to ``on_accept`` (the pools, for ``pools =
+  radius``) before the answer re-enters the engine, which asks the pools later in the
+  same IKE_AUTH;
 * Access-Reject, or no valid answer from any server: EAP-Failure, the reason logged.
 
 One conversation per IKE SA; it is forgotten when the SA goes (``IkeSaDeleted``).
@@ -17,11 +20,13 @@ One conversation per IKE SA; it is forgotten when the SA goes (``IkeSaDeleted``)
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
+from aioipsec.pools import ExternalLease
 from aioipsec.radius.client import (
     ACCESS_ACCEPT,
     ACCESS_CHALLENGE,
@@ -38,6 +43,7 @@ from ikev2.events import EapRelay, Event, IkeSaDeleted
 log = structlog.get_logger("aioipsec.radius")
 
 AnswerFunction = Callable[[int, ExternalEapAnswer], None]
+AcceptFunction = Callable[[str, ExternalLease], None]
 
 
 @dataclass
@@ -48,8 +54,14 @@ class _Conversation:
 
 
 class EapRadiusRelay:
-    def __init__(self, settings: RadiusSettings, answer: AnswerFunction) -> None:
+    def __init__(
+        self,
+        settings: RadiusSettings,
+        answer: AnswerFunction,
+        on_accept: AcceptFunction | None = None,
+    ) -> None:
         self.settings = settings
+        self.on_accept = on_accept
         self.client = RadiusClient(
             settings.parsed_servers(), settings.secret, settings.timeout, settings.tries
         )
@@ -131,7 +143,11 @@ class EapRadiusRelay:
                 identity=event.identity,
                 server=str(reply.server),
                 groups=list(groups),
+                framed=reply.framed_addresses,
+                dns=reply.dns_servers,
             )
+            if self.on_accept is not None:
+                self.on_accept(event.identity, _lease(reply))
             # No MS-MPPE keys (EAP-MD5): the AUTH payloads use SK_pi/SK_pr instead.
             return ExternalEapAnswer(reply.eap_message, msk=reply.msk, groups=groups)
         said = f" ({reply.reply_message})" if reply.reply_message else ""
@@ -143,12 +159,22 @@ class EapRadiusRelay:
         return ExternalEapAnswer(reply.eap_message, reason=reason)
 
 
+def _lease(reply: RadiusReply) -> ExternalLease:
+    """The Access-Accept's addresses (pyrad decoded them: valid by construction)."""
+    return ExternalLease(
+        tuple(ipaddress.ip_address(a) for a in reply.framed_addresses),
+        tuple(ipaddress.ip_address(a) for a in reply.dns_servers),
+        f"the Access-Accept of RADIUS server {reply.server}",
+    )
+
+
 class RadiusService:
     """What the daemon holds: the relay for the current ``[radius]`` settings (made anew
     when a reload changes them), or an immediate failure when there are none."""
 
-    def __init__(self, answer: AnswerFunction) -> None:
+    def __init__(self, answer: AnswerFunction, on_accept: AcceptFunction | None = None) -> None:
         self._answer = answer
+        self.on_accept = on_accept  # pools = radius (the daemon's PoolManager.offer_radius)
         self.relay: EapRadiusRelay | None = None
 
     def on_event(self, event: Event, settings: RadiusSettings | None) -> bool:
@@ -163,7 +189,7 @@ class RadiusService:
         if self.relay is None or self.relay.settings is not settings:
             old = self.relay
             try:
-                self.relay = EapRadiusRelay(settings, self._answer)
+                self.relay = EapRadiusRelay(settings, self._answer, self.on_accept)
             except ImportError:
                 if isinstance(event, EapRelay):
                     self._refuse(event, "the RADIUS library is missing: pip install "

@@ -124,7 +124,8 @@ class RemoteAccess:
         """Handle a remote-access event; False when it is not one."""
         if isinstance(event, ev.VirtualIpsAssigned) and not event.local:
             self._flush_pool_log(bound)
-            bound.info("virtual IP leased", identity=event.identity, addresses=event.addresses)
+            bound.info("virtual IP leased", identity=event.identity, addresses=event.addresses,
+                       dns=event.dns)  # fmt: skip
         elif isinstance(event, ev.VirtualIpsAssigned):
             for address in event.addresses:
                 host = ipaddress.ip_interface(address)  # a host prefix: /32 or /128

@@ -98,9 +98,11 @@ def start_freeradius(
     secret: str,
     users: Mapping[str, tuple[str, str | None]],
     port: int = 1812,
+    replies: Mapping[str, list[str]] | None = None,
 ) -> tuple[BackgroundProcess, float]:
     """FreeRADIUS on 127.0.0.1:PORT in NAMESPACE (None: here, and the caller stops it);
-    USERS: name -> (password, Class or None). Returns the process and the seconds it took
+    USERS: name -> (password, Class or None); REPLIES: name -> more reply items of its
+    Access-Accept (``Framed-IP-Address := 10.3.0.14``). Returns the process and the seconds it took
     to be ready."""
     directory.mkdir(parents=True, exist_ok=True)
     conf = RADIUSD_CONF.format(dir=directory, secret=secret, port=port)
@@ -109,8 +111,10 @@ def start_freeradius(
     lines = []
     for name, (password, group) in users.items():
         lines.append(f'{name} Cleartext-Password := "{password}"')
-        if group is not None:
-            lines.append(f"      Class := 0x{group.encode().hex()}")
+        items = [f"Class := 0x{group.encode().hex()}"] if group is not None else []
+        items += (replies or {}).get(name, [])
+        if items:
+            lines.append("      " + ",\n      ".join(items))
     (directory / "users").write_text("\n".join(lines) + "\n")
     for path in directory.iterdir():
         path.chmod(0o600)

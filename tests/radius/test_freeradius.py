@@ -6,7 +6,9 @@ carol authenticates (MSK from MS-MPPE-Recv/Send-Key keys both AUTH payloads, a V
 ping through the tunnel), erin's wrong password is refused by the RADIUS server, and dave,
 whose Class is not in the connection's groups, is refused by our gateway; frank's client
 does EAP-MD5 only, so the server switches methods on its Nak and no MSK results (the AUTH
-payloads are keyed with SK_pi/SK_pr).
+payloads are keyed with SK_pi/SK_pr). The connection's pools are ``radius, rw_pool``:
+grace's Access-Accept carries a Framed-IP-Address and an MS-Primary-DNS-Server, which she
+gets; carol's carries none, so she gets an address of rw_pool.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ USERS = {
     "dave": (PASSWORD, "Accounting"),
     "erin": (PASSWORD, "Research"),
     "frank": (PASSWORD, "Research"),
+    "grace": (PASSWORD, "Research"),
 }
+FRAMED_IP = "10.3.0.14"  # routed to the gateway by the LAN (10.3.0.0/28), unused by carol
+REPLIES = {"grace": [f"Framed-IP-Address := {FRAMED_IP}", "MS-Primary-DNS-Server := 10.2.0.99"]}
 
 LINE = "\n         "  # the next setting of a local/remote section
 
@@ -120,13 +125,14 @@ def radius_lab() -> Iterator[RadiusLab]:
     try:
         with Lab("rad") as lab:
             net = build(lab)
-            _, seconds = start_freeradius(lab, net.moon, workdir / "raddb", SECRET, USERS)
+            _, seconds = start_freeradius(
+                lab, net.moon, workdir / "raddb", SECRET, USERS, replies=REPLIES
+            )
             pki = Pki(workdir / "pki")
             gateway = RadiusGateway(lab, net.moon, workdir / "moon")
             cert = pki.install("moon.example", gateway.workdir)
-            gateway.load(
-                eap_gateway(f"pubkey{LINE}certs = {cert}", f"eap-radius{LINE}groups = Research")
-            )
+            conf = eap_gateway(f"pubkey{LINE}certs = {cert}", f"eap-radius{LINE}groups = Research")
+            gateway.load(conf.replace("pools = rw_pool", "pools = radius, rw_pool"))
             charon = Charon(
                 lab, net.clients["carol"], workdir / "carol", plugins=EAP_PLUGINS + " eap-md5"
             )
@@ -137,6 +143,7 @@ def radius_lab() -> Iterator[RadiusLab]:
                 "dave": PASSWORD,
                 "erin": "not-the-password",
                 "frank": PASSWORD,
+                "grace": PASSWORD,
             }
             charon.load(
                 "connections {\n"
@@ -222,3 +229,25 @@ def test_eap_md5_through_freeradius_without_an_msk(radius_lab: RadiusLab) -> Non
     assert "EAP method EAP_MD5 succeeded, no MSK established" in log, log[-3000:]
     assert lab.charon.list_sas()["home-frank"]["state"] == "ESTABLISHED"
     lab.charon.terminate("home-frank")
+
+
+@pytest.mark.timeout(120)
+def test_pools_radius_gives_the_access_accept_address(radius_lab: RadiusLab) -> None:
+    lab = radius_lab
+    lab.charon.initiate("home-grace", "home-grace")
+    assert charon_vip(lab.charon) == FRAMED_IP
+    accepted = [e for e in log_entries(lab.gateway.log_path, "RADIUS Access-Accept")
+                if e["identity"] == "grace"]  # fmt: skip
+    assert accepted[-1]["framed"] == [FRAMED_IP] and accepted[-1]["dns"] == ["10.2.0.99"]
+    wait_until(
+        lambda: log_entries(
+            lab.gateway.log_path, f"pools: assigned {FRAMED_IP} from pool radius to grace"
+        ),
+        f"no radius lease logged:\n{lab.gateway.log_tail(60)}",
+    )
+    # The CFG_REPLY carried the Access-Accept's DNS server (MS-Primary-DNS-Server)
+    (leased,) = [e for e in log_entries(lab.gateway.log_path, "virtual IP leased")
+                 if e["identity"] == "grace"]  # fmt: skip
+    assert leased["addresses"] == [FRAMED_IP] and leased["dns"] == ["10.2.0.99"], leased
+    ping_lan(lab.net.clients["carol"], FRAMED_IP)
+    lab.charon.terminate("home-grace")
