@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := strongswan-charon strongswan-swanctl libcharon-extra-plugins 
 	iperf3 nftables iptables systemd tcpdump tshark iproute2 iputils-ping logrotate \
 	softhsm2 swtpm swtpm-tools tpm2-tools libtss2-dev libtpm2-pkcs11-1 \
 	libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opensc openssl \
-	redis-server freeradius
+	redis-server freeradius dnsmasq-base
 # Only `make bench` needs these (a stack to compare against); installed without Recommends,
 # which would pull in a kernel image.
 BENCH_DEBIAN_PACKAGES := wireguard-go wireguard-tools

@@ -99,6 +99,7 @@ COMPONENTS: dict[str, Component] = {
     # remote auth = eap-radius (tests/radius): Debian's FreeRADIUS, started by the tests with
     # a configuration they write, and pyrad, the RADIUS library of aioipsec/radius.
     "freeradius": Component(_tool("freeradius"), _DEBIAN.format("freeradius")),
+    "dnsmasq": Component(_tool("dnsmasq"), _DEBIAN.format("dnsmasq-base")),
     "pyrad": Component(lambda: _importable("pyrad"), "PyPI pyrad (pip install -e '.[test]')"),
     "tpm2-pytss": Component(
         lambda: _importable("tpm2_pytss"),
