@@ -37,6 +37,23 @@ def export(rev: str, target: Path) -> None:
         tar.extractall(target, filter="data")
 
 
+def base_and_work_trees(base: str, folder: Path) -> dict[str, str]:
+    """Our packages of commit BASE and of the checkout as it is (uncommitted changes
+    included), exported under FOLDER and compiled: ``{BASE: path, "work": path}``, for A/B
+    runs in which both versions start the same way (bench.latency, bench.ike_load)."""
+    import compileall
+    import shutil
+
+    trees = {base: str(folder / "base"), "work": str(folder / "work")}
+    export(base, Path(trees[base]))
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, Path(trees["work"]) / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for tree in trees.values():
+        compileall.compile_dir(tree, quiet=1)
+    return trees
+
+
 def run_once(label: str, tree: str | None, workdir: Path, seconds: float) -> dict[str, Any]:
     settings = Settings(tcp_seconds=seconds, source_tree=tree)
     result: dict[str, Any] = {"version": label}

@@ -3,6 +3,7 @@ responder, from many source addresses and ports.
 
     python -m bench.ike_load [--responder aioipsec|charon] [--rates 25,50,100,200,400]
                              [--step-seconds 4] [--window 24] [--scale 10000]
+    python -m bench.ike_load --base REV [--rounds 3] [--rates 100,200]   # A/B of our code
 
 The generator is our own sans-I/O engine (``ikev2.Dispatcher``) as the initiator of every
 IKE SA, driven by a plain ``selectors`` loop over non-blocking UDP sockets in a namespace of
@@ -735,6 +736,40 @@ def target_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def compare_versions(base: str, settings: LoadSettings, rounds: int, workdir: Path) -> int:
+    """``--base REV``: our responder from REV (A) and from the checkout (B), and charon, in
+    the order A B charon, then charon B A, ...; one JSON line per run (rate steps and the
+    closed loop: established/s, p50/p99 set-up ms, responder CPU ms per set-up)."""
+    from dataclasses import replace
+
+    from bench.ab import base_and_work_trees
+
+    trees = base_and_work_trees(base, workdir / "trees")
+    order: list[tuple[str, str, str | None]] = [
+        ("A", "aioipsec", trees[base]), ("B", "aioipsec", trees["work"]), ("charon", "charon", None)
+    ]  # fmt: skip
+    for number in range(rounds):
+        for label, kind, tree in order if number % 2 == 0 else order[::-1]:
+            result = measure_responder(
+                kind, workdir / f"r{number}{label}", replace(settings, source_tree=tree),
+                log=lambda _line: None,
+            )  # fmt: skip
+
+            def row(step: StepResult) -> dict[str, Any]:
+                return {"offered": step.offered_rate, "per_s": round(step.rate),
+                        "p50_ms": round(step.setup_ms.get("p50", 0)),
+                        "p99_ms": round(step.setup_ms.get("p99", 0)),
+                        "retransmits": step.retransmits,
+                        "cpu_ms": round(step.cpu_ms_per_setup or 0, 2)}  # fmt: skip
+
+            print(json.dumps({
+                "version": label, "round": number, "problems": result.problems,
+                "steps": [row(s) for s in result.steps],
+                "closed_loop": [row(s) for s in result.max_rate],
+            }), flush=True)  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ike_load")
     parser.add_argument("--responder", choices=(*RESPONDERS, "both"), default="both")
@@ -746,6 +781,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--scale", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--base",
+        help="A/B: our responder at this commit against the checkout, with charon, "
+        "alternating for --rounds (the sweep and the closed loop; no scale test)",
+    )
     args = parser.parse_args(argv)
     settings = LoadSettings(
         sources=args.sources,
@@ -755,6 +795,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates=tuple(float(r) for r in args.rates.split(",") if r),
     )
     workdir = Path(tempfile.mkdtemp(prefix="aioipsec-ike-load-"))
+    if args.base:
+        return compare_versions(args.base, settings, args.rounds, workdir)
     if args.responder == "both":
         data = run_ike_comparison(workdir, rounds=args.rounds, scale=args.scale, settings=settings)
     else:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from aioipsec.controlclient import ControlClient
 from aioipsec.interop.ours import AioipsecPeer
 from aioipsec.interop.peers import CharonPeer
 from aioipsec.netns import Lab
-from bench.ab import PACKAGES, export
+from bench.ab import base_and_work_trees
 from bench.netbench import _FROM_TREE, Settings, Tunnel, _installed, _ping_avg
 
 STACKS = ("aioipsec", "strongswan")
@@ -264,20 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     # An installed package has its bytecode; a checkout run with PYTHONDONTWRITEBYTECODE
     # (or never imported before) would compile every module at each command's start
     # (~60 ms here) and measure the compiler, not the command.
-    import compileall
-
     compile_packages()
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         trees: dict[str, str] = {}
         if args.base:
-            trees = {args.base: f"{tmp}/base", "work": f"{tmp}/work"}
-            export(args.base, Path(trees[args.base]))
-            for package in PACKAGES:
-                shutil.copytree(REPO / package, Path(trees["work"]) / package,
-                                ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-            for tree in trees.values():
-                compileall.compile_dir(tree, quiet=1)
+            trees = base_and_work_trees(args.base, Path(tmp))
             stacks = [s for s in stacks if s != "aioipsec"]
             stacks[:0] = [f"aioipsec@{args.base}", "aioipsec@work"]
         for round_number in range(1, args.rounds + 1):
