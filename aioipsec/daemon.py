@@ -64,7 +64,7 @@ from aioipsec.runtime.failclosed import (
 )
 from aioipsec.runtime.farp import ProxyNeighbours
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
-from aioipsec.runtime.pmtu import PathMtu, dont_fragment, fragments_allowed
+from aioipsec.runtime.pmtu import PathMtu, dont_fragment, fragments_allowed, open_no_df_twins
 from aioipsec.runtime.remote_access import RemoteAccess
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import (
@@ -590,11 +590,13 @@ class Daemon(DaemonCommands):
             self.raw_esp.append(raw)
             self._cleanups.append(raw.close)
         self.datapath.set_sockets(self.port4500, self.raw_esp)
-        # copy_df: DF on every outer packet; the tunnel MTU follows the path MTU.
+        # copy_df: DF on the outer packets, a send-only twin for those without; the tunnel
+        # MTU follows the path MTU.
         self.pmtu = PathMtu(self.datapath.table, self.datapath.update_tun_mtu)
         for outer in (*self.port4500, *self.raw_esp):
             dont_fragment(outer.sock)
             outer.on_too_big = self.pmtu.too_big
+        open_no_df_twins((*self.port4500, *self.raw_esp))
         self._tasks.append(self.loop.create_task(self.pmtu.run(), name="path-mtu"))
 
     def request_stop(self) -> None:
@@ -909,7 +911,7 @@ class Daemon(DaemonCommands):
         settings = connection.children.get(event.child) if connection is not None else None
         if settings is not None:  # reqid, priority, icmp (docs/configuration.md)
             spec = replace(spec, fixed_reqid=settings.reqid, priority=settings.priority,
-                           icmp=settings.icmp)  # fmt: skip
+                           icmp=settings.icmp, copy_df=settings.copy_df)  # fmt: skip
         routes = self.datapath.install_child(spec)
         if self.farp is not None:
             self.farp.child_up(event.child_sa_id, event.child, event.remote_ts)

@@ -190,6 +190,14 @@ def test_host_bits_are_masked_as_strongswan_does(tmp_path: Path) -> None:
     assert configuration.connections["site"].children["net"].local_ts == ["10.0.0.0/10[tcp]"]
 
 
+def test_copy_df_no_is_read(tmp_path: Path) -> None:
+    text = PSK_SITE.replace('rekey_time = "30m"', 'rekey_time = "30m"\ncopy_df = false')
+    child = load_configuration(write(tmp_path, text)).connections["site"].children["net"]
+    assert child.copy_df is False
+    default = load_configuration(write(tmp_path, PSK_SITE)).connections["site"].children["net"]
+    assert default.copy_df is True
+
+
 @pytest.mark.parametrize(
     ("key", "words"),
     [
@@ -198,7 +206,7 @@ def test_host_bits_are_masked_as_strongswan_does(tmp_path: Path) -> None:
         ("hw_offload = true", "kernel interface"),
         ("per_cpu_sas = true", "kernel interface"),
         ('label = "system_u"', "kernel interface"),
-        ("copy_df = false", "only copy_df = yes"),
+        ("copy_ecn = true", "only copy_ecn = no"),
         ("tfc_padding = 1500", "only tfc_padding = 0"),
         ("rand_packets = 5", "not supported"),
     ],

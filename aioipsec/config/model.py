@@ -238,6 +238,8 @@ class ChildSettings:
     reqid: int = 0
     priority: int = 0
     icmp: bool = False
+    # strongSwan's copy_df: outer DF copied from the inner IPv4 packet (yes), never set (no).
+    copy_df: bool = True
 
 
 @dataclass

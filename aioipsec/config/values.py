@@ -313,13 +313,6 @@ _FIXED_CHILD_KEYS = {
     "sha256_96": ("no", "the truncated HMAC-SHA-256 of old Linux kernels is not supported"),
     # strongSwan's default is 0: no TFC padding is added to outbound ESP (RFC 4303 sec. 2.7).
     "tfc_padding": ("0", "aioipsec adds no TFC padding"),
-    # The outer header is the kernel's UDP/raw socket's, DF set per socket: always DF (path
-    # MTU discovery, aioipsec/runtime/pmtu.py); inner IPv4 without DF is fragmented first.
-    "copy_df": (
-        "yes",
-        "the outer header always carries DF (path MTU discovery); an inner "
-        "IPv4 packet without DF is fragmented before encryption instead",
-    ),
     "copy_ecn": ("no", "ECN is not copied between inner and outer headers yet"),
     "copy_dscp": ("no", "DSCP is not copied between inner and outer headers yet"),
 }
@@ -545,6 +538,9 @@ _CHILD_KEYS: dict[str, Callable[[Any], Any]] = {
     "hostaccess": parse_bool,
     # Close the Child SA after this long without a packet in either direction (0: never).
     "inactivity": parse_duration,
+    # strongSwan's copy_df: the inner IPv4 DF bit copied to the outer header (yes), or
+    # never DF on it (no): aioipsec/runtime/pmtu.py.
+    "copy_df": parse_bool,
     # strongSwan's fixed reqid, policy priority and icmp (docs/configuration.md).
     "reqid": _int_range(0, 0xFFFFFFFF),
     "priority": _int_range(0, 0xFFFFFFFF),

@@ -102,6 +102,8 @@ class ChildSpec:
     fixed_reqid: int = 0
     priority: int = 0
     icmp: bool = False
+    # copy_df = no: the outer packets never carry DF (aioipsec/runtime/pmtu.py).
+    copy_df: bool = True
 
 
 @dataclass

@@ -121,6 +121,7 @@ class DataPath:
             self._loop,
             [sock.sock.fileno() for sock in forwarder.udp],
             [sock.sock.fileno() for sock in forwarder.raw],
+            [sock.no_df.sock.fileno() for sock in (*forwarder.udp, *forwarder.raw)],
         )
         try:
             await asyncio.wait_for(self.worker.ready.wait(), timeout)

@@ -239,8 +239,8 @@ class Forwarder:
                     except OSError:
                         pass
                 return
-            # IPv4 without DF: fragmented before encryption; the outer packets carry DF
-            # and are never fragmented (aioipsec.runtime.pmtu).
+            # IPv4 without DF: fragmented before encryption to the tunnel MTU, as the TUN
+            # device's MTU makes the kernel do (aioipsec.runtime.pmtu).
             fragments = fragment_ipv4(packet, child.mtu)
             if fragments is not None and len(fragments) > 1:
                 self.counters.fragmented += 1
@@ -248,11 +248,18 @@ class Forwarder:
                     self.send_protected(child, memoryview(fragment))
                 return
         address = child.peer.address
-        udp_encap = child.spec.udp_encap
+        spec = child.spec
+        udp_encap = spec.udp_encap
         sock = self._socket_for(address[0], udp_encap)
         if sock is None:
             self.counters.send_failures += 1
             return
+        # strongSwan's copy_df: the outer DF is the inner IPv4 packet's (flag 0x40 of octet
+        # 6; an inner IPv6 packet gets DF), or never DF with copy_df = no. Our sockets set DF
+        # per socket: a packet without it leaves by the send-only twin (aioipsec.runtime.pmtu).
+        # Octet 6 first: IPv4 with DF (all TCP) is decided by it alone (~40 ns a packet).
+        if not spec.copy_df or (not packet[6] & 0x40 and packet[0] < 0x50):
+            sock = sock.no_df
         try:
             if udp_encap:
                 self.batch.add(sock, address, child.sa_out, packet)

@@ -1,13 +1,17 @@
-"""The outer path MTU: DF on every outer packet, and the tunnel MTU following what ICMP says.
+"""The outer path MTU: DF on outer packets as strongSwan's copy_df says, and the tunnel MTU
+following what ICMP says.
 
-strongSwan's ``copy_df = yes`` (its default) copies the inner DF bit to the outer header.
-Our outer headers are written by the kernel's UDP (ESP-in-UDP) and raw ESP sockets, which
-take DF per socket, not per packet: :func:`dont_fragment` sets ``IP_PMTUDISC_DO`` on them,
-so every outer packet carries DF and is never fragmented, by us or by a router. What an
-inner packet needs then follows from its own DF bit (:mod:`aioipsec.runtime.forwarding`):
-with DF (all TCP) or IPv6, a packet above the tunnel MTU gets ICMP "fragmentation needed"
-/ Packet Too Big from the TUN device; without DF it is fragmented before encryption
-(:mod:`tun.fragment`).
+strongSwan's ``copy_df = yes`` (its default) copies the inner IPv4 packet's DF bit to the
+outer header; an inner IPv6 packet gets DF (the kernel's XFRM rule, which strongSwan's
+``copy_df`` drives through ``XFRM_STATE_NOPMTUDISC``); ``copy_df = no`` never sets DF, and
+a router on the path may then fragment the outer packet. Our outer headers are written by
+the kernel's UDP (ESP-in-UDP) and raw ESP sockets, which take DF per socket, not per
+packet: :func:`dont_fragment` sets ``IP_PMTUDISC_DO`` on them, and each gets a send-only
+twin with ``IP_PMTUDISC_DONT`` (:func:`open_no_df_twins`); the forwarder picks one of the
+two per packet (:meth:`aioipsec.runtime.forwarding.Forwarder.send_protected`). An inner
+IPv4 packet without DF above the tunnel MTU is still fragmented before encryption
+(:mod:`tun.fragment`), as the TUN device's MTU makes the kernel do anyway; one with DF (all
+TCP), or IPv6, gets ICMP "fragmentation needed" / Packet Too Big from the TUN device.
 
 How the outer path MTU is learnt: a router that cannot forward one of our DF packets sends
 ICMP "fragmentation needed" (RFC 1191) or Packet Too Big (RFC 8201); the kernel stores the
@@ -26,11 +30,12 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import structlog
 
 from aioipsec.runtime.children import ChildTable, outer_mtu_towards
+from aioipsec.runtime.sockets import DrainingSocket
 
 log = structlog.get_logger("aioipsec.pmtu")
 
@@ -59,6 +64,18 @@ def dont_fragment(sock: socket.socket) -> bool:
 
 IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
 IPV6_PMTUDISC_DONT = getattr(socket, "IPV6_PMTUDISC_DONT", 0)
+
+
+def open_no_df_twins(sockets: Iterable[DrainingSocket]) -> None:
+    """The send-only twins without DF (``DrainingSocket.open_no_df``). Where the kernel
+    refuses one, that socket's packets keep DF (copy_df = no then behaves as yes)."""
+    for sock in sockets:
+        try:
+            sock.open_no_df()
+        except OSError as exc:
+            log.warning("cannot open a socket for outer packets without DF: they keep DF "
+                        "(copy_df = no acts as yes); needs Linux 4.5 or later",
+                        socket=sock.name, error=str(exc))  # fmt: skip
 
 
 @contextlib.contextmanager

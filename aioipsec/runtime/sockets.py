@@ -18,6 +18,8 @@ a remote traffic selector covers the peer's outer address (host-to-host tunnels)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import ipaddress
 import socket
@@ -58,6 +60,41 @@ Address = tuple[str, int]
 # Called with (buffer view of one datagram, source address); the view is only valid
 # during the call: the buffer is reused for the next datagram.
 DatagramHandler = Callable[[memoryview, Address], None]
+
+
+# Outer packets without DF (copy_df, aioipsec/runtime/pmtu.py): the kernel takes DF per
+# socket, so each outer socket gets a send-only twin with IP_PMTUDISC_DONT. The UDP twin is
+# bound to the same address and port (SO_REUSEPORT, so the peer sees one source), and a
+# reuseport program steers every received datagram to the first socket of the group, the
+# one we read: the twin never receives. <asm-generic/socket.h>, <linux/filter.h> values.
+SO_REUSEPORT = getattr(socket, "SO_REUSEPORT", 15)
+SO_ATTACH_FILTER = 26
+SO_ATTACH_REUSEPORT_CBPF = 51
+_BPF_RET_K = 0x06  # BPF_RET | BPF_K: "return the constant k"
+
+
+def _attach_cbpf(sock: socket.socket, option: int, k: int) -> None:
+    """Attach the one-instruction classic BPF program "return K" (struct sock_fprog holds
+    a pointer, hence ctypes; the kernel copies the program, the buffer may go after)."""
+    program = ctypes.create_string_buffer(struct.pack("=HBBI", _BPF_RET_K, 0, 0, k))
+    fprog = struct.pack("@HP", 1, ctypes.addressof(program))  # native alignment
+    sock.setsockopt(socket.SOL_SOCKET, option, fprog)
+
+
+def _fragments_allowed_always(sock: socket.socket) -> None:
+    """No DF on IPv4. IPv6 has no DF and routers never fragment: the nearest is to let our
+    kernel fragment to the path MTU it knows instead of failing with EMSGSIZE (WANT)."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_WANT)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+
+
+# <linux/in.h>, <linux/in6.h>
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_PMTUDISC_WANT = getattr(socket, "IPV6_PMTUDISC_WANT", 1)
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -141,6 +178,9 @@ class DrainingSocket:
         # Called with the peer's address when a send fails with EMSGSIZE: the kernel learnt
         # a smaller path MTU towards it (aioipsec.runtime.pmtu).
         self.on_too_big: Callable[[str], None] | None = None
+        # The send-only twin whose packets carry no DF (:meth:`open_no_df`); itself until
+        # then, so the forwarder's choice needs no test for its absence.
+        self.no_df: DrainingSocket = self
         if self.gso:
             self.enable_gro()
 
@@ -269,6 +309,27 @@ class DrainingSocket:
         for start in range(0, len(data), segment):
             self.sendto(data[start : start + segment], addr)
 
+    def open_no_df(self) -> DrainingSocket:
+        """The send-only twin of this port-4500 socket for outer packets without DF, bound
+        to the same address and port (the socket was bound with SO_REUSEPORT and the
+        steering program: :func:`open_udp_socket`). Never read: nothing reaches it."""
+        host, port = self.sock.getsockname()[:2]
+        twin = socket.socket(self.sock.family, socket.SOCK_DGRAM)
+        try:
+            if twin.family == socket.AF_INET6:
+                twin.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            twin.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
+            _mark(twin)
+            _enlarge_buffers(twin)
+            _fragments_allowed_always(twin)
+            twin.bind((host, port))
+        except OSError:
+            twin.close()
+            raise
+        self.no_df = DrainingSocket(twin, _ignore, f"{self.name}-nodf")
+        self.no_df.on_too_big = self.on_too_big
+        return self.no_df
+
     def close(self) -> None:
         if self._loop is not None:
             try:
@@ -276,21 +337,35 @@ class DrainingSocket:
             except (ValueError, OSError):
                 pass
         self.sock.close()
+        if self.no_df is not self:
+            self.no_df.close()
 
 
 def open_udp_socket(host: str, port: int) -> socket.socket:
     """A bound, marked, non-blocking UDP socket with large buffers (port 4500).
 
     No SO_REUSEADDR: on UDP it would let a second daemon bind the same port silently and
-    steal half the datagrams; UDP has no TIME_WAIT that would make it useful."""
+    steal half the datagrams; UDP has no TIME_WAIT that would make it useful. SO_REUSEPORT
+    lets our own send-only twin (:meth:`DrainingSocket.open_no_df`) join; the program
+    attached steers every datagram to this socket (index 0 of the group), and a plain bind
+    first still fails with EADDRINUSE when another process holds the port."""
     family = family_of(host)
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot bind UDP {host} port {port}: {exc.strerror}") from exc
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         _mark(sock)
         _enlarge_buffers(sock)
+        sock.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
         sock.bind((host, port))
+        _attach_cbpf(sock, SO_ATTACH_REUSEPORT_CBPF, 0)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -313,6 +388,29 @@ class RawEspSocket(DrainingSocket):
         _enlarge_buffers(sock)
         self._strip_ip_header = family == socket.AF_INET
         super().__init__(sock, handler, "esp-v6" if family == socket.AF_INET6 else "esp-v4")
+
+    def open_no_df(self) -> DrainingSocket:
+        """A send-only raw ESP socket for outer packets without DF: a socket filter that
+        accepts nothing keeps every received packet out of it (a raw socket gets a copy
+        of each), and what queued before the filter is read away once."""
+        twin = socket.socket(self.sock.family, socket.SOCK_RAW, IPPROTO_ESP)
+        try:
+            _attach_cbpf(twin, SO_ATTACH_FILTER, 0)
+            _mark(twin)
+            _fragments_allowed_always(twin)
+            twin.setblocking(False)
+            while True:
+                twin.recv(RECV_BUFFER_SIZE)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            twin.close()
+            raise
+        with contextlib.suppress(OSError):
+            twin.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+        self.no_df = PassedRawEsp(twin)
+        self.no_df.on_too_big = self.on_too_big
+        return self.no_df
 
     def _drain(self) -> None:
         buffer = self._buffer
@@ -339,6 +437,19 @@ class RawEspSocket(DrainingSocket):
     def sendto(self, data: bytes | bytearray | memoryview, addr: Address) -> None:
         # The port is meaningless for a raw socket; the kernel writes the IP header.
         super().sendto(data, (addr[0], 0))
+
+
+def _ignore(data: memoryview, remote: Address) -> None:
+    """A send-only socket's handler (it is never read)."""
+
+
+class PassedRawEsp(RawEspSocket):
+    """A raw ESP socket opened elsewhere (the daemon's, in the encrypt worker; a no-DF
+    twin), used to send on, never read."""
+
+    def __init__(self, sock: socket.socket) -> None:  # pylint: disable=super-init-not-called
+        self._strip_ip_header = sock.family == socket.AF_INET
+        DrainingSocket.__init__(self, sock, _ignore, f"esp-{sock.fileno()}")
 
 
 class IkePort500:

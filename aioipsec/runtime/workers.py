@@ -58,7 +58,7 @@ from esp.sa import EspSa
 from .children import ChildEntry, ChildSpec, ChildTable
 from .engine import now as wall_clock
 from .forwarding import Forwarder
-from .sockets import DrainingSocket, RawEspSocket
+from .sockets import DrainingSocket, PassedRawEsp, RawEspSocket
 
 log = structlog.get_logger("aioipsec.workers")
 
@@ -211,10 +211,17 @@ class EncryptWorker:
     # ------------------------------------------------------------------ life
 
     def start(
-        self, loop: asyncio.AbstractEventLoop, udp_fds: list[int], raw_fds: list[int]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        udp_fds: list[int],
+        raw_fds: list[int],
+        no_df_fds: list[int] | None = None,
     ) -> None:
+        """NO_DF_FDS: each UDP then raw socket's send-only twin without DF (copy_df), or
+        the socket itself where it has none."""
         self._loop = loop
         self.udp_fds, self.raw_fds = udp_fds, raw_fds
+        self.no_df_fds = no_df_fds or [*udp_fds, *raw_fds]
         self._spawn()
 
     def _spawn(self) -> None:
@@ -235,11 +242,12 @@ class EncryptWorker:
     def _start_process(self) -> None:
         assert self._loop is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [self.tun_fd, *self.udp_fds, *self.raw_fds, theirs.fileno()]
+        fds = [self.tun_fd, *self.udp_fds, *self.raw_fds, *self.no_df_fds, theirs.fileno()]
         argv = [
             sys.executable, "-m", "aioipsec.runtime.workers",
             "--tun", str(self.tun_fd), "--control", str(theirs.fileno()),
             "--udp", ",".join(map(str, self.udp_fds)), "--raw", ",".join(map(str, self.raw_fds)),
+            "--no-df", ",".join(map(str, self.no_df_fds)),
             *(["--vnet-hdr"] if self.vnet_hdr else []), "--parent", str(os.getpid()),
             *self._log_args,
         ]  # fmt: skip
@@ -511,7 +519,14 @@ class _PassedTun:
 class Worker:
     """The encrypt worker's state: its ChildTable, its Forwarder, the socketpair."""
 
-    def __init__(self, control: socket.socket, tun: _PassedTun, udp: list[int], raw: list[int]):
+    def __init__(
+        self,
+        control: socket.socket,
+        tun: _PassedTun,
+        udp: list[int],
+        raw: list[int],
+        no_df: list[int] | None = None,
+    ):
         self.control = control
         self.loop = asyncio.get_event_loop()
         routes: Any = _NoRoutes()  # ChildTable's RouteManager: the two calls it makes
@@ -523,11 +538,20 @@ class Worker:
         self.forwarder = Forwarder(tun, self.table, wall_clock)
         udp_sockets = [DrainingSocket(socket.socket(fileno=fd), _never, f"udp-{fd}") for fd in udp]
         raw_sockets: list[RawEspSocket] = [PassedRawEsp(socket.socket(fileno=fd)) for fd in raw]
+        # The daemon's send-only twins without DF (copy_df), in the same order.
+        for sock, twin_fd in zip((*udp_sockets, *raw_sockets), no_df or [], strict=False):
+            if twin_fd != sock.sock.fileno():
+                twin = socket.socket(fileno=twin_fd)
+                sock.no_df = (
+                    PassedRawEsp(twin)
+                    if isinstance(sock, RawEspSocket)
+                    else DrainingSocket(twin, _never, f"udp-{twin_fd}")
+                )
         self.forwarder.set_sockets(udp_sockets, raw_sockets)
         for sock in (*udp_sockets, *raw_sockets):
             # EMSGSIZE on our send: the kernel learnt a smaller path MTU; the daemon's
             # PathMtu reads it and sends us the new tunnel MTUs (aioipsec.runtime.pmtu).
-            sock.on_too_big = lambda host: self.send(("too_big", host))
+            sock.on_too_big = sock.no_df.on_too_big = lambda host: self.send(("too_big", host))
         self._soon: asyncio.TimerHandle | None = None
         self.reader = FrameReader()
         self.reported: dict[int, tuple[int, int, int]] = {}
@@ -655,14 +679,6 @@ def _never(data: memoryview, remote: tuple[str, int]) -> None:
     """The worker never reads its sockets (the daemon does)."""
 
 
-class PassedRawEsp(RawEspSocket):
-    """The daemon's raw ESP socket, passed to the worker to send on (never read here)."""
-
-    def __init__(self, sock: socket.socket) -> None:  # pylint: disable=super-init-not-called
-        self._strip_ip_header = sock.family == socket.AF_INET
-        DrainingSocket.__init__(self, sock, _never, f"esp-{sock.fileno()}")
-
-
 def _die_with_parent(parent: int) -> None:
     """SIGKILL us when the daemon dies (Linux ``PR_SET_PDEATHSIG``), besides the end of
     the socketpair: a worker must never outlive its daemon (it holds the TUN device)."""
@@ -688,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", type=int, required=True)
     parser.add_argument("--udp", default="")
     parser.add_argument("--raw", default="")
+    parser.add_argument("--no-df", default="", help="the twins without DF (copy_df)")
     parser.add_argument("--vnet-hdr", action="store_true")
     parser.add_argument("--parent", type=int, required=True, help="the daemon's process id")
     parser.add_argument("--log-level", default="info")
@@ -707,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     raw = [int(fd) for fd in args.raw.split(",") if fd]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(control, _PassedTun(args.tun, args.vnet_hdr), udp, raw)
+    no_df = [int(fd) for fd in args.no_df.split(",") if fd]
+    worker = Worker(control, _PassedTun(args.tun, args.vnet_hdr), udp, raw, no_df)
     log.info("encrypt worker running", pid=os.getpid())
     worker.run()
     return 0

@@ -1,6 +1,7 @@
-"""swanctl.conf's child ``reqid``, ``priority`` and ``icmp``: read into the model, and the
-fixed reqid kept by the Child SA table (the data path's use of priority and icmp is in
-tests/esp/test_icmp_errors.py and esp/spd.py's ordering)."""
+"""swanctl.conf's child ``reqid``, ``priority``, ``icmp`` and ``copy_df``: read into the
+model, and the fixed reqid kept by the Child SA table (the data path's use of priority and
+icmp is in tests/esp/test_icmp_errors.py and esp/spd.py's ordering, copy_df's in
+tests/e2e/test_pmtu.py)."""
 
 from __future__ import annotations
 
@@ -41,15 +42,18 @@ def _load(tmp_path: Path, lines: str):
 
 def test_child_keys_are_read(tmp_path: Path) -> None:
     configuration = _load(
-        tmp_path, "reqid = 7\n            priority = 1200\n            icmp = yes"
-    )
+        tmp_path, "reqid = 7\n            priority = 1200\n            icmp = yes\n"
+        "            copy_df = no"
+    )  # fmt: skip
     child = configuration.connections["gw"].children["net"]
-    assert (child.reqid, child.priority, child.icmp) == (7, 1200, True)
+    assert (child.reqid, child.priority, child.icmp, child.copy_df) == (7, 1200, True, False)
     default = _load(tmp_path, "").connections["gw"].children["net"]
-    assert (default.reqid, default.priority, default.icmp) == (0, 0, False)
+    assert (default.reqid, default.priority, default.icmp, default.copy_df) == (0, 0, False, True)
 
 
-@pytest.mark.parametrize("line", ["reqid = -1", "priority = high", "icmp = sometimes"])
+@pytest.mark.parametrize(
+    "line", ["reqid = -1", "priority = high", "icmp = sometimes", "copy_df = maybe"]
+)
 def test_bad_values_name_the_key(tmp_path: Path, line: str) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, line)
