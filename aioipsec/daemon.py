@@ -65,7 +65,7 @@ from aioipsec.runtime.failclosed import (
 from aioipsec.runtime.farp import ProxyNeighbours
 from aioipsec.runtime.listing import child_sa_listing, ike_sa_listing, ike_sa_timers
 from aioipsec.runtime.pmtu import PathMtu, dont_fragment, fragments_allowed, open_no_df_twins
-from aioipsec.runtime.remote_access import RemoteAccess
+from aioipsec.runtime.remote_access import RemoteAccess, dhcp_settings
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import (
     DrainingSocket,
@@ -268,6 +268,7 @@ class Daemon(DaemonCommands):
             self.settings.pools.values(),
             log,
             dns_hook=self.settings.daemon.dns_hook,
+            dhcp=dhcp_settings(self.settings),
         )
         self._cleanups.append(self.remote_access.close)
         self.radius.on_accept = self.remote_access.pools.offer_radius  # pools = radius
@@ -291,6 +292,10 @@ class Daemon(DaemonCommands):
             eap_lookup=lambda identity: self.settings.eap_lookup(identity),
         )
         self.driver = EngineDriver(dispatcher, self._send_ike, self._on_event, self.loop)
+        driver = self.driver  # pools = dhcp: the engine asks again once the lease is in
+        self.remote_access.dhcp.resume = lambda ike_sa_id: driver.call(
+            dispatcher.address_ready, ike_sa_id
+        )
         self._cleanups.append(self.radius.close)
         # RFC 5685 and [cluster] (aioipsec/cluster/runtime.py, docs/cluster.md).
         self.cluster = ClusterRuntime(

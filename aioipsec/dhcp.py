@@ -20,7 +20,8 @@ No library on PyPI is both maintained and a client (dhcppython's last release is
 dhcplib's of 2018, and neither is typed), so the codec is here: :class:`DhcpMessage`, next to
 the RFC 2131 diagram; parsing raises only :class:`DhcpError`.
 
-Not wired into the engine yet: see docs/remote-access.md, "Pools from DHCP and RADIUS".
+The engine asks for the address through its pools (``ikev2.cp.AddressPending``, then
+``Dispatcher.address_ready``); aioipsec/runtime/remote_access.py runs this client between.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class DhcpMessage:
         return IPv4Address(value) if value is not None and len(value) == 4 else None
 
 
-@dataclass(frozen=True)
+@dataclass
 class DhcpSettings:
     """strongSwan's ``charon.plugins.dhcp`` settings (strongswan.conf), here ``[dhcp]``."""
 
@@ -213,6 +214,15 @@ class DhcpSettings:
     interface: str | None = None
     tries: int = 5  # strongSwan's: 1 s, 2 s, ... 5 s apart
     timeout: float = 1.0
+
+    def check(self) -> None:
+        """ValueError naming the bad setting."""
+        try:
+            IPv4Address(self.server)
+        except ValueError:
+            raise ValueError(f"server {self.server!r} is not an IPv4 address") from None
+        if self.interface is not None and not 0 < len(self.interface) < 16:
+            raise ValueError(f"interface {self.interface!r} is not an interface name")
 
     @property
     def broadcast(self) -> bool:
@@ -269,6 +279,15 @@ class DhcpClient:
         self.source = source  # relay mode: our address toward the server (giaddr)
         self.waiting: dict[int, asyncio.Queue[DhcpMessage]] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+
+    def open_socket(self) -> None:
+        """Open the socket now (a privileged port, SO_BINDTODEVICE): the daemon calls this
+        at start, before it drops its capabilities. OSError when it cannot."""
+        if self._sock is None and self._transport is None:
+            if not self.settings.broadcast and self.source is None:
+                self.source = _source_toward(IPv4Address(self.settings.server))
+            self._sock = self._socket()
 
     def _socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
@@ -286,16 +305,17 @@ class DhcpClient:
 
     async def _open(self) -> asyncio.DatagramTransport:
         if self._transport is None:
-            if not self.settings.broadcast and self.source is None:
-                self.source = _source_toward(IPv4Address(self.settings.server))
+            self.open_socket()
+            sock, self._sock = self._sock, None
             loop = asyncio.get_running_loop()
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Receiver(self), sock=self._socket()
-            )
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), sock=sock)
             self._transport = transport
         return self._transport
 
     def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None

@@ -25,7 +25,10 @@ call it from inside its sans-I/O step and tests can move time):
   Besides the configured pools a connection may name ``radius`` (strongSwan's eap-radius
   provider): the address of the peer's RADIUS Access-Accept (Framed-IP-Address,
   Framed-IPv6-Address), handed in by the RADIUS relay with :meth:`PoolManager.offer_radius`
-  before the engine asks, so the engine's call stays synchronous and free of I/O.
+  before the engine asks, so the engine's call stays synchronous and free of I/O; or
+  ``dhcp`` (strongSwan's dhcp plugin): with no lease for the identity yet, ``assign``
+  raises ``AddressPending``, the daemon asks the DHCP server (aioipsec/dhcp.py), hands the
+  answer in with :meth:`PoolManager.offer_dhcp`, and the engine asks again.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Any
 
-from ikev2.cp import ConfigAttributes, check_domain
+from ikev2.cp import AddressPending, ConfigAttributes, check_domain
 from ikev2.enums import CfgType, CpAttributeType, NotifyType
 from ikev2.errors import ProtocolError
 from ikev2.payloads import CpAttribute, CpPayload
@@ -52,7 +55,8 @@ _MAX_IDENTITY_LENGTH = 1024
 
 # Pool names a connection may use without a pools section: addresses from elsewhere.
 RADIUS_POOL = "radius"
-EXTERNAL_POOLS = (RADIUS_POOL,)
+DHCP_POOL = "dhcp"
+EXTERNAL_POOLS = (RADIUS_POOL, DHCP_POOL)
 # Access-Accepts whose address no CFG_REQUEST took yet (bounded: oldest dropped first).
 _MAX_RADIUS_OFFERS = 65536
 
@@ -642,6 +646,11 @@ class PoolManager:
         # pools = radius: identity -> the Access-Accept's addresses, until released.
         self.radius: dict[str, ExternalLease] = {}
         self.radius_online: dict[IPAddress, str] = {}
+        # pools = dhcp: identity -> the DHCP server's answer (no address: why not), until
+        # assigned; the addresses assigned; the ones to RELEASE (taken by the daemon).
+        self.dhcp: dict[str, ExternalLease] = {}
+        self.dhcp_online: dict[IPAddress, str] = {}
+        self.dhcp_released: list[tuple[str, IPAddress]] = []
         for settings in pools:
             self.pools[settings.name] = self._new_pool(settings)
 
@@ -688,6 +697,31 @@ class PoolManager:
         while len(self.radius) >= _MAX_RADIUS_OFFERS:
             del self.radius[next(iter(self.radius))]
         self.radius[identity] = lease
+
+    def offer_dhcp(self, identity: str, lease: ExternalLease) -> None:
+        """The DHCP server's answer for ``identity`` (no address: ``lease.source`` says why),
+        asked for by ``AddressPending``; the engine's next ``assign`` takes it."""
+        identity = identity[:_MAX_IDENTITY_LENGTH]
+        self.dhcp.pop(identity, None)
+        while len(self.dhcp) >= _MAX_RADIUS_OFFERS:
+            del self.dhcp[next(iter(self.dhcp))]
+        self.dhcp[identity] = lease
+
+    def take_dhcp_releases(self) -> list[tuple[str, IPAddress]]:
+        released, self.dhcp_released = self.dhcp_released, []
+        return released
+
+    def _dhcp_address(
+        self, identity: str, version: int
+    ) -> tuple[IPAddress | None, list[CpAttribute], str]:
+        if version != 4:
+            return None, [], "pool dhcp: DHCP gives IPv4 addresses only"
+        lease = self.dhcp.pop(identity, None)
+        if lease is None or not lease.addresses:
+            why = lease.source if lease is not None else "no DHCP answer"
+            return None, [], f"pool dhcp: {why}"
+        dns = [_named_attribute("dns", str(a)) for a in lease.dns]
+        return lease.addresses[0], dns, ""
 
     def _radius_address(
         self, identity: str, version: int
@@ -748,20 +782,35 @@ class PoolManager:
                 wanted[version] = None
         for address in request.virtual_ips:
             wanted.setdefault(address.version, address)
+        if DHCP_POOL in pool_names and 4 in wanted and identity not in self.dhcp:
+            # Before any lease is taken: the engine asks again once the DHCP answer is in.
+            raise AddressPending(DHCP_POOL, identity)
         reply = ConfigAttributes(CfgType.CFG_REPLY)
         taken: list[tuple[MemPool, IPAddress]] = []
         external: list[tuple[IPAddress, list[CpAttribute]]] = []
         failed: list[str] = []
         for version, requested in sorted(wanted.items(), key=lambda item: item[0]):
-            if RADIUS_POOL in pool_names:
-                # strongSwan's order: the pools in the order named; radius is asked first
-                # here wherever it is named, since it never runs out.
-                framed, attributes, why = self._radius_address(identity, version)
+            sources = [name for name in EXTERNAL_POOLS if name in pool_names]
+            if sources:
+                # The external sources are asked first wherever they are named (they never
+                # run out), then the configured pools of the family.
+                whys = []
+                for source in sources:
+                    if source == RADIUS_POOL:
+                        framed, attributes, why = self._radius_address(identity, version)
+                        online = self.radius_online
+                    else:
+                        framed, attributes, why = self._dhcp_address(identity, version)
+                        online = self.dhcp_online
+                    if framed is not None:
+                        break
+                    whys.append(why)
                 if framed is not None:
                     external.append((framed, attributes))
-                    self.radius_online[framed] = identity
-                    self.log.append(f"assigned {framed} from pool radius to {identity}")
+                    online[framed] = identity
+                    self.log.append(f"assigned {framed} from pool {source} to {identity}")
                     continue
+                why = "; ".join(whys)
                 family_pools = [p for p in pools if p.settings.version == version]
                 if not family_pools:
                     failed.append(f"IPv{version}: {why}")
@@ -830,6 +879,11 @@ class PoolManager:
                 self.radius.pop(identity, None)
                 self.log.append(f"lease {address} of {identity} from pool radius released")
                 continue
+            if self.dhcp_online.get(address) == identity:
+                del self.dhcp_online[address]
+                self.dhcp_released.append((identity, address))
+                self.log.append(f"lease {address} of {identity} from pool dhcp released")
+                continue
             for pool in self.pools.values():
                 if pool.release(identity, address, now):
                     self.log.append(f"lease {address} of {identity} in pool {pool.name} offline")
@@ -871,14 +925,18 @@ class PoolManager:
                     for lease in pool.leases()
                 ]
             out.append(entry)
-        if self.radius_online:
-            entry = {"name": RADIUS_POOL, "base": "(RADIUS Framed-IP-Address)", "addrs": "",
-                     "size": len(self.radius_online), "online": len(self.radius_online),
-                     "offline": 0}  # fmt: skip
+        for name, base, online in (
+            (RADIUS_POOL, "(RADIUS Framed-IP-Address)", self.radius_online),
+            (DHCP_POOL, "(DHCP server)", self.dhcp_online),
+        ):
+            if not online:
+                continue
+            entry = {"name": name, "base": base, "addrs": "", "size": len(online),
+                     "online": len(online), "offline": 0}  # fmt: skip
             if leases:
                 entry["leases"] = [
                     {"address": str(address), "identity": identity, "status": "online"}
-                    for address, identity in self.radius_online.items()
+                    for address, identity in online.items()
                 ]
             out.append(entry)
         return out

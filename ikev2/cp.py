@@ -369,6 +369,19 @@ def cp_request(vips: list[IPv4Address | IPv6Address], *, dns: bool = True) -> Co
     return request
 
 
+class AddressPending(Exception):
+    """Raised by :meth:`ConfigProvider.assign` when the address must first be fetched from
+    elsewhere (``pools = dhcp``: a DHCP round trip, which cannot happen inside the engine's
+    call). The engine then defers the IKE_AUTH response, emits
+    :class:`ikev2.events.AddressRequested`, and asks again when the daemon calls
+    ``Dispatcher.address_ready`` (the provider must then answer or raise ProtocolError)."""
+
+    def __init__(self, pool: str, identity: str) -> None:
+        super().__init__(f"pool {pool}: the address for {identity} is being fetched")
+        self.pool = pool
+        self.identity = identity
+
+
 class ConfigProvider(Protocol):
     """What the engine asks when a peer sends a CFG_REQUEST (the gateway side of sec. 2.19).
 

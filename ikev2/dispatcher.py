@@ -423,6 +423,17 @@ class Dispatcher:
         self.redirects.resolved(ike_sa_id, address, now)
         self._collect(now)
 
+    def address_ready(self, ike_sa_id: int, now: float) -> None:
+        """The daemon has the address an ``AddressRequested`` event asked for (or knows it
+        has none) in its pools: the deferred IKE_AUTH response is built and sent. Ignored
+        when that IKE SA is gone or waits for nothing."""
+        sa = self._sas.get(ike_sa_id)
+        if sa is None or not sa.alive or sa.pending_address is None:
+            return
+        resume, sa.pending_address = sa.pending_address, None
+        if sa.answer_deferred(lambda: resume(now), now):
+            self._collect(now)
+
     def external_eap_answer(self, ike_sa_id: int, answer: ExternalEapAnswer, now: float) -> None:
         """The external authenticator's answer to an ``EapRelay`` event (``remote auth =
         eap-radius``): the deferred IKE_AUTH response goes out. Ignored when that IKE SA is

@@ -243,6 +243,17 @@ class VirtualIpsReleased(Event):
 
 
 @dataclass(frozen=True)
+class AddressRequested(Event):
+    """Gateway: the pools need an address from elsewhere for ``identity`` (``pool``:
+    ``dhcp``) before the IKE_AUTH response can go (``ikev2.cp.AddressPending``). The
+    daemon fetches it, hands it to its pools, then calls
+    ``Dispatcher.address_ready(ike_sa_id, now)``; the response waits meanwhile."""
+
+    identity: str
+    pool: str
+
+
+@dataclass(frozen=True)
 class EapRelay(Event):
     """Gateway, ``remote auth = eap-radius``: relay the peer's EAP Response ``message`` to
     the external authenticator (RADIUS, RFC 3579) and hand its answer back with

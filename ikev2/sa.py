@@ -269,6 +269,8 @@ class IkeSa:
         self.local_id = config.local.id
         self.remote_id = config.remote.id
         self.eap_state: Any = None
+        # pools = dhcp: the rest of the IKE_AUTH response, once the address is in.
+        self.pending_address: Callable[[float], list[Payload]] | None = None
         self.established_at: float | None = None
         self.last_peer_activity = 0.0
 

@@ -148,7 +148,6 @@ def test_client_vips_and_eap(tmp_path: Path) -> None:
     "old, new, key, words",
     [
         (POOLS, 'pools = ["nope"]', "connections.rw.pools", "not defined"),
-        (POOLS, 'pools = ["dhcp"]', "connections.rw.pools", "dhcp plugin"),
         ('addrs = "fec3::/120"', 'addrs = "10.3.0.8/29"', "pools.rw_pool6.addrs", "overlaps"),
         ('addrs = "fec3::/120"', 'addrs = "fec3::/129"', "pools.rw_pool6.addrs", "not a subnet"),
         ('dns = ["10.1.0.53"]', 'dns = ["ns.example.org"]', "pools.rw_pool.dns", "dns ="),
@@ -174,3 +173,17 @@ def test_client_errors(tmp_path: Path) -> None:
         load_configuration(write(tmp_path, bad_vip, "c.toml"))
     assert info.value.key == "connections.home.vips"
     assert IPv4Address("0.0.0.0")  # vips keep strongSwan's spelling, not %config
+
+
+def test_pools_dhcp_and_radius_load_with_the_dhcp_table(tmp_path: Path) -> None:
+    """pools = dhcp / radius name no pools section; [dhcp] holds strongSwan's dhcp plugin
+    settings (docs/remote-access.md, "Pools from DHCP and RADIUS")."""
+    text = GATEWAY_TOML.replace(POOLS, 'pools = ["dhcp", "rw_pool"]')
+    text += '\n[dhcp]\nserver = "10.1.255.255"\nidentity_lease = true\ninterface = "eth1"\n'
+    configuration = load_configuration(write(tmp_path, text, "g.toml"))
+    assert configuration.connections["rw"].pools == ["dhcp", "rw_pool"]
+    assert configuration.dhcp is not None and configuration.dhcp.identity_lease
+    assert configuration.dhcp.server == "10.1.255.255" and configuration.dhcp.broadcast
+    with pytest.raises(ConfigError) as raised:
+        load_configuration(write(tmp_path, text.replace("10.1.255.255", "dhcp.example"), "b.toml"))
+    assert "dhcp" in str(raised.value) and "not an IPv4 address" in str(raised.value)

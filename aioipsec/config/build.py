@@ -35,6 +35,7 @@ from aioipsec.config.values import (
     _CLUSTER_KEYS,
     _CONNECTION_KEYS,
     _DAEMON_KEYS,
+    _DHCP_KEYS,
     _FIXED_CHILD_KEYS,
     _FIXED_CONNECTION_KEYS,
     _KERNEL_ONLY_CHILD_KEYS,
@@ -55,7 +56,8 @@ from aioipsec.config.values import (
     parse_bool,
     parse_identity,
 )
-from aioipsec.pools import PoolProblem, parse_pool
+from aioipsec.dhcp import DhcpSettings
+from aioipsec.pools import EXTERNAL_POOLS, PoolProblem, parse_pool
 from aioipsec.radius.settings import RadiusSettings, RadiusSettingsError
 from ikev2.eap.methods import method_types
 from ikev2.tasks.ike_eap import MUTUAL_KEY_GENERATING
@@ -643,6 +645,18 @@ def _build_radius(source: RawSource, table: Any) -> RadiusSettings:
     return settings
 
 
+def _build_dhcp(source: RawSource, table: Any) -> DhcpSettings:
+    table = _expect_table(source, table, ("dhcp",), "DHCP settings")
+    settings = DhcpSettings()
+    _apply_keys(source, table, ("dhcp",), _DHCP_KEYS, settings, section_name="[dhcp]")
+    try:
+        settings.check()
+    except ValueError as error:
+        hint = "see docs/remote-access.md, section Pools from DHCP and RADIUS"
+        raise source.error(("dhcp",), str(error), hint) from None
+    return settings
+
+
 def build_configuration(
     source: RawSource, configuration: Configuration | None = None, *, finish: bool = True
 ) -> Configuration:
@@ -655,7 +669,7 @@ def build_configuration(
     configuration = configuration or Configuration()
     configuration.sources.append(source.path)
     allowed = (
-        ("daemon", "cluster", "radius", "connections", "secrets", "pools", *TOKEN_SECTIONS)
+        ("daemon", "cluster", "radius", "dhcp", "connections", "secrets", "pools", *TOKEN_SECTIONS)
         if source.kind == "toml"
         else ("connections", "secrets", "authorities", "pools")
     )
@@ -683,6 +697,9 @@ def build_configuration(
     if "radius" in source.data and source.kind == "toml":
         with source.collecting():
             configuration.radius = _build_radius(source, source.data["radius"])
+    if "dhcp" in source.data and source.kind == "toml":
+        with source.collecting():
+            configuration.dhcp = _build_dhcp(source, source.data["dhcp"])
     if "secrets" in source.data:
         with source.collecting():
             _build_secrets(source, source.data["secrets"], configuration)
@@ -776,7 +793,7 @@ def check_remote_access(configuration: Configuration) -> None:
                 "eap-radius: its peers get no address from it"
             )
         for name in connection.pools:
-            if name == "radius":
+            if name in EXTERNAL_POOLS:
                 continue
             if name not in configuration.pools:
                 known = ", ".join(sorted(configuration.pools)) or "none defined"

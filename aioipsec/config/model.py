@@ -20,6 +20,7 @@ from aioipsec.cluster.settings import ClusterSettings
 from aioipsec.defaults import DEFAULT_CONTROL_SOCKET
 from aioipsec.defaults import LOG_FORMATS as LOG_FORMATS
 from aioipsec.defaults import LOG_LEVELS as LOG_LEVELS
+from aioipsec.dhcp import DhcpSettings
 from aioipsec.pools import PoolSettings
 from aioipsec.radius.settings import RadiusSettings
 from aioipsec.tokens.spec import TokenSettings
@@ -352,6 +353,8 @@ class Configuration:
     cluster: ClusterSettings | None = None
     # [radius] (aioipsec/radius/settings.py): servers for remote auth = eap-radius.
     radius: RadiusSettings | None = None
+    # [dhcp] (aioipsec/dhcp.py, strongSwan's charon.plugins.dhcp): for pools = dhcp.
+    dhcp: DhcpSettings | None = None
     connections: dict[str, ConnectionSettings] = field(default_factory=dict)
     shared_secrets: list[SharedSecret] = field(default_factory=list)
     private_keys: list[PrivateKey] = field(default_factory=list)

@@ -421,13 +421,8 @@ def parse_identity(value: Any) -> str:
 
 def _pool_names(value: Any) -> list[str]:
     names = parse_list(value)
-    # radius: the address of the RADIUS Access-Accept (aioipsec.pools.RADIUS_POOL).
-    special = [name for name in names if name in ("dhcp",)]
-    if special:
-        raise ValueProblem(
-            f"pools = {special[0]} (strongSwan's {special[0]} plugin) is not supported",
-            "define the addresses in a top-level pools section and name it here",
-        )
+    # radius: the address of the RADIUS Access-Accept; dhcp: a DHCP server's
+    # (aioipsec.pools.EXTERNAL_POOLS).
     return names
 
 
@@ -592,6 +587,14 @@ _RADIUS_KEYS: dict[str, Callable[[Any], Any]] = {
     "timeout": _positive_duration,
     "tries": _int_range(1, 20),
     "class_group": parse_bool,
+}
+
+# [dhcp] (aioipsec/dhcp.py: strongSwan's charon.plugins.dhcp settings).
+_DHCP_KEYS: dict[str, Callable[[Any], Any]] = {
+    "server": parse_string,
+    "force_server_address": parse_bool,
+    "identity_lease": parse_bool,
+    "interface": parse_string,
 }
 
 # [cluster] (aioipsec/cluster/settings.py checks the combination).

@@ -13,14 +13,16 @@ exists, otherwise a log line. Everything is undone when the IKE SA ends and at s
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from aioipsec.pools import PoolManager, PoolSettings, format_pools
+from aioipsec.dhcp import DhcpClient, DhcpLease, DhcpSettings, DhcpUnavailable
+from aioipsec.pools import ExternalLease, PoolManager, PoolSettings, format_pools
 from ikev2 import events as ev
 
 RESOLVED_SOCKET = Path("/run/systemd/resolve/io.systemd.Resolve")
@@ -98,6 +100,87 @@ class DnsHook:
         self.log.info("DNS restored", hook=self.mode)
 
 
+def dhcp_settings(configuration: Any) -> DhcpSettings | None:
+    """The ``[dhcp]`` settings (strongSwan's defaults without the table) when a connection
+    names ``pools = dhcp``; None when none does."""
+    if not any("dhcp" in c.pools for c in configuration.connections.values()):
+        return None
+    return configuration.dhcp or DhcpSettings()
+
+
+class DhcpAddresses:
+    """``pools = dhcp``: the engine's ``AddressRequested`` becomes a DHCP exchange
+    (aioipsec/dhcp.py); its lease, or why there is none, goes to the pools, then
+    ``resume(ike_sa_id)`` (``Dispatcher.address_ready``) lets the engine answer. A lease the
+    pools give back (the IKE SA ended) is RELEASEd."""
+
+    def __init__(self, settings: DhcpSettings | None, pools: PoolManager, log: Any) -> None:
+        self.settings = settings or DhcpSettings()
+        self.client = DhcpClient(self.settings)
+        self.pools = pools
+        self.log = log
+        if settings is not None:
+            # Port 67/68 and SO_BINDTODEVICE need privileges the daemon drops after start.
+            try:
+                self.client.open_socket()
+            except OSError as error:
+                log.warning(
+                    "DHCP socket not opened (pools = dhcp will fail)",
+                    error=str(error),
+                    server=self.settings.server,
+                    interface=self.settings.interface,
+                )
+        self.resume: Callable[[int], None] = lambda ike_sa_id: None
+        self.leases: dict[tuple[str, ipaddress.IPv4Address], DhcpLease] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def request(self, event: ev.AddressRequested, bound: Any) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._acquire(event, bound), name=f"dhcp-{event.ike_sa_id}"
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _acquire(self, event: ev.AddressRequested, bound: Any) -> None:
+        try:
+            lease = await self.client.acquire(event.identity)
+        except (DhcpUnavailable, OSError) as error:
+            reason = str(error)
+            if isinstance(error, OSError):
+                reason = f"the DHCP socket failed: {error} (check [dhcp] server and interface)"
+            bound.warning("DHCP: no address", identity=event.identity, reason=reason)
+            self.pools.offer_dhcp(event.identity, ExternalLease(source=reason))
+        else:
+            bound.info("DHCP lease", identity=event.identity, address=str(lease.address),
+                       server=str(lease.server), dns=[str(a) for a in lease.dns])  # fmt: skip
+            self.leases[(event.identity, lease.address)] = lease
+            self.pools.offer_dhcp(
+                event.identity, ExternalLease((lease.address,), lease.dns, "the DHCP server")
+            )
+        self.resume(event.ike_sa_id)
+
+    def release_returned(self) -> None:
+        for identity, address in self.pools.take_dhcp_releases():
+            lease = self.leases.pop((identity, ipaddress.IPv4Address(int(address))), None)
+            if lease is not None:
+                task = asyncio.get_running_loop().create_task(self._release(lease))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def _release(self, lease: DhcpLease) -> None:
+        try:
+            await self.client.release(lease)
+        except OSError as error:
+            self.log.warning("DHCP RELEASE failed", address=str(lease.address), error=str(error))
+        else:
+            self.log.info("DHCP RELEASE", identity=lease.identity, address=str(lease.address))
+
+    def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        self.client.close()
+
+
 class RemoteAccess:
     """Pools (gateway) and virtual IPs with DNS (client) for one daemon."""
 
@@ -109,6 +192,7 @@ class RemoteAccess:
         log: Any,
         dns_hook: str = "auto",
         reassign_after: float = 0.0,
+        dhcp: DhcpSettings | None = None,
     ) -> None:
         self.tun = tun
         self.routes = routes
@@ -116,13 +200,16 @@ class RemoteAccess:
         self.pools = PoolManager(pools, reassign_after=reassign_after)
         self.dns = DnsHook(tun.name, log, dns_hook)
         self.addresses: dict[int, list[str]] = {}  # IKE SA id -> our VIPs on the TUN
+        self.dhcp = DhcpAddresses(dhcp, self.pools, log)  # pools = dhcp
 
     def reload(self, pools: Iterable[PoolSettings]) -> None:
         self.pools.replace(pools)
 
     def on_event(self, event: ev.Event, bound: Any) -> bool:
         """Handle a remote-access event; False when it is not one."""
-        if isinstance(event, ev.VirtualIpsAssigned) and not event.local:
+        if isinstance(event, ev.AddressRequested):
+            self.dhcp.request(event, bound)
+        elif isinstance(event, ev.VirtualIpsAssigned) and not event.local:
             self._flush_pool_log(bound)
             bound.info("virtual IP leased", identity=event.identity, addresses=event.addresses,
                        dns=event.dns)  # fmt: skip
@@ -143,6 +230,7 @@ class RemoteAccess:
             self.dns.apply(event.dns, event.domains)
         elif isinstance(event, ev.VirtualIpsReleased) and not event.local:
             self._flush_pool_log(bound)
+            self.dhcp.release_returned()
             bound.info("virtual IP lease offline", identity=event.identity,
                        addresses=event.addresses)  # fmt: skip
         elif isinstance(event, ev.VirtualIpsReleased):
@@ -171,9 +259,10 @@ class RemoteAccess:
         return self.pools.listing(leases)
 
     def close(self) -> None:
+        self.dhcp.close()
         for ike_sa_id in list(self.addresses):
             self._remove(ike_sa_id)
         self.dns.restore()
 
 
-__all__ = ["DnsHook", "RemoteAccess", "format_pools"]
+__all__ = ["DnsHook", "RemoteAccess", "dhcp_settings", "format_pools"]

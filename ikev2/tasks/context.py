@@ -144,6 +144,7 @@ class TaskContext(Protocol):
     local_id: str  # the identities as authenticated in IKE_AUTH
     remote_id: str
     eap_state: Any  # a responder's EAP conversation between IKE_AUTH requests (ike_eap)
+    pending_address: Callable[[float], list[Payload]] | None  # AddressRequested, deferred
     established_at: float | None
 
     # -- actions

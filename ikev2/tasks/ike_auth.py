@@ -11,13 +11,19 @@ key for the identities), ``identity-mismatch``, ``unknown-ca``, ``expired``,
 from __future__ import annotations
 
 from ikev2.config import AuthConfig, IkeConfig
+from ikev2.cp import AddressPending
 from ikev2.crypto.auth import AuthenticationError, SignerError, psk_auth, verify_psk_auth
 from ikev2.eap.external import ExternalEapAuthenticator
 from ikev2.eap.packet import EapPacket
 from ikev2.eap.session import EapAuthenticator, EapPeer
 from ikev2.enums import AuthMethod, EapCode, ExchangeType, NotifyType, PayloadType
 from ikev2.errors import ProtocolError
-from ikev2.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed
+from ikev2.events import (
+    AddressRequested,
+    AuthenticationFailed,
+    IkeSaEstablished,
+    NegotiationFailed,
+)
 from ikev2.identity import Identity
 from ikev2.payloads import (
     AuthPayload,
@@ -754,8 +760,30 @@ def _established_response(
     request that opened IKE_AUTH (``payloads``). ``identity``: whom leases are for."""
     sa.to("recv_auth_request")
     on_established(sa, now)
+    return _cp_and_child(sa, payloads, response, identity, now, may_defer=True)
+
+
+def _cp_and_child(
+    sa: TaskContext,
+    payloads: list[Payload],
+    response: list[Payload],
+    identity: str,
+    now: float,
+    may_defer: bool = False,
+) -> list[Payload]:
+    """The CFG_REPLY and the Child SA of an authenticated IKE_AUTH request. When the pools
+    must fetch the address first (``AddressPending``), the response waits: an
+    ``AddressRequested`` event, then ``Dispatcher.address_ready`` runs this again."""
     try:
-        cp_reply = gateway_reply(sa, payloads, now, identity)
+        try:
+            cp_reply = gateway_reply(sa, payloads, now, identity)
+        except AddressPending as pending:
+            if not may_defer:
+                raise ProtocolError(str(pending), NotifyType.INTERNAL_ADDRESS_FAILURE) from None
+            sa.emit(AddressRequested(sa.ike_sa_id, sa.name, pending.identity, pending.pool))
+            sa.pending_address = lambda when: _cp_and_child(sa, payloads, response, identity, when)
+            sa.defer_response()
+            return []
     except ProtocolError as error:
         # A malformed CFG_REQUEST or no address to give (INTERNAL_ADDRESS_FAILURE, sec.
         # 3.15.4): no lease was taken; the IKE SA, of no use without the Child SA, goes.
