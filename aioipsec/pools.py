@@ -873,16 +873,18 @@ class PoolManager:
         """An IKE SA that held ``addresses`` is gone (deleted, expired, failed)."""
         identity = identity[:_MAX_IDENTITY_LENGTH]
         for address in addresses:
-            if self.radius_online.get(address) == identity:
+            # External leases go by address: the engine releases the addresses the IKE SA
+            # held, under its IKE identity, while an EAP peer's lease has its EAP identity.
+            owner = self.radius_online.pop(address, None)
+            if owner is not None:
                 # The Access-Accept's address is the server's to give again; ours no more.
-                del self.radius_online[address]
-                self.radius.pop(identity, None)
-                self.log.append(f"lease {address} of {identity} from pool radius released")
+                self.radius.pop(owner, None)
+                self.log.append(f"lease {address} of {owner} from pool radius released")
                 continue
-            if self.dhcp_online.get(address) == identity:
-                del self.dhcp_online[address]
-                self.dhcp_released.append((identity, address))
-                self.log.append(f"lease {address} of {identity} from pool dhcp released")
+            owner = self.dhcp_online.pop(address, None)
+            if owner is not None:
+                self.dhcp_released.append((owner, address))
+                self.log.append(f"lease {address} of {owner} from pool dhcp released")
                 continue
             for pool in self.pools.values():
                 if pool.release(identity, address, now):

@@ -1,6 +1,7 @@
 """pools = radius (aioipsec.pools.PoolManager.offer_radius): the address of the peer's RADIUS
-Access-Accept, strongSwan's eap-radius provider; the end-to-end check with FreeRADIUS and
-charon is tests/radius/test_freeradius.py."""
+Access-Accept, strongSwan's eap-radius provider; pools = dhcp (offer_dhcp): the DHCP server's,
+asked for with AddressPending. The end-to-end checks are tests/radius/test_freeradius.py and
+tests/dhcp/test_pools_dhcp.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from aioipsec.pools import ExternalLease, PoolManager, parse_pool
-from ikev2.cp import cp_request
+from ikev2.cp import AddressPending, cp_request
 from ikev2.enums import NotifyType
 from ikev2.errors import ProtocolError
 
@@ -64,3 +65,27 @@ def test_the_family_asked_for_is_the_one_given() -> None:
     m.offer_radius("grace", ExternalLease((FRAMED, v6)))
     reply = m.assign(["radius"], "grace", cp_request([ANY4, ANY6]), now=0)
     assert reply.virtual_ips == [FRAMED, v6]
+
+
+def test_pools_dhcp_asks_first_then_assigns_and_releases() -> None:
+    m = manager()
+    with pytest.raises(AddressPending) as pending:
+        m.assign(["dhcp"], "carol", cp_request([ANY4]), now=0)
+    assert pending.value.pool == "dhcp" and pending.value.identity == "carol"
+    assert m.listing()[0]["online"] == 0  # nothing taken meanwhile
+    m.offer_dhcp("carol", ExternalLease((FRAMED,), (IPv4Address("10.2.0.53"),)))
+    reply = m.assign(["dhcp"], "carol", cp_request([ANY4], dns=True), now=1)
+    assert reply.ip4_addresses == [FRAMED]
+    assert [str(a) for a in reply.dns_servers] == ["10.2.0.53"]
+    # The engine releases under the IKE identity (an EAP peer's lease has its EAP identity).
+    m.release("carol@example.org", [FRAMED], now=2)
+    assert m.take_dhcp_releases() == [("carol", FRAMED)]
+
+
+def test_pools_dhcp_without_an_answer_says_why() -> None:
+    m = manager()
+    m.offer_dhcp("carol", ExternalLease(source="no DHCP OFFER for 'carol' from 10.1.255.255"))
+    with pytest.raises(ProtocolError) as raised:
+        m.assign(["dhcp"], "carol", cp_request([ANY4]), now=0)
+    assert raised.value.notify == NotifyType.INTERNAL_ADDRESS_FAILURE
+    assert "pool dhcp: no DHCP OFFER" in raised.value.reason

@@ -251,3 +251,10 @@ def test_pools_radius_gives_the_access_accept_address(radius_lab: RadiusLab) -> 
     assert leased["addresses"] == [FRAMED_IP] and leased["dns"] == ["10.2.0.99"], leased
     ping_lan(lab.net.clients["carol"], FRAMED_IP)
     lab.charon.terminate("home-grace")
+    # Released under the IKE identity grace@example although leased to the EAP identity
+    wait_until(
+        lambda: log_entries(
+            lab.gateway.log_path, f"pools: lease {FRAMED_IP} of grace from pool radius released"
+        ),
+        f"radius lease not released:\n{lab.gateway.log_tail(40)}",
+    )
