@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Literal, Self
 
 DEFAULT_PREFIX = "aioipsec"
 NETNS_DIR = Path("/run/netns")
@@ -277,10 +277,45 @@ class Capture:
             self.process.stop()
             raise NetnsError(f"tcpdump did not start: {self.process.log_text().strip()}")
 
+    def packets_written(self) -> int:
+        """Packets tcpdump has written so far (pcap records, read from the file's headers)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        count, offset = 0, _PCAP_GLOBAL_HEADER
+        while offset + _PCAP_RECORD_HEADER <= len(data):
+            captured = int.from_bytes(data[offset + 8 : offset + 12], _pcap_byte_order(data))
+            offset += _PCAP_RECORD_HEADER + captured
+            count += 1 if offset <= len(data) else 0
+        return count
+
+    def wait_for_packets(self, count: int, timeout: float = 5.0) -> int:
+        """Wait until ``count`` packets are in the file (or ``timeout``); the number seen.
+
+        A packet on the wire reaches the file only when tcpdump is next scheduled; on a
+        loaded machine that can be after the traffic's command has returned, and SIGINT
+        ends tcpdump without reading what is still in its socket."""
+        deadline = time.monotonic() + timeout
+        seen = self.packets_written()
+        while seen < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+            seen = self.packets_written()
+        return seen
+
     def stop(self) -> Path:
         # SIGINT makes tcpdump flush and write its statistics.
         self.process.stop(signal.SIGINT)
         return self.path
+
+
+_PCAP_GLOBAL_HEADER = 24
+_PCAP_RECORD_HEADER = 16
+
+
+def _pcap_byte_order(data: bytes) -> Literal["little", "big"]:
+    """The pcap file's byte order, from its magic number (tcpdump writes the host's)."""
+    return "little" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
 
 
 class Lab:

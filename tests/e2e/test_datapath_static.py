@@ -41,6 +41,7 @@ def test_static_tunnel_carries_ping_as_esp_only(lab, workdir, encap):
                encap, workdir)  # fmt: skip
     capture = lab.capture(left, left_dev, workdir / "wire.pcap", "ip")
     assert_ping(left, "10.1.0.1", "10.2.0.1", count=4)
+    capture.wait_for_packets(8)
     capture.stop()
     fields = subprocess.run(
         ["tshark", "-r", str(workdir / "wire.pcap"), "-T", "fields", "-e", "frame.protocols",
