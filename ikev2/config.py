@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the protocol only; the module loads cryptography
     from ikev2.crypto.certs import RevocationCheck
 
 # "eap-*": the peer authenticates with EAP inside IKE_AUTH (RFC 7296 sec. 2.16); "eap" lets
-# the peer choose among the methods aioipsec implements.
+# the peer choose among the methods aioipsec implements; "eap-radius" (gateway only) relays
+# the EAP conversation to a RADIUS server (ikev2.eap.external).
 AuthMethodName = Literal[
     "psk",
     "pubkey",
