@@ -1046,7 +1046,7 @@ class IkeSa:
         if getattr(self, "successor", None) is not None:
             return
         for local, addresses, identity in (
-            (False, self.peer.remote_vips, self.remote_id),
+            (False, self.peer.remote_vips, self.peer.remote_vips_identity or self.remote_id),
             (True, self.peer.local_vips, self.local_id),
         ):
             if not addresses:

@@ -197,6 +197,9 @@ class PeerState:
     # or the peer's leases from our pools; strings, kept across IKE SA rekeys.
     local_vips: list[str] = field(default_factory=list)
     remote_vips: list[str] = field(default_factory=list)
+    # Whom the peer's leases are bound to: the EAP identity after EAP (as strongSwan), else
+    # the IKE identity; they go back to the pools under the same name.
+    remote_vips_identity: str = ""
 
     def carried_over(self) -> PeerState:
         """What a rekeyed IKE SA inherits (sec. 2.18: same peer, same path)."""
@@ -209,6 +212,7 @@ class PeerState:
             redirect=self.redirect,
             local_vips=list(self.local_vips),
             remote_vips=list(self.remote_vips),
+            remote_vips_identity=self.remote_vips_identity,
         )
 
 

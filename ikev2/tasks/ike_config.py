@@ -91,6 +91,7 @@ def gateway_reply(
         return None
     reply = provider.assign(sa.config.pools, identity, request, now)
     sa.peer.remote_vips = [str(address) for address in reply.virtual_ips]
+    sa.peer.remote_vips_identity = identity
     sa.emit(
         VirtualIpsAssigned(
             sa.ike_sa_id,

@@ -17,6 +17,7 @@ from ikev2.events import (
     IkeSaDeleted,
     IkeSaEstablished,
     VirtualIpsAssigned,
+    VirtualIpsReleased,
 )
 from tests.conftest_pki import Pki, pki_fixture  # noqa: F401  (the pki fixture)
 from tests.engine.harness import PSK, Network, make_config, psk_lookup_for, seeded_rng
@@ -84,6 +85,20 @@ def test_lease_bound_to_the_eap_identity() -> None:
     (leased,) = net.events("b", VirtualIpsAssigned)
     assert leased.identity == "carol" and leased.addresses == ("10.3.0.1",)
     assert pools.listing()[0]["leases"][0]["identity"] == "carol"
+
+
+def test_the_eap_identitys_lease_goes_offline_when_the_ike_sa_ends() -> None:
+    """The lease is released under the name it was taken under (the EAP identity), not the
+    IKE identity: released under the wrong name it stayed online for ever."""
+    pools = PoolManager([parse_pool("rw_pool", {"addrs": "10.3.0.0/28"})])
+    net = Network(client(vips=["0.0.0.0"]), gateway(pools=pools))
+    connect(net)
+    (established,) = net.events("a", IkeSaEstablished)
+    net.a.terminate_ike(established.ike_sa_id, now=net.now)
+    net.pump()
+    (released,) = net.events("b", VirtualIpsReleased)
+    assert released.identity == "carol" and released.addresses == ("10.3.0.1",)
+    assert (pools.listing()[0]["online"], pools.listing()[0]["offline"]) == (0, 1)
 
 
 def test_wrong_password_fails_both_sides_and_takes_no_lease() -> None:
