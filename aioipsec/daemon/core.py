@@ -44,7 +44,6 @@ from aioipsec.runtime.sockets import LocalAddressCache
 from aioipsec.runtime.updown import UpdownRunner
 from aioipsec.runtime.workers import worker_count
 from aioipsec.sdnotify import notify
-from aioipsec.vici.commands import ViciFrontend
 from ikev2.dispatcher import Dispatcher
 from tun.device import TunDevice
 
@@ -236,6 +235,10 @@ class Daemon(
 
         vici_path = self._config_module.vici_socket_path(self.settings.daemon)
         if vici_path is not None:
+            # Imported here, after logging is configured: aioipsec.vici binds its loggers
+            # when imported, which before configure_logging froze the console format.
+            from aioipsec.vici.commands import ViciFrontend
+
             self.vici = ViciFrontend(
                 vici_path, self.control_handlers(), group=self.settings.daemon.control_group
             )
