@@ -518,6 +518,17 @@ class ViciFrontend:
                 return str(name), entry
         return "", {}
 
+    async def _child_entry(self, child_sa_id: int | None) -> dict[str, Any]:
+        """The Child SA with this id, under whichever IKE SA holds it now ({} if gone)."""
+        if child_sa_id is None:
+            return {}
+        for item in await self._call("list-sas", {"child_id": child_sa_id}):
+            for entry in vici_sa(item).values():
+                for child in (entry.get("child-sas") or {}).values():
+                    if child.get("uniqueid") == str(child_sa_id):
+                        return dict(child)
+        return {}
+
     async def _remember(self, ike_sa_id: int) -> None:
         name, entry = await self._ike_entry(ike_sa_id)
         if name:
@@ -595,6 +606,10 @@ class ViciFrontend:
                 ),
                 {},
             )
+            if old_pair is not None and not new_child:
+                # The IKE SA was rekeyed too before this listing ran (swanctl --rekey of the
+                # child, then of the IKE SA): the new Child SA now sits under the new IKE SA.
+                new_child = await self._child_entry(_new_child_sa_id(fields))
             if old_pair is not None:
                 broadcast(
                     "child-rekey",
@@ -634,3 +649,14 @@ class ViciFrontend:
                 return
         entry = self._cache.get(ike_id, (conn, {"uniqueid": str(ike_id)}))
         self.server.broadcast("alert", {"type": kind, "ike-sa": {entry[0]: entry[1]}})
+
+
+def _new_child_sa_id(fields: Mapping[str, Any]) -> int | None:
+    """The new Child SA's id of a ChildSaRekeyed record (its ``new`` field is the event's
+    ChildSaEstablished, or its mapping once serialized)."""
+    new = fields.get("new")
+    if isinstance(new, Mapping):
+        value = new.get("child_sa_id")
+    else:
+        value = getattr(new, "child_sa_id", None)
+    return int(value) if value is not None else None
