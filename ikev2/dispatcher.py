@@ -860,6 +860,9 @@ class Dispatcher:
             remote_addr=(remote, config.remote_port),
             children=names,
         )
+        # Ask for the virtual IPs we had (sec. 2.19), as charon's reestablish does: a pool
+        # that still has the address free gives it back, so the tunnel keeps its inner address.
+        self._sas[new_id].peer.local_vips = list(sa.peer.local_vips)
         log.info("%s: restarted as IKE SA %d (to %s)", sa.describe(), new_id, remote)
 
     def _reauthenticate(self, sa: IkeSa, now: float) -> None:

@@ -161,6 +161,24 @@ def test_reauthentication_keeps_the_virtual_ip() -> None:
     assert listing["online"] == 1
 
 
+def test_a_restarted_client_asks_for_its_old_address() -> None:
+    """dpd_action = restart against a gateway that lost its state (a fresh one with empty
+    pools): the new IKE_AUTH asks for the address the client had, and a pool that has it
+    free gives it back (without asking, carol would get the fresh pool's first address)."""
+    first_gateway = gateway(pools())
+    connect(Network(client("192.0.2.11", "dave@example.org", 2), first_gateway))
+    rw = client("192.0.2.10", "carol@example.org", 1)
+    rw.configs[0].dpd_delay = 10.0
+    rw.configs[0].children[0].dpd_action = "restart"
+    net = Network(rw, first_gateway, check_data_plane=False)
+    connect(net)
+    assert net.events("a", VirtualIpsAssigned)[-1].addresses == ("10.3.0.2",)
+    net.b = gateway(pools())  # the gateway restarted: no IKE SA, no lease
+    net.run_until(300.0)
+    assert len(net.events("a", IkeSaEstablished)) == 2
+    assert net.events("a", VirtualIpsAssigned)[-1].addresses == ("10.3.0.2",)
+
+
 def test_both_families() -> None:
     manager = PoolManager(
         [
