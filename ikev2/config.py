@@ -33,15 +33,6 @@ AuthMethodName = Literal[
     "eap-dynamic",
     "eap-radius",
 ]
-EAP_AUTH_METHODS = (
-    "eap",
-    "eap-md5",
-    "eap-mschapv2",
-    "eap-tls",
-    "eap-ttls",
-    "eap-dynamic",
-    "eap-radius",
-)
 FragmentationMode = Literal["yes", "no", "accept", "force"]
 # strongSwan's `unique`: what a new IKE SA between the same identities does to older
 # ones: no (only an INITIAL_CONTACT from the peer replaces them, RFC 7296 sec. 2.4),
