@@ -48,6 +48,18 @@ def charon_and_ours(
             ours.stop()
 
 
+def wait_ike(peer: Any, name: str, timeout: float = 20.0) -> dict[str, Any]:
+    """The IKE SA ``name`` once it is ESTABLISHED (AssertionError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    ike: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        ike = peer.list_sas().get(name, {})
+        if ike.get("state") == "ESTABLISHED":
+            return ike
+        time.sleep(0.05)
+    raise AssertionError(f"IKE SA {name} not established: {ike}")
+
+
 def wait_child(peer: Any, name: str, timeout: float = 20.0) -> dict[str, Any]:
     """The IKE SA ``name`` once it is ESTABLISHED with a Child SA (AssertionError after
     ``timeout``)."""

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from aioipsec.interop.peers import swanctl_conf
 from aioipsec.interop.scenario import Scenario
 from aioipsec.interop.topology import build_topology
 from aioipsec.netns import Lab
+from tests.interop.charon_pair import wait_ike
 
 pytestmark = [pytest.mark.interop, pytest.mark.needs("root", "charon")]
 
@@ -55,14 +55,7 @@ def _with_any_local(conf: str) -> str:
 
 
 def _wait_ike(peer: Any, name: str, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    ike: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        ike = peer.list_sas().get(name, {})
-        if ike.get("state") == "ESTABLISHED":
-            return ike
-        time.sleep(0.05)
-    raise AssertionError(f"IKE SA {name} not established: {ike}")
+    return wait_ike(peer, name, timeout)
 
 
 def _run(workdir: Path, plugins: str, prefix: str) -> tuple[dict[str, Any], dict[str, Any], str]:

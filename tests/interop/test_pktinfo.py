@@ -11,7 +11,6 @@ random source hash): IKE only, real hashes both ways, no NAT on either side.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from aioipsec.interop.peers import swanctl_conf
 from aioipsec.interop.scenario import Scenario
 from aioipsec.interop.topology import build_topology
 from aioipsec.netns import Lab
-from tests.interop.charon_pair import workdir_for
+from tests.interop.charon_pair import wait_ike, workdir_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.needs("root", "charon")]
 
@@ -36,14 +35,7 @@ def _set(conf: str, key: str, value: str) -> str:
 
 
 def _wait_ike(peer: Any, name: str, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    ike: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        ike = peer.list_sas().get(name, {})
-        if ike.get("state") == "ESTABLISHED":
-            return ike
-        time.sleep(0.05)
-    raise AssertionError(f"IKE SA {name} not established: {ike}")
+    return wait_ike(peer, name, timeout)
 
 
 @pytest.mark.timeout(90)
