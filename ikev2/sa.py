@@ -121,6 +121,10 @@ class EngineContext:
     counters: dict[str, int] = field(default_factory=dict)
     # RFC 5685 redirects (the dispatcher's ikev2.redirects.Redirects; None: not handled).
     redirects: RedirectHooks | None = None
+    # Our inbound ESP/AH SPIs (4 octets) pass through this when set: the daemon's
+    # SA-steered data-plane workers write the owning worker's index into fixed SPI bits,
+    # which their kernel socket programs steer by (aioipsec.runtime.steering).
+    esp_spi_hook: Callable[[bytes], bytes] | None = None
     _next_ike_id: int = 0
     _next_child_id: int = 0
 
@@ -135,6 +139,8 @@ class EngineContext:
     def new_spi(self, size: int) -> bytes:
         while True:
             spi = self.rng(size)
+            if size == 4 and self.esp_spi_hook is not None:
+                spi = self.esp_spi_hook(spi)
             # ESP/AH SPIs 1-255 are reserved by IANA (RFC 4303 sec. 2.1); zero is invalid.
             if int.from_bytes(spi, "big") > 255:
                 return spi
