@@ -35,6 +35,7 @@ TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
 
 # <linux/sockios.h>, <linux/if.h>
 SIOCGIFFLAGS = 0x8913
@@ -123,6 +124,21 @@ def local_addresses() -> set[IpAddress]:
     return found
 
 
+def _attach(name: str, flags: int) -> tuple[int, str]:
+    """Open the clone device and attach it to NAME (TUNSETIFF): (descriptor, name)."""
+    try:
+        fd = os.open(TUN_CLONE_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TunError(exc.errno, f"cannot open {TUN_CLONE_DEVICE}: {exc.strerror}") from exc
+    try:
+        answer = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, struct.pack("H", flags)))
+    except OSError as exc:
+        os.close(fd)
+        hint = " (is the device held by another process?)" if exc.errno == errno.EBUSY else ""
+        raise TunError(exc.errno, f"TUNSETIFF {name}: {exc.strerror}{hint}") from exc
+    return fd, answer[:IFNAMSIZ].rstrip(b"\0").decode()
+
+
 class TunDevice:
     """An open TUN device. ``fd`` is non-blocking, ready for ``loop.add_reader``.
 
@@ -132,10 +148,12 @@ class TunDevice:
     >>> tun.close()                # the device and its routes disappear with the descriptor
     """
 
-    def __init__(self, fd: int, name: str, vnet_hdr: bool) -> None:
+    def __init__(self, fd: int, name: str, vnet_hdr: bool, multi_queue: bool = False) -> None:
         self.fd = fd
         self.name = name
         self.vnet_hdr = vnet_hdr
+        self.multi_queue = multi_queue
+        self.queues: list[int] = []  # the descriptors of the queues after the first
         self._routes: dict[tuple[IpNetwork, int | None, int | None], IpAddress | None] = {}
         self._closed = False
 
@@ -149,6 +167,7 @@ class TunDevice:
         remove_stale: bool = True,
         vnet_hdr: bool = False,
         txqueuelen: int | None = DEFAULT_TUN_TXQUEUELEN,
+        multi_queue: bool = False,
     ) -> Self:
         """Create (or take over after removing a stale one) the TUN device NAME.
 
@@ -159,19 +178,10 @@ class TunDevice:
         _ifreq(name)  # validate the name before touching anything
         if remove_stale:
             remove_stale_device(name)
-        try:
-            fd = os.open(TUN_CLONE_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            raise TunError(exc.errno, f"cannot open {TUN_CLONE_DEVICE}: {exc.strerror}") from exc
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
-        try:
-            answer = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, struct.pack("H", flags)))
-        except OSError as exc:
-            os.close(fd)
-            hint = " (is the device held by another process?)" if exc.errno == errno.EBUSY else ""
-            raise TunError(exc.errno, f"TUNSETIFF {name}: {exc.strerror}{hint}") from exc
-        actual_name = answer[:IFNAMSIZ].rstrip(b"\0").decode()
-        device = cls(fd, actual_name, vnet_hdr)
+        flags |= IFF_MULTI_QUEUE if multi_queue else 0
+        fd, actual_name = _attach(name, flags)
+        device = cls(fd, actual_name, vnet_hdr, multi_queue)
         try:
             if mtu is not None:
                 device.set_mtu(mtu)
@@ -183,6 +193,16 @@ class TunDevice:
             device.close()
             raise
         return device
+
+    def open_queue(self) -> int:
+        """One more queue of a multi-queue device: a non-blocking descriptor, closed with
+        the device."""
+        if not self.multi_queue:
+            raise TunError(errno.EINVAL, f"{self.name} was not created with multi_queue")
+        flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | (IFF_VNET_HDR if self.vnet_hdr else 0)
+        fd, _ = _attach(self.name, flags)
+        self.queues.append(fd)
+        return fd
 
     # --- link settings (ioctls on any socket of the current namespace) -------------------------
 
@@ -381,6 +401,9 @@ class TunDevice:
         for net, table, metric in reversed(self._routes):
             self._delete_route(net, table, metric)
         self._routes.clear()
+        for fd in self.queues:
+            os.close(fd)
+        self.queues.clear()
         os.close(self.fd)
 
     @property
