@@ -17,7 +17,7 @@ from ikev2.ts_range import TrafficSelectorRange as TrafficSelectorRange
 Address = tuple[str, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     """Base class: every event names the IKE SA (``ike_sa_id``, unique per dispatcher) and
     the connection it belongs to."""
@@ -26,7 +26,7 @@ class Event:
     connection: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeSaEstablished(Event):
     spi_i: int
     spi_r: int
@@ -47,7 +47,7 @@ class IkeSaEstablished(Event):
     fragmentation: bool = False  # both sides support RFC 7383
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeSaRekeyed(Event):
     """The IKE SA was replaced by a new one (RFC 7296 sec. 2.18); the old one is gone.
 
@@ -66,7 +66,7 @@ class IkeSaRekeyed(Event):
     ke: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeSaDeleted(Event):
     spi_i: int
     spi_r: int
@@ -74,7 +74,7 @@ class IkeSaDeleted(Event):
     notify: NotifyType | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSaEstablished(Event):
     """A Child SA pair to install (inbound and outbound)."""
 
@@ -108,7 +108,7 @@ class ChildSaEstablished(Event):
     tfc_padding: bool = True  # False if the peer sent ESP_TFC_PADDING_NOT_SUPPORTED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSaRekeyed(Event):
     """Make-before-break: ``new`` is installed first; the data plane keeps accepting
     inbound on ``old_spi_in`` until the :class:`ChildSaDeleted` for it arrives.
@@ -127,7 +127,7 @@ class ChildSaRekeyed(Event):
     outbound_after_delete: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSaDeleted(Event):
     child: str
     child_sa_id: int
@@ -137,7 +137,7 @@ class ChildSaDeleted(Event):
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuthenticationFailed(Event):
     """``check`` names what failed: "psk-mismatch", "unknown-ca", "expired",
     "identity-mismatch", "bad-signature", "no-credentials", "revoked",
@@ -148,7 +148,7 @@ class AuthenticationFailed(Event):
     remote_addr: Address
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NegotiationFailed(Event):
     """An exchange failed; ``reason`` is for people (e.g. the NO_PROPOSAL_CHOSEN
     explanation listing each transform type on both sides), ``notify`` what was sent or
@@ -161,7 +161,7 @@ class NegotiationFailed(Event):
     child: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSaExpiring(Event):
     """Informational: a Child SA hit its rekey limit and a rekey was started."""
 
@@ -170,7 +170,7 @@ class ChildSaExpiring(Event):
     cause: str  # "time", "bytes", "packets"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerUnreachable(Event):
     """Retransmissions exhausted (RFC 7296 sec. 2.4); the DPD action follows."""
 
@@ -178,7 +178,7 @@ class PeerUnreachable(Event):
     remote_addr: Address
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeSaAddressChanged(Event):
     """The peer's NAT mapping changed (RFC 7296 sec. 2.23, RFC 3948): an authenticated,
     new IKE message (request or response) came from ``remote_addr`` instead of
@@ -191,7 +191,7 @@ class IkeSaAddressChanged(Event):
     local_addr: Address
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeSaRedirected(Event):
     """The gateway redirected this IKE SA (RFC 5685) and we follow: ``exchange`` is where
     ("IKE_SA_INIT", "IKE_AUTH", "INFORMATIONAL"), ``gateway`` what the REDIRECT named.
@@ -206,7 +206,7 @@ class IkeSaRedirected(Event):
     old_remote_addr: Address
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RedirectRefused(Event):
     """A REDIRECT we did not follow (``reason`` says why: outside accept_redirect_to, a
     redirect loop, an FQDN that does not resolve, the new gateway failed...). An
@@ -217,7 +217,7 @@ class RedirectRefused(Event):
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualIpsAssigned(Event):
     """Remote access (RFC 7296 sec. 2.19). Gateway (``local=False``): the addresses leased to
     the peer ``identity`` from the connection's pools. Client (``local=True``): the CFG_REPLY
@@ -232,7 +232,7 @@ class VirtualIpsAssigned(Event):
     subnets: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualIpsReleased(Event):
     """The IKE SA that held these virtual IPs is gone (not rekeyed): the gateway's leases
     went offline, the client's addresses are to be removed."""
@@ -242,7 +242,7 @@ class VirtualIpsReleased(Event):
     addresses: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddressRequested(Event):
     """Gateway: the pools need an address from elsewhere for ``identity`` (``pool``:
     ``dhcp``) before the IKE_AUTH response can go (``ikev2.cp.AddressPending``). The
@@ -253,7 +253,7 @@ class AddressRequested(Event):
     pool: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EapRelay(Event):
     """Gateway, ``remote auth = eap-radius``: relay the peer's EAP Response ``message`` to
     the external authenticator (RADIUS, RFC 3579) and hand its answer back with

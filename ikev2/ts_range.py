@@ -13,7 +13,7 @@ from dataclasses import dataclass
 _PROTOCOL_BY_NUMBER = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrafficSelectorRange:
     """One traffic selector as the data plane's SPD wants it (RFC 7296 sec. 3.13.1).
 
