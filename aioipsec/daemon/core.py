@@ -32,6 +32,7 @@ from aioipsec.daemon.state import (
 )
 from aioipsec.daemon.stream import EventStream
 from aioipsec.daemon.transport import IkeTransport
+from aioipsec.gcpolicy import CollectorPolicy
 from aioipsec.keyexport import KeyExporter
 from aioipsec.log import RateLimitedLogger
 from aioipsec.radius.relay import RadiusService
@@ -44,10 +45,17 @@ from aioipsec.runtime.sockets import LocalAddressCache
 from aioipsec.runtime.updown import UpdownRunner
 from aioipsec.runtime.workers import worker_count
 from aioipsec.sdnotify import notify
+from ikev2 import events as ev
 from ikev2.dispatcher import Dispatcher
 from tun.device import TunDevice
 
 log = structlog.get_logger("aioipsec.daemon")
+
+# Engine events after which long-lived objects (an SA's) are garbage.
+_RELEASES = (
+    ev.IkeSaDeleted, ev.IkeSaRekeyed, ev.ChildSaDeleted, ev.ChildSaRekeyed,
+    ev.NegotiationFailed, ev.AuthenticationFailed, ev.PeerUnreachable,
+)  # fmt: skip
 
 
 class Daemon(
@@ -118,6 +126,8 @@ class Daemon(
         self._outdated_ike_sas = set()
         self.counters = IkeCounters()
         self.vici = None
+        # The cyclic collector: heap frozen once started, SA churn reclaimed (gcpolicy).
+        self.collector = CollectorPolicy(live=lambda: len(self.ike_sas))
         self._init_commands()
 
     async def start(self) -> None:
@@ -271,6 +281,18 @@ class Daemon(
             vici=vici_path,
             connections=[c.name for c in self.engine_configs],
         )
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, _RELEASES):
+            # An SA's objects (reference cycles) became garbage: the collector must look
+            # again at what it froze, in time (aioipsec/gcpolicy.py).
+            self.collector.released()
+        super()._on_event(event)
+
+    def _apply_settings(self, settings: Any, configs: list[Any] | None = None) -> list[Any]:
+        applied = super()._apply_settings(settings, configs)
+        self.collector.released()  # the old configuration's objects
+        return applied
 
     def request_stop(self) -> None:
         self._stopping.set()

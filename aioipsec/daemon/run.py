@@ -59,6 +59,10 @@ async def run_daemon(options: Any) -> int:
     except (OSError, StartupError) as exc:
         log.error("cannot start", error=str(exc))
         return 1
+    # Everything the daemon keeps for its lifetime exists now (modules, configuration,
+    # sockets): the collector stops walking it (aioipsec/gcpolicy.py; its pauses were the
+    # responder's p99 set-up time under load).
+    daemon.collector.start(loop)
     # From here on the network can make lines: one budget over all of them (issue 13, F3).
     daemon.log_budget, uninstall_budget = install_log_budget(loop)
     # The self-test passed and every socket is bound: systemd's Type=notify may go on.
@@ -68,6 +72,7 @@ async def run_daemon(options: Any) -> int:
         await daemon.stop()
     finally:
         uninstall_budget()
+        daemon.collector.stop()
     return 0
 
 
