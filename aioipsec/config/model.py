@@ -170,6 +170,10 @@ class DaemonSettings:
     # moves the outbound direction (TUN -> ESP) into an encrypt worker process.
     # AIOIPSEC_WORKERS in the daemon's environment overrides it.
     workers: int = 1
+    # direction: workers = 2 is the encrypt worker; sa: workers = N (2-64) starts N
+    # workers each owning some Child SAs (aioipsec.runtime.steering).
+    # AIOIPSEC_WORKER_STEERING overrides it.
+    worker_steering: str = "direction"
 
 
 def vici_socket_path(daemon: DaemonSettings) -> str | None:

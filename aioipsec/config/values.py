@@ -576,7 +576,8 @@ _DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "fail_closed_after_stop": parse_bool,
     "dns_hook": _choice({h: h for h in ("auto", "resolvectl", "resolvconf", "log")}),
     "proxy_arp_interface": parse_string,
-    "workers": _int_range(1, 2),
+    "workers": _int_range(1, 64),
+    "worker_steering": _choice({m: m for m in ("direction", "sa")}),
 }
 
 # [radius] (aioipsec/radius/settings.py checks the combination and reads the secret).

@@ -42,6 +42,7 @@ from aioipsec.runtime.farp import ProxyNeighbours
 from aioipsec.runtime.remote_access import RemoteAccess, dhcp_settings
 from aioipsec.runtime.routes import RouteManager
 from aioipsec.runtime.sockets import LocalAddressCache
+from aioipsec.runtime.steering import steering_mode
 from aioipsec.runtime.updown import UpdownRunner
 from aioipsec.runtime.workers import worker_count
 from aioipsec.sdnotify import notify
@@ -155,7 +156,11 @@ class Daemon(
         self._apply_shunts(starting=True)  # pass/drop children (runtime/shunts.py)
 
         # vnet_hdr: decrypted TCP goes back to the kernel coalesced (runtime/forwarding.py).
-        tun = TunDevice.create(self.tun_name, mtu=self._initial_tun_mtu(), vnet_hdr=True)
+        # worker_steering = sa: one TUN queue per worker (aioipsec/runtime/steering.py).
+        steered = self._steering() == "sa" and self._workers() > 1
+        tun = TunDevice.create(
+            self.tun_name, mtu=self._initial_tun_mtu(), vnet_hdr=True, multi_queue=steered
+        )
         self._cleanups.append(tun.close)
         self.routes = RouteManager(tun)
         self.routes.install_rules()
@@ -213,12 +218,16 @@ class Daemon(
             clock=self.driver.now,
             # [daemon] workers / AIOIPSEC_WORKERS: 2 starts the encrypt worker process.
             workers=self._workers(),
+            steering=self._steering(),
             log_settings=(
                 getattr(self.options, "log_level", None) or "info",
                 getattr(self.options, "log_format", None) or "console",
             ),
         )
 
+        if self.datapath.spi_hook is not None:
+            # Our inbound SPIs carry the owning worker's index (runtime/steering.py).
+            dispatcher.ctx.esp_spi_hook = self.datapath.spi_hook
         self._start_sockets(bound)
         self.datapath.start(self.loop)
         self.updown.start(self.loop)
@@ -342,7 +351,13 @@ class Daemon(
 
     def _workers(self) -> int:
         try:
-            return worker_count(getattr(self.settings.daemon, "workers", 1))
+            return worker_count(getattr(self.settings.daemon, "workers", 1), self._steering())
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _steering(self) -> str:
+        try:
+            return steering_mode(getattr(self.settings.daemon, "worker_steering", "direction"))
         except ValueError as exc:
             raise StartupError(str(exc)) from None
 

@@ -9,7 +9,9 @@ and counters.
   ESP -> TUN, the GSO batch (see that module for the path of a packet);
 * ``aioipsec.runtime.workers``: with ``workers = 2`` the outbound direction (TUN -> ESP)
   runs in an encrypt worker process; this class then sends it every Child SA change and
-  applies its counters, and the daemon's own forwarder only decrypts.
+  applies its counters, and the daemon's own forwarder only decrypts. With
+  ``worker_steering = sa`` N workers each own some Child SAs, both directions
+  (``aioipsec.runtime.steering``), and the daemon's forwarder handles no ESP of ours.
 
 Time base: one clock for the whole daemon, ``aioipsec.runtime.engine.now`` (POSIX
 seconds, ``time.time()``): the engine's timers and certificate checks, the SAs' install
@@ -33,7 +35,7 @@ from .engine import now as wall_clock
 from .forwarding import Address, Forwarder
 from .routes import RouteManager
 from .sockets import DrainingSocket, RawEspSocket
-from .workers import EncryptWorker, TrapSpec
+from .workers import EncryptWorker, SteeredWorkers, TrapSpec
 
 log = structlog.get_logger("aioipsec.datapath")
 
@@ -60,6 +62,7 @@ class DataPath:
         on_peer_moved: Callable[[int, Address], None] | None = None,
         clock: Callable[[], float] = wall_clock,
         workers: int = 1,
+        steering: str = "direction",
         log_settings: tuple[str, str] = ("info", "console"),
     ) -> None:
         self.tun = tun
@@ -84,8 +87,18 @@ class DataPath:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.tun_mtu = DEFAULT_TUN_MTU
         # workers >= 2: the encrypt worker reads the TUN (aioipsec.runtime.workers).
-        self.worker: EncryptWorker | None = None
-        if workers > 1:
+        self.worker: EncryptWorker | SteeredWorkers | None = None
+        # worker_steering = sa: the engine's hook for our inbound SPIs (the owner's index).
+        self.spi_hook: Callable[[bytes], bytes] | None = None
+        if workers > 1 and steering == "sa":
+            self.worker = SteeredWorkers(
+                self.table, tun=tun, workers=workers, on_acquire=on_acquire,
+                on_limit=on_limit, log_level=log_settings[0], log_format=log_settings[1],
+            )  # fmt: skip
+            self.worker.on_too_big = self._worker_too_big
+            self.worker.on_peer_moved = on_peer_moved
+            self.spi_hook = self.worker.steering.hook
+        elif workers > 1:
             self.worker = EncryptWorker(
                 self.table,
                 tun_fd=tun.fileno(),
@@ -105,6 +118,9 @@ class DataPath:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.tun_mtu = self.tun.mtu
+        if isinstance(self.worker, SteeredWorkers):
+            # Before the daemon drops CAP_NET_RAW: the workers' sockets and TUN queues.
+            self.worker.open(self.forwarder.udp, self.forwarder.raw)
         if self.worker is not None:
             return  # the encrypt worker reads the TUN: start_worker()
         loop.add_reader(self.tun.fileno(), self.forwarder.tun_readable)
@@ -203,7 +219,7 @@ class DataPath:
         if entry is None:
             return
         if self.worker is not None:
-            self.worker.remove(child_sa_id, entry.sa_out.spi)
+            self.worker.remove(child_sa_id, entry.sa_out.spi, keep_inbound=keep)
         self._update_tun_mtu()
         if keep and self._loop is not None:
             self._loop.call_later(REKEYED_INBOUND_GRACE, self._drop_inbound, entry)
@@ -381,10 +397,10 @@ class DataPath:
             totals["packets_out"] -= sum(
                 worker.skipped.get(e.sa_out.spi, 0) for e in self.children.values()
             )
-        stats = {
+        stats: dict[str, Any] = {
             **dict(totals),
             "no_policy": self.table.spd.no_policy + outbound("no_policy"),
-            "unknown_spi": self.table.sad.unknown_spi,
+            "unknown_spi": self.table.sad.unknown_spi + outbound("unknown_spi"),
             "held": self.table.spd.held + outbound("held"),
             "held_dropped": self.table.spd.held_dropped + outbound("held_dropped"),
             "esp_drops": counters.esp_drops + outbound("esp_drops"),
@@ -402,4 +418,8 @@ class DataPath:
             stats["workers"] = 2
             stats["worker_restarts"] = worker.restarts
             stats["worker_pid"] = worker.process.pid if worker.process is not None else 0
+        if isinstance(worker, SteeredWorkers):
+            stats["workers"] = worker.count
+            stats["worker_steering"] = "sa"
+            stats["worker_list"] = worker.listing()  # per worker: pid, SAs owned, counters
         return stats

@@ -1,4 +1,5 @@
-"""Data-plane worker processes (issue 17, route "every core"): the direction split.
+"""Data-plane worker processes (issue 17, route "every core"): the direction split, and
+SA-steered workers.
 
 AEAD calls hold the GIL, so one Python process encrypts and decrypts on one core. With
 ``[daemon] workers = 2`` (or ``AIOIPSEC_WORKERS=2`` in the daemon's environment, which
@@ -28,6 +29,19 @@ always knows a limit above every sequence number the dead worker may have used. 
 worker's SAs start there (RFC 4303 sec. 3.3.3 allows the gap; the peer's replay window
 just moves on). Nothing depends on timing.
 
+**SA-steered workers** (``worker_steering = sa``, ``workers = N``): :class:`SteeredWorkers`
+starts N :class:`SaWorker` handles, each a :class:`SteeredWorker` process that owns the
+Child SAs whose inbound SPI carries its index, both directions; the daemon keeps IKE and
+the control socket and decrypts nothing of ours. How the kernel steers each packet to its
+owner (SPI bits, the port-4500 reuseport program, raw-socket filters, the multi-queue TUN
+and the handoff sockets) is in :mod:`aioipsec.runtime.steering`. Every worker gets every
+SA (its SPD decides which SA a packet is for) but only the owner reserves sequence
+numbers and seals, as above. A restarted worker's inbound SAs start with the replay
+window at the highest sequence number its predecessor last reported (every number in the
+window taken): a packet the dead worker accepted after its last report (reports come
+10 ms after traffic) could be accepted once more; it was authenticated, and only its
+duplicate reaches the TUN (RFC 4303 sec. 3.4.3 makes anti-replay a receiver's service).
+
 **Nothing leaves in clear while no worker runs**: the routes lead only into the TUN device
 and the fail-closed nftables rules stay (``aioipsec.runtime.failclosed``); packets the
 kernel queues in the TUN meanwhile (up to its queue length) are sent by the next worker or
@@ -38,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import pickle
 import signal
@@ -59,6 +74,14 @@ from .children import ChildEntry, ChildSpec, ChildTable
 from .engine import now as wall_clock
 from .forwarding import Forwarder
 from .sockets import DrainingSocket, PassedRawEsp, RawEspSocket
+from .steering import (
+    Handoff,
+    SpiSteering,
+    WorkerSockets,
+    close_worker_sockets,
+    open_worker_sockets,
+    owner_of,
+)
 
 log = structlog.get_logger("aioipsec.workers")
 
@@ -78,25 +101,31 @@ RESTART_MIN_INTERVAL = 1.0
 RESTART_MAX_WAIT = 30.0
 OUTBOUND_SWITCH_MAX = 2.0  # as aioipsec.runtime.datapath (a rekey responder's fallback)
 _LENGTH = struct.Struct("!I")
+MAX_WORKERS = 64
+# As aioipsec.runtime.datapath: a rekeyed SA's inbound side decrypts this long after its
+# deletion (an SA-steered worker decrypts, so it keeps the grace itself).
+REKEYED_INBOUND_GRACE = 5.0
 
 
-def worker_count(configured: int) -> int:
+def worker_count(configured: int, steering: str = "direction") -> int:
     """The number of data-plane processes: ``AIOIPSEC_WORKERS`` if set, else the config.
-    1 is today's single process; 2 the direction split (one encrypt worker). More is
-    refused: SA-steered workers are not built (bench/notes.md says what they need)."""
+    1 is today's single process; with ``worker_steering = direction`` 2 is the direction
+    split (one encrypt worker), with ``sa`` N >= 2 starts N SA-steered workers."""
     text = os.environ.get(WORKERS_ENV, "").strip()
+    value = configured
     if text:
         try:
             value = int(text)
         except ValueError:
-            raise ValueError(f"{WORKERS_ENV}={text!r} is not a number: give 1 or 2") from None
-        if value not in (1, 2):
-            raise ValueError(
-                f"{WORKERS_ENV}={text!r}: give 1 (one process) or 2 (an encrypt worker); "
-                "more workers (SA-steered) are not built"
-            )
-        return value
-    return configured
+            raise ValueError(f"{WORKERS_ENV}={text!r} is not a number: give 1 to 64") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"workers = {value}: give 1 (one process) to {MAX_WORKERS}")
+    if steering == "direction" and value > 2:
+        raise ValueError(
+            f"workers = {value} with worker_steering = direction: the direction split has "
+            "one encrypt worker (workers = 2); set worker_steering = sa for more"
+        )
+    return value
 
 
 # --------------------------------------------------------------------------- framing
@@ -166,6 +195,8 @@ class EncryptWorker:
     changes, applies what it reports, and restarts it when it dies (its SAs re-installed
     past every reserved sequence number)."""
 
+    role = "encrypt worker"
+
     def __init__(
         self,
         table: ChildTable,
@@ -185,6 +216,8 @@ class EncryptWorker:
         self._log_args = ["--log-level", log_level, "--log-format", log_format]
         # A send of the worker failed with EMSGSIZE towards this host (the path MTU).
         self.on_too_big: Callable[[str], None] | None = None
+        # Authenticated ESP from a peer's new address (an SA-steered worker decrypts).
+        self.on_peer_moved: Callable[[int, tuple[str, int]], None] | None = None
         self.ready = asyncio.Event()  # set when the current worker reads the TUN
         self.udp_fds: list[int] = []
         self.raw_fds: list[int] = []
@@ -230,7 +263,7 @@ class EncryptWorker:
             self._start_process()
         except OSError as exc:
             log.error(
-                "cannot start the encrypt worker: nothing is sent through the tunnels "
+                f"cannot start the {self.role}: nothing is sent through its tunnels "
                 "until it runs (trying again); check the daemon's limits (processes, "
                 "open files) or set [daemon] workers = 1",
                 error=str(exc),
@@ -242,15 +275,7 @@ class EncryptWorker:
     def _start_process(self) -> None:
         assert self._loop is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [self.tun_fd, *self.udp_fds, *self.raw_fds, *self.no_df_fds, theirs.fileno()]
-        argv = [
-            sys.executable, "-m", "aioipsec.runtime.workers",
-            "--tun", str(self.tun_fd), "--control", str(theirs.fileno()),
-            "--udp", ",".join(map(str, self.udp_fds)), "--raw", ",".join(map(str, self.raw_fds)),
-            "--no-df", ",".join(map(str, self.no_df_fds)),
-            *(["--vnet-hdr"] if self.vnet_hdr else []), "--parent", str(os.getpid()),
-            *self._log_args,
-        ]  # fmt: skip
+        argv, fds = self._command(theirs.fileno())
         try:
             self.process = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL)
         except OSError:
@@ -267,7 +292,20 @@ class EncryptWorker:
         self.ready.clear()
         self._loop.add_reader(ours.fileno(), self._readable)
         self._replay()
-        log.info("encrypt worker started", pid=self.process.pid, restarts=self.restarts)
+        log.info(f"{self.role} started", pid=self.process.pid, restarts=self.restarts)
+
+    def _command(self, control_fd: int) -> tuple[list[str], list[int]]:
+        """The worker's argv and the descriptors it inherits."""
+        fds = [self.tun_fd, *self.udp_fds, *self.raw_fds, *self.no_df_fds, control_fd]
+        argv = [
+            sys.executable, "-m", "aioipsec.runtime.workers",
+            "--tun", str(self.tun_fd), "--control", str(control_fd),
+            "--udp", ",".join(map(str, self.udp_fds)), "--raw", ",".join(map(str, self.raw_fds)),
+            "--no-df", ",".join(map(str, self.no_df_fds)),
+            *(["--vnet-hdr"] if self.vnet_hdr else []), "--parent", str(os.getpid()),
+            *self._log_args,
+        ]  # fmt: skip
+        return argv, list(dict.fromkeys(fds))
 
     def _replay(self) -> None:
         """Everything the worker must know, from the daemon's table: traps, then the Child
@@ -281,6 +319,9 @@ class EncryptWorker:
         for entry in entries:
             self.install(entry, replayed=True)
         self.send_mtus()
+        # The worker starts reading (TUN, sockets) only now: a packet read before its SAs
+        # were back would be dropped for no SA.
+        self.send(("replayed",))
 
     def close(self) -> None:
         self._closing = True
@@ -291,7 +332,7 @@ class EncryptWorker:
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                log.warning("encrypt worker did not exit", pid=process.pid)
+                log.warning(f"{self.role} did not exit", pid=process.pid)
 
     def _drop_socket(self) -> None:
         if self._sock is not None:
@@ -324,7 +365,7 @@ class EncryptWorker:
             return
         self.restarts += 1
         log.warning(
-            "encrypt worker died: restarting it, its SAs re-installed past their "
+            f"{self.role} died: restarting it, its SAs re-installed past their "
             "reserved sequence numbers",
             pid=None if process is None else process.pid,
             exit_code=code,
@@ -380,12 +421,19 @@ class EncryptWorker:
             # order of _replay makes the reqid's current SA win).
             spec = replace(spec, defer_outbound=False, rekey_of=None)
         nat_local = self.table.nat_local.get(spec.ike_sa_id, False)
-        self.send(("install", spec, nat_local, seq, entry.peer.address, entry.mtu))
+        self.send(
+            ("install", spec, nat_local, seq, entry.peer.address, entry.mtu,
+             self._inbound_state(entry, replayed))
+        )  # fmt: skip
 
-    def remove(self, child_sa_id: int, spi_out: int) -> None:
+    def _inbound_state(self, entry: ChildEntry, replayed: bool) -> tuple[int, int, int] | None:
+        """What a restarted worker's inbound SA starts from (the daemon decrypts here)."""
+        return None
+
+    def remove(self, child_sa_id: int, spi_out: int, *, keep_inbound: bool = False) -> None:
         self.reserved.pop(spi_out, None)
         self.skipped.pop(spi_out, None)
-        self.send(("remove", child_sa_id))
+        self.send(("remove", child_sa_id, keep_inbound))
 
     def add_trap(self, trap: TrapSpec) -> None:
         self.traps[(trap.name, trap.child)] = trap
@@ -437,13 +485,23 @@ class EncryptWorker:
             _, spi, limit = message
             self.reserved[spi] = max(self.reserved.get(spi, 0), limit)
         elif kind == "counters":
-            _, per_sa, counters = message
+            per_sa, counters = message[1], message[2]
             by_spi_out = self.table.by_spi_out
             for spi, (seq, nbytes, expired_drops) in per_sa.items():
                 entry = by_spi_out.get(spi)
                 if entry is not None:
                     sa = entry.sa_out
                     sa.seq, sa.bytes_out, sa.expired_drops = seq, nbytes, expired_drops
+            if len(message) > 3:  # an SA-steered worker decrypts its SAs too
+                by_spi_in = self.table.by_spi_in
+                for spi, figures in message[3].items():
+                    entry = by_spi_in.get(spi)
+                    if entry is not None:
+                        sa, highest = entry.sa_in, figures[-1]
+                        (sa.packets_in, sa.bytes_in, sa.icv_failures, sa.replays,
+                         sa.malformed, sa.policy_drops, sa.dummy) = figures[:-1]  # fmt: skip
+                        if sa.replay is not None:
+                            sa.replay.highest = highest
             self.counters = counters
             self.sync_peers()
         elif kind == "acquire":
@@ -451,6 +509,9 @@ class EncryptWorker:
         elif kind == "too_big":
             if self.on_too_big is not None:
                 self.on_too_big(message[1])
+        elif kind == "peer_moved":
+            if self.on_peer_moved is not None:
+                self.on_peer_moved(message[1], message[2])
         elif kind == "limit":
             self._on_limit(message[1], message[2], message[3])
 
@@ -460,6 +521,187 @@ class EncryptWorker:
     def packets_out(self, sa: EspSa) -> int:
         """Packets sent on SA (its sequence number less the numbers restarts skipped)."""
         return sa.seq - self.skipped.get(sa.spi, 0)
+
+
+class SaWorker(EncryptWorker):
+    """The daemon's handle on one SA-steered worker (``worker_steering = sa``): it reads
+    its TUN queue, its port-4500 socket, its raw ESP sockets and its handoff socket, and
+    encrypts and decrypts the Child SAs whose inbound SPI carries its index."""
+
+    def __init__(self, group: SteeredWorkers, index: int, table: ChildTable, **kwargs: Any):
+        super().__init__(table, **kwargs)
+        self.group = group
+        self.index = index
+        self.role = f"SA worker {index}"
+
+    def _command(self, control_fd: int) -> tuple[list[str], list[int]]:
+        argv, fds = super()._command(control_fd)
+        group = self.group
+        sockets = group.sockets[self.index]
+        rx_udp = [sock.fileno() for sock in sockets.udp]
+        rx_raw = [sock.fileno() for sock in sockets.raw]
+        handoff_rx = group.handoff.rx[self.index].fileno()
+        handoff_tx = [sock.fileno() for sock in group.handoff.tx]
+        argv += [
+            "--index", str(self.index), "--workers", str(group.count),
+            "--rx-udp", ",".join(map(str, rx_udp)), "--rx-raw", ",".join(map(str, rx_raw)),
+            "--handoff-rx", str(handoff_rx), "--handoff-tx", ",".join(map(str, handoff_tx)),
+        ]  # fmt: skip
+        return argv, list(dict.fromkeys([*fds, *rx_udp, *rx_raw, handoff_rx, *handoff_tx]))
+
+    def _owns(self, entry: ChildEntry) -> bool:
+        return owner_of(entry.sa_in.spi, self.group.count) == self.index
+
+    # install: a worker that does not own an SA never reserves its sequence numbers (it
+    # hands its packets to the owner), so its ``reserved`` has none: the SA is sent to it
+    # as it is in the daemon's table.
+
+    def _inbound_state(self, entry: ChildEntry, replayed: bool) -> tuple[int, int, int] | None:
+        if not replayed or not self._owns(entry):
+            return None
+        sa = entry.sa_in
+        return (sa.packets_in, sa.bytes_in, 0 if sa.replay is None else sa.replay.highest)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        super()._handle(message)
+        if message[0] == "ready" and all(w.ready.is_set() for w in self.group.handles):
+            self.group.ready.set()
+
+
+class SteeredWorkers:
+    """``worker_steering = sa``: N :class:`SaWorker` s, with the interface of
+    :class:`EncryptWorker` that :class:`aioipsec.runtime.datapath.DataPath` uses. The
+    daemon opens every descriptor the workers use (:mod:`aioipsec.runtime.steering`) and
+    keeps them all its life, so that a restarted worker gets the same socket indexes, TUN
+    queue and handoff socket. Every worker knows every Child SA (its SPD decides which SA
+    a packet it read from its TUN queue is for), but only the owner sends or decrypts."""
+
+    def __init__(
+        self,
+        table: ChildTable,
+        *,
+        tun: Any,
+        workers: int,
+        on_acquire: Callable[[str, str], None],
+        on_limit: Callable[[int, str, bool], None],
+        log_level: str = "info",
+        log_format: str = "console",
+    ) -> None:
+        self.table = table
+        self.tun = tun
+        self.count = workers
+        self.steering = SpiSteering(workers)
+        self.ready = asyncio.Event()
+        self.on_too_big: Callable[[str], None] | None = None
+        self.on_peer_moved: Callable[[int, tuple[str, int]], None] | None = None
+        self.sockets: list[WorkerSockets] = []
+        self.handoff = Handoff()
+        vnet = bool(getattr(tun, "vnet_hdr", False))
+        self.handles = [
+            SaWorker(self, index, table, tun_fd=-1, vnet_hdr=vnet, on_acquire=on_acquire,
+                     on_limit=on_limit, log_level=log_level, log_format=log_format)
+            for index in range(workers)
+        ]  # fmt: skip
+
+    def open(self, udp: list[DrainingSocket], raw: list[RawEspSocket]) -> None:
+        """Before the daemon drops CAP_NET_RAW: the TUN queues, the workers' sockets in
+        the port-4500 groups (after the daemon's socket and its twin), their filtered raw
+        ESP sockets and the handoff sockets."""
+        tun_fds = [self.tun.fileno(), *(self.tun.open_queue() for _ in range(self.count - 1))]
+        self.sockets = open_worker_sockets(
+            self.count, tun_fds, [(s.sock, s.no_df is not s) for s in udp], [s.sock for s in raw]
+        )
+        self.handoff = Handoff.open(self.count)
+        for handle, sockets in zip(self.handles, self.sockets, strict=True):
+            handle.tun_fd = sockets.tun_fd
+
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        udp_fds: list[int],
+        raw_fds: list[int],
+        no_df_fds: list[int] | None = None,
+    ) -> None:
+        for handle in self.handles:
+            handle.on_too_big = self.on_too_big
+            handle.on_peer_moved = self.on_peer_moved
+            handle.start(loop, udp_fds, raw_fds, no_df_fds)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.close()
+        close_worker_sockets(self.sockets)
+        self.handoff.close()
+
+    def owner(self, entry: ChildEntry) -> SaWorker:
+        return self.handles[owner_of(entry.sa_in.spi, self.count)]
+
+    # What DataPath calls on EncryptWorker, for each worker.
+    def install(self, entry: ChildEntry) -> None:
+        for handle in self.handles:
+            handle.install(entry)
+
+    def remove(self, child_sa_id: int, spi_out: int, *, keep_inbound: bool = False) -> None:
+        for handle in self.handles:
+            handle.remove(child_sa_id, spi_out, keep_inbound=keep_inbound)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        for handle in self.handles:
+            handle.send(message)
+
+    def add_trap(self, trap: TrapSpec) -> None:
+        for handle in self.handles:
+            handle.add_trap(trap)
+
+    def clear_traps(self) -> None:
+        for handle in self.handles:
+            handle.clear_traps()
+
+    def send_mtus(self) -> None:
+        for handle in self.handles:
+            handle.send_mtus()
+
+    def sync_peers(self) -> None:
+        for handle in self.handles:
+            handle.sync_peers()
+
+    def total(self, name: str) -> int:
+        return sum(handle.total(name) for handle in self.handles)
+
+    def packets_out(self, sa: EspSa) -> int:
+        return sa.seq - self.skipped.get(sa.spi, 0)
+
+    @property
+    def skipped(self) -> dict[int, int]:
+        merged: dict[int, int] = {}
+        for handle in self.handles:
+            for spi, count in handle.skipped.items():
+                merged[spi] = merged.get(spi, 0) + count
+        return merged
+
+    @property
+    def restarts(self) -> int:
+        return sum(handle.restarts for handle in self.handles)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.handles[0].process
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Per worker: its process, restarts, the Child SAs it owns and its counters."""
+        owned = collections.Counter(
+            owner_of(entry.sa_in.spi, self.count) for entry in self.table.children.values()
+        )
+        return [
+            {
+                "index": handle.index,
+                "pid": handle.process.pid if handle.process is not None else 0,
+                "restarts": handle.restarts,
+                "child_sas": owned.get(handle.index, 0),
+                **{name: handle.total(name) for name in WORKER_COUNTERS},
+            }
+            for handle in self.handles
+        ]
 
 
 # --------------------------------------------------------------------------- worker side
@@ -535,7 +777,7 @@ class Worker:
             on_acquire=lambda connection, child: self.send(("acquire", connection, child)),
             on_limit=lambda spi, cause, hard: self.send(("limit", spi, cause, hard)),
         )
-        self.forwarder = Forwarder(tun, self.table, wall_clock)
+        self.forwarder = self._forwarder(tun)
         udp_sockets = [DrainingSocket(socket.socket(fileno=fd), _never, f"udp-{fd}") for fd in udp]
         raw_sockets: list[RawEspSocket] = [PassedRawEsp(socket.socket(fileno=fd)) for fd in raw]
         # The daemon's send-only twins without DF (copy_df), in the same order.
@@ -559,6 +801,9 @@ class Worker:
         self.tun_fd = tun.fd
         self._stopped = asyncio.Event()
 
+    def _forwarder(self, tun: _PassedTun) -> Forwarder:
+        return Forwarder(tun, self.table, wall_clock)
+
     def send(self, message: tuple[Any, ...]) -> None:
         # Blocking: a reservation must be in the daemon's socket buffer before the
         # sequence numbers are used (the daemon reads continuously, so this waits little).
@@ -571,10 +816,13 @@ class Worker:
 
     def run(self) -> None:
         self.loop.add_reader(self.control.fileno(), self._readable)
-        self.loop.add_reader(self.tun_fd, self._tun_readable)
         self.loop.call_later(REPORT_INTERVAL, self._periodic_report)
-        self.send(("ready",))  # the daemon waits for this before it says it started
         self.loop.run_until_complete(self._stopped.wait())
+
+    def _start_reading(self) -> None:
+        """The daemon has sent the whole table ("replayed"): read the TUN from now on."""
+        self.loop.add_reader(self.tun_fd, self._tun_readable)
+        self.send(("ready",))  # the daemon waits for this before it says it started
 
     def _tun_readable(self) -> None:
         self.forwarder.tun_readable()
@@ -604,12 +852,15 @@ class Worker:
         kind = message[0]
         table = self.table
         if kind == "install":
-            _, spec, nat_local, seq, peer, mtu = message
-            self._install(spec, nat_local, seq, peer, mtu)
+            _, spec, nat_local, seq, peer, mtu, inbound = message
+            self._install(spec, nat_local, seq, peer, mtu, inbound)
         elif kind == "remove":
-            entry = table.remove(message[1])
+            _, child_sa_id, keep_inbound = message
+            entry = table.remove(child_sa_id, keep_inbound=keep_inbound)
             if entry is not None:
                 self.reported.pop(entry.sa_out.spi, None)
+                if keep_inbound:
+                    self.loop.call_later(REKEYED_INBOUND_GRACE, table.drop_inbound, entry)
         elif kind == "rebind":
             table.rebind_ike_sa(message[1], message[2])
         elif kind == "trap":
@@ -625,11 +876,19 @@ class Worker:
                 entry = table.children.get(child_sa_id)
                 if entry is not None:
                     entry.mtu = mtu
+        elif kind == "replayed":
+            self._start_reading()
         elif kind == "stop":
             self._stopped.set()
 
     def _install(
-        self, spec: ChildSpec, nat_local: bool, seq: int, peer: tuple[str, int], mtu: int
+        self,
+        spec: ChildSpec,
+        nat_local: bool,
+        seq: int,
+        peer: tuple[str, int],
+        mtu: int,
+        inbound: tuple[int, int, int] | None = None,
     ) -> None:
         table = self.table
         if spec.rekey_of is not None and spec.rekey_of not in table.children:
@@ -642,6 +901,8 @@ class Worker:
         sa = entry.sa_out
         sa.seq = seq
         SequenceGuard(sa, self._reserve)
+        if inbound is not None:
+            restore_inbound(entry.sa_in, *inbound)
         if not entry.outbound_active:
             self.loop.call_later(OUTBOUND_SWITCH_MAX, table.activate_outbound, entry)
         self.forwarder.send_held(entry, table.spd.release_held(entry.reqid, now))
@@ -649,10 +910,15 @@ class Worker:
     def _reserve(self, spi: int, limit: int) -> None:
         self.send(("reserve", spi, limit))
 
+    def _owns(self, entry: ChildEntry) -> bool:
+        return True  # the encrypt worker sends on every SA
+
     def _report(self) -> None:
         per_sa = {}
         reported = self.reported
         for entry in self.table.children.values():
+            if not self._owns(entry):
+                continue
             sa = entry.sa_out
             figures = (sa.seq, sa.bytes_out, sa.expired_drops)
             if reported.get(sa.spi) != figures:
@@ -670,9 +936,203 @@ class Worker:
             "held": spd.held,
             "held_dropped": spd.held_dropped,
         }
-        if per_sa or totals != self._totals:  # an idle worker does not wake its daemon
+        totals.update(self._more_totals())
+        per_sa_in = self._inbound_report()
+        if per_sa or per_sa_in or totals != self._totals:  # an idle worker sleeps
             self._totals = totals
-            self.send(("counters", per_sa, totals))
+            if per_sa_in is None:
+                self.send(("counters", per_sa, totals))
+            else:
+                self.send(("counters", per_sa, totals, per_sa_in))
+
+    def _more_totals(self) -> dict[str, int]:
+        return {}
+
+    def _inbound_report(self) -> dict[int, tuple[int, ...]] | None:
+        return None  # the daemon decrypts
+
+
+def restore_inbound(sa: EspSa, packets_in: int, bytes_in: int, highest: int) -> None:
+    """A restarted SA-steered worker's inbound SA: the counters the daemon last heard of,
+    and a replay window at the highest sequence number reported with every number in it
+    taken (RFC 4303 sec. 3.4.3: what the dead worker accepted is not accepted again,
+    except what it accepted after its last report, see the module doc)."""
+    sa.packets_in, sa.bytes_in = packets_in, bytes_in
+    replay = sa.replay
+    if highest and replay is not None:
+        replay.highest = highest
+        # The window's bitmap (esp.replay keeps it private): all ones, "seen".
+        bitmap = replay._bitmap
+        bitmap[:] = b"\xff" * len(bitmap)
+    sa._recompute_checks()
+
+
+# What an SA-steered worker counts (besides the encrypt worker's counters).
+WORKER_COUNTERS = (
+    "esp_in",  # ESP datagrams its own sockets received
+    "foreign_in",  # packets decrypted on SAs it does not own (the steering failed)
+    "handed_off",  # packets read from its TUN queue for another worker's SA
+    "handoff_in",  # packets other workers handed to it
+    "handoff_dropped",  # handoffs the owner's socket would not take (full)
+    "unknown_spi",
+)
+_CHILD_ID = struct.Struct("!I")
+
+
+class SteeredForwarder(Forwarder):
+    """The forwarder of an SA-steered worker: a packet for an SA another worker owns is
+    handed to that worker (prefixed with the Child SA id), never encrypted here."""
+
+    def __init__(
+        self, tun: Any, table: ChildTable, index: int, workers: int, handoff: list[socket.socket],
+        on_peer_moved: Callable[[int, tuple[str, int]], None],
+    ) -> None:  # fmt: skip
+        super().__init__(tun, table, wall_clock, on_peer_moved=on_peer_moved)
+        self.index = index
+        self.workers = workers
+        self.handoff = handoff
+        self.handed_off = 0
+        self.handoff_dropped = 0
+
+    def send_protected(self, child: ChildEntry, packet: memoryview) -> None:
+        owner = owner_of(child.sa_in.spi, self.workers)
+        if owner == self.index:
+            super().send_protected(child, packet)
+            return
+        try:
+            self.handoff[owner].sendmsg([_CHILD_ID.pack(child.child_sa_id), packet])
+            self.handed_off += 1
+        except OSError:  # full (the owner is slow or restarting): dropped, as a queue would
+            self.handoff_dropped += 1
+
+
+class SteeredWorker(Worker):
+    """An SA-steered worker: the encrypt worker's outbound path on its TUN queue (with
+    handoffs), plus the inbound path on its own sockets."""
+
+    def __init__(
+        self,
+        control: socket.socket,
+        tun: _PassedTun,
+        udp: list[int],
+        raw: list[int],
+        no_df: list[int],
+        *,
+        index: int,
+        workers: int,
+        rx_udp: list[int],
+        rx_raw: list[int],
+        handoff_rx: int,
+        handoff_tx: list[int],
+    ) -> None:
+        self.index = index
+        self.workers = workers
+        self.handoff_tx = [socket.socket(fileno=fd) for fd in handoff_tx]
+        super().__init__(control, tun, udp, raw, no_df)
+        forwarder = self.forwarder
+        flush = forwarder.flush_tun if tun.vnet_hdr else None
+
+        def drained() -> None:
+            if flush is not None:
+                flush()
+            self._traffic()
+
+        self.rx: list[DrainingSocket] = []
+        for fd in rx_udp:
+            sock = DrainingSocket(socket.socket(fileno=fd), self._not_esp, f"udp-w{index}")
+            sock.esp_handler = forwarder.esp_received_udp
+            self.rx.append(sock)
+        for fd in rx_raw:
+            raw_sock = PassedRawEsp(socket.socket(fileno=fd))
+            raw_sock._handler = forwarder.esp_received_raw  # read, not only sent on
+            self.rx.append(raw_sock)
+        for sock in self.rx:
+            sock.drained = drained
+        self.handoff_rx = socket.socket(fileno=handoff_rx)
+        self.handoff_rx.setblocking(False)
+        self._handoff_buffer = bytearray(65536 + 512)
+        self.reported_in: dict[int, tuple[int, ...]] = {}
+        self.handoff_in = 0
+        self.handoff_unknown = 0
+        self.not_esp = 0
+
+    def _forwarder(self, tun: _PassedTun) -> Forwarder:
+        return SteeredForwarder(
+            tun, self.table, self.index, self.workers, self.handoff_tx,
+            lambda ike_sa_id, address: self.send(("peer_moved", ike_sa_id, address)),
+        )  # fmt: skip
+
+    def _start_reading(self) -> None:
+        for sock in self.rx:
+            sock.start(self.loop)
+        self.loop.add_reader(self.handoff_rx.fileno(), self._handoff_readable)
+        super()._start_reading()
+
+    def _not_esp(self, data: memoryview, remote: tuple[str, int]) -> None:
+        self.not_esp += 1  # the group's program sends IKE and keepalives to the daemon
+
+    def _traffic(self) -> None:
+        if self._soon is None and len(self.table.children) <= REPORT_SOON_MAX_SAS:
+            self._soon = self.loop.call_later(REPORT_SOON, self._report_soon)
+
+    def _handoff_readable(self) -> None:
+        """Packets another worker read from its TUN queue for our SAs: sent on the Child SA
+        it named (its SPD's decision), if we still have it."""
+        buffer = self._handoff_buffer
+        view = memoryview(buffer)
+        children = self.table.children
+        forwarder = self.forwarder
+        for _ in range(256):
+            try:
+                length = self.handoff_rx.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                break
+            self.handoff_in += 1
+            entry = children.get(_CHILD_ID.unpack_from(buffer)[0])
+            if entry is not None and self._owns(entry):
+                forwarder.send_protected(entry, view[4:length])
+            else:  # the SA went away meanwhile
+                self.handoff_unknown += 1
+        forwarder.batch.flush()
+        if self.table.events:
+            self.table.handle_events()
+        self._traffic()
+
+    def _owns(self, entry: ChildEntry) -> bool:
+        return owner_of(entry.sa_in.spi, self.workers) == self.index
+
+    def _more_totals(self) -> dict[str, int]:
+        forwarder = self.forwarder
+        assert isinstance(forwarder, SteeredForwarder)
+        foreign = sum(
+            entry.sa_in.packets_in
+            for entry in self.table.children.values()
+            if not self._owns(entry)
+        )
+        return {
+            "esp_in": sum(sock.datagrams_in for sock in self.rx),
+            "foreign_in": foreign,
+            "handed_off": forwarder.handed_off,
+            "handoff_in": self.handoff_in,
+            "handoff_dropped": forwarder.handoff_dropped + self.handoff_unknown,
+            "unknown_spi": self.table.sad.unknown_spi,
+        }
+
+    def _inbound_report(self) -> dict[int, tuple[int, ...]]:
+        per_sa: dict[int, tuple[int, ...]] = {}
+        reported = self.reported_in
+        for entry in self.table.children.values():
+            if not self._owns(entry):
+                continue
+            sa = entry.sa_in
+            figures = (
+                sa.packets_in, sa.bytes_in, sa.icv_failures, sa.replays, sa.malformed,
+                sa.policy_drops, sa.dummy, 0 if sa.replay is None else sa.replay.highest,
+            )  # fmt: skip
+            if reported.get(sa.spi) != figures:
+                reported[sa.spi] = figures
+                per_sa[sa.spi] = figures
+        return per_sa
 
 
 def _never(data: memoryview, remote: tuple[str, int]) -> None:
@@ -694,6 +1154,10 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)  # the daemon died before prctl: too late for the signal
 
 
+def _fds(text: str) -> list[int]:
+    return [int(fd) for fd in text.split(",") if fd]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m aioipsec.runtime.workers",
@@ -709,6 +1173,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True, help="the daemon's process id")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="console")
+    steered = parser.add_argument_group("SA-steered worker (worker_steering = sa)")
+    steered.add_argument("--index", type=int, help="this worker's index (in its SPIs)")
+    steered.add_argument("--workers", type=int, default=0)
+    steered.add_argument("--rx-udp", default="", help="its port-4500 sockets")
+    steered.add_argument("--rx-raw", default="", help="its filtered raw ESP sockets")
+    steered.add_argument("--handoff-rx", type=int, default=-1)
+    steered.add_argument("--handoff-tx", default="", help="every worker's handoff socket")
     args = parser.parse_args(argv)
     from aioipsec.log import configure_logging
 
@@ -720,13 +1191,21 @@ def main(argv: list[str] | None = None) -> int:
     control = socket.socket(fileno=args.control)
     control.setblocking(True)
     os.set_blocking(args.tun, False)
-    udp = [int(fd) for fd in args.udp.split(",") if fd]
-    raw = [int(fd) for fd in args.raw.split(",") if fd]
+    udp, raw = _fds(args.udp), _fds(args.raw)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    no_df = [int(fd) for fd in args.no_df.split(",") if fd]
-    worker = Worker(control, _PassedTun(args.tun, args.vnet_hdr), udp, raw, no_df)
-    log.info("encrypt worker running", pid=os.getpid())
+    no_df = _fds(args.no_df)
+    tun = _PassedTun(args.tun, args.vnet_hdr)
+    if args.index is None:
+        worker = Worker(control, tun, udp, raw, no_df)
+        log.info("encrypt worker running", pid=os.getpid())
+    else:
+        worker = SteeredWorker(
+            control, tun, udp, raw, no_df, index=args.index, workers=args.workers,
+            rx_udp=_fds(args.rx_udp), rx_raw=_fds(args.rx_raw), handoff_rx=args.handoff_rx,
+            handoff_tx=_fds(args.handoff_tx),
+        )  # fmt: skip
+        log.info("SA worker running", index=args.index, pid=os.getpid())
     worker.run()
     return 0
 
