@@ -1,19 +1,27 @@
 """aioipsec.runtime.workers without processes: the sequence-number reservation that keeps
-a restarted encrypt worker from reusing an AES-GCM nonce, and the socketpair framing.
+a restarted encrypt worker from reusing an AES-GCM nonce, and the socketpair framing;
+aioipsec.runtime.steering's SPI layout and its BPF programs, run by the real kernel.
 (The worker processes themselves: tests/hardening/test_workers.py.)"""
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import time
 
 import pytest
 
+from aioipsec.netns import Lab
+from aioipsec.runtime import steering
+from aioipsec.runtime.sockets import DrainingSocket, open_udp_socket
 from aioipsec.runtime.workers import (
     SEQUENCE_BLOCK,
     WORKERS_ENV,
     FrameReader,
     SequenceGuard,
     frame,
+    restore_inbound,
     worker_count,
 )
 from esp.errors import EspDrop
@@ -99,9 +107,118 @@ def test_worker_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv(WORKERS_ENV, "2")
     assert worker_count(1) == 2
     monkeypatch.setenv(WORKERS_ENV, "4")
-    with pytest.raises(ValueError, match="not built"):
+    with pytest.raises(ValueError, match="worker_steering = sa"):
         worker_count(1)
+    assert worker_count(1, "sa") == 4
+    monkeypatch.setenv(WORKERS_ENV, "65")
+    with pytest.raises(ValueError, match=r"1 \(one process\) to 64"):
+        worker_count(1, "sa")
     monkeypatch.setenv(WORKERS_ENV, "two")
     with pytest.raises(ValueError, match="AIOIPSEC_WORKERS"):
         worker_count(1)
     assert os.environ[WORKERS_ENV] == "two"
+
+
+def test_spis_carry_the_owner_round_robin() -> None:
+    hook = steering.SpiSteering(3).hook
+    spis = [int.from_bytes(hook(bytes.fromhex("ffabcdef")), "big") for _ in range(6)]
+    assert [steering.owner_of(spi, 3) for spi in spis] == [0, 1, 2, 0, 1, 2]
+    assert all(spi & 0xFFFFFF == 0xABCDEF for spi in spis)  # the rest stays random
+    with pytest.raises(ValueError):
+        steering.SpiSteering(256)
+    assert steering.steering_mode("direction") == "direction"
+    with pytest.raises(ValueError, match="worker_steering"):
+        steering.steering_mode("flows")
+
+
+def test_a_restarted_worker_does_not_accept_what_its_predecessor_reported() -> None:
+    sa = EspSa(0x1234, "in", EncrId.ENCR_AES_GCM_16, KEY)
+    restore_inbound(sa, 500, 64000, 500)
+    assert (sa.packets_in, sa.bytes_in) == (500, 64000)
+    replay = sa.replay
+    assert replay is not None
+    assert not any(replay.check(seq) for seq in range(1, 501))  # all taken or left behind
+    assert replay.check(501)
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _received(sock: socket.socket) -> list[str]:
+    sock.setblocking(False)
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(64)[:4].hex())
+        except BlockingIOError:
+            return got
+
+
+def test_the_reuseport_program_steers_by_spi() -> None:
+    """The daemon's port-4500 socket, its twin and three workers' sockets in one group:
+    IKE, a keepalive and an SPI of no worker reach the daemon, ESP its owner."""
+    port = _free_udp_port()
+    daemon = open_udp_socket("127.0.0.1", port)
+    twin = DrainingSocket(daemon, lambda data, remote: None, "d").open_no_df()
+    workers = steering.open_worker_sockets(3, [-1, -1, -1], [(daemon, True)], [])
+    try:
+        datagrams = [b"\0\0\0\0ike", b"\xff", bytes.fromhex("0102030400000001"),
+                     bytes.fromhex("0002030400000001"), bytes.fromhex("0202030400000001"),
+                     bytes.fromhex("0702030400000001")]  # fmt: skip
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for datagram in datagrams:
+                sender.sendto(datagram, ("127.0.0.1", port))
+        time.sleep(0.05)  # loopback delivers within the send; a margin for a loaded host
+        assert _received(daemon) == ["00000000", "ff", "07020304"]
+        assert _received(twin.sock) == []
+        assert [_received(w.udp[0]) for w in workers] == [["00020304"], ["01020304"],
+                                                          ["02020304"]]  # fmt: skip
+    finally:
+        steering.close_worker_sockets(workers)
+        twin.sock.close()
+        daemon.close()
+
+
+RAW_SCRIPT = """
+import socket, time
+from aioipsec.runtime import steering
+daemon = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+steering.restrict_raw(daemon, 3)
+workers = [steering.filtered_raw_socket(socket.AF_INET, 3, i) for i in range(3)]
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, 50) as sender:
+    for spi in ("01020304", "00020304", "02020304", "07020304"):
+        sender.sendto(bytes.fromhex(spi + "00000001") + bytes(16), ("127.0.0.1", 0))
+time.sleep(0.05)
+def got(sock):
+    sock.setblocking(False)
+    out = []
+    while True:
+        try:
+            data = sock.recv(256)
+        except BlockingIOError:
+            return out
+        out.append(data[(data[0] & 15) * 4:][:4].hex())
+print([got(daemon)] + [got(w) for w in workers])
+"""
+
+
+@pytest.mark.netns
+def test_raw_esp_filters_steer_by_spi() -> None:
+    """Every raw ESP socket gets a copy of every packet: each worker's filter keeps its
+    SPIs, the daemon's those of no worker (in a namespace of its own: its loopback)."""
+    if os.geteuid() != 0:
+        pytest.skip("raw sockets and network namespaces need root")
+    with Lab("rawf") as lab:
+        namespace = lab.namespace("steer")
+        namespace.link_up("lo")
+        env_path = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        result = namespace.run(
+            "env", f"PYTHONPATH={env_path}", sys.executable, "-c", RAW_SCRIPT, check=False
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([["07020304"], ["00020304"], ["01020304"], ["02020304"]]), (
+        result.stdout
+    )
