@@ -46,7 +46,7 @@ def test_compare_end_to_end_writes_report_and_chart(workdir: Path) -> None:
     out, chart, data = workdir / "perf.md", workdir / "perf.png", workdir / "perf.json"
     status = main([
         "--rounds", "1", "--stacks", "aioipsec,plain", "--tcp-seconds", "1",
-        "--udp-step-seconds", "1", "--udp-max-steps", "2", "--ping-count", "3",
+        "--udp-step-seconds", "0.3", "--udp-max-steps", "2", "--ping-count", "3",
         "--out", str(out), "--chart", str(chart), "--json", str(data),
         "--workdir", str(workdir / "runs"),
     ])  # fmt: skip
@@ -64,7 +64,7 @@ def test_measure_stack_with_strongswan_on_one_end(workdir: Path) -> None:
     from bench.netbench import Settings, measure_stack
 
     settings = Settings(
-        tcp_seconds=1, tcp_streams=(1,), udp_packet_sizes=(1400,), udp_step_seconds=1,
+        tcp_seconds=1, tcp_streams=(1,), udp_packet_sizes=(1400,), udp_step_seconds=0.3,
         udp_max_steps=1, ping_count=3,
     )  # fmt: skip
     run = measure_stack("mixed", 1, workdir / "mixed", settings)
