@@ -1,7 +1,5 @@
 """``python -m aioipsec``: the same as the ``aioipsec`` command."""
 
-import sys
+from aioipsec.cli import run
 
-from aioipsec.cli import main
-
-sys.exit(main())
+run()

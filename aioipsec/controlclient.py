@@ -9,12 +9,20 @@ which re-exports everything below.
 
 from __future__ import annotations
 
+# _socket: the C socket type, not the module socket, which turns hundreds of constants
+# into IntEnums and imports selectors when imported, ~3 ms of a command's start (issue 17:
+# `aioipsec initiate` <= 2x charon + swanctl's ~13 ms). A blocking client needs nothing
+# of its wrapper: connect, settimeout, sendall, recv and close are the C type's, with the
+# same exceptions (OSError subclasses; TimeoutError on a timeout).
+import _socket
 import json
 import os
-import socket
 from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+
+# Nor typing (~3 ms): it is only needed for annotations, which are not evaluated.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MAX_LINE", "ControlClient", "ControlError", "DaemonUnreachable"]
 
@@ -29,14 +37,14 @@ class DaemonUnreachable(ControlError):
     """No daemon listens at the socket path (or it does not answer)."""
 
 
-def _unreachable(path: Path, reason: str) -> DaemonUnreachable:
+def _unreachable(path: str, reason: str) -> DaemonUnreachable:
     return DaemonUnreachable(
         f"cannot reach the daemon at {path} ({reason}): is it running? "
         "start it with 'aioipsec daemon -c FILE', or give its socket with --socket PATH"
     )
 
 
-def _decode_response(line: bytes, path: Path) -> Any:
+def _decode_response(line: bytes, path: str) -> Any:
     if not line:
         raise _unreachable(path, "the daemon closed the connection")
     try:
@@ -60,9 +68,9 @@ class ControlClient:
     :class:`ControlError` when the daemon answers with an error."""
 
     def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
-        self.path = Path(path)
+        self.path = os.fspath(path)
         self.timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._buffer = b""
 
     # ---- blocking
@@ -70,10 +78,10 @@ class ControlClient:
     def connect(self) -> None:
         if self._sock is not None:
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(str(self.path))
+            sock.connect(self.path)
         except FileNotFoundError:
             sock.close()
             raise _unreachable(self.path, "no such socket") from None
@@ -189,7 +197,7 @@ class ControlClient:
         merged = {**(args or {}), **kwargs}
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.path), limit=MAX_LINE * 64),
+                asyncio.open_unix_connection(self.path, limit=MAX_LINE * 64),
                 self.timeout,
             )
         except FileNotFoundError:

@@ -4,8 +4,9 @@ For each stack (``aioipsec`` and ``strongswan``, alternating, ROUNDS rounds) the
 :mod:`bench.netbench` is brought up, then:
 
 * **command**: wall time of a control command that lists the SAs, process start included,
-  run from the root namespace (both control sockets are files): ``python -m aioipsec
-  --socket S sas`` against ``swanctl --list-sas --uri U``; the median of ``--commands``;
+  run from the root namespace (both control sockets are files): ``aioipsec --socket S
+  sas`` (the console script beside this Python, as a user runs it) against ``swanctl
+  --list-sas --uri U``; the median of ``--commands``;
 * **initiate**: the IKE SA is terminated and re-initiated; the wall time of the initiate
   command (``aioipsec initiate`` / ``swanctl --initiate``), and whether the responder already
   lists the Child SA as INSTALLED when the command returns (then nothing remains to wait
@@ -61,10 +62,13 @@ def _wall(argv: list[str]) -> float:
 
 
 def _cli(tunnel: Tunnel) -> list[str]:
+    """The ``aioipsec`` command: the venv's console script (what a user runs; ``python -m``
+    would add runpy's imports), or our code of an exported tree (--base)."""
     tree = tunnel.settings.source_tree
-    return [sys.executable, "-m", "aioipsec"] if tree is None else [
-        sys.executable, "-c", _CLI_FROM_TREE, tree
-    ]  # fmt: skip
+    if tree is not None:
+        return [sys.executable, "-c", _CLI_FROM_TREE, tree]
+    script = Path(sys.executable).parent / "aioipsec"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "aioipsec"]
 
 
 def _list_command(tunnel: Tunnel) -> list[str]:
@@ -142,7 +146,7 @@ def measure(
             result["request_ms"] = statistics.median(request_ms)
             # The same initiate from swanctl (C, what charon's figure uses) through our
             # daemon's VICI socket: the daemons' share plus a command that starts in
-            # ~10 ms instead of Python's ~40 ms.
+            # ~10 ms instead of Python's ~20 ms.
             vici = Path(peer.control_socket).with_suffix(".vici")
             swanctl_ms = []
             for _ in range(3):
@@ -195,8 +199,9 @@ def render_section(runs: list[dict[str, Any]]) -> list[str]:
 
     lines = ["## Latency: control commands, initiate, idle ping (`bench.latency`)", ""]
     lines.append(
-        "Wall times from the root namespace, the command's start included (`aioipsec` runs "
-        "from the editable install of `make venv`): a listing (`aioipsec sas` / `swanctl "
+        "Wall times from the root namespace, the command's start included (`aioipsec` is "
+        "the console script of `make venv`'s editable install, a `.pth` path without an "
+        "import finder): a listing (`aioipsec sas` / `swanctl "
         "--list-sas`, median of 10), `initiate` of the terminated tunnel until the command "
         "returns (median of 3; both daemons answer once the Child SA is installed), our "
         "daemons' share of it (the same request over the control socket from the "
