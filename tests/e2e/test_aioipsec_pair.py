@@ -347,15 +347,15 @@ def test_sighup_reload(pair):
 
 @pytest.mark.timeout(120)
 def test_rekey_of_both_sas_under_ping_loses_nothing(pair):
-    child = {"rekey_time": "4s", "life_time": "9s", "rand_time": "1s"}
-    connection = {"rekey_time": "6s", "rand_time": "1s"}
+    child = {"rekey_time": "2s", "life_time": "6s", "rand_time": "1s"}
+    connection = {"rekey_time": "4s", "rand_time": "1s"}
     pair.start(
         left={"child_options": child, "connection_options": connection},
         right={"child_options": child, "connection_options": connection},
     )
     establish(pair)
-    result = ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=90, extra=("-i", "0.15"))
-    # -i given twice: the later one (0.15 s) wins; 90 packets, ~14 s, several rekeys.
+    result = ping(pair.left_ns, LEFT.inner, RIGHT.inner, count=80, extra=("-i", "0.1"))
+    # -i given twice: the later one (0.1 s) wins; 80 packets, ~8 s, several rekeys.
     assert result.returncode == 0, result.stdout
     assert " 0% packet loss" in result.stdout, result.stdout + pair.logs()
     events = [e.get("event") for e in pair.left.log_events() + pair.right.log_events()]

@@ -159,8 +159,8 @@ def test_thin_path_with_strongswan(lab, workdir, initiator):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("rekeyer", ["charon", "aioipsec"])
 def test_rekeys_under_ping_with_strongswan(lab, workdir, rekeyer):
-    """One side rekeys the Child SA every 4 s and the IKE SA every 7 s while 80 pings run
-    through the tunnel; the other side answers. No packet may be lost, whichever side
+    """One side rekeys the Child SA every 2 s and the IKE SA every 5 s while 80 pings run
+    through the tunnel (8 s); the other side answers. No packet may be lost, whichever side
     initiates the rekeys (the responder must not send on the new SA too early)."""
     requirements_or_skip()
     moon, sun = lab.namespace("moon"), lab.namespace("sun")
@@ -170,12 +170,12 @@ def test_rekeys_under_ping_with_strongswan(lab, workdir, rekeyer):
     charon = Charon(lab, sun, workdir / "charon")
     charon.start()
     fast = rekeyer == "charon"
-    charon.load(charon_conf(child_rekey="4s" if fast else None, ike_rekey="7s" if fast else None))
+    charon.load(charon_conf(child_rekey="2s" if fast else None, ike_rekey="5s" if fast else None))
     options = {}
     if rekeyer == "aioipsec":
         options = {
-            "child_options": {"rekey_time": "4s", "life_time": "20s", "rand_time": "0s"},
-            "connection_options": {"rekey_time": "7s", "over_time": "20s", "rand_time": "0s"},
+            "child_options": {"rekey_time": "2s", "life_time": "20s", "rand_time": "0s"},
+            "connection_options": {"rekey_time": "5s", "over_time": "20s", "rand_time": "0s"},
         }
     ours = OurDaemon(lab, moon, toml_config(MOON, workdir, **options), workdir)
     ours.start()
@@ -183,7 +183,7 @@ def test_rekeys_under_ping_with_strongswan(lab, workdir, rekeyer):
         charon.initiate("net", "thin")
         ours.wait_for_child("thin")
         result = moon.run(
-            "ping", "-n", "-c", "80", "-i", "0.15", "-W", "2", "-I", MOON.inner, "10.2.0.1",
+            "ping", "-n", "-c", "80", "-i", "0.1", "-W", "2", "-I", MOON.inner, "10.2.0.1",
             check=False, timeout=60,
         )  # fmt: skip
         assert " 0% packet loss" in result.stdout, result.stdout
