@@ -90,9 +90,12 @@ def test_fresh_namespace_has_free_ports_and_no_firewall() -> None:
 
 @needs_root
 def test_port_in_use_fails_and_names_the_holder() -> None:
+    # The holder's output goes elsewhere (else subprocess.run waits for it to exit); the
+    # doctor runs once the port is bound.
     holder = (
         f"{sys.executable} -c 'import socket,time; s=socket.socket(socket.AF_INET,"
-        'socket.SOCK_DGRAM); s.bind(("0.0.0.0",4500)); time.sleep(10)\' & sleep 1'
+        'socket.SOCK_DGRAM); s.bind(("0.0.0.0",4500)); time.sleep(10)\' >/dev/null 2>&1 & '
+        "for i in $(seq 200); do ss -Huln 'sport = :4500' | grep -q . && break; sleep 0.05; done"
     )
     status, checks = _doctor_in_netns(holder)
     assert status == 1
