@@ -16,15 +16,12 @@ BENCH_DEBIAN_PACKAGES := wireguard-go wireguard-tools
 
 .PHONY: test demo demo-cluster demo-rw lint format bench fuzz debian-deps venv clean selftest
 
-# editable_mode=compat: the checkout goes on sys.path through a plain .pth line. The
-# default editable mode installs an import finder whose start-up (pathlib, fnmatch,
-# urllib...) every Python process of the venv pays: `python -c pass` 9 -> 20 ms, an
-# `aioipsec` command ~3 ms (issue 17; bench/notes.md). The checkout's other folders
-# (bench, tests) become importable too, as they are from its root anyway.
+# The editable install is a plain .pth path, without an import finder (pyproject.toml,
+# [tool.setuptools] package-dir).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
