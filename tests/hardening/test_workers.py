@@ -459,17 +459,29 @@ def test_sa_steered_workers(module_hosts: Hosts, encap: bool) -> None:
             for k, reverse in ((1, []), (2, ["-R"])):
                 result = hosts.peer_ns.run(
                     "iperf3", "-c", f"10.2.0.{k}", "-B", f"10.1.0.{k}", "-p", "5302", "-n",
-                    "1M", "-f", "m", *reverse, check=False, timeout=60,
+                    "512K", "-f", "m", *reverse, check=False, timeout=60,
                 )  # fmt: skip
                 assert result.returncode == 0, f"iperf3 {k} {reverse}: {result.stdout}"
             # UDP peer -> gw (the stream below is gw -> peer).
             result = hosts.peer_ns.run(
                 "iperf3", "-u", "-b", "20M", "-c", "10.2.0.4", "-B", "10.1.0.4", "-p", "5302",
-                "-n", "256K", check=False, timeout=60,
+                "-n", "128K", check=False, timeout=60,
             )  # fmt: skip
             assert result.returncode == 0, f"iperf3 -u: {result.stdout}"
         finally:
             server.stop()
+
+        # A Child SA rekey: the new SA's SPI may name another owner (make-before-break
+        # across workers); the pings after the fault below go through it both ways.
+        old_spi = steered_children(peer)["c1"]["spi-in"]
+        peer.call("rekey", child="c1")
+        assert wait_for(
+            lambda: (
+                steered_children(peer)["c1"]["spi-in"] != old_spi
+                and len(steered_children(gw)) == len(steered_children(peer)) == CHILDREN
+            ),
+            20,
+        ), peer.log_tail()
 
         # The fault: the worker owning gw's SA c3 SIGKILLed under a UDP stream on it.
         spi_in = int(steered_children(gw)["c3"]["spi-in"], 16)
@@ -489,10 +501,10 @@ def test_sa_steered_workers(module_hosts: Hosts, encap: bool) -> None:
         sender = hosts.lab.start(
             hosts.gw_ns,
             [*py, "send", "--bind", "10.2.0.3", "--to", f"10.1.0.3:{UDP_PORT}", "--rate",
-             "2000", "--seconds", str(STREAM_SECONDS / 2 if LONG else 1.5)],
+             "2000", "--seconds", str(STREAM_SECONDS / 2 if LONG else 1.2)],
             log=hosts.workdir / f"sa-kill-send-{tag}.log", env=env, cwd=REPO,
         )  # fmt: skip
-        time.sleep(0.4)
+        time.sleep(0.3)
         os.kill(old["pid"], signal.SIGKILL)
         back = wait_for(
             lambda: (
