@@ -117,8 +117,9 @@ def test_control_and_vici_sockets_flooded_by_100_clients(hosts: Hosts) -> None:
     capture, pcap = outer_capture(hosts, "flood")
     pinger = hosts.lab.start(
         hosts.peer_ns,
-        ["ping", "-n", "-q", "-i", "0.05", "-w", str(int(FLOOD_SECONDS) + 4), "-I", PEER_INNER,
-         GW_INNER],
+        # As long as the flood (a count, not a deadline: ping ends with the flood).
+        ["ping", "-n", "-q", "-i", "0.05", "-c", str(int(FLOOD_SECONDS / 0.05)), "-W", "2",
+         "-I", PEER_INNER, GW_INNER],
         log=hosts.workdir / "ping.log",
     )  # fmt: skip
     stop = threading.Event()
@@ -149,7 +150,13 @@ def test_control_and_vici_sockets_flooded_by_100_clients(hosts: Hosts) -> None:
     pinger.popen.wait(30)
     ping_text = pinger.log_text()
     capture.stop()
-    time.sleep(1.0)  # the daemon closes the flood's connections
+    # The daemon closes the flood's connections (then its descriptors and tasks are back).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = gw.call("stats")
+        if (now["open-fds"], now["tasks"]) == (before["open-fds"], before["tasks"]):
+            break
+        time.sleep(0.1)
     after = daemon_healthy(gw)
     daemon_healthy(peer)
     assert_ping(hosts.peer_ns, PEER_INNER, GW_INNER, count=2)
