@@ -193,10 +193,14 @@ class _Outstanding:
     remote_addr: Address = ("", 0)
 
 
-@dataclass
+@dataclass(slots=True)
 class _CachedResponse:
+    """The last response, kept to answer a retransmitted request with the same octets
+    (sec. 2.1): the datagrams as sent, and the digests of the request datagrams it answers
+    (a tuple: one digest, or one per fragment; an empty set alone takes 216 octets)."""
+
     message_id: int
-    request_digests: set[bytes]
+    request_digests: tuple[bytes, ...]
     datagrams: list[bytes]
 
 
@@ -207,7 +211,7 @@ class _DeferredResponse:
 
     exchange: ExchangeType | int
     message_id: int
-    request_digests: set[bytes]
+    request_digests: tuple[bytes, ...]
 
 
 @dataclass
@@ -345,7 +349,8 @@ class IkeSa:
         # reauthentication or a second connection to the same peer.
         self.suppress_initial_contact = False
         self.closed_children: list[str] = []
-        self._pending_request_digests: set[bytes] = set()
+        # Digests of the fragments of a request still being reassembled (RFC 7383).
+        self._pending_request_digests: tuple[bytes, ...] = ()
         self._after_response: Callable[[float], object] | None = None
         # A request answered later (defer_response / answer_deferred), and the flag a task
         # raises while responding to say so.
@@ -748,6 +753,8 @@ class IkeSa:
                 self._send_request(task, retry, now)
             return
         self.next_request_id += 1
+        if header.exchange == ExchangeType.IKE_AUTH and self.established:
+            self.keymat.auth_done()  # we initiated: the last IKE_AUTH response is in
 
     def _receive_request(
         self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
@@ -791,10 +798,12 @@ class IkeSa:
             self._answer_error(header.exchange, header.message_id, error, msg, now)
             return
         if decrypted is None:
-            self._pending_request_digests.add(_digest(msg.raw))
+            digest = _digest(msg.raw)
+            if digest not in self._pending_request_digests:
+                self._pending_request_digests += (digest,)
             return
-        digests = self._pending_request_digests | {_digest(msg.raw)}
-        self._pending_request_digests = set()
+        digests = (*self._pending_request_digests, _digest(msg.raw))
+        self._pending_request_digests = ()
         if header.exchange == ExchangeType.IKE_INTERMEDIATE:
             self._record_intermediate(decrypted.payloads, header.message_id, msg)
         self.last_peer_activity = now
@@ -861,14 +870,14 @@ class IkeSa:
     ) -> None:
         assert error.notify is not None
         payloads = [NotifyPayload(notify_type=error.notify, data=error.notify_data)]
-        self._send_response(exchange, message_id, payloads, {_digest(msg.raw)}, now)
+        self._send_response(exchange, message_id, payloads, (_digest(msg.raw),), now)
 
     def _send_response(
         self,
         exchange: ExchangeType | int,
         message_id: int,
         payloads: list[Any],
-        digests: set[bytes],
+        digests: tuple[bytes, ...],
         now: float,
     ) -> None:
         datagrams = self._encode(ExchangeType(exchange), True, message_id, payloads)
@@ -883,6 +892,8 @@ class IkeSa:
         if after is not None:
             self._after_response = None
             after(now)
+        if exchange == ExchangeType.IKE_AUTH and self.established:
+            self.keymat.auth_done()  # the last IKE_AUTH response, and its Child SA, are out
 
     def after_response(self, action: Callable[[float], object]) -> None:
         """Run ``action(now)`` right after the current response has been encoded (actions
@@ -953,7 +964,7 @@ class IkeSa:
         request = Request(ExchangeType.IKE_SA_INIT, 0, msg.payloads, msg.raw, now)
         payloads = IkeInitResponder().respond(self, request)
         self.last_peer_activity = now
-        self._send_response(ExchangeType.IKE_SA_INIT, 0, payloads, {_digest(msg.raw)}, now)
+        self._send_response(ExchangeType.IKE_SA_INIT, 0, payloads, (_digest(msg.raw),), now)
 
     def _update_addresses(
         self, remote_addr: Address, local_addr: Address, *, authenticated: bool
