@@ -26,7 +26,7 @@ from ikev2.ts_range import TrafficSelectorRange, format_range
 _PROTOCOL_NAMES = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "ipv6-icmp": 58, "sctp": 132}
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Ts:
     """One selector: an address range of one IP version, a protocol and a port range."""
 
@@ -47,13 +47,7 @@ class Ts:
         return str(ipaddress.IPv6Address(value))
 
     def to_range(self) -> TrafficSelectorRange:
-        return TrafficSelectorRange(
-            start=self._address(self.start),
-            end=self._address(self.end),
-            protocol=self.protocol,
-            start_port=self.start_port,
-            end_port=self.end_port,
-        )
+        return _to_range(self)
 
     def to_payload(self) -> TrafficSelector:
         width = 4 if self.version == 4 else 16
@@ -198,6 +192,34 @@ def from_payload(payload: TsPayload) -> list[Ts]:
     return out
 
 
+# A gateway's Child SAs mostly have the same few narrowed selectors: one shared (frozen)
+# Ts and TrafficSelectorRange each instead of copies per Child SA, which the ChildSa, the
+# ChildSaEstablished event the daemon keeps and the data plane's ChildSpec all hold
+# (about 0.7 KiB per Child SA). Bounded: past the limit new ones are simply not shared.
+_SHARED_TS: dict[Ts, Ts] = {}
+_SHARED_TS_MAX = 4096
+
+
+def _shared(ts: Ts) -> Ts:
+    kept = _SHARED_TS.get(ts)
+    if kept is not None:
+        return kept
+    if len(_SHARED_TS) < _SHARED_TS_MAX:
+        _SHARED_TS[ts] = ts
+    return ts
+
+
+@functools.lru_cache(maxsize=_SHARED_TS_MAX)
+def _to_range(ts: Ts) -> TrafficSelectorRange:
+    return TrafficSelectorRange(
+        start=ts._address(ts.start),
+        end=ts._address(ts.end),
+        protocol=ts.protocol,
+        start_port=ts.start_port,
+        end_port=ts.end_port,
+    )
+
+
 def to_payload(payload_type: PayloadType, selectors: Iterable[Ts]) -> TsPayload:
     return TsPayload(payload_type=payload_type, selectors=[ts.to_payload() for ts in selectors])
 
@@ -212,7 +234,7 @@ def intersect(a: Ts, b: Ts) -> Ts | None:
     low, high = max(a.start_port, b.start_port), min(a.end_port, b.end_port)
     if start > end or low > high:
         return None
-    return Ts(a.version, start, end, a.protocol or b.protocol, low, high)
+    return _shared(Ts(a.version, start, end, a.protocol or b.protocol, low, high))
 
 
 def narrow(proposed: list[Ts], allowed: list[Ts]) -> list[Ts]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +21,9 @@ from ikev2 import events as ev
 from ikev2.enums import IntegId
 
 log = structlog.get_logger("aioipsec.daemon")
+
+# _last_use of a Child SA that has carried no packet: packets in, when, packets out, when.
+_NEVER_USED = (0, -1.0, 0, -1.0)
 
 
 def child_spec(event: ev.ChildSaEstablished, rekey_of: int | None = None) -> ChildSpec:
@@ -175,7 +178,14 @@ class ChildSaGlue(DaemonState):
                 self._closed_inactive.discard(child_sa_id)
             for child_sa_id, entry in children.items():
                 packets_in, packets_out = entry.sa_in.packets_in, entry.sa_out.packets_out
-                seen = self._last_use.setdefault(child_sa_id, [0, -1.0, 0, -1.0])
+                seen = self._last_use.get(child_sa_id)
+                if seen is None:
+                    if not packets_in and not packets_out:
+                        # No packet yet: no entry of its own (a list per idle tunnel was
+                        # 0.1 KiB each, 1.2 MiB at 10,000).
+                        self._close_if_inactive(entry, _NEVER_USED, now_wall)
+                        continue
+                    seen = self._last_use[child_sa_id] = [0, -1.0, 0, -1.0]
                 if packets_in != seen[0]:
                     seen[0], seen[1] = packets_in, now_wall
                 if packets_out != seen[2]:
@@ -183,7 +193,7 @@ class ChildSaGlue(DaemonState):
                 self._close_if_inactive(entry, seen, now_wall)
             await asyncio.sleep(interval)
 
-    def _close_if_inactive(self, entry: Any, seen: list[float], now_wall: float) -> None:
+    def _close_if_inactive(self, entry: Any, seen: Sequence[float], now_wall: float) -> None:
         """strongSwan's ``inactivity``: a Child SA that carried no packet in either
         direction for that long is closed (deleted with the peer; the IKE SA stays)."""
         connection = self.settings.connections.get(entry.connection)

@@ -38,7 +38,7 @@ class StartupError(RuntimeError):
     """The daemon refuses to start; the message says why (already user-facing)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class IkeSaState:
     """What the daemon remembers about one established IKE SA."""
 
