@@ -88,8 +88,8 @@ def test_through_masquerading_nat_with_keepalives_and_mapping_change(lab, workdi
 
         # Keepalives: single 0xFF octets from the left, every 2 s, seen behind the NAT.
         capture = lab.capture(right, _peer_dev(right), workdir / "ka.pcap",
-                              "udp port 4500")  # fmt: skip
-        time.sleep(5.0)
+                              "udp port 4500 and udp[4:2] = 9")  # fmt: skip
+        capture.wait_for_packets(2, timeout=10.0)  # one every 2 s
         capture.stop()
         keepalives = subprocess.run(
             ["tshark", "-n", "-r", str(workdir / "ka.pcap"), "-Y", "udp.length == 9",
