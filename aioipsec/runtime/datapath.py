@@ -409,7 +409,7 @@ class DataPath:
             "fragmented_before_encryption": counters.fragmented + outbound("fragmented"),
             "keepalives_in": counters.keepalives_in,
             "keepalives_out": counters.keepalives_out,
-            "nat_mapping_changes": counters.nat_mapping_changes,
+            "nat_mapping_changes": counters.nat_mapping_changes + outbound("nat_mapping_changes"),
             "send_failures": counters.send_failures + outbound("send_failures"),
             "tun_mtu": self.tun_mtu,
             "child_sas": len(self.children),

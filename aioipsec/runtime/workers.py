@@ -532,7 +532,7 @@ class SaWorker(EncryptWorker):
         super().__init__(table, **kwargs)
         self.group = group
         self.index = index
-        self.role = f"SA worker {index}"
+        self.role = f"SA-steered worker {index}"
 
     def _command(self, control_fd: int) -> tuple[list[str], list[int]]:
         argv, fds = super()._command(control_fd)
@@ -1116,6 +1116,7 @@ class SteeredWorker(Worker):
             "handoff_in": self.handoff_in,
             "handoff_dropped": forwarder.handoff_dropped + self.handoff_unknown,
             "unknown_spi": self.table.sad.unknown_spi,
+            "nat_mapping_changes": forwarder.counters.nat_mapping_changes,
         }
 
     def _inbound_report(self) -> dict[int, tuple[int, ...]]:
@@ -1205,7 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
             rx_udp=_fds(args.rx_udp), rx_raw=_fds(args.rx_raw), handoff_rx=args.handoff_rx,
             handoff_tx=_fds(args.handoff_tx),
         )  # fmt: skip
-        log.info("SA worker running", index=args.index, pid=os.getpid())
+        log.info("SA-steered worker running", index=args.index, pid=os.getpid())
     worker.run()
     return 0
 
