@@ -318,10 +318,14 @@ class Keymat:
         AUTH payloads (sec. 2.15, RFC 9242 sec. 3.3.2 IntAuth) and of the Child SA created
         with IKE_AUTH (sec. 2.17); every later exchange brings nonces of its own (sec. 1.3,
         2.17, 2.18), and a retransmitted IKE_AUTH request is answered from the response
-        cache, not computed again (sec. 2.1). About 0.7 KiB per IKE SA."""
+        cache, not computed again (sec. 2.1). About 0.9 KiB per IKE SA."""
         self.init_request = self.init_response = b""
         self.int_auth_i = self.int_auth_r = b""
         self.nonce_i = self.nonce_r = b""
+        # SK_pi/SK_pr go into AUTH only (sec. 2.15; RFC 8784 folds the PPK into SK_d for
+        # later rekeys), SKEYSEED only into SK_*: a rekey derives from SK_d (sec. 2.18).
+        if self.keys is not None:
+            self.keys = replace(self.keys, skeyseed=b"", sk_pi=b"", sk_pr=b"")
 
     def apply_ppk(self, ppk: bytes) -> None:
         """RFC 8784 sec. 3: SK_d = prf+(PPK, SK_d'), SK_pi = prf+(PPK, SK_pi'), SK_pr =

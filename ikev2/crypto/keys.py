@@ -17,9 +17,12 @@ from ikev2.crypto.prf import Prf
 _FIXED_KEY_NONCE_PREFIX = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeKeys:
     """The seven IKE SA keys of RFC 7296 sec. 2.14, plus the SKEYSEED they came from.
+
+    Once IKE_AUTH is over, an established IKE SA keeps them with ``skeyseed``, ``sk_pi``
+    and ``sk_pr`` empty (``Keymat.auth_done``): those serve the AUTH payloads only.
 
     For AEAD encryption ``sk_ai``/``sk_ar`` are empty and ``sk_ei``/``sk_er`` include the salt
     (RFC 5282 sec. 7.1). Fields are ``repr=False``: keys never reach a log line by accident.
@@ -35,7 +38,7 @@ class IkeKeys:
     sk_pr: bytes = field(repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildKeys:
     """Child SA keys split out of KEYMAT (RFC 7296 sec. 2.17).
 

@@ -72,6 +72,9 @@ class SkCipher:
     the padding granularity (1 for AEAD: RFC 5282 needs no padding, we send none).
     """
 
+    # Two per IKE SA (10,000s in a gateway): no instance dictionaries in the subclasses.
+    __slots__ = ()
+
     iv_size: int
     icv_size: int
     block_size: int
@@ -124,6 +127,7 @@ class AeadSkCipher(SkCipher):
     the caller then owns uniqueness.
     """
 
+    __slots__ = ("_counter", "_key", "_make", "_salt", "encr", "icv_size")
     block_size = 1
     iv_size = AEAD_IV_SIZE
 
@@ -208,6 +212,7 @@ class CbcHmacSkCipher(SkCipher):
     engine's injected one, so that a seeded run reproduces it).
     """
 
+    __slots__ = ("_algorithm", "_digest", "_integ_key", "_rng", "encr", "icv_size", "integ")
     iv_size = 16
     block_size = 16
 
