@@ -181,13 +181,13 @@ def outage(
     sent: dict[str, int],
     while_down: Callable[[], T] | None = None,
 ) -> T | None:
-    """Under the pings: STOP the left daemon, 3 s without it (WHILE_DOWN runs then), a
+    """Under the pings: STOP the left daemon, 2 s without it (WHILE_DOWN runs then), a
     restart that takes over until the tunnel is back; the cleartext packets of each part."""
     pingers = site.pingers()
     time.sleep(0.5)
     capture = site.capture(name)
     stop()
-    time.sleep(3.0)
+    time.sleep(2.0)  # 100 echo requests per pinger with no daemon
     packets = capture.packets()
     leaks[name] = len(packets)
     print("\n".join(packets[:20]))  # what leaked, if anything
@@ -335,7 +335,7 @@ def test_trap_connection_is_closed_after_sigkill_and_cleanup_waits_for_the_daemo
     capture = site.capture("trap-sigkill")
     assert site.left is not None
     site.left.kill()
-    time.sleep(3.0)
+    time.sleep(2.0)
     leaked = len(capture.packets())
     sent = stop_pingers(pingers)
     print(f"trap: cleartext packets after SIGKILL: {leaked} ({sent} echo requests sent)")
