@@ -151,6 +151,8 @@ class WatchedTimerSet(TimerSet):
     whenever a deadline is set, cancelled or popped: the dispatcher then recomputes only
     those SAs' earliest deadlines instead of scanning every SA (its timer heap)."""
 
+    __slots__ = ("changed", "ike_sa_id")
+
     def __init__(self, ike_sa_id: int) -> None:
         super().__init__()
         self.ike_sa_id = ike_sa_id

@@ -6,7 +6,6 @@ Nothing here reads a clock: ``now`` is always passed in (sans-I/O).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 
 def retransmit_delay(attempt: int, timeout: float, base: float) -> float:
@@ -33,11 +32,12 @@ def jittered_rekey(rekey_time: float, rand_time: float, rng: Callable[[int], byt
     return rekey_time - jitter
 
 
-@dataclass
 class TimerSet:
     """Named deadlines; ``earliest()`` for get_timer(), ``due(now)`` for handle_timer()."""
 
-    def __post_init__(self) -> None:
+    __slots__ = ("_deadlines",)  # one per IKE SA: no instance dictionary
+
+    def __init__(self) -> None:
         self._deadlines: dict[str, float] = {}
 
     def set(self, name: str, deadline: float | None) -> None:
