@@ -38,6 +38,7 @@ import contextlib
 import errno
 import gc
 import json
+import os
 import selectors
 import socket
 import statistics
@@ -777,7 +778,8 @@ def target_lines(data: dict[str, Any]) -> list[str]:
 def compare_versions(base: str, settings: LoadSettings, rounds: int, workdir: Path) -> int:
     """``--base REV``: our responder from REV (A) and from the checkout (B), and charon, in
     the order A B charon, then charon B A, ...; one JSON line per run (rate steps and the
-    closed loop: established/s, p50/p99 set-up ms, responder CPU ms per set-up)."""
+    closed loop: established/s, p50/p90/p99 set-up ms, responder CPU ms per set-up; the load
+    average at the end of the run)."""
     from dataclasses import replace
 
     from bench.ab import base_and_work_trees
@@ -796,12 +798,14 @@ def compare_versions(base: str, settings: LoadSettings, rounds: int, workdir: Pa
             def row(step: StepResult) -> dict[str, Any]:
                 return {"offered": step.offered_rate, "per_s": round(step.rate),
                         "p50_ms": round(step.setup_ms.get("p50", 0)),
+                        "p90_ms": round(step.setup_ms.get("p90", 0)),
                         "p99_ms": round(step.setup_ms.get("p99", 0)),
                         "retransmits": step.retransmits,
                         "cpu_ms": round(step.cpu_ms_per_setup or 0, 2)}  # fmt: skip
 
             print(json.dumps({
                 "version": label, "round": number, "problems": result.problems,
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
                 "steps": [row(s) for s in result.steps],
                 "closed_loop": [row(s) for s in result.max_rate],
             }), flush=True)  # fmt: skip
