@@ -1,10 +1,12 @@
 """Forwarding: the per-packet functions of the data path, TUN -> ESP -> socket and back.
 
 Outbound (:meth:`Forwarder.tun_readable`, ``loop.add_reader`` on the TUN descriptor,
-drained until empty, at most 256 packets a turn):
-    read one inner packet -> :meth:`ChildTable.outbound` (``Spd.decide``: the first
-    matching policy, then ONE dictionary lookup, reqid -> :class:`ChildEntry`, which holds
-    everything the packet needs) -> :meth:`Forwarder.send_protected`: too big for the
+drained until empty, at most 256 reads a turn):
+    read one inner packet (or a TSO super packet, cut into segments by
+    ``tun.offload.segment_fast``: :meth:`Forwarder.enable_tso`) ->
+    :meth:`ChildTable.outbound` (``Spd.decide``: the first matching policy, then ONE
+    dictionary lookup, reqid -> :class:`ChildEntry`, which holds everything the packet
+    needs) -> :meth:`Forwarder.send_protected`: too big for the
     tunnel and DF set? answer ICMP "fragmentation needed" / "packet too big" with the
     tunnel MTU into the TUN (RFC 1191, RFC 4443, RFC 4301 sec. 8) -> ``EspSa.encrypt_into``
     -> UDP 4500 (ESP-in-UDP, RFC 3948) through the :class:`GsoBatch`, or the raw
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +42,20 @@ from esp.errors import EspDrop
 from esp.sa import EspSa
 from tun.fragment import fragment_ipv4
 from tun.icmp import build_too_big, needs_frag_needed
-from tun.offload import PLAIN_HEADER, VNET_HDR_SIZE, coalesce
+from tun.offload import (
+    PLAIN_HEADER,
+    TUN_F_CSUM,
+    TUN_F_TSO4,
+    TUN_F_TSO6,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VNET_HDR_SIZE,
+    OffloadError,
+    coalesce,
+    complete_checksum,
+    load_numpy,
+    segment_fast,
+    set_offload,
+)
 
 from .children import ChildEntry, ChildTable
 from .sockets import (
@@ -69,6 +85,7 @@ class ForwardingCounters:
     keepalives_out: int = 0
     nat_mapping_changes: int = 0
     send_failures: int = 0
+    offload_errors: int = 0  # reads from the TUN whose virtio header did not fit the packet
 
 
 class GsoBatch:
@@ -154,13 +171,21 @@ class Forwarder:
         # The TUN descriptor, looked up once (TunDevice.fileno is a Python call).
         self._tun_fd = tun.fileno()
         # A TUN device with IFF_VNET_HDR (tun.offload): every packet read or written has a
-        # virtio_net_hdr first. We read plain packets after it (no TUNSETOFFLOAD: the kernel
-        # never hands us super packets) and write decrypted TCP segments coalesced into
-        # GSO super packets, one write and one pass of the kernel's receive path for a run
-        # of a flow instead of one per segment. The run ends with the socket's drain loop
+        # virtio_net_hdr first. We read TCP super packets once enable_tso has run (else plain
+        # packets) and write decrypted TCP segments coalesced into GSO super packets, one
+        # write and one pass of the kernel's receive path for a run of a flow instead of
+        # one per segment. The run ends with the socket's drain loop
         # (``flush_tun``), so a packet that arrives alone is written at once.
         self._vnet = bool(getattr(tun, "vnet_hdr", False))
         self._read_offset = VNET_HDR_SIZE if self._vnet else 0
+        # Reads with NEEDS_CSUM in their virtio header (TSO super packets, or packets whose
+        # checksum the kernel left to us) go to _send_offloaded; 0 without a virtio header
+        # (the first octet is then the IP version, never tested).
+        self._needs_csum = VIRTIO_NET_HDR_F_NEEDS_CSUM if self._vnet else 0
+        if self._vnet:
+            # TSO reads (enable_tso) once numpy is imported, off the event loop's thread:
+            # until then the kernel segments for us, as before.
+            threading.Thread(target=self.enable_tso, name="tun-tso", daemon=True).start()
         self._to_tun: list[memoryview] = []
         self._tun_buffers = [bytearray(BUFFER_SIZE)]  # os.readv's list, made once
         self.batch = GsoBatch()
@@ -205,6 +230,7 @@ class Forwarder:
         decide = self.table.spd.decide  # ChildTable.outbound without its extra call
         forwarding = self.table.forwarding  # reqid -> ChildEntry, updated in place
         send = self.send_protected
+        needs_csum = self._needs_csum
         now = self._clock()
         for _ in range(256):  # bounded: the sockets and timers get their turn
             try:
@@ -213,6 +239,15 @@ class Forwarder:
                 break
             if length == 0:
                 break
+            if view[0] & needs_csum:
+                if view[1]:  # gso_type: a TSO super packet
+                    self._send_offloaded(view[:length], now)
+                    continue
+                try:  # one packet (an ACK, a UDP datagram): its checksum, in place
+                    complete_checksum(view, length)
+                except OffloadError:
+                    self.counters.offload_errors += 1
+                    continue
             packet = view[offset:length]
             entry = decide(packet, now, forwarding)
             if type(entry) is ChildEntry:
@@ -225,6 +260,44 @@ class Forwarder:
         self.batch.flush()
         if self.table.events:
             self.table.handle_events()
+
+    def enable_tso(self) -> bool:
+        """Let the kernel hand us TCP super packets of up to 64 KB (``TUNSETOFFLOAD`` TSO4/6,
+        with ``TUN_F_CSUM``, which TSO needs): one read and one SPD decision per super
+        packet instead of per segment; ``tun.offload.segment_fast`` cuts it up. Only with a
+        virtio header and numpy (the segments' checksums; it is imported here, 50-150 ms,
+        so the daemon calls this from a thread at start). Thread-safe: the ioctl changes
+        only what later reads return, and every read is handled by its own header."""
+        if not self._vnet or not load_numpy():
+            return False
+        try:
+            set_offload(self._tun_fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+        except OSError as exc:
+            log.info("TUN offloads not available, reading packet by packet", error=str(exc))
+            return False
+        return True
+
+    def _send_offloaded(self, frame: memoryview, now: float) -> None:
+        """A TSO super packet, cut into segments with their checksums. The segments of
+        one read share addresses, protocol and ports: one SPD decision for all of them
+        when it protects (policy match counters then count reads)."""
+        try:
+            packets = segment_fast(frame)
+        except OffloadError:
+            self.counters.offload_errors += 1
+            return
+        decide = self.table.spd.decide
+        forwarding = self.table.forwarding
+        entry = None
+        for packet in packets:
+            view = memoryview(packet)
+            if type(entry) is not ChildEntry:
+                entry = decide(view, now, forwarding)
+                if type(entry) is not ChildEntry:
+                    if entry is not None:
+                        self.counters.bypass_dropped += 1
+                    continue  # dropped or held (each segment on its own)
+            self.send_protected(entry, view)
 
     def send_protected(self, child: ChildEntry, packet: memoryview) -> None:
         """Encrypt PACKET for CHILD and send it; UDP-encapsulated ESP goes into the GSO batch
