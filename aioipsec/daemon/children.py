@@ -5,6 +5,7 @@ proxy ARP, trap policies and start actions, and the once-a-second use tracking b
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -27,6 +28,22 @@ _NEVER_USED = (0, -1.0, 0, -1.0)
 # Child SAs _track_use looks at per turn of the event loop: one pass over all of them held
 # the loop 10-30 ms a second at 2,000-3,000 SAs, and IKE set-ups waited behind it.
 USE_SLICE = 500
+
+
+@functools.lru_cache(maxsize=256)
+def _lifetime(
+    soft_bytes: int | None,
+    hard_bytes: int | None,
+    soft_packets: int | None,
+    hard_packets: int | None,
+) -> Lifetime:
+    """One (frozen) Lifetime per set of limits, shared by the Child SAs that have them."""
+    return Lifetime(soft_bytes, hard_bytes, soft_packets, hard_packets)
+
+
+def _address(address: Any) -> tuple[str, int]:
+    """(host, port) as a tuple: the event's own when it is one already (no copy per SA)."""
+    return address if type(address) is tuple else (address[0], address[1])
 
 
 def child_spec(event: ev.ChildSaEstablished, rekey_of: int | None = None) -> ChildSpec:
@@ -60,15 +77,10 @@ def child_spec(event: ev.ChildSaEstablished, rekey_of: int | None = None) -> Chi
         local_ts=tuple(event.local_ts),
         remote_ts=tuple(event.remote_ts),
         udp_encap=event.udp_encap,
-        local_addr=(event.local_addr[0], event.local_addr[1]),
-        remote_addr=(event.remote_addr[0], event.remote_addr[1]),
+        local_addr=_address(event.local_addr),
+        remote_addr=_address(event.remote_addr),
         replay_window=event.replay_window,
-        lifetime=Lifetime(
-            soft_bytes=soft_bytes,
-            hard_bytes=hard_bytes,
-            soft_packets=soft_packets,
-            hard_packets=hard_packets,
-        ),
+        lifetime=_lifetime(soft_bytes, hard_bytes, soft_packets, hard_packets),
         rekey_of=rekey_of,
         # Rekey responder: keep sending on the old SA until the initiator deletes it.
         defer_outbound=rekey_of is not None and not event.initiator,
