@@ -422,4 +422,6 @@ class DataPath:
             stats["workers"] = worker.count
             stats["worker_steering"] = "sa"
             stats["worker_list"] = worker.listing()  # per worker: pid, SAs owned, counters
+            for name in ("handed_off", "handoff_dropped", "foreign_in"):
+                stats[name] = worker.total(name)  # summed, beside the per-worker figures
         return stats

@@ -804,6 +804,9 @@ class Worker:
     def _forwarder(self, tun: _PassedTun) -> Forwarder:
         return Forwarder(tun, self.table, wall_clock)
 
+    def _installed(self) -> None:
+        """After an install message (the SA-steered worker releases what it held)."""
+
     def send(self, message: tuple[Any, ...]) -> None:
         # Blocking: a reservation must be in the daemon's socket buffer before the
         # sequence numbers are used (the daemon reads continuously, so this waits little).
@@ -837,16 +840,24 @@ class Worker:
         self._report()
         self.loop.call_later(REPORT_INTERVAL, self._periodic_report)
 
-    def _readable(self) -> None:
+    def _readable(self, flags: int = 0) -> bool:
+        """Apply what the daemon sent; False when nothing was there."""
         try:
-            data = self.control.recv(1 << 20)
+            data = self.control.recv(1 << 20, flags)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         if not data:
             self._stopped.set()  # the daemon is gone (or closed us): stop
-            return
+            return False
         for message in self.reader.feed(data):
             self.apply(message)
+        return True
+
+    def catch_up(self) -> None:
+        """Apply every message the daemon has sent so far, now (the socket is blocking for
+        our sends: MSG_DONTWAIT for this read)."""
+        while self._readable(socket.MSG_DONTWAIT):
+            pass
 
     def apply(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -854,6 +865,7 @@ class Worker:
         if kind == "install":
             _, spec, nat_local, seq, peer, mtu, inbound = message
             self._install(spec, nat_local, seq, peer, mtu, inbound)
+            self._installed()
         elif kind == "remove":
             _, child_sa_id, keep_inbound = message
             entry = table.remove(child_sa_id, keep_inbound=keep_inbound)
@@ -960,10 +972,10 @@ def restore_inbound(sa: EspSa, packets_in: int, bytes_in: int, highest: int) -> 
     sa.packets_in, sa.bytes_in = packets_in, bytes_in
     replay = sa.replay
     if highest and replay is not None:
-        replay.highest = highest
-        # The window's bitmap (esp.replay keeps it private): all ones, "seen".
-        bitmap = replay._bitmap
-        bitmap[:] = b"\xff" * len(bitmap)
+        # Every number of the window up to HIGHEST recorded as received (its public API:
+        # at most one window, 1024 calls, per SA and restart).
+        for seq in range(max(1, highest - replay.size + 1), highest + 1):
+            replay.update(seq)
     sa._recompute_checks()
 
 
@@ -976,7 +988,13 @@ WORKER_COUNTERS = (
     "handoff_dropped",  # handoffs the owner's socket would not take (full)
     "unknown_spi",
 )
-_CHILD_ID = struct.Struct("!I")
+# A handoff: the Child SA id the sender's SPD chose, and how many times it was handed on.
+_HANDOFF = struct.Struct("!IB")
+_SPI = struct.Struct("!I")
+# ESP for an SPI of ours not installed yet (see SteeredWorker._known_first): held this long,
+# at most this many packets.
+HELD_IN_SECONDS = 0.5
+HELD_IN_MAX = 256
 
 
 class SteeredForwarder(Forwarder):
@@ -999,8 +1017,11 @@ class SteeredForwarder(Forwarder):
         if owner == self.index:
             super().send_protected(child, packet)
             return
+        self.hand_off(owner, child.child_sa_id, packet, 0)
+
+    def hand_off(self, owner: int, child_sa_id: int, packet: memoryview, hops: int) -> None:
         try:
-            self.handoff[owner].sendmsg([_CHILD_ID.pack(child.child_sa_id), packet])
+            self.handoff[owner].sendmsg([_HANDOFF.pack(child_sa_id, hops), packet])
             self.handed_off += 1
         except OSError:  # full (the owner is slow or restarting): dropped, as a queue would
             self.handoff_dropped += 1
@@ -1037,14 +1058,18 @@ class SteeredWorker(Worker):
                 flush()
             self._traffic()
 
+        self._flush = flush
+        self._held_in: list[tuple[float, int, bytes, tuple[str, int], Any]] = []
+        self._held_timer: asyncio.TimerHandle | None = None
         self.rx: list[DrainingSocket] = []
         for fd in rx_udp:
             sock = DrainingSocket(socket.socket(fileno=fd), self._not_esp, f"udp-w{index}")
-            sock.esp_handler = forwarder.esp_received_udp
+            sock.esp_handler = self._known_first(forwarder.esp_received_udp)
             self.rx.append(sock)
         for fd in rx_raw:
             raw_sock = PassedRawEsp(socket.socket(fileno=fd))
-            raw_sock._handler = forwarder.esp_received_raw  # read, not only sent on
+            # read, not only sent on
+            raw_sock._handler = self._known_first(forwarder.esp_received_raw)
             self.rx.append(raw_sock)
         for sock in self.rx:
             sock.drained = drained
@@ -1055,6 +1080,76 @@ class SteeredWorker(Worker):
         self.handoff_in = 0
         self.handoff_unknown = 0
         self.not_esp = 0
+
+    def _known_first(
+        self, handler: Callable[[memoryview, tuple[str, int]], None]
+    ) -> Callable[[memoryview, tuple[str, int]], None]:
+        """HANDLER, after the daemon's pending messages when the packet's SPI is unknown.
+        The daemon installs a Child SA in its table and tells the engine, which answers
+        the peer at once; the peer's first packets on the new SA can be here before the
+        install message has been read (the daemon decrypted itself before, without this
+        race; tests/hardening/test_rekey_storm lost 13 datagrams in rekeys). One set
+        lookup per packet (~0.1 us) against a drop per rekey."""
+        known = self.table.by_spi_in
+        unpack = _SPI.unpack_from
+
+        def esp(packet: memoryview, remote: tuple[str, int]) -> None:
+            if (
+                len(packet) >= 8
+                and unpack(packet)[0] not in known
+                and self._hold(packet, remote, handler)
+            ):
+                return
+            handler(packet, remote)
+
+        return esp
+
+    def _hold(
+        self,
+        packet: memoryview,
+        remote: tuple[str, int],
+        handler: Callable[[memoryview, tuple[str, int]], None],
+    ) -> bool:
+        """An SPI we do not know: apply what the daemon sent; still unknown but ours, hold
+        the packet a while. The daemon's engine sends its CREATE_CHILD_SA response before
+        the daemon installs the SA (aioipsec.runtime.engine: datagrams, then events), so
+        the peer's first packets on it can be here before the daemon has even written the
+        install. Held packets go through when an install comes, or at the end of
+        HELD_IN_SECONDS (then counted as unknown SPI); bounded (a forged SPI costs a copy)."""
+        self.catch_up()
+        spi = _SPI.unpack_from(packet)[0]
+        if spi in self.table.by_spi_in or owner_of(spi, self.workers) != self.index:
+            return False
+        if len(self._held_in) >= HELD_IN_MAX:
+            return False
+        self._held_in.append((time.monotonic(), spi, bytes(packet), remote, handler))
+        if self._held_timer is None:
+            self._held_timer = self.loop.call_later(HELD_IN_SECONDS, self._release_held, True)
+        return True
+
+    def _release_held(self, expired: bool = False) -> None:
+        """Held packets whose SA is there now (or, EXPIRED, older than HELD_IN_SECONDS)."""
+        if expired:
+            self._held_timer = None
+        if not self._held_in:
+            return
+        known = self.table.by_spi_in
+        deadline = time.monotonic() - HELD_IN_SECONDS
+        keep = []
+        for item in self._held_in:
+            at, spi, data, remote, handler = item
+            if spi in known or at <= deadline:
+                handler(memoryview(data), remote)
+            else:
+                keep.append(item)
+        self._held_in = keep
+        if self._flush is not None:
+            self._flush()
+        if keep and self._held_timer is None:
+            self._held_timer = self.loop.call_later(HELD_IN_SECONDS, self._release_held, True)
+
+    def _installed(self) -> None:
+        self._release_held()
 
     def _forwarder(self, tun: _PassedTun) -> Forwarder:
         return SteeredForwarder(
@@ -1082,16 +1177,33 @@ class SteeredWorker(Worker):
         view = memoryview(buffer)
         children = self.table.children
         forwarder = self.forwarder
+        assert isinstance(forwarder, SteeredForwarder)
         for _ in range(256):
             try:
                 length = self.handoff_rx.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
                 break
             self.handoff_in += 1
-            entry = children.get(_CHILD_ID.unpack_from(buffer)[0])
+            child_sa_id, hops = _HANDOFF.unpack_from(buffer)
+            packet = view[_HANDOFF.size : length]
+            entry = children.get(child_sa_id)
+            if entry is None:
+                # The worker that read it applied the install first: ours is in our control
+                # socket (the daemon writes each change to every worker at once).
+                self.catch_up()
+                entry = children.get(child_sa_id)
             if entry is not None and self._owns(entry):
-                forwarder.send_protected(entry, view[4:length])
-            else:  # the SA went away meanwhile
+                forwarder.send_protected(entry, packet)
+                continue
+            # The SA went away here before the sender saw it go (a rekey's old SA): our
+            # SPD's choice, at most once more to another worker.
+            decided = self.table.spd.decide(packet, wall_clock(), self.table.forwarding)
+            if type(decided) is ChildEntry and self._owns(decided):
+                forwarder.send_protected(decided, packet)
+            elif type(decided) is ChildEntry and hops == 0:
+                owner = owner_of(decided.sa_in.spi, self.workers)
+                forwarder.hand_off(owner, decided.child_sa_id, packet, 1)
+            else:
                 self.handoff_unknown += 1
         forwarder.batch.flush()
         if self.table.events:
