@@ -75,8 +75,16 @@ def notify_types(data: bytes, cipher=None) -> set[int]:
 
 
 def reply_to(prober: Prober, data: bytes, timeout: float = 1.5) -> list[bytes]:
+    """What the daemon sends back: nothing within TIMEOUT (silence), or the first answer
+    and whatever follows it within 0.5 s (a responder answers a request once, RFC 7296
+    sec. 2.1: a second answer would arrive right behind the first)."""
     prober.send_raw(data)
-    return prober.receive(timeout)
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        replies = prober.receive(min(remaining, 0.05))
+        if replies:
+            return replies + prober.receive(0.5)
+    return []
 
 
 def rewrite(data: bytes, change: Callable[[IkeMessage], list]) -> bytes:
