@@ -756,7 +756,7 @@ class IkeSa:
             return
         self.next_request_id += 1
         if header.exchange == ExchangeType.IKE_AUTH and self.established:
-            self.keymat.auth_done()  # we initiated: the last IKE_AUTH response is in
+            self._auth_done()  # we initiated: the last IKE_AUTH response is in
 
     def _receive_request(
         self, msg: IkeMessage, remote_addr: Address, local_addr: Address, now: float
@@ -895,7 +895,17 @@ class IkeSa:
             self._after_response = None
             after(now)
         if exchange == ExchangeType.IKE_AUTH and self.established:
-            self.keymat.auth_done()  # the last IKE_AUTH response, and its Child SA, are out
+            self._auth_done()  # the last IKE_AUTH response, and its Child SA, are out
+
+    def _auth_done(self) -> None:
+        """IKE_AUTH is over (see ``Keymat.auth_done``). The Child SA created with it took
+        the IKE_SA_INIT nonces for its KEYMAT (sec. 2.17) and needs them no more: only a
+        Child SA of CREATE_CHILD_SA uses its nonces later (RFC 9370 keys derived after
+        IKE_FOLLOWUP_KE, the lowest nonce of a rekey collision, sec. 2.8.1)."""
+        self.keymat.auth_done()
+        for child in self.children.values():
+            if child.pending_shared is None and not child.addke_methods:
+                child.nonce_i = child.nonce_r = b""
 
     def after_response(self, action: Callable[[float], object]) -> None:
         """Run ``action(now)`` right after the current response has been encoded (actions
