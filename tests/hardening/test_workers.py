@@ -550,6 +550,11 @@ def test_sa_steered_workers(module_hosts: Hosts, encap: bool) -> None:
         )
         print("SA-steered workers:", report["sent"], "sent,", report["lost"], "lost;", figures,
               listings)  # fmt: skip
+        # The workers die with their daemon (PR_SET_PDEATHSIG), and the TUN device with them.
+        pids = [w["pid"] for w in gw.call("stats")["esp"]["worker_list"]]
+        gw.kill()
+        assert wait_for(lambda: not any(_running(pid) for pid in pids), 10), pids
+        assert wait_for(lambda: "ipsec0" not in hosts.gw_ns.run("ip", "-o", "link").stdout, 10)
     finally:
         for daemon in (gw, peer):
             daemon.stop()
