@@ -110,3 +110,23 @@ def test_complete_checksum_in_place(length: int, protocol: int) -> None:
     assert frame[offload.VNET_HDR_SIZE : len(frame) - 7] == expected
     with pytest.raises(offload.OffloadError):
         offload.complete_checksum(memoryview(frame), 30)
+
+
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize(("mss", "length"), [(1372, 46 * 1372 + 9), (36, 36 * 10 + 7), (36, 36)])
+def test_udp_super_packet_equals_segment(ipv6: bool, mss: int, length: int) -> None:
+    payload = random.Random(length).randbytes(length)
+    udp = struct.pack("!HHHH", 40000, 5301, 8 + length, 0)
+    if ipv6:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, 8 + length, 17, 64,
+                         bytes(range(16)), bytes(range(16, 32)))  # fmt: skip
+    else:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + length, 7, 0x4000, 64, 17, 0,
+                         bytes([10, 0, 0, 1]), bytes([10, 0, 1, 2]))  # fmt: skip
+    l4 = len(ip)
+    header = offload.VnetHeader(offload.VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                                offload.VIRTIO_NET_HDR_GSO_UDP_L4, l4 + 8, mss, l4, 6)  # fmt: skip
+    frame = header.pack() + ip + udp + payload
+    got = offload.segment_fast(memoryview(frame))
+    assert [bytes(p) for p in got] == [bytes(p) for p in offload.segment(frame)]
+    assert len(got) == -(-length // mss)

@@ -48,6 +48,7 @@ VNET_HDR = struct.Struct("=BBHHHH")
 VNET_HDR_SIZE = VNET_HDR.size  # 10
 
 _IPV4_LENGTH_ID = struct.Struct("!HH")
+_UDP_LENGTH_CHECKSUM = struct.Struct("!HH")
 # IPv4 (no options) + TCP from octet 2 to the TCP checksum: total length, ID, flags and
 # fragment offset, TTL, protocol, header checksum, addresses, ports, sequence number,
 # acknowledgment, data offset, TCP flags, window, checksum.
@@ -485,11 +486,76 @@ def _completed(packet: memoryview, flags: int, start: int, offset: int) -> bytea
     return out
 
 
+def _payload_sums(payload: memoryview, mss: int) -> list[int]:
+    """The 16-bit word sum of each MSS-sized piece of PAYLOAD (the last may be shorter),
+    the full pieces in one numpy call. Each piece starts at an even offset of its segment
+    (TCP headers are whole 32-bit words, UDP's is 8 octets), so its words are the
+    segment's; MSS is even (the caller checks)."""
+    full = len(payload) // mss
+    sums: list[int] = (
+        _numpy.frombuffer(payload, dtype=">u2", count=full * mss // 2)
+        .reshape(full, mss // 2)
+        .sum(axis=1, dtype=_numpy.uint64)
+        .tolist()
+    )
+    if len(payload) > full * mss:
+        last = payload[full * mss :]
+        # RFC 1071: an odd last octet is the high half of a word padded with zero.
+        tail = int.from_bytes(last, "big")
+        sums.append(tail << 8 if len(last) % 2 else tail)
+    return sums
+
+
+def _segment_udp(
+    packet: memoryview, mss: int, frame: bytes | bytearray | memoryview
+) -> list[bytearray]:
+    """A USO super packet (a UDP GSO send: TUN_F_USO4/6) cut into datagrams of MSS octets
+    of payload: IP length (and IPv4 ID and header checksum), UDP length and checksum."""
+    l4, protocol = _l4_offset(packet)
+    headers_length = l4 + 8
+    if protocol != _IPPROTO_UDP or len(packet) <= headers_length or l4 % 2:
+        return segment(frame)
+    ipv4 = packet[0] >> 4 == 4
+    template = bytearray(packet[:headers_length])
+    _pack_h(template, l4 + 4, 0)  # the UDP length and checksum: per datagram
+    _pack_h(template, l4 + 6, 0)
+    ports_sum = int.from_bytes(template[l4 : l4 + 4], "big")
+    if ipv4:
+        ip_id = _unpack_h(template, 4)[0]
+        _IPV4_LENGTH_ID.pack_into(template, 2, 0, 0)
+        _pack_h(template, 10, 0)
+        ip_sum = int.from_bytes(template[:l4], "big")
+        pseudo = int.from_bytes(template[12:20], "big") + _IPPROTO_UDP
+    else:
+        ip_id = ip_sum = 0
+        pseudo = int.from_bytes(template[8:40], "big") + _IPPROTO_UDP
+    payload = packet[headers_length:]
+    datagrams: list[bytearray] = []
+    start = 0
+    for payload_sum in _payload_sums(payload, mss):
+        out = template + payload[start : start + mss]
+        start += mss
+        total = len(out)
+        udp_length = total - l4
+        if ipv4:
+            identification = ip_id & 0xFFFF
+            ip_id += 1
+            _IPV4_LENGTH_ID.pack_into(out, 2, total, identification)
+            _pack_h(out, 10, 0xFFFF - ((ip_sum + total + identification) % 0xFFFF or 0xFFFF))
+        else:
+            _pack_h(out, 4, udp_length)
+        # The UDP length counts twice: in the pseudo-header and in the UDP header.
+        checksum = 0xFFFF - ((pseudo + ports_sum + 2 * udp_length + payload_sum) % 0xFFFF or 0xFFFF)
+        _UDP_LENGTH_CHECKSUM.pack_into(out, l4 + 4, udp_length, checksum or 0xFFFF)  # RFC 768
+        datagrams.append(out)
+    return datagrams
+
+
 def segment_fast(frame: bytes | bytearray | memoryview) -> list[bytearray]:
-    """:func:`segment` for what a TUN device with TSO hands us, faster for TCP super packets
-    (the same packets, byte for byte: tests/test_offload_fast.py). Anything else (a plain
-    packet with a partial checksum, UDP, an odd segment size, no numpy) goes to
-    :func:`segment`."""
+    """:func:`segment` for what a TUN device with TSO/USO hands us, faster for TCP and UDP
+    super packets and plain packets with a partial checksum (the same packets, byte for
+    byte: tests/test_offload_fast.py). Anything else (an odd segment size, IPv6 extension
+    headers, no numpy) goes to :func:`segment`."""
     if len(frame) < VNET_HDR_SIZE:
         raise OffloadError("shorter than a virtio_net_hdr")
     flags, gso_type, _hdr_len, mss, start, offset = VNET_HDR.unpack_from(frame, 0)
@@ -497,6 +563,8 @@ def segment_fast(frame: bytes | bytearray | memoryview) -> list[bytearray]:
     numpy = _numpy
     if gso == VIRTIO_NET_HDR_GSO_NONE and numpy is not None:
         return [_completed(memoryview(frame)[VNET_HDR_SIZE:], flags, start, offset)]
+    if gso == VIRTIO_NET_HDR_GSO_UDP_L4 and numpy is not None and mss and not mss % 2:
+        return _segment_udp(memoryview(frame)[VNET_HDR_SIZE:], mss, frame)
     if (
         numpy is None
         or gso not in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6)
@@ -530,21 +598,7 @@ def segment_fast(frame: bytes | bytearray | memoryview) -> list[bytearray]:
     else:
         ip_id = ip_sum = 0
         pseudo = int.from_bytes(template[8:40], "big") + _IPPROTO_TCP
-    # Every full segment's payload sum in one numpy call: the payload starts at an even
-    # offset of each segment (TCP headers are whole 32-bit words), so the segment's 16-bit
-    # words are the payload's.
-    full = len(payload) // mss
-    sums: list[int] = (
-        numpy.frombuffer(payload, dtype=">u2", count=full * mss // 2)
-        .reshape(full, mss // 2)
-        .sum(axis=1, dtype=numpy.uint64)
-        .tolist()
-    )
-    if len(payload) > full * mss:
-        last = payload[full * mss :]
-        # RFC 1071: an odd last octet is the high half of a word padded with zero.
-        tail = int.from_bytes(last, "big")
-        sums.append(tail << 8 if len(last) % 2 else tail)
+    sums = _payload_sums(payload, mss)
     count = len(sums)
     segments: list[bytearray] = []
     start = 0
