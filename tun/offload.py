@@ -486,6 +486,22 @@ def _completed(packet: memoryview, flags: int, start: int, offset: int) -> bytea
     return out
 
 
+def _ip_sums(template: bytearray, l4: int, protocol: int) -> tuple[int, int, int]:
+    """(IPv4 ID, sum of the IPv4 header without length, ID and checksum, sum of the
+    pseudo-header without length) of a super packet's headers, which it zeroes where each
+    segment differs; IPv6: (0, 0, pseudo-header sum)."""
+    if template[0] >> 4 != 4:
+        return 0, 0, int.from_bytes(template[8:40], "big") + protocol
+    ip_id = _unpack_h(template, 4)[0]
+    _IPV4_LENGTH_ID.pack_into(template, 2, 0, 0)
+    _pack_h(template, 10, 0)
+    return (
+        ip_id,
+        int.from_bytes(template[:l4], "big"),
+        int.from_bytes(template[12:20], "big") + protocol,
+    )
+
+
 def _payload_sums(payload: memoryview, mss: int) -> list[int]:
     """The 16-bit word sum of each MSS-sized piece of PAYLOAD (the last may be shorter),
     the full pieces in one numpy call. Each piece starts at an even offset of its segment
@@ -520,15 +536,7 @@ def _segment_udp(
     _pack_h(template, l4 + 4, 0)  # the UDP length and checksum: per datagram
     _pack_h(template, l4 + 6, 0)
     ports_sum = int.from_bytes(template[l4 : l4 + 4], "big")
-    if ipv4:
-        ip_id = _unpack_h(template, 4)[0]
-        _IPV4_LENGTH_ID.pack_into(template, 2, 0, 0)
-        _pack_h(template, 10, 0)
-        ip_sum = int.from_bytes(template[:l4], "big")
-        pseudo = int.from_bytes(template[12:20], "big") + _IPPROTO_UDP
-    else:
-        ip_id = ip_sum = 0
-        pseudo = int.from_bytes(template[8:40], "big") + _IPPROTO_UDP
+    ip_id, ip_sum, pseudo = _ip_sums(template, l4, _IPPROTO_UDP)
     payload = packet[headers_length:]
     datagrams: list[bytearray] = []
     start = 0
@@ -589,15 +597,7 @@ def segment_fast(frame: bytes | bytearray | memoryview) -> list[bytearray]:
     template[l4 + 13] = 0
     _pack_h(template, l4 + 16, 0)
     tcp_sum = int.from_bytes(template[l4:headers_length], "big")
-    if ipv4:
-        ip_id = _unpack_h(template, 4)[0]
-        _IPV4_LENGTH_ID.pack_into(template, 2, 0, 0)
-        _pack_h(template, 10, 0)
-        ip_sum = int.from_bytes(template[:l4], "big")
-        pseudo = int.from_bytes(template[12:20], "big") + _IPPROTO_TCP
-    else:
-        ip_id = ip_sum = 0
-        pseudo = int.from_bytes(template[8:40], "big") + _IPPROTO_TCP
+    ip_id, ip_sum, pseudo = _ip_sums(template, l4, _IPPROTO_TCP)
     sums = _payload_sums(payload, mss)
     count = len(sums)
     segments: list[bytearray] = []
