@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -109,64 +112,71 @@ def _issue(
 def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     require_component("pki")
     d = tmp_path_factory.mktemp("pki")
-    e: dict[str, Entity] = {}
-    e["ca"] = _self_signed_ca(d, "ca", "rsa", 3072, "aioipsec Root CA")
-    e["other_ca"] = _self_signed_ca(d, "other_ca", "ecdsa", 256, "Unrelated CA")
-    e["ecdsa_ca"] = _self_signed_ca(d, "ecdsa_ca", "ecdsa", 384, "aioipsec ECDSA CA")
-    e["ed25519_ca"] = _self_signed_ca(d, "ed25519_ca", "ed25519", None, "aioipsec Ed25519 CA")
-    e["rsa"] = _issue(
-        d, "rsa", e["ca"], "rsa", 3072, "moon.example.org",
+    # The pki processes run four at a time (key generation is most of the time: three
+    # 3072-bit RSA keys); a certificate waits only for its issuer's.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        made: dict[str, Future[Entity]] = {}
+
+        def ca(name: str, *args: Any) -> None:
+            made[name] = pool.submit(_self_signed_ca, d, name, *args)
+
+        def issue(name: str, issuer: str, *args: Any) -> None:
+            parent = made[issuer]
+            made[name] = pool.submit(lambda: _issue(d, name, parent.result(), *args))
+
+        _entities(ca, issue)
+        e = {name: future.result() for name, future in made.items()}
+    return Pki(d, e)
+
+
+def _entities(ca: Callable[..., None], issue: Callable[..., None]) -> None:
+    """Every entity of the test PKI, in order (an issuer before what it issues)."""
+    ca("ca", "rsa", 3072, "aioipsec Root CA")
+    ca("other_ca", "ecdsa", 256, "Unrelated CA")
+    ca("ecdsa_ca", "ecdsa", 384, "aioipsec ECDSA CA")
+    ca("ed25519_ca", "ed25519", None, "aioipsec Ed25519 CA")
+    issue(
+        "rsa", "ca", "rsa", 3072, "moon.example.org",
         "--san", "moon.example.org", "--san", "192.0.2.1", "--san", "moon@example.org",
         "--san", "2001:db8::1", "--lifetime", "180",
     )  # fmt: skip
-    e["ecdsa256"] = _issue(
-        d, "ecdsa256", e["ca"], "ecdsa", 256, "sun.example.org", "--san", "sun.example.org"
-    )
-    e["ecdsa384"] = _issue(
-        d, "ecdsa384", e["ca"], "ecdsa", 384, "mars.example.org", "--san", "mars.example.org"
-    )
-    e["ecdsa521"] = _issue(
-        d, "ecdsa521", e["ca"], "ecdsa", 521, "jupiter.example.org",
+    issue("ecdsa256", "ca", "ecdsa", 256, "sun.example.org", "--san", "sun.example.org")
+    issue("ecdsa384", "ca", "ecdsa", 384, "mars.example.org", "--san", "mars.example.org")
+    issue(
+        "ecdsa521", "ca", "ecdsa", 521, "jupiter.example.org",
         "--san", "jupiter.example.org",
     )  # fmt: skip
-    e["ed25519"] = _issue(
-        d, "ed25519", e["ca"], "ed25519", None, "venus.example.org",
+    issue(
+        "ed25519", "ca", "ed25519", None, "venus.example.org",
         "--san", "venus.example.org", "--flag", "serverAuth", "--flag", "ikeIntermediate",
     )  # fmt: skip
-    e["dn_only"] = _issue(d, "dn_only", e["ca"], "rsa", 3072, "carol")
-    e["short_lived"] = _issue(
-        d, "short_lived", e["ca"], "ecdsa", 256, "short.example.org",
+    issue("dn_only", "ca", "rsa", 3072, "carol")
+    issue(
+        "short_lived", "ca", "ecdsa", 256, "short.example.org",
         "--san", "short.example.org", "--lifetime", "1",
     )  # fmt: skip
-    e["foreign"] = _issue(
-        d, "foreign", e["other_ca"], "ecdsa", 256, "evil.example.org",
+    issue(
+        "foreign", "other_ca", "ecdsa", 256, "evil.example.org",
         "--san", "evil.example.org",
     )  # fmt: skip
-    e["intermediate"] = _issue(
-        d, "intermediate", e["ca"], "ecdsa", 384, "aioipsec Intermediate CA", "--ca"
-    )
-    e["behind_intermediate"] = _issue(
-        d, "behind_intermediate", e["intermediate"], "ecdsa", 256, "deep.example.org",
+    issue("intermediate", "ca", "ecdsa", 384, "aioipsec Intermediate CA", "--ca")
+    issue(
+        "behind_intermediate", "intermediate", "ecdsa", 256, "deep.example.org",
         "--san", "deep.example.org",
     )  # fmt: skip
-    e["small_rsa"] = _issue(
-        d, "small_rsa", e["ca"], "rsa", 1024, "tiny.example.org", "--san", "tiny.example.org"
-    )
+    issue("small_rsa", "ca", "rsa", 1024, "tiny.example.org", "--san", "tiny.example.org")
     # Certificates whose *own* signature shows pki's AlgorithmIdentifier encodings.
     for digest in ("sha256", "sha384", "sha512"):
-        e[f"pss_{digest}"] = _issue(
-            d, f"pss_{digest}", e["ca"], "ecdsa", 256, f"pss-{digest}.example.org",
+        issue(
+            f"pss_{digest}", "ca", "ecdsa", 256, f"pss-{digest}.example.org",
             "--rsa-padding", "pss", "--digest", digest,
         )  # fmt: skip
-        e[f"pkcs1_{digest}"] = _issue(
-            d, f"pkcs1_{digest}", e["ca"], "ecdsa", 256, f"pkcs1-{digest}.example.org",
+        issue(
+            f"pkcs1_{digest}", "ca", "ecdsa", 256, f"pkcs1-{digest}.example.org",
             "--rsa-padding", "pkcs1", "--digest", digest,
         )  # fmt: skip
-        e[f"ecdsa_{digest}"] = _issue(
-            d, f"ecdsa_{digest}", e["ecdsa_ca"], "ecdsa", 256, f"ecdsa-{digest}.example.org",
+        issue(
+            f"ecdsa_{digest}", "ecdsa_ca", "ecdsa", 256, f"ecdsa-{digest}.example.org",
             "--digest", digest,
         )  # fmt: skip
-    e["eddsa_signed"] = _issue(
-        d, "eddsa_signed", e["ed25519_ca"], "ecdsa", 256, "eddsa.example.org"
-    )
-    return Pki(d, e)
+    issue("eddsa_signed", "ed25519_ca", "ecdsa", 256, "eddsa.example.org")
