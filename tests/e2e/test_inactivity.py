@@ -19,7 +19,7 @@ LEFT = Side("site", "192.168.62.1", "10.1.0.1", "10.1.0.0/24", "192.168.62.2", "
             "left.example", "right.example")  # fmt: skip
 RIGHT = Side("site", "192.168.62.2", "10.2.0.1", "10.2.0.0/24", "192.168.62.1", "10.1.0.0/24",
              "right.example", "left.example")  # fmt: skip
-INACTIVITY = 4
+INACTIVITY = 3
 
 
 def _children(daemon: OurDaemon) -> dict:
@@ -47,11 +47,11 @@ def test_an_idle_child_sa_is_closed_after_inactivity(lab, workdir) -> None:
         right, left = daemons
         left.call("initiate", child="net", timeout=30)
         left.wait_for_child("site")
-        # Traffic every second keeps it up past the inactivity time...
+        # Traffic every half second keeps it up past the inactivity time...
         deadline = time.monotonic() + INACTIVITY + 2
         while time.monotonic() < deadline:
             assert ping(left_ns, LEFT.inner, RIGHT.inner, count=1).returncode == 0
-            time.sleep(0.8)
+            time.sleep(0.5)
         assert _children(left) and _children(right)
         # ... and silence closes it on both sides; the IKE SA stays.
         deadline = time.monotonic() + INACTIVITY + 8
