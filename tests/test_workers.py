@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +223,19 @@ def test_raw_esp_filters_steer_by_spi() -> None:
     assert result.stdout.strip() == str([["07020304"], ["00020304"], ["01020304"], ["02020304"]]), (
         result.stdout
     )
+
+
+def test_the_configuration_refuses_more_workers_than_the_direction_split_has(
+    tmp_path: Path,
+) -> None:
+    from aioipsec.config import ConfigError, load_configuration
+
+    path = tmp_path / "w.toml"
+    path.write_text("[daemon]\nworkers = 3\n")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="worker_steering") as info:
+        load_configuration(path)
+    assert "sa" in str(info.value.hint)
+    path.write_text('[daemon]\nworkers = 3\nworker_steering = "sa"\n')
+    settings = load_configuration(path).daemon
+    assert (settings.workers, settings.worker_steering) == (3, "sa")

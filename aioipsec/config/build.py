@@ -619,6 +619,13 @@ def _build_daemon(source: RawSource, table: Any) -> DaemonSettings:
     table = _expect_table(source, table, ("daemon",), "daemon settings")
     settings = DaemonSettings()
     _apply_keys(source, table, ("daemon",), _DAEMON_KEYS, settings, section_name="[daemon]")
+    if settings.worker_steering == "direction" and settings.workers > 2:
+        raise source.error(
+            ("daemon", "workers"),
+            f"workers = {settings.workers} with worker_steering = direction: the direction "
+            "split has one encrypt worker (workers = 2)",
+            'set worker_steering = "sa" for more workers (docs/configuration.md)',
+        )
     return settings
 
 
