@@ -112,8 +112,12 @@ class EngineDriver:
             timeout = None if deadline is None else max(0.0, deadline - self.now())
             self._armed = math.inf if deadline is None else deadline
             self._rearm.clear()
+            # asyncio.timeout rather than wait_for: on Python 3.11 wait_for wraps the wait in
+            # a new task whenever a deadline is set, one task per re-arm, and the task count
+            # the churn checks read then depends on whether a timer happens to be pending.
             try:
-                await asyncio.wait_for(self._rearm.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._rearm.wait()
                 continue  # re-armed: the deadline may have moved
             except TimeoutError:
                 pass
