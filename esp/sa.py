@@ -2,7 +2,8 @@
 
 ``EspSa`` holds the keys (in its transform), the state (``esp.state.SaBase``: sequence
 numbers, replay window, lifetimes, counters) and the four per-packet functions, which
-are built once per SA by ``esp.processing`` (the one definition of RFC 4303 processing):
+are built once per SA, on its first packet, by ``esp.processing`` (the one definition of
+RFC 4303 processing):
 
 * ``encrypt_into(inner, out, offset=0, next_header=0) -> int``: writes
   ``SPI || Seq || IV || ciphertext || ICV`` into a caller-owned buffer at an offset (so the
@@ -21,7 +22,7 @@ are built once per SA by ``esp.processing`` (the one definition of RFC 4303 proc
 from __future__ import annotations
 
 import collections
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from esp import ip, udp_encap
 from esp.constants import ESP_HEADER_LEN, MAX_INNER, TRAILER_FIXED_LEN, IpProto
@@ -38,10 +39,23 @@ from esp.processing import (
 )
 from esp.selectors import Selector
 from esp.state import Direction, Mode, SaBase
-from esp.transforms import ENCR_INFO, INTEG_INFO, Buffer, Transform, encr_info, make_transform
+from esp.transforms import (
+    ENCR_INFO,
+    INTEG_INFO,
+    Buffer,
+    Transform,
+    encr_info,
+    make_transform,
+    transform_layout,
+)
 from ikev2.enums import EncrId, IntegId
 
 __all__ = ["Direction", "EspSa", "Mode", "SaBase"]
+
+# Set by EspSa._build on the first packet (or first look-up).
+_BUILT_ON_FIRST_USE = frozenset(
+    {"_transform", "encrypt_into", "encrypt_parts", "decrypt_into", "decrypt_view"}
+)
 
 
 class EspSa(SaBase):
@@ -56,11 +70,15 @@ class EspSa(SaBase):
     clock, the caller's; the data plane never reads one). ``src``/``dst`` are the outer
     addresses (listings, tunnel headers); ``udp_encap`` the (sport, dport) of RFC 3948.
 
-    The per-packet functions are attributes set here from ``esp.processing`` (see its
-    docstring for the order of the steps and the two ways the cipher is called):
+    The per-packet functions are attributes set from ``esp.processing`` (see its
+    docstring for the order of the steps and the two ways the cipher is called), on the
+    first packet together with the cipher objects: installing an SA checks the algorithms
+    and keys and keeps only the key bytes until then:
     """
 
     protocol = "esp"
+
+    _transform: Transform
 
     encrypt_into: EncryptInto
     """Encrypt ``inner`` into ``out[offset:]``; return the ESP packet length. Tunnel mode:
@@ -107,16 +125,40 @@ class EspSa(SaBase):
             raise ValueError("tfc_pad_to out of range")
         self.tfc_pad_to = tfc_pad_to if self.mode is Mode.TUNNEL else 0
 
-        transform: Transform = make_transform(
+        iv_size, icv_size, block_size = transform_layout(
             encr, encr_key, integ, integ_key,
             allow_null=allow_null, allow_no_integrity=allow_no_integrity,
         )  # fmt: skip
-        self._transform = transform
-        self._icv_size = transform.icv_size
-        self._align = max(4, transform.block_size)
+        # The cipher objects (an AEAD's OpenSSL context is ~2.7 KiB) and the per-packet
+        # closures of esp.processing are built on first use (``_build``): an idle tunnel
+        # holds only its key bytes (issue 17: memory per tunnel). The checks above already
+        # raised whatever make_transform would.
+        self._keys: tuple[bytes, bytes] | None = (bytes(encr_key), bytes(integ_key))
+        self._icv_size = icv_size
+        self._align = max(4, block_size)
         # All but the payload: SPI || Seq || IV and ICV.
-        self._overhead = ESP_HEADER_LEN + transform.iv_size + transform.icv_size
+        self._overhead = ESP_HEADER_LEN + iv_size + icv_size
 
+    if not TYPE_CHECKING:  # for mypy the five attributes are always there
+
+        def __getattr__(self, name: str) -> Any:
+            # Only reached while the attribute is not set yet, i.e. before the first
+            # packet; ``_build`` sets all five, so later lookups never come here and
+            # the per-packet path is the one esp.processing builds, with no extra branch.
+            if name not in _BUILT_ON_FIRST_USE or self._keys is None:
+                raise AttributeError(f"'EspSa' object has no attribute {name!r}")
+            self._build()
+            return getattr(self, name)
+
+    def _build(self) -> None:
+        """Create the transform (cipher objects) and the per-packet functions."""
+        keys = self._keys
+        assert keys is not None
+        # allow_*: __init__ checked the combination with the caller's flags already.
+        transform = make_transform(
+            self.encr, keys[0], self.integ, keys[1], allow_null=True, allow_no_integrity=True
+        )
+        self._transform = transform
         if self.direction is Direction.OUT:
             self.encrypt_into, self.encrypt_parts = build_outbound(self, transform, self.tfc_pad_to)
             self.decrypt_into = _not_inbound
@@ -125,6 +167,7 @@ class EspSa(SaBase):
             self.decrypt_into, self.decrypt_view = build_inbound(self, transform)
             self.encrypt_into = _not_outbound
             self.encrypt_parts = _not_outbound
+        self._keys = None  # the transform holds them now
 
     # ---------------------------------------------------------------- sizes
     def encrypted_size(self, inner_len: int) -> int:

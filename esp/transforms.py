@@ -408,32 +408,18 @@ def _pack_seq(seq: int) -> bytes:
     return seq.to_bytes(8, "big")
 
 
-def make_transform(
-    encr: EncrId | int, encr_key: bytes, integ: IntegId | int = IntegId.NONE,
-    integ_key: bytes = b"", *, allow_null: bool = False, allow_no_integrity: bool = False,
-) -> Transform:  # fmt: skip
-    """Build the transform for one SA direction, checking the combination and key sizes.
-
-    Refused unless asked: ENCR_NULL (needs ``allow_null``; RFC 8221 sec. 5 lists it as
-    MAY, and it gives no confidentiality) and encryption without integrity (needs
-    ``allow_no_integrity``; RFC 8221 sec. 5 forbids it, only the RFC 3602 examples use it).
-    An AEAD with a separate integrity transform is refused (RFC 4303 sec. 3.2).
-    """
+def _checked(
+    encr: EncrId | int, encr_key: bytes, integ: IntegId | int, integ_key: bytes,
+    allow_null: bool, allow_no_integrity: bool,
+) -> tuple[EncrInfo, IntegInfo | None, bytes, bytes]:  # fmt: skip
+    """Every check of ``make_transform``; returns the infos, the key and the salt."""
     info = encr_info(encr)
     integ_i = integ_info(integ)
     if info.aead:
         if integ_i is not None:
             raise UnsupportedAlgorithm("an AEAD transform takes no separate integrity")
         key, salt = _split_salt(encr_key, info, EncrId(encr).name)
-        if encr == EncrId.ENCR_AES_GCM_16:
-            return _Aead(info, salt, AESGCM(key))
-        if encr in (EncrId.ENCR_AES_GCM_8, EncrId.ENCR_AES_GCM_12):
-            return _AesGcmShortTag(info, key, salt)
-        if encr == EncrId.ENCR_CHACHA20_POLY1305:
-            return _Aead(info, salt, ChaCha20Poly1305(key))
-        if encr == EncrId.ENCR_NULL_AUTH_AES_GMAC:
-            return _AesGmac(key, salt)
-        return _Aead(info, salt, AESCCM(key, tag_length=info.icv_size))
+        return info, None, key, salt
     if encr == EncrId.ENCR_NULL:
         if not allow_null:
             raise UnsupportedAlgorithm("ENCR_NULL refused unless explicitly allowed")
@@ -446,4 +432,49 @@ def make_transform(
     key, salt = (b"", b"") if encr == EncrId.ENCR_NULL else _split_salt(encr_key, info, "encr")
     if integ_i is not None and len(integ_key) != integ_i.key_size:
         raise InvalidKey(f"{IntegId(integ).name} key must be {integ_i.key_size * 8} bits")
+    return info, integ_i, key, salt
+
+
+def transform_layout(
+    encr: EncrId | int, encr_key: bytes, integ: IntegId | int = IntegId.NONE,
+    integ_key: bytes = b"", *, allow_null: bool = False, allow_no_integrity: bool = False,
+) -> tuple[int, int, int]:  # fmt: skip
+    """``(iv_size, icv_size, block_size)`` of the transform ``make_transform`` would build,
+    after the same checks (it raises the same errors), without creating a cipher object.
+
+    ``EspSa`` calls this when installed and ``make_transform`` on its first packet: the
+    OpenSSL context of an AEAD object is about 2.7 KiB, which an idle tunnel then never
+    holds (issue 17, memory per tunnel)."""
+    info, integ_i, _, _ = _checked(
+        encr, encr_key, integ, integ_key, allow_null, allow_no_integrity
+    )  # fmt: skip
+    if info.aead:
+        return info.iv_size, info.icv_size, info.block_size
+    return info.iv_size, integ_i.icv_size if integ_i else 0, info.block_size
+
+
+def make_transform(
+    encr: EncrId | int, encr_key: bytes, integ: IntegId | int = IntegId.NONE,
+    integ_key: bytes = b"", *, allow_null: bool = False, allow_no_integrity: bool = False,
+) -> Transform:  # fmt: skip
+    """Build the transform for one SA direction, checking the combination and key sizes.
+
+    Refused unless asked: ENCR_NULL (needs ``allow_null``; RFC 8221 sec. 5 lists it as
+    MAY, and it gives no confidentiality) and encryption without integrity (needs
+    ``allow_no_integrity``; RFC 8221 sec. 5 forbids it, only the RFC 3602 examples use it).
+    An AEAD with a separate integrity transform is refused (RFC 4303 sec. 3.2).
+    """
+    info, integ_i, key, salt = _checked(
+        encr, encr_key, integ, integ_key, allow_null, allow_no_integrity
+    )  # fmt: skip
+    if info.aead:
+        if encr == EncrId.ENCR_AES_GCM_16:
+            return _Aead(info, salt, AESGCM(key))
+        if encr in (EncrId.ENCR_AES_GCM_8, EncrId.ENCR_AES_GCM_12):
+            return _AesGcmShortTag(info, key, salt)
+        if encr == EncrId.ENCR_CHACHA20_POLY1305:
+            return _Aead(info, salt, ChaCha20Poly1305(key))
+        if encr == EncrId.ENCR_NULL_AUTH_AES_GMAC:
+            return _AesGmac(key, salt)
+        return _Aead(info, salt, AESCCM(key, tag_length=info.icv_size))
     return _CipherThenMac(EncrId(encr), info, key, salt, integ_i, bytes(integ_key))
