@@ -1,15 +1,58 @@
 """What the pytest modules of scripted matrix rows (aioipsec/interop/scripted.py) check: the
-row ran through the matrix's own runner, found no problem, and recorded what it checked."""
+row ran through the matrix's own runner, found no problem, and recorded what it checked.
+
+``RowPool`` runs a module's selected rows JOBS at a time (AIOIPSEC_INTEROP_JOBS, default 3,
+as tests/interop/test_matrix.py; each row in its own namespaces, as ``aioipsec interop
+--jobs`` runs them), started by the module's first test; each test checks its own row."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
 from aioipsec.interop.matrix import run_row
+from aioipsec.interop.scenario import ScenarioRun
 from aioipsec.interop.scripted import ScriptedRow
 
+JOBS = int(os.environ.get("AIOIPSEC_INTEROP_JOBS", "3"))
+Outcome = tuple["ScenarioRun | None", str, Path]
 
-def check_row(row: ScriptedRow, lab_tag: str) -> None:
-    run, error, workdir = run_row(row, lab_tag=lab_tag)
+
+def _check(row: ScriptedRow, outcome: Outcome) -> None:
+    run, error, workdir = outcome
     assert run is not None, f"{error}\nlogs kept in {workdir}"
     assert run.problems == [], f"{run.problems}\nlogs kept in {workdir}"
     assert run.details, "the row recorded nothing it checked"
     print(f"{row.name}: {'; '.join(run.details)}")
+
+
+class RowPool:
+    """The rows of ALL_ROWS selected in this session, submitted in collection order to
+    JOBS threads; ``check(row)`` waits for that row (pytest-timeout bounds the wait)."""
+
+    def __init__(
+        self, request: pytest.FixtureRequest, test_name: str, all_rows: Sequence[ScriptedRow],
+        tag: str,
+    ) -> None:  # fmt: skip
+        selected = {
+            item.callspec.params["row"].name
+            for item in request.session.items
+            if getattr(item, "originalname", "") == test_name and hasattr(item, "callspec")
+        }
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, JOBS))
+        # Namespaces tagged with the row's index in ALL_ROWS (as when the rows ran one by one).
+        self.futures: dict[str, concurrent.futures.Future[Outcome]] = {
+            row.name: self.pool.submit(run_row, row, lab_tag=f"{tag}{index}")
+            for index, row in enumerate(all_rows)
+            if row.name in selected
+        }
+
+    def check(self, row: ScriptedRow) -> None:
+        _check(row, self.futures[row.name].result())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

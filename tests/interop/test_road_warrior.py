@@ -10,16 +10,27 @@ an EAP-only gateway with EAP-MSCHAPv2 refused).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from aioipsec.interop.road_warrior import ROWS
 from aioipsec.interop.scripted import ScriptedRow
-from tests.interop.scripted_rows import check_row
+from tests.interop.scripted_rows import RowPool
 
 pytestmark = [pytest.mark.interop, pytest.mark.needs("root", "charon", "swanctl")]
 
 
+@pytest.fixture(scope="module")
+def rows(request: pytest.FixtureRequest) -> Iterator[RowPool]:
+    """The selected rows run JOBS at a time from the first test on (tests/interop/
+    scripted_rows.py); each test waits for its own."""
+    pool = RowPool(request, "test_road_warrior_row", ROWS, "rw")
+    yield pool
+    pool.close()
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
-def test_road_warrior_row(row: ScriptedRow) -> None:
-    check_row(row, f"rw{ROWS.index(row)}")
+def test_road_warrior_row(row: ScriptedRow, rows: RowPool) -> None:
+    rows.check(row)
