@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +57,16 @@ class RowPool:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def pool_fixture(test_name: str, all_rows: Sequence[ScriptedRow], tag: str) -> Any:
+    """A module-scoped ``rows`` fixture: the selected rows of ALL_ROWS (parametrised as
+    ``row`` of TEST_NAME) run JOBS at a time from the module's first test on."""
+
+    @pytest.fixture(scope="module", name="rows")
+    def rows(request: pytest.FixtureRequest) -> Iterator[RowPool]:
+        pool = RowPool(request, test_name, all_rows, tag)
+        yield pool
+        pool.close()
+
+    return rows

@@ -5,24 +5,16 @@ REDIRECT at IKE_SA_INIT, at IKE_AUTH and in an INFORMATIONAL; our client follows
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from aioipsec.interop.redirect import MATRIX_ROWS
 from aioipsec.interop.scripted import ScriptedRow
-from tests.interop.scripted_rows import RowPool
+from tests.interop.scripted_rows import RowPool, pool_fixture
 
 pytestmark = [pytest.mark.interop, pytest.mark.needs("root", "charon", "swanctl")]
 
 
-@pytest.fixture(scope="module")
-def rows(request: pytest.FixtureRequest) -> Iterator[RowPool]:
-    """The selected rows run JOBS at a time from the first test on (tests/interop/
-    scripted_rows.py); each test waits for its own."""
-    pool = RowPool(request, "test_redirect_row", MATRIX_ROWS, "rd")
-    yield pool
-    pool.close()
+rows = pool_fixture("test_redirect_row", MATRIX_ROWS, "rd")
 
 
 @pytest.mark.parametrize("row", MATRIX_ROWS, ids=[row.name for row in MATRIX_ROWS])

@@ -10,24 +10,16 @@ an EAP-only gateway with EAP-MSCHAPv2 refused).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from aioipsec.interop.road_warrior import ROWS
 from aioipsec.interop.scripted import ScriptedRow
-from tests.interop.scripted_rows import RowPool
+from tests.interop.scripted_rows import RowPool, pool_fixture
 
 pytestmark = [pytest.mark.interop, pytest.mark.needs("root", "charon", "swanctl")]
 
 
-@pytest.fixture(scope="module")
-def rows(request: pytest.FixtureRequest) -> Iterator[RowPool]:
-    """The selected rows run JOBS at a time from the first test on (tests/interop/
-    scripted_rows.py); each test waits for its own."""
-    pool = RowPool(request, "test_road_warrior_row", ROWS, "rw")
-    yield pool
-    pool.close()
+rows = pool_fixture("test_road_warrior_row", ROWS, "rw")
 
 
 @pytest.mark.timeout(240)
