@@ -215,6 +215,7 @@ def run_storm(
     settle_timeout: float = 30.0,
     progress: Any = None,
     txqueuelen: int | None = None,
+    quiet: float = 3.0,
 ) -> dict[str, Any]:
     """Establish, start the streams, rekey REKEYS times, stop the streams; the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="storm-", dir=str(hosts.workdir)))
@@ -228,7 +229,7 @@ def run_storm(
             namespace.ip("link", "set", "ipsec0", "txqueuelen", str(txqueuelen))
     # Rough length of the run, for the streams (they stop on their own): the rekeys take
     # about 0.2-1 s each on this machine, plus the gaps; stopped earlier is not a problem.
-    quiet = 3.0
+    # QUIET: seconds of the baseline spell without rekeys (a figure, not a check).
     seconds = quiet * 2 + rekeys * (gap + 1.5) + 5
     hosts_ns = (("gw", hosts.gw_ns), ("peer", hosts.peer_ns))
     drops_before = {n: drop_counters(ns) for n, ns in hosts_ns}
