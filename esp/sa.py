@@ -78,6 +78,24 @@ class EspSa(SaBase):
 
     protocol = "esp"
 
+    # See SaBase.__slots__. The transform and the four per-packet functions stay unset
+    # until the first packet (``__getattr__`` below).
+    __slots__ = (
+        "_align",
+        "_icv_size",
+        "_keys",
+        "_overhead",
+        "_transform",
+        "decrypt_into",
+        "decrypt_view",
+        "encr",
+        "encrypt_into",
+        "encrypt_parts",
+        "integ",
+        "key_bits",
+        "tfc_pad_to",
+    )  # fmt: skip
+
     _transform: Transform
 
     encrypt_into: EncryptInto

@@ -34,9 +34,11 @@ def test_idle_sa_holds_no_cipher_and_first_packets_work() -> None:
     out = EspSa(0x1234, "out", EncrId.ENCR_AES_GCM_16, key)
     inbound = EspSa(0x1234, "in", EncrId.ENCR_AES_GCM_16, key)
     for sa in (out, inbound):
-        assert "_transform" not in vars(sa) and "decrypt_view" not in vars(sa)
+        for name in ("_transform", "decrypt_view"):
+            with pytest.raises(AttributeError):  # the slot, without __getattr__
+                object.__getattribute__(sa, name)
     assert inbound.decrypt(out.encrypt(INNER)) == INNER
-    assert "_transform" in vars(out) and out._keys is None
+    assert object.__getattribute__(out, "_transform") and out._keys is None
     assert inbound.decrypt(out.encrypt(INNER)) == INNER
     assert (out.seq, inbound.packets_in) == (2, 2)
     with pytest.raises(ValueError, match="decrypt on an outbound SA"):
@@ -52,3 +54,15 @@ def test_checks_still_at_install() -> None:
         EspSa(0x1234, "in", EncrId.ENCR_NULL, b"", IntegId.AUTH_HMAC_SHA2_256_128, bytes(32))
     with pytest.raises(UnsupportedAlgorithm):
         EspSa(0x1234, "in", EncrId.ENCR_AES_CBC, bytes(32))
+
+
+def test_no_instance_dict() -> None:
+    """Every attribute an SA sets is a slot: no per-SA dict (memory per tunnel)."""
+    key = _key(EncrId.ENCR_AES_GCM_16)
+    out = EspSa(0x1234, "out", EncrId.ENCR_AES_GCM_16, key, tfc_pad_to=64)
+    inbound = EspSa(0x1234, "in", EncrId.ENCR_AES_GCM_16, key)
+    for _ in range(2):
+        assert inbound.decrypt(out.encrypt(INNER)) == INNER
+    out.expire(hard=False)
+    inbound.check_time(1e9)
+    assert not vars(out) and not vars(inbound)
