@@ -111,7 +111,9 @@ class GsoBatch:
         self.segment = 0
         self.count = 0
 
-    def add(self, sock: DrainingSocket, address: Address, sa: EspSa, packet: memoryview) -> None:
+    def add(
+        self, sock: DrainingSocket, address: Address, sa: EspSa, packet: memoryview | bytearray
+    ) -> None:
         """Encrypt PACKET with SA into the batch (``EspDrop`` passes through: nothing
         added); send what must leave before or because of it."""
         if self.count and (
@@ -184,6 +186,10 @@ class Forwarder:
         # checksum the kernel left to us) go to _send_offloaded; 0 without a virtio header
         # (the first octet is then the IP version, never tested).
         self._needs_csum = VIRTIO_NET_HDR_F_NEEDS_CSUM if self._vnet else 0
+        # A super packet's segments skip send_protected's per-packet decisions
+        # (_send_segments), unless a subclass sends differently (SteeredForwarder hands
+        # the packets of another worker's SAs over): then each goes through its own.
+        self._segments_direct = type(self).send_protected is Forwarder.send_protected
         if self._vnet:
             # TSO reads (enable_tso) once numpy is imported, off the event loop's thread:
             # until then the kernel segments for us, as before.
@@ -297,16 +303,46 @@ class Forwarder:
             return
         decide = self.table.spd.decide
         forwarding = self.table.forwarding
-        entry = None
+        entry = decide(memoryview(packets[0]), now, forwarding)
+        if type(entry) is ChildEntry:
+            if not self._segments_direct or not self._send_segments(entry, packets):
+                for packet in packets:
+                    self.send_protected(entry, memoryview(packet))
+            return
+        # Not protected (dropped, held for an SA being negotiated, or BYPASS): each
+        # segment on its own, as if read one by one.
+        for index, packet in enumerate(packets):
+            if index:
+                entry = decide(memoryview(packet), now, forwarding)
+            if type(entry) is ChildEntry:
+                self.send_protected(entry, memoryview(packet))
+            elif entry is not None:
+                self.counters.bypass_dropped += 1
+
+    def _send_segments(self, child: ChildEntry, packets: list[bytearray]) -> bool:
+        """The segments of one super packet into the GSO batch: what ``send_protected``
+        decides per packet (size against the tunnel MTU, socket, outer DF) is the same for
+        all of them (one flow, one IP header; the first is the longest), so it is decided
+        once. False (nothing sent) when they do not take this path: too big for the
+        tunnel, raw ESP, or no socket (``send_protected`` handles and counts those)."""
+        first = packets[0]
+        spec = child.spec
+        if len(first) > child.mtu or not spec.udp_encap:
+            return False
+        address = child.peer.address
+        sock = self._socket_for(address[0], True)
+        if sock is None:
+            return False
+        if not spec.copy_df or (not first[6] & 0x40 and first[0] < 0x50):
+            sock = sock.no_df  # as in send_protected (strongSwan's copy_df)
+        add = self.batch.add
+        sa = child.sa_out
         for packet in packets:
-            view = memoryview(packet)
-            if type(entry) is not ChildEntry:
-                entry = decide(view, now, forwarding)
-                if type(entry) is not ChildEntry:
-                    if entry is not None:
-                        self.counters.bypass_dropped += 1
-                    continue  # dropped or held (each segment on its own)
-            self.send_protected(entry, view)
+            try:
+                add(sock, address, sa, packet)
+            except EspDrop:
+                self.counters.esp_drops += 1
+        return True
 
     def send_protected(self, child: ChildEntry, packet: memoryview) -> None:
         """Encrypt PACKET for CHILD and send it; UDP-encapsulated ESP goes into the GSO batch
