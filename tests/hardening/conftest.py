@@ -26,6 +26,11 @@ def _hosts(tag: str) -> Iterator[Hosts]:
             finally:
                 for daemon in hosts.daemons:
                     print(f"--- {daemon.config.name} ---\n{daemon.log_tail(40)}")
+                # SIGKILL: nothing is checked after the test, and a SIGTERM waits 2 s
+                # (SHUTDOWN_DELETE_WAIT) for DELETE answers from a prober long gone; the
+                # namespaces, deleted next, take the TUN device and the rules with them.
+                for daemon in hosts.daemons:
+                    daemon.kill()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
