@@ -274,6 +274,8 @@ class Daemon(
 
         # Sockets, TUN device and control socket are open: keep only what later steps need.
         drop_capabilities()
+        # After the drop: the thread it starts (and numpy's) must not keep root's capabilities.
+        self.datapath.forwarder.start_offloads()
         try:
             # workers = 2: the encrypt worker, with no more capabilities than we kept.
             await self.datapath.start_worker()

@@ -190,10 +190,6 @@ class Forwarder:
         # (_send_segments), unless a subclass sends differently (SteeredForwarder hands
         # the packets of another worker's SAs over): then each goes through its own.
         self._segments_direct = type(self).send_protected is Forwarder.send_protected
-        if self._vnet:
-            # TSO reads (enable_tso) once numpy is imported, off the event loop's thread:
-            # until then the kernel segments for us, as before.
-            threading.Thread(target=self.enable_tso, name="tun-tso", daemon=True).start()
         self._to_tun: list[memoryview] = []
         self._tun_buffers = [bytearray(BUFFER_SIZE)]  # os.readv's list, made once
         self.batch = GsoBatch()
@@ -268,6 +264,14 @@ class Forwarder:
         self.batch.flush()
         if self.table.events:
             self.table.handle_events()
+
+    def start_offloads(self) -> None:
+        """TSO reads (:meth:`enable_tso`) once numpy is imported, off the event loop's
+        thread: until then the kernel segments for us, as before. Call it only after the
+        process dropped its capabilities: they are per thread, and numpy's import starts a
+        thread (OpenBLAS) that would keep every capability of the thread that started it."""
+        if self._vnet:
+            threading.Thread(target=self.enable_tso, name="tun-tso", daemon=True).start()
 
     def enable_tso(self) -> bool:
         """Let the kernel hand us TCP super packets of up to 64 KB (``TUNSETOFFLOAD`` TSO4/6,

@@ -778,6 +778,7 @@ class Worker:
             on_limit=lambda spi, cause, hard: self.send(("limit", spi, cause, hard)),
         )
         self.forwarder = self._forwarder(tun)
+        self.forwarder.start_offloads()  # a worker starts with its capabilities dropped
         udp_sockets = [DrainingSocket(socket.socket(fileno=fd), _never, f"udp-{fd}") for fd in udp]
         raw_sockets: list[RawEspSocket] = [PassedRawEsp(socket.socket(fileno=fd)) for fd in raw]
         # The daemon's send-only twins without DF (copy_df), in the same order.

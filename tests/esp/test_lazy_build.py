@@ -44,7 +44,7 @@ def test_idle_sa_holds_no_cipher_and_first_packets_work() -> None:
     with pytest.raises(ValueError, match="decrypt on an outbound SA"):
         out.decrypt(b"")
     with pytest.raises(AttributeError):
-        _ = out.no_such_attribute  # type: ignore[attr-defined]
+        _ = out.no_such_attribute  # type: ignore[attr-defined]  # the point of the test
 
 
 def test_checks_still_at_install() -> None:
