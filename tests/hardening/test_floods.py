@@ -81,6 +81,17 @@ def flood_result(process) -> tuple[int, float]:
     return int(match.group(1)), float(match.group(2))
 
 
+def drained(gw, read, timeout: float = 10.0) -> None:
+    """Until READ(stats) stands still for 0.25 s: the daemon has drained its socket."""
+    last, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = read(gw.call("stats"))
+        if now == last:
+            return
+        last = now
+        time.sleep(0.25)
+
+
 def setup_time(peer, gw) -> float:
     started = time.monotonic()
     peer.call("initiate", child="net", timeout=60)
@@ -126,7 +137,7 @@ def test_ike_sa_init_flood_from_spoofed_sources(hosts: Hosts) -> None:
         most_half_open = max(most_half_open, half_open(gw))
         time.sleep(0.5)
     sent, seconds = flood_result(flood)
-    time.sleep(1.0)
+    drained(gw, lambda s: s["ike-messages-in"])
     stats = daemon_healthy(gw)
     received = stats["ike-messages-in"] - messages_before
     rss_after = rss_kib(gw)
@@ -195,7 +206,7 @@ def test_esp_floods_unknown_spi_and_bad_icv(hosts: Hosts) -> None:
         cpu_before = cpu_seconds(pid)
         flood = start_flood(hosts, "esp", template, GW_EVIL_SIDE, seconds=4, packets=150000)
         sent, seconds = flood_result(flood)
-        time.sleep(1.0)
+        drained(gw, lambda s: s["sockets"]["esp-v4"]["datagrams-in"])
         after = daemon_healthy(gw)
         counted = after["esp"][counter] - before["esp"][counter]
         arrived = (
@@ -229,7 +240,7 @@ def test_ike_flood_from_unconfigured_sources_is_not_logged_per_packet(hosts: Hos
     flood = start_flood(hosts, "ike-init", template, GW_EVIL_SIDE, rate=1000, seconds=3,
                         packets=3000)  # fmt: skip
     sent, _ = flood_result(flood)
-    time.sleep(1.0)
+    drained(gw, lambda s: s["ike-messages-in"])
     daemon_healthy(gw)
     log_lines = len(gw.log_text().splitlines()) - lines_before
     record("ike_flood_unconfigured_sources", sent=sent, log_lines=log_lines)
