@@ -285,6 +285,11 @@ def render_stats(stats: Any) -> str:
     if esp:
         lines.append("esp:")
         for key, value in esp.items():
+            if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+                # worker_list (worker_steering = sa): one line per worker, not a Python list
+                lines.append(f"  {key}:")
+                lines += [f"    {_flat(item)}" for item in value]
+                continue
             note = _STATS_LEGEND.get(key) if value else None
             lines.append(f"  {key}: {_stats_value(key, value)}" + (f"  ({note})" if note else ""))
     for key, value in top.items():

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from aioipsec.cli import main, render_conns, render_mapping, render_sas
+from aioipsec.cli import main, render_conns, render_mapping, render_sas, render_stats
 from aioipsec.control import ControlServer, RequestError
 from aioipsec.log import REDACTED, RateLimitedLogger, configure_logging, get_logger, sa_logger
 from tests.components import require_component
@@ -453,3 +453,19 @@ def test_follow_header_survives_the_control_sockets_secret_filter() -> None:
     header = "\n".join(render_follow_record(_scrub(record)))
     assert "/k/ikev2_decryption_table, /k/esp_sa" in header, header
     assert "<, r" not in header and "redacted" not in header
+
+
+def test_stats_text_lists_each_worker_on_its_own_line() -> None:
+    text = render_stats(
+        {
+            "esp": {
+                "workers": 2,
+                "worker_list": [
+                    {"index": 1, "pid": 10, "child_sas": 2, "esp_in": 5},
+                    {"index": 2, "pid": 11, "child_sas": 1, "esp_in": 0},
+                ],
+            }
+        }
+    )
+    assert "  worker_list:\n    index 1, pid 10, child_sas 2, esp_in 5\n    index 2, pid 11" in text
+    assert "[{" not in text
