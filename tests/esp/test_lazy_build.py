@@ -34,11 +34,13 @@ def test_idle_sa_holds_no_cipher_and_first_packets_work() -> None:
     out = EspSa(0x1234, "out", EncrId.ENCR_AES_GCM_16, key)
     inbound = EspSa(0x1234, "in", EncrId.ENCR_AES_GCM_16, key)
     for sa in (out, inbound):
-        for name in ("_transform", "decrypt_view"):
-            with pytest.raises(AttributeError):  # the slot, without __getattr__
-                object.__getattribute__(sa, name)
+        with pytest.raises(AttributeError):  # the transform's slot is empty
+            object.__getattribute__(sa, "_built")
+        assert sa._keys is not None
     assert inbound.decrypt(out.encrypt(INNER)) == INNER
-    assert object.__getattribute__(out, "_transform") and out._keys is None
+    assert object.__getattribute__(out, "_built") and out._keys is None
+    assert object.__getattribute__(inbound, "_built") and inbound._keys is None
+    assert not hasattr(type(out), "__getattr__")  # it would slow every attribute look-up
     assert inbound.decrypt(out.encrypt(INNER)) == INNER
     assert (out.seq, inbound.packets_in) == (2, 2)
     with pytest.raises(ValueError, match="decrypt on an outbound SA"):
