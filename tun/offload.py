@@ -108,18 +108,38 @@ def set_offload(fd: int, flags: int) -> None:
 # --- checksums --------------------------------------------------------------------------------
 
 
+# numpy, once imported (load_numpy): _sum16 sums long buffers with it.
+_numpy: Any = None
+
+
+def _fold(value: int) -> int:
+    """A sum of 16-bit words folded to 16 bits (end-around carry), 0 only for 0."""
+    remainder = value % 0xFFFF
+    return 0xFFFF if remainder == 0 and value else remainder
+
+
+def _sum16(data: memoryview) -> int:
+    """The 16-bit big-endian words of DATA added up (not folded); an odd last octet padded
+    with zero (RFC 1071). numpy from a few hundred octets on, int.from_bytes below (its
+    cost grows with the length, numpy's is mostly per call)."""
+    numpy = _numpy
+    if numpy is None or len(data) < 256:
+        value = int.from_bytes(data, "big")
+        return value << 8 if len(data) % 2 else value
+    even = len(data) & ~1
+    total = int(numpy.frombuffer(data, dtype=">u2", count=even // 2).sum(dtype=numpy.uint64))
+    return total + (data[even] << 8 if even < len(data) else 0)
+
+
 def _ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """RFC 1071 sum (not complemented) of DATA plus INITIAL, in 0..0xFFFF.
 
     Because 2**16 == 1 (mod 0xFFFF), the end-around-carry sum of the 16-bit words equals the
     whole buffer read as one big integer modulo 0xFFFF (0xFFFF standing for a non-zero
-    multiple): one int.from_bytes instead of a Python loop (~3 us for 1400 octets).
+    multiple): one int.from_bytes instead of a Python loop (~3 us for 1400 octets), or
+    numpy's sum for long buffers once it is loaded (:func:`_sum16`).
     """
-    if len(data) % 2:
-        data = bytes(data) + b"\0"
-    value = int.from_bytes(data, "big") + initial
-    remainder = value % 0xFFFF
-    return 0xFFFF if remainder == 0 and value else remainder
+    return _fold(_sum16(memoryview(data)) + initial)
 
 
 def _pseudo_header_sum(packet: bytes | bytearray | memoryview, protocol: int, length: int) -> int:
@@ -176,10 +196,7 @@ def segment(frame: bytes | bytearray | memoryview) -> list[bytearray]:
     packet = memoryview(frame)[VNET_HDR_SIZE:]
     gso = header.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
     if gso == VIRTIO_NET_HDR_GSO_NONE:
-        single = bytearray(packet)
-        if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-            _complete_partial_checksum(single, header)
-        return [single]
+        return [_completed(packet, header.flags, header.csum_start, header.csum_offset)]
     if gso not in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4):
         raise OffloadError(f"unsupported gso_type {header.gso_type}")
     if header.gso_size == 0:
@@ -233,17 +250,26 @@ def segment(frame: bytes | bytearray | memoryview) -> list[bytearray]:
     return segments
 
 
-def _complete_partial_checksum(packet: bytearray, header: VnetHeader) -> None:
-    """NEEDS_CSUM: the field holds the pseudo-header sum; add the sum of the rest."""
-    start, field = header.csum_start, header.csum_start + header.csum_offset
-    if field + 2 > len(packet) or start > len(packet):
+def _finish_l4_checksum(
+    buffer: bytearray | memoryview, ip: int, end: int, start: int, field: int
+) -> None:
+    """NEEDS_CSUM (virtio): the checksum FIELD holds the pseudo-header sum; add the sum of
+    BUFFER[START:END] and write the complement there. IP is where the packet starts."""
+    if field + 2 > end or start > end:
         raise OffloadError("checksum offsets outside the packet")
-    total = _ones_complement_sum(memoryview(packet)[start:])
-    checksum = ~total & 0xFFFF
-    protocol = _l4_offset(packet)[1]
-    if protocol == _IPPROTO_UDP and checksum == 0:
-        checksum = 0xFFFF
-    struct.pack_into("!H", packet, field, checksum)
+    checksum = ~_fold(_sum16(memoryview(buffer)[start:end])) & 0xFFFF
+    if checksum == 0 and _l4_offset(memoryview(buffer)[ip:end])[1] == _IPPROTO_UDP:
+        checksum = 0xFFFF  # RFC 768: zero means "no checksum"
+    _pack_h(buffer, field, checksum)
+
+
+def _completed(packet: memoryview, flags: int, start: int, offset: int) -> bytearray:
+    """A copy of a plain (not GSO) packet with its L4 checksum completed when the kernel
+    left it partial (NEEDS_CSUM)."""
+    out = bytearray(packet)
+    if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        _finish_l4_checksum(out, 0, len(out), start, start + offset)
+    return out
 
 
 # --- writing: wire packets -> super packets ---------------------------------------------------
@@ -409,9 +435,7 @@ def _merge(run: list[bytes | bytearray | memoryview]) -> bytes | bytearray:
 # each checksum is a few integer additions on sums computed once per super packet (the
 # fields that change per segment: lengths, IPv4 ID, TCP sequence number and flags; RFC 1071
 # sec. 2: the sum is commutative, so the parts add). numpy is optional: without it the
-# forwarder does not ask for TSO at all (tun.offload.fast_segmentation_available).
-
-_numpy: Any = None
+# forwarder does not ask for TSO at all (``Forwarder.enable_tso``).
 
 
 def load_numpy() -> bool:
@@ -427,29 +451,6 @@ def load_numpy() -> bool:
     return True
 
 
-def fast_segmentation_available() -> bool:
-    return _numpy is not None
-
-
-def _fold(value: int) -> int:
-    """A sum of 16-bit words folded to 16 bits (end-around carry), 0 only for 0."""
-    remainder = value % 0xFFFF
-    return 0xFFFF if remainder == 0 and value else remainder
-
-
-def _sum16(data: memoryview) -> int:
-    """The 16-bit big-endian words of DATA added up (not folded); an odd last octet padded
-    with zero (RFC 1071). numpy from a few hundred octets on, int.from_bytes below (its
-    cost grows with the length, numpy's is mostly per call)."""
-    numpy = _numpy
-    if numpy is None or len(data) < 256:
-        value = int.from_bytes(data, "big")
-        return value << 8 if len(data) % 2 else value
-    even = len(data) & ~1
-    total = int(numpy.frombuffer(data, dtype=">u2", count=even // 2).sum(dtype=numpy.uint64))
-    return total + (data[even] << 8 if even < len(data) else 0)
-
-
 _CSUM_START_OFFSET = struct.Struct("=HH")  # csum_start, csum_offset: octets 6-9 of the header
 
 
@@ -460,30 +461,7 @@ def complete_checksum(frame: memoryview, length: int) -> None:
     no copy, one sum (:func:`_sum16`)."""
     start, offset = _CSUM_START_OFFSET.unpack_from(frame, 6)
     start += VNET_HDR_SIZE
-    field = start + offset
-    if field + 2 > length or start > length:
-        raise OffloadError("checksum offsets outside the packet")
-    checksum = ~_fold(_sum16(frame[start:length])) & 0xFFFF
-    if checksum == 0 and _l4_offset(frame[VNET_HDR_SIZE:length])[1] == _IPPROTO_UDP:
-        checksum = 0xFFFF  # RFC 768: zero means "no checksum"
-    _pack_h(frame, field, checksum)
-
-
-def _completed(packet: memoryview, flags: int, start: int, offset: int) -> bytearray:
-    """A copy of a plain (not GSO) packet with its L4 checksum completed when the kernel
-    left it partial (NEEDS_CSUM: the field holds the pseudo-header sum; adding the sum
-    of everything from csum_start gives the whole checksum)."""
-    out = bytearray(packet)
-    if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-        return out
-    field = start + offset
-    if field + 2 > len(out) or start > len(out):
-        raise OffloadError("checksum offsets outside the packet")
-    checksum = ~_fold(_sum16(memoryview(out)[start:])) & 0xFFFF
-    if checksum == 0 and _l4_offset(out)[1] == _IPPROTO_UDP:
-        checksum = 0xFFFF  # RFC 768: zero means "no checksum"
-    _pack_h(out, field, checksum)
-    return out
+    _finish_l4_checksum(frame, VNET_HDR_SIZE, length, start, start + offset)
 
 
 def _ip_sums(template: bytearray, l4: int, protocol: int) -> tuple[int, int, int]:

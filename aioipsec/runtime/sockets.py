@@ -71,14 +71,22 @@ SO_REUSEPORT = getattr(socket, "SO_REUSEPORT", 15)
 SO_ATTACH_FILTER = 26
 SO_ATTACH_REUSEPORT_CBPF = 51
 _BPF_RET_K = 0x06  # BPF_RET | BPF_K: "return the constant k"
+# One classic BPF instruction: code, jt, jf, k (struct sock_filter).
+BpfInstruction = tuple[int, int, int, int]
 
 
-def _attach_cbpf(sock: socket.socket, option: int, k: int) -> None:
-    """Attach the one-instruction classic BPF program "return K" (struct sock_fprog holds
-    a pointer, hence ctypes; the kernel copies the program, the buffer may go after)."""
-    program = ctypes.create_string_buffer(struct.pack("=HBBI", _BPF_RET_K, 0, 0, k))
-    fprog = struct.pack("@HP", 1, ctypes.addressof(program))  # native alignment
+def attach_cbpf(sock: socket.socket, option: int, program: list[BpfInstruction]) -> None:
+    """Attach a classic BPF program (struct sock_fprog holds a pointer, hence ctypes; the
+    kernel copies the program, the buffer may go after)."""
+    code = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+    buffer = ctypes.create_string_buffer(code)
+    fprog = struct.pack("@HP", len(program), ctypes.addressof(buffer))  # native alignment
     sock.setsockopt(socket.SOL_SOCKET, option, fprog)
+
+
+# "return 0": as a reuseport program, every datagram to the group's first socket; as a
+# socket filter, nothing accepted.
+_RETURN_ZERO: list[BpfInstruction] = [(_BPF_RET_K, 0, 0, 0)]
 
 
 def _fragments_allowed_always(sock: socket.socket) -> None:
@@ -365,7 +373,7 @@ def open_udp_socket(host: str, port: int) -> socket.socket:
         _enlarge_buffers(sock)
         sock.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
         sock.bind((host, port))
-        _attach_cbpf(sock, SO_ATTACH_REUSEPORT_CBPF, 0)
+        attach_cbpf(sock, SO_ATTACH_REUSEPORT_CBPF, _RETURN_ZERO)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -395,7 +403,7 @@ class RawEspSocket(DrainingSocket):
         of each), and what queued before the filter is read away once."""
         twin = socket.socket(self.sock.family, socket.SOCK_RAW, IPPROTO_ESP)
         try:
-            _attach_cbpf(twin, SO_ATTACH_FILTER, 0)
+            attach_cbpf(twin, SO_ATTACH_FILTER, _RETURN_ZERO)
             _mark(twin)
             _fragments_allowed_always(twin)
             twin.setblocking(False)

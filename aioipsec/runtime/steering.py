@@ -38,10 +38,8 @@ subset of the Child SAs, both directions. What steers a packet to its owner:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import socket
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -51,7 +49,9 @@ from .sockets import (
     SO_ATTACH_REUSEPORT_CBPF,
     SO_REUSEPORT,
     SOCKET_BUFFER_BYTES,
+    BpfInstruction,
     _mark,
+    attach_cbpf,
 )
 
 # The owning worker's index is the SPI's top octet: up to 255 workers; the other 24 bits
@@ -73,7 +73,7 @@ _RET_A = 0x16
 _RET_K = 0x06
 _ACCEPT = 0xFFFFFFFF  # a socket filter's "keep the whole packet"
 
-Instruction = tuple[int, int, int, int]  # code, jt, jf, k (struct sock_filter)
+Instruction = BpfInstruction
 
 
 def owner_of(spi: int, workers: int) -> int:
@@ -123,16 +123,6 @@ def raw_filter(ipv4: bool, workers: int, index: int | None) -> list[Instruction]
             (_RET_K, 0, 0, 0)]  # fmt: skip
 
 
-def attach(sock: socket.socket, option: int, program: list[Instruction]) -> None:
-    """Attach a classic BPF program (struct sock_fprog holds a pointer, hence ctypes; the
-    kernel copies the program, the buffer may go after)."""
-    code = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
-    buffer = ctypes.create_string_buffer(code)
-    sock.setsockopt(
-        socket.SOL_SOCKET, option, struct.pack("@HP", len(program), ctypes.addressof(buffer))
-    )
-
-
 def _drain(sock: socket.socket) -> None:
     """Read away what queued before a filter was attached."""
     sock.setblocking(False)
@@ -167,7 +157,7 @@ def filtered_raw_socket(family: socket.AddressFamily, workers: int, index: int) 
         _mark(sock)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
-        attach(sock, SO_ATTACH_FILTER, raw_filter(family == socket.AF_INET, workers, index))
+        attach_cbpf(sock, SO_ATTACH_FILTER, raw_filter(family == socket.AF_INET, workers, index))
         _drain(sock)
     except OSError:
         sock.close()
@@ -177,7 +167,7 @@ def filtered_raw_socket(family: socket.AddressFamily, workers: int, index: int) 
 
 def restrict_raw(sock: socket.socket, workers: int) -> None:
     """The daemon's own raw ESP socket in this mode: only the SPIs no worker owns."""
-    attach(sock, SO_ATTACH_FILTER, raw_filter(sock.family == socket.AF_INET, workers, None))
+    attach_cbpf(sock, SO_ATTACH_FILTER, raw_filter(sock.family == socket.AF_INET, workers, None))
     _drain(sock)
 
 
@@ -237,7 +227,7 @@ def open_worker_sockets(
                 sockets.udp.append(join_udp_group(host, port, daemon_sock.family))
             # Any member's program is the group's: the daemon's socket is index 0, its
             # twin 1, the workers' sockets follow in the order they were bound above.
-            attach(
+            attach_cbpf(
                 daemon_sock,
                 SO_ATTACH_REUSEPORT_CBPF,
                 reuseport_program(2 if has_twin else 1, workers),
